@@ -1,0 +1,1 @@
+"""Prompt templates and seed tasks: data, not code. A package only so they ship inside the wheel."""

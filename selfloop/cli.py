@@ -1,0 +1,190 @@
+"""The `selfloop` command. Thin: parses arguments, calls into the package, prints results.
+
+Every error a user can fix is one line on stderr (`--debug` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from selfloop import __version__
+from selfloop.errors import SelfloopError
+
+DESCRIPTION = """\
+selfloop makes a language model improve itself: each iteration synthesises prompts, samples
+N completions, judges them with the model itself (LLM judge, majority vote, confidence),
+trains a LoRA adapter (DPO, SPIN, TTRL, RLSC, ReST-EM, ORPO), evaluates it on held-out
+verifiable suites and promotes it only if it is not worse. Everything lands in SQL.
+
+Database: --db URL, else the config's database.url, else <state_dir>/selfloop.db
+(state_dir: $SELFLOOP_STATE_DIR, systemd's $STATE_DIRECTORY, or ~/.local/share/selfloop)."""
+
+EPILOG = """\
+examples:
+  selfloop run --config configs/demo-cpu.yaml
+  selfloop history --loop demo-cpu
+  selfloop sql "SELECT iteration, main_metric, promoted FROM iteration_summary"
+  selfloop fork demo-cpu --at 2 --name demo-lr2 --set train.learning_rate=2e-4
+  selfloop daemon --config /etc/selfloop/loop.yaml     (see systemd/selfloop.service)"""
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", help="database URL (sqlite:///PATH or postgresql+psycopg://...)")
+    p.add_argument("--config", type=Path, metavar="FILE", help="take the database (and state dir) from this config")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="selfloop", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"selfloop {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    cfg = sub.add_parser("config", help="validate or show a config file")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    p = cfg_sub.add_parser("validate", help="exit 0 if FILE is valid; otherwise name each bad field and value")
+    p.add_argument("file", type=Path)
+    p = cfg_sub.add_parser("show", help="print the effective config, defaults filled in")
+    p.add_argument("file", type=Path)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)")
+    cfg_sub.add_parser("reference", help="print the config reference (markdown) generated from the models")
+
+    db = sub.add_parser("db", help="database schema: upgrade, downgrade, current revision")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    p = db_sub.add_parser("upgrade", help="create or migrate the schema to this version's head")
+    _add_db(p)
+    p.add_argument("--revision", default="head", help="target revision (default: head)")
+    p = db_sub.add_parser("downgrade", help="migrate the schema down to REVISION ('base' drops everything)")
+    _add_db(p)
+    p.add_argument("revision")
+    p = db_sub.add_parser("current", help="print the database's schema revision and this version's head")
+    _add_db(p)
+
+    p = sub.add_parser("sql", help="run one read-only SQL statement and print the rows")
+    _add_db(p)
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--max-rows", type=int, default=None, help="print at most this many rows")
+    p.add_argument("query", help='one statement, e.g. "SELECT * FROM iteration_summary"')
+
+    p = sub.add_parser("history", help="one row per iteration (the iteration_summary view) and fork lineage")
+    _add_db(p)
+    p.add_argument("--loop", metavar="NAME", help="only this loop")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    return parser
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    if args.db:
+        from selfloop.db.engine import check_url
+
+        try:
+            check_url(args.db)
+        except ValueError as exc:
+            raise SelfloopError(f"--db {args.db!r}: {exc}") from None
+        return args.db
+    from selfloop.config import Config, LoopConfig, load_config
+
+    if getattr(args, "config", None):
+        return load_config(args.config).database_url()
+    return Config(loop=LoopConfig(name="default")).database_url()
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from selfloop.config import config_reference, load_config
+
+    if args.config_command == "reference":
+        print(config_reference(), end="")
+        return 0
+    config = load_config(args.file, getattr(args, "set", None))
+    if args.config_command == "validate":
+        print(f"{args.file}: valid (loop {config.loop.name!r}, algorithm {config.train.algorithm})")
+        return 0
+    import yaml
+
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from selfloop.db.engine import make_engine, schema_revision
+    from selfloop.db.migrate import downgrade, head_revision, upgrade
+
+    url = _database_url(args)
+    engine = make_engine(url, create=args.db_command == "upgrade")
+    try:
+        if args.db_command == "upgrade":
+            upgrade(engine, args.revision)
+        elif args.db_command == "downgrade":
+            downgrade(engine, args.revision)
+        revision, _ = schema_revision(engine)
+        print(f"schema revision: {revision or 'none'} (this selfloop's head: {head_revision()})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from selfloop.db.readonly import run_readonly
+    from selfloop.render import render
+
+    result = run_readonly(_database_url(args), args.query, max_rows=args.max_rows)
+    print(render(result.columns, result.rows, args.format))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    import json
+
+    from selfloop.db import queries
+    from selfloop.db.engine import open_database
+    from selfloop.render import render
+
+    db = open_database(_database_url(args), readonly=True)
+    try:
+        with db.session() as session:
+            if args.loop and queries.loop_by_name(session, args.loop) is None:
+                raise SelfloopError(f"no loop named {args.loop!r} in this database")
+            columns, rows = queries.iteration_summary(session, args.loop)
+            lcols, lrows = queries.lineage(session)
+    finally:
+        db.dispose()
+    if args.loop:
+        lrows = [r for r in lrows if r[0] == args.loop]
+    if args.format == "json":
+        print(json.dumps({"iterations": json.loads(render(columns, rows, "json")), "lineage": json.loads(render(lcols, lrows, "json"))}, indent=2))
+        return 0
+    print(render(columns, rows))
+    if lrows:
+        print("\nlineage (forks):")
+        print(render(lcols, lrows))
+    return 0
+
+
+COMMANDS = {"config": cmd_config, "db": cmd_db, "sql": cmd_sql, "history": cmd_history}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from selfloop.log import setup_logging
+
+    setup_logging("DEBUG" if args.debug else "INFO", json_lines=args.log_json)
+    try:
+        code = COMMANDS[args.command](args)
+    except SelfloopError as exc:
+        if args.debug:
+            raise
+        print(f"selfloop: error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("selfloop: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"selfloop: unexpected error: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        code = 1
+    sys.exit(code)

@@ -1,0 +1,554 @@
+"""The whole configuration as one tree of pydantic models, one class per YAML section.
+
+Every field has a default where one makes sense, so a minimal YAML names only the loop.
+Unknown keys are errors. `load_config` turns every failure (missing file, YAML syntax,
+validation) into a `ConfigError` whose lines name the field path and the bad value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from selfloop.algorithms.dpo import DPOConfig
+from selfloop.algorithms.orpo import ORPOConfig
+from selfloop.algorithms.rest import RestConfig
+from selfloop.algorithms.rlsc import RLSCConfig
+from selfloop.algorithms.spin import SPINConfig
+from selfloop.algorithms.ttrl import TTRLConfig
+from selfloop.errors import ConfigError
+
+PHASES = ("synthesize", "rollout", "judge", "select", "train", "evaluate", "promote")
+Phase = Literal["synthesize", "rollout", "judge", "select", "train", "evaluate", "promote"]
+Algorithm = Literal["dpo", "spin", "ttrl", "rlsc", "rest", "orpo"]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Probability = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoopConfig(Section):
+    """The loop: name, seed, length, which phases run, where its state lives."""
+
+    name: str = Field(description="Loop name, unique in the database; `selfloop run` creates or continues it.")
+    seed: int = Field(0, description="Loop seed; every sample, draw and training seed derives from it.")
+    max_iterations: PositiveInt | None = Field(
+        None, description="Stop the loop after this many iterations in total (null: run forever)."
+    )
+    phases: list[Phase] = Field(
+        list(PHASES),
+        description="Phases of an iteration, in this order; omit one to switch it off (e.g. synthesize).",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="Database, checkpoints, backups and lock live here. Default: $SELFLOOP_STATE_DIR, "
+        "systemd's $STATE_DIRECTORY, or ~/.local/share/selfloop.",
+    )
+    stall_timeout_s: PositiveInt = Field(
+        900, description="The systemd watchdog stops being fed when no progress is made for this long."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+            raise ValueError("must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return v
+
+    @field_validator("phases")
+    @classmethod
+    def _phases_in_order(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a phase is listed twice")
+        if [p for p in PHASES if p in v] != v:
+            raise ValueError(f"phases must keep the order {', '.join(PHASES)}")
+        if "rollout" not in v:
+            raise ValueError("rollout cannot be switched off: every other phase reads its samples")
+        if "train" in v and "select" not in v:
+            raise ValueError("train needs select (it trains on the selected examples)")
+        return v
+
+
+class ModelConfig(Section):
+    """The base model the loop improves (LoRA adapters are trained on top of it)."""
+
+    base: str = Field(
+        "smollm2-135m-instruct",
+        description="Base model: 'smollm2-135m-instruct' (packaged, CPU-friendly), 'tiny' (random, for tests), "
+        "a local directory with safetensors weights, or a hub id.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for a hub id.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="'auto': float32 on CPU, bfloat16 on GPUs that support it."
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Converted models (safetensors) are cached here. Default: $SELFLOOP_CACHE_DIR, "
+        "systemd's $CACHE_DIRECTORY, or ~/.cache/selfloop.",
+    )
+
+
+class EngineConfig(Section):
+    """The generation back end used for synthesis, rollouts, judging and evaluation."""
+
+    kind: Literal["hf", "vllm"] = Field("hf", description="Generation back end: 'hf' (transformers, any device) or 'vllm'.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device of the hf engine and of training.")
+    batch_size: PositiveInt = Field(16, description="hf engine: sequences decoded together (n samples count each).")
+    gpu_memory_utilization: Probability = Field(0.85, description="vllm: share of GPU memory vLLM may take.")
+    tensor_parallel_size: PositiveInt = Field(1, description="vllm: GPUs one model is split over.")
+    enable_sleep_mode: bool = Field(
+        False, description="vllm: free GPU memory while training on the same GPU (vLLM sleep mode)."
+    )
+    max_model_len: PositiveInt = Field(2048, description="vllm: longest prompt + completion in tokens.")
+    max_lora_rank: PositiveInt = Field(64, description="vllm: the largest LoRA rank it must serve.")
+    enforce_eager: bool = Field(False, description="vllm: skip CUDA graph capture (slower, starts faster).")
+
+
+class TaskSource(Section):
+    """The task pool rollout prompts are drawn from."""
+
+    kind: Literal["seed", "jsonl", "arithmetic"] = Field(
+        "seed",
+        description="Where rollout prompts come from: 'seed' (prompts/seed_tasks.jsonl), 'jsonl' (a user file with "
+        "'prompt' and optional 'answer'/'response'), 'arithmetic' (the seeded generator's training split).",
+    )
+    path: Path | None = Field(None, description="The JSONL file, for kind 'jsonl'.")
+    levels: list[Annotated[int, Field(ge=1, le=3)]] = Field(
+        [1], description="arithmetic: difficulty levels (1: a+b up to 20, 2: up to 100 with -, 3: x and word problems)."
+    )
+
+    @model_validator(mode="after")
+    def _path_for_jsonl(self) -> TaskSource:
+        if self.kind == "jsonl" and self.path is None:
+            raise ValueError("kind 'jsonl' needs a path")
+        return self
+
+
+class GenerationConfig(Section):
+    """Rollouts: prompts per iteration and N samples per prompt."""
+
+    tasks: TaskSource = Field(default_factory=TaskSource, description="Pool the iteration's task prompts are drawn from.")
+    prompts_per_iteration: PositiveInt = Field(32, description="Task prompts drawn from the pool each iteration.")
+    samples_per_prompt: PositiveInt = Field(4, description="N completions per prompt (N-sample rollouts).")
+    temperature: Annotated[float, Field(ge=0.0, le=5.0)] = Field(0.8, description="Sampling temperature (0: greedy).")
+    top_p: Probability = Field(1.0, description="Nucleus sampling mass (1: off).")
+    top_k: Annotated[int, Field(ge=0)] = Field(0, description="Top-k sampling (0: off).")
+    max_new_tokens: PositiveInt = Field(256, description="Longest completion in tokens.")
+    stop: list[str] = Field([], description="Strings that end a completion (besides the end-of-turn token).")
+    system_prompt: str | None = Field(None, description="System message put before every prompt (null: none).")
+
+
+class SelfInstructConfig(Section):
+    """Self-instruct synthesis of new prompts (the synthesize phase)."""
+
+    num_prompts: Annotated[int, Field(ge=0)] = Field(
+        16, description="New prompts to accept per iteration (0: the synthesize phase adds nothing)."
+    )
+    seed_examples: Annotated[int, Field(ge=0)] = Field(6, description="Seed tasks shown in each few-shot prompt.")
+    generated_examples: Annotated[int, Field(ge=0)] = Field(
+        2, description="Earlier accepted generated prompts shown in each few-shot prompt."
+    )
+    rouge_threshold: Probability = Field(0.7, description="Reject a prompt whose ROUGE-L against the pool reaches this.")
+    min_words: PositiveInt = Field(3, description="Reject shorter instructions.")
+    max_words: PositiveInt = Field(150, description="Reject longer instructions.")
+    temperature: Annotated[float, Field(gt=0.0, le=5.0)] = Field(1.0, description="Sampling temperature of synthesis.")
+    top_p: Probability = Field(0.95, description="Nucleus mass of synthesis.")
+    max_new_tokens: PositiveInt = Field(96, description="Longest generated instruction in tokens.")
+    max_rounds: PositiveInt = Field(8, description="Give up after this many generate calls without enough prompts.")
+
+    @model_validator(mode="after")
+    def _some_examples(self) -> SelfInstructConfig:
+        if self.num_prompts and self.seed_examples + self.generated_examples == 0:
+            raise ValueError("few-shot synthesis needs seed_examples + generated_examples >= 1")
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is above max_words ({self.max_words})")
+        return self
+
+
+class LLMJudgeConfig(Section):
+    """LLM-as-a-Judge with the additive 5-point rubric (Self-Rewarding LMs)."""
+
+    k: PositiveInt = Field(3, description="Judgments per sample; the valid scores are averaged.")
+    temperature: Annotated[float, Field(ge=0.0, le=5.0)] = Field(0.7, description="Judge sampling temperature.")
+    max_new_tokens: PositiveInt = Field(192, description="Longest judge justification in tokens.")
+    model: str | None = Field(
+        None, description="A separate judge model (same forms as model.base); null: the policy judges itself."
+    )
+    template: str = Field("judge_additive.txt", description="Judge prompt template under prompts/ (or a path).")
+
+
+class VoteConfig(Section):
+    """Majority vote over extracted answers (Self-Consistency, TTRL)."""
+
+    extractors: list[Literal["boxed", "answer_is", "hash", "last_number"]] = Field(
+        ["boxed", "answer_is", "hash", "last_number"],
+        description="Answer extraction chain, tried in order; the first that finds an answer wins.",
+    )
+
+
+class ConfidenceConfig(Section):
+    """Sequence and token log-probabilities as confidence (RLSC)."""
+
+    rescore: bool = Field(False, description="Also score every sample under the current policy (one forward pass).")
+
+
+class JudgeConfig(Section):
+    """Self-judging: which signals are computed for every sample."""
+
+    signals: list[Literal["llm_judge", "vote", "confidence"]] = Field(
+        ["llm_judge", "vote", "confidence"], description="Self-judging signals computed for every sample."
+    )
+    llm_judge: LLMJudgeConfig = Field(default_factory=LLMJudgeConfig)
+    vote: VoteConfig = Field(default_factory=VoteConfig)
+    confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
+
+
+class LoraConfig(Section):
+    """The LoRA adapter trained each iteration."""
+
+    rank: PositiveInt = Field(16, description="LoRA rank; higher: more capacity, more memory.")
+    alpha: Annotated[float, Field(gt=0)] = Field(32.0, description="LoRA scaling numerator (scale = alpha / rank).")
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get adapters.",
+    )
+
+
+class TrainConfig(Section):
+    """The training phase: algorithm, optimiser and per-algorithm options."""
+
+    algorithm: Algorithm = Field("dpo", description="Training algorithm: dpo, spin, ttrl, rlsc, rest or orpo.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = Field(5e-5, description="Peak AdamW learning rate.")
+    weight_decay: Annotated[float, Field(ge=0.0)] = Field(0.0, description="AdamW weight decay.")
+    epochs: PositiveInt = Field(1, description="Passes over the iteration's examples.")
+    max_steps: PositiveInt | None = Field(None, description="Stop after this many optimizer steps (null: epochs decide).")
+    batch_size: PositiveInt = Field(4, description="Examples per forward pass.")
+    grad_accum: PositiveInt = Field(1, description="Forward passes per optimizer step.")
+    max_length: PositiveInt = Field(1024, description="Prompt + completion tokens; longer examples are truncated.")
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = Field(1.0, description="Gradient clipping norm.")
+    scheduler: Literal["constant", "linear", "cosine"] = Field("cosine", description="Learning rate schedule.")
+    warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="Share of steps spent warming up.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    spin: SPINConfig = Field(default_factory=SPINConfig)
+    ttrl: TTRLConfig = Field(default_factory=TTRLConfig)
+    rlsc: RLSCConfig = Field(default_factory=RLSCConfig)
+    rest: RestConfig = Field(default_factory=RestConfig)
+    orpo: ORPOConfig = Field(default_factory=ORPOConfig)
+
+
+class SuiteConfig(Section):
+    """A held-out verifiable suite."""
+
+    name: str = Field(description="Suite name, used in metric names ('<name>/greedy_accuracy').")
+    kind: Literal["arithmetic", "strings", "jsonl"] = Field(description="Built-in generator or a JSONL file.")
+    size: PositiveInt = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
+    levels: list[Annotated[int, Field(ge=1, le=3)]] = Field([1], description="arithmetic: difficulty levels.")
+    path: Path | None = Field(None, description="jsonl: file with 'prompt' and 'answer' per line.")
+    seed: int = Field(1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
+    majority_k: Annotated[int, Field(ge=0)] = Field(0, description="Also sample k answers per problem for majority@k (0: off).")
+    max_new_tokens: PositiveInt = Field(64, description="Longest answer in tokens.")
+
+    @model_validator(mode="after")
+    def _path_for_jsonl(self) -> SuiteConfig:
+        if self.kind == "jsonl" and self.path is None:
+            raise ValueError("kind 'jsonl' needs a path")
+        return self
+
+
+class DriftConfig(Section):
+    """Warning thresholds of the drift monitors (stored as events)."""
+
+    max_length_growth: Annotated[float, Field(gt=0.0)] = Field(
+        1.5, description="Warn when mean response length exceeds this multiple of the first iteration's."
+    )
+    judge_inflation: Annotated[float, Field(gt=0.0)] = Field(
+        0.5, description="Warn when the mean judge score rose this much since the first iteration while the main metric did not."
+    )
+    min_mean_logprob: float = Field(
+        -0.02, description="Warn when the mean token log-prob rises above this (sharpening collapse, TTRL/RLSC)."
+    )
+    max_vote_share: Probability = Field(0.98, description="Warn when the mean vote share reaches this.")
+
+
+class EvalConfig(Section):
+    """Held-out evaluation and the promotion gate."""
+
+    suites: list[SuiteConfig] = Field(
+        default_factory=lambda: [
+            SuiteConfig(name="arithmetic", kind="arithmetic"),
+            SuiteConfig(name="strings", kind="strings", size=100),
+        ],
+        description="Held-out verifiable suites, never trained on.",
+    )
+    main_metric: str = Field("arithmetic/greedy_accuracy", description="'<suite>/<metric>' the promotion gate compares.")
+    tolerance: Annotated[float, Field(ge=0.0)] = Field(
+        0.02, description="Promote unless the candidate is worse than the current policy by more than this."
+    )
+    max_rejections: PositiveInt = Field(3, description="Pause the loop after this many rejections in a row.")
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+    @model_validator(mode="after")
+    def _main_metric_names_a_suite(self) -> EvalConfig:
+        suite = self.main_metric.split("/", 1)[0]
+        names = [s.name for s in self.suites]
+        if len(set(names)) != len(names):
+            raise ValueError("two suites share a name")
+        if self.suites and suite not in names:
+            raise ValueError(f"main_metric {self.main_metric!r} names no suite (suites: {', '.join(names)})")
+        return self
+
+
+class ScheduleConfig(Section):
+    """When the daemon starts iterations, and its maintenance jobs."""
+
+    mode: Literal["continuous", "interval", "cron"] = Field(
+        "continuous", description="When the daemon starts iterations: back to back, every N minutes, or in a cron window."
+    )
+    every_minutes: PositiveInt = Field(60, description="interval: minutes between iteration starts.")
+    cron: str = Field("0 1 * * *", description="cron: crontab expression (minute hour day month weekday) that starts iterations.")
+    backup_every_minutes: Annotated[int, Field(ge=0)] = Field(360, description="SQLite backup period (0: off).")
+    backups_keep: PositiveInt = Field(5, description="Newest backups kept.")
+    keep_checkpoints: PositiveInt = Field(3, description="Retention: keep promoted checkpoints and the newest K others.")
+    retention_every_minutes: Annotated[int, Field(ge=0)] = Field(60, description="Checkpoint retention period (0: off).")
+    wal_checkpoint_every_minutes: Annotated[int, Field(ge=0)] = Field(30, description="SQLite WAL checkpoint period (0: off).")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as exc:
+            raise ValueError(f"not a crontab expression: {exc}") from None
+        return v
+
+
+class DatabaseConfig(Section):
+    """Where the history is stored."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user:pw@host/db. Null: <state_dir>/selfloop.db.",
+    )
+    busy_timeout_ms: PositiveInt = Field(30000, description="SQLite: wait this long for a lock before failing.")
+    statement_timeout_ms: PositiveInt = Field(30000, description="`selfloop sql` on PostgreSQL: statement time limit.")
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_supported(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from selfloop.db.engine import check_url
+
+        check_url(v)
+        return v
+
+
+class LoggingConfig(Section):
+    """Log format and destinations."""
+
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    json_lines: bool = Field(False, description="Log JSON lines instead of human-readable text (same as --log-json).")
+    file: Path | None = Field(None, description="Also log to this file, rotated.")
+    rotation: str = Field("100 MB", description="Rotate the log file at this size or interval.")
+    retention: PositiveInt = Field(5, description="Rotated log files kept.")
+
+
+class Config(Section):
+    """The whole configuration; one field per YAML section."""
+
+    loop: LoopConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> Config:
+        # Each algorithm reads one self-judging signal; a config that switches it off would select nothing.
+        needs = {"dpo": "llm_judge", "orpo": "llm_judge", "ttrl": "vote"}
+        signal = needs.get(self.train.algorithm)
+        if "select" in self.loop.phases and signal and signal not in self.judge.signals:
+            raise ValueError(f"train.algorithm {self.train.algorithm!r} needs judge.signals to include {signal!r}")
+        if self.train.algorithm == "ttrl" and self.train.ttrl.n_vote > self.generation.samples_per_prompt:
+            raise ValueError(
+                f"train.ttrl.n_vote ({self.train.ttrl.n_vote}) is above generation.samples_per_prompt "
+                f"({self.generation.samples_per_prompt})"
+            )
+        return self
+
+    # Paths that depend on the environment, resolved once here so every module agrees.
+    def state_dir(self) -> Path:
+        if self.loop.state_dir is not None:
+            return self.loop.state_dir.expanduser().resolve()
+        env = os.environ.get("SELFLOOP_STATE_DIR") or os.environ.get("STATE_DIRECTORY")
+        if env:
+            return Path(env.split(":")[0]).expanduser().resolve()
+        return Path("~/.local/share/selfloop").expanduser()
+
+    def cache_dir(self) -> Path:
+        if self.model.cache_dir is not None:
+            return self.model.cache_dir.expanduser().resolve()
+        return default_cache_dir()
+
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.state_dir() / 'selfloop.db'}"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SELFLOOP_CACHE_DIR") or os.environ.get("CACHE_DIRECTORY")
+    if env:
+        return Path(env.split(":")[0]).expanduser().resolve()
+    return Path("~/.cache/selfloop").expanduser()
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        return f"{path}: unknown key (value {value!r})"
+    if kind == "missing":
+        return f"{path}: required, but missing"
+    if kind == "literal_error":
+        expected = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        return f"{path}: {value!r} is not one of {expected}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind.endswith("_parsing") or kind.endswith("_type") or kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        return f"{path}: {value!r}: {msg.lower()}"
+    return f"{path}: {msg} (got {value!r})" if not isinstance(value, dict) else f"{path}: {msg}"
+
+
+def validate_config(data: Any, source: str = "config") -> Config:
+    """Validate a parsed mapping; raise ConfigError with one line per problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(e) for e in exc.errors()]
+        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty (a config needs at least loop.name)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.path=value` overrides (values parsed as YAML scalars/lists) to a raw mapping."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
+    data = read_yaml(Path(path))
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate_config(data, source=str(path))
+
+
+def config_reference() -> str:
+    """The README's configuration reference, generated from the models (a test keeps them in step)."""
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            sub = _section_type(ann)
+            path = f"{prefix}{name}"
+            if sub is not None:
+                doc = field.description or (sub.__doc__ or "").strip().splitlines()[0]
+                lines.append(f"| **`{path}`** | section | | {doc} |")
+                walk(sub, path + ".")
+                continue
+            default = "required" if field.is_required() else _show_default(field.get_default(call_default_factory=True))
+            lines.append(f"| `{path}` | {_type_name(ann)} | {default} | {field.description or ''} |")
+            item = get_args(ann)[0] if get_origin(ann) is list else None
+            if _section_type(item) is not None:
+                walk(item, path + "[].")
+
+    walk(Config, "")
+    head = "| key | type | default | meaning |\n|---|---|---|---|\n"
+    return head + "\n".join(lines) + "\n"
+
+
+def _section_type(ann: Any) -> type[BaseModel] | None:
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _type_name(ann: Any) -> str:
+    origin, args = get_origin(ann), get_args(ann)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (Union, UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list of ({_type_name(args[0])})" if get_origin(args[0]) is Literal else f"list of {_type_name(args[0])}"
+    if _section_type(ann) is not None:
+        return "section"
+    return {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "Path": "path"}.get(
+        getattr(ann, "__name__", ""), getattr(ann, "__name__", str(ann))
+    )
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+        value = [v.model_dump(mode="json", exclude_defaults=True) for v in value]
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    text = text.removesuffix("\n...").removesuffix("...").strip()
+    return f"`{text}`".replace("|", "\\|")

@@ -1,0 +1,172 @@
+"""Database engines: SQLite (embedded default, WAL) and PostgreSQL (by URL), and the schema check.
+
+SQLite connections get WAL, a busy timeout and foreign keys; the writer's transactions begin
+IMMEDIATE so two writers queue on the lock instead of failing halfway through a transaction.
+A new SQLite file and its directory are created owner-only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from selfloop.errors import SchemaError, SelfloopError
+
+SUPPORTED = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+
+
+def check_url(url: str) -> URL:
+    """Parse a database URL; raise ValueError (named by the config field) when unusable."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"not a database URL (expected {SUPPORTED})") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ValueError("an SQLite URL needs a file path: sqlite:///PATH")
+    elif backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+            raise ValueError(f"PostgreSQL driver {parsed.get_driver_name()!r} is not supported; use postgresql+psycopg://")
+        if not parsed.database:
+            raise ValueError("a PostgreSQL URL needs a database name")
+    else:
+        raise ValueError(f"database {backend!r} is not supported (expected {SUPPORTED})")
+    return parsed
+
+
+def normalise_url(url: str) -> URL:
+    parsed = check_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not the psycopg2 default
+    return parsed
+
+
+def sqlite_path(url: URL | str) -> Path | None:
+    parsed = make_url(url) if isinstance(url, str) else url
+    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" else None
+
+
+def _create_private_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
+def make_engine(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = False, create: bool = False) -> Engine:
+    """An engine for `url`. readonly: plain deferred transactions (for status/history readers).
+
+    create: make a missing SQLite file (owner-only); otherwise a missing file is an error.
+    """
+    parsed = normalise_url(url)
+    path = sqlite_path(parsed)
+    if path is not None:
+        if not path.exists():
+            if not create:
+                raise SelfloopError(f"no database at {path}: run `selfloop db upgrade --db {url}` or `selfloop run` first")
+            _create_private_file(path)
+        engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+            dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event below issues BEGIN
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            cur.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = NORMAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn) -> None:  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+@dataclass
+class Database:
+    """An engine and its session factory; `session()` commits on success, rolls back on error."""
+
+    url: str
+    engine: Engine
+
+    def __post_init__(self) -> None:
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._factory() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def schema_revision(engine: Engine) -> tuple[str | None, bool]:
+    """(alembic revision of the database or None, whether it has any table at all)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        tables = inspect(conn).get_table_names()
+        revision = MigrationContext.configure(conn).get_current_revision()
+    return revision, bool(tables)
+
+
+def open_database(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = False, init: bool = False) -> Database:
+    """Open a database whose schema is at this code's head revision.
+
+    init: a brand-new database (no tables) is brought to head; one with an older schema is
+    always refused with the command that upgrades it.
+    """
+    from selfloop.db.migrate import head_revision, upgrade
+
+    engine = make_engine(url, busy_timeout_ms=busy_timeout_ms, readonly=readonly, create=init)
+    try:
+        revision, has_tables = schema_revision(engine)
+    except Exception as exc:
+        engine.dispose()
+        raise SelfloopError(f"cannot open database {_safe(url)}: {exc.__class__.__name__}: {exc}".splitlines()[0]) from exc
+    head = head_revision()
+    if revision == head:
+        return Database(url, engine)
+    if revision is None and not has_tables and init:
+        upgrade(engine)
+        return Database(url, engine)
+    engine.dispose()
+    if revision is None:
+        raise SchemaError(f"database {_safe(url)} has no selfloop schema: run `selfloop db upgrade --db {_safe(url)}`")
+    from selfloop.db.migrate import known_revisions
+
+    if revision not in known_revisions():
+        raise SchemaError(
+            f"database {_safe(url)} has schema revision {revision}, newer than this selfloop knows (head {head}): upgrade selfloop"
+        )
+    raise SchemaError(
+        f"database {_safe(url)} has schema revision {revision}, older than this selfloop's {head}: "
+        f"run `selfloop db upgrade --db {_safe(url)}`"
+    )
+
+
+def _safe(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url

@@ -1,0 +1,305 @@
+"""SQLAlchemy models of everything a loop stores.
+
+Natural unique keys make each phase idempotent: a phase re-run after a crash inserts with
+on-conflict-do-nothing and finds the rows it already committed. Constraints carry names
+from one convention (SQLite migrations need them). Relationships are left out on purpose:
+queries say what they join, and nothing loads lazily behind the daemon's back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSON everywhere, JSONB on PostgreSQL (indexable, compact).
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Loop(Base):
+    """A self-improvement loop: its config snapshot, seed, lineage and current policy."""
+
+    __tablename__ = "loops"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    parent_loop_id: Mapped[int | None] = mapped_column(ForeignKey("loops.id"))
+    parent_iteration: Mapped[int | None] = mapped_column(Integer, doc="number of the parent's iteration forked from")
+    start_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    current_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    base_model: Mapped[str] = mapped_column(String(500))
+    config: Mapped[dict[str, Any]] = mapped_column(Json)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    main_metric: Mapped[str] = mapped_column(String(200))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="ready")  # ready | paused | finished | failed
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class Checkpoint(Base):
+    """A LoRA adapter directory; the row is written only after the directory is complete."""
+
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), doc="sha256 of MANIFEST.json, which holds each file's sha256")
+    kind: Mapped[str] = mapped_column(String(20), default="lora")
+    base_model: Mapped[str] = mapped_column(String(500))
+    parent_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default="ok")  # ok | deleted
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+
+
+class Iteration(Base):
+    __tablename__ = "iterations"
+    __table_args__ = (UniqueConstraint("loop_id", "number"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    loop_id: Mapped[int] = mapped_column(ForeignKey("loops.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | done | failed
+    phase: Mapped[str | None] = mapped_column(String(20), doc="phase running now, or the last one run")
+    base_checkpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("checkpoints.id"), doc="starting policy; null: the base model"
+    )
+    output_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    promoted: Mapped[bool | None] = mapped_column(Boolean)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+
+
+class PhaseRun(Base):
+    __tablename__ = "phase_runs"
+    __table_args__ = (UniqueConstraint("iteration_id", "phase"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
+    phase: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))  # running | done | failed | interrupted
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+
+
+class Prompt(Base):
+    """A prompt of one iteration: drawn from the task pool or synthesised by self-instruct."""
+
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("iteration_id", "source", "item_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
+    source: Mapped[str] = mapped_column(String(20))  # task | self_instruct
+    item_index: Mapped[int] = mapped_column(Integer)
+    task_key: Mapped[str | None] = mapped_column(String(200), doc="stable id in the task pool")
+    text: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text, doc="known verifiable answer, if any")
+    reference: Mapped[str | None] = mapped_column(Text, doc="ground-truth response, if any (SPIN)")
+    parent_ids: Mapped[list[int] | None] = mapped_column(Json, doc="self-instruct: prompts shown in its few-shot prompt")
+    rouge_max: Mapped[float | None] = mapped_column(Float, doc="self-instruct: highest ROUGE-L against the pool")
+    created_at: Mapped[datetime] = _created()
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+    __table_args__ = (UniqueConstraint("prompt_id", "sample_index"), Index(None, "iteration_id"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
+    sample_index: Mapped[int] = mapped_column(Integer)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
+    policy_checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    text: Mapped[str] = mapped_column(Text)
+    token_ids: Mapped[list[int]] = mapped_column(Json)
+    token_logprobs: Mapped[list[float]] = mapped_column(Json, doc="sampled tokens' log-probs under the sampling distribution")
+    num_tokens: Mapped[int] = mapped_column(Integer)
+    sum_logprob: Mapped[float] = mapped_column(Float)
+    mean_logprob: Mapped[float] = mapped_column(Float)
+    finish_reason: Mapped[str] = mapped_column(String(10))  # stop | length
+    seed: Mapped[int] = mapped_column(BigInteger)
+    temperature: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = _created()
+
+
+class Judgment(Base):
+    """One self-judging signal for one sample: llm_judge (k rows), vote, confidence."""
+
+    __tablename__ = "judgments"
+    __table_args__ = (UniqueConstraint("sample_id", "kind", "judge_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # llm_judge | vote | confidence
+    judge_index: Mapped[int] = mapped_column(Integer, default=0)
+    score: Mapped[float | None] = mapped_column(Float)
+    parse_ok: Mapped[bool] = mapped_column(Boolean)
+    raw: Mapped[str | None] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text, doc="vote: the extracted, normalised answer")
+    details: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = _created()
+
+
+class Vote(Base):
+    """Majority vote over one prompt's samples (Self-Consistency; TTRL's pseudo-label)."""
+
+    __tablename__ = "votes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), unique=True)
+    answer: Mapped[str | None] = mapped_column(Text)
+    share: Mapped[float] = mapped_column(Float)
+    n_valid: Mapped[int] = mapped_column(Integer)
+    n_votes: Mapped[int] = mapped_column(Integer)
+    tie: Mapped[bool] = mapped_column(Boolean)
+    tied_answers: Mapped[list[str] | None] = mapped_column(Json)
+    correct: Mapped[bool | None] = mapped_column(Boolean, doc="majority answer equals the known answer (null: unknown)")
+    created_at: Mapped[datetime] = _created()
+
+
+class Example(Base):
+    """A training example: a pair (sample_id chosen, rejected_sample_id) or one rewarded sample."""
+
+    __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("iteration_id", "item_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
+    item_index: Mapped[int] = mapped_column(Integer)
+    algorithm: Mapped[str] = mapped_column(String(20))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
+    sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id"), doc="the completion (a pair's chosen)")
+    text: Mapped[str | None] = mapped_column(Text, doc="completion text when it is no stored sample (SPIN's ground truth)")
+    rejected_sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id"))
+    reward: Mapped[float | None] = mapped_column(Float)
+    weight: Mapped[float | None] = mapped_column(Float, doc="advantage or loss weight")
+    ref_logp: Mapped[float | None] = mapped_column(Float, doc="reference log-prob of the completion (summed)")
+    ref_rejected_logp: Mapped[float | None] = mapped_column(Float)
+    ref_token_logps: Mapped[list[float] | None] = mapped_column(Json, doc="per-token reference log-probs")
+    created_at: Mapped[datetime] = _created()
+
+
+class TrainStep(Base):
+    __tablename__ = "train_steps"
+    __table_args__ = (UniqueConstraint("iteration_id", "step"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
+    step: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float] = mapped_column(Float)
+    learning_rate: Mapped[float] = mapped_column(Float)
+    grad_norm: Mapped[float] = mapped_column(Float)
+    tokens_per_s: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = _created()
+
+
+class Eval(Base):
+    """A held-out metric of a policy: the iteration's candidate or the policy it started from."""
+
+    __tablename__ = "evals"
+    __table_args__ = (UniqueConstraint("iteration_id", "role", "suite", "metric"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
+    role: Mapped[str] = mapped_column(String(20))  # candidate | baseline
+    checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"), doc="null: the base model")
+    suite: Mapped[str] = mapped_column(String(100))
+    metric: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = _created()
+
+
+class EvalItem(Base):
+    """One held-out problem answered by one policy; the suite metrics are computed from these rows."""
+
+    __tablename__ = "eval_items"
+    __table_args__ = (UniqueConstraint("iteration_id", "role", "suite", "item_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
+    role: Mapped[str] = mapped_column(String(20))
+    suite: Mapped[str] = mapped_column(String(100))
+    item_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(Text, doc="the greedy response")
+    predicted: Mapped[str | None] = mapped_column(Text)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    majority_correct: Mapped[bool | None] = mapped_column(Boolean)
+    num_tokens: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _created()
+
+
+class Metric(Base):
+    """A per-iteration figure: calibration, drift monitors, selection and synthesis counts."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("iteration_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = _created()
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index(None, "loop_id", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    loop_id: Mapped[int | None] = mapped_column(ForeignKey("loops.id"))
+    iteration_id: Mapped[int | None] = mapped_column(ForeignKey("iterations.id"))
+    level: Mapped[str] = mapped_column(String(10))  # info | warning | error
+    kind: Mapped[str] = mapped_column(String(50))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = _created()
+
+
+class Daemon(Base):
+    """A daemon process that holds (or held) the database; `selfloop status` shows the live one."""
+
+    __tablename__ = "daemons"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str | None] = mapped_column(Text, doc="last STATUS= line sent to systemd")
+    created_at: Mapped[datetime] = _created()

@@ -1,0 +1,35 @@
+"""Logging through loguru: readable lines on stderr (the journal under systemd), or JSON lines.
+
+Libraries that log through the standard `logging` module (transformers, vLLM, alembic, APScheduler)
+are routed into the same sink, so one stream holds everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from loguru import logger
+
+_HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss}</green> <level>{level: <7}</level> {message}"
+
+
+class _ToLoguru(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info, depth=6).log(level, "{}: {}", record.name, record.getMessage())
+
+
+def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | None = None, rotation: str = "100 MB", retention: int = 5) -> None:
+    logger.remove()
+    logger.add(sys.stderr, level=level, serialize=json_lines, format="{message}" if json_lines else _HUMAN, colorize=None if not json_lines else False, backtrace=False, diagnose=False)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        logger.add(file, level=level, serialize=json_lines, rotation=rotation, retention=retention, backtrace=False, diagnose=False)
+    logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Start a local PostgreSQL server for the test suite and print its URL on stdout.
+# Installs Debian's postgresql package first when it is missing and we are root.
+# A URL already in SELFLOOP_TEST_POSTGRES_URL is printed as is (bring your own server).
+set -euo pipefail
+if [ -n "${SELFLOOP_TEST_POSTGRES_URL:-}" ]; then echo "$SELFLOOP_TEST_POSTGRES_URL"; exit 0; fi
+log() { echo "postgres.sh: $*" >&2; }
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing postgresql from Debian packages"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >&2
+    else
+        log "no PostgreSQL server here (not root, or no apt-get): the PostgreSQL tests will skip"
+        exit 0
+    fi
+fi
+version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+if ! pg_lsclusters -h | awk '{print $1, $2}' | grep -q "^$version main$"; then
+    pg_createcluster "$version" main >&2
+fi
+pg_ctlcluster "$version" main start >&2 2>/dev/null || true   # already running is fine
+port=$(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $3}')
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+for _ in $(seq 30); do as_pg psql -p "$port" -Atqc "SELECT 1" >/dev/null 2>&1 && break; sleep 1; done
+as_pg psql -p "$port" -Atqc "SELECT 1 FROM pg_roles WHERE rolname = 'selfloop_test'" | grep -q 1 \
+    || as_pg psql -p "$port" -qc "CREATE ROLE selfloop_test LOGIN CREATEDB PASSWORD 'selfloop_test'" >&2
+as_pg psql -p "$port" -Atqc "SELECT 1 FROM pg_database WHERE datname = 'selfloop_test'" | grep -q 1 \
+    || as_pg psql -p "$port" -qc "CREATE DATABASE selfloop_test OWNER selfloop_test" >&2
+echo "postgresql+psycopg://selfloop_test:selfloop_test@127.0.0.1:$port/selfloop_test"

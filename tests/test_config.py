@@ -1,0 +1,138 @@
+"""Config: validation errors name the field path and the bad value; every shipped YAML validates."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selfloop.config import Config, config_reference, load_config, validate_config
+from selfloop.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_fills_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "loop:\n  name: mini\n"))
+    assert config.loop.name == "mini"
+    assert config.train.algorithm == "dpo"
+    assert config.generation.samples_per_prompt == 4
+    assert config.loop.phases == ["synthesize", "rollout", "judge", "select", "train", "evaluate", "promote"]
+
+
+BAD = [
+    # (yaml, expected fragments of the message: field path and value)
+    ("loop: {name: a}\ntrain: {algorithm: foo}", ["train.algorithm: 'foo' is not one of dpo, spin, ttrl, rlsc, rest, orpo"]),
+    ("loop: {name: a}\ngeneration: {samples_per_prompt: -3}", ["generation.samples_per_prompt: -3", "greater than or equal to 1"]),
+    ("loop: {name: a}\ngeneration: {samples_per_prompt: many}", ["generation.samples_per_prompt: 'many'", "integer"]),
+    ("loop: {name: a}\ngeneration: {temperature: hot}", ["generation.temperature: 'hot'", "number"]),
+    ("loop: {name: a}\nengine: {kind: tensorrt}", ["engine.kind: 'tensorrt' is not one of hf, vllm"]),
+    ("loop: {name: a}\ntrain: {learning_rate: 0}", ["train.learning_rate: 0", "greater than 0"]),
+    ("loop: {name: a}\ntrain: {lora: {rank: 0}}", ["train.lora.rank: 0"]),
+    ("loop: {name: a}\ntrain: {dpo: {kind: softmax}}", ["train.dpo.kind: 'softmax' is not one of sigmoid, ipo, hinge"]),
+    ("loop: {name: a}\ngeneration: {top_p: 1.5}", ["generation.top_p: 1.5"]),
+    ("loop: {name: a, colour: blue}", ["loop.colour: unknown key", "'blue'"]),
+    ("loop: {name: a}\nmodle: {base: x}", ["modle: unknown key"]),
+    ("loop: {name: 'bad name/'}", ["loop.name:", "'bad name/'"]),
+    ("generation: {samples_per_prompt: 2}", ["loop: required, but missing"]),
+    ("loop: {name: a}\ndatabase: {url: 'mysql://u@h/db'}", ["database.url:", "'mysql' is not supported", "'mysql://u@h/db'"]),
+    ("loop: {name: a}\ndatabase: {url: 'not a url'}", ["database.url:", "not a database URL", "'not a url'"]),
+    ("loop: {name: a}\ndatabase: {url: 'sqlite://'}", ["database.url:", "needs a file path"]),
+    ("loop: {name: a, phases: [rollout, synthesize]}", ["loop.phases:", "order"]),
+    ("loop: {name: a, phases: [synthesize, judge]}", ["loop.phases:", "rollout cannot be switched off"]),
+    ("loop: {name: a}\nschedule: {cron: 'every night'}", ["schedule.cron:", "crontab"]),
+    ("loop: {name: a}\neval: {main_metric: nosuch/greedy_accuracy}", ["eval:", "names no suite"]),
+    ("loop: {name: a}\ngeneration: {tasks: {kind: jsonl}}", ["generation.tasks:", "needs a path"]),
+    ("loop: {name: a}\ntrain: {algorithm: ttrl, ttrl: {n_vote: 64}}\ngeneration: {samples_per_prompt: 8}", ["n_vote (64)", "samples_per_prompt (8)"]),
+    ("loop: {name: a}\ntrain: {algorithm: dpo}\njudge: {signals: [vote]}", ["needs judge.signals to include 'llm_judge'"]),
+    ("loop: {name: a}\nself_instruct: {min_words: 50, max_words: 10}", ["min_words (50) is above max_words (10)"]),
+    ("loop: {name: a}\nloop: {seed: 1.5}", ["loop.name: required"]),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), BAD, ids=[f[0][:40] for f in BAD])
+def test_bad_config_names_field_and_value(tmp_path: Path, text: str, fragments: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_syntax_error_gives_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"c.yaml:4:\d+: YAML syntax error: expected .,. or .\]."):
+        load_config(write(tmp_path, "loop:\n  name: a\n  seed: [1, 2\ntrain: {}\n"))
+
+
+@pytest.mark.parametrize("text", ["", "- a\n- b\n", "just a string\n"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="empty|mapping"):
+        load_config(write(tmp_path, text))
+
+
+def test_overrides_apply_and_validate(tmp_path: Path) -> None:
+    path = write(tmp_path, "loop: {name: a}\n")
+    config = load_config(path, ["train.learning_rate=2e-4", "generation.stop=['###']", "loop.name=b"])
+    assert config.train.learning_rate == 2e-4 and config.generation.stop == ["###"] and config.loop.name == "b"
+    with pytest.raises(ConfigError, match="train.learning_rate: 'fast'"):
+        load_config(path, ["train.learning_rate=fast"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(path, ["novalue"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, Config)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# selfloop ") or first.startswith("# make "), f"{path.name} must start with the command that runs it"
+
+
+def test_readme_config_reference_is_generated_from_the_models() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert config_reference() in readme, "README's config reference is stale: paste `selfloop config reference`"
+
+
+def test_every_field_has_a_description() -> None:
+    rows = [r for r in config_reference().splitlines()[2:]]
+    missing = [r for r in rows if r.rstrip().endswith("|  |") or re.search(r"\| \|$", r)]
+    assert not missing, missing
+
+
+def test_algorithm_sections_match_the_registry() -> None:
+    from selfloop.algorithms import ALGORITHMS
+    from selfloop.config import TrainConfig
+
+    assert set(ALGORITHMS) <= set(TrainConfig.model_fields), "each algorithm needs its train.<name> section"
+    assert set(ALGORITHMS) == set(TrainConfig.model_fields["algorithm"].annotation.__args__)
+
+
+def test_cli_validate_and_show(tmp_path: Path, run_cli) -> None:
+    good = write(tmp_path, "loop: {name: cli}\ntrain: {algorithm: rlsc}\n")
+    code, out, _ = run_cli("config", "validate", str(good))
+    assert code == 0 and "valid" in out
+    code, out, _ = run_cli("config", "show", str(good))
+    shown = yaml.safe_load(out)
+    assert code == 0 and shown["train"]["algorithm"] == "rlsc" and shown["train"]["rlsc"]["alpha"] == 0.1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loop: {name: cli}\ntrain: {algorithm: foo}\n")
+    code, out, err = run_cli("config", "validate", str(bad))
+    assert code == 2 and "train.algorithm: 'foo' is not one of" in err and "Traceback" not in err
+
+
+def test_validate_config_rejects_non_mapping() -> None:
+    with pytest.raises(ConfigError, match="mapping"):
+        validate_config(["loop"])
