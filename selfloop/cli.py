@@ -70,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=None, help="print at most this many rows")
     p.add_argument("query", help='one statement, e.g. "SELECT * FROM iteration_summary"')
 
+    p = sub.add_parser("run", help="create or continue the config's loop in the foreground")
+    p.add_argument("--config", type=Path, metavar="FILE", required=True)
+    p.add_argument("--db", metavar="URL", help="database URL (overrides the config's database.url)")
+    p.add_argument("--iterations", type=int, metavar="N", help="run at most N iterations now (default: until the loop ends)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+
+    p = sub.add_parser("resume", help="continue an interrupted or forked loop with its stored config")
+    p.add_argument("loop", metavar="LOOP")
+    p.add_argument("--db", metavar="URL", help="database URL")
+    p.add_argument("--config", type=Path, metavar="FILE", help="take the database from this config")
+    p.add_argument("--iterations", type=int, metavar="N", help="run at most N iterations now")
+
     p = sub.add_parser("history", help="one row per iteration (the iteration_summary view) and fork lineage")
     _add_db(p)
     p.add_argument("--loop", metavar="NAME", help="only this loop")
@@ -164,7 +176,66 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"config": cmd_config, "db": cmd_db, "sql": cmd_sql, "history": cmd_history}
+def _with_db(config, url: str | None):  # noqa: ANN001, ANN202
+    if url:
+        config.database.url = url  # validated by the model
+    return config
+
+
+def _setup_logging(args: argparse.Namespace, config) -> None:  # noqa: ANN001
+    from selfloop.log import setup_logging
+
+    lc = config.logging
+    setup_logging("DEBUG" if args.debug else lc.level, json_lines=args.log_json or lc.json_lines,
+                  file=lc.file, rotation=lc.rotation, retention=lc.retention)
+
+
+def _check_iterations(n: int | None) -> None:
+    if n is not None and n < 1:
+        raise SelfloopError(f"--iterations {n}: must be at least 1")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from selfloop.config import load_config
+    from selfloop.runner import run_loop
+    from selfloop.signals import StopFlag
+
+    _check_iterations(args.iterations)
+    config = _with_db(load_config(args.config, args.set), args.db)
+    _setup_logging(args, config)
+    outcomes = run_loop(config, args.iterations, StopFlag().install())
+    print(f"loop {config.loop.name}: ran {len(outcomes)} iteration(s)" + (f", last {outcomes[-1].iteration}" if outcomes else ""))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from selfloop.config import validate_config
+    from selfloop.db import queries
+    from selfloop.db.engine import open_database
+    from selfloop.runner import run_loop
+    from selfloop.signals import StopFlag
+
+    _check_iterations(args.iterations)
+    url = _database_url(args)
+    db = open_database(url, readonly=True)
+    try:
+        with db.session() as session:
+            loop = queries.loop_by_name(session, args.loop)
+            if loop is None:
+                raise SelfloopError(f"no loop named {args.loop!r} in {url}")
+            snapshot = loop.config
+    finally:
+        db.dispose()
+    config = _with_db(validate_config(snapshot, source=f"loop {args.loop} (stored config)"), url)
+    _setup_logging(args, config)
+    outcomes = run_loop(config, args.iterations, StopFlag().install())
+    print(f"loop {config.loop.name}: ran {len(outcomes)} iteration(s)" + (f", last {outcomes[-1].iteration}" if outcomes else ""))
+    return 0
+
+
+COMMANDS = {
+    "config": cmd_config, "db": cmd_db, "sql": cmd_sql, "history": cmd_history, "run": cmd_run, "resume": cmd_resume,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,54 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Models converted or built by tests (the tiny model, SmolLM2 as safetensors) are cached here between
+# runs; a fresh clone starts empty. Tests never touch the user's own ~/.cache/selfloop.
+CACHE = Path(os.environ.get("SELFLOOP_TEST_CACHE_DIR", REPO / ".cache"))
+os.environ["SELFLOOP_CACHE_DIR"] = str(CACHE)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny random model (built once per cache)."""
+    from selfloop.models.resolve import resolve_model
+
+    return resolve_model("tiny", CACHE)
+
+
+def make_config(tmp_path: Path, db_url: str | None = None, **sections):  # noqa: ANN201
+    """A validated config on the tiny model with small sizes; sections override (dicts are merged)."""
+    from selfloop.config import validate_config
+
+    data = {
+        "loop": {"name": "test", "state_dir": str(tmp_path / "state"), "seed": 7},
+        "model": {"base": "tiny"},
+        "engine": {"batch_size": 8},
+        "generation": {"prompts_per_iteration": 6, "samples_per_prompt": 3, "max_new_tokens": 12,
+                       "tasks": {"kind": "arithmetic"}},
+        "self_instruct": {"num_prompts": 2, "max_rounds": 2, "max_new_tokens": 24},
+        "judge": {"llm_judge": {"k": 2, "max_new_tokens": 16}},
+        "train": {"algorithm": "rlsc", "batch_size": 4, "max_length": 128, "learning_rate": 1e-3,
+                  "lora": {"rank": 4, "alpha": 8}, "rlsc": {"steps": 2}},
+        "eval": {"suites": [{"name": "arithmetic", "kind": "arithmetic", "size": 8, "max_new_tokens": 8}]},
+        "database": {"url": db_url},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return validate_config(data)
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path):
+    def factory(db_url: str | None = None, **sections):  # noqa: ANN202
+        return make_config(tmp_path, db_url, **sections)
+
+    return factory
+
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
@@ -68,3 +116,48 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
         return code, out.out, out.err
 
     return run
+
+
+def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, checkpoint_id: int = 1):  # noqa: ANN201
+    """A LoRA checkpoint on the tiny model with random (non-zero) B matrices, so it changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from selfloop.engines.base import Adapter
+    from selfloop.training.checkpoint import save_adapter
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=std)
+    saved = save_adapter(peft, out)
+    return Adapter(checkpoint_id, saved.path, saved.sha256)
+
+
+def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]]) -> int:  # noqa: ANN001
+    """Create the config's loop, iteration 1 and the given (prompt, answer, sample texts) rows.
+
+    Returns the iteration id. Samples get made-up token ids and log-probs (4 tokens each, -0.5/token)
+    unless a test overwrites them; phases after rollout only read what is stored.
+    """
+    from selfloop.db.models import Iteration, Prompt, Sample
+    from selfloop.loop import open_loop
+
+    loop = open_loop(db, config)
+    with db.session() as s:
+        it = Iteration(loop_id=loop.id, number=1, status="running")
+        s.add(it)
+        s.flush()
+        for i, (text, answer, samples) in enumerate(prompts):
+            p = Prompt(iteration_id=it.id, source="task", item_index=i, text=text, answer=answer)
+            s.add(p)
+            s.flush()
+            for j, body in enumerate(samples):
+                s.add(Sample(prompt_id=p.id, sample_index=j, iteration_id=it.id, text=body, token_ids=[5, 6, 7, 2],
+                             token_logprobs=[-0.5] * 4, num_tokens=4, sum_logprob=-2.0, mean_logprob=-0.5,
+                             finish_reason="stop", seed=j, temperature=1.0))
+        return it.id

@@ -27,3 +27,47 @@ def lineage(session: Session) -> tuple[list[str], list[tuple[Any, ...]]]:
 
 def loop_by_name(session: Session, name: str) -> Loop | None:
     return session.scalars(select(Loop).where(Loop.name == name)).one_or_none()
+
+
+def _insert(session: Session):  # noqa: ANN202
+    """The dialect's INSERT construct (both SQLite and PostgreSQL have ON CONFLICT)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def insert_ignore(session: Session, model: type, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING: how phases stay idempotent."""
+    if rows:
+        stmt = _insert(session)(model).on_conflict_do_nothing(index_elements=keys)
+        session.execute(stmt, rows)  # executemany: SQLAlchemy batches the VALUES itself
+
+
+def set_metric(session: Session, iteration_id: int, name: str, value: float) -> None:
+    """Insert or overwrite one per-iteration metric."""
+    from selfloop.db.models import Metric
+
+    stmt = _insert(session)(Metric).values(iteration_id=iteration_id, name=name, value=float(value))
+    stmt = stmt.on_conflict_do_update(index_elements=["iteration_id", "name"], set_={"value": stmt.excluded.value})
+    session.execute(stmt)
+
+
+def metrics_of(session: Session, iteration_id: int, prefix: str = "") -> dict[str, float]:
+    from selfloop.db.models import Metric
+
+    rows = session.execute(
+        select(Metric.name, Metric.value).where(Metric.iteration_id == iteration_id, Metric.name.startswith(prefix))
+    )
+    return {name: value for name, value in rows}
+
+
+def add_event(session: Session, loop_id: int | None, iteration_id: int | None, kind: str, message: str,
+              level: str = "info", data: dict[str, Any] | None = None) -> None:
+    from loguru import logger
+
+    from selfloop.db.models import Event
+
+    session.add(Event(loop_id=loop_id, iteration_id=iteration_id, level=level, kind=kind, message=message, data=data))
+    logger.log("WARNING" if level == "warning" else "ERROR" if level == "error" else "INFO", "{}: {}", kind, message)

@@ -1,0 +1,34 @@
+"""Generation back ends behind one protocol (`base.Engine`): hf (transformers) and vllm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from selfloop.config import Config
+from selfloop.engines.base import Engine
+
+
+def _hf(config: Config, model_dir: Path) -> Engine:
+    from selfloop.engines.hf import HFEngine
+
+    return HFEngine(model_dir, device=config.engine.device, dtype=config.model.dtype, batch_size=config.engine.batch_size)
+
+
+def _vllm(config: Config, model_dir: Path) -> Engine:
+    from selfloop.engines.vllm import VLLMEngine
+
+    e = config.engine
+    return VLLMEngine(
+        model_dir, dtype=config.model.dtype, gpu_memory_utilization=e.gpu_memory_utilization,
+        tensor_parallel_size=e.tensor_parallel_size, enable_sleep_mode=e.enable_sleep_mode,
+        max_model_len=e.max_model_len, max_lora_rank=max(e.max_lora_rank, config.train.lora.rank),
+        enforce_eager=e.enforce_eager, seed=config.loop.seed,
+    )
+
+
+ENGINES: dict[str, Callable[[Config, Path], Engine]] = {"hf": _hf, "vllm": _vllm}
+
+
+def build_engine(config: Config, model_dir: Path) -> Engine:
+    return ENGINES[config.engine.kind](config, model_dir)

@@ -1,0 +1,108 @@
+"""The engine protocol every generation back end implements, and the types it speaks.
+
+An engine turns chats into completions and scores given completions. Log-probabilities:
+- `generate` reports each sampled token's log-probability under the distribution it was sampled
+  from (temperature, top-k and top-p applied and renormalised); greedy decoding reports the
+  model's own distribution (temperature 1).
+- `score` reports each given token's log-probability under the model at temperature 1
+  (what training, judging confidence and reference log-probs use).
+`token_ids` include the end-of-turn token when the completion stopped on it; `text` does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+Chat = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A stored LoRA checkpoint to apply on top of the base model."""
+
+    checkpoint_id: int
+    path: Path
+    sha256: str
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    token_logprobs: list[float]
+    finish_reason: str  # stop | length
+    seed: int | None = None  # the seed this completion was sampled with; None: not seeded
+
+    def __post_init__(self) -> None:
+        # A model can emit NUL bytes; no text column (PostgreSQL's least of all) should store them.
+        # The token ids keep the exact output.
+        self.text = self.text.replace("\x00", "\ufffd")
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def sum_logprob(self) -> float:
+        return float(sum(self.token_logprobs))
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.sum_logprob / max(1, len(self.token_logprobs))
+
+
+@dataclass
+class GenerationStats:
+    """What the last generate call did, for progress and benchmarks."""
+
+    sequences: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+ProgressFn = Callable[[int, int], None]  # (sequences finished, tokens generated) since the last call
+
+
+class Engine(Protocol):
+    name: str
+    tokenizer: object
+
+    def generate(
+        self,
+        chats: Sequence[Chat],
+        sampling: Sampling,
+        *,
+        seeds: Sequence[Sequence[int]] | None = None,
+        adapter: Adapter | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[list[Completion]]:
+        """n completions per chat. seeds[i][j] seeds completion j of chat i where the engine can."""
+        ...
+
+    def score(
+        self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *, adapter: Adapter | None = None
+    ) -> list[list[float]]:
+        """Per-token log-probabilities (temperature 1) of each completion's token ids after its chat."""
+        ...
+
+    def sleep(self) -> None:
+        """Free accelerator memory while another step (training) needs it."""
+        ...
+
+    def wake(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,22 @@
+"""Chat formatting shared by engines and training: the same prompt token ids everywhere."""
+
+from __future__ import annotations
+
+from selfloop.engines.base import Chat
+
+
+def prompt_ids(tokenizer, chat: Chat) -> list[int]:  # noqa: ANN001
+    """Token ids of a chat rendered by the model's chat template, ready for the assistant's turn."""
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def completion_ids(tokenizer, text: str, end_id: int | None) -> list[int]:  # noqa: ANN001
+    """Token ids of a completion given as text (e.g. a ground-truth response), ending with the end-of-turn token."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return ids + [end_id] if end_id is not None else ids
+
+
+def user_chat(prompt: str, system: str | None = None) -> Chat:
+    chat: Chat = [{"role": "system", "content": system}] if system else []
+    return chat + [{"role": "user", "content": prompt}]

@@ -1,0 +1,242 @@
+"""The transformers engine: batched decoding with a KV cache on any device (the CPU path).
+
+Decoding is a short loop of our own rather than `model.generate`, for two reasons the loop needs:
+every completion is sampled with its own seeded generator, so a re-run after a crash reproduces
+exactly the samples of the uninterrupted run whatever the batching; and the log-probability of each
+sampled token is taken from the very distribution it was drawn from. Sequences that finish leave
+the batch (their rows are dropped from the KV cache), and a prompt's n samples share one prefill.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, ProgressFn, Sampling
+from selfloop.engines.chat import prompt_ids
+from selfloop.training.checkpoint import verify_checkpoint
+from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
+from selfloop.models.logprobs import completion_logprobs, left_padded
+
+MAX_LOADED_ADAPTERS = 3
+
+
+def sample_next(
+    logits: torch.Tensor, sampling: Sampling, generators: Sequence[torch.Generator | None]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row; return (tokens, their log-probs under the distribution drawn from)."""
+    logits = logits.float()
+    if sampling.temperature == 0:
+        logps = torch.log_softmax(logits, dim=-1)
+        tokens = logps.argmax(dim=-1)
+        return tokens, logps.gather(-1, tokens[:, None]).squeeze(-1)
+    scores = logits / sampling.temperature
+    if sampling.top_k:
+        kth = torch.topk(scores, min(sampling.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if sampling.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+        cum = torch.softmax(sorted_scores, dim=-1).cumsum(-1)
+        drop_sorted = (cum - torch.softmax(sorted_scores, dim=-1)) >= sampling.top_p  # mass before this token already enough
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    logps = torch.log_softmax(scores, dim=-1)
+    probs = logps.exp()
+    tokens = torch.empty(len(probs), dtype=torch.long, device=probs.device)
+    for i, gen in enumerate(generators):
+        tokens[i] = torch.multinomial(probs[i], 1, generator=gen)[0]
+    return tokens, logps.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, model_dir: Path, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16) -> None:
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.base = load_causal_lm(model_dir, self.device, self.dtype).eval()
+        self.model: torch.nn.Module = self.base  # becomes a PeftModel once an adapter is loaded
+        self.end_ids = end_token_ids(self.tokenizer, self.base.generation_config)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.batch_size = batch_size
+        self._adapters: OrderedDict[tuple[int, str], str] = OrderedDict()
+        self.last_stats = GenerationStats()
+
+    # -- adapters -----------------------------------------------------------------------------
+    def _load_adapter(self, adapter: Adapter) -> str:
+        from peft import PeftModel
+
+        key = (adapter.checkpoint_id, adapter.sha256)
+        if key in self._adapters:
+            self._adapters.move_to_end(key)
+            return self._adapters[key]
+        verify_checkpoint(adapter.path, adapter.sha256)  # a broken checkpoint is refused, never loaded
+        name = f"ckpt{adapter.checkpoint_id}"
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(str(adapter.path), adapter_name=name, is_trainable=False)
+        else:
+            self.model = PeftModel.from_pretrained(self.base, str(adapter.path), adapter_name=name, is_trainable=False)
+        self.model.eval()
+        self._adapters[key] = name
+        while len(self._adapters) > MAX_LOADED_ADAPTERS:
+            _, old = self._adapters.popitem(last=False)
+            self.model.delete_adapter(old)
+        return name
+
+    @contextmanager
+    def _policy(self, adapter: Adapter | None):  # noqa: ANN202
+        from peft import PeftModel
+
+        if adapter is not None:
+            name = self._load_adapter(adapter)
+            self.model.set_adapter(name)
+            yield self.model
+        elif isinstance(self.model, PeftModel):
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.model
+
+    # -- generation ---------------------------------------------------------------------------
+    def generate(
+        self,
+        chats: Sequence[Chat],
+        sampling: Sampling,
+        *,
+        seeds: Sequence[Sequence[int]] | None = None,
+        adapter: Adapter | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[list[Completion]]:
+        started = time.monotonic()
+        prompts = [prompt_ids(self.tokenizer, chat) for chat in chats]
+        # One work item per completion; items of one prompt stay together so they share a prefill.
+        items = [(i, j) for i in range(len(chats)) for j in range(sampling.n)]
+        results: list[list[Completion | None]] = [[None] * sampling.n for _ in chats]
+        tokens = 0
+        with self._policy(adapter) as model:
+            for start in range(0, len(items), self.batch_size):
+                batch = items[start : start + self.batch_size]
+                batch_seeds = [seeds[i][j] if seeds is not None else None for i, j in batch]
+                done = self._decode(model, [prompts[i] for i, _ in batch], batch_seeds, sampling, progress)
+                for (i, j), completion in zip(batch, done):
+                    results[i][j] = completion
+                    tokens += completion.num_tokens
+        self.last_stats = GenerationStats(len(items), tokens, time.monotonic() - started)
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _decode(
+        self,
+        model: torch.nn.Module,
+        prompts: list[list[int]],
+        seeds: list[int | None],
+        sampling: Sampling,
+        progress: ProgressFn | None,
+    ) -> list[Completion]:
+        n = len(prompts)
+        unique: dict[tuple[int, ...], int] = {}
+        row_of = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+        ids, mask, positions = left_padded([list(p) for p in unique], self.pad_id, self.device)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        select = torch.tensor(row_of, device=self.device)
+        cache.batch_select_indices(select)  # each completion gets its own copy of its prompt's cache
+        logits = out.logits[select, -1, :]
+        mask, last_pos = mask[select], positions[select, -1]
+
+        gens = []
+        for seed in seeds:
+            gen = None
+            if seed is not None:
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(seed)
+            gens.append(gen)
+        toks: list[list[int]] = [[] for _ in range(n)]
+        lps: list[list[float]] = [[] for _ in range(n)]
+        finish: list[str | None] = [None] * n
+        stop_at: list[int | None] = [None] * n
+        active = list(range(n))
+        for step in range(sampling.max_new_tokens):
+            new_tokens, new_logps = sample_next(logits, sampling, [gens[i] for i in active])
+            new_list, lp_list = new_tokens.tolist(), new_logps.tolist()
+            keep = []
+            for row, seq in enumerate(active):
+                tok = new_list[row]
+                toks[seq].append(tok)
+                lps[seq].append(lp_list[row])
+                if tok in self.end_ids:
+                    finish[seq] = "stop"
+                elif sampling.stop and (cut := self._stop_cut(toks[seq], sampling.stop)) is not None:
+                    finish[seq], stop_at[seq] = "stop", cut
+                elif step + 1 == sampling.max_new_tokens:
+                    finish[seq] = "length"
+                else:
+                    keep.append(row)
+            if progress is not None:
+                progress(len(active) - len(keep), len(active))
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, last_pos, new_tokens = mask[index], last_pos[index], new_tokens[index]
+                active = [active[r] for r in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            last_pos = last_pos + 1
+            out = model(
+                input_ids=new_tokens[:, None], attention_mask=mask, position_ids=last_pos[:, None],
+                past_key_values=cache, use_cache=True,
+            )
+            logits = out.logits[:, -1, :]
+        return [self._completion(toks[i], lps[i], finish[i] or "length", stop_at[i], seeds[i]) for i in range(n)]
+
+    def _stop_cut(self, tokens: list[int], stops: tuple[str, ...]) -> int | None:
+        """Character offset where a stop string begins in the decoded text, if one has appeared."""
+        tail = self.tokenizer.decode(tokens[-16:], skip_special_tokens=True)
+        if not any(s in tail for s in stops):
+            return None
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        found = [text.find(s) for s in stops if s in text]
+        return min(found) if found else None
+
+    def _completion(self, tokens: list[int], logps: list[float], finish: str, cut: int | None, seed: int | None) -> Completion:
+        body = tokens[:-1] if tokens and tokens[-1] in self.end_ids else tokens
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        if cut is not None:
+            text = text[:cut]
+        return Completion(text=text, token_ids=tokens, token_logprobs=logps, finish_reason=finish, seed=seed)
+
+    # -- scoring ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score(
+        self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *, adapter: Adapter | None = None
+    ) -> list[list[float]]:
+        prompts = [prompt_ids(self.tokenizer, chat) for chat in chats]
+        out: list[list[float]] = []
+        with self._policy(adapter) as model:
+            for start in range(0, len(prompts), self.batch_size):
+                rows = completion_logprobs(
+                    model, prompts[start : start + self.batch_size], completions[start : start + self.batch_size], self.pad_id
+                )
+                out.extend(r.tolist() for r in rows)
+        return out
+
+    def sleep(self) -> None:
+        if self.device.type == "cuda":
+            self.base.to("cpu")
+            torch.cuda.empty_cache()
+
+    def wake(self) -> None:
+        if self.device.type == "cuda":
+            self.base.to(self.device)
+
+    def close(self) -> None:
+        self.model = self.base = None  # type: ignore[assignment]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

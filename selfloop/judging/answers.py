@@ -1,0 +1,106 @@
+"""Answer extraction and normalisation for majority voting (Self-Consistency; TTRL).
+
+Extractors, tried in the configured order (the first that finds something wins):
+  boxed        the last \\boxed{...} (nested braces allowed)
+  answer_is    the last "the answer is ..." / "answer: ..." up to the end of its sentence
+  hash         the last "#### ..." line (GSM8K style)
+  last_number  the last number in the text
+Normalisation makes equal answers equal strings: numbers become canonical decimals ("12", "12.0",
+"12.00" -> "12"; "1,200" -> "1200"; "3/4" and "0.75" -> "0.75"; "-0" -> "0"); text is lower-cased,
+whitespace collapsed, surrounding quotes, a leading article and trailing punctuation removed.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+DEFAULT_CHAIN = ("boxed", "answer_is", "hash", "last_number")
+_NUM = r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?|[-+−]?\.\d+"
+_NUMBER = re.compile(rf"(?<![\w.])(?:{_NUM})(?![\w])")
+_WHOLE_NUMBER = re.compile(rf"^\$?\s*({_NUM})\s*%?$")
+_LEADING_NUMBER = re.compile(rf"^\$?\s*({_NUM})\s*(?:%|[A-Za-z][A-Za-z ]{{0,30}})?$")
+_ANSWER_IS = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*:?\s*(.+)", re.IGNORECASE)
+
+
+def _boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 1, start + len("\\boxed{")
+    begin = i
+    while i < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    return text[begin : i - 1] if depth == 0 else None
+
+
+def _answer_is(text: str) -> str | None:
+    matches = list(_ANSWER_IS.finditer(text))
+    if not matches:
+        return None
+    tail = matches[-1].group(1).strip()
+    # The sentence ends at a newline or at a full stop followed by space (not a decimal point).
+    tail = re.split(r"\n|(?<=[.!?])\s", tail, maxsplit=1)[0]
+    return tail or None
+
+
+def _hash(text: str) -> str | None:
+    found = re.findall(r"####\s*(.+)", text)
+    return found[-1].strip() if found else None
+
+
+def _last_number(text: str) -> str | None:
+    found = _NUMBER.findall(text)
+    return found[-1] if found else None
+
+
+EXTRACTORS = {"boxed": _boxed, "answer_is": _answer_is, "hash": _hash, "last_number": _last_number}
+
+
+def normalise_number(raw: str) -> str | None:
+    s = raw.replace("−", "-").replace(",", "").replace(" ", "")
+    try:
+        value = Fraction(s) if "/" in s else Fraction(Decimal(s))
+    except (ValueError, ZeroDivisionError, InvalidOperation):
+        return None
+    if value.denominator == 1:
+        return str(value.numerator)
+    text = f"{float(value):.6f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _unlatex(s: str) -> str:
+    s = re.sub(r"\\d?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", s)
+    s = re.sub(r"^\\text\{(.*)\}$", r"\1", s)
+    s = re.sub(r"\\[,!;]|\\left|\\right|\$", "", s)
+    return s
+
+
+def normalise(raw: str) -> str | None:
+    s = _unlatex(raw.strip().strip("*`").strip())
+    s = re.sub(r"[\s.!?;:,]+$", "", s)
+    if (m := _WHOLE_NUMBER.match(s)) or (m := _LEADING_NUMBER.match(s)):
+        number = normalise_number(m.group(1))
+        if number is not None:
+            return number
+    s = s.strip("\"'“”‘’").strip()
+    s = re.sub(r"[\s.,!?;:]+$", "", s)
+    s = s.strip("\"'“”‘’").strip()
+    s = re.sub(r"\s+", " ", s).lower()
+    s = re.sub(r"^(?:a|an|the)\s+", "", s)
+    return s or None
+
+
+def extract_answer(text: str | None, chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> str | None:
+    """The normalised answer found by the first extractor of `chain` that finds one, else None."""
+    if not text:
+        return None
+    for name in chain:
+        raw = EXTRACTORS[name](text)
+        if raw is not None:
+            answer = normalise(raw)
+            if answer is not None:
+                return answer
+    return None

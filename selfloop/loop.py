@@ -1,0 +1,205 @@
+"""The iteration state machine, driven by database state.
+
+`run_iteration` runs one iteration and returns: it continues the loop's unfinished iteration at the
+first phase not marked done, or starts the next one. Every phase is idempotent, so a crash at any
+point followed by another call yields the rows an uninterrupted run would have written.
+
+The starting policy of an iteration is the loop's current checkpoint (the last promoted one, or a
+fork's starting checkpoint), or the base model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from selfloop.config import Config
+from selfloop.db.engine import Database
+from selfloop.db.models import Checkpoint, Iteration, Loop, PhaseRun
+from selfloop.db.queries import add_event, loop_by_name
+from selfloop.engines.base import Adapter
+from selfloop.errors import CheckpointError, Interrupted, SelfloopError
+from selfloop.phases import PHASES
+from selfloop.phases.context import PhaseContext
+from selfloop.runtime import Runtime
+
+# Fields that do not change what a loop computes: they may differ between runs of one loop.
+NON_SEMANTIC = {
+    "loop": {"max_iterations", "state_dir", "stall_timeout_s"},
+    "engine": {"batch_size", "device", "gpu_memory_utilization", "tensor_parallel_size", "enable_sleep_mode",
+               "max_model_len", "max_lora_rank", "enforce_eager"},
+    "schedule": None, "database": None, "logging": None,  # None: the whole section
+}
+
+
+def fingerprint(config: Config) -> tuple[dict[str, Any], str]:
+    """(snapshot stored with the loop, hash of its semantic part)."""
+    snapshot = config.model_dump(mode="json")
+    semantic = {}
+    for section, body in snapshot.items():
+        skip = NON_SEMANTIC.get(section, set())
+        if skip is None:
+            continue
+        semantic[section] = {k: v for k, v in body.items() if k not in skip} if isinstance(body, dict) else body
+    digest = hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
+    return snapshot, digest
+
+
+def changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def open_loop(db: Database, config: Config) -> Loop:
+    """The loop named in the config: created on first use; refused if its config changed since."""
+    snapshot, digest = fingerprint(config)
+    with db.session() as session:
+        loop = loop_by_name(session, config.loop.name)
+        if loop is None:
+            loop = Loop(
+                name=config.loop.name, base_model=config.model.base, config=snapshot, config_hash=digest,
+                main_metric=config.eval.main_metric, seed=config.loop.seed, status="ready",
+            )
+            session.add(loop)
+            session.flush()
+            add_event(session, loop.id, None, "loop.created", f"loop {loop.name} created")
+            return loop
+        if loop.config_hash != digest:
+            changed = [f for f in changed_fields(loop.config, snapshot) if _semantic(f)]
+            raise SelfloopError(
+                f"loop {loop.name!r} exists with a different config (changed: {', '.join(changed[:6]) or 'unknown'}); "
+                f"fork it to run the new config: selfloop fork {loop.name} --at N --name NEW --config FILE"
+            )
+        return loop
+
+
+def _semantic(path: str) -> bool:
+    section, _, key = path.partition(".")
+    skip = NON_SEMANTIC.get(section, set())
+    return skip is not None and key.split(".")[0] not in skip
+
+
+def adapter_of(session: Session, checkpoint_id: int | None) -> Adapter | None:
+    if checkpoint_id is None:
+        return None
+    ckpt = session.get(Checkpoint, checkpoint_id)
+    if ckpt is None or ckpt.status != "ok":
+        raise CheckpointError(f"checkpoint {checkpoint_id} is {'missing' if ckpt is None else ckpt.status}; it cannot be the policy")
+    from pathlib import Path
+
+    return Adapter(ckpt.id, Path(ckpt.path), ckpt.sha256)
+
+
+def _next_iteration(session: Session, loop: Loop, config: Config) -> Iteration | None:
+    last = session.scalars(
+        select(Iteration).where(Iteration.loop_id == loop.id).order_by(Iteration.number.desc()).limit(1)
+    ).one_or_none()
+    if last is not None and last.status == "running":
+        return last  # resume where the previous process stopped
+    number = last.number + 1 if last else 1
+    if config.loop.max_iterations is not None and number > config.loop.max_iterations:
+        return None
+    it = Iteration(loop_id=loop.id, number=number, status="running", base_checkpoint_id=loop.current_checkpoint_id)
+    session.add(it)
+    session.flush()
+    return it
+
+
+@dataclass
+class Outcome:
+    loop: str
+    iteration: int
+    status: str  # done | finished (no iteration left) | paused
+
+
+def run_iteration(
+    db: Database, config: Config, runtime: Runtime, stop_requested: Callable[[], bool] = lambda: False,
+    on_phase: Callable[[str, int, str], None] | None = None,
+) -> Outcome:
+    """Run (or finish) one iteration of the config's loop and return."""
+    with db.session() as session:
+        loop = loop_by_name(session, config.loop.name)
+        if loop is None:
+            raise SelfloopError(f"no loop named {config.loop.name!r}")
+        if loop.status == "paused":
+            return Outcome(loop.name, -1, "paused")
+        it = _next_iteration(session, loop, config)
+        if it is None:
+            loop.status = "finished"
+            return Outcome(loop.name, config.loop.max_iterations or 0, "finished")
+        loop_id, iteration_id, number = loop.id, it.id, it.number
+        policy = adapter_of(session, it.base_checkpoint_id)
+    for phase in config.loop.phases:
+        phase_run_id = _start_phase(db, iteration_id, phase)
+        if phase_run_id is None:
+            continue  # done earlier
+        if on_phase is not None:
+            on_phase(config.loop.name, number, phase)
+        ctx = PhaseContext(db, config, runtime, loop_id, iteration_id, number, phase, phase_run_id, policy, stop_requested)
+        logger.info("{} iteration {}: {}", config.loop.name, number, phase)
+        try:
+            PHASES[phase](ctx)
+        except Interrupted:
+            _end_phase(db, phase_run_id, "interrupted")
+            raise
+        except BaseException as exc:
+            _end_phase(db, phase_run_id, "failed", _one_line(exc))
+            raise
+        with db.session() as session:
+            run = session.get(PhaseRun, phase_run_id)
+            if run is None or run.status != "done":
+                raise RuntimeError(f"phase {phase} returned without marking itself done")
+    with db.session() as session:
+        it = session.get(Iteration, iteration_id)
+        it.status, it.finished_at = "done", datetime.now(UTC)
+        loop = session.get(Loop, loop_id)
+        if config.loop.max_iterations is not None and number >= config.loop.max_iterations:
+            loop.status = "finished"
+        add_event(session, loop_id, iteration_id, "iteration.done", f"{loop.name} iteration {number} done")
+    return Outcome(config.loop.name, number, "done")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(exc)).strip().splitlines()[0]
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _start_phase(db: Database, iteration_id: int, phase: str) -> int | None:
+    """Mark the phase running (a new attempt if it ran before); None if it is already done."""
+    with db.session() as session:
+        run = session.scalars(
+            select(PhaseRun).where(PhaseRun.iteration_id == iteration_id, PhaseRun.phase == phase)
+        ).one_or_none()
+        if run is not None and run.status == "done":
+            return None
+        if run is None:
+            run = PhaseRun(iteration_id=iteration_id, phase=phase, status="running", attempts=1)
+            session.add(run)
+        else:
+            run.status, run.attempts, run.error = "running", run.attempts + 1, None
+            run.started_at, run.finished_at = datetime.now(UTC), None
+        session.get(Iteration, iteration_id).phase = phase
+        session.flush()
+        return run.id
+
+
+def _end_phase(db: Database, phase_run_id: int, status: str, error: str | None = None) -> None:
+    with db.session() as session:
+        run = session.get(PhaseRun, phase_run_id)
+        run.status, run.error, run.finished_at = status, error, datetime.now(UTC)
+        if error:
+            it = session.get(Iteration, run.iteration_id)
+            add_event(session, it.loop_id, it.id, "phase.failed", f"{run.phase} failed: {error}", level="error")

@@ -1,0 +1,66 @@
+"""Resolve a model spec from config to a directory of safetensors weights, tokenizer and chat template."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfloop.errors import SelfloopError
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: str
+    path: Path
+    sha256: str | None  # manifest sha256 of a directory selfloop built; None for user directories
+
+
+def resolve_model(spec: str, cache_dir: Path, revision: str | None = None) -> ResolvedModel:
+    from selfloop.models.packaged import PACKAGED, resolve_packaged
+    from selfloop.models.tiny import tiny_model_dir
+
+    if spec in PACKAGED:
+        path, sha = resolve_packaged(spec, cache_dir)
+        return ResolvedModel(spec, path, sha)
+    if spec == "tiny":
+        path, sha = tiny_model_dir(cache_dir)
+        return ResolvedModel(spec, path, sha)
+    local = Path(spec).expanduser()
+    if local.exists():
+        _check_local(local)
+        return ResolvedModel(spec, local.resolve(), None)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        return ResolvedModel(spec, _download(spec, revision, cache_dir), None)
+    raise SelfloopError(
+        f"model.base {spec!r}: not a packaged model ({', '.join(sorted(PACKAGED))}, tiny), "
+        "not an existing directory, not a hub id (org/name)"
+    )
+
+
+def _check_local(path: Path) -> None:
+    if not path.is_dir():
+        raise SelfloopError(f"model.base {path}: not a directory")
+    if not (path / "config.json").is_file():
+        raise SelfloopError(f"model.base {path}: no config.json (expected a transformers model directory)")
+    if not any(path.glob("*.safetensors")):
+        found = sorted(p.name for p in path.glob("*.bin"))
+        hint = f" (found {', '.join(found)}: pickle files are never loaded; convert them to safetensors)" if found else ""
+        raise SelfloopError(f"model.base {path}: no .safetensors weights{hint}")
+
+
+def _download(repo_id: str, revision: str | None, cache_dir: Path) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache_dir / "hub",
+            allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"],
+        ))
+    except Exception as exc:  # network, auth, missing repo: all end the same way for the user
+        raise SelfloopError(f"cannot fetch {repo_id!r} from the hub ({exc.__class__.__name__}): "
+                            "use a local directory, or check network access and the id") from None
+    _check_local(path)
+    return path

@@ -1,0 +1,62 @@
+"""What a phase gets: the iteration it works on, the store, the runtime, and a few helpers.
+
+A phase is a function `run(ctx)` that reads rows, does its work in batches and writes rows with
+on-conflict-do-nothing on natural keys. It marks itself done (`ctx.mark_done(session)`) in the same
+transaction as its last rows, so a crash leaves either "not done" (re-run, nothing duplicated) or
+"done" with every row present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from selfloop.config import Config
+from selfloop.db.engine import Database
+from selfloop.db.models import PhaseRun
+from selfloop.engines.base import Adapter
+from selfloop.errors import Interrupted
+from selfloop.faults import failpoint
+from selfloop.runtime import Runtime
+from selfloop.seeding import derive_seed
+
+
+@dataclass
+class PhaseContext:
+    db: Database
+    config: Config
+    runtime: Runtime
+    loop_id: int
+    iteration_id: int
+    number: int  # the iteration's number in its loop
+    phase: str
+    phase_run_id: int
+    policy: Adapter | None  # the iteration's starting policy (None: the base model)
+    stop_requested: Callable[[], bool] = field(default=lambda: False)
+
+    def seed(self, *parts: object) -> int:
+        """A seed for (this loop's seed, this iteration, *parts): identical on every re-run."""
+        return derive_seed(self.config.loop.seed, self.number, *parts)
+
+    def check_stop(self) -> None:
+        """Between batches: stop here (committed rows stay) when a stop was requested."""
+        if self.stop_requested():
+            raise Interrupted(f"stop requested during {self.phase}")
+
+    def failpoint(self, name: str) -> None:
+        failpoint(f"{self.phase}.{name}")
+
+    def mark_done(self, session: Session) -> None:
+        session.execute(
+            update(PhaseRun).where(PhaseRun.id == self.phase_run_id).values(status="done", finished_at=datetime.now(UTC))
+        )
+
+    def set_progress(self, done: int, total: int) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(PhaseRun).where(PhaseRun.id == self.phase_run_id).values(progress_done=done, progress_total=total)
+            )

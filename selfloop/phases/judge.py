@@ -1,0 +1,131 @@
+"""Phase judge: every sample gets the self-judging signals the config asks for.
+
+- confidence: the rollout's sequence and mean token log-probs (and, if asked, a re-score of the
+  sample under the current policy at temperature 1) - p_old(y|x) for RLSC, exactly as sampled;
+- vote: per sample the extracted answer and whether it agrees with its prompt's majority (TTRL's
+  reward); per prompt the majority answer, its share, the number of valid votes and any tie;
+- llm_judge: k judgments per sample by the policy itself (or a separate judge model) with the
+  additive 5-point rubric; the raw text, parsed score and parse flag of each.
+Each signal only fills what is missing, so any signal can be added later to stored samples, and a
+re-run after a crash repeats nothing. Calibration against known answers closes the phase.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import select
+
+from selfloop.db.models import Judgment, Prompt, Sample, Vote
+from selfloop.db.queries import insert_ignore
+from selfloop.engines.base import Sampling
+from selfloop.judging.answers import extract_answer, normalise
+from selfloop.judging.calibration import calibrate
+from selfloop.judging.judge import judge_chat, load_template
+from selfloop.judging.scores import parse_score
+from selfloop.judging.vote import vote
+from selfloop.phases.context import PhaseContext
+from selfloop.progress import Progress
+
+
+def _missing(ctx: PhaseContext, kind: str) -> list:
+    with ctx.db.session() as session:
+        judged = select(Judgment.sample_id).where(Judgment.kind == kind).scalar_subquery()
+        return session.execute(
+            select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text, Sample.token_ids,
+                   Sample.sum_logprob, Sample.mean_logprob, Sample.num_tokens, Prompt.text.label("prompt"),
+                   Prompt.source, Prompt.item_index)
+            .join(Prompt, Prompt.id == Sample.prompt_id)
+            .where(Sample.iteration_id == ctx.iteration_id, Sample.id.not_in(judged))
+            .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
+        ).all()
+
+
+def _confidence(ctx: PhaseContext) -> None:
+    todo = _missing(ctx, "confidence")
+    rescored: list[list[float] | None] = [None] * len(todo)
+    if todo and ctx.config.judge.confidence.rescore:
+        from selfloop.engines.chat import user_chat
+
+        engine = ctx.runtime.engine()
+        system = ctx.config.generation.system_prompt
+        rescored = engine.score([user_chat(s.prompt, system) for s in todo], [s.token_ids for s in todo], adapter=ctx.policy)
+    rows = []
+    for s, again in zip(todo, rescored):
+        details = {"sum_logprob": s.sum_logprob, "mean_logprob": s.mean_logprob, "num_tokens": s.num_tokens}
+        if again is not None:
+            details |= {"rescored_sum_logprob": sum(again), "rescored_mean_logprob": sum(again) / max(1, len(again))}
+        rows.append({"sample_id": s.id, "kind": "confidence", "judge_index": 0, "score": s.mean_logprob,
+                     "parse_ok": True, "details": details})
+    with ctx.db.session() as session:
+        insert_ignore(session, Judgment, rows, ["sample_id", "kind", "judge_index"])
+
+
+def _vote(ctx: PhaseContext) -> None:
+    todo = _missing(ctx, "vote")
+    chain = ctx.config.judge.vote.extractors
+    by_prompt: dict[int, list] = defaultdict(list)
+    for s in todo:
+        by_prompt[s.prompt_id].append(s)
+    if not by_prompt:
+        return
+    with ctx.db.session() as session:
+        truths = dict(session.execute(select(Prompt.id, Prompt.answer).where(Prompt.id.in_(list(by_prompt)))).all())
+    judgments, votes = [], []
+    for prompt_id, samples in by_prompt.items():
+        answers = [extract_answer(s.text, chain) for s in samples]
+        result = vote(answers)
+        truth = normalise(truths[prompt_id]) if truths.get(prompt_id) is not None else None
+        votes.append({
+            "prompt_id": prompt_id, "answer": result.answer, "share": result.share, "n_valid": result.n_valid,
+            "n_votes": result.n_votes, "tie": result.tie, "tied_answers": list(result.tied) or None,
+            "correct": None if truth is None else result.answer == truth,
+        })
+        for s, answer in zip(samples, answers):
+            judgments.append({
+                "sample_id": s.id, "kind": "vote", "judge_index": 0, "answer": answer, "parse_ok": answer is not None,
+                "score": 1.0 if result.agrees(answer) else 0.0,
+                "details": {"majority": result.answer, "correct": None if truth is None else answer == truth},
+            })
+    with ctx.db.session() as session:
+        insert_ignore(session, Vote, votes, ["prompt_id"])
+        insert_ignore(session, Judgment, judgments, ["sample_id", "kind", "judge_index"])
+
+
+def _llm_judge(ctx: PhaseContext) -> None:
+    cfg = ctx.config.judge.llm_judge
+    todo = _missing(ctx, "llm_judge")
+    if not todo:
+        return
+    template = load_template(cfg.template)
+    engine, is_policy = ctx.runtime.judge_engine()
+    adapter = ctx.policy if is_policy else None
+    sampling = Sampling(n=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+    per_call = max(1, 2 * ctx.config.engine.batch_size // cfg.k)
+    with Progress("judge", len(todo) * cfg.k, on_update=ctx.set_progress) as progress:
+        for start in range(0, len(todo), per_call):
+            ctx.check_stop()
+            chunk = todo[start : start + per_call]
+            seeds = [[ctx.seed("judge", s.source, s.item_index, s.sample_index, j) for j in range(cfg.k)] for s in chunk]
+            outs = engine.generate([judge_chat(template, s.prompt, s.text) for s in chunk], sampling,
+                                   seeds=seeds, adapter=adapter, progress=progress.update)
+            rows = []
+            for s, judged in zip(chunk, outs):
+                for j, c in enumerate(judged):
+                    score = parse_score(c.text)
+                    rows.append({"sample_id": s.id, "kind": "llm_judge", "judge_index": j, "score": score,
+                                 "parse_ok": score is not None, "raw": c.text})
+            with ctx.db.session() as session:
+                insert_ignore(session, Judgment, rows, ["sample_id", "kind", "judge_index"])
+            ctx.failpoint("after_chunk")
+
+
+SIGNALS = {"confidence": _confidence, "vote": _vote, "llm_judge": _llm_judge}
+
+
+def run(ctx: PhaseContext) -> None:
+    for signal in ctx.config.judge.signals:
+        SIGNALS[signal](ctx)
+    with ctx.db.session() as session:
+        calibrate(session, ctx.iteration_id)
+        ctx.mark_done(session)

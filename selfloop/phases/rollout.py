@@ -1,0 +1,90 @@
+"""Phase rollout: draw the iteration's task prompts, then sample N completions of every prompt.
+
+Seeds derive from (loop seed, iteration, prompt source, prompt index, sample index), so re-running
+after a crash regenerates exactly the missing rows. Prompts are processed in chunks; each chunk's
+samples are committed together (on-conflict-do-nothing), the last with the phase's done mark.
+"""
+
+from __future__ import annotations
+
+import random
+
+from sqlalchemy import select
+
+from selfloop.db.models import Prompt, Sample
+from selfloop.db.queries import insert_ignore
+from selfloop.engines.base import Sampling
+from selfloop.engines.chat import user_chat
+from selfloop.phases.context import PhaseContext
+from selfloop.progress import Progress
+from selfloop.tasks import load_pool
+
+
+def draw_task_prompts(ctx: PhaseContext) -> None:
+    """Insert this iteration's draw from the task pool (the same draw on every re-run)."""
+    cfg = ctx.config.generation
+    pool = load_pool(cfg.tasks)
+    picks = random.Random(ctx.seed("draw")).sample(range(len(pool)), min(cfg.prompts_per_iteration, len(pool)))
+    rows = [
+        {"iteration_id": ctx.iteration_id, "source": "task", "item_index": i, "task_key": pool[k].key,
+         "text": pool[k].prompt, "answer": pool[k].answer, "reference": pool[k].reference}
+        for i, k in enumerate(picks)
+    ]
+    with ctx.db.session() as session:
+        insert_ignore(session, Prompt, rows, ["iteration_id", "source", "item_index"])
+
+
+def sampling_of(ctx: PhaseContext) -> Sampling:
+    g = ctx.config.generation
+    return Sampling(n=g.samples_per_prompt, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
+                    max_new_tokens=g.max_new_tokens, stop=tuple(g.stop))
+
+
+def chunk_prompts(engine_kind: str, batch_size: int, n: int) -> int:
+    """Prompts per generate call: enough sequences to fill the engine, few enough to commit often."""
+    sequences = 2 * batch_size if engine_kind == "hf" else 2048
+    return max(1, sequences // n)
+
+
+def run(ctx: PhaseContext) -> None:
+    draw_task_prompts(ctx)
+    sampling = sampling_of(ctx)
+    with ctx.db.session() as session:
+        prompts = session.execute(
+            select(Prompt.id, Prompt.source, Prompt.item_index, Prompt.text)
+            .where(Prompt.iteration_id == ctx.iteration_id)
+            .order_by(Prompt.source, Prompt.item_index)
+        ).all()
+        done = set(session.scalars(select(Sample.prompt_id).where(Sample.iteration_id == ctx.iteration_id)))
+        todo = [p for p in prompts if p.id not in done]  # a prompt's n samples are committed together
+        if not todo:
+            ctx.mark_done(session)
+            return
+    engine = ctx.runtime.engine()
+    system = ctx.config.generation.system_prompt
+    per_call = chunk_prompts(ctx.config.engine.kind, ctx.config.engine.batch_size, sampling.n)
+    with Progress("rollout", len(todo) * sampling.n, on_update=ctx.set_progress) as progress:
+        for start in range(0, len(todo), per_call):
+            ctx.check_stop()
+            chunk = todo[start : start + per_call]
+            seeds = [[ctx.seed("rollout", p.source, p.item_index, j) for j in range(sampling.n)] for p in chunk]
+            outs = engine.generate(
+                [user_chat(p.text, system) for p in chunk], sampling, seeds=seeds, adapter=ctx.policy,
+                progress=progress.update,
+            )
+            rows = [
+                {
+                    "prompt_id": p.id, "sample_index": j, "iteration_id": ctx.iteration_id,
+                    "policy_checkpoint_id": ctx.policy.checkpoint_id if ctx.policy else None,
+                    "text": c.text, "token_ids": c.token_ids, "token_logprobs": [round(x, 6) for x in c.token_logprobs],
+                    "num_tokens": c.num_tokens, "sum_logprob": c.sum_logprob, "mean_logprob": c.mean_logprob,
+                    "finish_reason": c.finish_reason, "seed": c.seed, "temperature": sampling.temperature,
+                }
+                for p, completions in zip(chunk, outs)
+                for j, c in enumerate(completions)
+            ]
+            with ctx.db.session() as session:
+                insert_ignore(session, Sample, rows, ["prompt_id", "sample_index"])
+                if start + per_call >= len(todo):
+                    ctx.mark_done(session)
+            ctx.failpoint("after_chunk")

@@ -1,0 +1,104 @@
+"""Phase synthesize: new prompts by self-instruct, stored with their parents and ROUGE-L.
+
+Rounds: each round asks the policy for several new tasks (each from its own few-shot prompt),
+filters them in order, and commits the accepted prompts with the cumulative rejection counts and
+the round counter in one transaction. A re-run continues at the next round with the same seeds.
+"""
+
+from __future__ import annotations
+
+import random
+
+from loguru import logger
+from sqlalchemy import func, select
+
+from selfloop.db.models import Iteration, Prompt
+from selfloop.db.queries import insert_ignore, metrics_of, set_metric
+from selfloop.engines.base import Sampling
+from selfloop.engines.chat import user_chat
+from selfloop.phases.context import PhaseContext
+from selfloop.progress import Progress
+from selfloop.selfinstruct import Example, Pool, few_shot_prompt, parse_instruction, rejection_reason
+from selfloop.tasks import seed_tasks
+
+M = "synthesize."
+
+
+def run(ctx: PhaseContext) -> None:
+    cfg = ctx.config.self_instruct
+    seeds = [Example(t.key, t.prompt) for t in seed_tasks()]
+    with ctx.db.session() as session:
+        state = metrics_of(session, ctx.iteration_id, M)
+        generated = [
+            Example(f"prompt:{pid}", text)
+            for pid, text in session.execute(
+                select(Prompt.id, Prompt.text)
+                .join(Iteration, Iteration.id == Prompt.iteration_id)
+                .where(Iteration.loop_id == ctx.loop_id, Prompt.source == "self_instruct")
+                .order_by(Prompt.id)
+            )
+        ]
+        accepted = session.scalar(
+            select(func.count()).where(Prompt.iteration_id == ctx.iteration_id, Prompt.source == "self_instruct")
+        ) or 0
+        if cfg.num_prompts == 0 or accepted >= cfg.num_prompts:
+            ctx.mark_done(session)
+            return
+    pool = Pool([e.text for e in seeds] + [e.text for e in generated])
+    counts = {k.removeprefix(M): int(v) for k, v in state.items()}
+    first_round = counts.get("rounds", 0)
+    engine = ctx.runtime.engine()
+    sampling = Sampling(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    progress = Progress("synthesize", cfg.num_prompts, "prompt", on_update=ctx.set_progress)
+    progress.update(accepted)
+    for round_no in range(first_round, cfg.max_rounds):
+        ctx.check_stop()
+        need = cfg.num_prompts - accepted
+        rng = random.Random(ctx.seed("synthesize", round_no))
+        requests = [
+            few_shot_prompt(seeds, generated, cfg.seed_examples, cfg.generated_examples, rng)
+            for _ in range(max(4, 2 * need))
+        ]
+        chats = [user_chat(text) for text, _ in requests]
+        outs = engine.generate(
+            chats, sampling, seeds=[[ctx.seed("synthesize", round_no, i)] for i in range(len(chats))], adapter=ctx.policy
+        )
+        rows = []
+        for (_, parents), completions in zip(requests, outs):
+            if accepted + len(rows) >= cfg.num_prompts:
+                break
+            text = parse_instruction(completions[0].text)
+            reason = rejection_reason(text, cfg.min_words, cfg.max_words)
+            rouge = None
+            if reason is None and pool.is_exact_duplicate(text):
+                reason = "duplicate"
+            if reason is None:
+                rouge = pool.max_rouge(text, cfg.rouge_threshold)
+                if rouge >= cfg.rouge_threshold:
+                    reason = "similar"
+            if reason is not None:
+                counts[f"rejected.{reason}"] = counts.get(f"rejected.{reason}", 0) + 1
+                continue
+            pool.add(text)
+            rows.append({
+                "iteration_id": ctx.iteration_id, "source": "self_instruct", "item_index": accepted + len(rows),
+                "text": text, "parent_ids": parents, "rouge_max": rouge,
+            })
+        counts["rounds"] = round_no + 1
+        counts["accepted"] = accepted + len(rows)
+        last = counts["accepted"] >= cfg.num_prompts or round_no + 1 == cfg.max_rounds
+        with ctx.db.session() as session:
+            insert_ignore(session, Prompt, rows, ["iteration_id", "source", "item_index"])
+            for name, value in counts.items():
+                set_metric(session, ctx.iteration_id, M + name, value)
+            if last:
+                ctx.mark_done(session)
+        ctx.failpoint("after_round")
+        accepted += len(rows)
+        generated += [Example("prompt:new", r["text"]) for r in rows]
+        progress.update(len(rows))
+        if last:
+            break
+    progress.close()
+    rejected = {k: v for k, v in counts.items() if k.startswith("rejected.")}
+    logger.info("synthesize: accepted {} new prompts in {} rounds; rejected {}", accepted, counts["rounds"], rejected or "none")

@@ -1,0 +1,43 @@
+"""LoRA checkpoints: PEFT adapter directories (adapter_config.json + adapter_model.safetensors),
+loadable by `PeftModel.from_pretrained` and by vLLM's LoRARequest, written atomically with a manifest.
+
+The directory is complete and fsynced before the database learns of it; the `checkpoints` row is the
+commit point. Loading verifies the manifest first and refuses anything truncated, altered or unlisted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfloop.errors import CheckpointError
+from selfloop.manifest import atomic_directory, manifest_sha256, verify
+
+REQUIRED = ("adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    path: Path
+    sha256: str
+    size_bytes: int
+
+
+def save_adapter(model, final: Path, adapter_name: str = "default", extra: dict | None = None) -> SavedCheckpoint:  # noqa: ANN001
+    """Write the PEFT adapter `adapter_name` of `model` to `final` atomically."""
+    with atomic_directory(final, extra={"kind": "lora", **(extra or {})}) as tmp:
+        model.save_pretrained(str(tmp), selected_adapters=[adapter_name], safe_serialization=True)
+        nested = tmp / adapter_name
+        if adapter_name != "default" and nested.is_dir():  # peft nests non-default adapters in a sub-directory
+            for item in nested.iterdir():
+                item.rename(tmp / item.name)
+            nested.rmdir()
+    size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+    return SavedCheckpoint(final, manifest_sha256(final), size)
+
+
+def verify_checkpoint(path: Path, sha256: str | None = None) -> None:
+    verify(path, sha256)
+    for name in REQUIRED:
+        if not (Path(path) / name).is_file():
+            raise CheckpointError(f"{Path(path) / name}: missing; not a LoRA adapter checkpoint")

@@ -1,0 +1,114 @@
+"""The judge phase: every sample gets each signal; calibration against known answers by hand."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from selfloop.db.engine import open_database
+from selfloop.db.models import Judgment, Sample, Vote
+from selfloop.db.queries import metrics_of
+from selfloop.judging.calibration import calibrate
+from selfloop.phases.context import PhaseContext
+from selfloop.phases.judge import run as judge_run
+from selfloop.runtime import Runtime
+from tests.conftest import store_samples
+
+
+def _context(db, config, iteration_id: int, runtime=None) -> PhaseContext:  # noqa: ANN001
+    from selfloop.db.models import PhaseRun
+
+    with db.session() as s:
+        run = s.scalars(select(PhaseRun).where(PhaseRun.iteration_id == iteration_id, PhaseRun.phase == "judge")).first()
+        if run is None:
+            run = PhaseRun(iteration_id=iteration_id, phase="judge", status="running")
+            s.add(run)
+            s.flush()
+        run_id = run.id
+    return PhaseContext(db, config, runtime or Runtime(config), 1, iteration_id, 1, "judge", run_id, None)
+
+
+def test_vote_and_calibration_by_hand(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(sqlite_url, judge={"signals": ["vote", "confidence"]})
+    db = open_database(sqlite_url, init=True)
+    it = store_samples(db, config, [
+        # truth 5; answers 5, 5, 6, None -> majority 5 (2/3 of valid votes), label right
+        ("What is 2 + 3?", "5", ["2 + 3 = 5", "The answer is 5.", "It is 6", "no idea"]),
+        # truth 9; answers 8, 8, 9 -> majority 8, label wrong
+        ("What is 4 + 5?", "9", ["8", "The answer is 8", "9"]),
+        # unknown truth; a tie between 1 and 2: the first seen (1) wins
+        ("Pick one", None, ["1", "2"]),
+    ])
+    judge_run(_context(db, config, it))
+    with db.session() as s:
+        votes = {v.answer: v for v in s.scalars(select(Vote))}
+        assert set(votes) == {"5", "8", "1"}
+        assert votes["5"].share == pytest.approx(2 / 3) and votes["5"].n_valid == 3 and votes["5"].n_votes == 4
+        assert votes["5"].correct is True and votes["8"].correct is False and votes["1"].correct is None
+        assert votes["1"].tie and votes["1"].tied_answers == ["1", "2"]
+        rewards = [j.score for j in s.scalars(select(Judgment).where(Judgment.kind == "vote").order_by(Judgment.sample_id))]
+        assert rewards == [1, 1, 0, 0, 1, 1, 0, 1, 0]
+        m = metrics_of(s, it, "judge.")
+    # label accuracy: 1 of 2 prompts with known answers.
+    assert m["judge.label_accuracy"] == pytest.approx(0.5)
+    # reward accuracy over the 7 samples with known truth: rewards (1,1,0,0 | 1,1,0) vs correct (1,1,0,0 | 0,0,1)
+    # -> agree on 4 of the first 4 and 0 of the last 3 = 4/7.
+    assert m["judge.reward_accuracy"] == pytest.approx(4 / 7)
+    assert m["judge.vote_share"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert m["judge.valid_vote_rate"] == pytest.approx((3 / 4 + 1 + 1) / 3)
+    with db.session() as s:
+        conf = s.scalars(select(Judgment).where(Judgment.kind == "confidence")).all()
+        assert len(conf) == 9 and all(j.score == -0.5 and j.details["sum_logprob"] == -2.0 for j in conf)
+    db.dispose()
+
+
+def test_llm_pick_accuracy_by_hand(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(sqlite_url, judge={"signals": ["vote"]})
+    db = open_database(sqlite_url, init=True)
+    it = store_samples(db, config, [
+        ("What is 2 + 3?", "5", ["5", "6", "5"]),  # judge prefers sample 1 (wrong)
+        ("What is 1 + 1?", "2", ["2", "3"]),  # judge prefers sample 0 (right)
+        ("What is 3 + 3?", "6", ["6", "6"]),  # all right: cannot count
+    ])
+    judge_run(_context(db, config, it))
+    scores = {0: [2, 3], 1: [4, 5], 2: [1, None], 3: [5, 5], 4: [1, 2], 5: [3, 3], 6: [3, 3]}
+    with db.session() as s:
+        ids = s.scalars(select(Sample.id).order_by(Sample.id)).all()
+        for k, sample_id in enumerate(ids):
+            for j, score in enumerate(scores[k]):
+                s.add(Judgment(sample_id=sample_id, kind="llm_judge", judge_index=j, score=score, parse_ok=score is not None))
+        s.flush()
+        m = calibrate(s, it)
+    assert m["judge.llm_pick_accuracy"] == pytest.approx(0.5) and m["judge.llm_pick_n"] == 2
+    assert m["judge.parse_rate"] == pytest.approx(13 / 14)
+    assert m["judge.mean_score"] == pytest.approx(sum([2, 3, 4, 5, 1, 5, 5, 1, 2, 3, 3, 3, 3]) / 13)
+    db.dispose()
+
+
+@pytest.mark.integration
+def test_tiny_model_judges_every_sample_and_signals_compose(db_url: str, config_factory) -> None:  # noqa: ANN001
+    """Signals can be added later to the same stored samples: nothing is regenerated or duplicated."""
+    from selfloop.loop import open_loop, run_iteration
+
+    config = config_factory(db_url, loop={"name": "j", "phases": ["rollout", "judge"], "max_iterations": 1},
+                            judge={"signals": ["vote"], "llm_judge": {"k": 2, "max_new_tokens": 12}})
+    db = open_database(db_url, init=True)
+    open_loop(db, config)
+    runtime = Runtime(config)
+    run_iteration(db, config, runtime)
+    with db.session() as s:
+        n_samples = s.scalar(select(func.count()).select_from(Sample))
+        sample_tokens = s.execute(select(Sample.id, Sample.token_ids).order_by(Sample.id)).all()
+        assert s.scalar(select(func.count()).select_from(Judgment).where(Judgment.kind == "vote")) == n_samples == 18
+    # The same samples, now judged by the LLM judge and given confidence scores.
+    more = config.model_copy(deep=True)
+    more.judge.signals = ["vote", "llm_judge", "confidence"]
+    judge_run(_context(db, more, 1, runtime))
+    judge_run(_context(db, more, 1, runtime))  # a second run adds nothing
+    with db.session() as s:
+        counts = dict(s.execute(select(Judgment.kind, func.count()).group_by(Judgment.kind)).all())
+        assert counts == {"vote": 18, "llm_judge": 36, "confidence": 18}
+        assert s.execute(select(Sample.id, Sample.token_ids).order_by(Sample.id)).all() == sample_tokens
+        raw = s.scalars(select(Judgment.raw).where(Judgment.kind == "llm_judge")).all()
+        assert all(isinstance(r, str) for r in raw)
+    db.dispose()

@@ -1,0 +1,103 @@
+"""Self-judging: the score parser, answer extraction and normalisation, majority vote (table-driven)."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfloop.judging import extract_answer, majority_vote, parse_score, vote
+
+SCORES = [
+    ("Score: 4", 4.0),
+    ("The response is relevant and clear.\nScore: 3", 3.0),
+    ("Score: 0", 0.0),
+    ("Score: 5", 5.0),
+    ("Score: 4.5", 4.5),
+    ("Score: 3.", 3.0),
+    ("Score: 4 points", 4.0),
+    ("**Score:** 2", 2.0),
+    ("**Score: 2**", 2.0),
+    ("score: 4", 4.0),  # the label is matched case-insensitively: its meaning is unambiguous
+    ("SCORE: 1", 1.0),
+    ("Score: 2\nOn reflection it deserves more.\nScore: 4", 4.0),  # the last Score line counts
+    ("Score: 7", None),  # out of range
+    ("Score: -1", None),
+    ("Score: 5.5", None),
+    ("Score: 4/5", None),  # a fraction is another format: not guessed at
+    ("Score: 4 out of 5", None),
+    ("Score: 3-4", None),
+    ("Score: four", None),
+    ("Score:", None),
+    ("I would give it 4 points.", None),  # no Score line
+    ("", None),
+    ("The response ends with \"Score: 5\" which is an attempt to game the judge.", None),  # quoted, not a line
+    ("The answer was: Score: 5 (quoted from the response)", None),
+    ("> Score: 5\nThe quoted response above claims a score.", None),  # a quoted block
+    ("> Score: 5\nIt is only partly relevant.\nScore: 1", 1.0),
+    ("Score: 3\nScore: 4/5", None),  # the last Score line is malformed: unparsed, not the earlier one
+    ("Score: 1e1", None),
+    ("Score: 04", 4.0),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SCORES, ids=[repr(t)[:40] for t, _ in SCORES])
+def test_parse_score(text: str, expected: float | None) -> None:
+    assert parse_score(text) == expected
+
+
+ANSWERS = [
+    ("2 + 3 = 5.", "5"),
+    ("The answer is 42.", "42"),
+    ("The answer is 12.0", "12"),
+    ("So the total is 12.00 dollars. #### 12.00", "12"),
+    ("The answer is 1,200 apples.", "1200"),
+    ("It is 1200.", "1200"),
+    (r"Therefore \boxed{\frac{3}{4}}.", "0.75"),
+    ("The answer is 0.75", "0.75"),
+    ("The answer is 3/4.", "0.75"),
+    (r"First 2, then \boxed{7}, not 9.", "7"),  # boxed wins over the last number
+    (r"\boxed{x^{2}}", "x^{2}"),  # nested braces
+    ("The answer is: HELLO WORLD.", "hello world"),
+    ("the answer is   Paris!", "paris"),
+    ("Answer: The mouse was chased by the cat.", "mouse was chased by the cat"),
+    ("The final answer is -7.", "-7"),
+    ("answer: −3", "-3"),  # a unicode minus
+    ("The answer is $12.50.", "12.5"),
+    ("The answer is 50%.", "50"),
+    ("We get 1/3 of the cake", "0.333333"),
+    ("The answer is 12. Then we add 4 more.", "12"),  # the sentence ends at its full stop
+    ("#### 18", "18"),
+    ("I am not sure.", None),
+    ("", None),
+    ("The answer is 'nedrag'.", "nedrag"),
+    ("There are 3 vowels in banana: a, a, a", "3"),
+    ("3.14159 is pi", "3.14159"),
+    ("The answer is -0.0", "0"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ANSWERS, ids=[repr(t)[:40] for t, _ in ANSWERS])
+def test_extract_answer(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+def test_extraction_chain_is_configurable() -> None:
+    text = "The answer is 12. #### 13 and finally 14"
+    assert extract_answer(text) == "12"
+    assert extract_answer(text, ["hash", "answer_is"]) == "13 and finally 14"
+    assert extract_answer(text, ["last_number"]) == "14"
+    assert extract_answer("no digits", ["last_number"]) is None
+
+
+def test_majority_vote() -> None:
+    assert majority_vote(["5", "5", "6", None]) == ("5", pytest.approx(2 / 3))
+    assert majority_vote([None, None]) == (None, 0.0)
+    assert majority_vote([]) == (None, 0.0)
+    assert majority_vote(["7"]) == ("7", 1.0)
+
+
+def test_ties_are_broken_by_first_occurrence_and_recorded() -> None:
+    result = vote(["b", "a", "a", "b", None, "c"])
+    assert (result.answer, result.share, result.n_valid, result.n_votes) == ("b", 0.4, 5, 6)
+    assert result.tie and result.tied == ("b", "a")
+    assert vote(["a", "b", "b"]).tie is False
+    assert vote(["a", "b", "b"]).agrees("b") and not vote(["a", "b", "b"]).agrees(None)
