@@ -254,7 +254,7 @@ class SuiteConfig(Section):
     """A held-out verifiable suite."""
 
     name: str = Field(description="Suite name, used in metric names ('<name>/greedy_accuracy').")
-    kind: Literal["arithmetic", "strings", "jsonl"] = Field(description="Built-in generator or a JSONL file.")
+    kind: Literal["arithmetic", "units", "jsonl"] = Field(description="Built-in generator (arithmetic, units: unit conversions) or a JSONL file.")
     size: PositiveInt = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
     levels: list[Annotated[int, Field(ge=1, le=3)]] = Field([1], description="arithmetic: difficulty levels.")
     path: Path | None = Field(None, description="jsonl: file with 'prompt' and 'answer' per line.")
@@ -290,7 +290,7 @@ class EvalConfig(Section):
     suites: list[SuiteConfig] = Field(
         default_factory=lambda: [
             SuiteConfig(name="arithmetic", kind="arithmetic"),
-            SuiteConfig(name="strings", kind="strings", size=100),
+            SuiteConfig(name="units", kind="units", size=100),
         ],
         description="Held-out verifiable suites, never trained on.",
     )
@@ -309,6 +309,11 @@ class EvalConfig(Section):
             raise ValueError("two suites share a name")
         if self.suites and suite not in names:
             raise ValueError(f"main_metric {self.main_metric!r} names no suite (suites: {', '.join(names)})")
+        metric = self.main_metric.partition("/")[2]
+        if metric not in ("greedy_accuracy", "majority_accuracy"):
+            raise ValueError(f"main_metric {self.main_metric!r}: the metric must be greedy_accuracy or majority_accuracy")
+        if metric == "majority_accuracy" and not next(s for s in self.suites if s.name == suite).majority_k:
+            raise ValueError(f"main_metric {self.main_metric!r} needs majority_k > 0 on suite {suite!r}")
         return self
 
 
@@ -387,7 +392,7 @@ class Config(Section):
     @model_validator(mode="after")
     def _cross_section(self) -> Config:
         # Each algorithm reads one self-judging signal; a config that switches it off would select nothing.
-        needs = {"dpo": "llm_judge", "orpo": "llm_judge", "ttrl": "vote"}
+        needs = {"dpo": "llm_judge", "orpo": "llm_judge", "ttrl": "vote", "rest": "vote"}
         signal = needs.get(self.train.algorithm)
         if "select" in self.loop.phases and signal and signal not in self.judge.signals:
             raise ValueError(f"train.algorithm {self.train.algorithm!r} needs judge.signals to include {signal!r}")

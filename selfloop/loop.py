@@ -24,10 +24,9 @@ from sqlalchemy.orm import Session
 
 from selfloop.config import Config
 from selfloop.db.engine import Database
-from selfloop.db.models import Checkpoint, Iteration, Loop, PhaseRun
-from selfloop.db.queries import add_event, loop_by_name
-from selfloop.engines.base import Adapter
-from selfloop.errors import CheckpointError, Interrupted, SelfloopError
+from selfloop.db.models import Iteration, Loop, PhaseRun
+from selfloop.db.queries import adapter_of, add_event, loop_by_name
+from selfloop.errors import Interrupted, SelfloopError
 from selfloop.phases import PHASES
 from selfloop.phases.context import PhaseContext
 from selfloop.runtime import Runtime
@@ -90,17 +89,6 @@ def _semantic(path: str) -> bool:
     section, _, key = path.partition(".")
     skip = NON_SEMANTIC.get(section, set())
     return skip is not None and key.split(".")[0] not in skip
-
-
-def adapter_of(session: Session, checkpoint_id: int | None) -> Adapter | None:
-    if checkpoint_id is None:
-        return None
-    ckpt = session.get(Checkpoint, checkpoint_id)
-    if ckpt is None or ckpt.status != "ok":
-        raise CheckpointError(f"checkpoint {checkpoint_id} is {'missing' if ckpt is None else ckpt.status}; it cannot be the policy")
-    from pathlib import Path
-
-    return Adapter(ckpt.id, Path(ckpt.path), ckpt.sha256)
 
 
 def _next_iteration(session: Session, loop: Loop, config: Config) -> Iteration | None:

@@ -1,8 +1,32 @@
-"""DPO on self-judged pairs (Self-Rewarding Language Models, Yuan et al. 2024)."""
+"""DPO on self-judged pairs: Self-Rewarding Language Models (Yuan et al. 2024).
 
+Selection: per prompt, the sample with the highest mean LLM-judge score is chosen and the one with
+the lowest is rejected; prompts with fewer than two validly scored samples, and ties (highest equals
+lowest), are dropped. The reference is the policy the iteration started from (the paper's M_t).
+
+Loss (Rafailov et al. 2023), with log-probabilities summed over completion tokens:
+    h = (log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))
+    sigmoid:  -log sigma(beta * h)
+    ipo:      (h - 1/(2 beta))^2                      (Azar et al. 2023)
+    hinge:    max(0, 1 - beta * h)                     (SLiC, Zhao et al. 2023)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
 from typing import Annotated, Literal
 
+import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm import Session
+
+from selfloop.db.models import Judgment, Sample
+from selfloop.training.items import LogpFn, TrainItem, stack, sums
+
+RESTART_FROM_BASE = False
+NEEDS_REFERENCE = True
 
 
 class DPOConfig(BaseModel):
@@ -14,3 +38,68 @@ class DPOConfig(BaseModel):
     min_score_gap: Annotated[float, Field(ge=0.0)] = Field(
         0.0, description="Keep a pair only when best minus worst mean judge score exceeds this."
     )
+
+
+def loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = 0.1,
+    kind: str = "sigmoid",
+) -> torch.Tensor:
+    """Per-pair DPO loss; see the module docstring for the formulas."""
+    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    if kind == "sigmoid":
+        return -F.logsigmoid(beta * h)  # stable for large |h|
+    if kind == "ipo":
+        return (h - 1.0 / (2.0 * beta)) ** 2
+    if kind == "hinge":
+        return torch.relu(1.0 - beta * h)
+    raise ValueError(f"unknown DPO loss kind {kind!r}")
+
+
+def judged_pairs(session: Session, iteration_id: int, min_gap: float) -> list[tuple[int, int, int, float, float]]:
+    """(prompt_id, chosen sample, rejected sample, best mean score, worst mean score) per usable prompt."""
+    rows = session.execute(
+        sql_select(Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.score)
+        .join(Judgment, Judgment.sample_id == Sample.id)
+        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True))
+        .order_by(Sample.prompt_id, Sample.sample_index)
+    ).all()
+    scores: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for prompt_id, sample_id, _, score in rows:
+        scores[prompt_id][sample_id].append(score)
+    pairs = []
+    for prompt_id, by_sample in scores.items():
+        if len(by_sample) < 2:
+            continue
+        means = [(sum(v) / len(v), sample_id) for sample_id, v in by_sample.items()]  # sample order kept
+        best = max(means, key=lambda m: m[0])  # first of the highest
+        worst = min(means, key=lambda m: m[0])  # first of the lowest
+        if best[0] - worst[0] > min_gap:
+            pairs.append((prompt_id, best[1], worst[1], best[0], worst[0]))
+    return pairs
+
+
+def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+    return [
+        {"prompt_id": p, "sample_id": c, "rejected_sample_id": r, "reward": hi - lo}
+        for p, c, r, hi, lo in judged_pairs(session, iteration_id, config.train.dpo.min_score_gap)
+    ]
+
+
+def num_steps(n_examples: int, train) -> int:  # noqa: ANN001
+    from selfloop.training.loop import default_steps
+
+    return default_steps(n_examples, train)
+
+
+def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: DPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    n = len(items)
+    logps = sums(policy([it.prompt for it in items] * 2, [it.completion for it in items] + [it.rejected for it in items]))
+    device = logps.device
+    ref_c, ref_r = stack([it.ref_logp for it in items], device), stack([it.ref_rejected_logp for it in items], device)
+    losses = loss(logps[:n], logps[n:], ref_c, ref_r, beta=cfg.beta, kind=cfg.kind)
+    margin = ((logps[:n] - ref_c) - (logps[n:] - ref_r)).detach()
+    return losses.mean(), {"reward_margin": cfg.beta * margin.mean().item(), "reward_accuracy": (margin > 0).float().mean().item()}

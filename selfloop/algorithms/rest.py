@@ -1,8 +1,30 @@
-"""ReST-EM: expectation-maximisation with binary rewards (Singh et al. 2024)."""
+"""ReST-EM: expectation-maximisation with binary rewards (Singh et al. 2024, "Beyond human data").
 
+E-step (selection): samples of the current policy with reward 1 are kept, at most K per prompt (the
+first K in sample order). The binary reward is agreement with the known answer where the prompt has
+one, else agreement with the majority answer ('auto'); or always one of the two.
+M-step: the adapter is trained afresh from the base model each iteration, not from the previous
+iteration's adapter (the paper fine-tunes the base model on the latest E-step's data).
+
+Loss: negative log-likelihood of the kept samples, averaged over each sample's tokens:
+    L = -(1/|y|) * sum_t log p(y_t | x, y_<t)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
 from typing import Annotated, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm import Session
+
+from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.training.items import LogpFn, TrainItem, sums
+
+RESTART_FROM_BASE = True
+NEEDS_REFERENCE = False
 
 
 class RestConfig(BaseModel):
@@ -13,3 +35,46 @@ class RestConfig(BaseModel):
     reward: Literal["auto", "majority", "ground_truth"] = Field(
         "auto", description="Binary reward: agreement with the majority, with the known answer, or 'auto' (known answer where present)."
     )
+
+
+def loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-sample NLL per token: -logps / lengths (logps summed over the sample's tokens)."""
+    return -logps / lengths.clamp(min=1)
+
+
+def reward(mode: str, agrees_majority: float, correct: bool | None) -> float:
+    if mode == "majority" or (mode == "auto" and correct is None):
+        return agrees_majority
+    return 1.0 if correct else 0.0
+
+
+def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+    cfg = config.train.rest
+    rows = session.execute(
+        sql_select(Sample.prompt_id, Sample.id, Judgment.score, Judgment.details)
+        .join(Prompt, Prompt.id == Sample.prompt_id)
+        .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "vote"))
+        .where(Sample.iteration_id == iteration_id)
+        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
+    ).all()
+    kept: dict[int, int] = defaultdict(int)
+    out = []
+    for prompt_id, sample_id, agrees, details in rows:
+        r = reward(cfg.reward, agrees or 0.0, (details or {}).get("correct"))
+        if r == 1.0 and kept[prompt_id] < cfg.max_per_prompt:
+            kept[prompt_id] += 1
+            out.append({"prompt_id": prompt_id, "sample_id": sample_id, "reward": r})
+    return out
+
+
+def num_steps(n_examples: int, train) -> int:  # noqa: ANN001
+    from selfloop.training.loop import default_steps
+
+    return default_steps(n_examples, train)
+
+
+def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RestConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    logps = sums(policy([it.prompt for it in items], [it.completion for it in items]))
+    lengths = torch.tensor([len(it.completion) for it in items], dtype=torch.float32, device=logps.device)
+    losses = loss(logps, lengths)
+    return losses.mean(), {"nll_per_token": losses.mean().item()}

@@ -1,8 +1,30 @@
-"""SPIN: self-play fine-tuning (Chen et al. 2024)."""
+"""SPIN: self-play fine-tuning (Chen et al. 2024).
+
+Selection: prompts that carry a ground-truth response (a seed task's or a user dataset's). The
+ground truth is chosen; a sample of the policy the iteration starts from (its first sample) is
+rejected. With mix_previous, the previous iteration's pairs are trained on again.
+
+Loss: the same form as DPO (so the same function), with the real response as chosen, the generated
+one as rejected, and the iteration's starting checkpoint as reference:
+    -log sigma(beta * [(log p(y_real|x) - log ref(y_real|x)) - (log p(y_gen|x) - log ref(y_gen|x))])
+(`kind` ipo and hinge as in dpo.py; the paper's logistic loss is the sigmoid form.)
+"""
+
+from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm import Session
+
+from selfloop.algorithms import dpo
+from selfloop.db.models import Example, Iteration, Prompt, Sample
+from selfloop.training.items import LogpFn, TrainItem
+
+RESTART_FROM_BASE = False
+NEEDS_REFERENCE = True
 
 
 class SPINConfig(BaseModel):
@@ -12,3 +34,48 @@ class SPINConfig(BaseModel):
     beta: Annotated[float, Field(gt=0.0)] = Field(0.1, description="Regularisation strength (the paper's lambda).")
     kind: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="Loss form: sigmoid (logistic), ipo or hinge.")
     mix_previous: bool = Field(False, description="Also train on the previous iteration's pairs.")
+
+
+def loss(
+    policy_real: torch.Tensor,
+    policy_generated: torch.Tensor,
+    ref_real: torch.Tensor,
+    ref_generated: torch.Tensor,
+    beta: float = 0.1,
+    kind: str = "sigmoid",
+) -> torch.Tensor:
+    """Per-pair SPIN loss: DPO's with (real, generated) as (chosen, rejected)."""
+    return dpo.loss(policy_real, policy_generated, ref_real, ref_generated, beta=beta, kind=kind)
+
+
+def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+    rows = session.execute(
+        sql_select(Prompt.id, Prompt.reference, Sample.id)
+        .join(Sample, (Sample.prompt_id == Prompt.id) & (Sample.sample_index == 0))
+        .where(Prompt.iteration_id == iteration_id, Prompt.reference.is_not(None))
+        .order_by(Prompt.source, Prompt.item_index)
+    ).all()
+    out = [{"prompt_id": p, "text": ref, "rejected_sample_id": s} for p, ref, s in rows]
+    if config.train.spin.mix_previous:
+        it = session.get(Iteration, iteration_id)
+        previous = session.scalar(
+            sql_select(Iteration.id).where(Iteration.loop_id == it.loop_id, Iteration.number == it.number - 1)
+        )
+        if previous is not None:
+            out += [
+                {"prompt_id": e.prompt_id, "text": e.text, "rejected_sample_id": e.rejected_sample_id}
+                for e in session.scalars(sql_select(Example).where(Example.iteration_id == previous).order_by(Example.item_index))
+                if e.text is not None
+            ]
+    return out
+
+
+def num_steps(n_examples: int, train) -> int:  # noqa: ANN001
+    from selfloop.training.loop import default_steps
+
+    return default_steps(n_examples, train)
+
+
+def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: SPINConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    # Same computation as dpo.batch_loss with SPIN's options; kept here so this file reads alone.
+    return dpo.batch_loss(items, policy, cfg)  # type: ignore[arg-type]

@@ -1,8 +1,36 @@
-"""TTRL: test-time reinforcement learning with majority-vote rewards (Zuo et al. 2025)."""
+"""TTRL: test-time reinforcement learning with majority-vote rewards (Zuo et al. 2025).
 
+Selection: per prompt, the majority answer of its first n_vote samples is the pseudo-label; each
+of the first n_train samples gets reward 1 if its answer agrees, else 0 (an unparsable answer gets
+0). GRPO advantages normalise rewards within the prompt's group. A group whose rewards are all
+equal has advantage 0 everywhere; it is skipped (no policy gradient) unless kl_coef > 0.
+
+Loss (PPO's clipped objective with GRPO advantages):
+    ratio = exp(logps - old_logps)
+    L = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)  [+ kl_coef * KL(pi || ref)]
+Where we depart from a sequence-level reading: the training loop applies it per token (old
+log-probs per token from the iteration's starting policy, the sample's advantage on each of its
+tokens), averages over a sample's tokens, then over samples - GRPO's form; a sequence-level ratio
+exp(sum of token differences) explodes for long completions. The KL term is the k3 estimator
+exp(ref - logp) - (ref - logp) - 1, with the starting policy as reference (it is also the sampler).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
 from typing import Annotated
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm import Session
+
+from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.judging.vote import vote
+from selfloop.training.items import LogpFn, TrainItem
+
+RESTART_FROM_BASE = False
+NEEDS_REFERENCE = True
 
 
 class TTRLConfig(BaseModel):
@@ -13,3 +41,82 @@ class TTRLConfig(BaseModel):
     n_train: Annotated[int, Field(ge=1)] = Field(32, description="Samples per prompt trained on (the first n_train).")
     clip_eps: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.2, description="PPO clip range of the ratio.")
     kl_coef: Annotated[float, Field(ge=0.0)] = Field(0.0, description="Weight of the KL penalty to the reference.")
+
+
+def advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """GRPO advantage: (r - mean of its group) / (std of its group + 1e-6); 0 where a group's rewards are equal.
+
+    The std is the population standard deviation (divide by n) of the group's rewards.
+    """
+    out = torch.zeros_like(rewards, dtype=torch.float32)
+    for g in torch.unique(group_ids):
+        members = group_ids == g
+        r = rewards[members].float()
+        if torch.all(r == r[0]):
+            continue
+        out[members] = (r - r.mean()) / (r.std(unbiased=False) + 1e-6)
+    return out
+
+
+def loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float = 0.2,
+    ref_logps: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+) -> torch.Tensor:
+    """Per-element clipped policy-gradient loss (elements: tokens in training, or whole sequences)."""
+    ratio = torch.exp(logps - old_logps.detach())
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    out = -torch.minimum(unclipped, clipped)
+    if kl_coef and ref_logps is not None:
+        delta = ref_logps.detach() - logps
+        out = out + kl_coef * (torch.exp(delta) - delta - 1.0)
+    return out
+
+
+def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+    cfg = config.train.ttrl
+    rows = session.execute(
+        sql_select(Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.answer)
+        .join(Prompt, Prompt.id == Sample.prompt_id)
+        .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "vote"))
+        .where(Sample.iteration_id == iteration_id)
+        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
+    ).all()
+    groups: dict[int, list] = defaultdict(list)
+    for row in rows:
+        groups[row.prompt_id].append(row)
+    out = []
+    for prompt_id, samples in groups.items():
+        label = vote([s.answer for s in samples[: cfg.n_vote]])
+        trained = samples[: cfg.n_train]
+        rewards = torch.tensor([1.0 if label.agrees(s.answer) else 0.0 for s in trained])
+        if torch.all(rewards == rewards[0]) and cfg.kl_coef == 0:
+            continue  # advantage 0 for every member: nothing to learn from this group
+        adv = advantages(rewards, torch.zeros(len(trained), dtype=torch.long))
+        out += [{"prompt_id": prompt_id, "sample_id": s.id, "reward": float(r), "weight": float(a)}
+                for s, r, a in zip(trained, rewards, adv)]
+    return out
+
+
+def num_steps(n_examples: int, train) -> int:  # noqa: ANN001
+    from selfloop.training.loop import default_steps
+
+    return default_steps(n_examples, train)
+
+
+def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: TTRLConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    token_logps = policy([it.prompt for it in items], [it.completion for it in items])
+    per_sample = []
+    clipped = 0.0
+    for it, lp in zip(items, token_logps):
+        old = torch.tensor(it.ref_token_logps, dtype=lp.dtype, device=lp.device)
+        adv = torch.full_like(lp, float(it.weight))
+        per_sample.append(loss(lp, old, adv, cfg.clip_eps, ref_logps=old, kl_coef=cfg.kl_coef).mean())
+        with torch.no_grad():
+            clipped += ((lp - old).exp().sub(1).abs() > cfg.clip_eps).float().mean().item()
+    return torch.stack(per_sample).mean(), {"clip_fraction": clipped / len(items),
+                                            "mean_reward": sum(it.reward for it in items) / len(items)}

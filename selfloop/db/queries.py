@@ -71,3 +71,19 @@ def add_event(session: Session, loop_id: int | None, iteration_id: int | None, k
 
     session.add(Event(loop_id=loop_id, iteration_id=iteration_id, level=level, kind=kind, message=message, data=data))
     logger.log("WARNING" if level == "warning" else "ERROR" if level == "error" else "INFO", "{}: {}", kind, message)
+
+
+def adapter_of(session: Session, checkpoint_id: int | None):  # noqa: ANN201
+    """The checkpoint as an engine Adapter (None: the base model); refuses a deleted checkpoint."""
+    from pathlib import Path
+
+    from selfloop.db.models import Checkpoint
+    from selfloop.engines.base import Adapter
+    from selfloop.errors import CheckpointError
+
+    if checkpoint_id is None:
+        return None
+    ckpt = session.get(Checkpoint, checkpoint_id)
+    if ckpt is None or ckpt.status != "ok":
+        raise CheckpointError(f"checkpoint {checkpoint_id} is {'missing' if ckpt is None else ckpt.status}; it cannot be used as a policy")
+    return Adapter(ckpt.id, Path(ckpt.path), ckpt.sha256)

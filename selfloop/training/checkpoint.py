@@ -32,6 +32,7 @@ def save_adapter(model, final: Path, adapter_name: str = "default", extra: dict 
             for item in nested.iterdir():
                 item.rename(tmp / item.name)
             nested.rmdir()
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's generated model card: not part of a checkpoint
     size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
     return SavedCheckpoint(final, manifest_sha256(final), size)
 

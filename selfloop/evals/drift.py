@@ -1,0 +1,64 @@
+"""Drift monitors: the quiet failure modes of self-improvement, recorded every iteration.
+
+  drift.mean_response_tokens  length of the rollouts (self-rewarding's length bias)
+  drift.judge_score           mean LLM-judge score; inflation = it rises while the held-out metric does not
+  drift.mean_token_logprob    mean token log-prob of the rollouts; near 0 means the policy has sharpened
+                              onto single answers (TTRL/RLSC collapse)
+  drift.vote_share            mean share of the majority answer
+Each has a threshold in eval.drift; crossing it logs a warning and stores an event.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from selfloop.config import Config
+from selfloop.db.models import Eval, Iteration, Metric, Sample
+from selfloop.db.queries import add_event, set_metric
+
+
+def _metric(session: Session, iteration_id: int, name: str) -> float | None:
+    return session.scalar(select(Metric.value).where(Metric.iteration_id == iteration_id, Metric.name == name))
+
+
+def _main(session: Session, iteration_id: int, main: str, role: str) -> float | None:
+    suite, _, metric = main.partition("/")
+    return session.scalar(select(Eval.value).where(
+        Eval.iteration_id == iteration_id, Eval.role == role, Eval.suite == suite, Eval.metric == metric))
+
+
+def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, number: int) -> dict[str, float]:
+    length, logprob = session.execute(select(func.avg(Sample.num_tokens), func.avg(Sample.mean_logprob))
+                                      .where(Sample.iteration_id == iteration_id)).one()
+    now = {
+        "drift.mean_response_tokens": length,
+        "drift.mean_token_logprob": logprob,
+        "drift.judge_score": _metric(session, iteration_id, "judge.mean_score"),
+        "drift.vote_share": _metric(session, iteration_id, "judge.vote_share"),
+    }
+    now = {k: float(v) for k, v in now.items() if v is not None}
+    for name, value in now.items():
+        set_metric(session, iteration_id, name, value)
+    first_id = session.scalar(select(Iteration.id).where(Iteration.loop_id == loop_id).order_by(Iteration.number).limit(1))
+    first = {k: _metric(session, first_id, k) for k in now} if first_id != iteration_id else {}
+    d = config.eval.drift
+    warnings = []
+    if first.get("drift.mean_response_tokens") and now["drift.mean_response_tokens"] > d.max_length_growth * first["drift.mean_response_tokens"]:
+        warnings.append(("drift.length", f"mean response length {now['drift.mean_response_tokens']:.1f} tokens is over "
+                         f"{d.max_length_growth}x the first iteration's {first['drift.mean_response_tokens']:.1f}"))
+    if first.get("drift.judge_score") is not None and "drift.judge_score" in now:
+        rise = now["drift.judge_score"] - first["drift.judge_score"]
+        held_now = _main(session, iteration_id, config.eval.main_metric, "candidate") or _main(session, iteration_id, config.eval.main_metric, "baseline")
+        held_first = _main(session, first_id, config.eval.main_metric, "baseline")
+        if rise >= d.judge_inflation and held_now is not None and held_first is not None and held_now <= held_first:
+            warnings.append(("drift.judge_inflation", f"mean judge score rose by {rise:.2f} since iteration 1 while "
+                             f"{config.eval.main_metric} did not ({held_first:.3f} -> {held_now:.3f})"))
+    if "drift.mean_token_logprob" in now and now["drift.mean_token_logprob"] > d.min_mean_logprob:
+        warnings.append(("drift.sharpening", f"mean token log-prob {now['drift.mean_token_logprob']:.4f} is above "
+                         f"{d.min_mean_logprob}: the policy is collapsing onto single answers"))
+    if "drift.vote_share" in now and now["drift.vote_share"] >= d.max_vote_share:
+        warnings.append(("drift.vote_collapse", f"mean vote share {now['drift.vote_share']:.3f} reached {d.max_vote_share}"))
+    for kind, message in warnings:
+        add_event(session, loop_id, iteration_id, kind, f"iteration {number}: {message}", level="warning", data=now)
+    return now

@@ -1,0 +1,149 @@
+"""Phase evaluate: held-out verifiable suites for the iteration's candidate and its starting policy,
+then the drift monitors.
+
+Per suite and policy: greedy accuracy (with a Wilson 95% interval), majority@k accuracy when asked,
+mean response length. Every answered problem is a row of `eval_items`, written in chunks, so a
+re-run continues where it stopped; the `evals` rows are computed from them with the done mark. The
+starting policy's rows are copied from an earlier iteration of the loop that evaluated the same
+checkpoint on the same problems, instead of being generated again.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from selfloop.db.models import EvalItem, Eval, Iteration, Prompt
+from selfloop.db.queries import adapter_of, insert_ignore
+from selfloop.engines.base import Sampling
+from selfloop.engines.chat import user_chat
+from selfloop.errors import ConfigError
+from selfloop.evals.drift import monitor
+from selfloop.evals.stats import wilson
+from selfloop.evals.suites import Item, load_suite
+from selfloop.judging.answers import extract_answer, normalise
+from selfloop.judging.vote import vote
+from selfloop.phases.context import PhaseContext
+from selfloop.progress import Progress
+from selfloop.tasks import load_pool
+
+
+def check_disjoint(ctx: PhaseContext, suites: dict[str, list[Item]]) -> None:
+    """Refuse to evaluate on a problem the loop could have trained on."""
+    with ctx.db.session() as session:
+        trained = set(session.scalars(
+            select(Prompt.text).join(Iteration, Iteration.id == Prompt.iteration_id).where(Iteration.loop_id == ctx.loop_id)
+        ))
+    trained |= {t.prompt for t in load_pool(ctx.config.generation.tasks)}
+    for name, items in suites.items():
+        overlap = [it.prompt for it in items if it.prompt in trained]
+        if overlap:
+            raise ConfigError(f"eval suite {name!r} shares {len(overlap)} problem(s) with the training prompts, "
+                              f"e.g. {overlap[0]!r}: held-out suites must be disjoint from them")
+
+
+def _reuse(ctx: PhaseContext, suite: str, checkpoint_id: int | None, items: list[Item]) -> list[dict] | None:
+    """Rows of an earlier evaluation of the same policy on the same problems in this loop, if any."""
+    with ctx.db.session() as session:
+        found = session.execute(
+            select(EvalItem.iteration_id, EvalItem.role)
+            .join(Eval, (Eval.iteration_id == EvalItem.iteration_id) & (Eval.role == EvalItem.role) & (Eval.suite == EvalItem.suite))
+            .join(Iteration, Iteration.id == EvalItem.iteration_id)
+            .where(Iteration.loop_id == ctx.loop_id, Iteration.id != ctx.iteration_id, EvalItem.suite == suite,
+                   Eval.checkpoint_id.is_(None) if checkpoint_id is None else Eval.checkpoint_id == checkpoint_id)
+            .order_by(Iteration.number.desc()).limit(1)
+        ).first()
+        if found is None:
+            return None
+        rows = session.scalars(select(EvalItem).where(
+            EvalItem.iteration_id == found.iteration_id, EvalItem.role == found.role, EvalItem.suite == suite
+        ).order_by(EvalItem.item_index)).all()
+    if [r.prompt for r in rows] != [it.prompt for it in items]:
+        return None
+    keep = ("item_index", "prompt", "answer", "response", "predicted", "correct", "majority_correct", "num_tokens")
+    return [{k: getattr(r, k) for k in keep} for r in rows]
+
+
+def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> None:  # noqa: ANN001
+    """Generate and store the missing eval_items of one suite for one policy."""
+    chain = ctx.config.judge.vote.extractors
+    system = ctx.config.generation.system_prompt
+    with ctx.db.session() as session:
+        done = set(session.scalars(select(EvalItem.item_index).where(
+            EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)))
+    todo = [i for i in range(len(items)) if i not in done]
+    if not todo:
+        return
+    engine = ctx.runtime.engine()
+    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=suite.max_new_tokens)
+    k = suite.majority_k
+    g = ctx.config.generation
+    sampled = Sampling(n=k, temperature=g.temperature or 1.0, top_p=g.top_p, top_k=g.top_k, max_new_tokens=suite.max_new_tokens)
+    per_call = max(1, 2 * ctx.config.engine.batch_size // max(1, k))
+    with Progress(f"evaluate {role} {suite.name}", len(todo), "item", on_update=ctx.set_progress) as progress:
+        for start in range(0, len(todo), per_call):
+            ctx.check_stop()
+            chunk = todo[start : start + per_call]
+            chats = [user_chat(items[i].prompt, system) for i in chunk]
+            outs = engine.generate(chats, greedy, adapter=adapter)
+            votes = [None] * len(chunk)
+            if k:
+                seeds = [[ctx.seed("eval", suite.name, i, j) for j in range(k)] for i in chunk]
+                votes = engine.generate(chats, sampled, seeds=seeds, adapter=adapter)
+            rows = []
+            for i, out, many in zip(chunk, outs, votes):
+                truth = normalise(items[i].answer)
+                predicted = extract_answer(out[0].text, chain)
+                majority = vote([extract_answer(c.text, chain) for c in many]).answer if many else None
+                rows.append({
+                    "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name, "item_index": i,
+                    "prompt": items[i].prompt, "answer": items[i].answer, "response": out[0].text,
+                    "predicted": predicted, "correct": predicted is not None and predicted == truth,
+                    "majority_correct": (majority is not None and majority == truth) if many else None,
+                    "num_tokens": out[0].num_tokens,
+                })
+            with ctx.db.session() as session:
+                insert_ignore(session, EvalItem, rows, ["iteration_id", "role", "suite", "item_index"])
+            progress.update(len(chunk))
+            ctx.failpoint("after_chunk")
+
+
+def _summarise(session, iteration_id: int, role: str, suite: str, checkpoint_id: int | None) -> list[dict]:  # noqa: ANN001
+    rows = session.execute(select(EvalItem.correct, EvalItem.majority_correct, EvalItem.num_tokens).where(
+        EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all()
+    n = len(rows)
+    correct = sum(1 for r in rows if r.correct)
+    base = {"iteration_id": iteration_id, "role": role, "checkpoint_id": checkpoint_id, "suite": suite, "n": n}
+    low, high = wilson(correct, n)
+    out = [{**base, "metric": "greedy_accuracy", "value": correct / n, "ci_low": low, "ci_high": high},
+           {**base, "metric": "mean_response_tokens", "value": sum(r.num_tokens for r in rows) / n}]
+    if rows and rows[0].majority_correct is not None:
+        majority = sum(1 for r in rows if r.majority_correct)
+        low, high = wilson(majority, n)
+        out.append({**base, "metric": "majority_accuracy", "value": majority / n, "ci_low": low, "ci_high": high})
+    return out
+
+
+def run(ctx: PhaseContext) -> None:
+    suites = {s.name: load_suite(s) for s in ctx.config.eval.suites}
+    check_disjoint(ctx, suites)
+    with ctx.db.session() as session:
+        it = session.get(Iteration, ctx.iteration_id)
+        policies = [("baseline", it.base_checkpoint_id)]
+        if it.output_checkpoint_id is not None:
+            policies.append(("candidate", it.output_checkpoint_id))
+        adapters = {role: adapter_of(session, ckpt) for role, ckpt in policies}
+    for role, ckpt in policies:
+        for suite in ctx.config.eval.suites:
+            copied = _reuse(ctx, suite.name, ckpt, suites[suite.name]) if role == "baseline" else None
+            if copied is not None:
+                with ctx.db.session() as session:
+                    insert_ignore(session, EvalItem, [{**r, "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name}
+                                                      for r in copied], ["iteration_id", "role", "suite", "item_index"])
+            else:
+                _answer(ctx, role, suite, suites[suite.name], adapters[role])
+    with ctx.db.session() as session:
+        rows = [r for role, ckpt in policies for s in ctx.config.eval.suites
+                for r in _summarise(session, ctx.iteration_id, role, s.name, ckpt)]
+        insert_ignore(session, Eval, rows, ["iteration_id", "role", "suite", "metric"])
+        monitor(session, ctx.config, ctx.loop_id, ctx.iteration_id, ctx.number)
+        ctx.mark_done(session)

@@ -1,0 +1,87 @@
+"""Phase promote: the gate. A candidate becomes the loop's policy only if its main held-out metric is
+not worse than the starting policy's by more than eval.tolerance.
+
+The decision and a paired 95% interval of the difference (same problems for both policies) are
+stored. A rejected checkpoint is kept and marked (promoted = false); the loop continues from its
+current policy. After eval.max_rejections rejections in a row the loop pauses instead of burning
+compute; `selfloop resume LOOP --unpause` continues it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from selfloop.db.models import Eval, EvalItem, Iteration, Loop
+from selfloop.db.queries import add_event, set_metric
+from selfloop.evals.stats import paired_difference
+from selfloop.phases.context import PhaseContext
+
+
+def _paired(session, iteration_id: int, suite: str, metric: str) -> tuple[float, float, float] | None:  # noqa: ANN001
+    column = EvalItem.majority_correct if metric == "majority_accuracy" else EvalItem.correct
+    rows = {role: dict(session.execute(select(EvalItem.item_index, column).where(
+        EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all())
+        for role in ("candidate", "baseline")}
+    keys = sorted(rows["candidate"].keys() & rows["baseline"].keys())
+    if not keys:
+        return None
+    return paired_difference([bool(rows["candidate"][k]) for k in keys], [bool(rows["baseline"][k]) for k in keys])
+
+
+def consecutive_rejections(session, loop_id: int) -> int:  # noqa: ANN001
+    decided = session.scalars(select(Iteration.promoted).where(
+        Iteration.loop_id == loop_id, Iteration.promoted.is_not(None), Iteration.output_checkpoint_id.is_not(None)
+    ).order_by(Iteration.number.desc())).all()
+    count = 0
+    for promoted in decided:
+        if promoted:
+            break
+        count += 1
+    return count
+
+
+def run(ctx: PhaseContext) -> None:
+    cfg = ctx.config.eval
+    with ctx.db.session() as session:
+        it = session.get(Iteration, ctx.iteration_id)
+        loop = session.get(Loop, ctx.loop_id)
+        if it.output_checkpoint_id is None:
+            add_event(session, loop.id, it.id, "promote.nothing", f"iteration {it.number} trained no checkpoint; the policy stays")
+            ctx.mark_done(session)
+            return
+        if "evaluate" not in ctx.config.loop.phases:
+            it.promoted, loop.current_checkpoint_id = True, it.output_checkpoint_id
+            add_event(session, loop.id, it.id, "promote.ungated", f"iteration {it.number}: promoted without evaluation (no evaluate phase)")
+            ctx.mark_done(session)
+            return
+        suite, _, metric = cfg.main_metric.partition("/")
+        values = dict(session.execute(select(Eval.role, Eval.value).where(
+            Eval.iteration_id == it.id, Eval.suite == suite, Eval.metric == metric)).all())
+        candidate, baseline = values["candidate"], values["baseline"]
+        diff = _paired(session, it.id, suite, metric)
+        promote = candidate >= baseline - cfg.tolerance
+        data = {"candidate": candidate, "baseline": baseline, "tolerance": cfg.tolerance, "metric": cfg.main_metric}
+        set_metric(session, it.id, "promote.candidate", candidate)
+        set_metric(session, it.id, "promote.baseline", baseline)
+        interval = ""
+        if diff is not None:
+            data |= {"delta": diff[0], "delta_ci_low": diff[1], "delta_ci_high": diff[2]}
+            set_metric(session, it.id, "promote.delta", diff[0])
+            set_metric(session, it.id, "promote.delta_ci_low", diff[1])
+            set_metric(session, it.id, "promote.delta_ci_high", diff[2])
+            interval = f" (difference {diff[0]:+.3f}, 95% CI {diff[1]:+.3f}..{diff[2]:+.3f})"
+        summary = f"{cfg.main_metric} {candidate:.3f} vs {baseline:.3f}{interval}"
+        it.promoted = promote
+        if promote:
+            loop.current_checkpoint_id = it.output_checkpoint_id
+            add_event(session, loop.id, it.id, "promote.accepted", f"iteration {it.number} promoted: {summary}", data=data)
+        else:
+            add_event(session, loop.id, it.id, "promote.rejected",
+                      f"iteration {it.number} rejected (worse by more than {cfg.tolerance}): {summary}", level="warning", data=data)
+            session.flush()
+            if consecutive_rejections(session, loop.id) >= cfg.max_rejections:
+                loop.status = "paused"
+                loop.status_reason = (f"paused after {cfg.max_rejections} rejected candidates in a row "
+                                      f"(last: {summary}); change the config and fork, or `selfloop resume {loop.name} --unpause`")
+                add_event(session, loop.id, it.id, "loop.paused", loop.status_reason, level="error")
+        ctx.mark_done(session)

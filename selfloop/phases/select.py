@@ -1,0 +1,28 @@
+"""Phase select: the algorithm picks its training examples from the stored samples and judgments.
+
+One transaction: the examples and the done mark land together (or not at all).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from selfloop.algorithms import ALGORITHMS
+from selfloop.db.models import Example
+from selfloop.db.queries import add_event, insert_ignore, set_metric
+from selfloop.phases.context import PhaseContext
+
+
+def run(ctx: PhaseContext) -> None:
+    name = ctx.config.train.algorithm
+    with ctx.db.session() as session:
+        if not session.scalar(select(func.count()).select_from(Example).where(Example.iteration_id == ctx.iteration_id)):
+            rows = ALGORITHMS[name].select(session, ctx.iteration_id, ctx.config)
+            insert_ignore(session, Example, [
+                {**row, "iteration_id": ctx.iteration_id, "item_index": i, "algorithm": name} for i, row in enumerate(rows)
+            ], ["iteration_id", "item_index"])
+            set_metric(session, ctx.iteration_id, "select.examples", len(rows))
+            if not rows:
+                add_event(session, ctx.loop_id, ctx.iteration_id, "select.empty",
+                          f"{name} selected no training examples in iteration {ctx.number}", level="warning")
+        ctx.mark_done(session)

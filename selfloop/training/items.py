@@ -1,0 +1,54 @@
+"""Training items: examples turned into token ids, truncated, with their stored reference log-probs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+# policy(prompts, completions) -> per-token log-probs, one tensor per row (gradients flow)
+LogpFn = Callable[[Sequence[Sequence[int]], Sequence[Sequence[int]]], list[torch.Tensor]]
+
+
+@dataclass
+class TrainItem:
+    example_id: int
+    prompt_id: int
+    prompt: list[int]
+    completion: list[int]  # the trained completion (a pair's chosen)
+    rejected: list[int] | None = None
+    reward: float | None = None
+    weight: float | None = None  # advantage or loss weight
+    ref_logp: float | None = None  # reference (or, for RLSC, sampling-time) log-prob of the completion
+    ref_rejected_logp: float | None = None
+    ref_token_logps: list[float] | None = None
+
+
+def truncate(prompt: list[int], completions: list[list[int]], max_length: int) -> tuple[list[int], list[list[int]]]:
+    """Fit the prompt and each completion in max_length: the shared prompt loses its oldest tokens
+    first (enough for the longest completion), then completions lose their ends."""
+    longest = max(len(c) for c in completions)
+    if len(prompt) + longest > max_length:
+        prompt = prompt[-max(1, max_length - longest):]
+    return prompt, [c[: max_length - len(prompt)] for c in completions]
+
+
+def fit(item: TrainItem, max_length: int) -> TrainItem:
+    completions = [item.completion] + ([item.rejected] if item.rejected is not None else [])
+    item.prompt, fitted = truncate(item.prompt, completions, max_length)
+    item.completion = fitted[0]
+    item.rejected = fitted[1] if item.rejected is not None else None
+    return item
+
+
+def stack(values: Sequence[float | None], device: torch.device) -> torch.Tensor:
+    return torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
+
+
+def sums(token_logps: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.sum() for t in token_logps])
+
+
+def means(token_logps: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.sum() / max(1, t.numel()) for t in token_logps])

@@ -1,0 +1,150 @@
+"""The LoRA training loop shared by every algorithm.
+
+peft LoRA on the base model (or continuing the iteration's starting adapter), AdamW, a scheduler
+from transformers, gradient accumulation and clipping, loss only on completion tokens (log-probs
+are gathered at completion positions only), optional gradient checkpointing. Each algorithm module
+supplies `batch_loss(items, policy, cfg)`; the loop knows nothing else about it.
+
+Reference log-probs come from the same model before its first step (the iteration's starting
+policy), so no second copy of the model is held. A run is a pure function of (items, seed): an
+interrupted run is simply run again from its start.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from selfloop.engines.base import Adapter
+from selfloop.errors import Interrupted
+from selfloop.models.loading import load_causal_lm
+from selfloop.models.logprobs import completion_logprobs
+from selfloop.progress import Progress
+from selfloop.training.checkpoint import verify_checkpoint
+from selfloop.training.items import LogpFn, TrainItem
+
+
+def default_steps(n_examples: int, train) -> int:  # noqa: ANN001
+    """Optimizer steps for `epochs` passes over the examples, capped by max_steps."""
+    if n_examples == 0:
+        return 0
+    steps = train.epochs * math.ceil(n_examples / (train.batch_size * train.grad_accum))
+    return min(steps, train.max_steps) if train.max_steps else steps
+
+
+@dataclass
+class StepRecord:
+    step: int
+    loss: float
+    learning_rate: float
+    grad_norm: float
+    tokens_per_s: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def load_trainable(model_dir: Path, init: Adapter | None, lora, device: torch.device, dtype: torch.dtype,  # noqa: ANN001
+                   gradient_checkpointing: bool = False):  # noqa: ANN201
+    """The base model with a trainable LoRA adapter: `init`'s weights to continue from, or a fresh one."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = load_causal_lm(model_dir, device, dtype)
+    if init is not None:
+        verify_checkpoint(init.path, init.sha256)
+        model = PeftModel.from_pretrained(base, str(init.path), is_trainable=True)
+    else:
+        model = get_peft_model(base, LoraConfig(
+            r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        ))
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model
+
+
+def policy_logps(model: torch.nn.Module, pad_id: int) -> LogpFn:
+    return lambda prompts, completions: completion_logprobs(model, prompts, completions, pad_id)
+
+
+@torch.no_grad()
+def reference_logps(model: torch.nn.Module, items: list[TrainItem], pad_id: int, batch_size: int) -> None:
+    """Fill each item's reference log-probs (sum for the completion and the rejected one, per token
+    for the completion) from `model` as it is now: the iteration's starting policy."""
+    model.eval()
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        rows = completion_logprobs(model, [it.prompt for it in chunk], [it.completion for it in chunk], pad_id)
+        for it, lp in zip(chunk, rows):
+            it.ref_logp, it.ref_token_logps = float(lp.sum()), lp.tolist()
+        pairs = [it for it in chunk if it.rejected is not None]
+        if pairs:
+            rows = completion_logprobs(model, [it.prompt for it in pairs], [it.rejected for it in pairs], pad_id)
+            for it, lp in zip(pairs, rows):
+                it.ref_rejected_logp = float(lp.sum())
+
+
+def _batches(n: int, size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Index batches over shuffled epochs, forever (the step count decides when to stop)."""
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        for start in range(0, n, size):
+            yield order[start : start + size]
+
+
+def train(
+    model: torch.nn.Module,
+    items: list[TrainItem],
+    algorithm: ModuleType,
+    algo_cfg,  # noqa: ANN001
+    train_cfg,  # noqa: ANN001
+    *,
+    seed: int,
+    pad_id: int,
+    on_step: Callable[[StepRecord], None] = lambda r: None,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> list[StepRecord]:
+    from transformers import get_scheduler
+
+    steps = algorithm.num_steps(len(items), train_cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
+    scheduler = get_scheduler(train_cfg.scheduler, optimizer, num_warmup_steps=int(train_cfg.warmup_ratio * steps),
+                              num_training_steps=max(1, steps))
+    batches = _batches(len(items), train_cfg.batch_size, random.Random(seed))
+    policy = policy_logps(model, pad_id)
+    model.train()
+    records = []
+    with Progress("train", steps, "step") as progress:
+        for step in range(steps):
+            started, tokens = time.perf_counter(), 0
+            totals: dict[str, float] = {}
+            loss_sum = 0.0
+            for _ in range(train_cfg.grad_accum):
+                batch = [items[i] for i in next(batches)]
+                tokens += sum(len(it.prompt) + len(it.completion) + (len(it.prompt) + len(it.rejected) if it.rejected else 0) for it in batch)
+                loss, metrics = algorithm.batch_loss(batch, policy, algo_cfg)
+                (loss / train_cfg.grad_accum).backward()
+                loss_sum += loss.item() / train_cfg.grad_accum
+                for k, v in metrics.items():
+                    totals[k] = totals.get(k, 0.0) + v / train_cfg.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, train_cfg.max_grad_norm).item()
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            record = StepRecord(step, loss_sum, lr, grad_norm, tokens / (time.perf_counter() - started), totals)
+            records.append(record)
+            on_step(record)
+            progress.update(1, tokens)
+            if stop_requested() and step + 1 < steps:
+                raise Interrupted("stop requested during training")
+    model.eval()
+    return records

@@ -1,0 +1,103 @@
+"""Each loss against values computed by hand from its paper's formula (the maths is in each docstring)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from selfloop.algorithms import dpo, orpo, rest, rlsc, spin, ttrl
+
+
+def t(*values: float) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def test_dpo_forms_by_hand() -> None:
+    """h = (pc - rc) - (pr - rr). Pair 1: (-1 + 1.5) - (-3 + 2.5) = 0.5 + 0.5 = 1. Pair 2: 0.
+    sigmoid, beta 0.1: -log sigma(0.1) = log(1 + e^-0.1) = 0.644397; -log sigma(0) = log 2.
+    ipo: (1 - 1/(2*0.1))^2 = (1 - 5)^2 = 16; (0 - 5)^2 = 25.   hinge: max(0, 1 - 0.1) = 0.9; 1."""
+    args = (t(-1.0, -2.0), t(-3.0, -2.0), t(-1.5, -2.0), t(-2.5, -2.0))
+    assert dpo.loss(*args, beta=0.1).tolist() == pytest.approx([math.log(1 + math.exp(-0.1)), math.log(2)], abs=1e-6)
+    assert dpo.loss(*args, beta=0.1, kind="ipo").tolist() == pytest.approx([16.0, 25.0], abs=1e-5)
+    assert dpo.loss(*args, beta=0.1, kind="hinge").tolist() == pytest.approx([0.9, 1.0], abs=1e-6)
+    with pytest.raises(ValueError):
+        dpo.loss(*args, kind="softmax")
+
+
+def test_dpo_equal_logps_and_large_margins() -> None:
+    """Equal log-probs give h = 0: log 2. h = +-1e4 with beta 1: about 0 and about 1e4, never inf or nan."""
+    z = t(-5.0)
+    assert dpo.loss(z, z, z, z).item() == pytest.approx(math.log(2))
+    big = dpo.loss(t(0.0, -1e4), t(-1e4, 0.0), t(0.0, 0.0), t(0.0, 0.0), beta=1.0)
+    assert torch.isfinite(big).all()
+    assert big[0].item() == pytest.approx(0.0, abs=1e-6) and big[1].item() == pytest.approx(1e4, rel=1e-6)
+
+
+def test_spin_is_dpo_with_real_as_chosen() -> None:
+    """SPIN: -log sigma(beta * [(p_real - r_real) - (p_gen - r_gen)]). (-1 - -2) - (-4 - -3) = 2, beta 0.5:
+    -log sigma(1) = log(1 + e^-1) = 0.313262."""
+    assert spin.loss(t(-1.0), t(-4.0), t(-2.0), t(-3.0), beta=0.5).item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+    assert spin.loss(t(-1.0), t(-4.0), t(-2.0), t(-3.0), beta=0.5, kind="hinge").item() == pytest.approx(0.0)
+
+
+def test_orpo_by_hand() -> None:
+    """p_c = e^-0.5 = 0.606531, log odds = -0.5 - ln(0.393469) = 0.432752;
+    p_r = e^-1 = 0.367879, log odds = -1 - ln(0.632121) = -0.541325; difference 0.974077.
+    L = 0.5 - 0.1 * log sigma(0.974077) = 0.5 + 0.1 * ln(1 + e^-0.974077) = 0.532030."""
+    lo_c = -0.5 - math.log(1 - math.exp(-0.5))
+    lo_r = -1.0 - math.log(1 - math.exp(-1.0))
+    expected = 0.5 + 0.1 * math.log(1 + math.exp(-(lo_c - lo_r)))
+    assert expected == pytest.approx(0.532030, abs=1e-6)
+    assert orpo.loss(t(-0.5), t(-1.0), lam=0.1).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_orpo_edges_stay_finite() -> None:
+    """A chosen mean log-prob of ~0 (p -> 1) makes log(1 - p) -> -inf: it is clamped, not nan."""
+    out = orpo.loss(t(0.0, -1e-9, -50.0), t(-50.0, -1e-9, 0.0))
+    assert torch.isfinite(out).all()
+    assert orpo.loss(t(-2.0), t(-2.0), lam=1.0).item() == pytest.approx(2.0 + math.log(2), abs=1e-6)
+
+
+def test_rlsc_by_hand_and_its_gradient() -> None:
+    """-(e^old + alpha) * logp: old -1, logp -2: 2 * (0.367879 + 0.1) = 0.935759;
+    old -20, logp -10: 10 * (2.06e-9 + 0.1) = 1.0000000206. d/dlogp = -(e^old + alpha); none to old."""
+    logps, old = t(-2.0, -10.0).requires_grad_(), t(-1.0, -20.0).requires_grad_()
+    out = rlsc.loss(logps, old, alpha=0.1)
+    assert out.tolist() == pytest.approx([2 * (math.exp(-1) + 0.1), 10 * (math.exp(-20) + 0.1)], abs=1e-6)
+    out.sum().backward()
+    assert logps.grad.tolist() == pytest.approx([-(math.exp(-1) + 0.1), -(math.exp(-20) + 0.1)], abs=1e-6)
+    assert old.grad is None or torch.all(old.grad == 0)
+
+
+def test_ttrl_advantages_by_hand() -> None:
+    """Group 0 rewards (1, 0, 0): mean 1/3, population std sqrt(2/9) = 0.471405 -> (1.414211, -0.707105, -0.707105).
+    Group 1 (1, 1): all equal -> 0. Group 2 (1, 0): mean 0.5, std 0.5 -> (+-0.999998)."""
+    adv = ttrl.advantages(t(1, 0, 0, 1, 1, 1, 0), torch.tensor([0, 0, 0, 1, 1, 2, 2]))
+    s = math.sqrt(2 / 9)
+    assert adv.tolist() == pytest.approx([(2 / 3) / (s + 1e-6), (-1 / 3) / (s + 1e-6), (-1 / 3) / (s + 1e-6), 0, 0,
+                                          0.5 / (0.5 + 1e-6), -0.5 / (0.5 + 1e-6)], abs=1e-6)
+    assert ttrl.advantages(t(0, 0, 0), torch.tensor([4, 4, 4])).tolist() == [0, 0, 0]
+
+
+def test_ttrl_clipped_loss_by_hand() -> None:
+    """ratio 1.5, A = +1: min(1.5, 1.2) = 1.2 -> -1.2;  A = -1: min(-1.5, -1.2) = -1.5 -> 1.5.
+    ratio 0.5, A = +1: min(0.5, 0.8) = 0.5 -> -0.5;  A = -1: min(-0.5, -0.8) = -0.8 -> 0.8.
+    ratio 1 (equal log-probs): -A."""
+    old = t(-2.0, -2.0, -2.0, -2.0, -3.0)
+    logps = old + t(math.log(1.5), math.log(1.5), math.log(0.5), math.log(0.5), 0.0)
+    adv = t(1.0, -1.0, 1.0, -1.0, 0.7)
+    assert ttrl.loss(logps, old, adv, clip_eps=0.2).tolist() == pytest.approx([-1.2, 1.5, -0.5, 0.8, -0.7], abs=1e-5)
+
+
+def test_ttrl_kl_term() -> None:
+    """k3 estimator exp(ref - logp) - (ref - logp) - 1: 0 at logp = ref; ref - logp = 1: e - 2 = 0.718282."""
+    logps, ref = t(-1.0, -2.0), t(-1.0, -1.0)
+    out = ttrl.loss(logps, logps, torch.zeros(2), ref_logps=ref, kl_coef=0.5)
+    assert out.tolist() == pytest.approx([0.0, 0.5 * (math.e - 2)], abs=1e-6)
+
+
+def test_rest_loss_by_hand() -> None:
+    """-logp / |y|: (-6, 3 tokens) -> 2; (-1, 4 tokens) -> 0.25."""
+    assert rest.loss(t(-6.0, -1.0), t(3.0, 4.0)).tolist() == pytest.approx([2.0, 0.25])

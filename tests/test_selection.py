@@ -1,0 +1,104 @@
+"""Example selection of each algorithm, on stored samples and judgments made by hand."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from selfloop.algorithms import ALGORITHMS
+from selfloop.db.engine import open_database
+from selfloop.db.models import Judgment, Prompt, Sample
+from tests.conftest import store_samples
+from tests.test_judge_phase import _context
+from selfloop.phases.judge import run as judge_run
+
+
+def _judge_scores(db, scores: dict[tuple[int, int], list[float | None]]) -> None:  # noqa: ANN001
+    """LLM-judge rows for (prompt item, sample index) -> scores (None: unparsed)."""
+    with db.session() as s:
+        ids = {(p, i): sid for sid, p, i in s.execute(
+            select(Sample.id, Prompt.item_index, Sample.sample_index).join(Prompt, Prompt.id == Sample.prompt_id))}
+        for key, values in scores.items():
+            for j, v in enumerate(values):
+                s.add(Judgment(sample_id=ids[key], kind="llm_judge", judge_index=j, score=v, parse_ok=v is not None))
+
+
+def _index(db) -> dict[int, tuple[int, int]]:  # noqa: ANN001
+    with db.session() as s:
+        return {sid: (p, i) for sid, p, i in s.execute(
+            select(Sample.id, Prompt.item_index, Sample.sample_index).join(Prompt, Prompt.id == Sample.prompt_id))}
+
+
+@pytest.fixture
+def db(sqlite_url: str):  # noqa: ANN201
+    database = open_database(sqlite_url, init=True)
+    yield database
+    database.dispose()
+
+
+def test_dpo_pairs_best_against_worst(db, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(db.url, train={"algorithm": "dpo"})
+    it = store_samples(db, config, [("p0", None, ["a", "b", "c"]), ("p1", None, ["a", "b"]), ("p2", None, ["a", "b"]),
+                                    ("p3", None, ["a", "b", "c"])])
+    _judge_scores(db, {
+        (0, 0): [3, 3], (0, 1): [5, 4], (0, 2): [1, None],  # means 3, 4.5, 1 -> chosen 1, rejected 2
+        (1, 0): [4], (1, 1): [None],  # only one validly scored sample: dropped
+        (2, 0): [2, 3], (2, 1): [3, 2],  # tie: dropped
+        (3, 0): [2], (3, 1): [4], (3, 2): [4],  # highest tie between 1 and 2: the first (1) is chosen
+    })
+    idx = _index(db)
+    with db.session() as s:
+        rows = ALGORITHMS["dpo"].select(s, it, config)
+    got = [(idx[r["sample_id"]], idx[r["rejected_sample_id"]], r["reward"]) for r in rows]
+    assert got == [((0, 1), (0, 2), 3.5), ((3, 1), (3, 0), 2.0)]
+    config.train.dpo.min_score_gap = 3.0
+    with db.session() as s:
+        assert len(ALGORITHMS["dpo"].select(s, it, config)) == 1
+
+
+def test_spin_pairs_ground_truth_against_the_policy(db, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(db.url, train={"algorithm": "spin"})
+    it = store_samples(db, config, [("p0", None, ["gen a", "gen b"]), ("p1", None, ["gen c"])])
+    with db.session() as s:
+        s.execute(Prompt.__table__.update().where(Prompt.item_index == 0).values(reference="the real answer"))
+    idx = _index(db)
+    with db.session() as s:
+        rows = ALGORITHMS["spin"].select(s, it, config)
+    assert [(r["text"], idx[r["rejected_sample_id"]]) for r in rows] == [("the real answer", (0, 0))]
+
+
+def test_ttrl_rewards_majority_agreement_over_n_vote_and_trains_n_train(db, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(db.url, train={"algorithm": "ttrl", "ttrl": {"n_vote": 3, "n_train": 2}})
+    it = store_samples(db, config, [
+        ("p0", None, ["5", "5", "6", "6"]),  # first 3 vote: 5 wins; trained: samples 0, 1 -> rewards 1, 1: all equal, skipped
+        ("p1", None, ["7", "8", "8", "7"]),  # vote over 7, 8, 8: 8; trained 0, 1 -> rewards 0, 1
+    ])
+    judge_run(_context(db, config, it))
+    idx = _index(db)
+    with db.session() as s:
+        rows = ALGORITHMS["ttrl"].select(s, it, config)
+    assert [(idx[r["sample_id"]], r["reward"]) for r in rows] == [((1, 0), 0.0), ((1, 1), 1.0)]
+    assert [r["weight"] for r in rows] == pytest.approx([-0.999998, 0.999998], abs=1e-6)
+
+
+def test_rest_keeps_rewarded_samples_up_to_k(db, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(db.url, train={"algorithm": "rest", "rest": {"max_per_prompt": 2}})
+    it = store_samples(db, config, [
+        ("What is 2 + 3?", "5", ["5", "6", "6", "5", "5"]),  # truth known: samples 0, 3 (K = 2 of 3 correct)
+        ("Say a number", None, ["4", "9", "9"]),  # no truth: the majority (9) rewards 1, 2
+    ])
+    judge_run(_context(db, config, it))
+    idx = _index(db)
+    with db.session() as s:
+        assert [idx[r["sample_id"]] for r in ALGORITHMS["rest"].select(s, it, config)] == [(0, 0), (0, 3), (1, 1), (1, 2)]
+    config.train.rest.reward = "majority"  # the majority of prompt 0 is 5 as well
+    with db.session() as s:
+        assert [idx[r["sample_id"]] for r in ALGORITHMS["rest"].select(s, it, config)] == [(0, 0), (0, 3), (1, 1), (1, 2)]
+
+
+def test_rlsc_takes_every_sample_with_its_rollout_logprob(db, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(db.url, train={"algorithm": "rlsc"})
+    it = store_samples(db, config, [("p0", None, ["a", "b"]), ("p1", None, ["c"])])
+    with db.session() as s:
+        rows = ALGORITHMS["rlsc"].select(s, it, config)
+    assert len(rows) == 3 and all(r["ref_logp"] == -2.0 for r in rows)
