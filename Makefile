@@ -27,9 +27,9 @@ demo: $(STAMP)
 	$(BIN)/selfloop sql --db sqlite:///.demo/selfloop.db "SELECT count(*) AS loops FROM loops"
 
 # The whole suite but GPU tests, against SQLite and a local PostgreSQL server that
-# tests/support/postgres.sh installs (as root, from Debian packages) and starts.
+# tests/support/services.sh installs (as root, from Debian packages) and starts.
 test: $(STAMP)
-	@url=$$(bash tests/support/postgres.sh); \
+	@url=$$(bash tests/support/services.sh); \
 	SELFLOOP_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 # Unit tests only (seconds).

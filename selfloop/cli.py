@@ -81,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="URL", help="database URL")
     p.add_argument("--config", type=Path, metavar="FILE", help="take the database from this config")
     p.add_argument("--iterations", type=int, metavar="N", help="run at most N iterations now")
+    p.add_argument("--unpause", action="store_true", help="continue a loop the promotion gate paused")
+
+    p = sub.add_parser("fork", help="start a new loop from a stored checkpoint of another loop")
+    p.add_argument("loop", metavar="LOOP", help="the loop to fork from")
+    p.add_argument("--at", type=int, required=True, metavar="ITERATION", help="the iteration whose checkpoint starts the fork")
+    p.add_argument("--name", required=True, metavar="NEW", help="the new loop's name")
+    p.add_argument("--config", type=Path, metavar="FILE", help="the fork's config (default: the parent's stored config)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument("--db", metavar="URL", help="database URL")
+
+    p = sub.add_parser("status", help="each loop's state, current iteration and phase, progress, and the running daemon")
+    _add_db(p)
+
+    p = sub.add_parser("daemon", help="run the config's loop until stopped (systemd: see systemd/selfloop.service)")
+    p.add_argument("--config", type=Path, metavar="FILE", required=True)
+    p.add_argument("--db", metavar="URL", help="database URL (overrides the config's database.url)")
 
     p = sub.add_parser("history", help="one row per iteration (the iteration_summary view) and fork lineage")
     _add_db(p)
@@ -228,13 +244,88 @@ def cmd_resume(args: argparse.Namespace) -> int:
         db.dispose()
     config = _with_db(validate_config(snapshot, source=f"loop {args.loop} (stored config)"), url)
     _setup_logging(args, config)
+    if args.unpause:
+        _unpause(url, args.loop)
     outcomes = run_loop(config, args.iterations, StopFlag().install())
     print(f"loop {config.loop.name}: ran {len(outcomes)} iteration(s)" + (f", last {outcomes[-1].iteration}" if outcomes else ""))
     return 0
 
 
+def _unpause(url: str, name: str) -> None:
+    from selfloop.db import queries
+    from selfloop.db.engine import open_database
+
+    db = open_database(url)
+    try:
+        with db.session() as session:
+            loop = queries.loop_by_name(session, name)
+            if loop.status == "paused":
+                loop.status, loop.status_reason = "ready", None
+                queries.add_event(session, loop.id, None, "loop.unpaused", f"loop {name} unpaused by the user")
+    finally:
+        db.dispose()
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    from selfloop.config import apply_overrides, read_yaml, validate_config
+    from selfloop.db import queries
+    from selfloop.db.engine import open_database
+    from selfloop.loop import fork
+
+    url = _database_url(args)
+    db = open_database(url)
+    try:
+        if args.config:
+            data = read_yaml(args.config)
+        else:
+            with db.session() as session:
+                parent = queries.loop_by_name(session, args.loop)
+                if parent is None:
+                    raise SelfloopError(f"no loop named {args.loop!r} in {url}")
+                data = parent.config
+        data = apply_overrides(data, [*args.set, f"loop.name={args.name}"])
+        config = validate_config(data, source=str(args.config or f"loop {args.loop} (stored config)"))
+        loop = fork(db, args.loop, args.at, config)
+    finally:
+        db.dispose()
+    print(f"loop {loop.name} forked from {args.loop} iteration {args.at}; run it with: selfloop resume {loop.name}"
+          + (f" --db {args.db}" if args.db else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from selfloop.db import queries
+    from selfloop.db.engine import open_database
+    from selfloop.render import render
+
+    db = open_database(_database_url(args), readonly=True)
+    try:
+        with db.session() as session:
+            columns, rows = queries.loop_status(session)
+            daemons = queries.live_daemons(session)
+    finally:
+        db.dispose()
+    print(render(columns, rows))
+    if daemons:
+        for host, pid, started, status in daemons:
+            print(f"daemon: pid {pid} on {host}, since {started:%Y-%m-%d %H:%M:%S}: {status}")
+    else:
+        print("daemon: none running")
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from selfloop.config import load_config
+    from selfloop.daemon import Daemon
+
+    config = _with_db(load_config(args.config), args.db)
+    _setup_logging(args, config)
+    return Daemon(config).run()
+
+
 COMMANDS = {
     "config": cmd_config, "db": cmd_db, "sql": cmd_sql, "history": cmd_history, "run": cmd_run, "resume": cmd_resume,
+    "fork": cmd_fork, "status": cmd_status, "daemon": cmd_daemon,
 }
 
 

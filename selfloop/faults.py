@@ -1,10 +1,12 @@
-"""Failpoints for fault-injection tests: SELFLOOP_FAILPOINT=name[:n] kills the process with SIGKILL
-the n-th time (default 1st) execution reaches `failpoint(name)`. Unset, it costs a dict lookup."""
+"""Failpoints for fault-injection tests. SELFLOOP_FAILPOINT=name[:n[:action]] acts the n-th time
+(default the 1st) execution reaches `failpoint(name)`: action `kill` (default) sends SIGKILL to the
+process, `hang` sleeps forever (a stuck phase, for the watchdog). Unset, it costs a dict lookup."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 _hits: dict[str, int] = {}
 
@@ -13,9 +15,14 @@ def failpoint(name: str) -> None:
     spec = os.environ.get("SELFLOOP_FAILPOINT")
     if not spec:
         return
-    target, _, nth = spec.partition(":")
+    target, _, rest = spec.partition(":")
     if target != name:
         return
+    nth, _, action = rest.partition(":")
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _hits[name] != int(nth or 1):
+        return
+    if action == "hang":
+        while True:
+            time.sleep(3600)
+    os.kill(os.getpid(), signal.SIGKILL)

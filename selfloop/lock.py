@@ -52,7 +52,8 @@ class DatabaseLock:
                 {"k": ADVISORY_KEY},
             ).scalar()
             conn.close()
-            raise LockedError(f"the database is in use by another selfloop process (PostgreSQL backend pid {holder}); only one writes at a time")
+            raise LockedError(f"the database is in use (PostgreSQL backend pid {holder} holds the advisory lock); "
+                              "only one selfloop process writes to a database")
         self._conn = conn
         return self
 

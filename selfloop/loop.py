@@ -139,6 +139,7 @@ def run_iteration(
         ctx = PhaseContext(db, config, runtime, loop_id, iteration_id, number, phase, phase_run_id, policy, stop_requested)
         logger.info("{} iteration {}: {}", config.loop.name, number, phase)
         try:
+            ctx.failpoint("start")
             PHASES[phase](ctx)
         except Interrupted:
             _end_phase(db, phase_run_id, "interrupted")
@@ -191,3 +192,44 @@ def _end_phase(db: Database, phase_run_id: int, status: str, error: str | None =
         if error:
             it = session.get(Iteration, run.iteration_id)
             add_event(session, it.loop_id, it.id, "phase.failed", f"{run.phase} failed: {error}", level="error")
+
+
+def fork(db: Database, parent_name: str, at: int, config: Config) -> Loop:
+    """A new loop whose starting policy is iteration `at` of `parent_name`'s checkpoint.
+
+    Nothing else is copied; the lineage (parent loop, parent iteration) is recorded. Refused when
+    that iteration has no checkpoint, the checkpoint is gone or damaged, or the base models differ.
+    """
+    from selfloop.db.models import Checkpoint
+    from selfloop.training.checkpoint import verify_checkpoint
+
+    snapshot, digest = fingerprint(config)
+    with db.session() as session:
+        parent = loop_by_name(session, parent_name)
+        if parent is None:
+            raise SelfloopError(f"no loop named {parent_name!r}")
+        if loop_by_name(session, config.loop.name) is not None:
+            raise SelfloopError(f"a loop named {config.loop.name!r} already exists: pick another --name")
+        it = session.scalars(select(Iteration).where(Iteration.loop_id == parent.id, Iteration.number == at)).one_or_none()
+        if it is None:
+            raise SelfloopError(f"loop {parent_name!r} has no iteration {at}")
+        if it.output_checkpoint_id is None:
+            raise SelfloopError(f"iteration {at} of {parent_name!r} has no checkpoint (it trained nothing or has not "
+                                "finished training): fork from an iteration with one")
+        ckpt = session.get(Checkpoint, it.output_checkpoint_id)
+        if ckpt.status != "ok":
+            raise SelfloopError(f"the checkpoint of iteration {at} of {parent_name!r} was deleted by retention")
+        verify_checkpoint(ckpt.path, ckpt.sha256)
+        if ckpt.base_model != config.model.base:
+            raise SelfloopError(f"the checkpoint was trained on {ckpt.base_model!r} but the fork's model.base is "
+                                f"{config.model.base!r}")
+        loop = Loop(
+            name=config.loop.name, parent_loop_id=parent.id, parent_iteration=at, start_checkpoint_id=ckpt.id,
+            current_checkpoint_id=ckpt.id, base_model=config.model.base, config=snapshot, config_hash=digest,
+            main_metric=config.eval.main_metric, seed=config.loop.seed, status="ready",
+        )
+        session.add(loop)
+        session.flush()
+        add_event(session, loop.id, None, "loop.forked",
+                  f"loop {loop.name} forked from {parent_name} iteration {at} (checkpoint {ckpt.id}, sha256 {ckpt.sha256[:12]})")
+        return loop

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from loguru import logger
 from tqdm import tqdm
 
 
@@ -28,7 +29,10 @@ HEARTBEAT = _Heartbeat()
 
 
 class Progress:
-    """Counts units of one long step. on_update(done, total) is called at most every `every_s` seconds."""
+    """Counts units of one long step. on_update(done, total) is called at most every `every_s` seconds.
+
+    On a terminal: a bar with tokens/s. Elsewhere (the journal, a pipe): a log line every 30 seconds.
+    """
 
     def __init__(
         self,
@@ -42,11 +46,10 @@ class Progress:
         self.total, self.done, self.tokens = total, 0, 0
         self.started = time.monotonic()
         self._on_update, self._every, self._last = on_update, every_s, 0.0
-        interactive = sys.stderr.isatty()
-        self._bar = tqdm(
-            total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
-            mininterval=0.5 if interactive else 30.0, disable=total == 0,
-        )
+        self.desc, self.unit = desc, unit
+        self._logged = self.started
+        self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
+                         disable=total == 0 or not sys.stderr.isatty())
 
     def update(self, units: int = 0, tokens: int = 0) -> None:
         HEARTBEAT.beat()
@@ -58,6 +61,10 @@ class Progress:
         if tokens and elapsed > 0:
             self._bar.set_postfix_str(f"{self.tokens / elapsed:.1f} tok/s", refresh=False)
         now = time.monotonic()
+        if self._bar.disable and now - self._logged >= 30.0:
+            self._logged = now
+            rate = f", {self.tokens / elapsed:.1f} tok/s" if self.tokens and elapsed > 0 else ""
+            logger.info("{}: {}/{} {}{}", self.desc, self.done, self.total, self.unit, rate)
         if self._on_update is not None and units and (now - self._last >= self._every or self.done >= self.total):
             self._last = now
             self._on_update(self.done, self.total)

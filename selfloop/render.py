@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     text = str(value)
+    if re.match(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\.\d+$", text):  # SQLite's text timestamps
+        text = text[:19]
     return text if len(text) <= 60 else text[:57] + "..."
 
 

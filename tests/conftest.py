@@ -1,6 +1,6 @@
 """Shared fixtures: real SQLite files and, when a server is configured, real PostgreSQL databases.
 
-PostgreSQL: SELFLOOP_TEST_POSTGRES_URL names a role that may create databases (tests/support/postgres.sh
+PostgreSQL: SELFLOOP_TEST_POSTGRES_URL names a role that may create databases (tests/support/services.sh
 starts one and prints it); each test gets a fresh database, dropped afterwards. Without the variable
 those tests skip, unless SELFLOOP_REQUIRE_POSTGRES=1 (CI) turns the skip into a failure.
 """
@@ -74,7 +74,7 @@ def _postgres_base() -> str | None:
     if not url:
         if os.environ.get("SELFLOOP_REQUIRE_POSTGRES") == "1":
             pytest.fail("SELFLOOP_REQUIRE_POSTGRES=1 but SELFLOOP_TEST_POSTGRES_URL is not set")
-        pytest.skip("no PostgreSQL server configured (set SELFLOOP_TEST_POSTGRES_URL; see tests/support/postgres.sh)")
+        pytest.skip("no PostgreSQL server configured (set SELFLOOP_TEST_POSTGRES_URL; see tests/support/services.sh)")
     return url
 
 
@@ -161,3 +161,40 @@ def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]]) 
                              token_logprobs=[-0.5] * 4, num_tokens=4, sum_logprob=-2.0, mean_logprob=-0.5,
                              finish_reason="stop", seed=j, temperature=1.0))
         return it.id
+
+
+def tiny_yaml(tmp_path: Path, db_url: str, name: str = "tiny.yaml", **overrides) -> Path:  # noqa: ANN003
+    """configs/tiny.yaml with a state dir under tmp_path, the given database and `key.path=value` overrides."""
+    import yaml
+
+    from selfloop.config import apply_overrides, read_yaml
+
+    data = read_yaml(REPO / "configs" / "tiny.yaml")
+    data = apply_overrides(data, [f"loop.state_dir={tmp_path / 'state'}", f"database.url={db_url}",
+                                  *[f"{k.replace('__', '.')}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                                    for k, v in overrides.items()]])
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def selfloop_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600):  # noqa: ANN201
+    """Run `python -m selfloop ARGS` in a subprocess (what a user or systemd runs)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "selfloop", *args], env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def table_counts(url: str) -> dict[str, int]:
+    from sqlalchemy import inspect, text
+
+    from selfloop.db.engine import make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        tables = [t for t in inspect(conn).get_table_names() if t not in ("alembic_version",)]
+        counts = {t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar() for t in tables}
+    engine.dispose()
+    return counts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Loop
@@ -87,3 +87,42 @@ def adapter_of(session: Session, checkpoint_id: int | None):  # noqa: ANN201
     if ckpt is None or ckpt.status != "ok":
         raise CheckpointError(f"checkpoint {checkpoint_id} is {'missing' if ckpt is None else ckpt.status}; it cannot be used as a policy")
     return Adapter(ckpt.id, Path(ckpt.path), ckpt.sha256)
+
+
+def loop_status(session: Session) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """One row per loop: state, current iteration and phase, the running phase's progress, policy."""
+    from selfloop.db.models import Checkpoint, Iteration, PhaseRun
+
+    columns = ["loop", "status", "iterations_done", "iteration", "phase", "progress", "policy", "note"]
+    rows = []
+    for loop in session.scalars(select(Loop).order_by(Loop.name)):
+        done = session.scalar(select(func.count()).select_from(Iteration).where(
+            Iteration.loop_id == loop.id, Iteration.status == "done")) or 0
+        last = session.scalars(select(Iteration).where(Iteration.loop_id == loop.id)
+                               .order_by(Iteration.number.desc()).limit(1)).one_or_none()
+        number = phase = progress = None
+        if last is not None and last.status == "running":
+            number, phase = last.number, last.phase
+            run = session.scalars(select(PhaseRun).where(PhaseRun.iteration_id == last.id, PhaseRun.phase == last.phase)).one_or_none()
+            if run is not None:
+                progress = f"{run.status} {run.progress_done}/{run.progress_total}" if run.progress_total else run.status
+        policy = session.scalar(select(Checkpoint.path).where(Checkpoint.id == loop.current_checkpoint_id)) or "base model"
+        rows.append((loop.name, loop.status, done, number, phase, progress, policy, loop.status_reason))
+    return columns, rows
+
+
+def live_daemons(session: Session, within_s: int = 120) -> list[tuple[Any, ...]]:
+    """(host, pid, started_at, status) of daemons that have not stopped and beat within `within_s`."""
+    from datetime import UTC, datetime, timedelta
+
+    from selfloop.db.models import Daemon
+
+    rows = session.execute(select(Daemon.host, Daemon.pid, Daemon.started_at, Daemon.heartbeat_at, Daemon.status)
+                           .where(Daemon.stopped_at.is_(None)).order_by(Daemon.id.desc())).all()
+    now = datetime.now(UTC)
+    live = []
+    for host, pid, started, beat, status in rows:
+        beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)
+        if now - beat <= timedelta(seconds=within_s):
+            live.append((host, pid, started, status))
+    return live

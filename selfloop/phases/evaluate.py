@@ -84,11 +84,12 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
             ctx.check_stop()
             chunk = todo[start : start + per_call]
             chats = [user_chat(items[i].prompt, system) for i in chunk]
-            outs = engine.generate(chats, greedy, adapter=adapter)
+            alive = lambda _done, tokens: progress.update(0, tokens)  # noqa: E731 - tok/s and the heartbeat
+            outs = engine.generate(chats, greedy, adapter=adapter, progress=alive)
             votes = [None] * len(chunk)
             if k:
                 seeds = [[ctx.seed("eval", suite.name, i, j) for j in range(k)] for i in chunk]
-                votes = engine.generate(chats, sampled, seeds=seeds, adapter=adapter)
+                votes = engine.generate(chats, sampled, seeds=seeds, adapter=adapter, progress=alive)
             rows = []
             for i, out, many in zip(chunk, outs, votes):
                 truth = normalise(items[i].answer)

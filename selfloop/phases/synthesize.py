@@ -61,7 +61,8 @@ def run(ctx: PhaseContext) -> None:
         ]
         chats = [user_chat(text) for text, _ in requests]
         outs = engine.generate(
-            chats, sampling, seeds=[[ctx.seed("synthesize", round_no, i)] for i in range(len(chats))], adapter=ctx.policy
+            chats, sampling, seeds=[[ctx.seed("synthesize", round_no, i)] for i in range(len(chats))], adapter=ctx.policy,
+            progress=lambda _done, tokens: progress.update(0, tokens),
         )
         rows = []
         for (_, parents), completions in zip(requests, outs):

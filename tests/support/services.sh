@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Start a local PostgreSQL server for the test suite and print its URL on stdout.
-# Installs Debian's postgresql package first when it is missing and we are root.
-# A URL already in SELFLOOP_TEST_POSTGRES_URL is printed as is (bring your own server).
+# What the test suite needs from the system, installed from Debian packages when missing and we are
+# root: systemd (for `systemd-analyze verify` of the unit file) and a PostgreSQL server, which this
+# starts. Prints the server's URL on stdout; a URL already in SELFLOOP_TEST_POSTGRES_URL is printed
+# as is (bring your own server).
 set -euo pipefail
+log() { echo "services.sh: $*" >&2; }
+if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing systemd (for systemd-analyze) from Debian packages"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd) >&2
+fi
 if [ -n "${SELFLOOP_TEST_POSTGRES_URL:-}" ]; then echo "$SELFLOOP_TEST_POSTGRES_URL"; exit 0; fi
-log() { echo "postgres.sh: $*" >&2; }
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         log "installing postgresql from Debian packages"

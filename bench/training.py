@@ -1,0 +1,117 @@
+"""Benchmark: selfloop's LoRA DPO training against TRL's DPOTrainer on the same pairs, model, LoRA
+settings, batch size, max length and number of steps, alternating in one run.
+
+TRL is not a selfloop dependency; it lives only in the benchmark's environment:
+
+    make bench-env                                     # .venv-bench: torch, selfloop, trl
+    .venv-bench/bin/python bench/training.py           # SmolLM2 on CPU (a few minutes)
+    .venv-bench/bin/python bench/training.py --model tiny
+
+Ours includes computing the reference log-probs (once, before the first step); TRL computes them
+inside every step with the adapter disabled (its default). Ends with one line of JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+from selfloop.algorithms import dpo
+from selfloop.config import LoraConfig, TrainConfig, default_cache_dir
+from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
+from selfloop.models.loading import load_causal_lm, load_tokenizer
+from selfloop.models.resolve import resolve_model
+from selfloop.training.items import TrainItem, fit
+from selfloop.training.loop import load_trainable, reference_logps, train
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def pairs(n: int) -> list[tuple[str, str, str]]:
+    out = []
+    for i in range(n):
+        a, b = 3 + i % 17, 5 + (7 * i) % 23
+        out.append((f"What is {a} + {b}?", f"{a} + {b} = {a + b}. The answer is {a + b}.",
+                    f"{a} + {b} = {a + b + 1 + i % 3}. The answer is {a + b + 1 + i % 3}."))
+    return out
+
+
+def run_ours(model_dir, data, args) -> tuple[float, float]:  # noqa: ANN001
+    tok = load_tokenizer(model_dir)
+    items = [fit(TrainItem(i, i, prompt_ids(tok, user_chat(p)), completion_ids(tok, c, tok.eos_token_id),
+                           completion_ids(tok, r, tok.eos_token_id)), args.max_length)
+             for i, (p, c, r) in enumerate(data)]
+    torch.manual_seed(0)
+    model = load_trainable(model_dir, None, LoraConfig(rank=16, alpha=32, dropout=0.0, target_modules=TARGETS),
+                           torch.device("cpu"), torch.float32)
+    cfg = TrainConfig(batch_size=args.batch_size, max_steps=args.steps, learning_rate=5e-5, scheduler="constant",
+                      max_length=args.max_length, epochs=100)
+    started = time.perf_counter()
+    reference_logps(model, items, tok.pad_token_id, args.batch_size)
+    records = train(model, items, dpo, dpo.DPOConfig(beta=0.1), cfg, seed=0, pad_id=tok.pad_token_id)
+    return time.perf_counter() - started, records[0].loss
+
+
+def run_trl(model_dir, data, args) -> tuple[float, float]:  # noqa: ANN001
+    from datasets import Dataset
+    from peft import LoraConfig as PeftLora
+    from trl import DPOConfig, DPOTrainer
+
+    tok = load_tokenizer(model_dir, padding_side="left")
+    dataset = Dataset.from_list([
+        {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": c}],
+         "rejected": [{"role": "assistant", "content": r}]} for p, c, r in data
+    ])
+    torch.manual_seed(0)
+    model = load_causal_lm(model_dir, torch.device("cpu"), torch.float32)
+    config = DPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=args.batch_size, max_steps=args.steps,
+        learning_rate=5e-5, lr_scheduler_type="constant", beta=0.1, loss_type=["sigmoid"], max_length=args.max_length,
+        logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
+        dataloader_num_workers=0, gradient_accumulation_steps=1,
+    )
+    trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tok,
+                         peft_config=PeftLora(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM"))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    first = next(h["loss"] for h in trainer.state.log_history if "loss" in h)
+    return seconds, first
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--pairs", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    model_dir = resolve_model(args.model, default_cache_dir()).path
+    data = pairs(args.pairs)
+    ours_s = trl_s = 0.0
+    for r in range(args.rounds):
+        s, ours_loss = run_ours(model_dir, data, args)
+        ours_s += s
+        t, trl_loss = run_trl(model_dir, data, args)
+        trl_s += t
+        print(f"round {r}: ours {s:.1f}s (step-0 loss {ours_loss:.5f}) | trl {t:.1f}s (step-0 loss {trl_loss:.5f})", flush=True)
+    done = args.rounds * args.steps * args.batch_size
+    result = {
+        "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
+        "ours_pairs_per_s": round(done / ours_s, 3), "trl_pairs_per_s": round(done / trl_s, 3),
+        "ratio": round((done / ours_s) / (done / trl_s), 3),
+        "step0_loss_ours": round(ours_loss, 6), "step0_loss_trl": round(trl_loss, 6),
+    }
+    print(f"ours {result['ours_pairs_per_s']} pairs/s vs TRL {result['trl_pairs_per_s']} pairs/s: ratio {result['ratio']}; "
+          f"step-0 loss {ours_loss:.5f} vs {trl_loss:.5f}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Fault injection on the tiny loop (configs/tiny.yaml): SIGKILL inside every phase, SIGTERM while
+generating and while training, a second daemon, a hung phase under the watchdog, and forks.
+
+After any crash and a resume, the database must hold what an uninterrupted run with the same seed
+holds: the same row counts, the same samples, the same checkpoints (byte for byte), no duplicates,
+an intact SQLite file, no temporary checkpoint directories, and only verified checkpoints recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from selfloop.db.engine import open_database
+from selfloop.db.models import Checkpoint, Iteration, PhaseRun, Sample, TrainStep
+from selfloop.training.checkpoint import verify_checkpoint
+from tests.conftest import selfloop_cli, table_counts, tiny_yaml
+from tests.test_daemon import FakeSystemd
+
+pytestmark = pytest.mark.integration
+
+
+def _snapshot(url: str) -> dict:
+    """What must match between a crashed-and-resumed run and a clean one."""
+    db = open_database(url)
+    with db.session() as s:
+        samples = s.execute(select(Sample.iteration_id, Sample.prompt_id, Sample.sample_index, Sample.token_ids)
+                            .order_by(Sample.id)).all()
+        ckpts = s.execute(select(Checkpoint.id, Checkpoint.path, Checkpoint.sha256, Checkpoint.status)).all()
+        weights = {}
+        for cid, path, sha, status in ckpts:
+            assert status == "ok"
+            verify_checkpoint(Path(path), sha)  # every recorded checkpoint is complete and verified
+            weights[f"{Path(path).parent.name}/{Path(path).name}"] = hashlib.sha256((Path(path) / "adapter_model.safetensors").read_bytes()).hexdigest()
+        evals = s.execute(select(Iteration.number, Iteration.promoted)).all()
+        steps = s.execute(select(TrainStep.iteration_id, TrainStep.step, TrainStep.loss).order_by(TrainStep.id)).all()
+    db.dispose()
+    counts = table_counts(url)
+    counts.pop("daemons", None)
+    return {"counts": counts, "samples": [tuple(map(str, r)) for r in samples], "weights": weights,
+            "promoted": sorted(evals), "steps": [(a, b, round(c, 5)) for a, b, c in steps]}
+
+
+def _url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    return f"sqlite:///{tmp_path / 'selfloop.db'}" if kind == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The uninterrupted two-iteration run every crash is compared with (SQLite; counts are backend-free)."""
+    tmp = tmp_path_factory.mktemp("clean")
+    url = f"sqlite:///{tmp / 'selfloop.db'}"
+    out = selfloop_cli("run", "--config", str(tiny_yaml(tmp, url)))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return _snapshot(url)
+
+
+KILL_POINTS = [
+    "synthesize.start", "synthesize.after_round", "rollout.after_chunk:1", "judge.after_chunk", "select.start",
+    "train.before_steps", "train.after_step", "train.after_save", "evaluate.after_chunk:2", "promote.start",
+    "rollout.start:2",  # the second iteration
+]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_then_resume_equals_an_uninterrupted_run(point: str, kind: str, clean: dict, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    if kind == "postgres" and point not in ("rollout.after_chunk:1", "train.after_step", "evaluate.after_chunk:2"):
+        pytest.skip("PostgreSQL runs a representative subset of the kill points")
+    url = _url(kind, tmp_path, request)
+    config = tiny_yaml(tmp_path, url)
+    killed = selfloop_cli("run", "--config", str(config), env={"SELFLOOP_FAILPOINT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = selfloop_cli("resume", "tiny", "--db", url)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = _snapshot(url)
+    assert got["counts"] == clean["counts"]
+    assert got["samples"] == clean["samples"] if kind == "sqlite" else len(got["samples"]) == len(clean["samples"])
+    assert got["weights"] == clean["weights"]  # training re-ran from its start with the same seed
+    assert got["promoted"] == clean["promoted"] and got["steps"] == clean["steps"]
+    state = tmp_path / "state"
+    assert not [p for p in state.rglob(".tmp-*")], "a temporary checkpoint directory was left behind"
+    db = open_database(url)
+    with db.session() as s:
+        attempts = s.scalars(select(PhaseRun.attempts).where(PhaseRun.attempts > 1)).all()
+    if db.dialect == "sqlite":
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    db.dispose()
+    assert attempts == [2]  # exactly the killed phase ran twice
+
+
+def _start_daemon(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "selfloop", "daemon", "--config", str(config)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(url: str, condition, timeout: float = 120) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            db = open_database(url)
+            with db.session() as s:
+                ok = condition(s)
+            db.dispose()
+            if ok:
+                return
+        except Exception:  # the database may not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def test_sigterm_during_rollout_exits_0_and_resume_completes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'selfloop.db'}"
+    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "max_iterations": 1, "phases": ["rollout", "judge"]},
+                       generation={"prompts_per_iteration": 40, "samples_per_prompt": 4, "max_new_tokens": 48,
+                                   "tasks": {"kind": "arithmetic"}}, engine={"batch_size": 4})
+    daemon = _start_daemon(config)
+    _wait_for(url, lambda s: s.scalar(select(func.count()).select_from(Sample)) > 0)
+    started = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    _, err = daemon.communicate(timeout=120)
+    assert daemon.returncode == 0, err[-3000:]
+    assert time.monotonic() - started < 60  # one chunk, far inside TimeoutStopSec
+    db = open_database(url)
+    with db.session() as s:
+        n = s.scalar(select(func.count()).select_from(Sample))
+        run = s.scalars(select(PhaseRun).where(PhaseRun.phase == "rollout")).one()
+    assert run.status == "interrupted" and 0 < n < 160 and n % 4 == 0  # whole prompts only
+    assert selfloop_cli("resume", "tiny", "--db", url).returncode == 0
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Sample)) == 160
+        assert s.scalar(select(Iteration.status)) == "done"
+    db.dispose()
+
+
+def _training_config(tmp_path: Path, url: str) -> Path:
+    return tiny_yaml(tmp_path, url, loop={"name": "tiny", "max_iterations": 1, "phases": ["rollout", "judge", "select", "train"]},
+                     train={"algorithm": "rlsc", "rlsc": {"steps": 400}, "batch_size": 4, "lora": {"rank": 4, "alpha": 8},
+                            "learning_rate": 1e-4})
+
+
+def test_sigterm_during_training_exits_0_and_resume_trains_from_the_start(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'selfloop.db'}"
+    daemon = _start_daemon(_training_config(tmp_path, url))
+    _wait_for(url, lambda s: s.scalar(select(func.count()).select_from(TrainStep)) >= 3)
+    daemon.send_signal(signal.SIGTERM)
+    _, err = daemon.communicate(timeout=120)
+    assert daemon.returncode == 0, err[-3000:]
+    db = open_database(url)
+    with db.session() as s:
+        run = s.scalars(select(PhaseRun).where(PhaseRun.phase == "train")).one()
+        assert run.status == "interrupted" and s.scalar(select(func.count()).select_from(Checkpoint)) == 0
+    assert selfloop_cli("resume", "tiny", "--db", url).returncode == 0
+    with db.session() as s:
+        assert s.scalars(select(TrainStep.step).order_by(TrainStep.step)).all() == list(range(400))
+        ckpt = s.scalars(select(Checkpoint)).one()
+        verify_checkpoint(Path(ckpt.path), ckpt.sha256)
+    db.dispose()
+
+
+def test_a_second_signal_stops_at_once_and_the_database_stays_consistent(tmp_path: Path) -> None:
+    """The failpoint stalls the third training step, so the first SIGTERM cannot finish gracefully."""
+    url = f"sqlite:///{tmp_path / 'selfloop.db'}"
+    daemon = _start_daemon(_training_config(tmp_path, url), {"SELFLOOP_FAILPOINT": "train.after_step:3:hang"})
+    _wait_for(url, lambda s: s.scalar(select(func.count()).select_from(TrainStep)) >= 3)
+    daemon.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # standard signals do not queue: two at once would arrive as one
+    daemon.send_signal(signal.SIGTERM)
+    daemon.communicate(timeout=60)
+    assert daemon.returncode == 128 + signal.SIGTERM
+    db = open_database(url)
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    db.dispose()
+    assert selfloop_cli("resume", "tiny", "--db", url).returncode == 0
+
+
+def test_a_second_daemon_is_refused_and_status_shows_the_first(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'selfloop.db'}"
+    # A cron window far away: the first daemon starts and then waits for its schedule.
+    config = tiny_yaml(tmp_path, url, schedule={"mode": "cron", "cron": "0 3 1 1 *"})
+    first = _start_daemon(config)
+    try:
+        _wait_for(url, lambda s: s.scalar(select(func.count()).select_from(__import__("selfloop.db.models", fromlist=["Daemon"]).Daemon)) == 1)
+        second = selfloop_cli("daemon", "--config", str(config), timeout=120)
+        assert second.returncode == 4 and "only one selfloop process writes" in second.stderr
+        assert len(second.stderr.strip().splitlines()[-1]) < 300 and "Traceback" not in second.stderr
+        status = selfloop_cli("status", "--db", url)
+        assert status.returncode == 0 and f"daemon: pid {first.pid}" in status.stdout
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    assert "daemon: none running" in selfloop_cli("status", "--db", url).stdout
+
+
+def test_daemon_notifies_systemd_and_the_watchdog_stops_when_a_phase_hangs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'selfloop.db'}"
+    fake = FakeSystemd(tmp_path / "notify.sock")
+    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "stall_timeout_s": 3})
+    daemon = _start_daemon(config, {"NOTIFY_SOCKET": str(fake.path), "WATCHDOG_USEC": "1000000",
+                                    "SELFLOOP_FAILPOINT": "rollout.after_chunk:1:hang"})
+    try:
+        deadline = time.monotonic() + 120
+        while not any("rollout" in line for line in fake.lines()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(8)  # the failpoint hangs the rollout: no progress from here on
+        assert daemon.poll() is None
+    finally:
+        daemon.kill()
+        daemon.communicate()
+        fake.close()
+    lines = fake.lines()
+    assert lines[0] == "READY=1" and any(line.startswith("STATUS=tiny: iteration 1, rollout") for line in lines)
+    pings = [t for t, m in fake.messages if m == "WATCHDOG=1"]
+    assert len(pings) >= 2, "the watchdog was fed while the loop made progress"
+    assert fake.messages[-1][0] - pings[-1] >= 0 and time.monotonic() - pings[-1] > 4, "pings went on during the hang"
+
+
+def test_fork_starts_from_the_parent_checkpoint_and_leaves_the_parent_alone(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'selfloop.db'}"
+    assert selfloop_cli("run", "--config", str(tiny_yaml(tmp_path, url))).returncode == 0
+    before = _snapshot(url)
+    db = open_database(url)
+    with db.session() as s:
+        parent_ckpt = s.execute(select(Checkpoint.id, Checkpoint.sha256).join(Iteration, Iteration.output_checkpoint_id == Checkpoint.id)
+                                .where(Iteration.number == 1)).one()
+    refused = selfloop_cli("fork", "tiny", "--at", "7", "--name", "nope", "--db", url)
+    assert refused.returncode == 1 and "has no iteration 7" in refused.stderr
+    out = selfloop_cli("fork", "tiny", "--at", "1", "--name", "tiny-fork", "--db", url, "--set", "train.learning_rate=0.002")
+    assert out.returncode == 0, out.stderr
+    out = selfloop_cli("resume", "tiny-fork", "--db", url, "--iterations", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    with db.session() as s:
+        from selfloop.db.models import Loop
+
+        fork = s.scalars(select(Loop).where(Loop.name == "tiny-fork")).one()
+        first = s.scalars(select(Iteration).where(Iteration.loop_id == fork.id)).one()
+        start = s.get(Checkpoint, first.base_checkpoint_id)
+        assert (fork.parent_iteration, start.id, start.sha256) == (1, *parent_ckpt)
+        verify_checkpoint(Path(start.path), parent_ckpt.sha256)
+        assert set(s.scalars(select(Sample.policy_checkpoint_id).where(Sample.iteration_id == first.id))) == {parent_ckpt.id}
+        assert fork.config["train"]["learning_rate"] == 0.002
+    db.dispose()
+    after = _snapshot(url)
+    parent_samples = [r for r in after["samples"] if r in before["samples"]]
+    assert parent_samples == before["samples"]  # the parent's rows are untouched
+    assert {k: v for k, v in after["weights"].items() if k in before["weights"]} == before["weights"]
+    history = selfloop_cli("history", "--db", url, "--loop", "tiny-fork")
+    assert "lineage" in history.stdout and "tiny-fork" in history.stdout
+
+
+def test_fork_from_an_iteration_without_checkpoint_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'selfloop.db'}"
+    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "max_iterations": 1, "phases": ["rollout"]})
+    assert selfloop_cli("run", "--config", str(config)).returncode == 0
+    out = selfloop_cli("fork", "tiny", "--at", "1", "--name", "f", "--db", url)
+    assert out.returncode == 1 and "has no checkpoint" in out.stderr and "Traceback" not in out.stderr
