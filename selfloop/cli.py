@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, metavar="FILE", required=True)
     p.add_argument("--db", metavar="URL", help="database URL (overrides the config's database.url)")
 
+    p = sub.add_parser("report", help="write PNG plots and an HTML page of a loop's history")
+    p.add_argument("loop", metavar="LOOP")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: <state_dir>/reports/LOOP)")
+    _add_db(p)
+
     p = sub.add_parser("history", help="one row per iteration (the iteration_summary view) and fork lineage")
     _add_db(p)
     p.add_argument("--loop", metavar="NAME", help="only this loop")
@@ -314,6 +319,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from selfloop.config import Config, LoopConfig, load_config
+    from selfloop.db.engine import open_database
+    from selfloop.report import write_report
+
+    config = load_config(args.config) if args.config else Config(loop=LoopConfig(name=args.loop))
+    out = args.out or config.state_dir() / "reports" / args.loop
+    db = open_database(_database_url(args), readonly=True)
+    try:
+        with db.session() as session:
+            index = write_report(session, args.loop, out)
+    finally:
+        db.dispose()
+    print(f"report: {index}")
+    return 0
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     from selfloop.config import load_config
     from selfloop.daemon import Daemon
@@ -325,7 +347,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "config": cmd_config, "db": cmd_db, "sql": cmd_sql, "history": cmd_history, "run": cmd_run, "resume": cmd_resume,
-    "fork": cmd_fork, "status": cmd_status, "daemon": cmd_daemon,
+    "fork": cmd_fork, "status": cmd_status, "daemon": cmd_daemon, "report": cmd_report,
 }
 
 

@@ -22,6 +22,7 @@ CHATS = [[{"role": "user", "content": f"What is {i} + 4?"}] for i in range(3)]
 
 @pytest.fixture(scope="module")
 def engines(tiny_model):  # noqa: ANN001, ANN201
+    """A vLLM engine (started once for the module) and an hf engine on the same tiny model."""
     from selfloop.engines.hf import HFEngine
     from selfloop.engines.vllm import VLLMEngine
 
@@ -69,3 +70,26 @@ def test_each_checkpoint_gets_a_fresh_lora_id(engines, tiny_model, tmp_path: Pat
     assert [c.token_ids for c in out1] != [c.token_ids for c in out2]
     base = [r[0] for r in v.generate(CHATS, greedy, seeds=[[1]] * 3)]
     assert _max_diff(base, hf.score(CHATS, [c.token_ids for c in base])) < TOL
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_vllm_rollout_rows_land_in_the_database(engines, backend: str, request: pytest.FixtureRequest, config_factory) -> None:  # noqa: ANN001
+    from sqlalchemy import func, select
+
+    from selfloop.db.engine import open_database
+    from selfloop.db.models import Sample
+    from selfloop.loop import open_loop, run_iteration
+    from selfloop.runtime import Runtime
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    config = config_factory(url, loop={"name": "v", "phases": ["rollout"], "max_iterations": 1}, engine={"kind": "vllm"})
+    runtime = Runtime(config)
+    runtime._engine = engines[0]  # the module's vLLM engine: one engine start for the whole module
+    db = open_database(url, init=True)
+    open_loop(db, config)
+    assert run_iteration(db, config, runtime).status == "done"
+    with db.session() as s:
+        rows = s.execute(select(Sample.num_tokens, Sample.token_ids, Sample.token_logprobs, Sample.seed)).all()
+        assert len(rows) == 6 * 3 == s.scalar(select(func.count(func.distinct(Sample.seed))))
+        assert all(n == len(t) == len(lp) > 0 for n, t, lp, _ in rows)
+    db.dispose()

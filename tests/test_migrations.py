@@ -97,3 +97,28 @@ def test_sqlite_connection_settings(sqlite_url: str) -> None:
         with db.engine.begin() as conn:
             conn.execute(text("INSERT INTO iterations (loop_id, number, status) VALUES (999, 0, 'running')"))
     db.dispose()
+
+
+def test_summary_view_revision_goes_down_and_up_with_rows(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url, create=True)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO loops (name, base_model, config, config_hash, main_metric, seed, status) "
+            "VALUES ('l1', 'tiny', '{}', 'h', 'a/b', 0, 'ready')"
+        ))
+        conn.execute(text("INSERT INTO iterations (loop_id, number, status) SELECT id, 1, 'done' FROM loops"))
+        conn.execute(text("INSERT INTO metrics (iteration_id, name, value) SELECT id, 'judge.vote_share', 0.75 FROM iterations"))
+
+    def columns() -> list[str]:
+        with engine.connect() as conn:
+            return list(conn.execute(text("SELECT * FROM iteration_summary")).keys())
+
+    assert {"vote_share", "train_loss", "warnings"} <= set(columns())
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT vote_share FROM iteration_summary")).scalar() == 0.75
+    downgrade(engine, "0001")
+    assert "vote_share" not in columns() and "main_metric" in columns()
+    upgrade(engine)
+    assert "vote_share" in columns() and _drift(engine) == []
+    engine.dispose()

@@ -1,0 +1,40 @@
+"""The wheel carries the migrations and prompt files: `selfloop db upgrade` works from an installed package."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_wheel_ships_migrations_and_prompts_and_upgrades_a_database(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                          str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("selfloop-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in ("selfloop/migrations/env.py", "selfloop/migrations/script.py.mako",
+                     "selfloop/migrations/versions/2026_11_21_0001_initial_schema.py",
+                     "selfloop/migrations/versions/2026_11_22_0002_summary_drift_columns.py",
+                     "selfloop/prompts/judge_additive.txt", "selfloop/prompts/self_instruct.txt",
+                     "selfloop/prompts/seed_tasks.jsonl", "selfloop/cli.py"):
+        assert required in names, required
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = subprocess.run([sys.executable, "-c", "import selfloop, sys; print(selfloop.__file__); "
+                          "from selfloop.cli import main; main(sys.argv[1:])", "db", "upgrade", "--db",
+                          f"sqlite:///{tmp_path / 'fresh.db'}"], capture_output=True, text=True, cwd=elsewhere, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines()[0].startswith(str(site)), "ran the repository's code, not the wheel's"
+    assert "schema revision: 0002" in run.stdout
