@@ -218,42 +218,49 @@ def _check_iterations(n: int | None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from selfloop.config import load_config
-    from selfloop.runner import run_loop
-    from selfloop.signals import StopFlag
 
     _check_iterations(args.iterations)
     config = _with_db(load_config(args.config, args.set), args.db)
     _setup_logging(args, config)
-    outcomes = run_loop(config, args.iterations, StopFlag().install())
-    print(f"loop {config.loop.name}: ran {len(outcomes)} iteration(s)" + (f", last {outcomes[-1].iteration}" if outcomes else ""))
-    return 0
+    return _run_foreground(config, args.iterations)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from selfloop.config import validate_config
-    from selfloop.db import queries
     from selfloop.db.engine import open_database
-    from selfloop.runner import run_loop
-    from selfloop.signals import StopFlag
 
     _check_iterations(args.iterations)
     url = _database_url(args)
     db = open_database(url, readonly=True)
     try:
-        with db.session() as session:
-            loop = queries.loop_by_name(session, args.loop)
-            if loop is None:
-                raise SelfloopError(f"no loop named {args.loop!r} in {url}")
-            snapshot = loop.config
+        snapshot = _stored_config(db, args.loop, url)
     finally:
         db.dispose()
     config = _with_db(validate_config(snapshot, source=f"loop {args.loop} (stored config)"), url)
     _setup_logging(args, config)
     if args.unpause:
         _unpause(url, args.loop)
-    outcomes = run_loop(config, args.iterations, StopFlag().install())
+    return _run_foreground(config, args.iterations)
+
+
+def _run_foreground(config, iterations: int | None) -> int:  # noqa: ANN001
+    from selfloop.runner import run_loop
+    from selfloop.signals import StopFlag
+
+    outcomes = run_loop(config, iterations, StopFlag().install())
     print(f"loop {config.loop.name}: ran {len(outcomes)} iteration(s)" + (f", last {outcomes[-1].iteration}" if outcomes else ""))
     return 0
+
+
+def _stored_config(db, name: str, url: str) -> dict:  # noqa: ANN001
+    """The config snapshot a loop was created with; resume and fork start from it."""
+    from selfloop.db import queries
+
+    with db.session() as session:
+        loop = queries.loop_by_name(session, name)
+        if loop is None:
+            raise SelfloopError(f"no loop named {name!r} in {url}")
+        return loop.config
 
 
 def _unpause(url: str, name: str) -> None:
@@ -273,7 +280,6 @@ def _unpause(url: str, name: str) -> None:
 
 def cmd_fork(args: argparse.Namespace) -> int:
     from selfloop.config import apply_overrides, read_yaml, validate_config
-    from selfloop.db import queries
     from selfloop.db.engine import open_database
     from selfloop.loop import fork
 
@@ -283,11 +289,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
         if args.config:
             data = read_yaml(args.config)
         else:
-            with db.session() as session:
-                parent = queries.loop_by_name(session, args.loop)
-                if parent is None:
-                    raise SelfloopError(f"no loop named {args.loop!r} in {url}")
-                data = parent.config
+            data = _stored_config(db, args.loop, url)
         data = apply_overrides(data, [*args.set, f"loop.name={args.name}"])
         config = validate_config(data, source=str(args.config or f"loop {args.loop} (stored config)"))
         loop = fork(db, args.loop, args.at, config)

@@ -115,7 +115,17 @@ class EngineConfig(Section):
     enforce_eager: bool = Field(False, description="vllm: skip CUDA graph capture (slower, starts faster).")
 
 
-class TaskSource(Section):
+class _FileBacked(Section):
+    """A section whose kind 'jsonl' reads a user file named by its `path` field."""
+
+    @model_validator(mode="after")
+    def _path_for_jsonl(self) -> _FileBacked:
+        if self.kind == "jsonl" and self.path is None:  # type: ignore[attr-defined]
+            raise ValueError("kind 'jsonl' needs a path")
+        return self
+
+
+class TaskSource(_FileBacked):
     """The task pool rollout prompts are drawn from."""
 
     kind: Literal["seed", "jsonl", "arithmetic"] = Field(
@@ -128,11 +138,6 @@ class TaskSource(Section):
         [1], description="arithmetic: difficulty levels (1: a+b up to 20, 2: up to 100 with -, 3: x and word problems)."
     )
 
-    @model_validator(mode="after")
-    def _path_for_jsonl(self) -> TaskSource:
-        if self.kind == "jsonl" and self.path is None:
-            raise ValueError("kind 'jsonl' needs a path")
-        return self
 
 
 class GenerationConfig(Section):
@@ -250,7 +255,7 @@ class TrainConfig(Section):
     orpo: ORPOConfig = Field(default_factory=ORPOConfig)
 
 
-class SuiteConfig(Section):
+class SuiteConfig(_FileBacked):
     """A held-out verifiable suite."""
 
     name: str = Field(description="Suite name, used in metric names ('<name>/greedy_accuracy').")
@@ -262,11 +267,6 @@ class SuiteConfig(Section):
     majority_k: Annotated[int, Field(ge=0)] = Field(0, description="Also sample k answers per problem for majority@k (0: off).")
     max_new_tokens: PositiveInt = Field(64, description="Longest answer in tokens.")
 
-    @model_validator(mode="after")
-    def _path_for_jsonl(self) -> SuiteConfig:
-        if self.kind == "jsonl" and self.path is None:
-            raise ValueError("kind 'jsonl' needs a path")
-        return self
 
 
 class DriftConfig(Section):

@@ -6,6 +6,7 @@ lineage reads as one timeline (x = iterations since the root loop's start).
 from __future__ import annotations
 
 import html
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,15 +78,43 @@ def collect(session: Session, name: str) -> tuple[list[Series], list[str], list[
     return series, columns, rows, [tuple(e) for e in events]
 
 
-def _plot(series: list[Series], path: Path, title: str, ylabel: str, wanted) -> bool:  # noqa: ANN001
+@contextmanager
+def _figure(path: Path, title: str, xlabel: str, ylabel: str, empty: str):
+    """One headless figure saved to `path`; the body draws on the axes and sets `state["drawn"]`."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # reports are written by daemons on machines without a display
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    drawn = False
+    state = {"drawn": False}
+    try:
+        yield ax, state
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if state["drawn"]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _plot(series: list[Series], path: Path, title: str, ylabel: str, wanted) -> bool:  # noqa: ANN001
+    from matplotlib.ticker import MaxNLocator
+
+    xlabel = "iteration (0: base model)" if "accuracy" in path.name else "iteration"
+    with _figure(path, title, xlabel, ylabel, "no data yet") as (ax, state):
+        _draw_metric(ax, state, series, wanted)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return state["drawn"]
+
+
+def _draw_metric(ax, state: dict, series: list[Series], wanted) -> None:  # noqa: ANN001
     for k, s in enumerate(series):
         own = k == len(series) - 1
         for name in sorted(n for n in s.metrics if wanted(n)):
@@ -96,54 +125,27 @@ def _plot(series: list[Series], path: Path, title: str, ylabel: str, wanted) -> 
             label = name.removeprefix("eval.").replace("judge.", "").replace("drift.", "")
             ax.plot(xs, [v for _, v in points], marker="o", linestyle="-" if own else "--", alpha=1.0 if own else 0.5,
                     label=label if own else f"{label} ({s.loop}, before the fork)")
-            drawn = True
+            state["drawn"] = True
     if len(series) > 1:
         fork_x = series[-1].offset
         ax.axvline(fork_x, color="grey", linewidth=0.8, linestyle=":")
         ax.annotate(f"fork: {series[-1].loop}", (fork_x, ax.get_ylim()[1]), fontsize=8, va="top")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(title)
-    ax.set_xlabel("iteration (0: base model)" if "accuracy" in path.name else "iteration")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return drawn
 
 
 def _plot_loss(series: list[Series], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    drawn = False
-    for k, s in enumerate(series):
-        if not s.steps:
-            continue
-        per_iteration = max(step for _, step, _ in s.steps) + 1
-        xs = [s.offset + (i - 1) + step / per_iteration for i, step, _ in s.steps]
-        ax.plot(xs, [loss for _, _, loss in s.steps], linestyle="-" if k == len(series) - 1 else "--",
-                alpha=1.0 if k == len(series) - 1 else 0.5, label=s.loop)
-        drawn = True
-    ax.set_title("Training loss per step")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no training steps yet", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return drawn
+    # Steps of iteration i spread over [i-1, i) so the x axis lines up with the metric plots.
+    with _figure(path, "Training loss per step", "iteration (steps spread across it)", "loss",
+                 "no training steps yet") as (ax, state):
+        for k, s in enumerate(series):
+            if not s.steps:
+                continue
+            per_iteration = max(step for _, step, _ in s.steps) + 1
+            xs = [s.offset + (i - 1) + step / per_iteration for i, step, _ in s.steps]
+            own = k == len(series) - 1
+            ax.plot(xs, [loss for _, _, loss in s.steps], linestyle="-" if own else "--",
+                    alpha=1.0 if own else 0.5, label=s.loop)
+            state["drawn"] = True
+    return state["drawn"]
 
 
 def write_report(session: Session, name: str, out: Path) -> Path:
