@@ -7,6 +7,7 @@ validation) into a `ConfigError` whose lines name the field path and the bad val
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 from pathlib import Path
@@ -135,7 +136,7 @@ class TaskSource(_FileBacked):
     )
     path: Path | None = Field(None, description="The JSONL file, for kind 'jsonl'.")
     levels: list[Annotated[int, Field(ge=1, le=3)]] = Field(
-        [1], description="arithmetic: difficulty levels (1: a+b up to 20, 2: up to 100 with -, 3: x and word problems)."
+        [1], description="arithmetic: difficulty levels (1: a+b with a, b in 1..30; 2: a+b or a-b, two digits; 3: a*b up to 12x12 and word problems)."
     )
 
 
@@ -468,6 +469,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except PermissionError:
+        # Typical under systemd: /etc/selfloop not readable by the service's user.
+        raise ConfigError(f"{path}: permission denied for user {getpass.getuser()} (make the file and its "
+                          f"directory readable by that user or its group)") from None
     if data is None:
         raise ConfigError(f"{path}: the file is empty (a config needs at least loop.name)")
     if not isinstance(data, dict):

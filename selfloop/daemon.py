@@ -67,7 +67,7 @@ class Daemon:
         """Continuous mode starts at once; otherwise wait for the schedule. False when stopping."""
         if self.config.schedule.mode == "continuous":
             return not self.stop()
-        self._status(f"{self.config.loop.name}: waiting for the schedule ({self.config.schedule.mode})")
+        self._status(f"{self.config.loop.name}: waiting for the schedule ({self.config.schedule.mode})", log=True)
         while not self.stop():
             HEARTBEAT.beat()  # waiting is not hanging
             if self.trigger.wait(timeout=1.0):
@@ -76,10 +76,12 @@ class Daemon:
         return False
 
     # -- status -------------------------------------------------------------------------------
-    def _status(self, line: str) -> None:
+    def _status(self, line: str, log: bool = False) -> None:
+        """systemd's STATUS line; phases and iterations log themselves, so only news is logged here."""
         self.status_line = line
         self.notifier.status(line)
-        logger.info(line)
+        if log:
+            logger.info(line)
 
     def _beat(self, db) -> None:  # noqa: ANN001
         with db.session() as session:
@@ -113,8 +115,10 @@ class Daemon:
                     db, self.config, runtime, self.stop,
                     on_phase=lambda loop, number, phase: self._status(f"{loop}: iteration {number}, {phase}"),
                 )
-                if outcome.status != "done":
-                    reason = f"loop {outcome.loop} is {outcome.status}"
+                last = self.config.loop.max_iterations
+                if outcome.status != "done" or (last is not None and outcome.iteration >= last):
+                    # Stop now rather than at the next trigger, which may be hours away on a schedule.
+                    reason = f"loop {outcome.loop} is {'finished' if outcome.status == 'done' else outcome.status}"
                     break
                 self._status(f"{outcome.loop}: iteration {outcome.iteration} done")
         except Interrupted as exc:
@@ -122,7 +126,7 @@ class Daemon:
         finally:
             self.notifier.stopping(f"{self.config.loop.name}: {reason}")
             logger.info("daemon stopping: {}", reason)
-            scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=True)  # a running backup or retention pass ends before the lock goes
             if watchdog:
                 watchdog.stop()
             runtime.close()

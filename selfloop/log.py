@@ -12,6 +12,8 @@ from pathlib import Path
 
 from loguru import logger
 
+from selfloop.private import private_dir
+
 _HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss}</green> <level>{level: <7}</level> {message}"
 
 
@@ -28,7 +30,7 @@ def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | No
     logger.remove()
     logger.add(sys.stderr, level=level, serialize=json_lines, format="{message}" if json_lines else _HUMAN, colorize=None if not json_lines else False, backtrace=False, diagnose=False)
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(file.parent)
         logger.add(file, level=level, serialize=json_lines, rotation=rotation, retention=retention, backtrace=False, diagnose=False)
     logging.basicConfig(handlers=[_ToLoguru()], level=logging.WARNING, force=True)
     for noisy in ("alembic", "apscheduler"):

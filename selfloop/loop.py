@@ -128,6 +128,8 @@ def run_iteration(
         if it is None:
             loop.status = "finished"
             return Outcome(loop.name, config.loop.max_iterations or 0, "finished")
+        if loop.status == "finished":  # max_iterations was raised since: the loop runs again
+            loop.status = "ready"
         loop_id, iteration_id, number = loop.id, it.id, it.number
         policy = adapter_of(session, it.base_checkpoint_id)
     for phase in config.loop.phases:

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from selfloop.config import Config
 from selfloop.db.engine import Database, sqlite_path
 from selfloop.db.models import Checkpoint, Iteration, Loop
+from selfloop.private import private_dir
 
 
 def backup(db: Database, config: Config) -> Path | None:
@@ -30,7 +31,7 @@ def backup(db: Database, config: Config) -> Path | None:
         logger.info("backup: PostgreSQL database; back it up with pg_dump")
         return None
     folder = config.state_dir() / "backups"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(folder)
     target = folder / f"{source.stem}-{datetime.now(UTC):%Y%m%d-%H%M%S%f}.db"
     fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     os.close(fd)

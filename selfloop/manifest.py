@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from selfloop.errors import CheckpointError
+from selfloop.private import private_dir
 
 MANIFEST = "MANIFEST.json"
 TMP_PREFIX = ".tmp-"
@@ -95,7 +96,7 @@ def atomic_directory(final: Path, extra: dict | None = None) -> Iterator[Path]:
     directory is removed; a crash leaves only a `.tmp-*` sibling, which `remove_stale_temporaries` cleans.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(final.parent)
     tmp = final.parent / f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(mode=0o700)
     try:

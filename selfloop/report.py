@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from selfloop.db.models import Eval, Event, Iteration, Loop, Metric, TrainStep
 from selfloop.db.queries import iteration_summary, loop_by_name
 from selfloop.errors import SelfloopError
+from selfloop.private import private_dir
 
 
 @dataclass
@@ -152,7 +153,7 @@ def write_report(session: Session, name: str, out: Path) -> Path:
     from selfloop.render import _cell
 
     series, columns, rows, events = collect(session, name)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(out)
     images = []
     for filename, title, ylabel, wanted in PLOTS:
         _plot(series, out / filename, title, ylabel, wanted)

@@ -11,6 +11,7 @@ from selfloop.errors import Interrupted
 from selfloop.lock import DatabaseLock
 from selfloop.loop import Outcome, open_loop, run_iteration
 from selfloop.manifest import remove_stale_temporaries
+from selfloop.private import private_dir
 from selfloop.runtime import Runtime
 from selfloop.signals import StopFlag
 
@@ -21,7 +22,7 @@ def checkpoints_root(config: Config):  # noqa: ANN201
 
 def prepare(config: Config) -> Database:
     """Open (creating if new) the database and clean what a crash may have left on disk."""
-    config.state_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(config.state_dir())
     db = open_database(config.database_url(), busy_timeout_ms=config.database.busy_timeout_ms, init=True)
     for path in remove_stale_temporaries(checkpoints_root(config)):
         logger.warning("removed an unfinished checkpoint directory left by a crash: {}", path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -75,6 +76,19 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_yaml_syntax_error_gives_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"c.yaml:4:\d+: YAML syntax error: expected .,. or .\]."):
         load_config(write(tmp_path, "loop:\n  name: a\n  seed: [1, 2\ntrain: {}\n"))
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "loop:\n  name: a\n")
+    if os.geteuid() != 0:
+        path.chmod(0)
+    else:  # root reads any file, so the PermissionError a service user would get is raised by hand
+        def denied(self: Path, *args: object, **kwargs: object) -> str:
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "read_text", denied)
+    with pytest.raises(ConfigError, match=r"c.yaml: permission denied for user \S+ \(make the file"):
+        load_config(path)
 
 
 @pytest.mark.parametrize("text", ["", "- a\n- b\n", "just a string\n"])

@@ -183,3 +183,39 @@ def test_unit_file_verifies_without_warnings(tmp_path: Path) -> None:
                  "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes"):
         assert line in unit
     assert "PrivateDevices=" not in unit and "MemoryDenyWriteExecute=" not in unit
+
+
+def test_raising_max_iterations_reopens_a_finished_loop_and_the_daemon_stops_when_done(tmp_path: Path,
+                                                                                      sqlite_url: str) -> None:
+    from selfloop.loop import run_iteration
+    from selfloop.runner import run_loop
+    from selfloop.runtime import Runtime
+    from selfloop.signals import StopFlag
+    from tests.conftest import make_config, selfloop_cli
+
+    assert len(run_loop(make_config(tmp_path, sqlite_url, loop={"max_iterations": 1}), None, StopFlag())) == 1
+    config = make_config(tmp_path, sqlite_url, loop={"max_iterations": 2})
+    db = open_database(sqlite_url)
+    seen: list[str] = []
+
+    def status_now(loop: str, number: int, phase: str) -> None:
+        with db.session() as session:
+            seen.append(session.scalar(select(Loop.status).where(Loop.name == loop)))
+
+    runtime = Runtime(config)
+    try:
+        assert run_iteration(db, config, runtime, on_phase=status_now).iteration == 2
+    finally:
+        runtime.close()
+    assert seen and set(seen) == {"ready"}, "a loop running again must not show as finished"
+    with db.session() as session:
+        assert session.scalar(select(Loop.status)) == "finished"
+    db.dispose()
+
+    # On an hourly schedule the daemon runs the one iteration left at once, then stops instead of
+    # waiting an hour for a trigger that can only find the loop finished.
+    config_file = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'daemon.db'}", loop__max_iterations=1,
+                            schedule__mode="interval", schedule__every_minutes=60)
+    out = selfloop_cli("daemon", "--config", str(config_file), timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "daemon stopping: loop tiny is finished" in out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,19 @@ def test_round_trip_and_permissions(tmp_path: Path) -> None:
     assert set(data["files"]) == {"a.bin", "sub/b.json"}
     assert (final / "a.bin").stat().st_mode & 0o077 == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_missing_parents_are_created_owner_only(tmp_path: Path) -> None:
+    # checkpoints/<loop>/iteration-0001: both new parents must be 0700 too, not the umask's 0755.
+    old = os.umask(0o022)
+    try:
+        final = tmp_path / "checkpoints" / "loop" / "iteration-0001"
+        with atomic_directory(final) as tmp:
+            (tmp / "a.bin").write_bytes(b"a")
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "checkpoints", tmp_path / "checkpoints" / "loop", final):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "no_manifest", "extra_file", "missing_file", "manifest_edit"])

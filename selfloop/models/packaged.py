@@ -17,6 +17,7 @@ from loguru import logger
 
 from selfloop.errors import CheckpointError, SelfloopError
 from selfloop.manifest import atomic_directory, file_sha256, manifest_sha256, verify
+from selfloop.private import private_dir
 
 PACKAGED = {
     # name: (distribution, file inside it)
@@ -42,7 +43,7 @@ def resolve_packaged(name: str, cache_dir: Path) -> tuple[Path, str]:
     target = cache_dir / "models" / name
     if target.exists():
         return target, _verified(target)
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(target.parent)
     with open(target.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first conversion
         if target.exists():
