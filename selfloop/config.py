@@ -140,7 +140,6 @@ class TaskSource(_FileBacked):
     )
 
 
-
 class GenerationConfig(Section):
     """Rollouts: prompts per iteration and N samples per prompt."""
 
@@ -267,7 +266,6 @@ class SuiteConfig(_FileBacked):
     seed: int = Field(1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
     majority_k: Annotated[int, Field(ge=0)] = Field(0, description="Also sample k answers per problem for majority@k (0: off).")
     max_new_tokens: PositiveInt = Field(64, description="Longest answer in tokens.")
-
 
 
 class DriftConfig(Section):

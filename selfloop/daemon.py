@@ -115,10 +115,9 @@ class Daemon:
                     db, self.config, runtime, self.stop,
                     on_phase=lambda loop, number, phase: self._status(f"{loop}: iteration {number}, {phase}"),
                 )
-                last = self.config.loop.max_iterations
-                if outcome.status != "done" or (last is not None and outcome.iteration >= last):
-                    # Stop now rather than at the next trigger, which may be hours away on a schedule.
-                    reason = f"loop {outcome.loop} is {'finished' if outcome.status == 'done' else outcome.status}"
+                if outcome.status != "done" or outcome.last:
+                    # After the last iteration, stop now rather than at the next trigger (hours away on a schedule).
+                    reason = f"loop {outcome.loop} is {'finished' if outcome.last else outcome.status}"
                     break
                 self._status(f"{outcome.loop}: iteration {outcome.iteration} done")
         except Interrupted as exc:

@@ -111,6 +111,7 @@ class Outcome:
     loop: str
     iteration: int
     status: str  # done | finished (no iteration left) | paused
+    last: bool = False  # done, and it was the loop's last iteration (the loop is finished now)
 
 
 def run_iteration(
@@ -157,10 +158,11 @@ def run_iteration(
         it = session.get(Iteration, iteration_id)
         it.status, it.finished_at = "done", datetime.now(UTC)
         loop = session.get(Loop, loop_id)
-        if config.loop.max_iterations is not None and number >= config.loop.max_iterations:
+        last = config.loop.max_iterations is not None and number >= config.loop.max_iterations
+        if last:
             loop.status = "finished"
         add_event(session, loop_id, iteration_id, "iteration.done", f"{loop.name} iteration {number} done")
-    return Outcome(config.loop.name, number, "done")
+    return Outcome(config.loop.name, number, "done", last)
 
 
 def _one_line(exc: BaseException) -> str:
