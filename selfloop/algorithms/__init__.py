@@ -1,5 +1,6 @@
 """Training algorithms, one module each. To add one: copy dpo.py, edit it, add a line below
-and its options section to `selfloop.config.TrainConfig`."""
+and its options section to `selfloop.config.TrainConfig`. A module may define
+`num_steps(n_examples, train)`; without it the loop trains `train.epochs` passes (capped by max_steps)."""
 
 from types import ModuleType
 

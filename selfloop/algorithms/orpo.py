@@ -52,12 +52,6 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
     ]
 
 
-def num_steps(n_examples: int, train) -> int:  # noqa: ANN001
-    from selfloop.training.loop import default_steps
-
-    return default_steps(n_examples, train)
-
-
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: ORPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
     n = len(items)
     m = means(policy([it.prompt for it in items] * 2, [it.completion for it in items] + [it.rejected for it in items]))

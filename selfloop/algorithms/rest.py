@@ -17,10 +17,10 @@ from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.db.models import Judgment, Sample
+from selfloop.db.queries import voted_samples
 from selfloop.training.items import LogpFn, TrainItem, sums
 
 RESTART_FROM_BASE = True
@@ -50,13 +50,7 @@ def reward(mode: str, agrees_majority: float, correct: bool | None) -> float:
 
 def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
     cfg = config.train.rest
-    rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Judgment.score, Judgment.details)
-        .join(Prompt, Prompt.id == Sample.prompt_id)
-        .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "vote"))
-        .where(Sample.iteration_id == iteration_id)
-        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
-    ).all()
+    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Judgment.score, Judgment.details)
     kept: dict[int, int] = defaultdict(int)
     out = []
     for prompt_id, sample_id, agrees, details in rows:
@@ -65,12 +59,6 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
             kept[prompt_id] += 1
             out.append({"prompt_id": prompt_id, "sample_id": sample_id, "reward": r})
     return out
-
-
-def num_steps(n_examples: int, train) -> int:  # noqa: ANN001
-    from selfloop.training.loop import default_steps
-
-    return default_steps(n_examples, train)
 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RestConfig) -> tuple[torch.Tensor, dict[str, float]]:

@@ -70,12 +70,6 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
     return out
 
 
-def num_steps(n_examples: int, train) -> int:  # noqa: ANN001
-    from selfloop.training.loop import default_steps
-
-    return default_steps(n_examples, train)
-
-
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: SPINConfig) -> tuple[torch.Tensor, dict[str, float]]:
     # Same computation as dpo.batch_loss with SPIN's options; kept here so this file reads alone.
     return dpo.batch_loss(items, policy, cfg)  # type: ignore[arg-type]

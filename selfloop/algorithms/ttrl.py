@@ -22,10 +22,10 @@ from typing import Annotated
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.db.models import Judgment, Sample
+from selfloop.db.queries import voted_samples
 from selfloop.judging.vote import vote
 from selfloop.training.items import LogpFn, TrainItem
 
@@ -79,13 +79,7 @@ def loss(
 
 def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
     cfg = config.train.ttrl
-    rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.answer)
-        .join(Prompt, Prompt.id == Sample.prompt_id)
-        .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "vote"))
-        .where(Sample.iteration_id == iteration_id)
-        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
-    ).all()
+    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.answer)
     groups: dict[int, list] = defaultdict(list)
     for row in rows:
         groups[row.prompt_id].append(row)
@@ -100,12 +94,6 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
         out += [{"prompt_id": prompt_id, "sample_id": s.id, "reward": float(r), "weight": float(a)}
                 for s, r, a in zip(trained, rewards, adv)]
     return out
-
-
-def num_steps(n_examples: int, train) -> int:  # noqa: ANN001
-    from selfloop.training.loop import default_steps
-
-    return default_steps(n_examples, train)
 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: TTRLConfig) -> tuple[torch.Tensor, dict[str, float]]:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Loop
+from selfloop.db.models import Judgment, Loop, Prompt, Sample
 
 
 def iteration_summary(session: Session, loop: str | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -126,3 +126,15 @@ def live_daemons(session: Session, within_s: int = 120) -> list[tuple[Any, ...]]
         if now - beat <= timedelta(seconds=within_s):
             live.append((host, pid, started, status))
     return live
+
+
+def voted_samples(session: Session, iteration_id: int, *columns: Any) -> list[Any]:
+    """`columns` of each sample of the iteration joined with its vote judgment, in prompt then sample order
+    (the order TTRL's first-N_train cut and ReST-EM's per-prompt cap depend on)."""
+    return session.execute(
+        select(*columns)
+        .join(Prompt, Prompt.id == Sample.prompt_id)
+        .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "vote"))
+        .where(Sample.iteration_id == iteration_id)
+        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
+    ).all()

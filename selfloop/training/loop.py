@@ -113,7 +113,8 @@ def train(
 ) -> list[StepRecord]:
     from transformers import get_scheduler
 
-    steps = algorithm.num_steps(len(items), train_cfg)
+    # Epochs over the examples, unless the algorithm counts its own steps (RLSC: a fixed few).
+    steps = getattr(algorithm, "num_steps", default_steps)(len(items), train_cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
     scheduler = get_scheduler(train_cfg.scheduler, optimizer, num_warmup_steps=int(train_cfg.warmup_ratio * steps),
