@@ -6,6 +6,7 @@ Every error a user can fix is one line on stderr (`--debug` shows the traceback)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -63,11 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("revision")
     p = db_sub.add_parser("current", help="print the database's schema revision and this version's head")
     _add_db(p)
+    p = db_sub.add_parser(
+        "create-reader",
+        help="PostgreSQL: create (or reset) a role that can only read, and print its URL for `selfloop sql`",
+        description="Create or reset a PostgreSQL login role with SELECT on selfloop's tables and views and nothing "
+        "else, read-only transactions and a statement timeout, and print its URL. Give that URL to `selfloop sql --db` "
+        "or set it as database.reader_url. Run it as the role that owns the schema (it needs CREATEROLE); running it "
+        "again gives the role a new password.",
+    )
+    _add_db(p)
+    p.add_argument("--role", default="selfloop_reader", help="the reader role's name (default: selfloop_reader)")
 
-    p = sub.add_parser("sql", help="run one read-only SQL statement and print the rows")
+    p = sub.add_parser(
+        "sql", help="run one read-only SQL statement and print the rows",
+        description="Run one statement on a connection that cannot write: SQLite is opened read-only with an "
+        "authorizer; PostgreSQL needs the read-only role of `selfloop db create-reader` (--db, or database.reader_url "
+        "with --config). The statement has a time limit (database.statement_timeout_ms).",
+    )
     _add_db(p)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--max-rows", type=int, default=None, help="print at most this many rows")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="print at most this many rows (default 10000, at most 1000000)")
     p.add_argument("query", help='one statement, e.g. "SELECT * FROM iteration_summary"')
 
     p = sub.add_parser("run", help="create or continue the config's loop in the foreground")
@@ -110,15 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checked_db(url: str) -> str:
+    from selfloop.db.engine import check_url
+
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise SelfloopError(f"--db {url!r}: {exc}") from None
+    return url
+
+
 def _database_url(args: argparse.Namespace) -> str:
     if args.db:
-        from selfloop.db.engine import check_url
-
-        try:
-            check_url(args.db)
-        except ValueError as exc:
-            raise SelfloopError(f"--db {args.db!r}: {exc}") from None
-        return args.db
+        return _checked_db(args.db)
     from selfloop.config import Config, LoopConfig, load_config
 
     if getattr(args, "config", None):
@@ -134,6 +155,9 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     config = load_config(args.file, getattr(args, "set", None))
     if args.config_command == "validate":
+        from selfloop.inputs import check_inputs
+
+        check_inputs(config)  # the task, eval and template files it names, line by line
         print(f"{args.file}: valid (loop {config.loop.name!r}, algorithm {config.train.algorithm})")
         return 0
     import yaml
@@ -147,6 +171,11 @@ def cmd_db(args: argparse.Namespace) -> int:
     from selfloop.db.migrate import downgrade, head_revision, upgrade
 
     url = _database_url(args)
+    if args.db_command == "create-reader":
+        from selfloop.db.readonly import create_reader
+
+        print(create_reader(url, args.role))
+        return 0
     engine = make_engine(url, create=args.db_command == "upgrade")
     try:
         if args.db_command == "upgrade":
@@ -164,8 +193,14 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from selfloop.db.readonly import run_readonly
     from selfloop.render import render
 
-    result = run_readonly(_database_url(args), args.query, max_rows=args.max_rows)
+    from selfloop.config import Config, LoopConfig, load_config
+
+    config = load_config(args.config) if args.config else Config(loop=LoopConfig(name="default"))
+    url = _checked_db(args.db) if args.db else config.reader_url()
+    result = run_readonly(url, args.query, max_rows=args.max_rows, timeout_ms=config.database.statement_timeout_ms)
     print(render(result.columns, result.rows, args.format))
+    if result.truncated:
+        print(f"selfloop: only the first {len(result.rows)} rows are shown (--max-rows N for more)", file=sys.stderr)
     return 0
 
 
@@ -199,7 +234,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def _with_db(config, url: str | None):  # noqa: ANN001, ANN202
     if url:
-        config.database.url = url  # validated by the model
+        config.database.url = _checked_db(url)
     return config
 
 
@@ -292,6 +327,9 @@ def cmd_fork(args: argparse.Namespace) -> int:
             data = _stored_config(db, args.loop, url)
         data = apply_overrides(data, [*args.set, f"loop.name={args.name}"])
         config = validate_config(data, source=str(args.config or f"loop {args.loop} (stored config)"))
+        from selfloop.inputs import check_inputs
+
+        check_inputs(config)
         loop = fork(db, args.loop, args.at, config)
     finally:
         db.dispose()
@@ -353,9 +391,31 @@ COMMANDS = {
 }
 
 
+def _one_line(exc: Exception) -> str:
+    """An unexpected error as one line, without the SQL text or parameters SQLAlchemy appends."""
+    import errno
+
+    from sqlalchemy.exc import DBAPIError, StatementError
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"no space left on device{f' writing {exc.filename}' if exc.filename else ''}: free some space, then resume"
+    if isinstance(exc, StatementError):
+        orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else None
+        text = str(orig) if orig is not None else str(exc).split("\n[SQL:")[0]
+        first = (text.strip().splitlines() or [exc.__class__.__name__])[0]
+        if "database or disk is full" in first:
+            return "the database's disk is full: free some space, then resume"
+        if "unable to open database file" in first or "readonly database" in first:
+            return f"cannot write the database ({first}): check that its directory exists and is writable"
+        return f"database error: {first}"
+    return f"unexpected error: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from selfloop.log import setup_logging
+
+    os.umask(0o077)  # everything selfloop creates (reports, logs, exports) is owner-only
 
     setup_logging("DEBUG" if args.debug else "INFO", json_lines=args.log_json)
     try:
@@ -371,6 +431,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if args.debug:
             raise
-        print(f"selfloop: unexpected error: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"selfloop: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
         code = 1
     sys.exit(code)

@@ -30,6 +30,14 @@ Phase = Literal["synthesize", "rollout", "judge", "select", "train", "evaluate",
 Algorithm = Literal["dpo", "spin", "ttrl", "rlsc", "rest", "orpo"]
 
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def upto(limit: int, low: int = 1) -> Any:
+    """An int from `low` to `limit`: every size in the config is bounded, so a typo such as 10**9
+    samples is refused at validation instead of running until killed or failing on a huge allocation."""
+    return Annotated[int, Field(ge=low, le=limit)]
+
+
 Probability = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
@@ -43,8 +51,8 @@ class LoopConfig(Section):
     """The loop: name, seed, length, which phases run, where its state lives."""
 
     name: str = Field(description="Loop name, unique in the database; `selfloop run` creates or continues it.")
-    seed: int = Field(0, description="Loop seed; every sample, draw and training seed derives from it.")
-    max_iterations: PositiveInt | None = Field(
+    seed: upto(2**63 - 1, 0) = Field(0, description="Loop seed (0 to 2^63-1); every sample, draw and training seed derives from it.")
+    max_iterations: upto(1_000_000) | None = Field(
         None, description="Stop the loop after this many iterations in total (null: run forever)."
     )
     phases: list[Phase] = Field(
@@ -56,7 +64,7 @@ class LoopConfig(Section):
         description="Database, checkpoints, backups and lock live here. Default: $SELFLOOP_STATE_DIR, "
         "systemd's $STATE_DIRECTORY, or ~/.local/share/selfloop.",
     )
-    stall_timeout_s: PositiveInt = Field(
+    stall_timeout_s: upto(7 * 24 * 3600) = Field(
         900, description="The systemd watchdog stops being fed when no progress is made for this long."
     )
 
@@ -105,14 +113,14 @@ class EngineConfig(Section):
 
     kind: Literal["hf", "vllm"] = Field("hf", description="Generation back end: 'hf' (transformers, any device) or 'vllm'.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device of the hf engine and of training.")
-    batch_size: PositiveInt = Field(16, description="hf engine: sequences decoded together (n samples count each).")
+    batch_size: upto(4096) = Field(16, description="hf engine: sequences decoded together (n samples count each).")
     gpu_memory_utilization: Probability = Field(0.85, description="vllm: share of GPU memory vLLM may take.")
-    tensor_parallel_size: PositiveInt = Field(1, description="vllm: GPUs one model is split over.")
+    tensor_parallel_size: upto(64) = Field(1, description="vllm: GPUs one model is split over.")
     enable_sleep_mode: bool = Field(
         False, description="vllm: free GPU memory while training on the same GPU (vLLM sleep mode)."
     )
-    max_model_len: PositiveInt = Field(2048, description="vllm: longest prompt + completion in tokens.")
-    max_lora_rank: PositiveInt = Field(64, description="vllm: the largest LoRA rank it must serve.")
+    max_model_len: upto(1_048_576) = Field(2048, description="vllm: longest prompt + completion in tokens.")
+    max_lora_rank: upto(1024) = Field(64, description="vllm: the largest LoRA rank it must serve.")
     enforce_eager: bool = Field(False, description="vllm: skip CUDA graph capture (slower, starts faster).")
 
 
@@ -144,33 +152,33 @@ class GenerationConfig(Section):
     """Rollouts: prompts per iteration and N samples per prompt."""
 
     tasks: TaskSource = Field(default_factory=TaskSource, description="Pool the iteration's task prompts are drawn from.")
-    prompts_per_iteration: PositiveInt = Field(32, description="Task prompts drawn from the pool each iteration.")
-    samples_per_prompt: PositiveInt = Field(4, description="N completions per prompt (N-sample rollouts).")
+    prompts_per_iteration: upto(100_000) = Field(32, description="Task prompts drawn from the pool each iteration.")
+    samples_per_prompt: upto(1024) = Field(4, description="N completions per prompt (N-sample rollouts).")
     temperature: Annotated[float, Field(ge=0.0, le=5.0)] = Field(0.8, description="Sampling temperature (0: greedy).")
     top_p: Probability = Field(1.0, description="Nucleus sampling mass (1: off).")
-    top_k: Annotated[int, Field(ge=0)] = Field(0, description="Top-k sampling (0: off).")
-    max_new_tokens: PositiveInt = Field(256, description="Longest completion in tokens.")
-    stop: list[str] = Field([], description="Strings that end a completion (besides the end-of-turn token).")
-    system_prompt: str | None = Field(None, description="System message put before every prompt (null: none).")
+    top_k: upto(1_000_000, 0) = Field(0, description="Top-k sampling (0: off).")
+    max_new_tokens: upto(32_768) = Field(256, description="Longest completion in tokens.")
+    stop: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=32)] = Field([], description="Strings that end a completion (besides the end-of-turn token).")
+    system_prompt: Annotated[str, Field(max_length=32_768)] | None = Field(None, description="System message put before every prompt (null: none).")
 
 
 class SelfInstructConfig(Section):
     """Self-instruct synthesis of new prompts (the synthesize phase)."""
 
-    num_prompts: Annotated[int, Field(ge=0)] = Field(
+    num_prompts: upto(10_000, 0) = Field(
         16, description="New prompts to accept per iteration (0: the synthesize phase adds nothing)."
     )
-    seed_examples: Annotated[int, Field(ge=0)] = Field(6, description="Seed tasks shown in each few-shot prompt.")
-    generated_examples: Annotated[int, Field(ge=0)] = Field(
+    seed_examples: upto(64, 0) = Field(6, description="Seed tasks shown in each few-shot prompt.")
+    generated_examples: upto(64, 0) = Field(
         2, description="Earlier accepted generated prompts shown in each few-shot prompt."
     )
     rouge_threshold: Probability = Field(0.7, description="Reject a prompt whose ROUGE-L against the pool reaches this.")
-    min_words: PositiveInt = Field(3, description="Reject shorter instructions.")
-    max_words: PositiveInt = Field(150, description="Reject longer instructions.")
+    min_words: upto(10_000) = Field(3, description="Reject shorter instructions.")
+    max_words: upto(10_000) = Field(150, description="Reject longer instructions.")
     temperature: Annotated[float, Field(gt=0.0, le=5.0)] = Field(1.0, description="Sampling temperature of synthesis.")
     top_p: Probability = Field(0.95, description="Nucleus mass of synthesis.")
-    max_new_tokens: PositiveInt = Field(96, description="Longest generated instruction in tokens.")
-    max_rounds: PositiveInt = Field(8, description="Give up after this many generate calls without enough prompts.")
+    max_new_tokens: upto(4096) = Field(96, description="Longest generated instruction in tokens.")
+    max_rounds: upto(1000) = Field(8, description="Give up after this many generate calls without enough prompts.")
 
     @model_validator(mode="after")
     def _some_examples(self) -> SelfInstructConfig:
@@ -184,9 +192,9 @@ class SelfInstructConfig(Section):
 class LLMJudgeConfig(Section):
     """LLM-as-a-Judge with the additive 5-point rubric (Self-Rewarding LMs)."""
 
-    k: PositiveInt = Field(3, description="Judgments per sample; the valid scores are averaged.")
+    k: upto(32) = Field(3, description="Judgments per sample; the valid scores are averaged.")
     temperature: Annotated[float, Field(ge=0.0, le=5.0)] = Field(0.7, description="Judge sampling temperature.")
-    max_new_tokens: PositiveInt = Field(192, description="Longest judge justification in tokens.")
+    max_new_tokens: upto(4096) = Field(192, description="Longest judge justification in tokens.")
     model: str | None = Field(
         None, description="A separate judge model (same forms as model.base); null: the policy judges itself."
     )
@@ -222,10 +230,10 @@ class JudgeConfig(Section):
 class LoraConfig(Section):
     """The LoRA adapter trained each iteration."""
 
-    rank: PositiveInt = Field(16, description="LoRA rank; higher: more capacity, more memory.")
+    rank: upto(1024) = Field(16, description="LoRA rank; higher: more capacity, more memory.")
     alpha: Annotated[float, Field(gt=0)] = Field(32.0, description="LoRA scaling numerator (scale = alpha / rank).")
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="Dropout on the LoRA input.")
-    target_modules: list[str] = Field(
+    target_modules: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=64)] = Field(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Module names that get adapters.",
     )
@@ -238,11 +246,11 @@ class TrainConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = Field(5e-5, description="Peak AdamW learning rate.")
     weight_decay: Annotated[float, Field(ge=0.0)] = Field(0.0, description="AdamW weight decay.")
-    epochs: PositiveInt = Field(1, description="Passes over the iteration's examples.")
-    max_steps: PositiveInt | None = Field(None, description="Stop after this many optimizer steps (null: epochs decide).")
-    batch_size: PositiveInt = Field(4, description="Examples per forward pass.")
-    grad_accum: PositiveInt = Field(1, description="Forward passes per optimizer step.")
-    max_length: PositiveInt = Field(1024, description="Prompt + completion tokens; longer examples are truncated.")
+    epochs: upto(1000) = Field(1, description="Passes over the iteration's examples.")
+    max_steps: upto(10_000_000) | None = Field(None, description="Stop after this many optimizer steps (null: epochs decide).")
+    batch_size: upto(4096) = Field(4, description="Examples per forward pass.")
+    grad_accum: upto(4096) = Field(1, description="Forward passes per optimizer step.")
+    max_length: upto(1_048_576) = Field(1024, description="Prompt + completion tokens; longer examples are truncated.")
     max_grad_norm: Annotated[float, Field(gt=0.0)] = Field(1.0, description="Gradient clipping norm.")
     scheduler: Literal["constant", "linear", "cosine"] = Field("cosine", description="Learning rate schedule.")
     warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="Share of steps spent warming up.")
@@ -260,12 +268,12 @@ class SuiteConfig(_FileBacked):
 
     name: str = Field(description="Suite name, used in metric names ('<name>/greedy_accuracy').")
     kind: Literal["arithmetic", "units", "jsonl"] = Field(description="Built-in generator (arithmetic, units: unit conversions) or a JSONL file.")
-    size: PositiveInt = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
+    size: upto(100_000) = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
     levels: list[Annotated[int, Field(ge=1, le=3)]] = Field([1], description="arithmetic: difficulty levels.")
     path: Path | None = Field(None, description="jsonl: file with 'prompt' and 'answer' per line.")
-    seed: int = Field(1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
-    majority_k: Annotated[int, Field(ge=0)] = Field(0, description="Also sample k answers per problem for majority@k (0: off).")
-    max_new_tokens: PositiveInt = Field(64, description="Longest answer in tokens.")
+    seed: upto(2**63 - 1, 0) = Field(1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
+    majority_k: upto(1024, 0) = Field(0, description="Also sample k answers per problem for majority@k (0: off).")
+    max_new_tokens: upto(32_768) = Field(64, description="Longest answer in tokens.")
 
 
 class DriftConfig(Section):
@@ -297,7 +305,7 @@ class EvalConfig(Section):
     tolerance: Annotated[float, Field(ge=0.0)] = Field(
         0.02, description="Promote unless the candidate is worse than the current policy by more than this."
     )
-    max_rejections: PositiveInt = Field(3, description="Pause the loop after this many rejections in a row.")
+    max_rejections: upto(1_000_000) = Field(3, description="Pause the loop after this many rejections in a row.")
     drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @model_validator(mode="after")
@@ -322,13 +330,13 @@ class ScheduleConfig(Section):
     mode: Literal["continuous", "interval", "cron"] = Field(
         "continuous", description="When the daemon starts iterations: back to back, every N minutes, or in a cron window."
     )
-    every_minutes: PositiveInt = Field(60, description="interval: minutes between iteration starts.")
+    every_minutes: upto(366 * 24 * 60) = Field(60, description="interval: minutes between iteration starts.")
     cron: str = Field("0 1 * * *", description="cron: crontab expression (minute hour day month weekday) that starts iterations.")
-    backup_every_minutes: Annotated[int, Field(ge=0)] = Field(360, description="SQLite backup period (0: off).")
-    backups_keep: PositiveInt = Field(5, description="Newest backups kept.")
-    keep_checkpoints: PositiveInt = Field(3, description="Retention: keep promoted checkpoints and the newest K others.")
-    retention_every_minutes: Annotated[int, Field(ge=0)] = Field(60, description="Checkpoint retention period (0: off).")
-    wal_checkpoint_every_minutes: Annotated[int, Field(ge=0)] = Field(30, description="SQLite WAL checkpoint period (0: off).")
+    backup_every_minutes: upto(366 * 24 * 60, 0) = Field(360, description="SQLite backup period (0: off).")
+    backups_keep: upto(10_000) = Field(5, description="Newest backups kept.")
+    keep_checkpoints: upto(1_000_000) = Field(3, description="Retention: keep promoted checkpoints and the newest K others.")
+    retention_every_minutes: upto(366 * 24 * 60, 0) = Field(60, description="Checkpoint retention period (0: off).")
+    wal_checkpoint_every_minutes: upto(366 * 24 * 60, 0) = Field(30, description="SQLite WAL checkpoint period (0: off).")
 
     @field_validator("cron")
     @classmethod
@@ -349,10 +357,15 @@ class DatabaseConfig(Section):
         None,
         description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user:pw@host/db. Null: <state_dir>/selfloop.db.",
     )
-    busy_timeout_ms: PositiveInt = Field(30000, description="SQLite: wait this long for a lock before failing.")
-    statement_timeout_ms: PositiveInt = Field(30000, description="`selfloop sql` on PostgreSQL: statement time limit.")
+    reader_url: str | None = Field(
+        None,
+        description="PostgreSQL: URL of the read-only role that user SQL runs as (`selfloop sql`, the dashboard); "
+        "`selfloop db create-reader` creates it and prints this URL. SQLite needs none.",
+    )
+    busy_timeout_ms: upto(3_600_000) = Field(30000, description="SQLite: wait this long for a lock before failing.")
+    statement_timeout_ms: upto(3_600_000) = Field(30000, description="`selfloop sql`: time limit of one statement.")
 
-    @field_validator("url")
+    @field_validator("url", "reader_url")
     @classmethod
     def _url_is_supported(cls, v: str | None) -> str | None:
         if v is None:
@@ -370,7 +383,7 @@ class LoggingConfig(Section):
     json_lines: bool = Field(False, description="Log JSON lines instead of human-readable text (same as --log-json).")
     file: Path | None = Field(None, description="Also log to this file, rotated.")
     rotation: str = Field("100 MB", description="Rotate the log file at this size or interval.")
-    retention: PositiveInt = Field(5, description="Rotated log files kept.")
+    retention: upto(10_000) = Field(5, description="Rotated log files kept.")
 
 
 class Config(Section):
@@ -418,6 +431,10 @@ class Config(Section):
 
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.state_dir() / 'selfloop.db'}"
+
+    def reader_url(self) -> str:
+        """Where user SQL runs: the read-only role's URL, or the database itself (SQLite opens it read-only)."""
+        return self.database.reader_url or self.database_url()
 
 
 def default_cache_dir() -> Path:
@@ -521,7 +538,8 @@ def config_reference() -> str:
                 walk(sub, path + ".")
                 continue
             default = "required" if field.is_required() else _show_default(field.get_default(call_default_factory=True))
-            lines.append(f"| `{path}` | {_type_name(ann)} | {default} | {field.description or ''} |")
+            type_name = _type_name(Annotated[(ann, *field.metadata)] if field.metadata else ann)
+            lines.append(f"| `{path}` | {type_name} | {default} | {field.description or ''} |")
             item = get_args(ann)[0] if get_origin(ann) is list else None
             if _section_type(item) is not None:
                 walk(item, path + "[].")
@@ -538,7 +556,10 @@ def _section_type(ann: Any) -> type[BaseModel] | None:
 def _type_name(ann: Any) -> str:
     origin, args = get_origin(ann), get_args(ann)
     if origin is Annotated:
-        return _type_name(args[0])
+        lo = next((m.ge for m in args[1:] if getattr(m, "ge", None) is not None), None)
+        hi = next((m.le for m in args[1:] if getattr(m, "le", None) is not None), None)
+        bounds = f" {lo}..{hi}" if lo is not None and hi is not None and args[0] is int else ""
+        return _type_name(args[0]) + bounds
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in args)
     if origin in (Union, UnionType):

@@ -25,12 +25,10 @@ from sqlalchemy import update
 from selfloop import maintenance
 from selfloop.config import Config
 from selfloop.db.models import Daemon as DaemonRow
-from selfloop.errors import Interrupted
-from selfloop.lock import DatabaseLock
+from selfloop.errors import Interrupted, LockLost
 from selfloop.loop import open_loop, run_iteration
 from selfloop.progress import HEARTBEAT
-from selfloop.runner import prepare
-from selfloop.runtime import Runtime
+from selfloop.runner import prepare, start_runtime, take_loop
 from selfloop.signals import StopFlag
 from selfloop.systemd import Notifier, Watchdog, watchdog_interval
 
@@ -42,6 +40,7 @@ class Daemon:
         self.trigger = threading.Event()  # set when an iteration may start
         self.notifier = Notifier()
         self.status_line = "starting"
+        self.row_id: int | None = None
 
     # -- the schedule ---------------------------------------------------------------------------
     def _scheduler(self, db) -> BackgroundScheduler:  # noqa: ANN001
@@ -93,23 +92,24 @@ class Daemon:
         faulthandler.enable(file=sys.stderr, all_threads=True)
         self.stop.install()
         db = prepare(self.config)
-        lock = DatabaseLock(db).acquire()
-        with db.session() as session:
-            row = DaemonRow(host=socket.gethostname(), pid=os.getpid(), status="starting")
-            session.add(row)
-            session.flush()
-            self.row_id = row.id
-        open_loop(db, self.config)
-        runtime = Runtime(self.config)
-        scheduler = self._scheduler(db)
-        scheduler.start()
-        self.notifier.ready(f"{self.config.loop.name}: started")
-        interval = watchdog_interval()
-        watchdog = Watchdog(self.notifier, interval, self.config.loop.stall_timeout_s) if interval else None
-        if watchdog:
-            watchdog.start()
+        lock = take_loop(db, self.config, "daemon")
+        runtime, watchdog, scheduler = None, None, None
         code, reason = 0, "stopped"
         try:
+            with db.session() as session:
+                row = DaemonRow(host=socket.gethostname(), pid=os.getpid(), status="starting")
+                session.add(row)
+                session.flush()
+                self.row_id = row.id
+            scheduler = self._scheduler(db)
+            scheduler.start()
+            self.notifier.ready(f"{self.config.loop.name}: started")
+            interval = watchdog_interval()
+            watchdog = Watchdog(self.notifier, interval, self.config.loop.stall_timeout_s) if interval else None
+            if watchdog:
+                watchdog.start()
+            runtime = start_runtime(self.config)
+            open_loop(db, self.config)
             while self._wait_for_trigger():
                 outcome = run_iteration(
                     db, self.config, runtime, self.stop,
@@ -122,16 +122,24 @@ class Daemon:
                 self._status(f"{outcome.loop}: iteration {outcome.iteration} done")
         except Interrupted as exc:
             reason = f"{exc}; committed work is kept and resumes on the next start"
+        except BaseException as exc:
+            reason = f"failed: {exc.__class__.__name__}"
+            raise
         finally:
             self.notifier.stopping(f"{self.config.loop.name}: {reason}")
             logger.info("daemon stopping: {}", reason)
-            scheduler.shutdown(wait=True)  # a running backup or retention pass ends before the lock goes
+            if scheduler is not None:
+                scheduler.shutdown(wait=True)  # a running backup or retention pass ends before the lock goes
             if watchdog:
                 watchdog.stop()
-            runtime.close()
-            with db.session() as session:
-                session.execute(update(DaemonRow).where(DaemonRow.id == self.row_id)
-                                .values(stopped_at=datetime.now(UTC), status=reason))
+            if runtime is not None:
+                runtime.close()
+            try:
+                with db.session() as session:
+                    session.execute(update(DaemonRow).where(DaemonRow.id == self.row_id)
+                                    .values(stopped_at=datetime.now(UTC), status=reason))
+            except LockLost:
+                pass  # the loop's new writer owns the store now: write nothing more
             lock.release()
             db.dispose()
         return code

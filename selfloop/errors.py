@@ -28,9 +28,13 @@ class ReadOnlyViolation(SelfloopError):
 
 
 class LockedError(SelfloopError):
-    """Another daemon holds this database."""
+    """Another process writes this loop."""
 
     exit_code = 4
+
+
+class LockLost(LockedError):
+    """This process lost its writer lock (another process took the loop over); it stops before its next commit."""
 
 
 class Interrupted(Exception):

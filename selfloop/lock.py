@@ -1,73 +1,167 @@
-"""One writer process per database: a lock file next to an SQLite database, an advisory lock on PostgreSQL."""
+"""One writer per loop, fenced.
+
+The lock keeps a second writer of the same loop out, while other loops run beside it on the same
+database: a lock file per loop next to an SQLite database (named after the database's real path, so a
+symlinked or relative path reaches the same lock), a PostgreSQL advisory lock keyed by the loop.
+
+A lock can still be lost without its holder noticing: the advisory lock's connection killed by
+`pg_terminate_backend`, a lock file deleted by hand. So the lock is also a lease with a fencing token
+(`writer_leases`): taking the lock raises the loop's token by one, and every write transaction of
+the holder checks, just before it commits, that the token is still its own. A writer that lost its
+lock to another process therefore stops with `LockLost` at its next commit and never interleaves.
+On PostgreSQL the check reads the lease row FOR SHARE, so a take-over waits for (or is seen by) a
+commit in flight; on SQLite writers' transactions are serialised by BEGIN IMMEDIATE.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
 
 from selfloop.db.engine import Database, sqlite_path
-from selfloop.errors import LockedError
+from selfloop.db.models import WriterLease
+from selfloop.errors import LockedError, LockLost
 
-ADVISORY_KEY = zlib.crc32(b"selfloop-daemon")  # the same key in every process that writes
+
+def _int4(data: bytes) -> int:
+    """crc32 as PostgreSQL's signed int4."""
+    value = zlib.crc32(data)
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
-class DatabaseLock:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+ADVISORY_CLASS = _int4(b"selfloop-loop")  # first key of every loop's advisory lock
+
+
+def lock_file(db_path: Path, loop: str) -> Path:
+    """The lock file of `loop`, beside the database's real file (symlinks resolved)."""
+    real = Path(os.path.realpath(db_path))
+    return real.with_name(f"{real.name}.{loop}.lock")
+
+
+class LoopLock:
+    """The writer lock and fencing lease of one loop. `kind`: daemon or run (shown by `selfloop status`)."""
+
+    def __init__(self, db: Database, loop: str, kind: str = "run") -> None:
+        self.db, self.loop, self.kind = db, loop, kind
+        self.token: int | None = None
         self._file = None
         self._conn = None
 
     @property
     def path(self) -> Path | None:
         path = sqlite_path(self.db.url)
-        return path.with_name(path.name + ".lock") if path is not None else None
+        return lock_file(path, self.loop) if path is not None else None
 
-    def acquire(self) -> DatabaseLock:
-        path = self.path
-        if path is not None:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            handle = os.fdopen(fd, "r+")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = handle.read().strip() or "another process"
-                handle.close()
-                raise LockedError(f"{self.db.url} is in use by {holder} (lock {path}); only one selfloop process writes to a database") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}\n")
-            handle.flush()
-            self._file = handle
-            return self
-        conn = self.db.engine.connect()
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
-        conn.commit()
-        if not got:
-            holder = conn.execute(
-                text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = :k AND granted"),
-                {"k": ADVISORY_KEY},
-            ).scalar()
-            conn.close()
-            raise LockedError(f"the database is in use (PostgreSQL backend pid {holder} holds the advisory lock); "
-                              "only one selfloop process writes to a database")
-        self._conn = conn
+    # -- taking and giving back ------------------------------------------------------------------
+    def acquire(self) -> LoopLock:
+        if self.path is not None:
+            self._lock_file(self.path)
+        else:
+            self._lock_advisory()
+        try:
+            self.token = self._take_lease()
+        except BaseException:
+            self._unlock()
+            raise
+        self.db.fence = self.check
         return self
 
+    def _lock_file(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        handle = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LockedError(f"loop {self.loop!r} is in use by {holder} (lock {path}); "
+                              "one process writes a loop at a time") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{self.kind} pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._file = handle
+
+    def _lock_advisory(self) -> None:
+        conn = self.db.engine.connect()
+        keys = {"c": ADVISORY_CLASS, "o": _int4(self.loop.encode())}
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:c, :o)"), keys).scalar()
+        conn.commit()
+        if not got:
+            conn.close()
+            raise LockedError(f"loop {self.loop!r} is in use by {self._holder()}; one process writes a loop at a time")
+        self._conn = conn
+
+    def _holder(self) -> str:
+        with self.db.session() as session:
+            lease = session.get(WriterLease, self.loop)
+        if lease is None or lease.released_at is not None:
+            return "another process"
+        return f"{lease.kind} pid {lease.pid} on {lease.host}"
+
+    def _take_lease(self) -> int:
+        now = datetime.now(UTC)
+        with self.db.session() as session:
+            lease = session.get(WriterLease, self.loop, with_for_update=True)
+            if lease is None:
+                lease = WriterLease(loop_name=self.loop, token=0)
+                session.add(lease)
+            lease.token += 1
+            lease.host, lease.pid, lease.kind = socket.gethostname(), os.getpid(), self.kind
+            lease.acquired_at = lease.heartbeat_at = now
+            lease.released_at = None
+            session.flush()
+            return lease.token
+
     def release(self) -> None:
+        """Give the lease and the lock back (a lease already taken over is left to its new holder)."""
+        if self.db.fence == self.check:
+            self.db.fence = None
+        if self.token is not None:
+            try:
+                with self.db.session() as session:
+                    session.execute(update(WriterLease)
+                                    .where(WriterLease.loop_name == self.loop, WriterLease.token == self.token)
+                                    .values(released_at=datetime.now(UTC)))
+            except Exception:  # noqa: BLE001 - the lock below must go even when the database is unreachable
+                pass
+            self.token = None
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
         if self._conn is not None:
-            self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
-            self._conn.close()
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:c, :o)"),
+                                   {"c": ADVISORY_CLASS, "o": _int4(self.loop.encode())})
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - a killed lock connection has already dropped the lock
+                self._conn.invalidate()
             self._conn = None
 
-    def __enter__(self) -> DatabaseLock:
+    # -- the fence ---------------------------------------------------------------------------------
+    def check(self, session: Session) -> None:
+        """Raise LockLost unless this process still holds the loop's lease (run inside every write transaction)."""
+        row = session.execute(
+            select(WriterLease.token, WriterLease.kind, WriterLease.pid, WriterLease.host)
+            .where(WriterLease.loop_name == self.loop).with_for_update(read=True)
+        ).one_or_none()
+        if row is None or row.token != self.token:
+            holder = f"{row.kind} pid {row.pid} on {row.host}" if row is not None else "nobody"
+            raise LockLost(f"lost the writer lock of loop {self.loop!r} to {holder}; stopped before writing "
+                           "anything more (committed work is kept)")
+
+    def __enter__(self) -> LoopLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -3,12 +3,15 @@ systemd notification and maintenance around the same `run_iteration` calls)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from loguru import logger
 
 from selfloop.config import Config
 from selfloop.db.engine import Database, open_database
 from selfloop.errors import Interrupted
-from selfloop.lock import DatabaseLock
+from selfloop.inputs import check_inputs, check_model_limits
+from selfloop.lock import LoopLock
 from selfloop.loop import Outcome, open_loop, run_iteration
 from selfloop.manifest import remove_stale_temporaries
 from selfloop.private import private_dir
@@ -16,17 +19,41 @@ from selfloop.runtime import Runtime
 from selfloop.signals import StopFlag
 
 
-def checkpoints_root(config: Config):  # noqa: ANN201
-    return config.state_dir() / "checkpoints"
+def loop_checkpoints(config: Config) -> Path:
+    """Where the config's loop writes its checkpoints (one directory per loop)."""
+    return config.state_dir() / "checkpoints" / config.loop.name
 
 
 def prepare(config: Config) -> Database:
-    """Open (creating if new) the database and clean what a crash may have left on disk."""
+    """Check the loop's input files, then open (creating if new) the database. Nothing is written
+    before the inputs are known to be good, so a bad file never leaves a loop row behind."""
+    check_inputs(config)
     private_dir(config.state_dir())
-    db = open_database(config.database_url(), busy_timeout_ms=config.database.busy_timeout_ms, init=True)
-    for path in remove_stale_temporaries(checkpoints_root(config)):
-        logger.warning("removed an unfinished checkpoint directory left by a crash: {}", path)
-    return db
+    return open_database(config.database_url(), busy_timeout_ms=config.database.busy_timeout_ms, init=True)
+
+
+def take_loop(db: Database, config: Config, kind: str) -> LoopLock:
+    """Take the loop's writer lock, then clean what a crash of an earlier holder left on disk.
+
+    The cleanup runs only under the lock and only in this loop's own directory: a process that is
+    refused, or that runs another loop, never touches a running writer's unfinished checkpoint.
+    """
+    lock = LoopLock(db, config.loop.name, kind).acquire()
+    try:
+        for path in remove_stale_temporaries(loop_checkpoints(config)):
+            logger.warning("removed an unfinished checkpoint directory left by a crash: {}", path)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def start_runtime(config: Config) -> Runtime:
+    """The runtime with its base model resolved and checked before the loop row exists, so an
+    unreachable or unsuitable model never leaves a loop behind that a fixed config cannot reuse."""
+    runtime = Runtime(config)
+    check_model_limits(config, runtime.model.path)
+    return runtime
 
 
 def run_loop(config: Config, iterations: int | None, stop: StopFlag) -> list[Outcome]:
@@ -34,9 +61,10 @@ def run_loop(config: Config, iterations: int | None, stop: StopFlag) -> list[Out
     db = prepare(config)
     outcomes: list[Outcome] = []
     try:
-        with DatabaseLock(db):
+        lock = take_loop(db, config, "run")
+        try:
+            runtime = start_runtime(config)
             open_loop(db, config)
-            runtime = Runtime(config)
             try:
                 while iterations is None or len(outcomes) < iterations:
                     if stop():
@@ -50,6 +78,8 @@ def run_loop(config: Config, iterations: int | None, stop: StopFlag) -> list[Out
                 logger.warning("{}; committed work is kept: `selfloop resume {}` continues", exc, config.loop.name)
             finally:
                 runtime.close()
+        finally:
+            lock.release()
     finally:
         db.dispose()
     return outcomes

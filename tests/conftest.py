@@ -89,8 +89,21 @@ def postgres_url() -> str:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # A read-only role's backend may still be exiting after its client closed; FORCE may only end
+    # sessions of roles the dropping role belongs to, so wait for such stragglers briefly.
+    import time
+
+    from sqlalchemy.exc import ProgrammingError
+
+    for attempt in range(50):
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            break
+        except ProgrammingError:
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
     admin.dispose()
 
 
@@ -98,6 +111,61 @@ def postgres_url() -> str:
 def db_url(request: pytest.FixtureRequest) -> str:
     """The same test against a SQLite file and a PostgreSQL database."""
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
+@pytest.fixture
+def postgres_superuser_url(postgres_url: str) -> str:
+    """The test database reached as the server's superuser `selfloop_test_su` (tests/support/services.sh)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url)
+    url = url.set(username="selfloop_test_su", password="selfloop_test_su").render_as_string(hide_password=False)
+    import psycopg
+
+    try:
+        psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)).close()
+    except psycopg.Error:
+        if os.environ.get("SELFLOOP_REQUIRE_POSTGRES") == "1":
+            pytest.fail("no superuser selfloop_test_su on the test server (tests/support/services.sh creates it)")
+        pytest.skip("no superuser selfloop_test_su on the test server")
+    return url
+
+
+def _reader(db_url: str, request: pytest.FixtureRequest):  # noqa: ANN202
+    """The schema, then where user SQL runs: the SQLite file itself, or a fresh read-only role of the
+    PostgreSQL test database made by `selfloop db create-reader` (dropped afterwards)."""
+    from selfloop.db.engine import make_engine
+    from selfloop.db.migrate import upgrade
+
+    engine = make_engine(db_url, create=True)
+    upgrade(engine)
+    engine.dispose()
+    if db_url.startswith("sqlite"):
+        yield db_url
+        return
+    from sqlalchemy import create_engine
+
+    from selfloop.db.readonly import create_reader
+
+    superuser = request.getfixturevalue("postgres_superuser_url")
+    role = f"selfloop_r_{uuid.uuid4().hex[:10]}"
+    yield create_reader(db_url, role)
+    admin = create_engine(superuser, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+        conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
+    admin.dispose()
+
+
+@pytest.fixture
+def reader_url(db_url: str, request: pytest.FixtureRequest):  # noqa: ANN201
+    """For each database of `db_url`: a URL that can only read it (the schema is created first)."""
+    yield from _reader(db_url, request)
+
+
+@pytest.fixture
+def postgres_reader_url(postgres_url: str, request: pytest.FixtureRequest):  # noqa: ANN201
+    yield from _reader(postgres_url, request)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ class RLSCConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     alpha: Annotated[float, Field(ge=0.0)] = Field(0.1, description="Smoothing added to p_old(y|x).")
-    steps: Annotated[int, Field(ge=1)] = Field(10, description="Optimizer steps per iteration (the paper: 10-20).")
+    steps: Annotated[int, Field(ge=1, le=1_000_000)] = Field(10, description="Optimizer steps per iteration (the paper: 10-20).")
 
 
 def loss(logps: torch.Tensor, old_logps: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:

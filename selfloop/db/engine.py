@@ -8,9 +8,9 @@ A new SQLite file and its directory are created owner-only.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
@@ -99,10 +99,15 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = Fals
 
 @dataclass
 class Database:
-    """An engine and its session factory; `session()` commits on success, rolls back on error."""
+    """An engine and its session factory; `session()` commits on success, rolls back on error.
+
+    fence: set by the writer lock (`selfloop.lock.LoopLock`); called inside every transaction just
+    before it commits, it raises when this process no longer holds its loop, so nothing is committed.
+    """
 
     url: str
     engine: Engine
+    fence: Callable[[Session], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
@@ -115,6 +120,9 @@ class Database:
     def session(self) -> Iterator[Session]:
         with self._factory() as session, session.begin():
             yield session
+            if self.fence is not None:
+                session.flush()
+                self.fence(session)
 
     def dispose(self) -> None:
         self.engine.dispose()

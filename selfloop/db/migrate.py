@@ -37,10 +37,22 @@ def known_revisions() -> set[str]:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(connection=conn), revision)
+    _migrate(engine, command.upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    with engine.begin() as conn:
-        command.downgrade(alembic_config(connection=conn), revision)
+    _migrate(engine, command.downgrade, revision)
+
+
+def _migrate(engine: Engine, step, revision: str) -> None:  # noqa: ANN001
+    """Run an alembic step; a revision unknown to this selfloop (given, or the database's own) is a one-line SchemaError."""
+    from alembic.util import CommandError
+
+    from selfloop.errors import SchemaError
+
+    try:
+        with engine.begin() as conn:
+            step(alembic_config(connection=conn), revision)
+    except CommandError as exc:
+        raise SchemaError(f"cannot migrate to {revision!r}: {str(exc).splitlines()[0]} (this selfloop knows "
+                          f"revisions up to {head_revision()}; a database from a newer selfloop needs that version)") from None

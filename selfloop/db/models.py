@@ -303,3 +303,24 @@ class Daemon(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str | None] = mapped_column(Text, doc="last STATUS= line sent to systemd")
     created_at: Mapped[datetime] = _created()
+
+
+class WriterLease(Base):
+    """Who writes a loop now: one row per loop name, whose token grows by one at every take-over.
+
+    The lock (a file lock next to SQLite, an advisory lock on PostgreSQL) keeps a second writer out;
+    the token fences one that lost its lock without noticing (a killed lock connection, a deleted lock
+    file): every write transaction of a writer checks that the row still holds its token before it
+    commits, and stops with `LockLost` when another process has taken over since.
+    """
+
+    __tablename__ = "writer_leases"
+    loop_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20), doc="daemon | run (a foreground run or resume)")
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="null while held")
+    created_at: Mapped[datetime] = _created()

@@ -1,153 +1,299 @@
-"""User SQL on read-only connections (`selfloop sql`).
+"""User SQL on connections that cannot write, whatever the text says (`selfloop sql`, and every
+other reader of user-supplied SQL).
 
-Defence in layers, so one mistake does not open a write path:
-1. one statement only, and it must start with a reading keyword (SELECT, WITH, VALUES, EXPLAIN,
-   PRAGMA on SQLite, SHOW/TABLE on PostgreSQL);
-2. SQLite: the file is opened read-only (mode=ro) with PRAGMA query_only, and an authorizer
-   refuses everything but reads (no ATTACH, no pragma writes);
-   PostgreSQL: a READ ONLY transaction with a statement timeout that is always rolled back.
+No part of this reads the statement to decide whether it is safe: the database engine refuses.
+
+SQLite: the file is opened read-only (`mode=ro`) with `PRAGMA query_only`; an authorizer allows
+reading tables, the functions in `SQLITE_FUNCTIONS` and the reading pragmas, and refuses everything
+else (writes, ATTACH and so VACUUM INTO, transactions, unknown functions such as fts3_tokenizer or
+load_extension). Python's sqlite3 runs one statement per call. A progress handler ends a statement
+at its time limit; `setlimit` bounds the size of any value (no `zeroblob(999999999)`) and of the
+statement, and at most `max_rows` rows are fetched.
+
+PostgreSQL: the connection must belong to a read-only role (`selfloop db create-reader` makes one:
+SELECT on the tables and views and nothing else, `default_transaction_read_only`, a statement
+timeout); a superuser or a role that can write is refused before the statement is sent, since such a
+role could write server files (`COPY ... TO`) or stop other sessions. The statement is sent with the
+extended query protocol, which runs exactly one statement (a `;` followed by more is an error from
+the server, not a parse here), inside a READ ONLY transaction with a statement timeout that is
+always rolled back; rows are streamed and at most `max_rows` are kept.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import sqlite3
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from selfloop.db.engine import normalise_url, sqlite_path
 from selfloop.errors import ReadOnlyViolation, SelfloopError
 
-_READ_KEYWORDS = {"sqlite": {"select", "with", "values", "explain", "pragma"}, "postgresql": {"select", "with", "values", "explain", "show", "table"}}
+DEFAULT_MAX_ROWS = 10_000
+MAX_ROWS = 1_000_000
+MAX_VALUE_BYTES = 16 * 1024 * 1024  # the largest string or blob a statement may build (SQLite)
+MAX_SQL_BYTES = 1024 * 1024  # the longest statement
 
-# PRAGMAs that only read. Anything else (and any pragma given a value) is refused.
+# PRAGMAs that only read; those in the second set take an argument (a table or index name).
 _READ_PRAGMAS = {
-    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo", "foreign_key_list",
-    "foreign_key_check", "database_list", "user_version", "schema_version", "application_id", "page_count",
+    "table_list", "database_list", "user_version", "schema_version", "application_id", "page_count",
     "page_size", "freelist_count", "journal_mode", "integrity_check", "quick_check", "compile_options",
-    "function_list", "pragma_list", "collation_list", "encoding", "foreign_keys", "busy_timeout",
+    "function_list", "pragma_list", "collation_list", "module_list", "encoding", "foreign_keys", "busy_timeout",
 }
+_READ_PRAGMAS_WITH_ARGUMENT = {
+    "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+    "foreign_key_check", "integrity_check", "quick_check",
+}
+
+# The SQL functions a reading statement may call: SQLite's core, aggregate, window, date, math and
+# JSON functions. Anything else (fts3_tokenizer, load_extension, functions of extensions) is refused.
+SQLITE_FUNCTIONS = frozenset("""
+    abs char coalesce concat concat_ws format glob hex ifnull iif instr length like likelihood likely lower
+    ltrim max min nullif octet_length printf quote random randomblob replace round rtrim sign soundex
+    sqlite_version substr substring trim typeof unhex unicode unlikely upper zeroblob
+    avg count group_concat string_agg sum total median
+    row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value
+    date time datetime julianday unixepoch strftime timediff
+    acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10 log2 mod pi pow
+    power radians sin sinh sqrt tan tanh trunc
+    json json_array json_array_length json_extract json_insert json_object json_patch json_remove json_replace
+    json_set json_type json_valid json_quote json_group_array json_group_object json_each json_tree
+    jsonb jsonb_array jsonb_extract jsonb_insert jsonb_object jsonb_patch jsonb_remove jsonb_replace jsonb_set
+    jsonb_group_array jsonb_group_object json_error_position json_pretty
+""".split())
+
+_ACTION_NAMES = {getattr(sqlite3, name): name.removeprefix("SQLITE_").replace("_", " ") for name in (
+    "SQLITE_CREATE_INDEX", "SQLITE_CREATE_TABLE", "SQLITE_CREATE_TEMP_INDEX", "SQLITE_CREATE_TEMP_TABLE",
+    "SQLITE_CREATE_TEMP_TRIGGER", "SQLITE_CREATE_TEMP_VIEW", "SQLITE_CREATE_TRIGGER", "SQLITE_CREATE_VIEW",
+    "SQLITE_DELETE", "SQLITE_DROP_INDEX", "SQLITE_DROP_TABLE", "SQLITE_DROP_TEMP_INDEX", "SQLITE_DROP_TEMP_TABLE",
+    "SQLITE_DROP_TEMP_TRIGGER", "SQLITE_DROP_TEMP_VIEW", "SQLITE_DROP_TRIGGER", "SQLITE_DROP_VIEW",
+    "SQLITE_INSERT", "SQLITE_PRAGMA", "SQLITE_READ", "SQLITE_SELECT", "SQLITE_TRANSACTION", "SQLITE_UPDATE",
+    "SQLITE_ATTACH", "SQLITE_DETACH", "SQLITE_ALTER_TABLE", "SQLITE_REINDEX", "SQLITE_ANALYZE",
+    "SQLITE_CREATE_VTABLE", "SQLITE_DROP_VTABLE", "SQLITE_FUNCTION", "SQLITE_SAVEPOINT", "SQLITE_RECURSIVE",
+)}
 
 
 @dataclass
 class Result:
     columns: list[str]
     rows: list[tuple[Any, ...]]
+    truncated: bool = False  # more rows existed than max_rows
 
 
-def _strip_comments_and_literals(sql: str) -> str:
-    """SQL with comments removed and string/identifier literals blanked, for keyword checks."""
-    out, i, n = [], 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if sql.startswith("--", i):
-            j = sql.find("\n", i)
-            i = n if j < 0 else j
-        elif sql.startswith("/*", i):
-            j = sql.find("*/", i + 2)
-            i = n if j < 0 else j + 2
-            out.append(" ")
-        elif c in "'\"`":
-            j = i + 1
-            while j < n:
-                if sql[j] == c:
-                    if j + 1 < n and sql[j + 1] == c:  # doubled quote escapes itself
-                        j += 2
-                        continue
-                    break
-                j += 1
-            out.append(" ")
-            i = j + 1
-        elif c == "$" and (m := re.match(r"\$(\w*)\$", sql[i:])):  # PostgreSQL dollar quoting
-            tag = m.group(0)
-            j = sql.find(tag, i + len(tag))
-            out.append(" ")
-            i = n if j < 0 else j + len(tag)
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def check_statement(sql: str, dialect: str) -> None:
-    """Refuse anything but one reading statement, before it reaches the database."""
-    bare = _strip_comments_and_literals(sql).strip()
-    body = bare.rstrip(";").strip()
-    if not body:
-        raise ReadOnlyViolation("empty statement")
-    if ";" in body:
-        raise ReadOnlyViolation("several statements at once are refused: give one statement")
-    keyword = re.match(r"[A-Za-z_]+", body)
-    first = keyword.group(0).lower() if keyword else body[:10]
-    if first not in _READ_KEYWORDS[dialect]:
-        raise ReadOnlyViolation(f"{first.upper()} statements are refused: `selfloop sql` only reads")
-    if first == "pragma":
-        m = re.match(r"pragma\s+(?:\w+\s*\.\s*)?(\w+)\s*(.*)$", body, re.IGNORECASE | re.DOTALL)
-        if not m or m.group(1).lower() not in _READ_PRAGMAS or "=" in m.group(2):
-            raise ReadOnlyViolation("only reading PRAGMAs without a value are allowed")
-
-
-def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
-    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE):
-        return sqlite3.SQLITE_OK
-    if action == sqlite3.SQLITE_PRAGMA and arg2 is None and (arg1 or "").lower() in _READ_PRAGMAS:
-        return sqlite3.SQLITE_OK
-    return sqlite3.SQLITE_DENY
+def _max_rows(max_rows: int | None) -> int:
+    if max_rows is None:
+        return DEFAULT_MAX_ROWS
+    if not 1 <= max_rows <= MAX_ROWS:
+        raise SelfloopError(f"--max-rows {max_rows}: must be from 1 to {MAX_ROWS}")
+    return max_rows
 
 
 def run_readonly(url: str, sql: str, *, timeout_ms: int = 30000, max_rows: int | None = None) -> Result:
+    """Run one statement of user SQL where it cannot write; at most `max_rows` rows (default 10,000)."""
+    limit = _max_rows(max_rows)
+    if not sql.strip():
+        raise ReadOnlyViolation("empty statement")
+    if len(sql.encode()) > MAX_SQL_BYTES:
+        raise SelfloopError(f"the statement is {len(sql.encode())} bytes, above the limit of {MAX_SQL_BYTES}")
     parsed = normalise_url(url)
-    dialect = parsed.get_backend_name()
-    check_statement(sql, dialect)
     path = sqlite_path(parsed)
     if path is not None:
-        return _run_sqlite(path, sql, timeout_ms, max_rows)
-    return _run_postgres(url, sql, timeout_ms, max_rows)
+        return _run_sqlite(path, sql, timeout_ms, limit)
+    return _run_postgres(parsed.render_as_string(hide_password=False), sql, timeout_ms, limit)
 
 
-def _run_sqlite(path, sql: str, timeout_ms: int, max_rows: int | None) -> Result:  # noqa: ANN001
+# -- SQLite ---------------------------------------------------------------------------------------
+class _Authorizer:
+    """Allows reading; remembers the first refused action so the error can name it."""
+
+    def __init__(self) -> None:
+        self.refused: str | None = None
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in SQLITE_FUNCTIONS:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA:
+            name = (arg1 or "").lower()
+            if (arg2 is None and name in _READ_PRAGMAS) or (arg2 is not None and name in _READ_PRAGMAS_WITH_ARGUMENT):
+                return sqlite3.SQLITE_OK
+        # Building a table-valued function (pragma_table_info, json_each) asks for these; the file is
+        # opened read-only with query_only, so no change to the schema table can happen.
+        if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master":
+            return sqlite3.SQLITE_OK
+        if self.refused is None:
+            if arg1 in ("sqlite_master", "sqlite_temp_master"):  # SQLite's bookkeeping of a CREATE, DROP or ALTER
+                self.refused = "a schema change"
+            else:
+                what = _ACTION_NAMES.get(action, f"action {action}")
+                self.refused = f"{what} {arg2 if action == sqlite3.SQLITE_FUNCTION else arg1 or ''}".strip()
+        return sqlite3.SQLITE_DENY
+
+
+def _run_sqlite(path: Path, sql: str, timeout_ms: int, max_rows: int) -> Result:
     if not path.exists():
         raise SelfloopError(f"no database at {path}")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout_ms / 1000, isolation_level=None)
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout_ms / 1000, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise SelfloopError(f"cannot open {path} read-only: {exc}") from None
+    deadline = time.monotonic() + timeout_ms / 1000
+    authorizer = _Authorizer()
     try:
         conn.execute("PRAGMA query_only = ON")
-        conn.set_authorizer(_sqlite_authorizer)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_BYTES)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        conn.set_authorizer(authorizer)
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)  # nonzero ends the statement
         try:
             cur = conn.execute(sql)
-            rows = cur.fetchmany(max_rows) if max_rows else cur.fetchall()
+            rows = cur.fetchmany(max_rows + 1)
         except sqlite3.DatabaseError as exc:
             msg = str(exc)
-            if "not authorized" in msg or "readonly" in msg or "read-only" in msg:
+            if authorizer.refused is not None or "not authorized" in msg or "authorization denied" in msg:
+                raise ReadOnlyViolation(
+                    f"refused: {authorizer.refused or msg} is not allowed; `selfloop sql` only reads") from None
+            if "readonly" in msg or "read-only" in msg:
                 raise ReadOnlyViolation(f"refused by the read-only connection: {msg}") from None
+            if msg == "interrupted":
+                raise SelfloopError(f"the statement ran past its time limit of {timeout_ms} ms and was stopped") from None
             raise SelfloopError(f"SQL error: {msg}") from None
-        except sqlite3.ProgrammingError as exc:  # e.g. several statements
+        except sqlite3.ProgrammingError as exc:  # several statements in one string
             raise ReadOnlyViolation(f"refused: {exc}") from None
         columns = [d[0] for d in cur.description or []]
-        return Result(columns, [tuple(r) for r in rows])
+        return Result(columns, [tuple(r) for r in rows[:max_rows]], truncated=len(rows) > max_rows)
     finally:
         conn.close()
 
 
-def _run_postgres(url: str, sql: str, timeout_ms: int, max_rows: int | None) -> Result:
-    from selfloop.db.engine import make_engine
+# -- PostgreSQL -----------------------------------------------------------------------------------
+# Membership in these lets a role read or write server files, run programs or signal other sessions.
+_DANGEROUS_ROLES = ("pg_write_server_files", "pg_read_server_files", "pg_execute_server_program", "pg_signal_backend")
 
-    engine = make_engine(url)
-    raw = engine.raw_connection()  # the driver's own cursor: no bind-parameter parsing of the user's text
+_ROLE_CHECK = """
+SELECT r.rolsuper OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls AS powerful,
+       EXISTS (SELECT 1 FROM pg_roles d WHERE d.rolname = ANY(%(dangerous)s)
+               AND pg_has_role(current_user, d.oid, 'USAGE')) AS dangerous_member,
+       (SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname NOT LIKE 'pg_toast%%'
+           AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
+                OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE'))
+         LIMIT 1) AS writable_table
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+def check_reader_role(cur, role: str) -> None:  # noqa: ANN001
+    """Refuse a role that could write or reach beyond the database, whatever a statement says."""
+    cur.execute(_ROLE_CHECK, {"dangerous": list(_DANGEROUS_ROLES)})
+    powerful, dangerous_member, writable = cur.fetchone()
+    why = ("is a superuser or may create roles, replicate or bypass row security" if powerful else
+           f"is a member of one of {', '.join(_DANGEROUS_ROLES)}" if dangerous_member else
+           f"can write table {writable!r}" if writable else None)
+    if why:
+        raise ReadOnlyViolation(
+            f"role {role!r} {why}: user SQL runs only as a read-only role; create one with "
+            "`selfloop db create-reader --db URL` and pass its URL (or set database.reader_url)")
+
+
+def _run_postgres(url: str, sql: str, timeout_ms: int, max_rows: int) -> Result:
+    import psycopg
+
+    from selfloop.db.engine import _safe
+
+    conninfo = normalise_url(url).set(drivername="postgresql")
     try:
-        cur = raw.cursor()
+        conn = psycopg.connect(conninfo.render_as_string(hide_password=False), connect_timeout=10, autocommit=False)
+    except psycopg.Error as exc:
+        raise SelfloopError(f"cannot connect to {_safe(url)}: {str(exc).strip().splitlines()[0]}") from None
+    try:
+        cur = conn.cursor()
+        check_reader_role(cur, conninfo.username or "")
+        conn.rollback()
         cur.execute("SET TRANSACTION READ ONLY")
-        cur.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+        cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(int(timeout_ms)),))
+        rows: list[tuple[Any, ...]] = []
+        columns: list[str] | None = None
+        truncated = False
         try:
-            cur.execute(sql)
-        except Exception as exc:  # psycopg.Error; its sqlstate tells a refused write from a plain error
-            msg = str(exc).strip().splitlines()[0]
-            if getattr(exc, "sqlstate", None) == "25006":  # read_only_sql_transaction
-                raise ReadOnlyViolation(f"refused by the read-only transaction: {msg}") from None
+            # stream() sends the statement with the extended query protocol: exactly one statement.
+            for row in cur.stream(sql):
+                if columns is None:
+                    columns = [d.name for d in cur.description or []]
+                if len(rows) == max_rows:
+                    truncated = True
+                    break
+                rows.append(tuple(row))
+        except psycopg.Error as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            state = getattr(exc, "sqlstate", None)
+            if state in ("25006", "42501"):  # read_only_sql_transaction, insufficient_privilege
+                raise ReadOnlyViolation(f"refused by the read-only role: {msg}") from None
+            if state == "42601" and "multiple commands" in msg:
+                raise ReadOnlyViolation("several statements at once are refused: give one statement") from None
+            if state == "57014":
+                raise SelfloopError(f"the statement ran past its time limit of {timeout_ms} ms and was stopped") from None
             raise SelfloopError(f"SQL error: {msg}") from None
-        columns = [d[0] for d in cur.description or []]
-        rows = (cur.fetchmany(max_rows) if max_rows else cur.fetchall()) if cur.description else []
-        return Result(columns, [tuple(r) for r in rows])
+        if columns is None:
+            columns = [d.name for d in cur.description or []]
+        return Result(columns, rows, truncated)
     finally:
-        raw.rollback()
-        raw.close()
-        engine.dispose()
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
+
+
+READER_ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def create_reader(admin_url: str, role: str = "selfloop_reader", statement_timeout_ms: int = 30000) -> str:
+    """Create (or reset) a PostgreSQL role that can only read this database; return its URL.
+
+    The role may log in and SELECT the tables and views of the public schema (including tables later
+    migrations create, through default privileges of the role running this) and nothing else; its
+    transactions are read-only by default and its statements time out. Run it with the role that owns
+    the schema (the one `selfloop db upgrade` used); that role needs CREATEROLE. Running it again
+    gives the role a new password.
+    """
+    import psycopg
+    from psycopg import sql as pgsql
+
+    if not READER_ROLE.fullmatch(role):
+        raise SelfloopError(f"--role {role!r}: use 1-63 lowercase letters, digits or '_', not starting with a digit")
+    parsed = normalise_url(admin_url)
+    if parsed.get_backend_name() != "postgresql":
+        raise SelfloopError("create-reader is for PostgreSQL; an SQLite database is opened read-only by `selfloop sql` itself")
+    password = secrets.token_urlsafe(24)
+    ident = pgsql.Identifier(role)
+    conn = psycopg.connect(parsed.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True)
+    try:
+        with conn.transaction():
+            cur = conn.cursor()
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            verb = pgsql.SQL("ALTER ROLE") if cur.fetchone() else pgsql.SQL("CREATE ROLE")
+            cur.execute(pgsql.SQL("{} {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                                  "NOINHERIT PASSWORD {}").format(verb, ident, pgsql.Literal(password)))
+            for setting, value in (("default_transaction_read_only", "on"),
+                                   ("statement_timeout", str(int(statement_timeout_ms))),
+                                   ("idle_in_transaction_session_timeout", "60000")):
+                cur.execute(pgsql.SQL("ALTER ROLE {} SET {} = {}").format(ident, pgsql.Identifier(setting), pgsql.Literal(value)))
+            database = pgsql.Identifier(parsed.database)
+            cur.execute(pgsql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, ident))
+            cur.execute(pgsql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
+            cur.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(ident))
+            cur.execute(pgsql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {}").format(ident))
+    except psycopg.Error as exc:
+        raise SelfloopError(f"create-reader failed: {str(exc).strip().splitlines()[0]} (the --db role needs "
+                            "CREATEROLE and must own selfloop's tables)") from None
+    finally:
+        conn.close()
+    url = parsed.set(username=role, password=password).render_as_string(hide_password=False)
+    run_readonly(url, "SELECT 1")  # log in as the new role: it connects and passes the reader check
+    return url

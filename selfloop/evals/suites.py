@@ -13,7 +13,7 @@ from pathlib import Path
 from selfloop.config import SuiteConfig
 from selfloop.errors import ConfigError
 from selfloop.evals import arithmetic, units
-from selfloop.tasks import read_jsonl_tasks
+from selfloop.tasks import read_jsonl_tasks, read_user_file
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,7 @@ def load_suite(cfg: SuiteConfig) -> list[Item]:
         chosen = pool if cfg.size >= len(pool) else random.Random(cfg.seed).sample(pool, cfg.size)
         return [Item(p.prompt, p.answer) for p in chosen]
     path = Path(cfg.path).expanduser()  # type: ignore[arg-type]
-    if not path.is_file():
-        raise ConfigError(f"eval.suites[{cfg.name}].path: {path} does not exist")
-    tasks = read_jsonl_tasks(path.read_text(), str(path), "eval")
+    tasks = read_jsonl_tasks(read_user_file(path, f"eval.suites[{cfg.name}].path"), str(path), "eval")
     missing = [t.key for t in tasks if t.answer is None]
     if missing:
         raise ConfigError(f"{path}: every eval line needs an 'answer' ({missing[0]} has none)")

@@ -17,8 +17,10 @@ def load_template(name: str) -> str:
     path = Path(name).expanduser()
     if bundled.is_file():
         text = bundled.read_text()
-    elif path.is_file():
-        text = path.read_text()
+    elif path.exists():
+        from selfloop.tasks import read_user_file
+
+        text = read_user_file(path, "judge.llm_judge.template", max_bytes=1024 * 1024)
     else:
         raise ConfigError(f"judge.llm_judge.template: {name!r} is neither a file under prompts/ nor a path")
     for field in ("{prompt}", "{response}"):

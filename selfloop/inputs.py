@@ -1,0 +1,46 @@
+"""Every file a loop will read, checked before anything is written.
+
+`selfloop config validate`, `run`, `resume` and the daemon call `check_inputs` first: a missing,
+unreadable, non-UTF-8, oversized or malformed task, eval or template file is reported with its file,
+line and field before a loop row or an iteration exists, so fixing the file is all it takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selfloop.config import Config
+from selfloop.errors import ConfigError
+
+
+def check_inputs(config: Config) -> None:
+    """Load the task pool, every held-out suite and the judge template; raise ConfigError on the first bad one."""
+    from selfloop.evals.suites import load_suite
+    from selfloop.judging.judge import load_template
+    from selfloop.tasks import load_pool
+
+    load_pool(config.generation.tasks)
+    for suite in config.eval.suites:
+        load_suite(suite)
+    if "llm_judge" in config.judge.signals:
+        load_template(config.judge.llm_judge.template)
+
+
+def check_model_limits(config: Config, model_dir: Path) -> None:
+    """Sizes the config bounds statically, checked again against the resolved model's own limits."""
+    import json
+
+    meta = json.loads((Path(model_dir) / "config.json").read_text())
+    context = meta.get("max_position_embeddings") or meta.get("n_positions")
+    hidden = meta.get("hidden_size") or meta.get("n_embd")
+    where = f"model {config.model.base!r}"
+    if context:
+        lengths = {"generation.max_new_tokens": config.generation.max_new_tokens,
+                   "self_instruct.max_new_tokens": config.self_instruct.max_new_tokens,
+                   "judge.llm_judge.max_new_tokens": config.judge.llm_judge.max_new_tokens,
+                   **{f"eval.suites[{s.name}].max_new_tokens": s.max_new_tokens for s in config.eval.suites}}
+        for field, value in lengths.items():
+            if value >= context:
+                raise ConfigError(f"{field}: {value} is not below the context length of {where} ({context} tokens)")
+    if hidden and config.train.lora.rank > hidden:
+        raise ConfigError(f"train.lora.rank: {config.train.lora.rank} is above the hidden size of {where} ({hidden})")
