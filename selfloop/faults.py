@@ -1,6 +1,7 @@
 """Failpoints for fault-injection tests. SELFLOOP_FAILPOINT=name[:n[:action]] acts the n-th time
 (default the 1st) execution reaches `failpoint(name)`: action `kill` (default) sends SIGKILL to the
-process, `hang` sleeps forever (a stuck phase, for the watchdog). Unset, it costs a dict lookup."""
+process, `hang` sleeps forever (a stuck phase, for the watchdog), `wait` waits until the file named by
+SELFLOOP_FAILPOINT_GATE exists (a test decides when the process goes on). Unset, it costs a dict lookup."""
 
 from __future__ import annotations
 
@@ -25,4 +26,9 @@ def failpoint(name: str) -> None:
     if action == "hang":
         while True:
             time.sleep(3600)
+    if action == "wait":
+        gate = os.environ["SELFLOOP_FAILPOINT_GATE"]
+        while not os.path.exists(gate):
+            time.sleep(0.05)
+        return
     os.kill(os.getpid(), signal.SIGKILL)

@@ -21,8 +21,6 @@ from selfloop.config import load_config
 from selfloop.daemon import Daemon
 from selfloop.db.engine import open_database
 from selfloop.db.models import Checkpoint, Iteration, Loop
-from selfloop.errors import LockedError
-from selfloop.lock import DatabaseLock
 from selfloop.progress import HEARTBEAT
 from selfloop.systemd import Notifier, Watchdog
 from tests.conftest import REPO, tiny_yaml
@@ -95,18 +93,6 @@ def test_notifier_and_watchdog_stop_when_progress_stops(tmp_path: Path, monkeypa
     assert stalled_at - flowing <= 8  # at most stall_after / interval pings after the last beat
     lines = fake.lines()
     assert lines[0] == "READY=1" and "STATUS=tiny: started" in lines and lines.count("WATCHDOG=1") == dog.pings
-
-
-def test_second_lock_is_refused(db_url: str) -> None:
-    db = open_database(db_url, init=True)
-    other = open_database(db_url)
-    with DatabaseLock(db):
-        with pytest.raises(LockedError, match="only one selfloop process"):
-            DatabaseLock(other).acquire()
-    with DatabaseLock(other):  # released: the next one gets it
-        pass
-    db.dispose()
-    other.dispose()
 
 
 def _checkpoint(session, loop_id: int, number: int, path: Path, promoted: bool | None, status: str = "done") -> int:  # noqa: ANN001
