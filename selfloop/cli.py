@@ -399,6 +399,8 @@ def _one_line(exc: Exception) -> str:
 
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return f"no space left on device{f' writing {exc.filename}' if exc.filename else ''}: free some space, then resume"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"cannot use {exc.filename}: {exc.strerror or exc.__class__.__name__}"
     if isinstance(exc, StatementError):
         orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else None
         text = str(orig) if orig is not None else str(exc).split("\n[SQL:")[0]

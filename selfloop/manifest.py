@@ -60,8 +60,14 @@ def write_manifest(directory: Path, extra: dict | None = None) -> str:
 def verify(directory: Path, expected_sha256: str | None = None) -> dict:
     """Check the manifest and every file it lists; return the manifest. Raise CheckpointError naming the problem."""
     directory = Path(directory)
+    if directory.is_symlink():
+        raise CheckpointError(f"{directory}: is a symbolic link; refused")
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: directory is missing")
+    for root, dirs, names in os.walk(directory):  # a link could point anywhere: no file is read through one
+        for name in dirs + names:
+            if os.path.islink(os.path.join(root, name)):
+                raise CheckpointError(f"{os.path.join(root, name)}: a symbolic link inside the directory; refused")
     manifest = directory / MANIFEST
     if not manifest.is_file():
         raise CheckpointError(f"{manifest}: manifest is missing; refusing to load an unverified directory")

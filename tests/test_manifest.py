@@ -41,7 +41,8 @@ def test_missing_parents_are_created_owner_only(tmp_path: Path) -> None:
         assert folder.stat().st_mode & 0o777 == 0o700, folder
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "no_manifest", "extra_file", "missing_file", "manifest_edit"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no_manifest", "extra_file", "missing_file", "manifest_edit",
+                                    "linked_dir", "linked_file"])
 def test_damage_is_refused_with_the_file_named(tmp_path: Path, damage: str) -> None:
     final = _make(tmp_path)
     recorded = manifest_sha256(final)
@@ -63,6 +64,16 @@ def test_damage_is_refused_with_the_file_named(tmp_path: Path, damage: str) -> N
     elif damage == "missing_file":
         target.unlink()
         expected = "a.bin: listed in the manifest but missing"
+    elif damage == "linked_dir":  # identical contents, but reached through a link to elsewhere
+        outside = tmp_path / "outside"
+        (final / "sub").rename(outside)
+        (final / "sub").symlink_to(outside)
+        expected = "sub: a symbolic link"
+    elif damage == "linked_file":
+        outside = tmp_path / "outside.bin"
+        target.rename(outside)
+        target.symlink_to(outside)
+        expected = "a.bin: a symbolic link"
     else:
         (final / MANIFEST).write_text((final / MANIFEST).read_text().replace('"version": 1', '"version": 2'))
         expected = "manifest was altered"

@@ -7,6 +7,7 @@ commit point. Loading verifies the manifest first and refuses anything truncated
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,18 @@ def save_adapter(model, final: Path, adapter_name: str = "default", extra: dict 
                 item.rename(tmp / item.name)
             nested.rmdir()
         (tmp / "README.md").unlink(missing_ok=True)  # peft's generated model card: not part of a checkpoint
+        _canonical_adapter_config(tmp / "adapter_config.json")
     size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
     return SavedCheckpoint(final, manifest_sha256(final), size)
+
+
+def _canonical_adapter_config(path: Path) -> None:
+    """peft writes target_modules from a set, in an order that varies between processes; sorted (and with
+    sorted keys) two identical trainings give byte-identical directories and manifests."""
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def verify_checkpoint(path: Path, sha256: str | None = None) -> None:
