@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="URL", help="database URL (overrides the config's database.url)")
     p.add_argument("--iterations", type=int, metavar="N", help="run at most N iterations now (default: until the loop ends)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus /metrics and /health on metrics.host (127.0.0.1) at PORT while running")
 
     p = sub.add_parser("resume", help="continue an interrupted or forked loop with its stored config")
     p.add_argument("loop", metavar="LOOP")
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     p.add_argument("--db", metavar="URL", help="database URL")
 
-    p = sub.add_parser("status", help="each loop's state, current iteration and phase, progress, and the running daemon")
+    p = sub.add_parser("status", help="each loop's state, iteration, phase and progress, and every process running a loop")
     _add_db(p)
 
     p = sub.add_parser("daemon", help="run the config's loop until stopped (systemd: see systemd/selfloop.service)")
@@ -255,7 +257,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from selfloop.config import load_config
 
     _check_iterations(args.iterations)
-    config = _with_db(load_config(args.config, args.set), args.db)
+    overrides = [*args.set, *([f"metrics.enabled=true", f"metrics.port={args.metrics_port}"] if args.metrics_port is not None else [])]
+    config = _with_db(load_config(args.config, overrides), args.db)
     _setup_logging(args, config)
     return _run_foreground(config, args.iterations)
 
@@ -347,15 +350,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         with db.session() as session:
             columns, rows = queries.loop_status(session)
-            daemons = queries.live_daemons(session)
+            writers = queries.loop_writers(session)
     finally:
         db.dispose()
     print(render(columns, rows))
-    if daemons:
-        for host, pid, started, status in daemons:
-            print(f"daemon: pid {pid} on {host}, since {started:%Y-%m-%d %H:%M:%S}: {status}")
-    else:
-        print("daemon: none running")
+    where = {row[0]: row for row in rows}
+    for loop, kind, pid, host, since in writers:
+        _, _, _, number, phase, progress, _, _ = where.get(loop, (None,) * 8)
+        doing = f": iteration {number}, {phase} {progress or ''}".rstrip() if number is not None else ": between iterations"
+        print(f"{kind}: loop {loop}, pid {pid} on {host}, since {since:%Y-%m-%d %H:%M:%S}{doing}")
+    if not writers:
+        print("no process is running a loop")
     return 0
 
 

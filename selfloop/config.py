@@ -376,6 +376,26 @@ class DatabaseConfig(Section):
         return v
 
 
+class MetricsConfig(Section):
+    """Prometheus `/metrics` and `/health`, served by the daemon (and by `selfloop run --metrics-port N`)."""
+
+    enabled: bool = Field(False, description="Serve /metrics and /health while the loop runs.")
+    host: str = Field("127.0.0.1", description="Address to bind; anything but loopback exposes the loop's figures to the network.")
+    port: upto(65535, 0) = Field(9464, description="TCP port (0: any free port, logged at start).")
+
+
+class WarningsConfig(Section):
+    """Floors under which a quiet failure becomes a warning event, a log warning and a metric."""
+
+    min_judge_parse_rate: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.2, description="Warn when fewer LLM-judge answers than this share carry a readable score."
+    )
+    min_examples: upto(1_000_000, 0) = Field(1, description="Warn when an iteration selects fewer training examples.")
+    min_accuracy: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.0, description="Warn when a held-out suite's greedy accuracy is at or below this (0: only a suite at zero)."
+    )
+
+
 class LoggingConfig(Section):
     """Log format and destinations."""
 
@@ -400,6 +420,8 @@ class Config(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    warnings: WarningsConfig = Field(default_factory=WarningsConfig)
 
     @model_validator(mode="after")
     def _cross_section(self) -> Config:

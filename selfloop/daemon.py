@@ -28,7 +28,7 @@ from selfloop.db.models import Daemon as DaemonRow
 from selfloop.errors import Interrupted, LockLost
 from selfloop.loop import open_loop, run_iteration
 from selfloop.progress import HEARTBEAT
-from selfloop.runner import prepare, start_runtime, take_loop
+from selfloop.runner import prepare, serve_metrics, start_runtime, stop_metrics, take_loop
 from selfloop.signals import StopFlag
 from selfloop.systemd import Notifier, Watchdog, watchdog_interval
 
@@ -93,9 +93,10 @@ class Daemon:
         self.stop.install()
         db = prepare(self.config)
         lock = take_loop(db, self.config, "daemon")
-        runtime, watchdog, scheduler = None, None, None
+        runtime, watchdog, scheduler, metrics = None, None, None, None
         code, reason = 0, "stopped"
         try:
+            metrics = serve_metrics(self.config)
             with db.session() as session:
                 row = DaemonRow(host=socket.gethostname(), pid=os.getpid(), status="starting")
                 session.add(row)
@@ -134,6 +135,7 @@ class Daemon:
                 watchdog.stop()
             if runtime is not None:
                 runtime.close()
+            stop_metrics(metrics)
             try:
                 with db.session() as session:
                     session.execute(update(DaemonRow).where(DaemonRow.id == self.row_id)

@@ -7,6 +7,7 @@ are routed into the same sink, so one stream holds everything.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,6 +28,11 @@ class _ToLoguru(logging.Handler):
 
 
 def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | None = None, rotation: str = "100 MB", retention: int = 5) -> None:
+    """JSON lines carry the loop, iteration and phase as fields (`record.extra`), set by the loop per phase."""
+    if not sys.stderr.isatty():
+        # In the journal or a pipe, the Hub's and transformers' bars (weights loading, shards) are noise;
+        # selfloop's own Progress logs a line every 30 s and a summary instead. Read at their import.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logger.remove()
     logger.add(sys.stderr, level=level, serialize=json_lines, format="{message}" if json_lines else _HUMAN, colorize=None if not json_lines else False, backtrace=False, diagnose=False)
     if file is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from sqlalchemy.orm import Session
 from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import Iteration, Loop, PhaseRun
-from selfloop.db.queries import adapter_of, add_event, loop_by_name
+from selfloop.db.queries import adapter_of, add_event, loop_by_name, phase_summary
 from selfloop.errors import Interrupted, SelfloopError
 from selfloop.phases import PHASES
 from selfloop.phases.context import PhaseContext
+from selfloop.progress import ITERATION
 from selfloop.runtime import Runtime
 
 # Fields that do not change what a loop computes: they may differ between runs of one loop.
@@ -36,7 +38,7 @@ NON_SEMANTIC = {
     "loop": {"max_iterations", "state_dir", "stall_timeout_s"},
     "engine": {"batch_size", "device", "gpu_memory_utilization", "tensor_parallel_size", "enable_sleep_mode",
                "max_model_len", "max_lora_rank", "enforce_eager"},
-    "schedule": None, "database": None, "logging": None,  # None: the whole section
+    "schedule": None, "database": None, "logging": None, "metrics": None, "warnings": None,  # None: the whole section
 }
 
 
@@ -76,13 +78,31 @@ def open_loop(db: Database, config: Config) -> Loop:
             session.flush()
             add_event(session, loop.id, None, "loop.created", f"loop {loop.name} created")
             return loop
-        if loop.config_hash != digest:
-            changed = [f for f in changed_fields(loop.config, snapshot) if _semantic(f)]
-            raise SelfloopError(
-                f"loop {loop.name!r} exists with a different config (changed: {', '.join(changed[:6]) or 'unknown'}); "
-                f"fork it to run the new config: selfloop fork {loop.name} --at N --name NEW --config FILE"
-            )
+        if loop.config != snapshot:
+            changed = changed_fields(_with_defaults(loop.config), snapshot)
+            semantic = [f for f in changed if _semantic(f)]
+            if semantic:
+                raise SelfloopError(
+                    f"loop {loop.name!r} exists with a different config (changed: {', '.join(semantic[:6])}); "
+                    f"fork it to run the new config: selfloop fork {loop.name} --at N --name NEW --config FILE"
+                )
+            # Only speed, schedule or limits changed (or this version added fields with their defaults):
+            # the stored config says what runs from now on.
+            loop.config, loop.config_hash = snapshot, digest
+            if changed:
+                add_event(session, loop.id, None, "loop.config_updated", f"config of {loop.name} updated: {', '.join(changed[:10])}")
         return loop
+
+
+def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored snapshot with the fields this version added filled with their defaults (as stored, if it no
+    longer validates), so that an upgrade alone never counts as a changed config."""
+    from selfloop.config import Config
+
+    try:
+        return Config.model_validate(stored).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - a snapshot of an older shape is compared as it is
+        return stored
 
 
 def _semantic(path: str) -> bool:
@@ -133,6 +153,7 @@ def run_iteration(
             loop.status = "ready"
         loop_id, iteration_id, number = loop.id, it.id, it.number
         policy = adapter_of(session, it.base_checkpoint_id)
+        ITERATION.start(_last_duration_s(session, loop_id))
     for phase in config.loop.phases:
         phase_run_id = _start_phase(db, iteration_id, phase)
         if phase_run_id is None:
@@ -140,20 +161,25 @@ def run_iteration(
         if on_phase is not None:
             on_phase(config.loop.name, number, phase)
         ctx = PhaseContext(db, config, runtime, loop_id, iteration_id, number, phase, phase_run_id, policy, stop_requested)
-        logger.info("{} iteration {}: {}", config.loop.name, number, phase)
-        try:
-            ctx.failpoint("start")
-            PHASES[phase](ctx)
-        except Interrupted:
-            _end_phase(db, phase_run_id, "interrupted")
-            raise
-        except BaseException as exc:
-            _end_phase(db, phase_run_id, "failed", _one_line(exc))
-            raise
-        with db.session() as session:
-            run = session.get(PhaseRun, phase_run_id)
-            if run is None or run.status != "done":
-                raise RuntimeError(f"phase {phase} returned without marking itself done")
+        with logger.contextualize(loop=config.loop.name, iteration=number, phase=phase):
+            logger.info("{} iteration {}: {}{}", config.loop.name, number, phase, ITERATION.eta())
+            started = time.monotonic()
+            try:
+                ctx.failpoint("start")
+                PHASES[phase](ctx)
+            except Interrupted:
+                _end_phase(db, phase_run_id, "interrupted")
+                raise
+            except BaseException as exc:
+                _end_phase(db, phase_run_id, "failed", _one_line(exc))
+                raise
+            with db.session() as session:
+                run = session.get(PhaseRun, phase_run_id)
+                if run is None or run.status != "done":
+                    raise RuntimeError(f"phase {phase} returned without marking itself done")
+                summary = phase_summary(session, iteration_id, phase)
+            logger.info("{} iteration {}: {} done in {:.1f} s{}", config.loop.name, number, phase,
+                        time.monotonic() - started, f" ({summary})" if summary else "")
     with db.session() as session:
         it = session.get(Iteration, iteration_id)
         it.status, it.finished_at = "done", datetime.now(UTC)
@@ -163,6 +189,15 @@ def run_iteration(
             loop.status = "finished"
         add_event(session, loop_id, iteration_id, "iteration.done", f"{loop.name} iteration {number} done")
     return Outcome(config.loop.name, number, "done", last)
+
+
+def _last_duration_s(session: Session, loop_id: int) -> float | None:
+    """How long the loop's last finished iteration took (the next one's ETA)."""
+    last = session.execute(select(Iteration.started_at, Iteration.finished_at).where(
+        Iteration.loop_id == loop_id, Iteration.status == "done").order_by(Iteration.number.desc()).limit(1)).first()
+    if last is None or last.finished_at is None or last.started_at is None:
+        return None
+    return (last.finished_at - last.started_at).total_seconds()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -48,6 +48,20 @@ def take_loop(db: Database, config: Config, kind: str) -> LoopLock:
     return lock
 
 
+def serve_metrics(config: Config):  # noqa: ANN201
+    """The /metrics and /health server when the config asks for it (None otherwise)."""
+    if not config.metrics.enabled:
+        return None
+    from selfloop.metrics_http import MetricsServer
+
+    return MetricsServer(config).start()
+
+
+def stop_metrics(server) -> None:  # noqa: ANN001
+    if server is not None:
+        server.stop()
+
+
 def start_runtime(config: Config) -> Runtime:
     """The runtime with its base model resolved and checked before the loop row exists, so an
     unreachable or unsuitable model never leaves a loop behind that a fixed config cannot reuse."""
@@ -62,7 +76,9 @@ def run_loop(config: Config, iterations: int | None, stop: StopFlag) -> list[Out
     outcomes: list[Outcome] = []
     try:
         lock = take_loop(db, config, "run")
+        metrics = None
         try:
+            metrics = serve_metrics(config)
             runtime = start_runtime(config)
             open_loop(db, config)
             try:
@@ -79,6 +95,7 @@ def run_loop(config: Config, iterations: int | None, stop: StopFlag) -> list[Out
             finally:
                 runtime.close()
         finally:
+            stop_metrics(metrics)
             lock.release()
     finally:
         db.dispose()

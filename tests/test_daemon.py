@@ -149,18 +149,23 @@ def test_backup_is_consistent_and_rotated(tmp_path: Path, sqlite_url: str) -> No
     db.dispose()
 
 
-def test_unit_file_verifies_without_warnings(tmp_path: Path) -> None:
-    """`systemd-analyze verify` on systemd/selfloop.service. It checks that ExecStart's binary exists,
-    so the copy under test points ExecStart at this environment's selfloop; nothing else changes."""
+@pytest.mark.parametrize(("unit_name", "instance"), [("selfloop.service", "selfloop.service"),
+                                                  ("selfloop@.service", "selfloop@demo-cpu.service")])
+def test_unit_file_verifies_without_warnings(tmp_path: Path, unit_name: str, instance: str) -> None:
+    """`systemd-analyze verify` on systemd/selfloop.service and an instance of the template
+    systemd/selfloop@.service. It checks that ExecStart's binary exists, so the copy under test points
+    ExecStart at this environment's selfloop; nothing else changes."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         if os.environ.get("SELFLOOP_REQUIRE_POSTGRES") == "1":  # CI installs systemd with PostgreSQL
             pytest.fail("systemd-analyze is missing (tests/support/services.sh installs it)")
         pytest.skip("systemd-analyze is not installed")
     binary = shutil.which("selfloop") or str(Path(os.sys.executable).parent / "selfloop")
-    unit = (REPO / "systemd" / "selfloop.service").read_text()
+    unit = (REPO / "systemd" / unit_name).read_text()
     assert "ExecStart=/opt/selfloop/.venv/bin/selfloop daemon" in unit
-    copy = tmp_path / "selfloop.service"
+    if "@" in unit_name:
+        assert "--config /etc/selfloop/%i.yaml" in unit
+    copy = tmp_path / instance
     copy.write_text(unit.replace("/opt/selfloop/.venv/bin/selfloop", binary))
     out = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True)
     assert out.returncode == 0 and out.stderr.strip() == "" and out.stdout.strip() == "", out.stderr

@@ -144,7 +144,7 @@ def open_database(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = Fa
     init: a brand-new database (no tables) is brought to head; one with an older schema is
     always refused with the command that upgrades it.
     """
-    from selfloop.db.migrate import head_revision, upgrade
+    from selfloop.db.migrate import head_revision, init_schema
 
     engine = make_engine(url, busy_timeout_ms=busy_timeout_ms, readonly=readonly, create=init)
     try:
@@ -155,8 +155,7 @@ def open_database(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = Fa
     head = head_revision()
     if revision == head:
         return Database(url, engine)
-    if revision is None and not has_tables and init:
-        upgrade(engine)
+    if revision is None and init and init_schema(engine):  # the check is repeated under the schema lock
         return Database(url, engine)
     engine.dispose()
     if revision is None:

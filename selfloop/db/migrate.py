@@ -52,7 +52,30 @@ def _migrate(engine: Engine, step, revision: str) -> None:  # noqa: ANN001
 
     try:
         with engine.begin() as conn:
+            _serialise(conn)
             step(alembic_config(connection=conn), revision)
     except CommandError as exc:
         raise SchemaError(f"cannot migrate to {revision!r}: {str(exc).splitlines()[0]} (this selfloop knows "
                           f"revisions up to {head_revision()}; a database from a newer selfloop needs that version)") from None
+
+
+def _serialise(conn) -> None:  # noqa: ANN001
+    """Two processes migrating (or creating) one database at once take turns: the second finds the
+    first's schema when its turn comes. SQLite's writers already take turns (BEGIN IMMEDIATE)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('selfloop-schema'))")
+
+
+def init_schema(engine: Engine) -> bool:
+    """Bring an empty database to head, atomically with the check that it is empty (or already ours).
+    False, and nothing done, when it holds tables that are not selfloop's."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import inspect
+
+    with engine.begin() as conn:
+        _serialise(conn)
+        revision = MigrationContext.configure(conn).get_current_revision()
+        if revision is None and inspect(conn).get_table_names():
+            return False
+        command.upgrade(alembic_config(connection=conn), "head")
+    return True

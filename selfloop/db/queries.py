@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -111,23 +112,6 @@ def loop_status(session: Session) -> tuple[list[str], list[tuple[Any, ...]]]:
     return columns, rows
 
 
-def live_daemons(session: Session, within_s: int = 120) -> list[tuple[Any, ...]]:
-    """(host, pid, started_at, status) of daemons that have not stopped and beat within `within_s`."""
-    from datetime import UTC, datetime, timedelta
-
-    from selfloop.db.models import Daemon
-
-    rows = session.execute(select(Daemon.host, Daemon.pid, Daemon.started_at, Daemon.heartbeat_at, Daemon.status)
-                           .where(Daemon.stopped_at.is_(None)).order_by(Daemon.id.desc())).all()
-    now = datetime.now(UTC)
-    live = []
-    for host, pid, started, beat, status in rows:
-        beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)
-        if now - beat <= timedelta(seconds=within_s):
-            live.append((host, pid, started, status))
-    return live
-
-
 def voted_samples(session: Session, iteration_id: int, *columns: Any) -> list[Any]:
     """`columns` of each sample of the iteration joined with its vote judgment, in prompt then sample order
     (the order TTRL's first-N_train cut and ReST-EM's per-prompt cap depend on)."""
@@ -138,3 +122,110 @@ def voted_samples(session: Session, iteration_id: int, *columns: Any) -> list[An
         .where(Sample.iteration_id == iteration_id)
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
     ).all()
+
+
+@dataclass
+class LoopFigures:
+    """What `/metrics` reports for one loop, read from the store."""
+
+    status: str | None = None
+    iteration: int | None = None
+    iterations_done: int = 0
+    phase: str | None = None
+    progress_done: int = 0
+    progress_total: int = 0
+    train_loss: float | None = None
+    main_metric: float | None = None
+    promotions: int = 0
+    rejections: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+
+
+def loop_figures(session: Session, name: str) -> LoopFigures:
+    from selfloop.db.models import Eval, Event, Iteration, PhaseRun, TrainStep
+
+    loop = loop_by_name(session, name)
+    if loop is None:
+        return LoopFigures()
+    figures = LoopFigures(status=loop.status)
+    last = session.scalars(select(Iteration).where(Iteration.loop_id == loop.id)
+                           .order_by(Iteration.number.desc()).limit(1)).one_or_none()
+    if last is not None:
+        figures.iteration = last.number
+        if last.status == "running" and last.phase is not None:
+            figures.phase = last.phase
+            run = session.scalars(select(PhaseRun).where(PhaseRun.iteration_id == last.id,
+                                                         PhaseRun.phase == last.phase)).one_or_none()
+            if run is not None:
+                figures.progress_done, figures.progress_total = run.progress_done, run.progress_total
+    counts = dict(session.execute(select(Iteration.promoted, func.count()).where(
+        Iteration.loop_id == loop.id, Iteration.status == "done").group_by(Iteration.promoted)).all())
+    figures.iterations_done = sum(counts.values())
+    figures.promotions, figures.rejections = counts.get(True, 0), counts.get(False, 0)
+    figures.train_loss = session.scalar(
+        select(TrainStep.loss).join(Iteration, Iteration.id == TrainStep.iteration_id)
+        .where(Iteration.loop_id == loop.id).order_by(TrainStep.id.desc()).limit(1))
+    suite, _, metric = loop.main_metric.partition("/")
+    figures.main_metric = session.scalar(
+        select(Eval.value).join(Iteration, Iteration.id == Eval.iteration_id)
+        .where(Iteration.loop_id == loop.id, Eval.role == "candidate", Eval.suite == suite, Eval.metric == metric)
+        .order_by(Eval.id.desc()).limit(1))
+    figures.events = dict(session.execute(select(Event.level, func.count()).where(Event.loop_id == loop.id)
+                                          .group_by(Event.level)).all())
+    return figures
+
+
+def phase_summary(session: Session, iteration_id: int, phase: str) -> str:
+    """One line of what a finished phase produced: items, tokens, loss or accuracy (for the log)."""
+    from selfloop.db.models import Eval, Example, Metric, TrainStep
+
+    if phase in ("synthesize", "rollout"):
+        source = "self_instruct" if phase == "synthesize" else "task"
+        prompts = session.scalar(select(func.count()).select_from(Prompt).where(
+            Prompt.iteration_id == iteration_id, Prompt.source == source)) or 0
+        if phase == "synthesize":
+            return f"{prompts} prompts"
+        n, tokens = session.execute(select(func.count(), func.sum(Sample.num_tokens)).where(
+            Sample.iteration_id == iteration_id)).one()
+        return f"{prompts} prompts, {n} samples, {tokens or 0} tokens"
+    if phase == "judge":
+        values = dict(session.execute(select(Metric.name, Metric.value).where(
+            Metric.iteration_id == iteration_id, Metric.name.in_(("judge.parse_rate", "judge.vote_share")))).all())
+        return ", ".join(f"{k.removeprefix('judge.')} {v:.3f}" for k, v in sorted(values.items()))
+    if phase == "select":
+        n = session.scalar(select(func.count()).select_from(Example).where(Example.iteration_id == iteration_id)) or 0
+        return f"{n} examples"
+    if phase == "train":
+        steps = session.execute(select(TrainStep.loss, TrainStep.tokens_per_s).where(
+            TrainStep.iteration_id == iteration_id).order_by(TrainStep.step)).all()
+        if not steps:
+            return "no steps"
+        return (f"{len(steps)} steps, loss {steps[0][0]:.4f} -> {steps[-1][0]:.4f}, "
+                f"{sum(s[1] for s in steps) / len(steps):.1f} tok/s")
+    if phase == "evaluate":
+        rows = session.execute(select(Eval.role, Eval.suite, Eval.metric, Eval.value).where(
+            Eval.iteration_id == iteration_id, Eval.metric == "greedy_accuracy").order_by(Eval.suite, Eval.role)).all()
+        return ", ".join(f"{suite} {role} {value:.3f}" for role, suite, _, value in rows)
+    return ""
+
+
+def loop_writers(session: Session) -> list[tuple[str, str, int, str, Any]]:
+    """(loop, kind, pid, host, since) of every process holding a loop now. A lease left by a process that
+    died without releasing it (kill -9) is left out when that process is known gone (same host, no pid)."""
+    import os
+    import socket
+
+    from selfloop.db.models import WriterLease
+
+    here = socket.gethostname()
+    writers = []
+    for lease in session.scalars(select(WriterLease).where(WriterLease.released_at.is_(None)).order_by(WriterLease.loop_name)):
+        if lease.host == here:
+            try:
+                os.kill(lease.pid, 0)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                pass  # alive, another user's
+        writers.append((lease.loop_name, lease.kind, lease.pid, lease.host, lease.acquired_at))
+    return writers

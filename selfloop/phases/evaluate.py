@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from selfloop.db.models import EvalItem, Eval, Iteration, Prompt
-from selfloop.db.queries import adapter_of, insert_ignore
+from selfloop.db.queries import adapter_of, add_event, insert_ignore
 from selfloop.engines.base import Sampling
 from selfloop.engines.chat import user_chat
 from selfloop.errors import ConfigError
@@ -146,5 +146,12 @@ def run(ctx: PhaseContext) -> None:
         rows = [r for role, ckpt in policies for s in ctx.config.eval.suites
                 for r in _summarise(session, ctx.iteration_id, role, s.name, ckpt)]
         insert_ignore(session, Eval, rows, ["iteration_id", "role", "suite", "metric"])
+        floor = ctx.config.warnings.min_accuracy
+        for row in rows:
+            if row["metric"] == "greedy_accuracy" and row["value"] <= floor:
+                add_event(session, ctx.loop_id, ctx.iteration_id, "eval.low_accuracy",
+                          f"{row['role']} scored {row['value']:.3f} on suite {row['suite']} (floor {floor:.3f}): "
+                          "check the suite's answers and the answer extraction", level="warning",
+                          data={"role": row["role"], "suite": row["suite"], "value": row["value"]})
         monitor(session, ctx.config, ctx.loop_id, ctx.iteration_id, ctx.number)
         ctx.mark_done(session)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from sqlalchemy import select
 
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
-from selfloop.db.queries import insert_ignore
+from selfloop.db.queries import add_event, insert_ignore
 from selfloop.engines.base import Sampling
 from selfloop.judging.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
@@ -127,5 +127,10 @@ def run(ctx: PhaseContext) -> None:
     for signal in ctx.config.judge.signals:
         SIGNALS[signal](ctx)
     with ctx.db.session() as session:
-        calibrate(session, ctx.iteration_id)
+        metrics = calibrate(session, ctx.iteration_id)
+        rate, floor = metrics.get("judge.parse_rate"), ctx.config.warnings.min_judge_parse_rate
+        if "llm_judge" in ctx.config.judge.signals and rate is not None and rate < floor:
+            add_event(session, ctx.loop_id, ctx.iteration_id, "judge.parse_rate_low",
+                      f"the LLM judge gave a readable score in {rate:.1%} of judgments (floor {floor:.0%}): "
+                      "its scores rest on few samples", level="warning", data={"parse_rate": rate, "floor": floor})
         ctx.mark_done(session)

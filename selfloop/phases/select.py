@@ -25,4 +25,8 @@ def run(ctx: PhaseContext) -> None:
             if not rows:
                 add_event(session, ctx.loop_id, ctx.iteration_id, "select.empty",
                           f"{name} selected no training examples in iteration {ctx.number}", level="warning")
+            elif len(rows) < ctx.config.warnings.min_examples:
+                add_event(session, ctx.loop_id, ctx.iteration_id, "select.few",
+                          f"{name} selected only {len(rows)} training examples in iteration {ctx.number} "
+                          f"(floor {ctx.config.warnings.min_examples})", level="warning")
         ctx.mark_done(session)

@@ -109,6 +109,7 @@ def train(
     seed: int,
     pad_id: int,
     on_step: Callable[[StepRecord], None] = lambda r: None,
+    on_progress: Callable[[int, int], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> list[StepRecord]:
     from transformers import get_scheduler
@@ -123,7 +124,7 @@ def train(
     policy = policy_logps(model, pad_id)
     model.train()
     records = []
-    with Progress("train", steps, "step") as progress:
+    with Progress("train", steps, "step", on_update=on_progress) as progress:
         for step in range(steps):
             started, tokens = time.perf_counter(), 0
             totals: dict[str, float] = {}

@@ -194,15 +194,15 @@ def test_a_second_daemon_is_refused_and_status_shows_the_first(tmp_path: Path) -
     try:
         _wait_for(url, lambda s: s.scalar(select(func.count()).select_from(__import__("selfloop.db.models", fromlist=["Daemon"]).Daemon)) == 1)
         second = selfloop_cli("daemon", "--config", str(config), timeout=120)
-        assert second.returncode == 4 and "only one selfloop process writes" in second.stderr
+        assert second.returncode == 4 and f"loop 'tiny' is in use by daemon pid {first.pid}" in second.stderr
         assert len(second.stderr.strip().splitlines()[-1]) < 300 and "Traceback" not in second.stderr
         status = selfloop_cli("status", "--db", url)
-        assert status.returncode == 0 and f"daemon: pid {first.pid}" in status.stdout
+        assert status.returncode == 0 and f"daemon: loop tiny, pid {first.pid}" in status.stdout
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
     assert first.returncode == 0
-    assert "daemon: none running" in selfloop_cli("status", "--db", url).stdout
+    assert "no process is running a loop" in selfloop_cli("status", "--db", url).stdout
 
 
 def test_daemon_notifies_systemd_and_the_watchdog_stops_when_a_phase_hangs(tmp_path: Path) -> None:

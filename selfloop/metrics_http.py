@@ -1,0 +1,127 @@
+"""Prometheus `/metrics` and `/health` for a running loop, on 127.0.0.1 unless told otherwise.
+
+The database is the record of truth: every scrape reads the loop's figures from it (iteration, phase,
+progress, last train loss, last held-out main metric, promotions, rejections, events by level), plus
+what only the process knows (tokens/s of the step running now, seconds since the last progress).
+`/health` answers 503 when no progress was made for longer than `loop.stall_timeout_s`, the rule
+the systemd watchdog applies, and 200 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from loguru import logger
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from selfloop.config import Config
+from selfloop.db import queries
+from selfloop.db.engine import Database, open_database
+from selfloop.errors import ConfigError
+from selfloop.progress import HEARTBEAT, LIVE
+
+
+class LoopCollector:
+    """Builds the loop's metrics from the store (and the process's live progress) at each scrape."""
+
+    def __init__(self, db: Database, loop: str) -> None:
+        self.db, self.loop = db, loop
+
+    def collect(self) -> Iterator[Metric]:
+        with self.db.session() as session:
+            figures = queries.loop_figures(session, self.loop)
+        labels = ["loop"]
+        values = [self.loop]
+
+        def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(f"selfloop_{name}", doc, labels=labels)
+            if value is not None:
+                family.add_metric(values, float(value))
+            return family
+
+        yield gauge("iteration", "Number of the loop's latest iteration.", figures.iteration)
+        yield gauge("iterations_done", "Iterations finished.", figures.iterations_done)
+        phase = GaugeMetricFamily("selfloop_phase", "1 for the phase running now.", labels=["loop", "phase"])
+        if figures.phase is not None:
+            phase.add_metric([self.loop, figures.phase], 1.0)
+        yield phase
+        fraction = figures.progress_done / figures.progress_total if figures.progress_total else None
+        yield gauge("phase_progress", "Share of the running phase's work done (0 to 1).", fraction)
+        yield gauge("train_loss", "Loss of the latest training step.", figures.train_loss)
+        yield gauge("main_metric", "Latest held-out main metric of a candidate.", figures.main_metric)
+        yield gauge("tokens_per_second", "Tokens/s of the generation or training running now.", LIVE.tokens_per_s())
+        yield gauge("seconds_since_progress", "Seconds since this process last made progress.", HEARTBEAT.age())
+        yield gauge("paused", "1 when the promotion gate paused the loop.", float(figures.status == "paused"))
+        for name, doc, value in (("promotions", "Candidates promoted.", figures.promotions),
+                                 ("rejections", "Candidates rejected by the promotion gate.", figures.rejections)):
+            family = CounterMetricFamily(f"selfloop_{name}", doc, labels=labels)
+            family.add_metric(values, float(value))
+            yield family
+        events = CounterMetricFamily("selfloop_events", "Events recorded, by level.", labels=["loop", "level"])
+        for level in ("info", "warning", "error"):
+            events.add_metric([self.loop, level], float(figures.events.get(level, 0)))
+        yield events
+
+
+class MetricsServer:
+    """A small threaded HTTP server: GET /metrics (Prometheus text format) and GET /health (JSON)."""
+
+    def __init__(self, config: Config) -> None:
+        # Its own read-only connection: a scrape never waits on or joins the writer's transactions.
+        self.db = open_database(config.database_url(), busy_timeout_ms=config.database.busy_timeout_ms, readonly=True)
+        loop, stall_timeout_s = config.loop.name, config.loop.stall_timeout_s
+        host, port = config.metrics.host, config.metrics.port
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(LoopCollector(self.db, loop))
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                if self.path.split("?")[0] == "/metrics":
+                    try:
+                        body, code, kind = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+                    except Exception as exc:  # noqa: BLE001 - a scrape that fails says so, the loop goes on
+                        body, code, kind = f"# scrape failed: {exc.__class__.__name__}\n".encode(), 500, "text/plain"
+                elif self.path.split("?")[0] == "/health":
+                    age = HEARTBEAT.age()
+                    healthy = age <= stall_timeout_s
+                    body = json.dumps({"loop": loop, "status": "ok" if healthy else "stalled",
+                                       "seconds_since_progress": round(age, 1), "stall_timeout_s": stall_timeout_s}).encode()
+                    code, kind = (200 if healthy else 503), "application/json"
+                else:
+                    body, code, kind = b"not found: try /metrics or /health\n", 404, "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802 - nothing here writes
+                self.send_error(405, "read-only endpoint")
+
+            do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815
+
+            def log_message(self, *args: object) -> None:  # scrapes every few seconds: keep them out of the log
+                pass
+
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            self.db.dispose()
+            raise ConfigError(f"metrics: cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.httpd.daemon_threads = True
+        self.address = f"http://{host}:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        logger.info("metrics: {}/metrics and {}/health", self.address, self.address)
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.db.dispose()
