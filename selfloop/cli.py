@@ -122,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: <state_dir>/reports/LOOP)")
     _add_db(p)
 
+    p = sub.add_parser(
+        "track", help="send a loop's stored history to MLflow or W&B (backfill, or catch up after an outage)",
+        description="Send what the tracker has not received yet of LOOP's stored history: its config, every training "
+        "step, each iteration's figures and its events. The tracker settings come from --config's tracking section, "
+        "else the loop's stored config. Refused while a process runs the loop (that process tracks it itself).",
+    )
+    p.add_argument("loop", metavar="LOOP")
+    p.add_argument("--to", required=True, choices=["mlflow", "wandb"], help="the tracker")
+    _add_db(p)
+
     p = sub.add_parser("history", help="one row per iteration (the iteration_summary view) and fork lineage")
     _add_db(p)
     p.add_argument("--loop", metavar="NAME", help="only this loop")
@@ -390,9 +400,35 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return Daemon(config).run()
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    from selfloop.config import load_config, validate_config
+    from selfloop.db.engine import open_database
+    from selfloop.lock import LoopLock
+    from selfloop.tracking import BACKENDS, sync
+
+    url = _database_url(args)
+    db = open_database(url)
+    try:
+        data = _stored_config(db, args.loop, url)
+        if args.config:
+            data["tracking"] = load_config(args.config).tracking.model_dump(mode="json")
+        data.setdefault("tracking", {}).setdefault(args.to, {})["enabled"] = True
+        config = validate_config(data, source=f"loop {args.loop} (stored config)")
+        with LoopLock(db, args.loop, "track"):
+            backend, finished = BACKENDS[args.to](config), False
+            try:
+                sent, finished = sync(db, config, args.to, backend)
+            finally:
+                backend.close(finished)
+    finally:
+        db.dispose()
+    print(f"loop {args.loop}: sent {sent} item(s) to {args.to}")
+    return 0
+
+
 COMMANDS = {
     "config": cmd_config, "db": cmd_db, "sql": cmd_sql, "history": cmd_history, "run": cmd_run, "resume": cmd_resume,
-    "fork": cmd_fork, "status": cmd_status, "daemon": cmd_daemon, "report": cmd_report,
+    "fork": cmd_fork, "status": cmd_status, "daemon": cmd_daemon, "report": cmd_report, "track": cmd_track,
 }
 
 

@@ -396,6 +396,36 @@ class WarningsConfig(Section):
     )
 
 
+class MLflowTrackingConfig(Section):
+    """An MLflow run per loop (install `selfloop[mlflow]`)."""
+
+    enabled: bool = Field(False, description="Send the loop's history to MLflow.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (a server, or sqlite:///PATH); null: sqlite:///<state_dir>/mlflow.db."
+    )
+    experiment: str = Field("selfloop", description="Experiment name; each loop is one run in it.")
+    log_adapters: bool = Field(False, description="Also upload each iteration's adapter as an artifact.")
+
+
+class WandbTrackingConfig(Section):
+    """A Weights & Biases run per loop (install `selfloop[wandb]`; online mode needs WANDB_API_KEY)."""
+
+    enabled: bool = Field(False, description="Send the loop's history to W&B.")
+    project: str = Field("selfloop", description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (team or user); null: the account's default.")
+    mode: Literal["online", "offline"] = Field("online", description="offline: write run files to disk only (`wandb sync` uploads them).")
+    dir: Path | None = Field(None, description="Where W&B writes its files; null: the state directory.")
+    log_adapters: bool = Field(False, description="Also log each iteration's adapter as an artifact.")
+
+
+class TrackingConfig(Section):
+    """Experiment trackers fed from the store; a failing tracker never stops the loop."""
+
+    mlflow: MLflowTrackingConfig = Field(default_factory=MLflowTrackingConfig)
+    wandb: WandbTrackingConfig = Field(default_factory=WandbTrackingConfig)
+    retry_every_s: upto(86_400) = Field(60, description="A failed tracker is retried (and caught up) this often.")
+
+
 class LoggingConfig(Section):
     """Log format and destinations."""
 
@@ -421,6 +451,7 @@ class Config(Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     warnings: WarningsConfig = Field(default_factory=WarningsConfig)
 
     @model_validator(mode="after")

@@ -31,6 +31,7 @@ from selfloop.progress import HEARTBEAT
 from selfloop.runner import prepare, serve_metrics, start_runtime, stop_metrics, take_loop
 from selfloop.signals import StopFlag
 from selfloop.systemd import Notifier, Watchdog, watchdog_interval
+from selfloop.tracking import Tracking
 
 
 class Daemon:
@@ -93,7 +94,7 @@ class Daemon:
         self.stop.install()
         db = prepare(self.config)
         lock = take_loop(db, self.config, "daemon")
-        runtime, watchdog, scheduler, metrics = None, None, None, None
+        runtime, watchdog, scheduler, metrics, tracking = None, None, None, None, None
         code, reason = 0, "stopped"
         try:
             metrics = serve_metrics(self.config)
@@ -111,11 +112,15 @@ class Daemon:
                 watchdog.start()
             runtime = start_runtime(self.config)
             open_loop(db, self.config)
+            tracking = Tracking(db, self.config)
+
+            def on_phase(loop: str, number: int, phase: str) -> None:
+                self._status(f"{loop}: iteration {number}, {phase}")
+                tracking.poke()  # the phase before this one is done: trackers catch up in the background
+
             while self._wait_for_trigger():
-                outcome = run_iteration(
-                    db, self.config, runtime, self.stop,
-                    on_phase=lambda loop, number, phase: self._status(f"{loop}: iteration {number}, {phase}"),
-                )
+                outcome = run_iteration(db, self.config, runtime, self.stop, on_phase=on_phase)
+                tracking.poke()
                 if outcome.status != "done" or outcome.last:
                     # After the last iteration, stop now rather than at the next trigger (hours away on a schedule).
                     reason = f"loop {outcome.loop} is {'finished' if outcome.last else outcome.status}"
@@ -135,6 +140,8 @@ class Daemon:
                 watchdog.stop()
             if runtime is not None:
                 runtime.close()
+            if tracking is not None:
+                tracking.close()
             stop_metrics(metrics)
             try:
                 with db.session() as session:

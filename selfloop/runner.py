@@ -17,6 +17,7 @@ from selfloop.manifest import remove_stale_temporaries
 from selfloop.private import private_dir
 from selfloop.runtime import Runtime
 from selfloop.signals import StopFlag
+from selfloop.tracking import Tracking
 
 
 def loop_checkpoints(config: Config) -> Path:
@@ -76,25 +77,29 @@ def run_loop(config: Config, iterations: int | None, stop: StopFlag) -> list[Out
     outcomes: list[Outcome] = []
     try:
         lock = take_loop(db, config, "run")
-        metrics = None
+        metrics = tracking = None
         try:
             metrics = serve_metrics(config)
             runtime = start_runtime(config)
             open_loop(db, config)
+            tracking = Tracking(db, config)
             try:
                 while iterations is None or len(outcomes) < iterations:
                     if stop():
                         break
-                    outcome = run_iteration(db, config, runtime, stop)
+                    outcome = run_iteration(db, config, runtime, stop, on_phase=lambda *_: tracking.poke())
                     if outcome.status != "done":
                         logger.info("loop {}: {}", outcome.loop, outcome.status)
                         break
                     outcomes.append(outcome)
+                    tracking.poke()
             except Interrupted as exc:
                 logger.warning("{}; committed work is kept: `selfloop resume {}` continues", exc, config.loop.name)
             finally:
                 runtime.close()
         finally:
+            if tracking is not None:
+                tracking.close()
             stop_metrics(metrics)
             lock.release()
     finally:

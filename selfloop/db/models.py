@@ -324,3 +324,20 @@ class WriterLease(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="null while held")
     created_at: Mapped[datetime] = _created()
+
+
+class TrackerRun(Base):
+    """A loop's run in an experiment tracker (MLflow, W&B) and how far the store has been sent to it."""
+
+    __tablename__ = "tracker_runs"
+    __table_args__ = (UniqueConstraint("loop_id", "backend"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    loop_id: Mapped[int] = mapped_column(ForeignKey("loops.id"))
+    backend: Mapped[str] = mapped_column(String(20), doc="mlflow | wandb")
+    run_id: Mapped[str] = mapped_column(String(200))
+    steps_logged: Mapped[int] = mapped_column(Integer, doc="training steps sent (the tracker's global step axis)")
+    steps_through: Mapped[int] = mapped_column(Integer, doc="iterations whose training steps were sent")
+    iterations_logged: Mapped[int] = mapped_column(Integer, doc="iterations whose figures were sent")
+    last_event_id: Mapped[int] = mapped_column(Integer, doc="events up to this id were sent")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = _created()

@@ -1,0 +1,37 @@
+"""tracker_runs: each loop's MLflow / W&B run and how far the store has been sent to it
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-22
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "tracker_runs",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("loop_id", sa.Integer(), nullable=False),
+        sa.Column("backend", sa.String(length=20), nullable=False),
+        sa.Column("run_id", sa.String(length=200), nullable=False),
+        sa.Column("steps_logged", sa.Integer(), nullable=False),
+        sa.Column("steps_through", sa.Integer(), nullable=False),
+        sa.Column("iterations_logged", sa.Integer(), nullable=False),
+        sa.Column("last_event_id", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.ForeignKeyConstraint(["loop_id"], ["loops.id"], name=op.f("fk_tracker_runs_loop_id_loops")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tracker_runs")),
+        sa.UniqueConstraint("loop_id", "backend", name=op.f("uq_tracker_runs_loop_id_backend")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("tracker_runs")

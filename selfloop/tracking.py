@@ -1,0 +1,333 @@
+"""MLflow and W&B as views of the store: one tracker run per loop, fed from the database.
+
+The database stays the record of truth. A sync reads what the tracker has not received yet (marks in
+`tracker_runs`) and sends it: the config as parameters, the training steps of every iteration whose
+train phase is done (one global step axis across iterations), each finished iteration's figures
+(judge, vote, drift, selection, evals with their intervals, promoted), events as tags or notes, and
+optionally each adapter as an artifact. A fork's run names its parent's run and the fork iteration.
+
+While a loop runs, syncs happen on a background thread after each phase: a tracker that is slow,
+fails or is unreachable never stops or slows the loop; it gets a warning event and is retried at the
+next sync. `selfloop track LOOP` runs the same sync from the start for a loop that was not tracked, or
+after an outage (backfill). Each backend is imported only when used (`selfloop[mlflow]`, `selfloop[wandb]`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from selfloop.config import Config
+from selfloop.db.engine import Database
+from selfloop.db.models import Checkpoint, Eval, Event, Iteration, Loop, Metric, PhaseRun, TrackerRun, TrainStep
+from selfloop.db.queries import add_event, loop_by_name
+
+
+def flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A config snapshot as `section.key` parameters (values as text)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = str(value)[:5000]
+    return out
+
+
+class MLflowBackend:
+    """An MLflow run per loop, through MlflowClient (no global state): metrics by step, params, tags."""
+
+    name = "mlflow"
+
+    def __init__(self, config: Config) -> None:
+        from mlflow.tracking import MlflowClient
+
+        cfg = config.tracking.mlflow
+        uri = cfg.tracking_uri or f"sqlite:///{config.state_dir() / 'mlflow.db'}"
+        # A local store keeps its artifacts beside it (MLflow's default is the working directory);
+        # a tracking server decides for itself.
+        local = uri.startswith("sqlite:///")
+        self.artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlflow-artifacts").as_uri() if local else None
+        self.client, self.experiment, self.log_adapters = MlflowClient(tracking_uri=uri), cfg.experiment, cfg.log_adapters
+        self.run_id: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.run_id is not None
+
+    def open(self, run_id: str | None, loop: str, params: dict[str, str], tags: dict[str, str]) -> str:
+        from mlflow.entities import Param, RunTag
+
+        if run_id is None:
+            experiment = self.client.get_experiment_by_name(self.experiment)
+            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
+                self.experiment, artifact_location=self.artifacts)
+            run_id = self.client.create_run(experiment_id, run_name=loop, tags=tags).info.run_id
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(run_id, params=items[i:i + 100])
+        else:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.run_id = run_id
+        return run_id
+
+    def log_steps(self, steps: list[tuple[int, dict[str, float]]]) -> None:
+        from mlflow.entities import Metric as MlflowMetric
+
+        now = int(time.time() * 1000)
+        batch = [MlflowMetric(f"train/{k}", v, now, step) for step, values in steps for k, v in values.items()]
+        for i in range(0, len(batch), 500):
+            self.client.log_batch(self.run_id, metrics=batch[i:i + 500])
+
+    def log_iteration(self, iteration: int, _global_step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric as MlflowMetric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[MlflowMetric(f"iteration/{k}", v, now, iteration) for k, v in values.items()])
+
+    def log_events(self, events: list[tuple[int, str]]) -> None:
+        from mlflow.entities import RunTag
+
+        if events:
+            self.client.log_batch(self.run_id, tags=[RunTag(f"event.{eid:06d}", text[:5000]) for eid, text in events])
+
+    def log_adapter(self, path: Path, iteration: int) -> None:
+        if self.log_adapters:
+            self.client.log_artifacts(self.run_id, str(path), f"adapters/iteration-{iteration:04d}")
+
+    def close(self, finished: bool) -> None:
+        if self.run_id is not None and finished:
+            self.client.set_terminated(self.run_id)
+        self.run_id = None
+
+
+class WandbBackend:
+    """A W&B run per loop: train metrics on the global step; iteration figures on their own axis."""
+
+    name = "wandb"
+
+    def __init__(self, config: Config) -> None:
+        self.cfg, self.dir = config.tracking.wandb, config.tracking.wandb.dir or config.state_dir()
+        self.run = None
+        self.step = -1
+
+    @property
+    def is_open(self) -> bool:
+        return self.run is not None
+
+    def open(self, run_id: str | None, loop: str, params: dict[str, str], tags: dict[str, str]) -> str:
+        import wandb
+
+        from selfloop.private import private_dir
+
+        private_dir(Path(self.dir))
+        run_id = run_id or uuid.uuid4().hex[:8]
+        self.run = wandb.init(
+            id=run_id, resume="allow", project=self.cfg.project, entity=self.cfg.entity, mode=self.cfg.mode,
+            dir=str(self.dir), name=loop, config={"selfloop": params}, notes=tags.get("selfloop.note"),
+            tags=[loop], settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+            reinit="create_new",
+        )
+        self.run.define_metric("iteration")
+        self.run.define_metric("iteration/*", step_metric="iteration")
+        self.run.config.update({"selfloop_tags": tags}, allow_val_change=True)
+        return run_id
+
+    def log_steps(self, steps: list[tuple[int, dict[str, float]]]) -> None:
+        for step, values in steps:
+            self.run.log({f"train/{k}": v for k, v in values.items()}, step=step)
+            self.step = step
+
+    def log_iteration(self, iteration: int, global_step: int, values: dict[str, float]) -> None:
+        self.step = max(self.step, global_step)
+        self.run.log({"iteration": iteration, **{f"iteration/{k}": v for k, v in values.items()}}, step=self.step)
+
+    def log_events(self, events: list[tuple[int, str]]) -> None:
+        if events:
+            self.run.summary["events"] = [*self.run.summary.get("events", []), *[text for _, text in events]]
+
+    def log_adapter(self, path: Path, iteration: int) -> None:
+        if self.cfg.log_adapters:
+            import wandb
+
+            artifact = wandb.Artifact(f"{self.run.name}-iteration-{iteration:04d}", type="lora")
+            artifact.add_dir(str(path))
+            self.run.log_artifact(artifact)
+
+    def close(self, _finished: bool) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+BACKENDS = {"mlflow": MLflowBackend, "wandb": WandbBackend}
+
+
+def enabled_backends(config: Config) -> list[str]:
+    return [name for name in BACKENDS if getattr(config.tracking, name).enabled]
+
+
+@dataclass
+class _Pending:
+    steps: list[tuple[int, dict[str, float]]]
+    iterations: list[tuple[int, int, dict[str, float], str | None]]  # number, global step, figures, adapter path
+    events: list[tuple[int, str]]
+    steps_through: int
+    last_event: int
+
+
+def _pending(session: Session, loop: Loop, mark: TrackerRun) -> _Pending:
+    """What the tracker has not received, in iteration order so that every step axis only grows: the
+    training steps of each iteration whose train phase is done, then its figures once it is done."""
+    iterations = session.execute(select(Iteration).where(Iteration.loop_id == loop.id).order_by(Iteration.number)).scalars().all()
+    trained = set(session.scalars(select(PhaseRun.iteration_id).where(
+        PhaseRun.iteration_id.in_([i.id for i in iterations]), PhaseRun.phase == "train", PhaseRun.status == "done")))
+    steps, global_step, steps_through, step_after = [], mark.steps_logged, mark.steps_through, {}
+    for it in iterations:
+        if it.number <= mark.steps_through:
+            continue
+        if it.id in trained:
+            for row in session.scalars(select(TrainStep).where(TrainStep.iteration_id == it.id).order_by(TrainStep.step)):
+                steps.append((global_step, {"loss": row.loss, "learning_rate": row.learning_rate, "grad_norm": row.grad_norm,
+                                            "tokens_per_s": row.tokens_per_s, "iteration": float(it.number)}))
+                global_step += 1
+        elif it.status != "done":
+            break  # not trained yet: later steps wait for this iteration's
+        steps_through, step_after[it.number] = it.number, max(global_step - 1, 0)
+    figures = []
+    for it in iterations:
+        if it.number <= mark.iterations_logged or it.status != "done" or it.number > steps_through:
+            continue
+        values = dict(session.execute(select(Metric.name, Metric.value).where(Metric.iteration_id == it.id)).all())
+        for role, suite, metric, value, low, high in session.execute(select(
+                Eval.role, Eval.suite, Eval.metric, Eval.value, Eval.ci_low, Eval.ci_high).where(Eval.iteration_id == it.id)):
+            values[f"eval.{role}.{suite}.{metric}"] = value
+            if low is not None:
+                values[f"eval.{role}.{suite}.{metric}.ci_low"], values[f"eval.{role}.{suite}.{metric}.ci_high"] = low, high
+        if it.promoted is not None:
+            values["promoted"] = float(it.promoted)
+        path = session.scalar(select(Checkpoint.path).where(Checkpoint.id == it.output_checkpoint_id)) if it.output_checkpoint_id else None
+        figures.append((it.number, step_after.get(it.number, max(global_step - 1, 0)), values, path))
+    events = [(e.id, f"{e.level} {e.kind}: {e.message}") for e in session.scalars(
+        select(Event).where(Event.loop_id == loop.id, Event.id > mark.last_event_id).order_by(Event.id))]
+    return _Pending(steps, figures, events, steps_through, events[-1][0] if events else mark.last_event_id)
+
+
+def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int, bool]:  # noqa: ANN001
+    """Send the loop's rows the tracker has not received yet (opening its run if needed); return how many
+    items were sent and whether the loop is finished (the caller closes the run then)."""
+    with db.session() as session:
+        loop = loop_by_name(session, config.loop.name)
+        if loop is None:
+            return 0, False
+        mark = session.scalars(select(TrackerRun).where(TrackerRun.loop_id == loop.id, TrackerRun.backend == backend_name)).one_or_none()
+        tags = {"selfloop.loop": loop.name, "selfloop.seed": str(loop.seed)}
+        if loop.parent_loop_id is not None:
+            parent = session.get(Loop, loop.parent_loop_id)
+            parent_run = session.scalar(select(TrackerRun.run_id).where(TrackerRun.loop_id == parent.id, TrackerRun.backend == backend_name))
+            tags |= {"selfloop.parent_loop": parent.name, "selfloop.fork_iteration": str(loop.parent_iteration)}
+            if parent_run:
+                tags["selfloop.parent_run_id"] = parent_run
+            tags["selfloop.note"] = f"fork of {parent.name} at iteration {loop.parent_iteration}"
+        params = flat(loop.config)
+        pending = _pending(session, loop, mark or TrackerRun(steps_logged=0, steps_through=0, iterations_logged=0, last_event_id=0))
+        run_id = mark.run_id if mark else None
+        loop_id, finished = loop.id, loop.status == "finished"
+    sent = len(pending.steps) + len(pending.iterations) + len(pending.events)
+    if run_id is not None and not sent:
+        return 0, finished  # nothing new: do not reopen a run that was closed
+    if not backend.is_open:
+        run_id = backend.open(run_id, config.loop.name, params, tags)
+    backend.log_steps(pending.steps)
+    for number, global_step, values, path in pending.iterations:
+        backend.log_iteration(number, global_step, values)
+        if path:
+            backend.log_adapter(Path(path), number)
+    backend.log_events(pending.events)
+    with db.session() as session:
+        mark = session.scalars(select(TrackerRun).where(TrackerRun.loop_id == loop_id, TrackerRun.backend == backend_name)).one_or_none()
+        if mark is None:
+            mark = TrackerRun(loop_id=loop_id, backend=backend_name, run_id=run_id, steps_logged=0, steps_through=0,
+                              iterations_logged=0, last_event_id=0)
+            session.add(mark)
+        mark.steps_logged += len(pending.steps)
+        mark.steps_through = max(mark.steps_through, pending.steps_through)
+        if pending.iterations:
+            mark.iterations_logged = pending.iterations[-1][0]
+        mark.last_event_id = pending.last_event
+        mark.updated_at = datetime.now(UTC)
+    return sent, finished
+
+
+class Tracking:
+    """Background syncs while a loop runs: `poke()` after each phase, `close()` at the end (bounded wait)."""
+
+    def __init__(self, db: Database, config: Config) -> None:
+        self.db, self.config = db, config
+        self.names = enabled_backends(config)
+        self._backends: dict[str, Any] = {}
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._failing: set[str] = set()
+        self._finished = False
+        self._thread = threading.Thread(target=self._work, name="tracking", daemon=True)
+        if self.names:
+            self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=self.config.tracking.retry_every_s)
+            self._wake.clear()
+            self._sync_all()
+
+    def _sync_all(self) -> None:
+        for name in self.names:
+            try:
+                backend = self._backends.get(name) or BACKENDS[name](self.config)
+                self._backends[name] = backend
+                _, self._finished = sync(self.db, self.config, name, backend)
+                if name in self._failing:
+                    self._failing.discard(name)
+                    logger.info("tracking: {} reachable again; caught up from the database", name)
+            except Exception as exc:  # noqa: BLE001 - a tracker must never take the loop down
+                self._backends.pop(name, None)
+                if name not in self._failing:  # one warning per outage, not one per retry
+                    self._failing.add(name)
+                    self._warn(name, exc)
+
+    def _warn(self, name: str, exc: Exception) -> None:
+        text = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        logger.warning("tracking: {} failed ({}); the database keeps everything, retried in {} s",
+                       name, text, self.config.tracking.retry_every_s)
+        try:
+            with self.db.session() as session:
+                loop = loop_by_name(session, self.config.loop.name)
+                add_event(session, loop.id if loop else None, None, "tracking.failed",
+                          f"{name}: {text}; retried later, `selfloop track` backfills", level="warning")
+        except Exception:  # noqa: BLE001
+            pass
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        if not self.names:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=timeout_s)
+        if not self._thread.is_alive():
+            self._sync_all()  # the last rows (the final iteration's figures)
+        for backend in self._backends.values():
+            try:
+                backend.close(self._finished)
+            except Exception:  # noqa: BLE001
+                pass

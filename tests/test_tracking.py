@@ -1,0 +1,161 @@
+"""MLflow (a real local tracking store) and W&B (offline run files on disk) hold what the database holds:
+every training step's loss and each iteration's figures; `selfloop track` backfills a finished loop;
+an unreachable tracker neither stops nor fails the loop."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from selfloop.db.engine import open_database
+from selfloop.db.models import Eval, Event, Iteration, Loop, Metric, TrackerRun, TrainStep
+from tests.conftest import selfloop_cli, tiny_yaml
+from tests.wandb_records import history
+
+pytestmark = pytest.mark.integration
+
+
+def _store(url: str, loop: str) -> tuple[list[float], dict[int, dict[str, float]]]:
+    """The loop's training losses in order and, per iteration, its metrics and candidate evals."""
+    db = open_database(url)
+    with db.session() as s:
+        loop_id = s.scalar(select(Loop.id).where(Loop.name == loop))
+        its = dict(s.execute(select(Iteration.id, Iteration.number).where(Iteration.loop_id == loop_id)).all())
+        losses = [loss for loss, in s.execute(select(TrainStep.loss).join(Iteration, Iteration.id == TrainStep.iteration_id)
+                                                 .where(Iteration.loop_id == loop_id).order_by(Iteration.number, TrainStep.step))]
+        figures: dict[int, dict[str, float]] = {n: {} for n in its.values()}
+        for it, name, value in s.execute(select(Metric.iteration_id, Metric.name, Metric.value).where(Metric.iteration_id.in_(its))):
+            figures[its[it]][name] = value
+        for it, suite, metric, value in s.execute(select(Eval.iteration_id, Eval.suite, Eval.metric, Eval.value)
+                                                  .where(Eval.iteration_id.in_(its), Eval.role == "candidate")):
+            figures[its[it]][f"eval.candidate.{suite}.{metric}"] = value
+    db.dispose()
+    return losses, figures
+
+
+def _mlflow(uri: str, loop: str) -> tuple[list[float], dict[int, dict[str, float]], dict[str, str]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("selfloop")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`selfloop.loop` = '{loop}'")
+    assert len(runs) == 1, "one run per loop"
+    run = runs[0]
+    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)]
+    figures: dict[int, dict[str, float]] = {}
+    for key in run.data.metrics:
+        if key.startswith("iteration/"):
+            for m in client.get_metric_history(run.info.run_id, key):
+                figures.setdefault(m.step, {})[key.removeprefix("iteration/")] = m.value
+    return losses, figures, run.data.tags | {"_status": run.info.status, **{f"param:{k}": v for k, v in run.data.params.items()}}
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+
+
+def _matches(tracked: dict[int, dict[str, float]], stored: dict[int, dict[str, float]]) -> None:
+    assert set(tracked) == set(stored)
+    for number, values in stored.items():
+        assert values, number
+        for name, value in values.items():
+            assert _close(tracked[number][name], value), (number, name)
+
+
+def test_mlflow_and_wandb_hold_what_the_database_holds(tmp_path: Path, sqlite_url: str) -> None:
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tiny_yaml(tmp_path, sqlite_url, tracking={"mlflow": {"enabled": True, "tracking_uri": mlflow_uri},
+                                                       "wandb": {"enabled": True, "mode": "offline", "dir": str(tmp_path / "wb")}})
+    out = selfloop_cli("run", "--config", str(config), env={"WANDB_SILENT": "true"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    losses, figures = _store(sqlite_url, "tiny")
+    assert len(figures) == 2 and len(losses) >= 2
+    tracked_losses, tracked, tags = _mlflow(mlflow_uri, "tiny")
+    assert len(tracked_losses) == len(losses) and all(_close(a, b) for a, b in zip(tracked_losses, losses, strict=True))
+    _matches(tracked, figures)
+    assert tags["_status"] == "FINISHED" and tags["param:train.algorithm"] == "rlsc"
+    assert any(k.startswith("event.") and "iteration.done" in v for k, v in tags.items())
+
+    files = list((tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    rows = history(files[0])
+    wb_losses = [row["train/loss"] for row in sorted((r for r in rows if "train/loss" in r), key=lambda r: r["_step"])]
+    assert len(wb_losses) == len(losses) and all(_close(a, b) for a, b in zip(wb_losses, losses, strict=True))
+    wb_figures: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if "iteration" in row:
+            wb_figures.setdefault(row["iteration"], {}).update(
+                {k.removeprefix("iteration/"): v for k, v in row.items() if k.startswith("iteration/")})
+    _matches(wb_figures, figures)
+    steps = [row["_step"] for row in rows]
+    assert steps == sorted(steps), "W&B steps only grow"
+
+
+def test_track_backfills_a_finished_loop_and_its_fork(tmp_path: Path, sqlite_url: str) -> None:
+    config = tiny_yaml(tmp_path, sqlite_url)
+    assert selfloop_cli("run", "--config", str(config)).returncode == 0
+    assert selfloop_cli("fork", "tiny", "--at", "1", "--name", "tiny-fork", "--db", sqlite_url,
+                        "--set", "loop.max_iterations=1").returncode == 0
+    assert selfloop_cli("resume", "tiny-fork", "--db", sqlite_url).returncode == 0
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = tiny_yaml(tmp_path, sqlite_url, name="tracking.yaml", tracking={"mlflow": {"tracking_uri": mlflow_uri}})
+    for loop in ("tiny", "tiny-fork"):
+        out = selfloop_cli("track", loop, "--to", "mlflow", "--config", str(tracking))
+        assert out.returncode == 0 and "item(s) to mlflow" in out.stdout, out.stderr[-2000:]
+        losses, figures = _store(sqlite_url, loop)
+        tracked_losses, tracked, tags = _mlflow(mlflow_uri, loop)
+        assert all(_close(a, b) for a, b in zip(tracked_losses, losses, strict=True))
+        _matches(tracked, figures)
+    parent_run = _mlflow(mlflow_uri, "tiny")[2]
+    fork_tags = _mlflow(mlflow_uri, "tiny-fork")[2]
+    db = open_database(sqlite_url)
+    with db.session() as s:
+        tiny_run = s.scalar(select(TrackerRun.run_id).join(Loop, Loop.id == TrackerRun.loop_id).where(Loop.name == "tiny"))
+    db.dispose()
+    assert fork_tags["selfloop.parent_run_id"] == tiny_run and fork_tags["selfloop.fork_iteration"] == "1"
+    assert parent_run["_status"] == "FINISHED"
+    # A second backfill sends nothing new.
+    out = selfloop_cli("track", "tiny", "--to", "mlflow", "--config", str(tracking))
+    assert out.returncode == 0 and "sent 0 item(s)" in out.stdout
+
+
+def test_an_unreachable_tracker_never_stops_the_loop(tmp_path: Path, sqlite_url: str) -> None:
+    """MLflow pointed at a closed port: the loop finishes, a warning event says so, and a later
+    `selfloop track` to a working store catches up on everything."""
+    config = tiny_yaml(tmp_path, sqlite_url, tracking={"mlflow": {"enabled": True, "tracking_uri": "http://127.0.0.1:9"}})
+    started = time.monotonic()
+    out = selfloop_cli("run", "--config", str(config),
+                       env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"})
+    took = time.monotonic() - started
+    assert out.returncode == 0, out.stderr[-3000:]
+    db = open_database(sqlite_url)
+    with db.session() as s:
+        warnings = s.scalars(select(Event.message).where(Event.kind == "tracking.failed")).all()
+        done = s.scalar(select(Loop.status).where(Loop.name == "tiny"))
+    db.dispose()
+    assert done == "finished" and len(warnings) == 1 and warnings[0].startswith("mlflow:")
+    assert took < 300
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    working = tiny_yaml(tmp_path, sqlite_url, name="working.yaml", tracking={"mlflow": {"tracking_uri": mlflow_uri}})
+    assert selfloop_cli("track", "tiny", "--to", "mlflow", "--config", str(working)).returncode == 0
+    losses, figures = _store(sqlite_url, "tiny")
+    tracked_losses, tracked, _ = _mlflow(mlflow_uri, "tiny")
+    assert all(_close(a, b) for a, b in zip(tracked_losses, losses, strict=True)) and len(tracked_losses) == len(losses)
+    _matches(tracked, figures)
+
+
+def test_track_is_refused_while_the_loop_runs(tmp_path: Path, sqlite_url: str) -> None:
+    from selfloop.lock import LoopLock
+
+    config = tiny_yaml(tmp_path, sqlite_url, loop__max_iterations=1)
+    assert selfloop_cli("run", "--config", str(config)).returncode == 0
+    db = open_database(sqlite_url)
+    with LoopLock(db, "tiny", "daemon"):
+        out = selfloop_cli("track", "tiny", "--to", "mlflow", "--db", sqlite_url)
+    db.dispose()
+    assert out.returncode == 4 and "in use by daemon" in out.stderr
+    assert os.path.exists(sqlite_url.removeprefix("sqlite:///"))
