@@ -12,6 +12,7 @@ from pathlib import Path
 
 from selfloop import __version__
 from selfloop.errors import SelfloopError
+from selfloop.render import FORMATS
 
 DESCRIPTION = """\
 selfloop makes a language model improve itself: each iteration synthesises prompts, samples
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     p = cfg_sub.add_parser("validate", help="exit 0 if FILE is valid; otherwise name each bad field and value")
     p.add_argument("file", type=Path)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)")
     p = cfg_sub.add_parser("show", help="print the effective config, defaults filled in")
     p.add_argument("file", type=Path)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (repeatable)")
@@ -82,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "with --config). The statement has a time limit (database.statement_timeout_ms).",
     )
     _add_db(p)
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--format", choices=FORMATS, default="table", help="table, csv, json (an array) or jsonl (a line a row)")
+    p.add_argument("--wide", action="store_true", help="table: do not cut long cells")
     p.add_argument("--max-rows", type=int, default=None,
                    help="print at most this many rows (default 10000, at most 1000000)")
     p.add_argument("query", help='one statement, e.g. "SELECT * FROM iteration_summary"')
@@ -101,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, metavar="FILE", help="take the database from this config")
     p.add_argument("--iterations", type=int, metavar="N", help="run at most N iterations now")
     p.add_argument("--unpause", action="store_true", help="continue a loop the promotion gate paused")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the stored config (speed, schedule, limits; a change of what the loop "
+                        "computes is refused: fork instead)")
 
     p = sub.add_parser("fork", help="start a new loop from a stored checkpoint of another loop")
     p.add_argument("loop", metavar="LOOP", help="the loop to fork from")
@@ -116,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("daemon", help="run the config's loop until stopped (systemd: see systemd/selfloop.service)")
     p.add_argument("--config", type=Path, metavar="FILE", required=True)
     p.add_argument("--db", metavar="URL", help="database URL (overrides the config's database.url)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
 
     p = sub.add_parser("report", help="write PNG plots and an HTML page of a loop's history")
     p.add_argument("loop", metavar="LOOP")
@@ -135,7 +142,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", help="one row per iteration (the iteration_summary view) and fork lineage")
     _add_db(p)
     p.add_argument("--loop", metavar="NAME", help="only this loop")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="table, csv, jsonl (the iterations) or json (iterations and lineage)")
+    p.add_argument("--wide", action="store_true", help="table: do not cut long cells")
+    p.add_argument("--columns", metavar="A,B,...", help="only these columns, in this order (e.g. loop,iteration,main_metric)")
+
+    p = sub.add_parser("export", help="write a loop's pairs, samples, examples or eval items (TRL's dataset forms)")
+    p.add_argument("loop", metavar="LOOP")
+    p.add_argument("--what", required=True, choices=["pairs", "samples", "examples", "evals"],
+                   help="pairs: prompt/chosen/rejected; samples and examples: prompt/completion; evals: held-out items")
+    p.add_argument("--iteration", type=int, metavar="N", help="only iteration N (default: all)")
+    p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE")
+    _add_db(p)
+
+    p = sub.add_parser("merge", help="save the base model with a checkpoint's adapter merged in (a plain model)")
+    p.add_argument("loop", metavar="LOOP")
+    p.add_argument("--iteration", type=int, metavar="N", help="iteration N's checkpoint (default: the loop's current policy)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    _add_db(p)
+
+    lp = sub.add_parser("loop", help="remove or rename a loop")
+    loop_sub = lp.add_subparsers(dest="loop_command", metavar="ACTION", required=True)
+    p = loop_sub.add_parser("rm", help="delete a loop: its rows and its checkpoint files (refused while it runs or "
+                                       "while another loop starts from one of its checkpoints)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _add_db(p)
+    p = loop_sub.add_parser("rename", help="rename a loop (refused while it runs)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("new", metavar="NEW")
+    _add_db(p)
     return parser
 
 
@@ -150,12 +187,15 @@ def _checked_db(url: str) -> str:
 
 
 def _database_url(args: argparse.Namespace) -> str:
+    """--db, else --config's database, else $SELFLOOP_DB, else <state_dir>/selfloop.db."""
     if args.db:
         return _checked_db(args.db)
     from selfloop.config import Config, LoopConfig, load_config
 
     if getattr(args, "config", None):
         return load_config(args.config).database_url()
+    if os.environ.get("SELFLOOP_DB"):
+        return _checked_db(os.environ["SELFLOOP_DB"])
     return Config(loop=LoopConfig(name="default")).database_url()
 
 
@@ -210,7 +250,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config(loop=LoopConfig(name="default"))
     url = _checked_db(args.db) if args.db else config.reader_url()
     result = run_readonly(url, args.query, max_rows=args.max_rows, timeout_ms=config.database.statement_timeout_ms)
-    print(render(result.columns, result.rows, args.format))
+    print(render(result.columns, result.rows, args.format, wide=args.wide))
     if result.truncated:
         print(f"selfloop: only the first {len(result.rows)} rows are shown (--max-rows N for more)", file=sys.stderr)
     return 0
@@ -221,7 +261,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     from selfloop.db import queries
     from selfloop.db.engine import open_database
-    from selfloop.render import render
+    from selfloop.render import render, select_columns
 
     db = open_database(_database_url(args), readonly=True)
     try:
@@ -234,13 +274,17 @@ def cmd_history(args: argparse.Namespace) -> int:
         db.dispose()
     if args.loop:
         lrows = [r for r in lrows if r[0] == args.loop]
+    columns, rows = select_columns(columns, rows, args.columns)
     if args.format == "json":
         print(json.dumps({"iterations": json.loads(render(columns, rows, "json")), "lineage": json.loads(render(lcols, lrows, "json"))}, indent=2))
         return 0
-    print(render(columns, rows))
+    if args.format in ("csv", "jsonl"):
+        print(render(columns, rows, args.format))
+        return 0
+    print(render(columns, rows, wide=args.wide))
     if lrows:
         print("\nlineage (forks):")
-        print(render(lcols, lrows))
+        print(render(lcols, lrows, wide=args.wide))
     return 0
 
 
@@ -284,6 +328,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         snapshot = _stored_config(db, args.loop, url)
     finally:
         db.dispose()
+    from selfloop.config import apply_overrides
+
+    snapshot = apply_overrides(snapshot, args.set)
     config = _with_db(validate_config(snapshot, source=f"loop {args.loop} (stored config)"), url)
     _setup_logging(args, config)
     if args.unpause:
@@ -395,7 +442,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from selfloop.config import load_config
     from selfloop.daemon import Daemon
 
-    config = _with_db(load_config(args.config), args.db)
+    config = _with_db(load_config(args.config, args.set), args.db)
     _setup_logging(args, config)
     return Daemon(config).run()
 
@@ -426,9 +473,65 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from selfloop.db.engine import open_database
+    from selfloop.export import rows, write
+
+    db = open_database(_database_url(args), readonly=True)
+    try:
+        with db.session() as session:
+            n = write(rows(session, args.loop, args.what, args.iteration), args.out, args.format)
+    finally:
+        db.dispose()
+    print(f"{args.out}: {n} {args.what} row(s) of loop {args.loop}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from selfloop.config import default_cache_dir, load_config
+    from selfloop.db.engine import open_database
+    from selfloop.export import merge
+
+    cache = load_config(args.config).cache_dir() if args.config else default_cache_dir()
+    db = open_database(_database_url(args), readonly=True)
+    try:
+        with db.session() as session:
+            out, checkpoint_id = merge(session, args.loop, args.iteration, args.out, cache)
+    finally:
+        db.dispose()
+    print(f"{out}: the base model with checkpoint {checkpoint_id} merged in (safetensors, tokenizer, chat template)")
+    return 0
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    from selfloop.db.engine import open_database
+    from selfloop.loop import remove_loop, rename_loop
+
+    url = _database_url(args)
+    db = open_database(url)
+    try:
+        if args.loop_command == "rename":
+            rename_loop(db, args.name, args.new)
+            print(f"loop {args.name} is now {args.new}")
+            return 0
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise SelfloopError(f"loop rm {args.name}: give --yes to delete without a terminal to confirm on")
+            answer = input(f"delete loop {args.name!r}, all its rows and its checkpoint files? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return 1
+        removed = remove_loop(db, args.name)
+    finally:
+        db.dispose()
+    print(f"loop {args.name} deleted ({removed} checkpoint directories removed)")
+    return 0
+
+
 COMMANDS = {
     "config": cmd_config, "db": cmd_db, "sql": cmd_sql, "history": cmd_history, "run": cmd_run, "resume": cmd_resume,
     "fork": cmd_fork, "status": cmd_status, "daemon": cmd_daemon, "report": cmd_report, "track": cmd_track,
+    "export": cmd_export, "merge": cmd_merge, "loop": cmd_loop,
 }
 
 
@@ -471,6 +574,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("selfloop: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`selfloop history | head`): stop quietly. Point stdout at /dev/null so the
+        # interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if args.debug:
             raise

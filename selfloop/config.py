@@ -204,6 +204,10 @@ class LLMJudgeConfig(Section):
 class VoteConfig(Section):
     """Majority vote over extracted answers (Self-Consistency, TTRL)."""
 
+    voters: upto(1024) | None = Field(
+        None, description="The first N samples of each prompt vote on its label (null: all samples); every sample's "
+        "reward is its agreement with that label."
+    )
     extractors: list[Literal["boxed", "answer_is", "hash", "last_number"]] = Field(
         ["boxed", "answer_is", "hash", "last_number"],
         description="Answer extraction chain, tried in order; the first that finds an answer wins.",
@@ -461,12 +465,24 @@ class Config(Section):
         signal = needs.get(self.train.algorithm)
         if "select" in self.loop.phases and signal and signal not in self.judge.signals:
             raise ValueError(f"train.algorithm {self.train.algorithm!r} needs judge.signals to include {signal!r}")
-        if self.train.algorithm == "ttrl" and self.train.ttrl.n_vote > self.generation.samples_per_prompt:
-            raise ValueError(
-                f"train.ttrl.n_vote ({self.train.ttrl.n_vote}) is above generation.samples_per_prompt "
-                f"({self.generation.samples_per_prompt})"
-            )
+        n = self.generation.samples_per_prompt
+        for field, value in (("judge.vote.voters", self.judge.vote.voters), ("train.ttrl.n_train", self.train.ttrl.n_train)):
+            if value is not None and value > n:
+                raise ValueError(f"{field} ({value}) is above generation.samples_per_prompt ({n})")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, data: Any) -> Any:
+        """train.ttrl.n_vote (before 2026-11-22) is judge.vote.voters now: the judge's vote is TTRL's label."""
+        ttrl = ((data or {}).get("train") or {}).get("ttrl") if isinstance(data, dict) else None
+        if isinstance(ttrl, dict) and "n_vote" in ttrl:
+            ttrl = dict(ttrl)
+            voters = ttrl.pop("n_vote")
+            judge = dict(data.get("judge") or {})
+            judge["vote"] = {"voters": voters, **(judge.get("vote") or {})}
+            data = {**data, "train": {**data["train"], "ttrl": ttrl}, "judge": judge}
+        return data
 
     # Paths that depend on the environment, resolved once here so every module agrees.
     def state_dir(self) -> Path:
@@ -558,14 +574,29 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = value
+        node: Any = data
+        steps = []  # keys and list indices: eval.suites[0].size -> eval, suites, 0, size
+        for part in key.split("."):
+            m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
+            if not m:
+                raise ConfigError(f"--set {item!r}: {part!r} is not a key (name or name[index])")
+            steps += [m.group(1), *(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))]
+        for step, following in zip(steps[:-1], steps[1:], strict=True):
+            if isinstance(step, int):
+                if not isinstance(node, list) or step >= len(node):
+                    raise ConfigError(f"--set {item!r}: index {step} is out of range")
+                node = node[step]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {step!r} is not in a section")
+            node = node.setdefault(step, [] if isinstance(following, int) else {})
+        last = steps[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or last >= len(node):
+                raise ConfigError(f"--set {item!r}: index {last} is out of range")
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {last!r} is not in a section")
+        node[last] = value
     return data
 
 

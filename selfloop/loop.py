@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -249,6 +250,11 @@ def fork(db: Database, parent_name: str, at: int, config: Config) -> Loop:
             raise SelfloopError(f"no loop named {parent_name!r}")
         if loop_by_name(session, config.loop.name) is not None:
             raise SelfloopError(f"a loop named {config.loop.name!r} already exists: pick another --name")
+        if at == 0:  # the parent's starting point: its own start checkpoint, or the base model
+            if parent.base_model != config.model.base:
+                raise SelfloopError(f"loop {parent_name!r} starts from {parent.base_model!r} but the fork's model.base is "
+                                    f"{config.model.base!r}")
+            return _new_fork(session, parent, at, parent.start_checkpoint_id, config, snapshot, digest)
         it = session.scalars(select(Iteration).where(Iteration.loop_id == parent.id, Iteration.number == at)).one_or_none()
         if it is None:
             raise SelfloopError(f"loop {parent_name!r} has no iteration {at}")
@@ -262,13 +268,77 @@ def fork(db: Database, parent_name: str, at: int, config: Config) -> Loop:
         if ckpt.base_model != config.model.base:
             raise SelfloopError(f"the checkpoint was trained on {ckpt.base_model!r} but the fork's model.base is "
                                 f"{config.model.base!r}")
-        loop = Loop(
-            name=config.loop.name, parent_loop_id=parent.id, parent_iteration=at, start_checkpoint_id=ckpt.id,
-            current_checkpoint_id=ckpt.id, base_model=config.model.base, config=snapshot, config_hash=digest,
-            main_metric=config.eval.main_metric, seed=config.loop.seed, status="ready",
-        )
-        session.add(loop)
-        session.flush()
-        add_event(session, loop.id, None, "loop.forked",
-                  f"loop {loop.name} forked from {parent_name} iteration {at} (checkpoint {ckpt.id}, sha256 {ckpt.sha256[:12]})")
-        return loop
+        return _new_fork(session, parent, at, ckpt.id, config, snapshot, digest)
+
+
+def _new_fork(session: Session, parent: Loop, at: int, checkpoint_id: int | None, config: Config,
+              snapshot: dict[str, Any], digest: str) -> Loop:
+    from selfloop.db.models import Checkpoint
+
+    if checkpoint_id is not None:
+        from selfloop.training.checkpoint import verify_checkpoint
+
+        ckpt = session.get(Checkpoint, checkpoint_id)
+        verify_checkpoint(ckpt.path, ckpt.sha256)
+    loop = Loop(
+        name=config.loop.name, parent_loop_id=parent.id, parent_iteration=at, start_checkpoint_id=checkpoint_id,
+        current_checkpoint_id=checkpoint_id, base_model=config.model.base, config=snapshot, config_hash=digest,
+        main_metric=config.eval.main_metric, seed=config.loop.seed, status="ready",
+    )
+    session.add(loop)
+    session.flush()
+    start = f"checkpoint {checkpoint_id}" if checkpoint_id is not None else "the base model"
+    add_event(session, loop.id, None, "loop.forked", f"loop {loop.name} forked from {parent.name} iteration {at} ({start})")
+    return loop
+
+
+def remove_loop(db: Database, name: str) -> int:
+    """Delete a loop's rows (one transaction) and then its checkpoint directories; return how many went.
+
+    Refused while a process runs the loop, and while another loop starts from (or currently uses) one of
+    its checkpoints. The rows go first: a crash after the commit leaves only directories no row points at,
+    moved under a `.tmp-` name in the loop's directory, which the next writer of that name removes.
+    """
+    import shutil
+    import uuid
+
+    from selfloop.db import queries
+    from selfloop.lock import LoopLock
+
+    with LoopLock(db, name, "rm"):
+        with db.session() as session:
+            loop = loop_by_name(session, name)
+            if loop is None:
+                raise SelfloopError(f"no loop named {name!r}")
+            paths = queries.delete_loop_rows(session, loop)
+        removed = 0
+        for path in paths:
+            path = Path(path)
+            if path.is_dir():
+                doomed = path.with_name(f".tmp-removed-{path.name}-{uuid.uuid4().hex[:8]}")
+                path.rename(doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def rename_loop(db: Database, old: str, new: str) -> None:
+    """Rename a loop (its stored config too); refused while it runs or when the new name is taken."""
+    from selfloop.config import LoopConfig, validate_config
+    from selfloop.lock import LoopLock
+
+    try:
+        LoopConfig(name=new)
+    except Exception:  # noqa: BLE001 - pydantic's message, in our words
+        raise SelfloopError(f"{new!r}: a loop name is 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit") from None
+    with LoopLock(db, old, "rename"), LoopLock(db, new, "rename"):
+        with db.session() as session:
+            loop = loop_by_name(session, old)
+            if loop is None:
+                raise SelfloopError(f"no loop named {old!r}")
+            if loop_by_name(session, new) is not None:
+                raise SelfloopError(f"a loop named {new!r} already exists")
+            snapshot = {**loop.config, "loop": {**loop.config["loop"], "name": new}}
+            loop.name = new
+            loop.config, loop.config_hash = fingerprint(validate_config(snapshot, source=f"loop {old} (stored config)"))
+            add_event(session, loop.id, None, "loop.renamed", f"loop {old} renamed to {new}")

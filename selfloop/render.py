@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, width: int | None = 60) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -21,7 +21,7 @@ def _cell(value: Any) -> str:
     text = str(value)
     if re.match(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\.\d+$", text):  # SQLite's text timestamps
         text = text[:19]
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if width is None or len(text) <= width else text[: width - 3] + "..."
 
 
 def _jsonable(value: Any) -> Any:
@@ -32,7 +32,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> str:
+FORMATS = ("table", "csv", "json", "jsonl")
+
+
+def select_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]], wanted: str | None) -> tuple[list[str], list[tuple]]:
+    """Only the comma-separated `wanted` columns, in that order (all when None); unknown names are an error."""
+    if not wanted:
+        return list(columns), [tuple(r) for r in rows]
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [n for n in names if n not in columns]
+    if unknown:
+        from selfloop.errors import SelfloopError
+
+        raise SelfloopError(f"--columns: no column {', '.join(map(repr, unknown))} (columns: {', '.join(columns)})")
+    index = [list(columns).index(n) for n in names]
+    return names, [tuple(r[i] for i in index) for r in rows]
+
+
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", *, wide: bool = False) -> str:
+    """table (cells cut at 60 characters unless `wide`), csv, json (one array) or jsonl (an object a line)."""
+    if fmt == "jsonl":
+        return "\n".join(json.dumps({c: _jsonable(v) for c, v in zip(columns, row)}, default=str) for row in rows)
     if fmt == "json":
         return json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=2, default=str)
     if fmt == "csv":
@@ -41,7 +61,7 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "ta
         writer.writerow(columns)
         writer.writerows([[_jsonable(v) for v in row] for row in rows])
         return buf.getvalue().rstrip("\n")
-    cells = [[_cell(v) for v in row] for row in rows]
+    cells = [[_cell(v, None if wide else 60) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from selfloop.algorithms import ALGORITHMS
 from selfloop.db.engine import open_database
-from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from tests.conftest import store_samples
 from tests.test_judge_phase import _context
 from selfloop.phases.judge import run as judge_run
@@ -67,8 +67,9 @@ def test_spin_pairs_ground_truth_against_the_policy(db, config_factory) -> None:
     assert [(r["text"], idx[r["rejected_sample_id"]]) for r in rows] == [("the real answer", (0, 0))]
 
 
-def test_ttrl_rewards_majority_agreement_over_n_vote_and_trains_n_train(db, config_factory) -> None:  # noqa: ANN001
-    config = config_factory(db.url, train={"algorithm": "ttrl", "ttrl": {"n_vote": 3, "n_train": 2}})
+def test_ttrl_rewards_majority_agreement_over_the_voters_and_trains_n_train(db, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(db.url, train={"algorithm": "ttrl", "ttrl": {"n_train": 2}},
+                            judge={"vote": {"voters": 3}})
     it = store_samples(db, config, [
         ("p0", None, ["5", "5", "6", "6"]),  # first 3 vote: 5 wins; trained: samples 0, 1 -> rewards 1, 1: all equal, skipped
         ("p1", None, ["7", "8", "8", "7"]),  # vote over 7, 8, 8: 8; trained 0, 1 -> rewards 0, 1
@@ -79,6 +80,25 @@ def test_ttrl_rewards_majority_agreement_over_n_vote_and_trains_n_train(db, conf
         rows = ALGORITHMS["ttrl"].select(s, it, config)
     assert [(idx[r["sample_id"]], r["reward"]) for r in rows] == [((1, 0), 0.0), ((1, 1), 1.0)]
     assert [r["weight"] for r in rows] == pytest.approx([-0.999998, 0.999998], abs=1e-6)
+    # One label: the one stored by the judge phase (and measured by calibration) is the one trained on.
+    with db.session() as s:
+        labels = dict(s.execute(select(Prompt.text, Vote.answer).join(Vote, Vote.prompt_id == Prompt.id)).all())
+    assert labels == {"p0": "5", "p1": "8"}
+
+
+def test_old_configs_n_vote_is_the_judges_voters() -> None:
+    from selfloop.config import validate_config
+
+    config = validate_config({"loop": {"name": "a"}, "generation": {"samples_per_prompt": 8},
+                              "train": {"algorithm": "ttrl", "ttrl": {"n_vote": 6, "n_train": 4}}})
+    assert config.judge.vote.voters == 6 and config.train.ttrl.n_train == 4
+
+
+def test_a_config_naming_only_the_algorithm_is_valid() -> None:
+    from selfloop.config import validate_config
+
+    for algorithm in ("dpo", "spin", "ttrl", "rlsc", "rest", "orpo"):
+        assert validate_config({"loop": {"name": "a"}, "train": {"algorithm": algorithm}}).train.algorithm == algorithm
 
 
 def test_rest_keeps_rewarded_samples_up_to_k(db, config_factory) -> None:  # noqa: ANN001

@@ -89,7 +89,7 @@ def test_ttrl_raises_the_majority_answer(tiny_model, tok) -> None:  # noqa: ANN0
     model = _model(tiny_model)
     reference_logps(model, items, tok.pad_token_id, 4)
     before = _logps(model, tok, items)
-    train(model, items, ttrl, ttrl.TTRLConfig(n_vote=4, n_train=4), _cfg(), seed=0, pad_id=tok.pad_token_id)
+    train(model, items, ttrl, ttrl.TTRLConfig(n_train=4), _cfg(), seed=0, pad_id=tok.pad_token_id)
     after = _logps(model, tok, items)
     assert after[0] > before[0] + 1e-3 and after[3] < before[3]
 

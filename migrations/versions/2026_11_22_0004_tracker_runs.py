@@ -1,4 +1,5 @@
-"""tracker_runs: each loop's MLflow / W&B run and how far the store has been sent to it
+"""tracker_runs: each loop's MLflow / W&B run and how far the store has been sent to it;
+phase_runs.progress_note: what a phase's progress counts (which policy, which suite)
 
 Revision ID: 0004
 Revises: 0003
@@ -33,5 +34,11 @@ def upgrade() -> None:
     )
 
 
+    with op.batch_alter_table("phase_runs") as batch:
+        batch.add_column(sa.Column("progress_note", sa.String(length=200), nullable=True))
+
+
 def downgrade() -> None:
+    with op.batch_alter_table("phase_runs") as batch:
+        batch.drop_column("progress_note")
     op.drop_table("tracker_runs")

@@ -1,8 +1,9 @@
 """TTRL: test-time reinforcement learning with majority-vote rewards (Zuo et al. 2025).
 
-Selection: per prompt, the majority answer of its first n_vote samples is the pseudo-label; each
-of the first n_train samples gets reward 1 if its answer agrees, else 0 (an unparsable answer gets
-0). GRPO advantages normalise rewards within the prompt's group. A group whose rewards are all
+Selection: per prompt, the judge phase's majority answer (over its first judge.vote.voters samples,
+by default all) is the pseudo-label; each of the first n_train samples gets reward 1 if its answer
+agrees, else 0 (an unparsable answer gets 0) - the vote judgments' own scores, so training and the
+calibration metrics use one label. GRPO advantages normalise rewards within the prompt's group. A group whose rewards are all
 equal has advantage 0 everywhere; it is skipped (no policy gradient) unless kl_coef > 0.
 
 Loss (PPO's clipped objective with GRPO advantages):
@@ -26,7 +27,6 @@ from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import voted_samples
-from selfloop.judging.vote import vote
 from selfloop.training.items import LogpFn, TrainItem
 
 RESTART_FROM_BASE = False
@@ -37,8 +37,9 @@ class TTRLConfig(BaseModel):
     """TTRL options (majority-vote rewards, clipped policy gradient)."""
 
     model_config = ConfigDict(extra="forbid")
-    n_vote: Annotated[int, Field(ge=1, le=1024)] = Field(64, description="Samples per prompt that vote on the label.")
-    n_train: Annotated[int, Field(ge=1, le=1024)] = Field(32, description="Samples per prompt trained on (the first n_train).")
+    n_train: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        None, description="Samples per prompt trained on (the first n_train; null: all). The label is the judge "
+        "phase's majority vote (judge.vote.voters), the same one its calibration measures.")
     clip_eps: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.2, description="PPO clip range of the ratio.")
     kl_coef: Annotated[float, Field(ge=0.0)] = Field(0.0, description="Weight of the KL penalty to the reference.")
 
@@ -78,16 +79,18 @@ def loss(
 
 
 def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+    """Reward 1 for a sample that agrees with its prompt's majority label, 0 otherwise. The label and the
+    agreement are the judge phase's (its vote judgments), so TTRL trains on the very label that
+    `judge.reward_accuracy` and `judge.label_accuracy` measure."""
     cfg = config.train.ttrl
-    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.answer)
+    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.score)
     groups: dict[int, list] = defaultdict(list)
     for row in rows:
         groups[row.prompt_id].append(row)
     out = []
     for prompt_id, samples in groups.items():
-        label = vote([s.answer for s in samples[: cfg.n_vote]])
         trained = samples[: cfg.n_train]
-        rewards = torch.tensor([1.0 if label.agrees(s.answer) else 0.0 for s in trained])
+        rewards = torch.tensor([float(s.score) for s in trained])
         if torch.all(rewards == rewards[0]) and cfg.kl_coef == 0:
             continue  # advantage 0 for every member: nothing to learn from this group
         adv = advantages(rewards, torch.zeros(len(trained), dtype=torch.long))

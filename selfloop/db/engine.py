@@ -74,7 +74,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = Fals
     if path is not None:
         if not path.exists():
             if not create:
-                raise SelfloopError(f"no database at {path}: run `selfloop db upgrade --db {url}` or `selfloop run` first")
+                raise SelfloopError(f"no database at {path}: point at the loop's store with --db URL, --config FILE "
+                                    "(its database.url or loop.state_dir) or $SELFLOOP_DB; a new store is made by "
+                                    "`selfloop run` or `selfloop db upgrade --db URL`")
             _create_private_file(path)
         engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000})
 

@@ -116,6 +116,7 @@ class PhaseRun(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     progress_done: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    progress_note: Mapped[str | None] = mapped_column(String(200), doc="what the progress counts, e.g. 'candidate on arithmetic'")
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

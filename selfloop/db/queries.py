@@ -107,6 +107,8 @@ def loop_status(session: Session) -> tuple[list[str], list[tuple[Any, ...]]]:
             run = session.scalars(select(PhaseRun).where(PhaseRun.iteration_id == last.id, PhaseRun.phase == last.phase)).one_or_none()
             if run is not None:
                 progress = f"{run.status} {run.progress_done}/{run.progress_total}" if run.progress_total else run.status
+                if run.progress_note:
+                    progress += f" ({run.progress_note})"
         policy = session.scalar(select(Checkpoint.path).where(Checkpoint.id == loop.current_checkpoint_id)) or "base model"
         rows.append((loop.name, loop.status, done, number, phase, progress, policy, loop.status_reason))
     return columns, rows
@@ -229,3 +231,41 @@ def loop_writers(session: Session) -> list[tuple[str, str, int, str, Any]]:
                 pass  # alive, another user's
         writers.append((lease.loop_name, lease.kind, lease.pid, lease.host, lease.acquired_at))
     return writers
+
+
+def delete_loop_rows(session: Session, loop: Loop) -> list[str]:
+    """Delete every row of `loop` (children first) and return the paths of the checkpoints it made.
+    Refused while another loop starts from, or currently uses, one of those checkpoints."""
+    from sqlalchemy import delete, or_, update
+
+    from selfloop.db.models import (
+        Checkpoint, Eval, EvalItem, Event, Example, Iteration, Metric, PhaseRun, TrackerRun, TrainStep, Vote,
+    )
+    from selfloop.errors import SelfloopError
+
+    its = select(Iteration.id).where(Iteration.loop_id == loop.id)
+    own = set(session.scalars(select(Iteration.output_checkpoint_id).where(
+        Iteration.loop_id == loop.id, Iteration.output_checkpoint_id.is_not(None))))
+    users = session.scalars(select(Loop.name).where(Loop.id != loop.id, or_(
+        Loop.start_checkpoint_id.in_(own), Loop.current_checkpoint_id.in_(own), Loop.parent_loop_id == loop.id))).all()
+    if users:
+        raise SelfloopError(f"loop {loop.name!r} has forks ({', '.join(sorted(users))}) that start from its checkpoints: "
+                            "remove those first")
+    samples = select(Sample.id).where(Sample.iteration_id.in_(its))
+    prompts = select(Prompt.id).where(Prompt.iteration_id.in_(its))
+    session.execute(delete(Judgment).where(Judgment.sample_id.in_(samples)))
+    session.execute(delete(Vote).where(Vote.prompt_id.in_(prompts)))
+    for model in (Example, TrainStep, EvalItem, Eval, Metric, PhaseRun):
+        session.execute(delete(model).where(model.iteration_id.in_(its)))
+    session.execute(delete(Event).where(or_(Event.loop_id == loop.id, Event.iteration_id.in_(its))))
+    session.execute(delete(Sample).where(Sample.iteration_id.in_(its)))
+    session.execute(delete(Prompt).where(Prompt.iteration_id.in_(its)))
+    session.execute(delete(TrackerRun).where(TrackerRun.loop_id == loop.id))
+    paths = list(session.scalars(select(Checkpoint.path).where(Checkpoint.id.in_(own))))
+    session.execute(update(Loop).where(Loop.id == loop.id).values(current_checkpoint_id=None, start_checkpoint_id=None))
+    session.execute(delete(Iteration).where(Iteration.loop_id == loop.id))
+    # Checkpoints it made, unless another of its own made them a parent (all go together anyway).
+    session.execute(update(Checkpoint).where(Checkpoint.parent_checkpoint_id.in_(own)).values(parent_checkpoint_id=None))
+    session.execute(delete(Checkpoint).where(Checkpoint.id.in_(own)))
+    session.execute(delete(Loop).where(Loop.id == loop.id))
+    return paths

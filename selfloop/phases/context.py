@@ -55,8 +55,8 @@ class PhaseContext:
             update(PhaseRun).where(PhaseRun.id == self.phase_run_id).values(status="done", finished_at=datetime.now(UTC))
         )
 
-    def set_progress(self, done: int, total: int) -> None:
+    def set_progress(self, done: int, total: int, note: str | None = None) -> None:
+        """Record how far the phase is (`selfloop status`, /metrics); `note` says what is counted."""
+        values = {"progress_done": done, "progress_total": total} | ({"progress_note": note} if note else {})
         with self.db.session() as session:
-            session.execute(
-                update(PhaseRun).where(PhaseRun.id == self.phase_run_id).values(progress_done=done, progress_total=total)
-            )
+            session.execute(update(PhaseRun).where(PhaseRun.id == self.phase_run_id).values(**values))

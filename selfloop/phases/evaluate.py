@@ -79,7 +79,9 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
     g = ctx.config.generation
     sampled = Sampling(n=k, temperature=g.temperature or 1.0, top_p=g.top_p, top_k=g.top_k, max_new_tokens=suite.max_new_tokens)
     per_call = max(1, 2 * ctx.config.engine.batch_size // max(1, k))
-    with Progress(f"evaluate {role} {suite.name}", len(todo), "item", on_update=ctx.set_progress) as progress:
+    note = f"{role} on {suite.name}"
+    with Progress(f"evaluate {note}", len(todo), "item",
+                  on_update=lambda done, total: ctx.set_progress(done, total, note)) as progress:
         for start in range(0, len(todo), per_call):
             ctx.check_stop()
             chunk = todo[start : start + per_call]

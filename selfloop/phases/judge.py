@@ -72,9 +72,10 @@ def _vote(ctx: PhaseContext) -> None:
     with ctx.db.session() as session:
         truths = dict(session.execute(select(Prompt.id, Prompt.answer).where(Prompt.id.in_(list(by_prompt)))).all())
     judgments, votes = [], []
+    voters = ctx.config.judge.vote.voters
     for prompt_id, samples in by_prompt.items():
         answers = [extract_answer(s.text, chain) for s in samples]
-        result = vote(answers)
+        result = vote(answers[:voters] if voters else answers)  # the label; every sample is scored against it
         truth = normalise(truths[prompt_id]) if truths.get(prompt_id) is not None else None
         votes.append({
             "prompt_id": prompt_id, "answer": result.answer, "share": result.share, "n_valid": result.n_valid,

@@ -86,7 +86,8 @@ def run(ctx: PhaseContext) -> None:
             ctx.failpoint("after_step")
 
         records = train(model, items, module, algo_cfg, cfg, seed=ctx.seed("train", "order"), pad_id=pad_id,
-                        on_step=on_step, on_progress=ctx.set_progress, stop_requested=ctx.stop_requested)
+                        on_step=on_step, on_progress=lambda done, total: ctx.set_progress(done, total, "training steps"),
+                        stop_requested=ctx.stop_requested)
         path = ctx.config.state_dir() / "checkpoints" / ctx.config.loop.name / f"iteration-{ctx.number:04d}"
         saved = save_adapter(model, path, extra={"loop": ctx.config.loop.name, "iteration": ctx.number, "algorithm": cfg.algorithm})
         ctx.failpoint("after_save")

@@ -1,0 +1,178 @@
+"""Taking a loop's data elsewhere: `selfloop export` and `selfloop merge`.
+
+export writes rows in the forms TRL's trainers read as they are (conversational):
+- pairs: `prompt` (the user turn, and the system turn if the loop had one), `chosen`, `rejected` (one
+  assistant turn each), for DPOTrainer / ORPOTrainer; with the judge signals as extra columns;
+- samples: every sample as `prompt` / `completion`, with its judge score, vote answer and reward;
+- examples: the rewarded examples an algorithm trained on (TTRL, RLSC, ReST-EM) as `prompt` / `completion`
+  with `reward` and `weight`;
+- evals: held-out items with the response, prediction and correctness.
+Every row also names its loop and iteration. JSON Lines by default; Parquet needs pyarrow.
+
+merge writes the base model with a checkpoint's adapter folded into its weights (after the checkpoint is
+verified against its manifest), as safetensors with the tokenizer and chat template: a plain model that
+transformers loads and vLLM serves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
+
+from selfloop.db.models import EvalItem, Example, Iteration, Judgment, Loop, Prompt, Sample
+from selfloop.errors import SelfloopError
+
+WHAT = ("pairs", "samples", "examples", "evals")
+
+
+def _chat_prompt(text: str, system: str | None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _iterations(session: Session, loop: Loop, iteration: int | None) -> dict[int, int]:
+    query = select(Iteration.id, Iteration.number).where(Iteration.loop_id == loop.id)
+    if iteration is not None:
+        query = query.where(Iteration.number == iteration)
+    found = dict(session.execute(query).all())
+    if iteration is not None and not found:
+        raise SelfloopError(f"loop {loop.name!r} has no iteration {iteration}")
+    return found
+
+
+def _judge_scores(session: Session, sample_ids: set[int]) -> dict[int, float]:
+    if not sample_ids:
+        return {}
+    rows = session.execute(select(Judgment.sample_id, func.avg(Judgment.score)).where(
+        Judgment.sample_id.in_(sample_ids), Judgment.kind == "llm_judge", Judgment.parse_ok).group_by(Judgment.sample_id))
+    return {sid: float(score) for sid, score in rows}
+
+
+def rows(session: Session, loop_name: str, what: str, iteration: int | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of one export, in iteration then item order."""
+    loop = session.scalars(select(Loop).where(Loop.name == loop_name)).one_or_none()
+    if loop is None:
+        raise SelfloopError(f"no loop named {loop_name!r}")
+    system = (loop.config.get("generation") or {}).get("system_prompt")
+    its = _iterations(session, loop, iteration)
+    base = {"loop": loop.name}
+    if what == "evals":
+        for item in session.scalars(select(EvalItem).where(EvalItem.iteration_id.in_(its))
+                                    .order_by(EvalItem.iteration_id, EvalItem.role, EvalItem.suite, EvalItem.item_index)):
+            yield {**base, "iteration": its[item.iteration_id], "role": item.role, "suite": item.suite,
+                   "prompt": _chat_prompt(item.prompt, system), "completion": _assistant(item.response),
+                   "answer": item.answer, "predicted": item.predicted, "correct": item.correct,
+                   "majority_correct": item.majority_correct}
+        return
+    if what == "samples":
+        query = (select(Sample, Prompt.text, Prompt.answer).join(Prompt, Prompt.id == Sample.prompt_id)
+                 .where(Sample.iteration_id.in_(its)).order_by(Sample.iteration_id, Prompt.source, Prompt.item_index, Sample.sample_index))
+        found = session.execute(query).all()
+        scores = _judge_scores(session, {s.id for s, _, _ in found})
+        votes = dict(session.execute(select(Judgment.sample_id, Judgment.answer).where(
+            Judgment.sample_id.in_([s.id for s, _, _ in found]), Judgment.kind == "vote")).all())
+        rewards = dict(session.execute(select(Judgment.sample_id, Judgment.score).where(
+            Judgment.sample_id.in_([s.id for s, _, _ in found]), Judgment.kind == "vote")).all())
+        for sample, prompt, answer in found:
+            yield {**base, "iteration": its[sample.iteration_id], "prompt": _chat_prompt(prompt, system),
+                   "completion": _assistant(sample.text), "sample_index": sample.sample_index,
+                   "judge_score": scores.get(sample.id), "vote_answer": votes.get(sample.id),
+                   "vote_reward": rewards.get(sample.id), "known_answer": answer,
+                   "num_tokens": sample.num_tokens, "mean_logprob": sample.mean_logprob}
+        return
+    if what not in ("pairs", "examples"):
+        raise SelfloopError(f"--what {what!r}: one of {', '.join(WHAT)}")
+    chosen, rejected = aliased(Sample), aliased(Sample)
+    query = (select(Example, Prompt.text, chosen.text, rejected.text)
+             .join(Prompt, Prompt.id == Example.prompt_id)
+             .outerjoin(chosen, chosen.id == Example.sample_id)
+             .outerjoin(rejected, rejected.id == Example.rejected_sample_id)
+             .where(Example.iteration_id.in_(its)).order_by(Example.iteration_id, Example.item_index))
+    found = session.execute(query).all()
+    pairs = what == "pairs"
+    scores = _judge_scores(session, {e.sample_id for e, *_ in found if e.sample_id} |
+                           {e.rejected_sample_id for e, *_ in found if e.rejected_sample_id})
+    for example, prompt, chosen_text, rejected_text in found:
+        if (example.rejected_sample_id is not None) != pairs:
+            continue
+        completion = chosen_text if chosen_text is not None else example.text
+        row = {**base, "iteration": its[example.iteration_id], "algorithm": example.algorithm,
+               "prompt": _chat_prompt(prompt, system)}
+        if pairs:
+            row |= {"chosen": _assistant(completion), "rejected": _assistant(rejected_text),
+                    "chosen_score": scores.get(example.sample_id), "rejected_score": scores.get(example.rejected_sample_id)}
+        else:
+            row |= {"completion": _assistant(completion), "reward": example.reward, "weight": example.weight}
+        yield row
+
+
+def write(records: Iterator[dict[str, Any]], out: Path, fmt: str) -> int:
+    """Write to `out` (owner-only); return the number of rows."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        n = 0
+        with open(out, "w", encoding="utf-8") as f:
+            for n, record in enumerate(records, start=1):  # noqa: B007
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return n
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SelfloopError("--format parquet needs pyarrow: pip install pyarrow (or use --format jsonl)") from None
+    table = pa.Table.from_pylist(list(records))
+    pq.write_table(table, out)
+    return table.num_rows
+
+
+def merge(session: Session, loop_name: str, iteration: int | None, out: Path, cache_dir: Path) -> tuple[Path, int]:
+    """Fold a checkpoint's adapter (iteration N's, or the loop's current policy) into the base model at `out`."""
+    from selfloop.db.models import Checkpoint
+    from selfloop.models.resolve import resolve_model
+    from selfloop.training.checkpoint import verify_checkpoint
+
+    loop = session.scalars(select(Loop).where(Loop.name == loop_name)).one_or_none()
+    if loop is None:
+        raise SelfloopError(f"no loop named {loop_name!r}")
+    if iteration is None:
+        checkpoint_id, which = loop.current_checkpoint_id, "its current policy"
+        if checkpoint_id is None:
+            raise SelfloopError(f"loop {loop_name!r} has no promoted checkpoint yet: give --iteration N")
+    else:
+        checkpoint_id = session.scalar(select(Iteration.output_checkpoint_id).where(
+            Iteration.loop_id == loop.id, Iteration.number == iteration))
+        which = f"iteration {iteration}"
+        if checkpoint_id is None:
+            raise SelfloopError(f"iteration {iteration} of {loop_name!r} has no checkpoint")
+    ckpt = session.get(Checkpoint, checkpoint_id)
+    if ckpt.status != "ok":
+        raise SelfloopError(f"the checkpoint of {which} of {loop_name!r} was deleted by retention")
+    if out.exists() and any(out.iterdir()):
+        raise SelfloopError(f"--out {out}: not empty; give a new directory")
+    verify_checkpoint(Path(ckpt.path), ckpt.sha256)
+    base = resolve_model(ckpt.base_model, cache_dir)
+    _fold(base.path, Path(ckpt.path), out)
+    return out, ckpt.id
+
+
+def _fold(base_dir: Path, adapter_dir: Path, out: Path) -> None:
+    import torch
+    from peft import PeftModel
+
+    from selfloop.manifest import atomic_directory
+    from selfloop.models.loading import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(base_dir, torch.device("cpu"), torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    tokenizer = load_tokenizer(base_dir)
+    with atomic_directory(out) as tmp:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
