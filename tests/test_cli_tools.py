@@ -1,0 +1,185 @@
+"""Loop management and taking results elsewhere, through the CLI: fork from the base model, remove and
+rename loops, overrides of stored configs and list entries, output formats, finding the store, export in
+TRL's forms, merge into a plain model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from selfloop.db.engine import open_database
+from selfloop.db.models import Checkpoint, Iteration, Loop
+from tests.conftest import REPO, selfloop_cli, table_counts, tiny_yaml
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A finished two-iteration loop on the tiny model (configs/tiny.yaml: RLSC), in its own database."""
+    tmp = tmp_path_factory.mktemp("finished")
+    url = f"sqlite:///{tmp / 'selfloop.db'}"
+    config = tiny_yaml(tmp, url)
+    out = selfloop_cli("run", "--config", str(config))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp, url
+
+
+def test_export_loads_with_datasets_in_trls_forms(finished: tuple[Path, str], tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    _, url = finished
+    for what, required in (("samples", {"prompt", "completion"}), ("evals", {"prompt", "completion", "correct"}),
+                           ("examples", {"prompt", "completion", "reward", "weight"})):
+        path = tmp_path / f"{what}.jsonl"
+        out = selfloop_cli("export", "tiny", "--what", what, "--out", str(path), "--db", url)
+        assert out.returncode == 0, out.stderr[-2000:]
+        n = int(out.stdout.split(": ")[1].split()[0])
+        ds = datasets.load_dataset("json", data_files=str(path), split="train")
+        assert len(ds) == n > 0 and required <= set(ds.column_names) and {"loop", "iteration"} <= set(ds.column_names)
+        row = ds[0]
+        assert row["prompt"][-1]["role"] == "user" and row["loop"] == "tiny"
+        assert [m["role"] for m in row["completion"]] == ["assistant"]
+    table_rows = table_counts(url)
+    assert sum(1 for _ in open(tmp_path / "samples.jsonl")) == table_rows["samples"]
+    assert sum(1 for _ in open(tmp_path / "examples.jsonl")) == table_rows["examples"]
+    out = selfloop_cli("export", "tiny", "--what", "samples", "--format", "parquet", "--out", str(tmp_path / "s.parquet"), "--db", url)
+    assert out.returncode == 0 and len(datasets.load_dataset("parquet", data_files=str(tmp_path / "s.parquet"), split="train")) == table_rows["samples"]
+    out = selfloop_cli("export", "tiny", "--what", "samples", "--iteration", "7", "--out", str(tmp_path / "x.jsonl"), "--db", url)
+    assert out.returncode == 1 and "has no iteration 7" in out.stderr
+
+
+def test_export_pairs_in_trls_preference_form(tmp_path: Path, sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+    """Pairs as DPOTrainer reads them: prompt (user turn), chosen and rejected (one assistant turn each)."""
+    datasets = pytest.importorskip("datasets")
+    from selfloop.db.models import Example, Judgment, Sample
+    from tests.conftest import store_samples
+
+    db = open_database(sqlite_url, init=True)
+    config = config_factory(sqlite_url, train={"algorithm": "dpo"}, generation={"system_prompt": "Be brief."})
+    it = store_samples(db, config, [("What is 2 + 3?", "5", ["5", "six"])])
+    with db.session() as s:
+        good, bad = s.execute(select(Sample.id, Sample.prompt_id).order_by(Sample.sample_index)).all()
+        s.add_all([Judgment(sample_id=good.id, kind="llm_judge", judge_index=0, score=5.0, parse_ok=True),
+                   Judgment(sample_id=bad.id, kind="llm_judge", judge_index=0, score=1.0, parse_ok=True),
+                   Example(iteration_id=it, item_index=0, algorithm="dpo", prompt_id=good.prompt_id,
+                           sample_id=good.id, rejected_sample_id=bad.id)])
+    db.dispose()
+    path = tmp_path / "pairs.jsonl"
+    out = selfloop_cli("export", "test", "--what", "pairs", "--out", str(path), "--db", sqlite_url)
+    assert out.returncode == 0, out.stderr
+    ds = datasets.load_dataset("json", data_files=str(path), split="train")
+    row = ds[0]
+    assert row["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3?"}]
+    assert row["chosen"] == [{"role": "assistant", "content": "5"}] and row["rejected"] == [{"role": "assistant", "content": "six"}]
+    assert (row["chosen_score"], row["rejected_score"], row["iteration"], row["loop"]) == (5.0, 1.0, 1, "test")
+
+
+def test_merge_writes_a_plain_model_that_matches_the_adapter(finished: tuple[Path, str], tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, url = finished
+    db = open_database(url)
+    with db.session() as s:
+        path, base = s.execute(select(Checkpoint.path, Checkpoint.base_model).order_by(Checkpoint.id.desc()).limit(1)).one()
+        number = s.scalar(select(Iteration.number).where(Iteration.output_checkpoint_id.is_not(None)).order_by(Iteration.number.desc()).limit(1))
+    db.dispose()
+    out_dir = tmp_path / "merged"
+    out = selfloop_cli("merge", "tiny", "--iteration", str(number), "--out", str(out_dir), "--db", url)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert any(out_dir.glob("*.safetensors")) and not any(out_dir.glob("*.bin"))
+    merged = AutoModelForCausalLM.from_pretrained(out_dir, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    assert tokenizer.chat_template
+    from selfloop.models.resolve import resolve_model
+    from tests.conftest import CACHE
+
+    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(resolve_model(base, CACHE).path), path)
+    ids = tokenizer("What is 2 + 3?", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, reference(ids).logits, atol=1e-4)
+    # A damaged checkpoint is refused.
+    (Path(path) / "adapter_model.safetensors").write_bytes(b"damaged")
+    out = selfloop_cli("merge", "tiny", "--iteration", str(number), "--out", str(tmp_path / "again"), "--db", url)
+    assert out.returncode == 1 and "adapter_model.safetensors" in out.stderr
+
+
+def test_fork_from_the_base_model_then_remove_and_rename(tmp_path: Path, sqlite_url: str) -> None:
+    config = tiny_yaml(tmp_path, sqlite_url, loop__max_iterations=1)
+    assert selfloop_cli("run", "--config", str(config)).returncode == 0
+    out = selfloop_cli("fork", "tiny", "--at", "0", "--name", "from-base", "--db", sqlite_url)
+    assert out.returncode == 0, out.stderr
+    db = open_database(sqlite_url)
+    with db.session() as s:
+        fork = s.scalars(select(Loop).where(Loop.name == "from-base")).one()
+        assert (fork.parent_iteration, fork.start_checkpoint_id, fork.current_checkpoint_id) == (0, None, None)
+    db.dispose()
+    out = selfloop_cli("loop", "rm", "tiny", "--yes", "--db", sqlite_url)
+    assert out.returncode == 1 and "from-base" in out.stderr  # a fork starts from it
+    before = table_counts(sqlite_url)
+    out = selfloop_cli("loop", "rm", "from-base", "--db", sqlite_url)
+    assert out.returncode == 1 and "--yes" in out.stderr and table_counts(sqlite_url) == before  # no terminal: no silent delete
+    assert selfloop_cli("loop", "rm", "from-base", "--yes", "--db", sqlite_url).returncode == 0
+    checkpoints = sorted((tmp_path / "state" / "checkpoints" / "tiny").iterdir())
+    assert checkpoints
+    out = selfloop_cli("loop", "rm", "tiny", "--yes", "--db", sqlite_url)
+    assert out.returncode == 0, out.stderr
+    counts = table_counts(sqlite_url)
+    assert all(counts[t] == 0 for t in ("loops", "iterations", "prompts", "samples", "judgments", "checkpoints", "evals", "events"))
+    assert not [p for p in (tmp_path / "state" / "checkpoints" / "tiny").iterdir()]
+    # The name is free again, and a loop can be renamed (its stored config follows).
+    assert selfloop_cli("run", "--config", str(config)).returncode == 0
+    out = selfloop_cli("loop", "rename", "tiny", "renamed", "--db", sqlite_url)
+    assert out.returncode == 0, out.stderr
+    out = selfloop_cli("resume", "renamed", "--db", sqlite_url, "--set", "loop.max_iterations=2")
+    assert out.returncode == 0, out.stderr[-2000:]
+    db = open_database(sqlite_url)
+    with db.session() as s:
+        loop = s.scalars(select(Loop).where(Loop.name == "renamed")).one()
+        assert loop.config["loop"]["name"] == "renamed" and loop.config["loop"]["max_iterations"] == 2
+        assert s.scalar(select(func.count()).select_from(Iteration).where(Iteration.loop_id == loop.id)) == 2
+    db.dispose()
+    out = selfloop_cli("resume", "renamed", "--db", sqlite_url, "--set", "train.learning_rate=0.5")
+    assert out.returncode == 1 and "train.learning_rate" in out.stderr and "fork" in out.stderr
+
+
+def test_overrides_of_list_entries_and_on_validate(tmp_path: Path) -> None:
+    config = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
+    out = selfloop_cli("config", "validate", str(config), "--set", "eval.suites[0].size=5")
+    assert out.returncode == 0, out.stderr
+    out = selfloop_cli("config", "show", str(config), "--set", "eval.suites[0].size=5")
+    assert "size: 5" in out.stdout
+    out = selfloop_cli("config", "validate", str(config), "--set", "eval.suites[9].size=5")
+    assert out.returncode == 2 and "index 9 is out of range" in out.stderr
+
+
+def test_history_formats_columns_and_a_closed_pipe(finished: tuple[Path, str]) -> None:
+    _, url = finished
+    out = selfloop_cli("history", "--db", url, "--format", "csv", "--columns", "loop,iteration,status")
+    assert out.returncode == 0 and out.stdout.splitlines() == ["loop,iteration,status", "tiny,1,done", "tiny,2,done"], out.stderr
+    out = selfloop_cli("history", "--db", url, "--format", "jsonl", "--columns", "iteration")
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [{"iteration": 1}, {"iteration": 2}]
+    out = selfloop_cli("sql", "--db", url, "--format", "jsonl", "SELECT name FROM loops")
+    assert json.loads(out.stdout) == {"name": "tiny"}
+    wide = selfloop_cli("history", "--db", url, "--wide").stdout
+    assert max(len(line) for line in wide.splitlines()) > max(len(line) for line in selfloop_cli("history", "--db", url).stdout.splitlines())
+    out = selfloop_cli("history", "--db", url, "--columns", "nope")
+    assert out.returncode == 1 and "no column 'nope'" in out.stderr
+    piped = subprocess.run(f"{sys.executable} -m selfloop history --db {url} --wide | head -1", shell=True,
+                           capture_output=True, text=True, cwd=REPO)
+    assert piped.returncode == 0 and "BrokenPipe" not in piped.stderr and "error" not in piped.stderr
+
+
+def test_read_commands_find_the_store(finished: tuple[Path, str], tmp_path: Path) -> None:
+    state, url = finished
+    out = selfloop_cli("history", "--loop", "tiny", env={"SELFLOOP_DB": url, "SELFLOOP_STATE_DIR": str(tmp_path)})
+    assert out.returncode == 0 and "tiny" in out.stdout
+    out = selfloop_cli("history", env={"SELFLOOP_STATE_DIR": str(tmp_path / "empty"), "SELFLOOP_DB": ""})
+    assert out.returncode == 1 and "--config" in out.stderr and "SELFLOOP_DB" in out.stderr
+    assert not (tmp_path / "empty" / "selfloop.db").exists()
