@@ -311,7 +311,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from selfloop.config import load_config
 
     _check_iterations(args.iterations)
-    overrides = [*args.set, *([f"metrics.enabled=true", f"metrics.port={args.metrics_port}"] if args.metrics_port is not None else [])]
+    overrides = [*args.set, *(["metrics.enabled=true", f"metrics.port={args.metrics_port}"] if args.metrics_port is not None else [])]
     config = _with_db(load_config(args.config, overrides), args.db)
     _setup_logging(args, config)
     return _run_foreground(config, args.iterations)

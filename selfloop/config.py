@@ -17,12 +17,12 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from selfloop.algorithms.dpo import DPOConfig
-from selfloop.algorithms.orpo import ORPOConfig
-from selfloop.algorithms.rest import RestConfig
-from selfloop.algorithms.rlsc import RLSCConfig
-from selfloop.algorithms.spin import SPINConfig
-from selfloop.algorithms.ttrl import TTRLConfig
+from selfloop.algorithms.dpo_config import DPOConfig
+from selfloop.algorithms.orpo_config import ORPOConfig
+from selfloop.algorithms.rest_config import RestConfig
+from selfloop.algorithms.rlsc_config import RLSCConfig
+from selfloop.algorithms.spin_config import SPINConfig
+from selfloop.algorithms.ttrl_config import TTRLConfig
 from selfloop.errors import ConfigError
 
 PHASES = ("synthesize", "rollout", "judge", "select", "train", "evaluate", "promote")

@@ -151,3 +151,24 @@ def test_cli_validate_and_show(tmp_path: Path, run_cli) -> None:
 def test_validate_config_rejects_non_mapping() -> None:
     with pytest.raises(ConfigError, match="mapping"):
         validate_config(["loop"])
+
+
+@pytest.mark.parametrize("argv", [["status"], ["sql", "SELECT count(*) FROM loops"], ["history"],
+                                  ["config", "validate", "configs/tiny.yaml"], ["config", "validate", "configs/demo-cpu.yaml"]])
+def test_read_commands_do_not_import_torch(tmp_path: Path, argv: list[str]) -> None:
+    """status, sql, history and config validate read a store or a file: they start in well under a second
+    because they never import torch (the algorithms' configs live apart from their training code)."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    from selfloop.db.engine import make_engine
+    from selfloop.db.migrate import upgrade
+
+    upgrade(make_engine(url, create=True))
+    extra = [] if argv[0] == "config" else ["--db", url]
+    code = ("import sys; from selfloop.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)")
+    out = subprocess.run([sys.executable, "-c", code, *argv, *extra], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "NO-TORCH 0", out.stdout + out.stderr

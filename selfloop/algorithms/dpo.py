@@ -14,30 +14,18 @@ Loss (Rafailov et al. 2023), with log-probabilities summed over completion token
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Sample
 from selfloop.training.items import LogpFn, TrainItem, stack, sums
+from selfloop.algorithms.dpo_config import DPOConfig
 
 RESTART_FROM_BASE = False
 NEEDS_REFERENCE = True
-
-
-class DPOConfig(BaseModel):
-    """DPO options (pairs: best vs worst mean judge score per prompt)."""
-
-    model_config = ConfigDict(extra="forbid")
-    beta: Annotated[float, Field(gt=0.0)] = Field(0.1, description="Strength of the implicit KL to the reference.")
-    kind: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="Loss form: sigmoid (DPO), ipo or hinge.")
-    min_score_gap: Annotated[float, Field(ge=0.0)] = Field(
-        0.0, description="Keep a pair only when best minus worst mean judge score exceeds this."
-    )
 
 
 def loss(

@@ -10,28 +10,17 @@ The first term is the SFT loss on the chosen response.
 
 from __future__ import annotations
 
-from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.dpo import judged_pairs
 from selfloop.training.items import LogpFn, TrainItem, means
+from selfloop.algorithms.orpo_config import ORPOConfig
 
 RESTART_FROM_BASE = False
 NEEDS_REFERENCE = False
-
-
-class ORPOConfig(BaseModel):
-    """ORPO options (pairs as for DPO, no reference model)."""
-
-    model_config = ConfigDict(extra="forbid")
-    lam: Annotated[float, Field(gt=0.0)] = Field(0.1, description="Weight of the odds-ratio term (the paper's lambda).")
-    min_score_gap: Annotated[float, Field(ge=0.0)] = Field(
-        0.0, description="Keep a pair only when best minus worst mean judge score exceeds this."
-    )
 
 
 def _log_odds(mean_logps: torch.Tensor) -> torch.Tensor:

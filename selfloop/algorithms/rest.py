@@ -13,28 +13,17 @@ Loss: negative log-likelihood of the kept samples, averaged over each sample's t
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import voted_samples
 from selfloop.training.items import LogpFn, TrainItem, sums
+from selfloop.algorithms.rest_config import RestConfig
 
 RESTART_FROM_BASE = True
 NEEDS_REFERENCE = False
-
-
-class RestConfig(BaseModel):
-    """ReST-EM options (binary-rewarded samples, fresh adapter from the base each iteration)."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_per_prompt: Annotated[int, Field(ge=1, le=1024)] = Field(10, description="Rewarded samples kept per prompt (the paper's K).")
-    reward: Literal["auto", "majority", "ground_truth"] = Field(
-        "auto", description="Binary reward: agreement with the majority, with the known answer, or 'auto' (known answer where present)."
-    )
 
 
 def loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

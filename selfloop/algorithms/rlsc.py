@@ -12,26 +12,17 @@ weight, as in the paper.
 
 from __future__ import annotations
 
-from typing import Annotated
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Prompt, Sample
 from selfloop.training.items import LogpFn, TrainItem, stack, sums
+from selfloop.algorithms.rlsc_config import RLSCConfig
 
 RESTART_FROM_BASE = False
 NEEDS_REFERENCE = False
-
-
-class RLSCConfig(BaseModel):
-    """RLSC options (confidence-weighted likelihood on the policy's own samples)."""
-
-    model_config = ConfigDict(extra="forbid")
-    alpha: Annotated[float, Field(ge=0.0)] = Field(0.1, description="Smoothing added to p_old(y|x).")
-    steps: Annotated[int, Field(ge=1, le=1_000_000)] = Field(10, description="Optimizer steps per iteration (the paper: 10-20).")
 
 
 def loss(logps: torch.Tensor, old_logps: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:

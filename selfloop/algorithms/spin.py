@@ -12,28 +12,18 @@ one as rejected, and the iteration's starting checkpoint as reference:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms import dpo
 from selfloop.db.models import Example, Iteration, Prompt, Sample
 from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.spin_config import SPINConfig
 
 RESTART_FROM_BASE = False
 NEEDS_REFERENCE = True
-
-
-class SPINConfig(BaseModel):
-    """SPIN options (pairs: ground-truth response vs the policy's sample)."""
-
-    model_config = ConfigDict(extra="forbid")
-    beta: Annotated[float, Field(gt=0.0)] = Field(0.1, description="Regularisation strength (the paper's lambda).")
-    kind: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="Loss form: sigmoid (logistic), ipo or hinge.")
-    mix_previous: bool = Field(False, description="Also train on the previous iteration's pairs.")
 
 
 def loss(

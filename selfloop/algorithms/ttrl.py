@@ -19,29 +19,17 @@ exp(ref - logp) - (ref - logp) - 1, with the starting policy as reference (it is
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Annotated
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import voted_samples
 from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.ttrl_config import TTRLConfig
 
 RESTART_FROM_BASE = False
 NEEDS_REFERENCE = True
-
-
-class TTRLConfig(BaseModel):
-    """TTRL options (majority-vote rewards, clipped policy gradient)."""
-
-    model_config = ConfigDict(extra="forbid")
-    n_train: Annotated[int, Field(ge=1, le=1024)] | None = Field(
-        None, description="Samples per prompt trained on (the first n_train; null: all). The label is the judge "
-        "phase's majority vote (judge.vote.voters), the same one its calibration measures.")
-    clip_eps: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(0.2, description="PPO clip range of the ratio.")
-    kl_coef: Annotated[float, Field(ge=0.0)] = Field(0.0, description="Weight of the KL penalty to the reference.")
 
 
 def advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,19 @@
+"""DPO options: the config section `train.dpo`, apart from the training code so that
+loading a config needs no torch (TRL keeps `dpo_config.py` beside `dpo_trainer.py` the same way)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DPOConfig(BaseModel):
+    """DPO options (pairs: best vs worst mean judge score per prompt)."""
+
+    model_config = ConfigDict(extra="forbid")
+    beta: Annotated[float, Field(gt=0.0)] = Field(0.1, description="Strength of the implicit KL to the reference.")
+    kind: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="Loss form: sigmoid (DPO), ipo or hinge.")
+    min_score_gap: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="Keep a pair only when best minus worst mean judge score exceeds this."
+    )

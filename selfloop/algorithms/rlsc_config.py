@@ -1,0 +1,16 @@
+"""RLSC options: the config section `train.rlsc`, apart from the training code so that
+loading a config needs no torch (TRL keeps `dpo_config.py` beside `dpo_trainer.py` the same way)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RLSCConfig(BaseModel):
+    """RLSC options (confidence-weighted likelihood on the policy's own samples)."""
+
+    model_config = ConfigDict(extra="forbid")
+    alpha: Annotated[float, Field(ge=0.0)] = Field(0.1, description="Smoothing added to p_old(y|x).")
+    steps: Annotated[int, Field(ge=1, le=1_000_000)] = Field(10, description="Optimizer steps per iteration (the paper: 10-20).")
