@@ -183,3 +183,46 @@ def test_read_commands_find_the_store(finished: tuple[Path, str], tmp_path: Path
     out = selfloop_cli("history", env={"SELFLOOP_STATE_DIR": str(tmp_path / "empty"), "SELFLOOP_DB": ""})
     assert out.returncode == 1 and "--config" in out.stderr and "SELFLOOP_DB" in out.stderr
     assert not (tmp_path / "empty" / "selfloop.db").exists()
+
+
+def test_offline_mode_is_named_and_not_restarted(tmp_path: Path, sqlite_url: str) -> None:
+    """A hub id that is not cached, with HF_HUB_OFFLINE set (the env example no longer sets it): exit 2, which
+    the unit's RestartPreventExitStatus keeps from restarting, naming the variable; no loop row is left."""
+    config = tiny_yaml(tmp_path, sqlite_url, model__base="someorg/not-cached")
+    out = selfloop_cli("run", "--config", str(config), env={"HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2 and "HF_HUB_OFFLINE" in out.stderr and "not in the model cache" in out.stderr
+    assert table_counts(sqlite_url)["loops"] == 0
+    env_example = (REPO / "systemd" / "selfloop.env.example").read_text()
+    assert "\nHF_HUB_OFFLINE=1" not in env_example and "#HF_HUB_OFFLINE=1" in env_example
+    assert "RestartPreventExitStatus=2 3" in (REPO / "systemd" / "selfloop.service").read_text()
+
+
+def test_a_long_download_feeds_the_watchdog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hub is reachable here, so the download is a stand-in that reports progress through the tqdm
+    class it is given, as huggingface_hub's snapshot_download does; each report is a heartbeat."""
+    import time as _time
+
+    import huggingface_hub
+
+    from selfloop.models import resolve
+    from selfloop.progress import HEARTBEAT
+
+    beats = []
+
+    def fake_snapshot_download(repo_id, revision=None, cache_dir=None, allow_patterns=None, tqdm_class=None):  # noqa: ANN001, ANN202
+        bar = tqdm_class(total=3, disable=True)
+        for _ in range(3):
+            HEARTBEAT.last -= 100  # as if long without progress
+            bar.update(1)
+            beats.append(HEARTBEAT.age())
+        model = tmp_path / "model"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        (model / "model.safetensors").write_bytes(b"")
+        return str(model)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    started = _time.monotonic()
+    path = resolve._download("someorg/model", None, tmp_path)
+    assert path == tmp_path / "model" and len(beats) == 3 and all(age < _time.monotonic() - started + 1 for age in beats)

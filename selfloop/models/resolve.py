@@ -50,16 +50,34 @@ def _check_local(path: Path) -> None:
 
 
 def _download(repo_id: str, revision: str | None, cache_dir: Path) -> Path:
+    import os
+
+    from selfloop.errors import ConfigError
+
     try:
         from huggingface_hub import snapshot_download
+        from tqdm.auto import tqdm
+
+        from selfloop.progress import HEARTBEAT
+
+        class _Beating(tqdm):  # a download of many GB is progress: it keeps the watchdog fed
+            def update(self, n: float | None = 1) -> bool | None:
+                HEARTBEAT.beat()
+                return super().update(n)
 
         path = Path(snapshot_download(
             repo_id,
             revision=revision,
             cache_dir=cache_dir / "hub",
             allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"],
+            tqdm_class=_Beating,
         ))
     except Exception as exc:  # network, auth, missing repo: all end the same way for the user
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            # A config error (exit 2): systemd does not restart it, since only the environment can fix it.
+            raise ConfigError(f"model.base {repo_id!r} is not in the model cache and HF_HUB_OFFLINE is set, which "
+                              "forbids downloading it: unset HF_HUB_OFFLINE (under systemd: /etc/selfloop/selfloop.env) "
+                              "for the first start, or point model.base at a local directory") from None
         raise SelfloopError(f"cannot fetch {repo_id!r} from the hub ({exc.__class__.__name__}): "
                             "use a local directory, or check network access and the id") from None
     _check_local(path)
