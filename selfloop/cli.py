@@ -386,7 +386,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
         else:
             data = _stored_config(db, args.loop, url)
         data = apply_overrides(data, [*args.set, f"loop.name={args.name}"])
-        config = validate_config(data, source=str(args.config or f"loop {args.loop} (stored config)"))
+        config = _with_db(validate_config(data, source=str(args.config or f"loop {args.loop} (stored config)")), url)
         from selfloop.inputs import check_inputs
 
         check_inputs(config)
@@ -473,6 +473,18 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loop_config(args: argparse.Namespace, db, name: str, url: str):  # noqa: ANN001, ANN202
+    """Where a loop's files are: --config's settings, else the loop's stored config (its state directory),
+    with the database in use."""
+    from selfloop.config import load_config, validate_config
+
+    if args.config:
+        config = load_config(args.config)
+    else:
+        config = validate_config(_stored_config(db, name, url), source=f"loop {name} (stored config)")
+    return _with_db(config, url)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from selfloop.db.engine import open_database
     from selfloop.export import rows, write
@@ -488,15 +500,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from selfloop.config import default_cache_dir, load_config
     from selfloop.db.engine import open_database
     from selfloop.export import merge
 
-    cache = load_config(args.config).cache_dir() if args.config else default_cache_dir()
-    db = open_database(_database_url(args), readonly=True)
+    url = _database_url(args)
+    db = open_database(url, readonly=True)
     try:
+        config = _loop_config(args, db, args.loop, url)
         with db.session() as session:
-            out, checkpoint_id = merge(session, args.loop, args.iteration, args.out, cache)
+            out, checkpoint_id = merge(session, args.loop, args.iteration, args.out, config)
     finally:
         db.dispose()
     print(f"{out}: the base model with checkpoint {checkpoint_id} merged in (safetensors, tokenizer, chat template)")
@@ -521,7 +533,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
                 return 1
-        removed = remove_loop(db, args.name)
+        removed = remove_loop(db, args.name, _loop_config(args, db, args.name, url))
     finally:
         db.dispose()
     print(f"loop {args.name} deleted ({removed} checkpoint directories removed)")

@@ -501,6 +501,27 @@ class Config(Section):
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.state_dir() / 'selfloop.db'}"
 
+    def stored_checkpoint(self, path: Path) -> str:
+        """How a checkpoint directory is recorded: relative to the state directory when inside it, so that a
+        moved state directory (or a copy on another machine) keeps working."""
+        try:
+            return Path(path).resolve().relative_to(self.state_dir()).as_posix()
+        except ValueError:
+            return str(Path(path).resolve())
+
+    def checkpoint_dir(self, stored: str) -> Path:
+        """A recorded checkpoint path on this machine: absolute as recorded; relative under the state
+        directory, or else beside an SQLite database (whose default home is the state directory)."""
+        path = Path(stored)
+        if path.is_absolute():
+            return path
+        here = self.state_dir() / path
+        if not here.exists():
+            url = self.database_url()
+            if url.startswith("sqlite:///") and (Path(url.removeprefix("sqlite:///")).parent / path).exists():
+                return Path(url.removeprefix("sqlite:///")).parent / path
+        return here
+
     def reader_url(self) -> str:
         """Where user SQL runs: the read-only role's URL, or the database itself (SQLite opens it read-only)."""
         return self.database.reader_url or self.database_url()

@@ -133,7 +133,7 @@ def write(records: Iterator[dict[str, Any]], out: Path, fmt: str) -> int:
     return table.num_rows
 
 
-def merge(session: Session, loop_name: str, iteration: int | None, out: Path, cache_dir: Path) -> tuple[Path, int]:
+def merge(session: Session, loop_name: str, iteration: int | None, out: Path, config) -> tuple[Path, int]:  # noqa: ANN001
     """Fold a checkpoint's adapter (iteration N's, or the loop's current policy) into the base model at `out`."""
     from selfloop.db.models import Checkpoint
     from selfloop.models.resolve import resolve_model
@@ -157,9 +157,10 @@ def merge(session: Session, loop_name: str, iteration: int | None, out: Path, ca
         raise SelfloopError(f"the checkpoint of {which} of {loop_name!r} was deleted by retention")
     if out.exists() and any(out.iterdir()):
         raise SelfloopError(f"--out {out}: not empty; give a new directory")
-    verify_checkpoint(Path(ckpt.path), ckpt.sha256)
-    base = resolve_model(ckpt.base_model, cache_dir)
-    _fold(base.path, Path(ckpt.path), out)
+    adapter = config.checkpoint_dir(ckpt.path)
+    verify_checkpoint(adapter, ckpt.sha256)
+    base = resolve_model(ckpt.base_model, config.cache_dir())
+    _fold(base.path, adapter, out)
     return out, ckpt.id
 
 

@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -153,7 +152,7 @@ def run_iteration(
         if loop.status == "finished":  # max_iterations was raised since: the loop runs again
             loop.status = "ready"
         loop_id, iteration_id, number = loop.id, it.id, it.number
-        policy = adapter_of(session, it.base_checkpoint_id)
+        policy = adapter_of(session, it.base_checkpoint_id, config)
         ITERATION.start(_last_duration_s(session, loop_id))
     for phase in config.loop.phases:
         phase_run_id = _start_phase(db, iteration_id, phase)
@@ -264,7 +263,7 @@ def fork(db: Database, parent_name: str, at: int, config: Config) -> Loop:
         ckpt = session.get(Checkpoint, it.output_checkpoint_id)
         if ckpt.status != "ok":
             raise SelfloopError(f"the checkpoint of iteration {at} of {parent_name!r} was deleted by retention")
-        verify_checkpoint(ckpt.path, ckpt.sha256)
+        verify_checkpoint(config.checkpoint_dir(ckpt.path), ckpt.sha256)
         if ckpt.base_model != config.model.base:
             raise SelfloopError(f"the checkpoint was trained on {ckpt.base_model!r} but the fork's model.base is "
                                 f"{config.model.base!r}")
@@ -279,7 +278,7 @@ def _new_fork(session: Session, parent: Loop, at: int, checkpoint_id: int | None
         from selfloop.training.checkpoint import verify_checkpoint
 
         ckpt = session.get(Checkpoint, checkpoint_id)
-        verify_checkpoint(ckpt.path, ckpt.sha256)
+        verify_checkpoint(config.checkpoint_dir(ckpt.path), ckpt.sha256)
     loop = Loop(
         name=config.loop.name, parent_loop_id=parent.id, parent_iteration=at, start_checkpoint_id=checkpoint_id,
         current_checkpoint_id=checkpoint_id, base_model=config.model.base, config=snapshot, config_hash=digest,
@@ -292,7 +291,7 @@ def _new_fork(session: Session, parent: Loop, at: int, checkpoint_id: int | None
     return loop
 
 
-def remove_loop(db: Database, name: str) -> int:
+def remove_loop(db: Database, name: str, config: Config) -> int:
     """Delete a loop's rows (one transaction) and then its checkpoint directories; return how many went.
 
     Refused while a process runs the loop, and while another loop starts from (or currently uses) one of
@@ -312,8 +311,8 @@ def remove_loop(db: Database, name: str) -> int:
                 raise SelfloopError(f"no loop named {name!r}")
             paths = queries.delete_loop_rows(session, loop)
         removed = 0
-        for path in paths:
-            path = Path(path)
+        for stored in paths:
+            path = config.checkpoint_dir(stored)
             if path.is_dir():
                 doomed = path.with_name(f".tmp-removed-{path.name}-{uuid.uuid4().hex[:8]}")
                 path.rename(doomed)

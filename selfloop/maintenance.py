@@ -68,8 +68,8 @@ def retention(db: Database, config: Config) -> list[Path]:
         for ckpt in doomed:
             ckpt.status, ckpt.deleted_at = "deleted", datetime.now(UTC)
         # Directories of rows already marked deleted (a crash after the commit below) go too.
-        paths = [Path(c.path) for c in doomed] + [
-            Path(p) for p in session.scalars(select(Checkpoint.path).where(Checkpoint.status == "deleted"))
+        paths = [config.checkpoint_dir(c.path) for c in doomed] + [
+            config.checkpoint_dir(p) for p in session.scalars(select(Checkpoint.path).where(Checkpoint.status == "deleted"))
         ]
     removed = []
     for path in dict.fromkeys(paths):

@@ -79,14 +79,16 @@ class Progress:
         *,
         on_update: Callable[[int, int], None] | None = None,
         every_s: float = 5.0,
+        done: int = 0,
     ) -> None:
-        self.total, self.done, self.tokens = total, 0, 0
+        """`done`: units finished before this process (a resumed phase counts its whole work)."""
+        self.total, self.done, self.tokens = total, done, 0
         self.started = time.monotonic()
         self._on_update, self._every, self._last = on_update, every_s, 0.0
         self.desc, self.unit = desc, unit
         self._logged = self.started
-        self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
-                         disable=total == 0 or not sys.stderr.isatty())
+        self._bar = tqdm(total=total, initial=done, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                         leave=False, disable=total == 0 or not sys.stderr.isatty())
 
     def update(self, units: int = 0, tokens: int = 0) -> None:
         HEARTBEAT.beat()

@@ -23,7 +23,7 @@ PREFIX = re.compile(r"^\s*(?:new\s+)?(?:task|instruction|question)\s*\d*\s*[:.)-
 
 @dataclass(frozen=True)
 class Example:
-    key: str  # "seed:12" or "prompt:345", recorded as the new prompt's parents
+    key: str  # "seed:12" (seed task) or "prompt:3.5" (iteration 3's self-instruct prompt 5): the new prompt's parents
     text: str
 
 

@@ -251,7 +251,7 @@ def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int,
     for number, global_step, values, path in pending.iterations:
         backend.log_iteration(number, global_step, values)
         if path:
-            backend.log_adapter(Path(path), number)
+            backend.log_adapter(config.checkpoint_dir(path), number)
     backend.log_events(pending.events)
     with db.session() as session:
         mark = session.scalars(select(TrackerRun).where(TrackerRun.loop_id == loop_id, TrackerRun.backend == backend_name)).one_or_none()

@@ -100,12 +100,16 @@ def test_merge_writes_a_plain_model_that_matches_the_adapter(finished: tuple[Pat
     from selfloop.models.resolve import resolve_model
     from tests.conftest import CACHE
 
+    state = finished[0] / "state"
+    assert not Path(path).is_absolute()  # recorded relative to the state directory
+    path = state / path
+    assert json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(resolve_model(base, CACHE).path), path)
     ids = tokenizer("What is 2 + 3?", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, reference(ids).logits, atol=1e-4)
     # A damaged checkpoint is refused.
-    (Path(path) / "adapter_model.safetensors").write_bytes(b"damaged")
+    (path / "adapter_model.safetensors").write_bytes(b"damaged")
     out = selfloop_cli("merge", "tiny", "--iteration", str(number), "--out", str(tmp_path / "again"), "--db", url)
     assert out.returncode == 1 and "adapter_model.safetensors" in out.stderr
 
@@ -226,3 +230,26 @@ def test_a_long_download_feeds_the_watchdog(tmp_path: Path, monkeypatch: pytest.
     started = _time.monotonic()
     path = resolve._download("someorg/model", None, tmp_path)
     assert path == tmp_path / "model" and len(beats) == 3 and all(age < _time.monotonic() - started + 1 for age in beats)
+
+
+def test_a_moved_state_directory_keeps_working(tmp_path: Path) -> None:
+    """Checkpoints are recorded relative to the state directory: after moving it (database included), a fork
+    from a checkpoint and a resume find everything."""
+    import shutil
+
+    old = tmp_path / "old"
+    old.mkdir()
+    config = tiny_yaml(old, f"sqlite:///{old / 'state' / 'selfloop.db'}", loop__max_iterations=1)
+    assert selfloop_cli("run", "--config", str(config)).returncode == 0
+    shutil.move(old / "state", tmp_path / "moved")
+    url = f"sqlite:///{tmp_path / 'moved' / 'selfloop.db'}"
+    out = selfloop_cli("fork", "tiny", "--at", "1", "--name", "after-move", "--db", url)
+    assert out.returncode == 0, out.stderr
+    out = selfloop_cli("resume", "after-move", "--db", url, "--set", f"loop.state_dir={tmp_path / 'moved'}",
+                       "--set", "loop.max_iterations=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    db = open_database(url)
+    with db.session() as s:
+        paths = s.scalars(select(Checkpoint.path)).all()
+    db.dispose()
+    assert len(paths) == 2 and all((tmp_path / "moved" / p / "MANIFEST.json").is_file() for p in paths)

@@ -136,7 +136,9 @@ class Prompt(Base):
     text: Mapped[str] = mapped_column(Text)
     answer: Mapped[str | None] = mapped_column(Text, doc="known verifiable answer, if any")
     reference: Mapped[str | None] = mapped_column(Text, doc="ground-truth response, if any (SPIN)")
-    parent_ids: Mapped[list[int] | None] = mapped_column(Json, doc="self-instruct: prompts shown in its few-shot prompt")
+    parent_ids: Mapped[list[str] | None] = mapped_column(
+        Json, doc="self-instruct: the examples shown in its few-shot prompt, as keys: 'seed:K' (seed task K) or "
+        "'prompt:I.J' (self-instruct prompt J of iteration I of the same loop)")
     rouge_max: Mapped[float | None] = mapped_column(Float, doc="self-instruct: highest ROUGE-L against the pool")
     created_at: Mapped[datetime] = _created()
 

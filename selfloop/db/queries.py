@@ -74,10 +74,9 @@ def add_event(session: Session, loop_id: int | None, iteration_id: int | None, k
     logger.log("WARNING" if level == "warning" else "ERROR" if level == "error" else "INFO", "{}: {}", kind, message)
 
 
-def adapter_of(session: Session, checkpoint_id: int | None):  # noqa: ANN201
-    """The checkpoint as an engine Adapter (None: the base model); refuses a deleted checkpoint."""
-    from pathlib import Path
-
+def adapter_of(session: Session, checkpoint_id: int | None, config):  # noqa: ANN001, ANN201
+    """The checkpoint as an engine Adapter (None: the base model), its directory located by `config`
+    (`Config.checkpoint_dir`); refuses a deleted checkpoint."""
     from selfloop.db.models import Checkpoint
     from selfloop.engines.base import Adapter
     from selfloop.errors import CheckpointError
@@ -87,7 +86,7 @@ def adapter_of(session: Session, checkpoint_id: int | None):  # noqa: ANN201
     ckpt = session.get(Checkpoint, checkpoint_id)
     if ckpt is None or ckpt.status != "ok":
         raise CheckpointError(f"checkpoint {checkpoint_id} is {'missing' if ckpt is None else ckpt.status}; it cannot be used as a policy")
-    return Adapter(ckpt.id, Path(ckpt.path), ckpt.sha256)
+    return Adapter(ckpt.id, config.checkpoint_dir(ckpt.path), ckpt.sha256)
 
 
 def loop_status(session: Session) -> tuple[list[str], list[tuple[Any, ...]]]:

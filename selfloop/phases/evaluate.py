@@ -80,7 +80,7 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
     sampled = Sampling(n=k, temperature=g.temperature or 1.0, top_p=g.top_p, top_k=g.top_k, max_new_tokens=suite.max_new_tokens)
     per_call = max(1, 2 * ctx.config.engine.batch_size // max(1, k))
     note = f"{role} on {suite.name}"
-    with Progress(f"evaluate {note}", len(todo), "item",
+    with Progress(f"evaluate {note}", len(items), "item", done=len(items) - len(todo),
                   on_update=lambda done, total: ctx.set_progress(done, total, note)) as progress:
         for start in range(0, len(todo), per_call):
             ctx.check_stop()
@@ -134,7 +134,7 @@ def run(ctx: PhaseContext) -> None:
         policies = [("baseline", it.base_checkpoint_id)]
         if it.output_checkpoint_id is not None:
             policies.append(("candidate", it.output_checkpoint_id))
-        adapters = {role: adapter_of(session, ckpt) for role, ckpt in policies}
+        adapters = {role: adapter_of(session, ckpt, ctx.config) for role, ckpt in policies}
     for role, ckpt in policies:
         for suite in ctx.config.eval.suites:
             copied = _reuse(ctx, suite.name, ckpt, suites[suite.name]) if role == "baseline" else None

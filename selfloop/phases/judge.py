@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import add_event, insert_ignore
@@ -103,7 +103,9 @@ def _llm_judge(ctx: PhaseContext) -> None:
     adapter = ctx.policy if is_policy else None
     sampling = Sampling(n=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
     per_call = max(1, 2 * ctx.config.engine.batch_size // cfg.k)
-    with Progress("judge", len(todo) * cfg.k, on_update=ctx.set_progress) as progress:
+    with ctx.db.session() as session:
+        samples = session.scalar(select(func.count()).select_from(Sample).where(Sample.iteration_id == ctx.iteration_id))
+    with Progress("judge", samples * cfg.k, on_update=ctx.set_progress, done=(samples - len(todo)) * cfg.k) as progress:
         for start in range(0, len(todo), per_call):
             ctx.check_stop()
             chunk = todo[start : start + per_call]

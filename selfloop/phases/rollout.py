@@ -63,7 +63,8 @@ def run(ctx: PhaseContext) -> None:
     engine = ctx.runtime.engine()
     system = ctx.config.generation.system_prompt
     per_call = chunk_prompts(ctx.config.engine.kind, ctx.config.engine.batch_size, sampling.n)
-    with Progress("rollout", len(todo) * sampling.n, on_update=ctx.set_progress) as progress:
+    with Progress("rollout", len(prompts) * sampling.n, on_update=ctx.set_progress,
+                  done=(len(prompts) - len(todo)) * sampling.n) as progress:
         for start in range(0, len(todo), per_call):
             ctx.check_stop()
             chunk = todo[start : start + per_call]

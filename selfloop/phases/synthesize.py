@@ -24,18 +24,24 @@ from selfloop.tasks import seed_tasks
 M = "synthesize."
 
 
+def prompt_key(iteration: int, item_index: int) -> str:
+    """A self-instruct prompt's key as a parent: its natural key in the loop, never a row id, so a run
+    resumed after a crash records the same parents as an uninterrupted one (row ids may differ)."""
+    return f"prompt:{iteration}.{item_index}"
+
+
 def run(ctx: PhaseContext) -> None:
     cfg = ctx.config.self_instruct
     seeds = [Example(t.key, t.prompt) for t in seed_tasks()]
     with ctx.db.session() as session:
         state = metrics_of(session, ctx.iteration_id, M)
         generated = [
-            Example(f"prompt:{pid}", text)
-            for pid, text in session.execute(
-                select(Prompt.id, Prompt.text)
+            Example(prompt_key(number, index), text)
+            for number, index, text in session.execute(
+                select(Iteration.number, Prompt.item_index, Prompt.text)
                 .join(Iteration, Iteration.id == Prompt.iteration_id)
                 .where(Iteration.loop_id == ctx.loop_id, Prompt.source == "self_instruct")
-                .order_by(Prompt.id)
+                .order_by(Iteration.number, Prompt.item_index)
             )
         ]
         accepted = session.scalar(
@@ -96,7 +102,7 @@ def run(ctx: PhaseContext) -> None:
                 ctx.mark_done(session)
         ctx.failpoint("after_round")
         accepted += len(rows)
-        generated += [Example("prompt:new", r["text"]) for r in rows]
+        generated += [Example(prompt_key(ctx.number, r["item_index"]), r["text"]) for r in rows]
         progress.update(len(rows))
         if last:
             break

@@ -89,7 +89,8 @@ def run(ctx: PhaseContext) -> None:
                         on_step=on_step, on_progress=lambda done, total: ctx.set_progress(done, total, "training steps"),
                         stop_requested=ctx.stop_requested)
         path = ctx.config.state_dir() / "checkpoints" / ctx.config.loop.name / f"iteration-{ctx.number:04d}"
-        saved = save_adapter(model, path, extra={"loop": ctx.config.loop.name, "iteration": ctx.number, "algorithm": cfg.algorithm})
+        saved = save_adapter(model, path, base_model=ctx.config.model.base,
+                             extra={"loop": ctx.config.loop.name, "iteration": ctx.number, "algorithm": cfg.algorithm})
         ctx.failpoint("after_save")
     finally:
         del model
@@ -97,7 +98,7 @@ def run(ctx: PhaseContext) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     with ctx.db.session() as session:
-        ckpt = Checkpoint(path=str(saved.path), sha256=saved.sha256, kind="lora", base_model=ctx.config.model.base,
+        ckpt = Checkpoint(path=ctx.config.stored_checkpoint(saved.path), sha256=saved.sha256, kind="lora", base_model=ctx.config.model.base,
                           parent_checkpoint_id=init.checkpoint_id if init else None, size_bytes=saved.size_bytes)
         session.add(ckpt)
         session.flush()

@@ -24,8 +24,11 @@ class SavedCheckpoint:
     size_bytes: int
 
 
-def save_adapter(model, final: Path, adapter_name: str = "default", extra: dict | None = None) -> SavedCheckpoint:  # noqa: ANN001
-    """Write the PEFT adapter `adapter_name` of `model` to `final` atomically."""
+def save_adapter(model, final: Path, adapter_name: str = "default", extra: dict | None = None,  # noqa: ANN001
+                 base_model: str | None = None) -> SavedCheckpoint:
+    """Write the PEFT adapter `adapter_name` of `model` to `final` atomically. `base_model`: the name its
+    adapter_config.json gives the base (the config's model.base: a hub id, a packaged model's name or a
+    directory), instead of this machine's cache path, so peft and vLLM find the base elsewhere."""
     with atomic_directory(final, extra={"kind": "lora", **(extra or {})}) as tmp:
         model.save_pretrained(str(tmp), selected_adapters=[adapter_name], safe_serialization=True)
         nested = tmp / adapter_name
@@ -34,15 +37,17 @@ def save_adapter(model, final: Path, adapter_name: str = "default", extra: dict 
                 item.rename(tmp / item.name)
             nested.rmdir()
         (tmp / "README.md").unlink(missing_ok=True)  # peft's generated model card: not part of a checkpoint
-        _canonical_adapter_config(tmp / "adapter_config.json")
+        _canonical_adapter_config(tmp / "adapter_config.json", base_model)
     size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
     return SavedCheckpoint(final, manifest_sha256(final), size)
 
 
-def _canonical_adapter_config(path: Path) -> None:
+def _canonical_adapter_config(path: Path, base_model: str | None) -> None:
     """peft writes target_modules from a set, in an order that varies between processes; sorted (and with
     sorted keys) two identical trainings give byte-identical directories and manifests."""
     config = json.loads(path.read_text())
+    if base_model is not None:
+        config["base_model_name_or_path"] = base_model
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
