@@ -7,8 +7,14 @@ TRL is not a selfloop dependency; it lives only in the benchmark's environment:
     .venv-bench/bin/python bench/training.py           # SmolLM2 on CPU (a few minutes)
     .venv-bench/bin/python bench/training.py --model tiny
 
-Ours includes computing the reference log-probs (once, before the first step); TRL computes them
-inside every step with the adapter disabled (its default). Ends with one line of JSON.
+Two TRL configurations are measured, each alternating with ours:
+- "trl_default": DPOConfig as it comes: gradient checkpointing on (inherited from TRL's base config),
+  reference log-probs recomputed inside every step with the adapter disabled;
+- "trl_fair": the same work as ours: gradient checkpointing off, reference log-probs computed once
+  before training (precompute_ref_log_probs=True).
+Ours computes the reference log-probs once before the first step (included in its time) and does not
+checkpoint activations. Both sides' effective settings are read back from the objects that ran and
+printed in the JSON. Ends with one line of JSON.
 """
 
 from __future__ import annotations
@@ -40,23 +46,29 @@ def pairs(n: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def run_ours(model_dir, data, args) -> tuple[float, float]:  # noqa: ANN001
+def run_ours(model_dir, data, args) -> tuple[float, float, dict]:  # noqa: ANN001
     tok = load_tokenizer(model_dir)
     items = [fit(TrainItem(i, i, prompt_ids(tok, user_chat(p)), completion_ids(tok, c, tok.eos_token_id),
                            completion_ids(tok, r, tok.eos_token_id)), args.max_length)
              for i, (p, c, r) in enumerate(data)]
     torch.manual_seed(0)
-    model = load_trainable(model_dir, None, LoraConfig(rank=16, alpha=32, dropout=0.0, target_modules=TARGETS),
-                           torch.device("cpu"), torch.float32)
+    lora = LoraConfig(rank=16, alpha=32, dropout=0.0, target_modules=TARGETS)
+    model = load_trainable(model_dir, None, lora, torch.device("cpu"), torch.float32)
     cfg = TrainConfig(batch_size=args.batch_size, max_steps=args.steps, learning_rate=5e-5, scheduler="constant",
                       max_length=args.max_length, epochs=100)
     started = time.perf_counter()
     reference_logps(model, items, tok.pad_token_id, args.batch_size)
     records = train(model, items, dpo, dpo.DPOConfig(beta=0.1), cfg, seed=0, pad_id=tok.pad_token_id)
-    return time.perf_counter() - started, records[0].loss
+    seconds = time.perf_counter() - started
+    settings = {"gradient_checkpointing": cfg.gradient_checkpointing, "reference": "once, before the first step",
+                "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_length": cfg.max_length,
+                "steps": len(records), "learning_rate": cfg.learning_rate, "lora_rank": lora.rank,
+                "lora_alpha": lora.alpha, "target_modules": len(lora.target_modules), "dtype": "float32",
+                "threads": torch.get_num_threads()}
+    return seconds, records[0].loss, settings
 
 
-def run_trl(model_dir, data, args) -> tuple[float, float]:  # noqa: ANN001
+def run_trl(model_dir, data, args, fair: bool) -> tuple[float, float, dict]:  # noqa: ANN001
     from datasets import Dataset
     from peft import LoraConfig as PeftLora
     from trl import DPOConfig, DPOTrainer
@@ -68,11 +80,12 @@ def run_trl(model_dir, data, args) -> tuple[float, float]:  # noqa: ANN001
     ])
     torch.manual_seed(0)
     model = load_causal_lm(model_dir, torch.device("cpu"), torch.float32)
+    fair_settings = {"gradient_checkpointing": False, "precompute_ref_log_probs": True} if fair else {}
     config = DPOConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=args.batch_size, max_steps=args.steps,
         learning_rate=5e-5, lr_scheduler_type="constant", beta=0.1, loss_type=["sigmoid"], max_length=args.max_length,
         logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
-        dataloader_num_workers=0, gradient_accumulation_steps=1,
+        dataloader_num_workers=0, gradient_accumulation_steps=1, **fair_settings,
     )
     trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tok,
                          peft_config=PeftLora(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM"))
@@ -80,7 +93,16 @@ def run_trl(model_dir, data, args) -> tuple[float, float]:  # noqa: ANN001
     trainer.train()
     seconds = time.perf_counter() - started
     first = next(h["loss"] for h in trainer.state.log_history if "loss" in h)
-    return seconds, first
+    settings = {"gradient_checkpointing": trainer.args.gradient_checkpointing,
+                "precompute_ref_log_probs": getattr(trainer.args, "precompute_ref_log_probs", None),
+                "reference": "once, before the first step" if getattr(trainer.args, "precompute_ref_log_probs", False)
+                else "in every step (adapter disabled)", "batch_size": trainer.args.per_device_train_batch_size,
+                "grad_accum": trainer.args.gradient_accumulation_steps, "max_length": trainer.args.max_length,
+                "steps": trainer.state.global_step, "learning_rate": trainer.args.learning_rate,
+                "optim": str(trainer.args.optim), "padding_free": getattr(trainer.args, "padding_free", None),
+                "lora_rank": 16, "lora_alpha": 32, "target_modules": len(TARGETS), "dtype": "float32",
+                "threads": torch.get_num_threads()}
+    return seconds, first, settings
 
 
 def main() -> None:
@@ -94,22 +116,27 @@ def main() -> None:
     args = ap.parse_args()
     model_dir = resolve_model(args.model, default_cache_dir()).path
     data = pairs(args.pairs)
-    ours_s = trl_s = 0.0
-    for r in range(args.rounds):
-        s, ours_loss = run_ours(model_dir, data, args)
-        ours_s += s
-        t, trl_loss = run_trl(model_dir, data, args)
-        trl_s += t
-        print(f"round {r}: ours {s:.1f}s (step-0 loss {ours_loss:.5f}) | trl {t:.1f}s (step-0 loss {trl_loss:.5f})", flush=True)
     done = args.rounds * args.steps * args.batch_size
-    result = {
-        "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
-        "ours_pairs_per_s": round(done / ours_s, 3), "trl_pairs_per_s": round(done / trl_s, 3),
-        "ratio": round((done / ours_s) / (done / trl_s), 3),
-        "step0_loss_ours": round(ours_loss, 6), "step0_loss_trl": round(trl_loss, 6),
-    }
-    print(f"ours {result['ours_pairs_per_s']} pairs/s vs TRL {result['trl_pairs_per_s']} pairs/s: ratio {result['ratio']}; "
-          f"step-0 loss {ours_loss:.5f} vs {trl_loss:.5f}")
+    result: dict = {"model": args.model, "pairs_per_step": args.batch_size, "steps": args.steps, "rounds": args.rounds}
+    for peer, fair in (("trl_default", False), ("trl_fair", True)):
+        ours_s = trl_s = 0.0
+        for r in range(args.rounds):  # alternating, so that drifts of the machine hit both sides
+            s, ours_loss, ours_settings = run_ours(model_dir, data, args)
+            ours_s += s
+            t, trl_loss, trl_settings = run_trl(model_dir, data, args, fair)
+            trl_s += t
+            print(f"{peer} round {r}: ours {s:.1f}s (step-0 loss {ours_loss:.5f}) | trl {t:.1f}s (step-0 loss {trl_loss:.5f})",
+                  flush=True)
+        result[peer] = {
+            "ours_pairs_per_s": round(done / ours_s, 3), "trl_pairs_per_s": round(done / trl_s, 3),
+            "ratio": round(trl_s / ours_s, 3), "step0_loss_ours": round(ours_loss, 6), "step0_loss_trl": round(trl_loss, 6),
+            "ours_settings": ours_settings, "trl_settings": trl_settings,
+        }
+        print(f"{peer}: ours {result[peer]['ours_pairs_per_s']} vs TRL {result[peer]['trl_pairs_per_s']} pairs/s, "
+              f"ratio {result[peer]['ratio']}", flush=True)
+    import trl
+
+    result["trl_version"] = trl.__version__
     print(json.dumps(result))
 
 
