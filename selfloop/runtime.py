@@ -43,6 +43,7 @@ class Runtime:
         if self._judge_engine is None:
             self._judge_model = resolve_model(spec, self.config.cache_dir())
             self._judge_engine = build_engine(self.config, self._judge_model.path)
+        self._judge_engine.wake()  # release_accelerator put it to sleep before the last training
         return self._judge_engine, False
 
     def release_accelerator(self) -> None:

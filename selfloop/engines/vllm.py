@@ -154,13 +154,20 @@ class VLLMEngine:
         if self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode and not self.sleeping:
             self.llm.sleep(level=1)
             self.sleeping = True
+        if self._scorer is not None:  # the transformers scorer's weights leave the GPU before training too
+            self._scorer.sleep()
 
     def wake(self) -> None:
         if self.sleeping:
             self.llm.wake_up()
             self.sleeping = False
+        if self._scorer is not None:
+            self._scorer.wake()
 
     def close(self) -> None:
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer = None
         engine = getattr(self.llm, "llm_engine", None)
         core = getattr(engine, "engine_core", None)
         if core is not None:

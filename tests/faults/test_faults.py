@@ -46,6 +46,8 @@ def _normal(value, root: str):  # noqa: ANN001, ANN202
             parsed = json.loads(value)
         except ValueError:
             return value.replace(root, "<tmp>")
+        if parsed is None:
+            return None  # SQLite keeps a JSON null as the text 'null', PostgreSQL as NULL
         if isinstance(parsed, (dict, list)):
             value = parsed
         else:
@@ -69,7 +71,13 @@ def _snapshot(url: str, state: Path) -> dict:
         for table in sorted(set(inspect(conn).get_table_names()) - SKIPPED_TABLES):
             columns = [c["name"] for c in inspect(conn).get_columns(table) if c["name"] != "id"
                        and not c["name"].endswith(("_id", "_at")) and (table, c["name"]) not in SKIPPED_COLUMNS]
-            rows = conn.execute(text(f'SELECT {", ".join(columns)} FROM "{table}"')).all()
+            rows = [list(r) for r in conn.execute(text(f'SELECT {", ".join(columns)} FROM "{table}"'))]
+            if table == "loops":  # the snapshot names the store it was written to: not a result
+                at = columns.index("config")
+                for row in rows:
+                    config = json.loads(row[at]) if isinstance(row[at], str) else dict(row[at])
+                    config.pop("database", None)
+                    row[at] = config
             tables[table] = sorted((tuple(_normal(v, root) for v in row) for row in rows), key=repr)
         checkpoints = conn.execute(text("SELECT path, sha256, status FROM checkpoints")).all()
     engine.dispose()
