@@ -171,8 +171,9 @@ def test_history_formats_columns_and_a_closed_pipe(finished: tuple[Path, str]) -
     assert [json.loads(line) for line in out.stdout.splitlines()] == [{"iteration": 1}, {"iteration": 2}]
     out = selfloop_cli("sql", "--db", url, "--format", "jsonl", "SELECT name FROM loops")
     assert json.loads(out.stdout) == {"name": "tiny"}
-    wide = selfloop_cli("history", "--db", url, "--wide").stdout
-    assert max(len(line) for line in wide.splitlines()) > max(len(line) for line in selfloop_cli("history", "--db", url).stdout.splitlines())
+    long = "SELECT '" + "x" * 80 + "' AS s"
+    assert "x" * 80 in selfloop_cli("sql", "--db", url, "--wide", long).stdout
+    assert "x" * 57 + "..." in selfloop_cli("sql", "--db", url, long).stdout
     out = selfloop_cli("history", "--db", url, "--columns", "nope")
     assert out.returncode == 1 and "no column 'nope'" in out.stderr
     piped = subprocess.run(f"{sys.executable} -m selfloop history --db {url} --wide | head -1", shell=True,

@@ -24,6 +24,7 @@ def test_wheel_ships_migrations_and_prompts_and_upgrades_a_database(tmp_path: Pa
     for required in ("selfloop/migrations/env.py", "selfloop/migrations/script.py.mako",
                      "selfloop/migrations/versions/2026_11_21_0001_initial_schema.py",
                      "selfloop/migrations/versions/2026_11_22_0002_summary_drift_columns.py",
+                     "selfloop/migrations/versions/2026_11_22_0004_tracker_runs.py",
                      "selfloop/prompts/judge_additive.txt", "selfloop/prompts/self_instruct.txt",
                      "selfloop/prompts/seed_tasks.jsonl", "selfloop/cli.py"):
         assert required in names, required
@@ -37,4 +38,6 @@ def test_wheel_ships_migrations_and_prompts_and_upgrades_a_database(tmp_path: Pa
                           f"sqlite:///{tmp_path / 'fresh.db'}"], capture_output=True, text=True, cwd=elsewhere, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines()[0].startswith(str(site)), "ran the repository's code, not the wheel's"
-    assert "schema revision: 0002" in run.stdout
+    from selfloop.db.migrate import head_revision
+
+    assert f"schema revision: {head_revision()}" in run.stdout

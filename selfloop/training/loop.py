@@ -58,6 +58,9 @@ def load_trainable(model_dir: Path, init: Adapter | None, lora, device: torch.de
     if init is not None:
         verify_checkpoint(init.path, init.sha256)
         model = PeftModel.from_pretrained(base, str(init.path), is_trainable=True)
+        # The file names the configured base (a hub id, a packaged name); this process has it at model_dir,
+        # where peft looks when it saves (vocabulary checks), so no hub lookup happens.
+        model.peft_config["default"].base_model_name_or_path = str(model_dir)
     else:
         model = get_peft_model(base, LoraConfig(
             r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),

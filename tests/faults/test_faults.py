@@ -161,7 +161,7 @@ def _wait_for(url: str, condition, timeout: float = 120) -> None:  # noqa: ANN00
 
 def test_sigterm_during_rollout_exits_0_and_resume_completes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'selfloop.db'}"
-    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "max_iterations": 1, "phases": ["rollout", "judge"]},
+    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "max_iterations": 1, "phases": ["rollout", "judge"]},
                        generation={"prompts_per_iteration": 40, "samples_per_prompt": 4, "max_new_tokens": 48,
                                    "tasks": {"kind": "arithmetic"}}, engine={"batch_size": 4})
     daemon = _start_daemon(config)
@@ -184,7 +184,7 @@ def test_sigterm_during_rollout_exits_0_and_resume_completes(tmp_path: Path) -> 
 
 
 def _training_config(tmp_path: Path, url: str) -> Path:
-    return tiny_yaml(tmp_path, url, loop={"name": "tiny", "max_iterations": 1, "phases": ["rollout", "judge", "select", "train"]},
+    return tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "max_iterations": 1, "phases": ["rollout", "judge", "select", "train"]},
                      train={"algorithm": "rlsc", "rlsc": {"steps": 400}, "batch_size": 4, "lora": {"rank": 4, "alpha": 8},
                             "learning_rate": 1e-4})
 
@@ -247,7 +247,7 @@ def test_a_second_daemon_is_refused_and_status_shows_the_first(tmp_path: Path) -
 def test_daemon_notifies_systemd_and_the_watchdog_stops_when_a_phase_hangs(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'selfloop.db'}"
     fake = FakeSystemd(tmp_path / "notify.sock")
-    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "stall_timeout_s": 3})
+    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "stall_timeout_s": 3})
     daemon = _start_daemon(config, {"NOTIFY_SOCKET": str(fake.path), "WATCHDOG_USEC": "1000000",
                                     "SELFLOOP_FAILPOINT": "rollout.after_chunk:1:hang"})
     try:
@@ -302,7 +302,7 @@ def test_fork_starts_from_the_parent_checkpoint_and_leaves_the_parent_alone(tmp_
 
 def test_fork_from_an_iteration_without_checkpoint_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'selfloop.db'}"
-    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "max_iterations": 1, "phases": ["rollout"]})
+    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "max_iterations": 1, "phases": ["rollout"]})
     assert selfloop_cli("run", "--config", str(config)).returncode == 0
     out = selfloop_cli("fork", "tiny", "--at", "1", "--name", "f", "--db", url)
     assert out.returncode == 1 and "has no checkpoint" in out.stderr and "Traceback" not in out.stderr
