@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pairs: prompt/chosen/rejected; samples and examples: prompt/completion; evals: held-out items")
     p.add_argument("--iteration", type=int, metavar="N", help="only iteration N (default: all)")
     p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE")
+    p.add_argument("--out", type=Path, metavar="FILE", help="the file to write (default: JSON Lines on stdout)")
     _add_db(p)
 
     p = sub.add_parser("merge", help="save the base model with a checkpoint's adapter merged in (a plain model)")
@@ -489,13 +489,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from selfloop.db.engine import open_database
     from selfloop.export import rows, write
 
+    if args.out is None and args.format == "parquet":
+        raise SelfloopError("--format parquet needs --out FILE")
     db = open_database(_database_url(args), readonly=True)
     try:
         with db.session() as session:
             n = write(rows(session, args.loop, args.what, args.iteration), args.out, args.format)
     finally:
         db.dispose()
-    print(f"{args.out}: {n} {args.what} row(s) of loop {args.loop}")
+    print(f"{args.out or 'stdout'}: {n} {args.what} row(s) of loop {args.loop}", file=sys.stderr if args.out is None else sys.stdout)
     return 0
 
 

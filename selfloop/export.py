@@ -114,15 +114,19 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
         yield row
 
 
-def write(records: Iterator[dict[str, Any]], out: Path, fmt: str) -> int:
-    """Write to `out` (owner-only); return the number of rows."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+def write(records: Iterator[dict[str, Any]], out: Path | None, fmt: str) -> int:
+    """Write to `out` (owner-only; None: JSON Lines on stdout); return the number of rows."""
     if fmt == "jsonl":
+        import sys
+
         n = 0
-        with open(out, "w", encoding="utf-8") as f:
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", encoding="utf-8") if out is not None else _Unclosed(sys.stdout) as f:
             for n, record in enumerate(records, start=1):  # noqa: B007
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         return n
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -131,6 +135,19 @@ def write(records: Iterator[dict[str, Any]], out: Path, fmt: str) -> int:
     table = pa.Table.from_pylist(list(records))
     pq.write_table(table, out)
     return table.num_rows
+
+
+class _Unclosed:
+    """stdout as a context manager that leaves it open."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001
+        self.stream = stream
+
+    def __enter__(self):  # noqa: ANN204
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.flush()
 
 
 def merge(session: Session, loop_name: str, iteration: int | None, out: Path, config) -> tuple[Path, int]:  # noqa: ANN001

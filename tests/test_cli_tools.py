@@ -254,3 +254,12 @@ def test_a_moved_state_directory_keeps_working(tmp_path: Path) -> None:
         paths = s.scalars(select(Checkpoint.path)).all()
     db.dispose()
     assert len(paths) == 2 and all((tmp_path / "moved" / p / "MANIFEST.json").is_file() for p in paths)
+
+
+def test_export_to_stdout(finished: tuple[Path, str]) -> None:
+    _, url = finished
+    out = selfloop_cli("export", "tiny", "--what", "samples", "--iteration", "1", "--db", url)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert rows and all(r["iteration"] == 1 and r["completion"][0]["role"] == "assistant" for r in rows)
+    assert "stdout:" in out.stderr
