@@ -288,6 +288,10 @@ def test_cli_create_reader_prints_a_url_that_reads_but_cannot_write(postgres_url
     assert f"{role}:" in url
     code, out, err = run_cli("sql", "--db", url, "--format", "json", "SELECT name FROM loops")
     assert code == 0 and json.loads(out) == [{"name": "l1"}]
+    code, out, err = run_cli("db", "create-reader", "--db", postgres_url, "--role", role)  # again: a new password
+    assert code == 0, err
+    old_url, url = url, out.strip()
+    assert old_url != url and run_cli("sql", "--db", old_url, "SELECT 1")[0] == 1  # the old password is gone
     code, out, err = run_cli("sql", "--db", url, "SELECT 1; COMMIT; DELETE FROM metrics; SELECT 1")
     assert code == 1 and "one statement" in err
     code, out, err = run_cli("sql", "--db", postgres_url, "SELECT 1")

@@ -277,9 +277,13 @@ def create_reader(admin_url: str, role: str = "selfloop_reader", statement_timeo
         with conn.transaction():
             cur = conn.cursor()
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-            verb = pgsql.SQL("ALTER ROLE") if cur.fetchone() else pgsql.SQL("CREATE ROLE")
-            cur.execute(pgsql.SQL("{} {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
-                                  "NOINHERIT PASSWORD {}").format(verb, ident, pgsql.Literal(password)))
+            if cur.fetchone():  # reset: only a superuser may name SUPERUSER, REPLICATION or BYPASSRLS in ALTER ROLE;
+                # the login check below refuses a role that has any of them
+                cur.execute(pgsql.SQL("ALTER ROLE {} LOGIN NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD {}")
+                            .format(ident, pgsql.Literal(password)))
+            else:
+                cur.execute(pgsql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                                      "NOBYPASSRLS NOINHERIT PASSWORD {}").format(ident, pgsql.Literal(password)))
             for setting, value in (("default_transaction_read_only", "on"),
                                    ("statement_timeout", str(int(statement_timeout_ms))),
                                    ("idle_in_transaction_session_timeout", "60000")):
