@@ -115,7 +115,7 @@ class LoopLock:
                 session.add(lease)
             lease.token += 1
             lease.host, lease.pid, lease.kind = socket.gethostname(), os.getpid(), self.kind
-            lease.acquired_at = lease.heartbeat_at = now
+            lease.acquired_at = now
             lease.released_at = None
             session.flush()
             return lease.token

@@ -324,7 +324,6 @@ class WriterLease(Base):
     pid: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(20), doc="daemon | run (a foreground run or resume)")
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="null while held")
     created_at: Mapped[datetime] = _created()
 
