@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     p.add_argument("--db", metavar="URL", help="database URL")
 
-    p = sub.add_parser("status", help="each loop's state, iteration, phase and progress, and every process running a loop")
+    p = sub.add_parser("status", help="each loop's state, iteration, phase and progress, every process running a loop, and what its vLLM servers hold")
     _add_db(p)
 
     p = sub.add_parser("daemon", help="run the config's loop until stopped (systemd: see systemd/selfloop.service)")
@@ -408,9 +408,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         with db.session() as session:
             columns, rows = queries.loop_status(session)
             writers = queries.loop_writers(session)
+            fleets = queries.server_fleets(session)
     finally:
         db.dispose()
     print(render(columns, rows))
+    if fleets:
+        from selfloop.engines.vllm_server import api_key_from_env, server_holdings
+
+        for servers, (key_env, loops) in fleets.items():
+            for url, holds in server_holdings(servers, api_key_from_env(key_env)):
+                print(f"vllm server {url} (loops {', '.join(loops)}): {holds}")
     where = {row[0]: row for row in rows}
     for loop, kind, pid, host, since in writers:
         _, _, _, number, phase, progress, _, _ = where.get(loop, (None,) * 8)

@@ -111,7 +111,10 @@ class ModelConfig(Section):
 class EngineConfig(Section):
     """The generation back end used for synthesis, rollouts, judging and evaluation."""
 
-    kind: Literal["hf", "vllm"] = Field("hf", description="Generation back end: 'hf' (transformers, any device) or 'vllm'.")
+    kind: Literal["hf", "vllm", "vllm-server"] = Field(
+        "hf", description="Generation back end: 'hf' (transformers, any device), 'vllm' (in-process) or 'vllm-server' "
+        "(running `vllm serve` servers, listed in `servers`)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device of the hf engine and of training.")
     batch_size: upto(4096) = Field(16, description="hf engine: sequences decoded together (n samples count each).")
     gpu_memory_utilization: Probability = Field(0.85, description="vllm: share of GPU memory vLLM may take.")
@@ -122,6 +125,36 @@ class EngineConfig(Section):
     max_model_len: upto(1_048_576) = Field(2048, description="vllm: longest prompt + completion in tokens.")
     max_lora_rank: upto(1024) = Field(64, description="vllm: the largest LoRA rank it must serve.")
     enforce_eager: bool = Field(False, description="vllm: skip CUDA graph capture (slower, starts faster).")
+    servers: list[str] = Field(
+        [], description="vllm-server: base URLs of `vllm serve` servers of the same base model (http://host:port); "
+        "requests are spread over them."
+    )
+    served_model: str | None = Field(None, description="vllm-server: the base model's name on the servers (default: the one they list).")
+    api_key_env: str | None = Field(
+        None, description="vllm-server: environment variable holding the servers' API key (`vllm serve --api-key`)."
+    )
+    max_in_flight: upto(4096) = Field(32, description="vllm-server: requests outstanding per server at a time.")
+    request_timeout_s: upto(86_400) = Field(600, description="vllm-server: seconds one request may take.")
+    retries: upto(20, 0) = Field(2, description="vllm-server: tries a failed request gets on other servers before the call fails.")
+    max_adapters_loaded: upto(64) = Field(
+        2, description="vllm-server: LoRA adapters kept loaded per server; older ones are unloaded."
+    )
+
+    @field_validator("servers")
+    @classmethod
+    def _server_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.fullmatch(r"https?://[^\s/]+(/v1)?/?", url.strip()):
+                raise ValueError(f"{url!r} is not a server base URL such as http://10.0.0.5:8000")
+        if len(v) > 256:
+            raise ValueError("at most 256 servers")
+        return v
+
+    @model_validator(mode="after")
+    def _servers_for_server_kind(self) -> EngineConfig:
+        if self.kind == "vllm-server" and not self.servers:
+            raise ValueError("kind 'vllm-server' needs servers: the base URLs of running `vllm serve` servers")
+        return self
 
 
 class _FileBacked(Section):
@@ -259,12 +292,22 @@ class TrainConfig(Section):
     scheduler: Literal["constant", "linear", "cosine"] = Field("cosine", description="Learning rate schedule.")
     warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="Share of steps spent warming up.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    processes: upto(1024) = Field(
+        1, description="Training processes: 1 trains in the loop's process; N > 1 launches N data-parallel processes "
+        "(accelerate DDP; one per GPU, or CPU processes over gloo), each taking batch_size / N of every batch."
+    )
     dpo: DPOConfig = Field(default_factory=DPOConfig)
     spin: SPINConfig = Field(default_factory=SPINConfig)
     ttrl: TTRLConfig = Field(default_factory=TTRLConfig)
     rlsc: RLSCConfig = Field(default_factory=RLSCConfig)
     rest: RestConfig = Field(default_factory=RestConfig)
     orpo: ORPOConfig = Field(default_factory=ORPOConfig)
+
+    @model_validator(mode="after")
+    def _batch_splits_over_processes(self) -> TrainConfig:
+        if self.batch_size % self.processes:
+            raise ValueError(f"batch_size {self.batch_size} does not split evenly over {self.processes} processes")
+        return self
 
 
 class SuiteConfig(_FileBacked):

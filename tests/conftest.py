@@ -186,7 +186,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
     return run
 
 
-def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, checkpoint_id: int = 1):  # noqa: ANN201
+def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, checkpoint_id: int = 1, rank: int = 4):  # noqa: ANN201
     """A LoRA checkpoint on the tiny model with random (non-zero) B matrices, so it changes outputs."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -197,7 +197,7 @@ def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, ch
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
     with torch.no_grad():
         for name, param in peft.named_parameters():
             if "lora_B" in name:

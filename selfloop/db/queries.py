@@ -210,6 +210,17 @@ def phase_summary(session: Session, iteration_id: int, phase: str) -> str:
     return ""
 
 
+def server_fleets(session: Session) -> dict[tuple[str, ...], tuple[str | None, list[str]]]:
+    """The vLLM server fleets that loops not yet finished generate on: servers -> (API key variable, loops)."""
+    fleets: dict[tuple[str, ...], tuple[str | None, list[str]]] = {}
+    for name, config in session.execute(select(Loop.name, Loop.config).where(Loop.status != "finished").order_by(Loop.name)):
+        engine = (config or {}).get("engine") or {}
+        if engine.get("kind") == "vllm-server" and engine.get("servers"):
+            key = tuple(engine["servers"])
+            fleets.setdefault(key, (engine.get("api_key_env"), []))[1].append(name)
+    return fleets
+
+
 def loop_writers(session: Session) -> list[tuple[str, str, int, str, Any]]:
     """(loop, kind, pid, host, since) of every process holding a loop now. A lease left by a process that
     died without releasing it (kill -9) is left out when that process is known gone (same host, no pid)."""

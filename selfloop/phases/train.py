@@ -9,6 +9,7 @@ only after the checkpoint directory is complete.
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import torch
 from loguru import logger
@@ -64,39 +65,30 @@ def run(ctx: PhaseContext) -> None:
         return
     init = None if module.RESTART_FROM_BASE else ctx.policy
     ctx.runtime.release_accelerator()
-    device = pick_device(ctx.config.engine.device)
-    torch.manual_seed(ctx.seed("train", "init"))
-    model = load_trainable(ctx.runtime.model.path, init, cfg.lora, device, pick_dtype(ctx.config.model.dtype, device),
-                           cfg.gradient_checkpointing)
-    pad_id = tokenizer.pad_token_id
-    try:
-        if module.NEEDS_REFERENCE and any(it.ref_logp is None for it in items):
-            reference_logps(model, items, pad_id, cfg.batch_size)
-            with ctx.db.session() as session:
-                for it in items:
-                    session.execute(update(Example).where(Example.id == it.example_id).values(
-                        ref_logp=it.ref_logp, ref_rejected_logp=it.ref_rejected_logp, ref_token_logps=it.ref_token_logps))
+
+    def store_reference(items: list[TrainItem]) -> None:  # kept on the example rows: a re-run reuses them
+        with ctx.db.session() as session:
+            for it in items:
+                session.execute(update(Example).where(Example.id == it.example_id).values(
+                    ref_logp=it.ref_logp, ref_rejected_logp=it.ref_rejected_logp, ref_token_logps=it.ref_token_logps))
         ctx.failpoint("before_steps")
 
-        def on_step(record: StepRecord) -> None:
-            with ctx.db.session() as session:
-                session.add(TrainStep(iteration_id=ctx.iteration_id, step=record.step, loss=record.loss,
-                                      learning_rate=record.learning_rate, grad_norm=record.grad_norm,
-                                      tokens_per_s=record.tokens_per_s, metrics=record.metrics))
-            ctx.failpoint("after_step")
+    def on_step(record: StepRecord) -> None:
+        with ctx.db.session() as session:
+            session.add(TrainStep(iteration_id=ctx.iteration_id, step=record.step, loss=record.loss,
+                                  learning_rate=record.learning_rate, grad_norm=record.grad_norm,
+                                  tokens_per_s=record.tokens_per_s, metrics=record.metrics))
+        ctx.failpoint("after_step")
 
-        records = train(model, items, module, algo_cfg, cfg, seed=ctx.seed("train", "order"), pad_id=pad_id,
-                        on_step=on_step, on_progress=lambda done, total: ctx.set_progress(done, total, "training steps"),
-                        stop_requested=ctx.stop_requested)
-        path = ctx.config.state_dir() / "checkpoints" / ctx.config.loop.name / f"iteration-{ctx.number:04d}"
-        saved = save_adapter(model, path, base_model=ctx.config.model.base,
-                             extra={"loop": ctx.config.loop.name, "iteration": ctx.number, "algorithm": cfg.algorithm})
-        ctx.failpoint("after_save")
-    finally:
-        del model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    path = ctx.config.state_dir() / "checkpoints" / ctx.config.loop.name / f"iteration-{ctx.number:04d}"
+    extra = {"loop": ctx.config.loop.name, "iteration": ctx.number, "algorithm": cfg.algorithm}
+    needs_reference = module.NEEDS_REFERENCE and any(it.ref_logp is None for it in items)
+    if cfg.processes > 1:
+        records, saved = _train_on_processes(ctx, items, init, tokenizer.pad_token_id, needs_reference, path, extra,
+                                             store_reference, on_step)
+    else:
+        records, saved = _train_here(ctx, items, init, tokenizer.pad_token_id, needs_reference, path, extra,
+                                     store_reference, on_step)
     with ctx.db.session() as session:
         ckpt = Checkpoint(path=ctx.config.stored_checkpoint(saved.path), sha256=saved.sha256, kind="lora", base_model=ctx.config.model.base,
                           parent_checkpoint_id=init.checkpoint_id if init else None, size_bytes=saved.size_bytes)
@@ -109,3 +101,62 @@ def run(ctx: PhaseContext) -> None:
             set_metric(session, ctx.iteration_id, "train.steps", len(records))
         ctx.mark_done(session)
     logger.info("trained {} steps on {} examples; checkpoint {}", len(records), len(items), saved.path)
+
+
+def _train_here(ctx: PhaseContext, items, init, pad_id, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
+    """Train in this process, on engine.device."""
+    cfg = ctx.config.train
+    module = ALGORITHMS[cfg.algorithm]
+    device = pick_device(ctx.config.engine.device)
+    torch.manual_seed(ctx.seed("train", "init"))
+    model = load_trainable(ctx.runtime.model.path, init, cfg.lora, device, pick_dtype(ctx.config.model.dtype, device),
+                           cfg.gradient_checkpointing)
+    try:
+        if needs_reference:
+            reference_logps(model, items, pad_id, cfg.batch_size)
+            store_reference(items)
+        else:
+            ctx.failpoint("before_steps")
+        records = train(model, items, module, getattr(cfg, cfg.algorithm), cfg, seed=ctx.seed("train", "order"), pad_id=pad_id,
+                        on_step=on_step, on_progress=lambda done, total: ctx.set_progress(done, total, "training steps"),
+                        stop_requested=ctx.stop_requested)
+        saved = save_adapter(model, path, base_model=ctx.config.model.base, extra=extra)
+        ctx.failpoint("after_save")
+    finally:
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return records, saved
+
+
+def _train_on_processes(ctx: PhaseContext, items, init, pad_id, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
+    """Train on train.processes data-parallel worker processes (see selfloop.training.distributed)."""
+    from selfloop.training.checkpoint import SavedCheckpoint, verify_checkpoint
+    from selfloop.training.distributed import run_workers
+    from selfloop.training.loop import default_steps
+
+    cfg = ctx.config.train
+    module = ALGORITHMS[cfg.algorithm]
+    device = pick_device(ctx.config.engine.device)
+    total = getattr(module, "num_steps", default_steps)(len(items), cfg)
+    records: list[StepRecord] = []
+
+    def step(event: dict) -> None:
+        record = StepRecord(**event)
+        records.append(record)
+        on_step(record)
+        ctx.set_progress(len(records), total, "training steps")
+
+    if not needs_reference:
+        ctx.failpoint("before_steps")
+    job = {"model_dir": str(ctx.runtime.model.path), "device": device.type, "dtype": ctx.config.model.dtype,
+           "train": cfg.model_dump(mode="json"), "pad_id": pad_id, "needs_reference": needs_reference,
+           "init": {"checkpoint_id": init.checkpoint_id, "path": str(init.path), "sha256": init.sha256} if init else None,
+           "seed_init": ctx.seed("train", "init"), "seed_order": ctx.seed("train", "order"),
+           "out": str(path), "base_model": ctx.config.model.base, "extra": extra}
+    event = run_workers(workdir=path.parent, processes=cfg.processes, device=device.type, job=job, items=items,
+                        on_reference=store_reference, on_step=step, stop_requested=ctx.stop_requested)
+    verify_checkpoint(Path(event["path"]), event["sha256"])  # what rank 0 wrote is complete and unaltered
+    ctx.failpoint("after_save")
+    return records, SavedCheckpoint(Path(event["path"]), event["sha256"], event["size_bytes"])

@@ -8,6 +8,12 @@ supplies `batch_loss(items, policy, cfg)`; the loop knows nothing else about it.
 Reference log-probs come from the same model before its first step (the iteration's starting
 policy), so no second copy of the model is held. A run is a pure function of (items, seed): an
 interrupted run is simply run again from its start.
+
+Data parallel (`accelerator` given, N processes): every process draws the same batches and takes its
+shard of each. Every algorithm's loss is a mean over the batch's items, so each process weights its
+shard's mean by its share of the batch; DDP averages gradients over processes, which gives the
+full batch's gradient, and the step's loss and metrics are summed over processes the same way.
+N processes thus take the same steps as one process with the same batch_size, up to floating-point noise.
 """
 
 from __future__ import annotations
@@ -102,6 +108,22 @@ def _batches(n: int, size: int, rng: random.Random) -> Iterator[list[int]]:
             yield order[start : start + size]
 
 
+def _shard(batch: list[TrainItem], rank: int, world: int) -> tuple[list[TrainItem], float]:
+    """This process's contiguous shard of a batch, and its share of the batch. A process whose shard is
+    empty (a short last batch) runs one item at share 0, so every process takes part in the gradient sync."""
+    size, extra = divmod(len(batch), world)
+    start = rank * size + min(rank, extra)
+    shard = batch[start : start + size + (rank < extra)]
+    return (shard, len(shard) / len(batch)) if shard else (batch[:1], 0.0)
+
+
+def _sum_over_processes(accelerator, loss: float, tokens: int, totals: dict[str, float]):  # noqa: ANN001, ANN202
+    keys = sorted(totals)
+    values = torch.tensor([loss, float(tokens), *(totals[k] for k in keys)], dtype=torch.float64, device=accelerator.device)
+    values = accelerator.reduce(values, reduction="sum").tolist()
+    return values[0], int(values[1]), dict(zip(keys, values[2:]))
+
+
 def train(
     model: torch.nn.Module,
     items: list[TrainItem],
@@ -114,8 +136,16 @@ def train(
     on_step: Callable[[StepRecord], None] = lambda r: None,
     on_progress: Callable[[int, int], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
+    accelerator=None,  # noqa: ANN001
 ) -> list[StepRecord]:
+    """Train `model` (DDP-wrapped when `accelerator` is given) on `items`; on_step gets each step's record
+    (on every process; a data-parallel caller records only the main process's)."""
+    from contextlib import nullcontext
+
     from transformers import get_scheduler
+
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
 
     # Epochs over the examples, unless the algorithm counts its own steps (RLSC: a fixed few).
     steps = getattr(algorithm, "num_steps", default_steps)(len(items), train_cfg)
@@ -132,14 +162,21 @@ def train(
             started, tokens = time.perf_counter(), 0
             totals: dict[str, float] = {}
             loss_sum = 0.0
-            for _ in range(train_cfg.grad_accum):
+            for micro in range(train_cfg.grad_accum):
                 batch = [items[i] for i in next(batches)]
-                tokens += sum(len(it.prompt) + len(it.completion) + (len(it.prompt) + len(it.rejected) if it.rejected else 0) for it in batch)
-                loss, metrics = algorithm.batch_loss(batch, policy, algo_cfg)
-                (loss / train_cfg.grad_accum).backward()
-                loss_sum += loss.item() / train_cfg.grad_accum
+                shard, share = _shard(batch, rank, world)
+                tokens += sum(len(it.prompt) + len(it.completion) + (len(it.prompt) + len(it.rejected) if it.rejected else 0)
+                              for it in (shard if share else []))
+                last = micro + 1 == train_cfg.grad_accum
+                # DDP averages gradients over processes only on the micro-step that ends the optimizer step.
+                with nullcontext() if accelerator is None or last else accelerator.no_sync(model):
+                    loss, metrics = algorithm.batch_loss(shard, policy, algo_cfg)
+                    (loss * (share * world) / train_cfg.grad_accum).backward()
+                loss_sum += share * loss.item() / train_cfg.grad_accum
                 for k, v in metrics.items():
-                    totals[k] = totals.get(k, 0.0) + v / train_cfg.grad_accum
+                    totals[k] = totals.get(k, 0.0) + share * v / train_cfg.grad_accum
+            if accelerator is not None:  # the step's loss and metrics over the whole batch, and its tokens
+                loss_sum, tokens, totals = _sum_over_processes(accelerator, loss_sum, tokens, totals)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, train_cfg.max_grad_norm).item()
             lr = scheduler.get_last_lr()[0]
             optimizer.step()

@@ -1,0 +1,90 @@
+"""One data-parallel training process (`python -m selfloop.training.worker JOB.json`), launched by
+`selfloop.training.distributed` under torch.distributed.run or accelerate launch.
+
+Every process loads the base model and the starting adapter, computes reference log-probs for its shard
+of the items (gathered on all), and runs the shared training loop with its shard of every batch (DDP
+through accelerate). Rank 0 alone appends events for the loop's process and writes the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _parent_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(job_path: str) -> int:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+
+    from selfloop.algorithms import ALGORITHMS
+    from selfloop.config import TrainConfig
+    from selfloop.engines.base import Adapter
+    from selfloop.models.loading import pick_dtype
+    from selfloop.training.checkpoint import save_adapter
+    from selfloop.training.items import TrainItem
+    from selfloop.training.loop import load_trainable, reference_logps, train
+
+    job = json.loads(Path(job_path).read_text())
+    accelerator = Accelerator(cpu=job["device"] == "cpu")
+    main_process = accelerator.is_main_process
+    cfg = TrainConfig.model_validate(job["train"])
+    module = ALGORITHMS[cfg.algorithm]
+    algo_cfg = getattr(cfg, cfg.algorithm)
+    items = [TrainItem(**it) for it in job["items"]]
+    init = Adapter(job["init"]["checkpoint_id"], Path(job["init"]["path"]), job["init"]["sha256"]) if job["init"] else None
+    events = open(job["events"], "a") if main_process else None  # noqa: SIM115
+
+    def emit(kind: str, **fields) -> None:  # noqa: ANN003
+        if events is not None:
+            events.write(json.dumps({"kind": kind, **fields}) + "\n")
+            events.flush()
+
+    def check_parent() -> bool:
+        return not _parent_alive(job["parent_pid"])  # the loop's process is gone: stop, nobody records this
+
+    torch.manual_seed(job["seed_init"])  # the same fresh adapter on every process (DDP also broadcasts rank 0's)
+    model = load_trainable(Path(job["model_dir"]), init, cfg.lora, accelerator.device,
+                           pick_dtype(job["dtype"], accelerator.device), cfg.gradient_checkpointing)
+    if job["needs_reference"]:
+        mine = items[accelerator.process_index :: accelerator.num_processes]
+        reference_logps(model, mine, job["pad_id"], cfg.batch_size)
+        rows = gather_object([{"example_id": it.example_id, "ref_logp": it.ref_logp, "ref_rejected_logp": it.ref_rejected_logp,
+                               "ref_token_logps": it.ref_token_logps} for it in mine])
+        by_id = {r["example_id"]: r for r in rows}
+        for it in items:
+            r = by_id[it.example_id]
+            it.ref_logp, it.ref_rejected_logp, it.ref_token_logps = r["ref_logp"], r["ref_rejected_logp"], r["ref_token_logps"]
+        emit("reference", items=rows)
+    model = accelerator.prepare_model(model)
+
+    def on_step(record) -> None:  # noqa: ANN001
+        emit("step", record={"step": record.step, "loss": record.loss, "learning_rate": record.learning_rate,
+                             "grad_norm": record.grad_norm, "tokens_per_s": record.tokens_per_s, "metrics": record.metrics})
+
+    train(model, items, module, algo_cfg, cfg, seed=job["seed_order"], pad_id=job["pad_id"], on_step=on_step,
+          stop_requested=check_parent, accelerator=accelerator)
+    accelerator.wait_for_everyone()
+    if main_process and _parent_alive(job["parent_pid"]):
+        saved = save_adapter(accelerator.unwrap_model(model), Path(job["out"]), base_model=job["base_model"], extra=job["extra"])
+        emit("saved", path=str(saved.path), sha256=saved.sha256, size_bytes=saved.size_bytes,
+             processes=accelerator.num_processes, distributed_type=str(accelerator.distributed_type))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
