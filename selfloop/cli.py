@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from selfloop import __version__
-from selfloop.errors import SelfloopError
+from selfloop.errors import ConfigError, SelfloopError
 from selfloop.render import FORMATS
 
 DESCRIPTION = """\
@@ -578,6 +578,13 @@ def _one_line(exc: Exception) -> str:
     return f"unexpected error: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
+def _not_under_a_launcher(command: str) -> None:
+    """A loop is one process; N copies started by `accelerate launch`/torchrun would race for the loop's lock."""
+    if command in ("run", "resume", "daemon") and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ConfigError("selfloop runs a loop in one process, not under accelerate launch or torchrun: set "
+                          "train.processes to N and the train phase launches N training processes itself")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from selfloop.log import setup_logging
@@ -586,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
 
     setup_logging("DEBUG" if args.debug else "INFO", json_lines=args.log_json)
     try:
+        _not_under_a_launcher(args.command)
         code = COMMANDS[args.command](args)
     except SelfloopError as exc:
         if args.debug:

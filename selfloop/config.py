@@ -512,6 +512,9 @@ class Config(Section):
         for field, value in (("judge.vote.voters", self.judge.vote.voters), ("train.ttrl.n_train", self.train.ttrl.n_train)):
             if value is not None and value > n:
                 raise ValueError(f"{field} ({value}) is above generation.samples_per_prompt ({n})")
+        if self.engine.kind == "vllm-server" and self.judge.llm_judge.model is not None:
+            raise ValueError("judge.llm_judge.model: a separate judge model is not served by engine.kind 'vllm-server' "
+                             "(its servers serve the policy's base model); leave it null to judge with the policy")
         return self
 
     @model_validator(mode="before")

@@ -57,6 +57,13 @@ BAD = [
     ("loop: {name: a}\ntrain: {algorithm: dpo}\njudge: {signals: [vote]}", ["needs judge.signals to include 'llm_judge'"]),
     ("loop: {name: a}\nself_instruct: {min_words: 50, max_words: 10}", ["min_words (50) is above max_words (10)"]),
     ("loop: {name: a}\nloop: {seed: 1.5}", ["loop.name: required"]),
+    ("loop: {name: a}\nengine: {kind: vllm-server}", ["engine:", "needs servers"]),
+    ("loop: {name: a}\nengine: {kind: vllm-server, servers: ['gpu1:8000']}", ["engine.servers:", "'gpu1:8000' is not a server base URL"]),
+    ("loop: {name: a}\nengine: {kind: vllm-server, servers: ['http://h:1'], max_in_flight: 0}", ["engine.max_in_flight: 0"]),
+    ("loop: {name: a}\nengine: {kind: vllm-server, servers: ['http://h:1']}\njudge: {llm_judge: {model: tiny}}",
+     ["judge.llm_judge.model", "not served by engine.kind 'vllm-server'"]),
+    ("loop: {name: a}\ntrain: {batch_size: 6, processes: 4}", ["train:", "batch_size 6 does not split evenly over 4 processes"]),
+    ("loop: {name: a}\ntrain: {processes: 0}", ["train.processes: 0"]),
 ]
 
 

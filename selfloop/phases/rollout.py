@@ -43,7 +43,7 @@ def sampling_of(ctx: PhaseContext) -> Sampling:
 def chunk_prompts(engine, n: int) -> int:  # noqa: ANN001
     """Prompts per generate call: enough sequences to fill the engine, few enough to commit often
     (a failed call loses only its own chunk)."""
-    sequences = {"hf": 2 * engine.batch_size, "vllm-server": 2 * engine.max_in_flight * len(engine.servers)}.get(engine.kind, 2048)
+    sequences = {"hf": 2 * engine.batch_size, "vllm-server": 4 * engine.max_in_flight * len(engine.servers)}.get(engine.kind, 2048)
     return max(1, sequences // n)
 
 
