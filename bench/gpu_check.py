@@ -73,7 +73,7 @@ def check_train(model_dir: Path, device: str, dtype: str, result: dict) -> None:
     from selfloop.training.items import TrainItem
     from selfloop.training.loop import load_trainable, reference_logps, train
 
-    cfg = TrainConfig.model_validate({"algorithm": "dpo", "batch_size": 8, "max_steps": 6, "learning_rate": 1e-4,
+    cfg = TrainConfig.model_validate({"algorithm": "dpo", "batch_size": 8, "epochs": 3, "max_steps": 6, "learning_rate": 1e-4,
                                       "lora": {"rank": 16, "alpha": 32}})
     tokenizer = load_tokenizer(model_dir, padding_side="left")
     items = []

@@ -90,6 +90,8 @@ def main() -> None:
             if runtime is None:
                 runtime = Runtime(config)
                 engine = runtime.engine()  # connect and check the server outside the timed region
+                warm = [prompt_ids(engine.tokenizer, user_chat("Say hello."))]  # the server's first batches, untimed
+                bare_rollout(url, engine.served_model, warm, [list(range(args.in_flight))], sampling, args.in_flight)
             runtime.config = config
             open_loop(db, config)
             started = time.perf_counter()

@@ -217,3 +217,21 @@ def test_a_server_killed_mid_rollout_fails_cleanly_and_resume_completes_the_rows
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = table_counts(clean_url), table_counts(url)
     assert {t: a[t] for t in DATA_TABLES if t in a} == {t: b[t] for t in DATA_TABLES if t in b}
+
+
+def test_requests_to_a_dead_server_go_to_the_live_one(servers, tiny_model) -> None:  # noqa: ANN001
+    """A server that stops answering mid-call: its requests are retried on the others and the call completes
+    (here the dead one never answered; the kill test covers a fleet of one, where the call must fail)."""
+    from selfloop.engines.vllm_server import VLLMServerEngine
+
+    live = servers[0]
+    engine = VLLMServerEngine(tiny_model.path, [live.url, "http://127.0.0.1:9"], served_model=str(tiny_model.path),
+                              check=False, retries=1)
+    before = _completions_served(live)
+    try:
+        outs = engine.generate(CHATS, Sampling(n=2, temperature=1.0, max_new_tokens=6), seeds=SEEDS)
+    finally:
+        engine.close()
+    assert all(c.num_tokens > 0 for row in outs for c in row)
+    assert _completions_served(live) - before == 12
+    assert engine.servers[1].failures >= 1 and not engine.servers[1].healthy
