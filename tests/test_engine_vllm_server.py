@@ -208,8 +208,12 @@ def test_a_server_killed_mid_rollout_fails_cleanly_and_resume_completes_the_rows
     last = stderr.strip().splitlines()[-1]
     assert own.url in last and "vLLM server" in last, last
     assert table_counts(url)["samples"] == committed  # what was committed before the crash is kept
+    status = _cli("status", "--db", url)
+    assert f"vllm server {own.url} (loops tiny): unreachable" in status.stdout, status.stdout
 
     own.start()  # restarted on the same port
+    status = _cli("status", "--db", url)
+    assert f"vllm server {own.url} (loops tiny): base {tiny_model.path}; 0 adapter(s) loaded" in status.stdout, status.stdout
     try:
         resumed = _cli("run", "--config", str(path))
     finally:
