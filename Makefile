@@ -72,6 +72,7 @@ bench: $(STAMP) bench-env
 	$(BIN)/python bench/generation.py
 	.venv-bench/bin/python bench/training.py
 	$(BIN)/python bench/iteration.py
+	$(BIN)/python bench/server.py
 
 # Unit tests only (seconds).
 test-fast: $(STAMP)
