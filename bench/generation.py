@@ -6,7 +6,10 @@ Also: the time to store 100,000 sample rows, against the time it takes to genera
     .venv/bin/python bench/generation.py                 # SmolLM2 on CPU (a few minutes)
     .venv/bin/python bench/generation.py --model tiny    # seconds, for a smoke test
 
-Ends with one line of JSON: ratio, ours_tokens_per_s, bare_tokens_per_s, store_share, ...
+Both sides' work is also set against a ceiling measured in the same run (bench/ceiling.py: the FLOP/s of a
+large matmul of the model's shapes; 2 x parameters FLOP per prompt and generated token).
+
+Ends with one line of JSON: ratio, ours_tokens_per_s, bare_tokens_per_s, fraction_of_ceiling, store_share, ...
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ceiling  # bench/ceiling.py, next to this file
 import torch
 from sqlalchemy import func, select
 
@@ -88,12 +92,15 @@ def main() -> None:
     db = open_database(url, init=True)
     runtime = None
     ours_tokens = ours_time = bare_tokens = bare_time = 0.0
-    samples = 0
+    samples = prompt_tokens = 0
+    peak = params = None
     for r in range(args.rounds):
         config = validate_config({**base, "loop": {"name": f"bench-{r}", "phases": ["rollout"], "max_iterations": 1, "seed": r}})
         if runtime is None:
             runtime = Runtime(config)
-            runtime.engine()  # load outside the timed region, shared by both sides
+            engine = runtime.engine()  # load outside the timed region, shared by both sides
+            params = ceiling.count_parameters(engine.base)
+            peak = ceiling.matmul_peak_flops(runtime.model.path, next(engine.base.parameters()).dtype)
         runtime.config = config
         open_loop(db, config)
         started = time.perf_counter()
@@ -104,6 +111,7 @@ def main() -> None:
             tokens = s.scalar(select(func.sum(Sample.num_tokens)).where(Sample.iteration_id == r + 1))
             samples += s.scalar(select(func.count()).select_from(Sample).where(Sample.iteration_id == r + 1))
         ours_tokens += tokens
+        prompt_tokens += sum(len(prompt_ids(runtime.engine().tokenizer, user_chat(t))) for t in loop_prompts)
         torch.manual_seed(r)
         started = time.perf_counter()
         bare_tokens += bare_generate(runtime.engine(), loop_prompts, args.samples, 0.8, args.max_new_tokens, 16)
@@ -122,6 +130,10 @@ def main() -> None:
         "ours_tokens_per_s": round(ours_tokens / ours_time, 2),
         "bare_tokens_per_s": round(bare_tokens / bare_time, 2),
         "ratio": round((ours_tokens / ours_time) / (bare_tokens / bare_time), 3),
+        "fraction_of_ceiling": {"ours": ceiling.share(ceiling.generation_flops(params, prompt_tokens, ours_tokens), ours_time, peak),
+                                "bare": ceiling.share(ceiling.generation_flops(params, prompt_tokens, bare_tokens), bare_time, peak),
+                                "matmul_flops_per_s": round(peak), "params": params,
+                                "counted": "2 x params FLOP per prompt token (once per prompt) and per generated token"},
         "store_rows": args.store_rows,
         "store_s": round(store_s, 2),
         "generate_s_for_rows": round(generate_s, 1),
