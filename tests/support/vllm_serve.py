@@ -39,12 +39,16 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 420) -> Server:
+    def launch(self) -> Server:
+        """Start the process; `wait` until it answers."""
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([*serve_command(self.model_dir, self.port, memory=self.memory), *self.extra], stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
-        self.wait(timeout)
+            self.proc = subprocess.Popen([*serve_command(self.model_dir, self.port, memory=self.memory), *self.extra],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return self
+
+    def start(self, timeout: float = 420) -> Server:
+        self.launch().wait(timeout)
         return self
 
     def wait(self, timeout: float) -> None:
