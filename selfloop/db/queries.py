@@ -224,21 +224,16 @@ def server_fleets(session: Session) -> dict[tuple[str, ...], tuple[str | None, l
 def loop_writers(session: Session) -> list[tuple[str, str, int, str, Any]]:
     """(loop, kind, pid, host, since) of every process holding a loop now. A lease left by a process that
     died without releasing it (kill -9) is left out when that process is known gone (same host, no pid)."""
-    import os
     import socket
 
     from selfloop.db.models import WriterLease
+    from selfloop.processes import alive
 
     here = socket.gethostname()
     writers = []
     for lease in session.scalars(select(WriterLease).where(WriterLease.released_at.is_(None)).order_by(WriterLease.loop_name)):
-        if lease.host == here:
-            try:
-                os.kill(lease.pid, 0)
-            except ProcessLookupError:
-                continue
-            except PermissionError:
-                pass  # alive, another user's
+        if lease.host == here and not alive(lease.pid):
+            continue
         writers.append((lease.loop_name, lease.kind, lease.pid, lease.host, lease.acquired_at))
     return writers
 

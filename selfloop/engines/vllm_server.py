@@ -90,12 +90,13 @@ class VLLMServerEngine:
         check: bool = True,
     ) -> None:
         import httpx
-        from transformers import AutoTokenizer
+
+        from selfloop.models.loading import load_tokenizer
 
         if not urls:
             raise ServerError("engine.servers: no vLLM server URL given")
         self.model_dir = model_dir
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.tokenizer = load_tokenizer(model_dir)
         self.servers = [_Server(normalize_url(u)) for u in urls]
         self.loop = loop
         self.max_in_flight = max_in_flight
@@ -116,7 +117,6 @@ class VLLMServerEngine:
         self.served_model = served_model or self._served_model()
         if check:
             self._check_servers()
-            self._unload_leftovers()
 
     # --- HTTP -----------------------------------------------------------------------------------------
     def _post(self, server: _Server, path: str, body: dict) -> dict:
@@ -147,22 +147,27 @@ class VLLMServerEngine:
             raise ServerError(f"vLLM server {server.url} is not reachable ({type(e).__name__}: {e}); "
                               "check engine.servers and that `vllm serve` runs there") from e
 
+    def _models(self, server: _Server) -> tuple[list[str], list[str]]:
+        return split_models(self._get(server, "/v1/models")["data"])
+
     def _served_model(self) -> str:
-        models = self._get(self.servers[0], "/v1/models")["data"]
-        bases = [m["id"] for m in models if not m.get("parent")]
+        bases, _ = self._models(self.servers[0])
         if not bases:
             raise ServerError(f"vLLM server {self.servers[0].url} lists no base model")
         return bases[0]
 
     def _check_servers(self) -> None:
-        """Every server: serves `served_model`, tokenizes as our tokenizer does, and reports processed log-probs."""
+        """Every server: serves `served_model`, tokenizes as our tokenizer does, and reports processed log-probs.
+        Then it unloads this loop's adapters that an earlier process of it loaded and could not unload (it
+        crashed): the loop has one writer, so any name of this loop's form on a server is such a leftover."""
         probe = "Hello, what is 2 + 2?"
         expected = self.tokenizer.encode(probe, add_special_tokens=False)
+        leftover = re.compile(re.escape(adapter_prefix(self.loop)) + r"\d+-[0-9a-f]{8}")
         for server in self.servers:
-            models = [m["id"] for m in self._get(server, "/v1/models")["data"]]
-            if self.served_model not in models:
-                raise ServerError(f"vLLM server {server.url} does not serve {self.served_model!r} (it serves {models}); "
-                                  "every server must serve the same base model")
+            bases, adapters = self._models(server)
+            if self.served_model not in bases + adapters:
+                raise ServerError(f"vLLM server {server.url} does not serve {self.served_model!r} (it serves "
+                                  f"{bases + adapters}); every server must serve the same base model")
             got = self._post(server, "/tokenize", {"model": self.served_model, "prompt": probe, "add_special_tokens": False})
             if got.get("tokens") != expected:
                 raise ServerError(f"vLLM server {server.url} tokenizes differently from {self.model_dir}: "
@@ -176,20 +181,14 @@ class VLLMServerEngine:
             if abs(logprob) > 1e-4:
                 raise ServerError(f"vLLM server {server.url} reports raw log-probs; start it with "
                                   "--logprobs-mode processed_logprobs (samples must carry the log-probs they were sampled with)")
+            for name in filter(leftover.fullmatch, adapters):
+                try:
+                    self._post(server, "/v1/unload_lora_adapter", {"lora_name": name})
+                    logger.info("unloaded {} (left by an earlier run) from {}", name, server.url)
+                except (ServerError, _Unavailable) as e:
+                    logger.warning("could not unload {} from {}: {}", name, server.url, e)
 
     # --- adapters -------------------------------------------------------------------------------------
-    def _unload_leftovers(self) -> None:
-        """Unload this loop's adapters that an earlier process of it loaded and could not unload (it crashed):
-        the loop has one writer, so any name of this loop's form that we did not load is such a leftover."""
-        pattern = re.compile(re.escape(adapter_prefix(self.loop)) + r"\d+-[0-9a-f]{8}")
-        for server in self.servers:
-            for m in self._get(server, "/v1/models")["data"]:
-                if m.get("parent") and pattern.fullmatch(m["id"]) and m["id"] not in self._adapters.values():
-                    try:
-                        self._post(server, "/v1/unload_lora_adapter", {"lora_name": m["id"]})
-                        logger.info("unloaded {} (left by an earlier run) from {}", m["id"], server.url)
-                    except (ServerError, _Unavailable) as e:
-                        logger.warning("could not unload {} from {}: {}", m["id"], server.url, e)
 
     def _adapter_name(self, adapter: Adapter | None) -> str:
         if adapter is None:
@@ -361,6 +360,11 @@ def _message(response) -> str:  # noqa: ANN001
     return " ".join(str(text or response.reason_phrase).split())[:500]
 
 
+def split_models(models: list[dict]) -> tuple[list[str], list[str]]:
+    """A server's /v1/models entries as (base model names, LoRA adapter names): adapters name a parent."""
+    return [m["id"] for m in models if not m.get("parent")], [m["id"] for m in models if m.get("parent")]
+
+
 def server_holdings(urls: Sequence[str], api_key: str | None = None, timeout: float = 3.0) -> list[tuple[str, str]]:
     """(url, what it holds) per server, for `selfloop status`: its base model and the LoRA adapters loaded."""
     import httpx
@@ -374,8 +378,7 @@ def server_holdings(urls: Sequence[str], api_key: str | None = None, timeout: fl
         except (httpx.HTTPError, ValueError, KeyError) as e:
             rows.append((url, f"unreachable ({type(e).__name__})"))
             continue
-        bases = [m["id"] for m in models if not m.get("parent")]
-        loras = [m["id"] for m in models if m.get("parent")]
+        bases, loras = split_models(models)
         rows.append((url, f"base {', '.join(bases)}; {len(loras)} adapter(s) loaded" + (f": {', '.join(loras)}" if loras else "")))
     return rows
 

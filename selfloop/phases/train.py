@@ -53,7 +53,6 @@ def _items(ctx: PhaseContext, tokenizer) -> list[TrainItem]:  # noqa: ANN001
 def run(ctx: PhaseContext) -> None:
     cfg = ctx.config.train
     module = ALGORITHMS[cfg.algorithm]
-    algo_cfg = getattr(cfg, cfg.algorithm)
     with ctx.db.session() as session:
         session.execute(delete(TrainStep).where(TrainStep.iteration_id == ctx.iteration_id))  # a re-run starts over
     tokenizer = load_tokenizer(ctx.runtime.model.path, padding_side="left")
@@ -134,12 +133,11 @@ def _train_on_processes(ctx: PhaseContext, items, init, pad_id, needs_reference,
     """Train on train.processes data-parallel worker processes (see selfloop.training.distributed)."""
     from selfloop.training.checkpoint import SavedCheckpoint, verify_checkpoint
     from selfloop.training.distributed import run_workers
-    from selfloop.training.loop import default_steps
+    from selfloop.training.loop import step_count
 
     cfg = ctx.config.train
-    module = ALGORITHMS[cfg.algorithm]
     device = pick_device(ctx.config.engine.device)
-    total = getattr(module, "num_steps", default_steps)(len(items), cfg)
+    total = step_count(ALGORITHMS[cfg.algorithm], len(items), cfg)
     records: list[StepRecord] = []
 
     def step(event: dict) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 from selfloop.errors import Interrupted, SelfloopError
 from selfloop.manifest import TMP_PREFIX
 from selfloop.private import private_dir
-from selfloop.training.items import TrainItem
+from selfloop.training.items import TrainItem, set_reference
 
 POLL_S = 0.2
 
@@ -76,7 +77,6 @@ def run_workers(
     job_path.write_text(json.dumps(job))
     events_path.touch()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))}
-    by_id = {it.example_id: it for it in items}
     saved: dict | None = None
     with open(log_path, "wb") as log, open(events_path) as events:
         proc = subprocess.Popen(launcher_command(processes, device, job_path), stdout=log, stderr=subprocess.STDOUT,
@@ -87,10 +87,7 @@ def run_workers(
                 if line.endswith("\n"):
                     event = json.loads(line)
                     if event["kind"] == "reference":
-                        for row in event["items"]:
-                            it = by_id[row["example_id"]]
-                            it.ref_logp, it.ref_rejected_logp = row["ref_logp"], row["ref_rejected_logp"]
-                            it.ref_token_logps = row["ref_token_logps"]
+                        set_reference(items, event["items"])
                         on_reference(items)
                     elif event["kind"] == "step":
                         on_step(event["record"])
@@ -116,8 +113,6 @@ def run_workers(
                                       f"(log: {log_path})")
     if saved["processes"] != processes:
         raise TrainingProcessesFailed(f"asked for {processes} training processes, the launcher ran {saved['processes']}")
-    import shutil
-
     shutil.rmtree(run_dir, ignore_errors=True)
     return saved
 

@@ -25,6 +25,21 @@ class TrainItem:
     ref_token_logps: list[float] | None = None
 
 
+REFERENCE = ("ref_logp", "ref_rejected_logp", "ref_token_logps")
+
+
+def reference_rows(items: Sequence[TrainItem]) -> list[dict]:
+    """Items' reference log-probs as JSON-ready rows keyed by example id (what training processes exchange)."""
+    return [{"example_id": it.example_id, **{k: getattr(it, k) for k in REFERENCE}} for it in items]
+
+
+def set_reference(items: Sequence[TrainItem], rows: Sequence[dict]) -> None:
+    by_id = {r["example_id"]: r for r in rows}
+    for it in items:
+        for k in REFERENCE:
+            setattr(it, k, by_id[it.example_id][k])
+
+
 def truncate(prompt: list[int], completions: list[list[int]], max_length: int) -> tuple[list[int], list[list[int]]]:
     """Fit the prompt and each completion in max_length: the shared prompt loses its oldest tokens
     first (enough for the longest completion), then completions lose their ends."""

@@ -9,19 +9,9 @@ through accelerate). Rank 0 alone appends events for the loop's process and writ
 from __future__ import annotations
 
 import json
-import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
-
-
-def _parent_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(job_path: str) -> int:
@@ -33,8 +23,9 @@ def main(job_path: str) -> int:
     from selfloop.config import TrainConfig
     from selfloop.engines.base import Adapter
     from selfloop.models.loading import pick_dtype
+    from selfloop.processes import alive
     from selfloop.training.checkpoint import save_adapter
-    from selfloop.training.items import TrainItem
+    from selfloop.training.items import TrainItem, reference_rows, set_reference
     from selfloop.training.loop import load_trainable, reference_logps, train
 
     job = json.loads(Path(job_path).read_text())
@@ -53,7 +44,7 @@ def main(job_path: str) -> int:
             events.flush()
 
     def check_parent() -> bool:
-        return not _parent_alive(job["parent_pid"])  # the loop's process is gone: stop, nobody records this
+        return not alive(job["parent_pid"])  # the loop's process is gone: stop, nobody records this
 
     torch.manual_seed(job["seed_init"])  # the same fresh adapter on every process (DDP also broadcasts rank 0's)
     model = load_trainable(Path(job["model_dir"]), init, cfg.lora, accelerator.device,
@@ -61,23 +52,16 @@ def main(job_path: str) -> int:
     if job["needs_reference"]:
         mine = items[accelerator.process_index :: accelerator.num_processes]
         reference_logps(model, mine, job["pad_id"], cfg.batch_size)
-        rows = gather_object([{"example_id": it.example_id, "ref_logp": it.ref_logp, "ref_rejected_logp": it.ref_rejected_logp,
-                               "ref_token_logps": it.ref_token_logps} for it in mine])
-        by_id = {r["example_id"]: r for r in rows}
-        for it in items:
-            r = by_id[it.example_id]
-            it.ref_logp, it.ref_rejected_logp, it.ref_token_logps = r["ref_logp"], r["ref_rejected_logp"], r["ref_token_logps"]
+        rows = gather_object(reference_rows(mine))
+        set_reference(items, rows)
         emit("reference", items=rows)
     model = accelerator.prepare_model(model)
 
-    def on_step(record) -> None:  # noqa: ANN001
-        emit("step", record={"step": record.step, "loss": record.loss, "learning_rate": record.learning_rate,
-                             "grad_norm": record.grad_norm, "tokens_per_s": record.tokens_per_s, "metrics": record.metrics})
-
-    train(model, items, module, algo_cfg, cfg, seed=job["seed_order"], pad_id=job["pad_id"], on_step=on_step,
+    train(model, items, module, algo_cfg, cfg, seed=job["seed_order"], pad_id=job["pad_id"],
+          on_step=lambda record: emit("step", record=asdict(record)),
           stop_requested=check_parent, accelerator=accelerator)
     accelerator.wait_for_everyone()
-    if main_process and _parent_alive(job["parent_pid"]):
+    if main_process and alive(job["parent_pid"]):
         saved = save_adapter(accelerator.unwrap_model(model), Path(job["out"]), base_model=job["base_model"], extra=job["extra"])
         emit("saved", path=str(saved.path), sha256=saved.sha256, size_bytes=saved.size_bytes,
              processes=accelerator.num_processes, distributed_type=str(accelerator.distributed_type))
