@@ -124,7 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="URL", help="database URL (overrides the config's database.url)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
 
-    p = sub.add_parser("report", help="write PNG plots and an HTML page of a loop's history")
+    p = sub.add_parser(
+        "ui", help="a read-only web dashboard: loops, lineage, live progress, curves, samples and judgments",
+        description="Serve a read-only dashboard over the store: every loop with live progress and lineage, a loop's "
+        "curves (held-out metrics with confidence bands and promote decisions, loss, judge score, vote share, length), "
+        "its events, two loops compared, and for each iteration its prompts, samples, judgments, votes, training "
+        "examples and held-out answers. It reads through connections that cannot write (SQLite: opened read-only; "
+        "PostgreSQL: the read-only role of `selfloop db create-reader`, given by --db or database.reader_url) and "
+        "refuses any request but GET. It binds to 127.0.0.1; reach it from elsewhere through an SSH tunnel "
+        "(ssh -L 8765:127.0.0.1:8765 HOST), or bind another address with a token in $SELFLOOP_UI_TOKEN.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_db(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs $SELFLOOP_UI_TOKEN)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+
+    p = sub.add_parser("report", help="write a loop's history as an HTML folder that opens offline (the dashboard's charts)")
     p.add_argument("loop", metavar="LOOP")
     p.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: <state_dir>/reports/LOOP)")
     _add_db(p)
@@ -428,6 +442,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from selfloop.config import Config, LoopConfig, load_config
+    from selfloop.ui.app import TOKEN_ENV, serve
+
+    if not 1 <= args.port <= 65535:
+        raise SelfloopError(f"--port {args.port}: must be from 1 to 65535")
+    config = load_config(args.config) if args.config else Config(loop=LoopConfig(name="default"))
+    url = _checked_db(args.db) if args.db else config.reader_url() if args.config else _database_url(args)
+    serve(url, args.host, args.port, token=os.environ.get(TOKEN_ENV) or None,
+          statement_timeout_ms=config.database.statement_timeout_ms)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from selfloop.config import Config, LoopConfig, load_config
     from selfloop.db.engine import open_database
@@ -551,7 +578,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "config": cmd_config, "db": cmd_db, "sql": cmd_sql, "history": cmd_history, "run": cmd_run, "resume": cmd_resume,
-    "fork": cmd_fork, "status": cmd_status, "daemon": cmd_daemon, "report": cmd_report, "track": cmd_track,
+    "fork": cmd_fork, "status": cmd_status, "daemon": cmd_daemon, "report": cmd_report, "ui": cmd_ui, "track": cmd_track,
     "export": cmd_export, "merge": cmd_merge, "loop": cmd_loop,
 }
 

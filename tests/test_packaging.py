@@ -25,6 +25,9 @@ def test_wheel_ships_migrations_and_prompts_and_upgrades_a_database(tmp_path: Pa
                      "selfloop/migrations/versions/2026_11_21_0001_initial_schema.py",
                      "selfloop/migrations/versions/2026_11_22_0002_summary_drift_columns.py",
                      "selfloop/migrations/versions/2026_11_22_0004_tracker_runs.py",
+                     "selfloop/migrations/versions/2026_11_23_0005_dashboard_indexes.py",
+                     "selfloop/ui/templates/base.html", "selfloop/ui/templates/prompt.html",
+                     "selfloop/ui/static/selfloop.js", "selfloop/ui/static/style.css",
                      "selfloop/prompts/judge_additive.txt", "selfloop/prompts/self_instruct.txt",
                      "selfloop/prompts/seed_tasks.jsonl", "selfloop/cli.py"):
         assert required in names, required

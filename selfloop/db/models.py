@@ -200,7 +200,7 @@ class Example(Base):
     """A training example: a pair (sample_id chosen, rejected_sample_id) or one rewarded sample."""
 
     __tablename__ = "examples"
-    __table_args__ = (UniqueConstraint("iteration_id", "item_index"),)
+    __table_args__ = (UniqueConstraint("iteration_id", "item_index"), Index(None, "prompt_id"))
     id: Mapped[int] = mapped_column(primary_key=True)
     iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
     item_index: Mapped[int] = mapped_column(Integer)

@@ -89,28 +89,62 @@ def adapter_of(session: Session, checkpoint_id: int | None, config):  # noqa: AN
     return Adapter(ckpt.id, config.checkpoint_dir(ckpt.path), ckpt.sha256)
 
 
-def loop_status(session: Session) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """One row per loop: state, current iteration and phase, the running phase's progress, policy."""
+@dataclass
+class LoopState:
+    """A loop now: its row, the iteration it is on (or last ran) and the running phase's progress."""
+
+    name: str
+    status: str
+    status_reason: str | None
+    parent: str | None
+    parent_iteration: int | None
+    iterations_done: int
+    policy: str  # the current checkpoint's path, or "base model"
+    iteration: int | None = None  # the iteration running now
+    phase: str | None = None
+    phase_status: str | None = None
+    progress_done: int = 0
+    progress_total: int = 0
+    progress_note: str | None = None
+    updated_at: Any = None
+
+    @property
+    def progress(self) -> str | None:
+        if self.phase_status is None:
+            return None
+        text = f"{self.phase_status} {self.progress_done}/{self.progress_total}" if self.progress_total else self.phase_status
+        return f"{text} ({self.progress_note})" if self.progress_note else text
+
+
+def loop_states(session: Session) -> list[LoopState]:
+    """Every loop, by name: state, current iteration and phase, the running phase's progress, policy."""
     from selfloop.db.models import Checkpoint, Iteration, PhaseRun
 
-    columns = ["loop", "status", "iterations_done", "iteration", "phase", "progress", "policy", "note"]
-    rows = []
+    names = dict(session.execute(select(Loop.id, Loop.name)).all())
+    states = []
     for loop in session.scalars(select(Loop).order_by(Loop.name)):
         done = session.scalar(select(func.count()).select_from(Iteration).where(
             Iteration.loop_id == loop.id, Iteration.status == "done")) or 0
+        policy = session.scalar(select(Checkpoint.path).where(Checkpoint.id == loop.current_checkpoint_id)) or "base model"
+        state = LoopState(loop.name, loop.status, loop.status_reason, names.get(loop.parent_loop_id),
+                          loop.parent_iteration, done, policy, updated_at=loop.updated_at)
         last = session.scalars(select(Iteration).where(Iteration.loop_id == loop.id)
                                .order_by(Iteration.number.desc()).limit(1)).one_or_none()
-        number = phase = progress = None
         if last is not None and last.status == "running":
-            number, phase = last.number, last.phase
+            state.iteration, state.phase = last.number, last.phase
             run = session.scalars(select(PhaseRun).where(PhaseRun.iteration_id == last.id, PhaseRun.phase == last.phase)).one_or_none()
             if run is not None:
-                progress = f"{run.status} {run.progress_done}/{run.progress_total}" if run.progress_total else run.status
-                if run.progress_note:
-                    progress += f" ({run.progress_note})"
-        policy = session.scalar(select(Checkpoint.path).where(Checkpoint.id == loop.current_checkpoint_id)) or "base model"
-        rows.append((loop.name, loop.status, done, number, phase, progress, policy, loop.status_reason))
-    return columns, rows
+                state.phase_status, state.progress_note = run.status, run.progress_note
+                state.progress_done, state.progress_total = run.progress_done, run.progress_total
+        states.append(state)
+    return states
+
+
+def loop_status(session: Session) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """`selfloop status`: one row per loop (see `loop_states`)."""
+    columns = ["loop", "status", "iterations_done", "iteration", "phase", "progress", "policy", "note"]
+    return columns, [(s.name, s.status, s.iterations_done, s.iteration, s.phase, s.progress, s.policy, s.status_reason)
+                     for s in loop_states(session)]
 
 
 def voted_samples(session: Session, iteration_id: int, *columns: Any) -> list[Any]:

@@ -42,6 +42,7 @@ _READ_PRAGMAS = {
     "table_list", "database_list", "user_version", "schema_version", "application_id", "page_count",
     "page_size", "freelist_count", "journal_mode", "integrity_check", "quick_check", "compile_options",
     "function_list", "pragma_list", "collation_list", "module_list", "encoding", "foreign_keys", "busy_timeout",
+    "read_uncommitted",  # SQLAlchemy reads it to learn the isolation level
 }
 _READ_PRAGMAS_WITH_ARGUMENT = {
     "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
@@ -134,22 +135,36 @@ class _Authorizer:
         return sqlite3.SQLITE_DENY
 
 
-def _run_sqlite(path: Path, sql: str, timeout_ms: int, max_rows: int) -> Result:
+class _ReadOnlyConnection(sqlite3.Connection):
+    """A connection whose progress handler stops a statement once `deadline` (monotonic) has passed."""
+
+    deadline = float("inf")
+
+
+def connect_sqlite_readonly(path: Path, busy_timeout_s: float) -> tuple[_ReadOnlyConnection, _Authorizer]:
+    """A connection to `path` that cannot write: opened `mode=ro` with `query_only`, bounded value and
+    statement sizes, no ATTACH, and the authorizer; set `.deadline` before each statement."""
     if not path.exists():
         raise SelfloopError(f"no database at {path}")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout_ms / 1000, isolation_level=None)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=busy_timeout_s, isolation_level=None,
+                               factory=_ReadOnlyConnection, check_same_thread=False)
     except sqlite3.Error as exc:
         raise SelfloopError(f"cannot open {path} read-only: {exc}") from None
-    deadline = time.monotonic() + timeout_ms / 1000
     authorizer = _Authorizer()
+    conn.execute("PRAGMA query_only = ON")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_BYTES)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    conn.set_authorizer(authorizer)
+    conn.set_progress_handler(lambda: int(time.monotonic() > conn.deadline), 10_000)  # nonzero ends the statement
+    return conn, authorizer
+
+
+def _run_sqlite(path: Path, sql: str, timeout_ms: int, max_rows: int) -> Result:
+    conn, authorizer = connect_sqlite_readonly(path, timeout_ms / 1000)
+    conn.deadline = time.monotonic() + timeout_ms / 1000
     try:
-        conn.execute("PRAGMA query_only = ON")
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_BYTES)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        conn.set_authorizer(authorizer)
-        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)  # nonzero ends the statement
         try:
             cur = conn.execute(sql)
             rows = cur.fetchmany(max_rows + 1)
@@ -301,3 +316,51 @@ def create_reader(admin_url: str, role: str = "selfloop_reader", statement_timeo
     url = parsed.set(username=role, password=password).render_as_string(hide_password=False)
     run_readonly(url, "SELECT 1")  # log in as the new role: it connects and passes the reader check
     return url
+
+
+# -- SQLAlchemy engines for readers of the store (the dashboard) -----------------------------------
+def reader_engine(url: str, *, timeout_ms: int = 30000):  # noqa: ANN201
+    """An SQLAlchemy engine whose every connection is one of the read-only connections above.
+
+    SQLite: `connect_sqlite_readonly` (the authorizer refuses any write, whatever the statement).
+    PostgreSQL: the role must pass `check_reader_role` (checked on each new connection), and sessions
+    are read-only with a statement timeout. A bad URL or a role that can write is refused here.
+    """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import QueuePool
+
+    parsed = normalise_url(url)
+    path = sqlite_path(parsed)
+    if path is not None:
+        if not path.exists():
+            raise SelfloopError(f"no database at {path}")
+        engine = create_engine(parsed, creator=lambda: connect_sqlite_readonly(path, timeout_ms / 1000)[0],
+                               poolclass=QueuePool, pool_size=4, max_overflow=8)
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _deadline(conn, _cursor, _statement, _params, _context, _many) -> None:  # noqa: ANN001
+            conn.connection.dbapi_connection.deadline = time.monotonic() + timeout_ms / 1000
+    else:
+        options = f"-c default_transaction_read_only=on -c statement_timeout={int(timeout_ms)}"
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"options": options, "connect_timeout": 10})
+
+        @event.listens_for(engine, "connect")
+        def _check(dbapi_conn, _record) -> None:  # noqa: ANN001
+            with dbapi_conn.cursor() as cur:
+                check_reader_role(cur, parsed.username or "")
+            dbapi_conn.rollback()
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except ReadOnlyViolation:
+        engine.dispose()
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line naming the database
+        from selfloop.db.engine import _safe
+
+        engine.dispose()
+        cause = getattr(exc, "orig", None) or exc
+        if isinstance(cause, ReadOnlyViolation):
+            raise cause from None
+        raise SelfloopError(f"cannot open {_safe(url)} read-only: {str(cause).strip().splitlines()[0]}") from None
+    return engine

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the test suite needs from the system, installed from Debian packages when missing and we are
-# root: systemd (for `systemd-analyze verify` of the unit file) and a PostgreSQL server, which this
-# starts. Prints the server's URL on stdout (a role that may create databases and roles; the tests
+# root: systemd (for `systemd-analyze verify` of the unit file), chromium with chromium-driver (the
+# dashboard's browser tests) and a PostgreSQL server, which this starts. Prints the server's URL on stdout (a role that may create databases and roles; the tests
 # reach its superuser `selfloop_test_su` on the same server); a URL already in SELFLOOP_TEST_POSTGRES_URL
 # is printed as is (bring your own server).
 set -euo pipefail
@@ -9,6 +9,12 @@ log() { echo "services.sh: $*" >&2; }
 if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing systemd (for systemd-analyze) from Debian packages"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd) >&2
+fi
+# Headless Chromium and its WebDriver, for the dashboard's browser tests (Debian's packages: no browser download).
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } \
+        && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium and chromium-driver from Debian packages (the dashboard's browser tests)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >&2
 fi
 if [ -n "${SELFLOOP_TEST_POSTGRES_URL:-}" ]; then echo "$SELFLOOP_TEST_POSTGRES_URL"; exit 0; fi
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then

@@ -1,0 +1,395 @@
+"""What the dashboard and the static report show, read from the store.
+
+Each function takes a session (the caller owns it; the dashboard's are read-only) and returns plain
+data for the templates and `selfloop.ui.charts`. Lists that grow with the store are paged
+(`PAGE_SIZE` rows, ordered along a unique index) so a page costs the same on a store of any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Integer, and_, cast, func, select
+from sqlalchemy.orm import Session
+
+from selfloop.db.models import (
+    Eval,
+    EvalItem,
+    Event,
+    Example,
+    Iteration,
+    Judgment,
+    Loop,
+    Metric,
+    Prompt,
+    Sample,
+    TrainStep,
+    Vote,
+)
+from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_states
+from selfloop.errors import SelfloopError
+
+PAGE_SIZE = 50
+MAX_LOSS_POINTS = 5000  # training steps drawn per loop; longer histories are thinned evenly
+MAX_EVENTS = 500
+
+
+@dataclass
+class Page:
+    rows: list[Any]
+    page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // PAGE_SIZE))
+
+
+def _page(page: int) -> int:
+    if page < 1:
+        raise SelfloopError(f"page {page}: pages start at 1")
+    return page
+
+
+def get_loop(session: Session, name: str) -> Loop:
+    loop = loop_by_name(session, name)
+    if loop is None:
+        raise LookupError(f"no loop named {name!r}")
+    return loop
+
+
+def get_iteration(session: Session, loop: Loop, number: int) -> Iteration:
+    it = session.scalars(select(Iteration).where(Iteration.loop_id == loop.id, Iteration.number == number)).one_or_none()
+    if it is None:
+        raise LookupError(f"loop {loop.name!r} has no iteration {number}")
+    return it
+
+
+# -- loops ----------------------------------------------------------------------------------------
+@dataclass
+class TreeNode:
+    state: LoopState
+    children: list[TreeNode] = field(default_factory=list)
+
+
+def loop_tree(states: list[LoopState]) -> list[TreeNode]:
+    """Roots in name order, each fork under its parent, ordered by fork iteration then name."""
+    nodes = {s.name: TreeNode(s) for s in states}
+    roots = []
+    for s in sorted(states, key=lambda s: (s.parent_iteration or 0, s.name)):
+        (nodes[s.parent].children if s.parent in nodes else roots).append(nodes[s.name])
+    return sorted(roots, key=lambda n: n.state.name)
+
+
+def state_json(state: LoopState) -> dict[str, Any]:
+    return {"name": state.name, "status": state.status, "reason": state.status_reason, "parent": state.parent,
+            "parent_iteration": state.parent_iteration, "iterations_done": state.iterations_done,
+            "iteration": state.iteration, "phase": state.phase, "phase_status": state.phase_status,
+            "progress_done": state.progress_done, "progress_total": state.progress_total,
+            "progress_note": state.progress_note, "progress": state.progress, "policy": state.policy}
+
+
+def judges_with_llm(session: Session, names: list[str]) -> bool:
+    """Whether any of these loops' configs has the LLM judge among its signals (else no judge-score chart)."""
+    configs = session.scalars(select(Loop.config).where(Loop.name.in_(names))).all()
+    return any("llm_judge" in ((c or {}).get("judge") or {}).get("signals", ["llm_judge"]) for c in configs)
+
+
+def loop_state(session: Session, name: str) -> LoopState:
+    for state in loop_states(session):
+        if state.name == name:
+            return state
+    raise LookupError(f"no loop named {name!r}")
+
+
+# -- a loop's history: the curves -----------------------------------------------------------------
+@dataclass
+class EvalPoint:
+    iteration: int  # the segment's own iteration number; 0: the starting policy (baseline of iteration 1)
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+
+@dataclass
+class Segment:
+    """One loop's part of a curve: all of it, or an ancestor's up to the fork point (`until`)."""
+
+    loop: str
+    shift: int  # x = iteration + shift, so every segment of a chart shares one axis
+    until: int | None
+    own: bool
+    iterations: list[int] = field(default_factory=list)
+    promoted: dict[int, bool | None] = field(default_factory=dict)
+    evals: dict[str, list[EvalPoint]] = field(default_factory=dict)  # "suite/metric" -> points
+    metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # name -> (iteration, value)
+    steps: list[tuple[int, int, float]] = field(default_factory=list)  # (iteration, step, loss)
+    total_steps: int = 0  # before thinning
+
+
+def lineage(session: Session, loop: Loop) -> list[tuple[Loop, int | None]]:
+    """[(root, its child's fork point), ..., (loop, None)]."""
+    chain: list[tuple[Loop, int | None]] = [(loop, None)]
+    while chain[0][0].parent_loop_id is not None:
+        child = chain[0][0]
+        chain.insert(0, (session.get(Loop, child.parent_loop_id), child.parent_iteration))
+    return chain
+
+
+def root_offset(session: Session, loop: Loop) -> tuple[int, int]:
+    """(root loop id, iterations of the ancestors before this loop's first iteration)."""
+    chain = lineage(session, loop)
+    return chain[0][0].id, sum(until for _, until in chain[:-1])
+
+
+def _segment(session: Session, loop: Loop, shift: int, until: int | None, own: bool) -> Segment:
+    seg = Segment(loop.name, shift, until, own)
+    keep = Iteration.loop_id == loop.id
+    if until is not None:
+        keep = and_(keep, Iteration.number <= until)
+    for number, promoted in session.execute(select(Iteration.number, Iteration.promoted).where(keep).order_by(Iteration.number)):
+        seg.iterations.append(number)
+        seg.promoted[number] = promoted
+    rows = session.execute(
+        select(Iteration.number, Eval.role, Eval.suite, Eval.metric, Eval.value, Eval.ci_low, Eval.ci_high, Eval.n)
+        .join(Iteration, Iteration.id == Eval.iteration_id).where(keep).order_by(Iteration.number, Eval.suite, Eval.metric))
+    for number, role, suite, metric, value, low, high, n in rows:
+        key = f"{suite}/{metric}"
+        if role == "candidate":
+            seg.evals.setdefault(key, []).append(EvalPoint(number, value, low, high, n))
+        elif number == seg.iterations[0]:  # the policy the loop started from, before any training
+            seg.evals.setdefault(key, []).insert(0, EvalPoint(number - 1, value, low, high, n))
+    for number, name, value in session.execute(
+            select(Iteration.number, Metric.name, Metric.value).join(Iteration, Iteration.id == Metric.iteration_id)
+            .where(keep).order_by(Iteration.number)):
+        seg.metrics.setdefault(name, []).append((number, value))
+    seg.total_steps = session.scalar(select(func.count()).select_from(TrainStep)
+                                     .join(Iteration, Iteration.id == TrainStep.iteration_id).where(keep)) or 0
+    stride = max(1, -(-seg.total_steps // MAX_LOSS_POINTS))
+    steps = select(Iteration.number, TrainStep.step, TrainStep.loss).join(Iteration, Iteration.id == TrainStep.iteration_id)
+    if stride > 1:
+        steps = steps.where(TrainStep.step % stride == 0)
+    seg.steps = [tuple(r) for r in session.execute(steps.where(keep).order_by(Iteration.number, TrainStep.step))]
+    return seg
+
+
+def loop_segments(session: Session, name: str) -> list[Segment]:
+    """The loop's curve with its ancestors' up to each fork point, on the loop's own iteration axis:
+    an ancestor's iterations sit at x <= 0, its fork point at 0 (the fork's starting policy)."""
+    loop = get_loop(session, name)
+    chain = lineage(session, loop)
+    _, own_offset = root_offset(session, loop)
+    segments, offset = [], 0
+    for member, until in chain:
+        segments.append(_segment(session, member, offset - own_offset, until, member.id == loop.id))
+        offset += until or 0
+    return segments
+
+
+def compared_segments(session: Session, names: list[str]) -> list[Segment]:
+    """Several loops on one axis: the first loop's iterations; a loop of the same lineage is placed
+    where it forked (by iterations since their common root), any other starts at 0 too."""
+    loops = [get_loop(session, n) for n in names]
+    offsets = [root_offset(session, loop) for loop in loops]
+    root0, offset0 = offsets[0]
+    return [_segment(session, loop, (offset - offset0) if root == root0 else 0, None, True)
+            for loop, (root, offset) in zip(loops, offsets)]
+
+
+# -- a loop's table and events --------------------------------------------------------------------
+TABLE_COLUMNS = ("iteration", "status", "phase", "prompts", "samples", "mean_judge_score", "vote_share",
+                 "label_accuracy", "mean_response_tokens", "train_loss", "baseline_metric", "main_metric",
+                 "promoted", "warnings", "finished_at")
+
+
+def iteration_table(session: Session, name: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The `iteration_summary` view (what `selfloop history` prints), the columns that fit a page."""
+    columns, rows = iteration_summary(session, name)
+    index = [columns.index(c) for c in TABLE_COLUMNS if c in columns]
+    return [columns[i] for i in index], [tuple(r[i] for i in index) for r in rows]
+
+
+@dataclass
+class EventRow:
+    created_at: Any
+    level: str
+    kind: str
+    message: str
+    iteration: int | None
+
+    @property
+    def decision(self) -> bool:
+        return self.kind.startswith("promote.") or self.kind in ("loop.paused", "loop.unpaused", "loop.forked")
+
+
+def loop_events(session: Session, name: str, limit: int = MAX_EVENTS) -> list[EventRow]:
+    """The loop's events, newest first: warnings, errors and decisions (promotions, pauses) included."""
+    loop = get_loop(session, name)
+    rows = session.execute(
+        select(Event.created_at, Event.level, Event.kind, Event.message, Iteration.number)
+        .outerjoin(Iteration, Iteration.id == Event.iteration_id)
+        .where(Event.loop_id == loop.id).order_by(Event.id.desc()).limit(limit))
+    return [EventRow(*r) for r in rows]
+
+
+# -- samples and judgments ------------------------------------------------------------------------
+@dataclass
+class PromptRow:
+    id: int
+    source: str
+    item_index: int
+    text: str
+    answer: str | None
+    samples: int
+    vote_answer: str | None
+    vote_share: float | None
+    vote_correct: bool | None
+    mean_judge_score: float | None
+    examples: int
+
+
+def iteration_prompts(session: Session, iteration: Iteration, source: str | None = None, page: int = 1) -> Page:
+    """One page of an iteration's prompts (task pool then self-instruct, by index), with each one's
+    sample count, vote and mean judge score."""
+    keep = Prompt.iteration_id == iteration.id
+    if source is not None:
+        keep = and_(keep, Prompt.source == source)
+    total = session.scalar(select(func.count()).select_from(Prompt).where(keep)) or 0
+    n_samples = select(func.count()).where(Sample.prompt_id == Prompt.id).scalar_subquery()
+    judge = (select(func.avg(Judgment.score)).join(Sample, Sample.id == Judgment.sample_id)
+             .where(Sample.prompt_id == Prompt.id, Judgment.kind == "llm_judge", Judgment.parse_ok).scalar_subquery())
+    n_examples = select(func.count()).where(Example.prompt_id == Prompt.id).scalar_subquery()
+    rows = session.execute(
+        select(Prompt.id, Prompt.source, Prompt.item_index, Prompt.text, Prompt.answer, n_samples,
+               Vote.answer, Vote.share, Vote.correct, judge, n_examples)
+        .outerjoin(Vote, Vote.prompt_id == Prompt.id).where(keep)
+        .order_by(Prompt.source, Prompt.item_index).limit(PAGE_SIZE).offset((_page(page) - 1) * PAGE_SIZE))
+    return Page([PromptRow(*r) for r in rows], page, total)
+
+
+@dataclass
+class JudgmentRow:
+    kind: str
+    judge_index: int
+    score: float | None
+    parse_ok: bool
+    raw: str | None
+    answer: str | None
+    details: dict[str, Any] | None
+
+
+@dataclass
+class SampleRow:
+    id: int
+    index: int
+    text: str
+    num_tokens: int
+    finish_reason: str
+    mean_logprob: float
+    judgments: list[JudgmentRow] = field(default_factory=list)
+
+    def signal(self, kind: str) -> list[JudgmentRow]:
+        return [j for j in self.judgments if j.kind == kind]
+
+    @property
+    def voted(self) -> str | None:
+        votes = self.signal("vote")
+        return votes[0].answer if votes else None
+
+    @property
+    def correct(self) -> bool | None:
+        """Whether the sample's extracted answer equals the prompt's known answer (None: unknown)."""
+        votes = self.signal("vote")
+        return (votes[0].details or {}).get("correct") if votes else None
+
+    @property
+    def mean_judge_score(self) -> float | None:
+        scores = [j.score for j in self.signal("llm_judge") if j.parse_ok and j.score is not None]
+        return sum(scores) / len(scores) if scores else None
+
+
+@dataclass
+class ExampleRow:
+    item_index: int
+    algorithm: str
+    sample_index: int | None
+    rejected_index: int | None
+    text: str | None
+    reward: float | None
+    weight: float | None
+
+
+@dataclass
+class PromptDetail:
+    prompt: Prompt
+    loop: str
+    iteration: int
+    vote: Vote | None
+    samples: Page  # of SampleRow
+    examples: list[ExampleRow]
+
+
+def prompt_detail(session: Session, prompt_id: int, page: int = 1) -> PromptDetail:
+    """A prompt with one page of its samples, each with every judgment, its vote and the training
+    examples built from the prompt (chosen/rejected given as sample indexes)."""
+    prompt = session.get(Prompt, prompt_id)
+    if prompt is None:
+        raise LookupError(f"no prompt {prompt_id}")
+    loop, number = session.execute(select(Loop.name, Iteration.number).join(Iteration, Iteration.loop_id == Loop.id)
+                                   .where(Iteration.id == prompt.iteration_id)).one()
+    total = session.scalar(select(func.count()).select_from(Sample).where(Sample.prompt_id == prompt_id)) or 0
+    samples = [SampleRow(*r) for r in session.execute(
+        select(Sample.id, Sample.sample_index, Sample.text, Sample.num_tokens, Sample.finish_reason, Sample.mean_logprob)
+        .where(Sample.prompt_id == prompt_id).order_by(Sample.sample_index)
+        .limit(PAGE_SIZE).offset((_page(page) - 1) * PAGE_SIZE))]
+    by_id = {s.id: s for s in samples}
+    if by_id:
+        for sample_id, *rest in session.execute(
+                select(Judgment.sample_id, Judgment.kind, Judgment.judge_index, Judgment.score, Judgment.parse_ok,
+                       Judgment.raw, Judgment.answer, Judgment.details)
+                .where(Judgment.sample_id.in_(by_id)).order_by(Judgment.sample_id, Judgment.kind, Judgment.judge_index)):
+            by_id[sample_id].judgments.append(JudgmentRow(*rest))
+    chosen, rejected = Sample.__table__.alias("chosen"), Sample.__table__.alias("rejected")
+    examples = [ExampleRow(*r) for r in session.execute(
+        select(Example.item_index, Example.algorithm, chosen.c.sample_index, rejected.c.sample_index, Example.text,
+               Example.reward, Example.weight)
+        .outerjoin(chosen, chosen.c.id == Example.sample_id).outerjoin(rejected, rejected.c.id == Example.rejected_sample_id)
+        .where(Example.prompt_id == prompt_id).order_by(Example.item_index).limit(PAGE_SIZE * 4))]
+    vote = session.scalars(select(Vote).where(Vote.prompt_id == prompt_id)).one_or_none()
+    return PromptDetail(prompt, loop, number, vote, Page(samples, page, total), examples)
+
+
+# -- held-out evaluation items --------------------------------------------------------------------
+@dataclass
+class SuiteRow:
+    role: str
+    suite: str
+    items: int
+    right: int
+
+
+def eval_suites(session: Session, iteration: Iteration) -> list[SuiteRow]:
+    rows = session.execute(
+        select(EvalItem.role, EvalItem.suite, func.count(), func.sum(cast(EvalItem.correct, Integer)))
+        .where(EvalItem.iteration_id == iteration.id).group_by(EvalItem.role, EvalItem.suite)
+        .order_by(EvalItem.suite, EvalItem.role))
+    return [SuiteRow(role, suite, n, int(right or 0)) for role, suite, n, right in rows]
+
+
+OUTCOMES = {"right": True, "wrong": False}
+
+
+def eval_items(session: Session, iteration: Iteration, suite: str, role: str = "candidate",
+               outcome: str | None = None, page: int = 1) -> Page:
+    """One page of a suite's held-out items answered by the candidate (or the baseline), by index;
+    `outcome` "right" or "wrong" keeps only those."""
+    keep = and_(EvalItem.iteration_id == iteration.id, EvalItem.role == role, EvalItem.suite == suite)
+    if outcome is not None:
+        keep = and_(keep, EvalItem.correct == OUTCOMES[outcome])
+    total = session.scalar(select(func.count()).select_from(EvalItem).where(keep)) or 0
+    rows = session.scalars(select(EvalItem).where(keep).order_by(EvalItem.item_index)
+                           .limit(PAGE_SIZE).offset((_page(page) - 1) * PAGE_SIZE)).all()
+    return Page(list(rows), page, total)
+

@@ -1,0 +1,255 @@
+"""The dashboard in a real browser: `selfloop ui` (a real server) on a tiny loop's database (two
+iterations, a fork with one more), driven by Debian's headless Chromium through chromium-driver.
+
+Screenshots of each page go to $SELFLOOP_TEST_SCREENSHOTS (default: a pytest temporary directory),
+out of the repository. Without chromium these tests skip, unless SELFLOOP_REQUIRE_BROWSER=1 (CI).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import selfloop_cli, tiny_yaml
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    tmp = tmp_path_factory.mktemp("ui")
+    url = f"sqlite:///{tmp / 'selfloop.db'}"
+    for args in (("run", "--config", str(tiny_yaml(tmp, url))),
+                 ("fork", "tiny", "--at", "1", "--name", "tiny-b", "--db", url, "--set", "train.learning_rate=2e-3"),
+                 ("resume", "tiny-b", "--db", url, "--iterations", "1")):
+        out = selfloop_cli(*args, env={"SELFLOOP_STATE_DIR": str(tmp / "state")})
+        assert out.returncode == 0, out.stderr[-2000:]
+    return url, tmp
+
+
+@pytest.fixture(scope="module")
+def server(store: tuple[str, Path]) -> str:
+    url, _ = store
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "selfloop", "ui", "--db", url, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    assert "selfloop ui: http://127.0.0.1:" in line, line + proc.stdout.read()[-2000:] if proc.poll() is not None else line
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.environ.get("SELFLOOP_REQUIRE_BROWSER") == "1":
+            pytest.fail("SELFLOOP_REQUIRE_BROWSER=1 but chromium or chromedriver is missing "
+                        "(tests/support/services.sh installs Debian's chromium and chromium-driver)")
+        pytest.skip("no chromium and chromedriver here (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver_ = webdriver.Chrome(service=Service(driver), options=options)
+    driver_.set_script_timeout(30)
+    yield driver_
+    driver_.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = os.environ.get("SELFLOOP_TEST_SCREENSHOTS")
+    path = Path(where) if where else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _open(browser, url: str, charts: bool = False) -> None:  # noqa: ANN001
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get_log("browser")  # drop what earlier pages logged
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.execute_script("return document.readyState") == "complete")
+    if charts:
+        wait.until(lambda b: b.execute_script("const c = document.getElementById('charts'); return c && c.dataset.drawn"))
+
+
+def _errors(browser) -> list[dict]:  # noqa: ANN001
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def _shoot(browser, path: Path) -> None:  # noqa: ANN001
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, min(max(height, 800), 4000))
+    browser.save_screenshot(str(path))
+    browser.set_window_size(1280, 1000)
+
+
+def _rows(url: str, sql: str, *params) -> list[tuple]:  # noqa: ANN002
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_every_page_loads_without_console_errors_and_its_charts_draw(store, server, browser, shots) -> None:  # noqa: ANN001
+    url, _ = store
+    prompt = _rows(url, "SELECT p.id FROM prompts p JOIN iterations i ON i.id = p.iteration_id JOIN loops l ON "
+                        "l.id = i.loop_id WHERE l.name = 'tiny' AND i.number = 1 ORDER BY p.source, p.item_index")[0][0]
+    pages = [("loops", "/", False), ("loop", "/loops/tiny", True), ("fork", "/loops/tiny-b", True),
+             ("compare", "/compare?loop=tiny&loop=tiny-b", True), ("iteration", "/loops/tiny/iterations/1", False),
+             ("prompt", f"/prompts/{prompt}", False),
+             ("evals", "/loops/tiny/iterations/2/evals?suite=arithmetic&outcome=wrong", False)]
+    for name, path, charts in pages:
+        _open(browser, server + path, charts)
+        assert _errors(browser) == [], (path, _errors(browser))
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280, path  # no overflow at 1280 px
+        if charts:
+            drawn = browser.execute_script("""
+                return [...document.querySelectorAll('#charts .chart')].map(el => [el.id,
+                    el.querySelectorAll('svg.main-svg').length, el.querySelectorAll('.scatterlayer .trace').length,
+                    el.querySelector('.note') ? el.querySelector('.note').textContent : null]);""")
+            assert drawn and all(svgs > 0 and traces > 0 or note for _, svgs, traces, note in drawn), drawn
+            ids = [d[0] for d in drawn]
+            assert "chart-eval-arithmetic" in ids and "chart-loss" in ids, ids
+        _shoot(browser, shots / f"{name}.png")
+    assert len(list(shots.glob("*.png"))) >= len(pages)
+    print(f"screenshots: {shots}")
+
+
+def test_the_sample_browser_shows_the_rows_the_database_holds(store, server, browser) -> None:  # noqa: ANN001
+    from selenium.webdriver.common.by import By
+
+    url, _ = store
+    prompt_id, text, answer = _rows(url, """
+        SELECT p.id, p.text, p.answer FROM prompts p JOIN iterations i ON i.id = p.iteration_id JOIN loops l ON l.id = i.loop_id
+        WHERE l.name = 'tiny-b' AND i.number = 1 AND p.source = 'task' ORDER BY p.item_index LIMIT 1 OFFSET 2""")[0]
+    _open(browser, server + "/loops/tiny-b/iterations/1?source=task")
+    browser.find_element(By.CSS_SELECTOR, f'a[href="/prompts/{prompt_id}"]').click()  # navigate as a user would
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith(f"/prompts/{prompt_id}"))
+    assert browser.find_element(By.ID, "prompt-text").get_attribute("textContent") == text
+    assert browser.find_element(By.ID, "known-answer").text == (answer or "none (not verifiable)")
+    samples = _rows(url, "SELECT id, sample_index, text FROM samples WHERE prompt_id = ? ORDER BY sample_index", prompt_id)
+    shown = browser.find_elements(By.CSS_SELECTOR, "article.sample")
+    assert [int(a.get_attribute("data-sample-index")) for a in shown] == [s[1] for s in samples]
+    for (sample_id, _, body), article in zip(samples, shown):
+        assert article.find_element(By.CSS_SELECTOR, "pre.text").get_attribute("textContent") == body
+        judgments = _rows(url, "SELECT kind, score, raw, answer FROM judgments WHERE sample_id = ? "
+                               "ORDER BY kind, judge_index", sample_id)
+        rows = article.find_elements(By.CSS_SELECTOR, "table.judgments tbody tr")
+        assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == [j[0] for j in judgments]
+        for (kind, score, raw, extracted), row in zip(judgments, rows):
+            cells = row.find_elements(By.TAG_NAME, "td")
+            assert cells[2].text == ("" if score is None else f"{score:.3g}")
+            assert cells[4].text == (extracted or "")
+            raws = row.find_elements(By.CSS_SELECTOR, "pre.raw")
+            assert (raws[0].get_attribute("textContent") if raws else None) == (raw or None)
+    vote = _rows(url, "SELECT answer FROM votes WHERE prompt_id = ?", prompt_id)
+    if vote:
+        assert browser.find_element(By.ID, "majority").text.startswith(vote[0][0] if vote[0][0] is not None else "no valid answer")
+    examples = _rows(url, "SELECT count(*) FROM examples WHERE prompt_id = ?", prompt_id)[0][0]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.examples tbody tr")) == examples
+    # held-out items: from the iteration page, the candidate's wrong answers on arithmetic
+    _open(browser, server + "/loops/tiny-b/iterations/1")
+    browser.find_element(By.CSS_SELECTOR, 'a[href$="suite=arithmetic&role=candidate&outcome=wrong"]').click()
+    WebDriverWait(browser, 30).until(lambda b: "outcome=wrong" in b.current_url)
+    wrong = _rows(url, """SELECT e.item_index, e.response FROM eval_items e JOIN iterations i ON i.id = e.iteration_id
+        JOIN loops l ON l.id = i.loop_id WHERE l.name = 'tiny-b' AND i.number = 1 AND e.role = 'candidate'
+        AND e.suite = 'arithmetic' AND NOT e.correct ORDER BY e.item_index""")
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.eval-items tbody tr")
+    assert [int(r.find_element(By.TAG_NAME, "td").text) for r in rows] == [i for i, _ in wrong[:50]]
+    assert [r.find_element(By.CSS_SELECTOR, "pre.raw").get_attribute("textContent") for r in rows] == [x for _, x in wrong[:50]]
+    assert _errors(browser) == []
+
+
+def _digest(url: str) -> str:
+    path = Path(url.removeprefix("sqlite:///"))
+    return hashlib.sha256(b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())).hexdigest()
+
+
+def test_a_request_that_tries_to_write_is_refused(store, server, browser) -> None:  # noqa: ANN001
+    url, _ = store
+    before = _digest(url)
+    _open(browser, server + "/loops/tiny")
+    statuses = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        Promise.all(['POST', 'PUT', 'DELETE', 'PATCH'].map(m =>
+            fetch('/loops/tiny', {method: m, body: m === 'DELETE' ? null : 'DROP TABLE loops'}).then(r => r.status)))
+          .then(done);""")
+    assert statuses == [405, 405, 405, 405]
+    form = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch('/compare?loop=tiny&loop=tiny-b', {method: 'POST', body: new URLSearchParams({loop: 'x'})})
+          .then(r => r.text().then(t => done([r.status, t])));""")
+    assert form[0] == 405 and "read-only" in form[1]
+    assert _digest(url) == before
+
+
+def test_the_static_report_opens_offline_and_draws(store, browser, shots) -> None:  # noqa: ANN001
+    url, tmp = store
+    out = selfloop_cli("report", "tiny-b", "--db", url, "--out", str(tmp / "report"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    _open(browser, (tmp / "report" / "index.html").as_uri(), charts=True)
+    assert _errors(browser) == []
+    assert browser.execute_script("return document.querySelectorAll('#charts svg.main-svg').length") > 0
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 1280
+    page = browser.page_source
+    assert "promote." in page and "tiny (to iteration 1)" in page
+    _shoot(browser, shots / "report.png")
+
+
+def test_live_progress_refreshes_by_itself(store, server, browser) -> None:  # noqa: ANN001
+    """A writer moves a running phase along; the open pages follow without being reloaded."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from selfloop.db.engine import open_database
+    from selfloop.db.models import Iteration, Loop, PhaseRun
+
+    url, _ = store
+    db = open_database(url)
+    with db.session() as s:
+        loop = s.query(Loop).filter_by(name="tiny-b").one()
+        it = Iteration(loop_id=loop.id, number=99, status="running", phase="rollout")
+        s.add(it)
+        s.flush()
+        run = PhaseRun(iteration_id=it.id, phase="rollout", status="running", progress_done=2, progress_total=9)
+        s.add(run)
+        s.flush()
+        ids = (it.id, run.id)
+    try:
+        for page, selector in (("/", 'tr[data-loop="tiny-b"] td.live'), ("/loops/tiny-b", "#state")):
+            _open(browser, server + page)
+            browser.execute_script("window.__same_page = true;")
+            for done in (2, 5):
+                with db.session() as s:
+                    s.get(PhaseRun, ids[1]).progress_done = done
+                WebDriverWait(browser, 20).until(lambda b: f"{done}/9" in b.execute_script(
+                    "return document.querySelector(arguments[0]).textContent", selector))
+            assert browser.execute_script("return window.__same_page === true"), "the page reloaded instead of updating"
+            assert "iteration 99" in browser.execute_script("return document.querySelector(arguments[0]).textContent", selector)
+    finally:
+        with db.session() as s:
+            s.delete(s.get(PhaseRun, ids[1]))
+            s.delete(s.get(Iteration, ids[0]))
+        db.dispose()
