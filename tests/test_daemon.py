@@ -150,7 +150,8 @@ def test_backup_is_consistent_and_rotated(tmp_path: Path, sqlite_url: str) -> No
 
 
 @pytest.mark.parametrize(("unit_name", "instance"), [("selfloop.service", "selfloop.service"),
-                                                  ("selfloop@.service", "selfloop@demo-cpu.service")])
+                                                  ("selfloop@.service", "selfloop@demo-cpu.service"),
+                                                  ("selfloop-ui.service", "selfloop-ui.service")])
 def test_unit_file_verifies_without_warnings(tmp_path: Path, unit_name: str, instance: str) -> None:
     """`systemd-analyze verify` on systemd/selfloop.service and an instance of the template
     systemd/selfloop@.service. It checks that ExecStart's binary exists, so the copy under test points
@@ -162,13 +163,21 @@ def test_unit_file_verifies_without_warnings(tmp_path: Path, unit_name: str, ins
         pytest.skip("systemd-analyze is not installed")
     binary = shutil.which("selfloop") or str(Path(os.sys.executable).parent / "selfloop")
     unit = (REPO / "systemd" / unit_name).read_text()
-    assert "ExecStart=/opt/selfloop/.venv/bin/selfloop daemon" in unit
+    if unit_name == "selfloop-ui.service":  # the dashboard: a plain service, bound to loopback
+        assert "ExecStart=/opt/selfloop/.venv/bin/selfloop ui --config /etc/selfloop/loop.yaml --host 127.0.0.1" in unit
+    else:
+        assert "ExecStart=/opt/selfloop/.venv/bin/selfloop daemon" in unit
     if "@" in unit_name:
         assert "--config /etc/selfloop/%i.yaml" in unit
     copy = tmp_path / instance
     copy.write_text(unit.replace("/opt/selfloop/.venv/bin/selfloop", binary))
     out = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True)
     assert out.returncode == 0 and out.stderr.strip() == "" and out.stdout.strip() == "", out.stderr
+    if unit_name == "selfloop-ui.service":
+        for line in ("StateDirectory=selfloop", "UMask=0077", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                     "RestartPreventExitStatus=2 3"):
+            assert line in unit
+        return
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=2 3", "KillMode=mixed",
                  "StateDirectory=selfloop", "CacheDirectory=selfloop", "UMask=0077", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes"):

@@ -5,6 +5,8 @@ report. The browser tests are in test_ui_browser.py."""
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import html
 import re
 import sqlite3
@@ -28,6 +30,7 @@ from selfloop.db.models import (
     Sample,
     TrainStep,
     Vote,
+    WriterLease,
 )
 from selfloop.errors import ReadOnlyViolation, SelfloopError
 
@@ -98,6 +101,7 @@ def build_store(url: str) -> dict[str, int]:
             s.add(Example(iteration_id=it, item_index=i, algorithm="dpo", prompt_id=p.id, sample_id=ids[f"sample{i}.0"],
                           rejected_sample_id=ids[f"sample{i}.1"], reward=1.0, weight=0.5))
         s.add(Prompt(iteration_id=it, source="self_instruct", item_index=0, text="Write a haiku."))
+        s.add(WriterLease(loop_name="b", token=1, host=socket.gethostname(), pid=os.getpid(), kind="daemon"))
         for role in ("candidate", "baseline"):
             for i in range(10):
                 s.add(EvalItem(iteration_id=it, role=role, suite="arithmetic", item_index=i, prompt=f"q{i}", answer="1",
@@ -283,6 +287,8 @@ def test_no_request_writes_and_bad_parameters_are_one_line_errors(store) -> None
         assert response.status_code == 200, (target, response.text[:300])
         assert "script-src 'self'" in response.headers["content-security-policy"]
     assert client.get("/api/loops/b").json()["progress"] == "running 3/10 (prompts)"
+    writers = {x["name"]: x["writer"] for x in client.get("/api/loops").json()}
+    assert writers == {"a": "", "b": f"daemon pid {os.getpid()} on {socket.gethostname()}"}
     iteration = html.unescape(client.get("/loops/a/iterations/1").text)
     for role in ("candidate", "baseline"):  # each suite and policy, linked to its items
         assert f'href="/loops/a/iterations/1/evals?suite=arithmetic&role={role}&outcome=wrong"' in iteration
@@ -357,3 +363,17 @@ def test_report_is_an_offline_folder_drawn_from_the_dashboard_charts(store, tmp_
     assert "now: iteration 2, rollout running 3/10 (prompts)" in page  # a running phase shows before it ends
     code, _, err = run_cli("report", "nope", "--db", url, "--out", str(tmp_path / "x"))
     assert code == 1 and "no loop named 'nope'" in err
+
+
+def test_a_store_with_an_older_schema_is_refused_with_the_upgrade_command(sqlite_url: str, run_cli) -> None:  # noqa: ANN001
+    from selfloop.db.engine import make_engine
+    from selfloop.db.migrate import downgrade
+
+    build_store(sqlite_url)
+    engine = make_engine(sqlite_url)
+    downgrade(engine, "0004")
+    engine.dispose()
+    code, _, err = run_cli("ui", "--db", sqlite_url, "--port", "8765")
+    assert code == 3 and "selfloop db upgrade" in err
+    code, _, err = run_cli("ui", "--db", sqlite_url + "-missing", "--port", "8765")
+    assert code == 1 and "no database at" in err

@@ -154,16 +154,23 @@ def open_database(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = Fa
     except Exception as exc:
         engine.dispose()
         raise SelfloopError(f"cannot open database {_safe(url)}: {exc.__class__.__name__}: {exc}".splitlines()[0]) from exc
-    head = head_revision()
-    if revision == head:
+    if revision == head_revision():
         return Database(url, engine)
     if revision is None and init and init_schema(engine):  # the check is repeated under the schema lock
         return Database(url, engine)
     engine.dispose()
+    refuse_schema(url, revision)
+
+
+def refuse_schema(url: str, revision: str | None) -> None:
+    """Raise the SchemaError that says how to bring `url`'s schema to this code's head (if it is not there)."""
+    from selfloop.db.migrate import head_revision, known_revisions
+
+    head = head_revision()
+    if revision == head:
+        return
     if revision is None:
         raise SchemaError(f"database {_safe(url)} has no selfloop schema: run `selfloop db upgrade --db {_safe(url)}`")
-    from selfloop.db.migrate import known_revisions
-
     if revision not in known_revisions():
         raise SchemaError(
             f"database {_safe(url)} has schema revision {revision}, newer than this selfloop knows (head {head}): upgrade selfloop"

@@ -15,6 +15,7 @@ import ipaddress
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy.orm import sessionmaker
 
@@ -25,6 +26,7 @@ TOKEN_ENV = "SELFLOOP_UI_TOKEN"
 COOKIE = "selfloop_ui_token"
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 REFRESH_MS = 3000  # how often open pages poll for live progress
+MAX_COMPARED = 8  # loops on one comparison
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -59,11 +61,13 @@ def templates():  # noqa: ANN201
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     from selfloop.render import _cell
+    from selfloop.ui.views import writer_text
 
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     env.filters["cell"] = lambda v: _cell(v, None)
     env.filters["short"] = lambda v, n=160: _cell(v, n)
     env.filters["num"] = lambda v, fmt="{:.3f}": "" if v is None else fmt.format(v)
+    env.globals["writer_text"] = writer_text
     return env
 
 
@@ -76,12 +80,18 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from selfloop.db.queries import loop_states
+    from selfloop.db.engine import refuse_schema, schema_revision
+    from selfloop.db.queries import loop_states, loop_writers
     from selfloop.db.readonly import reader_engine
     from selfloop.ui import views
     from selfloop.ui.charts import loop_charts
 
     engine = reader_engine(url, timeout_ms=statement_timeout_ms)
+    try:
+        refuse_schema(url, schema_revision(engine)[0])
+    except Exception:
+        engine.dispose()
+        raise
     factory = sessionmaker(engine)
     env = templates()
 
@@ -116,7 +126,8 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
     def _home(request: Request) -> Response:
         with reading() as s:
             states = loop_states(s)
-        return page(request, "loops.html", tree=views.loop_tree(states), states=states)
+            writers = {w[0]: w for w in loop_writers(s)}
+        return page(request, "loops.html", tree=views.loop_tree(states), states=states, writers=writers)
 
     def _loop(request: Request) -> Response:
         name = request.path_params["name"]
@@ -126,16 +137,20 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
             events = views.loop_events(s, name)
             others = [x.name for x in loop_states(s) if x.name != name]
         return page(request, "loop.html", state=state, columns=columns, rows=rows, events=events, others=others,
-                    charts_url=f"/api/loops/{name}/charts", charts=None)
+                    charts_url=f"/api/loops/{quote(name)}/charts", charts=None)
+
+    def compared(request: Request) -> list[str]:
+        names = list(dict.fromkeys(n for n in request.query_params.getlist("loop") if n))
+        if not 2 <= len(names) <= MAX_COMPARED:
+            raise ValueError(f"compare: give 2 to {MAX_COMPARED} different loops (?loop=A&loop=B)")
+        return names
 
     def _compare(request: Request) -> Response:
-        names = [n for n in request.query_params.getlist("loop") if n]
-        if len(names) < 2:
-            raise ValueError("compare: give two or more loops (?loop=A&loop=B)")
+        names = compared(request)
         with reading() as s:
             for n in names:
                 views.get_loop(s, n)
-        query = "&".join(f"loop={n}" for n in names)
+        query = "&".join(f"loop={quote(n)}" for n in names)
         return page(request, "compare.html", names=names, charts_url=f"/api/compare?{query}", charts=None)
 
     def _iteration(request: Request) -> Response:
@@ -171,7 +186,9 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
     # -- JSON for the pages' live parts -----------------------------------------------------------
     def _api_loops(request: Request) -> Response:
         with reading() as s:
-            return JSONResponse([views.state_json(x) for x in loop_states(s)])
+            writers = {w[0]: w for w in loop_writers(s)}
+            return JSONResponse([{**views.state_json(x), "writer": views.writer_text(writers.get(x.name))}
+                                 for x in loop_states(s)])
 
     def _api_state(request: Request) -> Response:
         with reading() as s:
@@ -184,9 +201,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
         return JSONResponse(charts)
 
     def _api_compare(request: Request) -> Response:
-        names = [n for n in request.query_params.getlist("loop") if n]
-        if len(names) < 2:
-            raise ValueError("compare: give two or more loops (?loop=A&loop=B)")
+        names = compared(request)
         with reading() as s:
             charts = loop_charts(views.compared_segments(s, names), views.judges_with_llm(s, names), compare=True)
         return JSONResponse(charts)

@@ -96,6 +96,14 @@ def judges_with_llm(session: Session, names: list[str]) -> bool:
     return any("llm_judge" in ((c or {}).get("judge") or {}).get("signals", ["llm_judge"]) for c in configs)
 
 
+def writer_text(writer: tuple | None) -> str:
+    """Who runs a loop now, from `queries.loop_writers`: "daemon pid 12 on host", or "" when nobody."""
+    if writer is None:
+        return ""
+    _, kind, pid, host, _ = writer
+    return f"{kind} pid {pid} on {host}"
+
+
 def loop_state(session: Session, name: str) -> LoopState:
     for state in loop_states(session):
         if state.name == name:

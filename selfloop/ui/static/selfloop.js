@@ -71,7 +71,8 @@ async function refreshLoops(table) {
     row.cells[1].firstChild.textContent = s.status;
     row.cells[2].textContent = s.iterations_done;
     renderProgress(row.cells[3], s);
-    row.cells[4].textContent = s.policy;
+    row.cells[4].textContent = s.writer;
+    row.cells[5].textContent = s.policy;
   }
 }
 
