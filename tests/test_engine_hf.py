@@ -25,22 +25,24 @@ def test_sample_next_logprobs_follow_the_sampling_distribution() -> None:
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
     gen = torch.Generator().manual_seed(0)
     # Greedy: the argmax with the model's own (temperature 1) log-prob.
-    tok, lp = sample_next(logits, Sampling(temperature=0.0), [gen])
-    assert tok.item() == 0 and lp.item() == pytest.approx(2.0 - math.log(sum(math.exp(x) for x in (2, 1, 0, -1))), abs=1e-6)
-    # Temperature 0.5: log softmax(logits / 0.5).
-    tok, lp = sample_next(logits, Sampling(temperature=0.5), [gen])
+    log_z = math.log(sum(math.exp(x) for x in (2, 1, 0, -1)))
+    policy = lambda t: [2.0, 1.0, 0.0, -1.0][t] - log_z  # noqa: E731 - the model's own log-prob, temperature 1
+    tok, lp, plp = sample_next(logits, Sampling(temperature=0.0), [gen])
+    assert tok.item() == 0 and lp.item() == pytest.approx(policy(0), abs=1e-6) and plp.item() == lp.item()
+    # Temperature 0.5: log softmax(logits / 0.5); the policy's log-prob stays at temperature 1.
+    tok, lp, plp = sample_next(logits, Sampling(temperature=0.5), [gen])
     scaled = [x / 0.5 for x in (2.0, 1.0, 0.0, -1.0)]
     expected = scaled[tok.item()] - math.log(sum(math.exp(x) for x in scaled))
-    assert lp.item() == pytest.approx(expected, abs=1e-5)
-    # top_k=2 renormalises over the two best tokens only.
+    assert lp.item() == pytest.approx(expected, abs=1e-5) and plp.item() == pytest.approx(policy(tok.item()), abs=1e-6)
+    # top_k=2 renormalises over the two best tokens only; the policy's log-prob does not.
     draws = [sample_next(logits, Sampling(temperature=1.0, top_k=2), [gen]) for _ in range(50)]
-    assert {t.item() for t, _ in draws} <= {0, 1}
-    for t, l in draws:
+    assert {t.item() for t, _, _ in draws} <= {0, 1}
+    for t, l, p in draws:
         expected = [2.0, 1.0][t.item()] - math.log(math.exp(2) + math.exp(1))
-        assert l.item() == pytest.approx(expected, abs=1e-5)
+        assert l.item() == pytest.approx(expected, abs=1e-5) and p.item() == pytest.approx(policy(t.item()), abs=1e-6)
     # top_p small enough keeps only the most likely token (probability 1 after renormalising).
-    tok, lp = sample_next(logits, Sampling(temperature=1.0, top_p=0.5), [gen])
-    assert tok.item() == 0 and lp.item() == pytest.approx(0.0, abs=1e-6)
+    tok, lp, plp = sample_next(logits, Sampling(temperature=1.0, top_p=0.5), [gen])
+    assert tok.item() == 0 and lp.item() == pytest.approx(0.0, abs=1e-6) and plp.item() == pytest.approx(policy(0), abs=1e-6)
 
 
 def test_generation_and_scoring_agree(engine: HFEngine) -> None:
@@ -50,6 +52,14 @@ def test_generation_and_scoring_agree(engine: HFEngine) -> None:
     for c, s in zip(flat, scores):
         assert len(s) == c.num_tokens
         assert max(abs(a - b) for a, b in zip(c.token_logprobs, s)) < 1e-4
+        assert c.policy_logprobs == c.token_logprobs  # temperature 1, nothing filtered: the same distribution
+    # At another temperature the engine still records the policy's own log-probs, which scoring recomputes.
+    outs = engine.generate(CHATS, Sampling(n=2, temperature=0.7, max_new_tokens=10), seeds=[[i * 10 + j for j in range(2)] for i in range(3)])
+    flat = [c for row in outs for c in row]
+    scores = engine.score([c for c in CHATS for _ in range(2)], [c.token_ids for c in flat])
+    for c, s in zip(flat, scores):
+        assert max(abs(a - b) for a, b in zip(c.policy_logprobs, s)) < 1e-4
+        assert max(abs(a - b) for a, b in zip(c.token_logprobs, s)) > 1e-3  # tempered: another distribution
         assert c.sum_logprob == pytest.approx(sum(c.token_logprobs)) and c.mean_logprob == pytest.approx(c.sum_logprob / c.num_tokens)
 
 

@@ -152,3 +152,82 @@ def test_checkpoint_round_trip_and_damage(tiny_model, tok, tmp_path: Path) -> No
     (saved.path / "MANIFEST.json").unlink()
     with pytest.raises(CheckpointError, match=r"MANIFEST.json: manifest is missing"):
         verify_checkpoint(saved.path, saved.sha256)
+
+
+def test_the_rollout_s_own_log_probs_stand_in_for_the_reference_pass(tiny_model, tmp_path: Path, sqlite_url: str,  # noqa: ANN001
+                                                                     monkeypatch) -> None:  # noqa: ANN001
+    """TTRL sampled at temperature 0.7: the hf engine records each token's log-prob under the policy at
+    temperature 1, and training takes those as its reference instead of a forward pass. They agree with
+    that forward pass (run here for comparison) to float noise, and end up on the example rows."""
+    from sqlalchemy import select
+
+    import selfloop.phases.train as train_phase
+    from selfloop.db.engine import open_database
+    from selfloop.db.models import Example, Iteration, Prompt, Sample
+    from selfloop.db.queries import adapter_of
+    from selfloop.engines.hf import HFEngine
+    from selfloop.runner import run_loop
+    from selfloop.signals import StopFlag
+    from tests.conftest import make_config
+
+    computed: list[int] = []
+    real = train_phase.reference_logps
+
+    def counting(model, items, pad_id, batch_size):  # noqa: ANN001, ANN202
+        computed.append(sum(1 for it in items if train_phase.lacks_reference(it)))
+        return real(model, items, pad_id, batch_size)
+
+    monkeypatch.setattr(train_phase, "reference_logps", counting)
+    config = make_config(tmp_path, sqlite_url, loop={"max_iterations": 2, "phases": ["rollout", "judge", "select", "train",
+                                                                              "evaluate", "promote"]},
+                         generation={"temperature": 0.7, "prompts_per_iteration": 6, "samples_per_prompt": 4,
+                                     "max_new_tokens": 12, "tasks": {"kind": "arithmetic"}},
+                         judge={"signals": ["vote"]}, train={"algorithm": "ttrl", "batch_size": 4, "max_length": 128,
+                                                           "learning_rate": 1e-3, "lora": {"rank": 4, "alpha": 8},
+                                                           "ttrl": {"n_train": 4}},
+                         eval={"suites": [{"name": "arithmetic", "kind": "arithmetic", "size": 4, "max_new_tokens": 4}],
+                               "tolerance": 1.0})
+    run_loop(config, None, StopFlag())
+    assert computed == []  # no reference forward pass in either iteration
+    db = open_database(sqlite_url)
+    engine = HFEngine(tiny_model.path, batch_size=8)
+    with db.session() as s:
+        rows = s.execute(select(Example, Sample, Prompt.text, Iteration.base_checkpoint_id)
+                         .join(Sample, Sample.id == Example.sample_id).join(Prompt, Prompt.id == Example.prompt_id)
+                         .join(Iteration, Iteration.id == Example.iteration_id)).all()
+        assert {ckpt for *_, ckpt in rows} == {None, 1}  # iteration 2 sampled (and trains from) iteration 1's adapter
+        for example, sample, text, ckpt in rows:
+            assert example.ref_token_logps == sample.policy_token_logprobs and sample.policy_checkpoint_id == ckpt
+            assert example.ref_logp == pytest.approx(sum(sample.policy_token_logprobs))
+            assert max(abs(a - b) for a, b in zip(sample.token_logprobs, sample.policy_token_logprobs)) > 1e-3  # tempered
+            forward = engine.score([user_chat(text)], [sample.token_ids], adapter=adapter_of(s, ckpt, config))[0]
+            assert max(abs(a - b) for a, b in zip(forward, sample.policy_token_logprobs)) < 1e-4
+    db.dispose()
+
+
+def test_rollout_log_probs_are_used_only_for_samples_of_the_starting_policy() -> None:
+    from types import SimpleNamespace
+
+    from selfloop.phases.train import _reference_from_rollout
+    from selfloop.training.items import lacks_reference
+
+    def sample(policy, logps):  # noqa: ANN001, ANN202
+        return SimpleNamespace(policy_checkpoint_id=policy, policy_token_logprobs=logps)
+
+    def item(rejected=None) -> TrainItem:  # noqa: ANN001
+        return TrainItem(1, 1, [5, 6], [7, 8, 9], rejected=rejected)
+
+    it = item()
+    _reference_from_rollout(it, sample(3, [-0.5, -1.0, -0.25, -9.0]), None, 3)  # a longer record: cut to the completion
+    assert (it.ref_token_logps, it.ref_logp, lacks_reference(it)) == ([-0.5, -1.0, -0.25], -1.75, False)
+    for chosen, policy in ((sample(2, [-0.5] * 3), 3), (sample(None, [-0.5] * 3), 3), (sample(3, None), 3),
+                           (sample(3, [-0.5] * 2), 3), (None, 3)):
+        it = item()
+        _reference_from_rollout(it, chosen, None, policy)  # another policy, no record, a short one, no sample
+        assert lacks_reference(it)
+    pair = item(rejected=[7, 10])
+    _reference_from_rollout(pair, sample(3, [-0.5] * 3), sample(3, [-1.0, -2.0]), 3)
+    assert (pair.ref_logp, pair.ref_rejected_logp) == (-1.5, -3.0) and not lacks_reference(pair)
+    pair = item(rejected=[7, 10])
+    _reference_from_rollout(pair, sample(3, [-0.5] * 3), sample(4, [-1.0, -2.0]), 3)  # rejected from another policy
+    assert lacks_reference(pair) and pair.ref_logp is None

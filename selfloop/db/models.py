@@ -154,6 +154,9 @@ class Sample(Base):
     text: Mapped[str] = mapped_column(Text)
     token_ids: Mapped[list[int]] = mapped_column(Json)
     token_logprobs: Mapped[list[float]] = mapped_column(Json, doc="sampled tokens' log-probs under the sampling distribution")
+    policy_token_logprobs: Mapped[list[float] | None] = mapped_column(
+        Json, doc="the same tokens' log-probs under the sampling policy itself (temperature 1, unfiltered), where the "
+        "engine gives them (hf); training takes them as reference log-probs instead of a forward pass")
     num_tokens: Mapped[int] = mapped_column(Integer)
     sum_logprob: Mapped[float] = mapped_column(Float)
     mean_logprob: Mapped[float] = mapped_column(Float)

@@ -45,6 +45,9 @@ class Completion:
     token_logprobs: list[float]
     finish_reason: str  # stop | length
     seed: int | None = None  # the seed this completion was sampled with; None: not seeded
+    # The same tokens' log-probs under the policy itself (temperature 1, no top-k/top-p), where the
+    # engine has them for free; training uses them as the starting policy's reference log-probs.
+    policy_logprobs: list[float] | None = None
 
     def __post_init__(self) -> None:
         # A model can emit NUL bytes; no text column (PostgreSQL's least of all) should store them.

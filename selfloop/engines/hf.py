@@ -3,7 +3,8 @@
 Decoding is a short loop of our own rather than `model.generate`, for two reasons the loop needs:
 every completion is sampled with its own seeded generator, so a re-run after a crash reproduces
 exactly the samples of the uninterrupted run whatever the batching; and the log-probability of each
-sampled token is taken from the very distribution it was drawn from. Sequences that finish leave
+sampled token is taken from the very distribution it was drawn from (and, at no extra forward pass,
+under the policy itself at temperature 1, which training uses as its reference). Sequences that finish leave
 the batch (their rows are dropped from the KV cache), and a prompt's n samples share one prefill.
 """
 
@@ -28,13 +29,16 @@ MAX_LOADED_ADAPTERS = 3
 
 def sample_next(
     logits: torch.Tensor, sampling: Sampling, generators: Sequence[torch.Generator | None]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row; return (tokens, their log-probs under the distribution drawn from)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw one token per row; return (tokens, their log-probs under the distribution drawn from,
+    their log-probs under the policy itself: temperature 1, nothing filtered)."""
     logits = logits.float()
     if sampling.temperature == 0:
         logps = torch.log_softmax(logits, dim=-1)
         tokens = logps.argmax(dim=-1)
-        return tokens, logps.gather(-1, tokens[:, None]).squeeze(-1)
+        picked = logps.gather(-1, tokens[:, None]).squeeze(-1)
+        return tokens, picked, picked
+    plain = sampling.temperature == 1 and not sampling.top_k and sampling.top_p >= 1.0
     scores = logits / sampling.temperature
     if sampling.top_k:
         kth = torch.topk(scores, min(sampling.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
@@ -50,7 +54,11 @@ def sample_next(
     tokens = torch.empty(len(probs), dtype=torch.long, device=probs.device)
     for i, gen in enumerate(generators):
         tokens[i] = torch.multinomial(probs[i], 1, generator=gen)[0]
-    return tokens, logps.gather(-1, tokens[:, None]).squeeze(-1)
+    picked = logps.gather(-1, tokens[:, None]).squeeze(-1)
+    if plain:
+        return tokens, picked, picked
+    policy = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, picked, policy
 
 
 class HFEngine:
@@ -159,17 +167,19 @@ class HFEngine:
             gens.append(gen)
         toks: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
+        policy_lps: list[list[float]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
         stop_at: list[int | None] = [None] * n
         active = list(range(n))
         for step in range(sampling.max_new_tokens):
-            new_tokens, new_logps = sample_next(logits, sampling, [gens[i] for i in active])
-            new_list, lp_list = new_tokens.tolist(), new_logps.tolist()
+            new_tokens, new_logps, new_policy = sample_next(logits, sampling, [gens[i] for i in active])
+            new_list, lp_list, policy_list = new_tokens.tolist(), new_logps.tolist(), new_policy.tolist()
             keep = []
             for row, seq in enumerate(active):
                 tok = new_list[row]
                 toks[seq].append(tok)
                 lps[seq].append(lp_list[row])
+                policy_lps[seq].append(policy_list[row])
                 if tok in self.end_ids:
                     finish[seq] = "stop"
                 elif sampling.stop and (cut := self._stop_cut(toks[seq], sampling.stop)) is not None:
@@ -194,7 +204,8 @@ class HFEngine:
                 past_key_values=cache, use_cache=True,
             )
             logits = out.logits[:, -1, :]
-        return [self._completion(toks[i], lps[i], finish[i] or "length", stop_at[i], seeds[i]) for i in range(n)]
+        return [self._completion(toks[i], lps[i], policy_lps[i], finish[i] or "length", stop_at[i], seeds[i])
+                for i in range(n)]
 
     def _stop_cut(self, tokens: list[int], stops: tuple[str, ...]) -> int | None:
         """Character offset where a stop string begins in the decoded text, if one has appeared."""
@@ -205,12 +216,14 @@ class HFEngine:
         found = [text.find(s) for s in stops if s in text]
         return min(found) if found else None
 
-    def _completion(self, tokens: list[int], logps: list[float], finish: str, cut: int | None, seed: int | None) -> Completion:
+    def _completion(self, tokens: list[int], logps: list[float], policy_logps: list[float], finish: str, cut: int | None,
+                    seed: int | None) -> Completion:
         body = tokens[:-1] if tokens and tokens[-1] in self.end_ids else tokens
         text = self.tokenizer.decode(body, skip_special_tokens=True)
         if cut is not None:
             text = text[:cut]
-        return Completion(text=text, token_ids=tokens, token_logprobs=logps, finish_reason=finish, seed=seed)
+        return Completion(text=text, token_ids=tokens, token_logprobs=logps, finish_reason=finish, seed=seed,
+                          policy_logprobs=policy_logps)
 
     # -- scoring ------------------------------------------------------------------------------
     @torch.inference_mode()

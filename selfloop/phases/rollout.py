@@ -79,6 +79,7 @@ def run(ctx: PhaseContext) -> None:
                     "prompt_id": p.id, "sample_index": j, "iteration_id": ctx.iteration_id,
                     "policy_checkpoint_id": ctx.policy.checkpoint_id if ctx.policy else None,
                     "text": c.text, "token_ids": c.token_ids, "token_logprobs": [round(x, 6) for x in c.token_logprobs],
+                    "policy_token_logprobs": None if c.policy_logprobs is None else [round(x, 6) for x in c.policy_logprobs],
                     "num_tokens": c.num_tokens, "sum_logprob": c.sum_logprob, "mean_logprob": c.mean_logprob,
                     "finish_reason": c.finish_reason, "seed": c.seed, "temperature": sampling.temperature,
                 }

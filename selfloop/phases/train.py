@@ -1,7 +1,9 @@
 """Phase train: LoRA training on the iteration's examples, then an atomic checkpoint.
 
 A re-run (after a crash or a stop) starts training over with the same seed: its partial train_steps
-rows are deleted first. Reference log-probs, once computed, are kept on the example rows. The new
+rows are deleted first. Reference log-probs come from the rollout where the engine recorded them for
+samples of the starting policy (`samples.policy_token_logprobs`), else from a forward pass; once
+known they are kept on the example rows. The new
 checkpoint's row, the iteration's output checkpoint and the done mark are one transaction, written
 only after the checkpoint directory is complete.
 """
@@ -22,11 +24,12 @@ from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
 from selfloop.phases.context import PhaseContext
 from selfloop.training.checkpoint import save_adapter
-from selfloop.training.items import TrainItem, fit
+from selfloop.training.items import TrainItem, fit, lacks_reference
 from selfloop.training.loop import StepRecord, load_trainable, reference_logps, train
 
 
-def _items(ctx: PhaseContext, tokenizer) -> list[TrainItem]:  # noqa: ANN001
+def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[bool]]:  # noqa: ANN001
+    """The iteration's examples as training items, and whether each one's reference was stored already."""
     system = ctx.config.generation.system_prompt
     end_id = tokenizer.eos_token_id
     with ctx.db.session() as session:
@@ -34,20 +37,52 @@ def _items(ctx: PhaseContext, tokenizer) -> list[TrainItem]:  # noqa: ANN001
             select(Example).where(Example.iteration_id == ctx.iteration_id).order_by(Example.item_index)
         ).all()
         sample_ids = {e.sample_id for e in examples} | {e.rejected_sample_id for e in examples}
-        tokens = dict(session.execute(select(Sample.id, Sample.token_ids).where(Sample.id.in_(sample_ids - {None}))).all())
+        samples = {row.id: row for row in session.execute(
+            select(Sample.id, Sample.token_ids, Sample.policy_token_logprobs, Sample.policy_checkpoint_id)
+            .where(Sample.id.in_(sample_ids - {None})))}
         prompts = dict(session.execute(
             select(Prompt.id, Prompt.text).where(Prompt.id.in_({e.prompt_id for e in examples}))
         ).all())
-    items = []
+    items, known = [], []
     for e in examples:
-        completion = tokens[e.sample_id] if e.sample_id is not None else completion_ids(tokenizer, e.text, end_id)
-        items.append(fit(TrainItem(
+        known.append(e.ref_logp is not None)
+        completion = samples[e.sample_id].token_ids if e.sample_id is not None else completion_ids(tokenizer, e.text, end_id)
+        item = TrainItem(
             example_id=e.id, prompt_id=e.prompt_id, prompt=prompt_ids(tokenizer, user_chat(prompts[e.prompt_id], system)),
-            completion=list(completion), rejected=list(tokens[e.rejected_sample_id]) if e.rejected_sample_id else None,
+            completion=list(completion), rejected=list(samples[e.rejected_sample_id].token_ids) if e.rejected_sample_id else None,
             reward=e.reward, weight=e.weight, ref_logp=e.ref_logp, ref_rejected_logp=e.ref_rejected_logp,
             ref_token_logps=e.ref_token_logps,
-        ), ctx.config.train.max_length))
-    return items
+        )
+        prompt_length = len(item.prompt)
+        items.append(fit(item, ctx.config.train.max_length))
+        if ALGORITHMS[ctx.config.train.algorithm].NEEDS_REFERENCE and lacks_reference(item) and len(item.prompt) == prompt_length:
+            _reference_from_rollout(item, samples.get(e.sample_id), samples.get(e.rejected_sample_id),
+                                    init.checkpoint_id if init else None)
+    return items, known
+
+
+def _keep_reference(ctx: PhaseContext, items: list[TrainItem]) -> None:
+    with ctx.db.session() as session:
+        for it in items:
+            session.execute(update(Example).where(Example.id == it.example_id).values(
+                ref_logp=it.ref_logp, ref_rejected_logp=it.ref_rejected_logp, ref_token_logps=it.ref_token_logps))
+
+
+def _reference_from_rollout(item: TrainItem, chosen, rejected, policy_id: int | None) -> None:  # noqa: ANN001
+    """The reference log-probs as the engine recorded them while sampling, when the samples came from the
+    training's starting policy (the reference) with their whole context: no forward pass is needed."""
+    def recorded(sample, length: int) -> list[float] | None:  # noqa: ANN001
+        if sample is None or sample.policy_token_logprobs is None or sample.policy_checkpoint_id != policy_id:
+            return None
+        return list(sample.policy_token_logprobs[:length]) if len(sample.policy_token_logprobs) >= length else None
+
+    tokens = recorded(chosen, len(item.completion))
+    other = recorded(rejected, len(item.rejected)) if item.rejected is not None else []
+    if tokens is None or other is None:
+        return
+    item.ref_token_logps, item.ref_logp = tokens, float(sum(tokens))
+    if item.rejected is not None:
+        item.ref_rejected_logp = float(sum(other))
 
 
 def run(ctx: PhaseContext) -> None:
@@ -56,21 +91,21 @@ def run(ctx: PhaseContext) -> None:
     with ctx.db.session() as session:
         session.execute(delete(TrainStep).where(TrainStep.iteration_id == ctx.iteration_id))  # a re-run starts over
     tokenizer = load_tokenizer(ctx.runtime.model.path, padding_side="left")
-    items = _items(ctx, tokenizer)
+    init = None if module.RESTART_FROM_BASE else ctx.policy
+    items, known = _items(ctx, tokenizer, init)
     if not items:
         with ctx.db.session() as session:
             add_event(session, ctx.loop_id, ctx.iteration_id, "train.skipped", "no training examples: no checkpoint this iteration", level="warning")
             ctx.mark_done(session)
         return
-    init = None if module.RESTART_FROM_BASE else ctx.policy
     ctx.runtime.release_accelerator()
 
     def store_reference(items: list[TrainItem]) -> None:  # kept on the example rows: a re-run reuses them
-        with ctx.db.session() as session:
-            for it in items:
-                session.execute(update(Example).where(Example.id == it.example_id).values(
-                    ref_logp=it.ref_logp, ref_rejected_logp=it.ref_rejected_logp, ref_token_logps=it.ref_token_logps))
+        _keep_reference(ctx, items)
         ctx.failpoint("before_steps")
+
+    # References taken from the rollout are kept too, so the example rows always say what training used.
+    _keep_reference(ctx, [it for it, had in zip(items, known) if not had and not lacks_reference(it)])
 
     def on_step(record: StepRecord) -> None:
         with ctx.db.session() as session:
@@ -81,7 +116,7 @@ def run(ctx: PhaseContext) -> None:
 
     path = ctx.config.state_dir() / "checkpoints" / ctx.config.loop.name / f"iteration-{ctx.number:04d}"
     extra = {"loop": ctx.config.loop.name, "iteration": ctx.number, "algorithm": cfg.algorithm}
-    needs_reference = module.NEEDS_REFERENCE and any(it.ref_logp is None for it in items)
+    needs_reference = module.NEEDS_REFERENCE and any(lacks_reference(it) for it in items)
     if cfg.processes > 1:
         records, saved = _train_on_processes(ctx, items, init, tokenizer.pad_token_id, needs_reference, path, extra,
                                              store_reference, on_step)

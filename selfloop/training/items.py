@@ -28,6 +28,10 @@ class TrainItem:
 REFERENCE = ("ref_logp", "ref_rejected_logp", "ref_token_logps")
 
 
+def lacks_reference(item: TrainItem) -> bool:
+    return item.ref_logp is None or item.ref_token_logps is None or (item.rejected is not None and item.ref_rejected_logp is None)
+
+
 def reference_rows(items: Sequence[TrainItem]) -> list[dict]:
     """Items' reference log-probs as JSON-ready rows keyed by example id (what training processes exchange)."""
     return [{"example_id": it.example_id, **{k: getattr(it, k) for k in REFERENCE}} for it in items]

@@ -34,7 +34,7 @@ from selfloop.models.loading import load_causal_lm
 from selfloop.models.logprobs import completion_logprobs
 from selfloop.progress import Progress
 from selfloop.training.checkpoint import verify_checkpoint
-from selfloop.training.items import LogpFn, TrainItem
+from selfloop.training.items import LogpFn, TrainItem, lacks_reference
 
 
 def default_steps(n_examples: int, train) -> int:  # noqa: ANN001
@@ -89,9 +89,10 @@ def policy_logps(model: torch.nn.Module, pad_id: int) -> LogpFn:
 
 @torch.no_grad()
 def reference_logps(model: torch.nn.Module, items: list[TrainItem], pad_id: int, batch_size: int) -> None:
-    """Fill each item's reference log-probs (sum for the completion and the rejected one, per token
-    for the completion) from `model` as it is now: the iteration's starting policy."""
+    """Fill the reference log-probs of each item that lacks them (sum for the completion and the rejected
+    one, per token for the completion) from `model` as it is now: the iteration's starting policy."""
     model.eval()
+    items = [it for it in items if lacks_reference(it)]
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         rows = completion_logprobs(model, [it.prompt for it in chunk], [it.completion for it in chunk], pad_id)
