@@ -34,7 +34,7 @@ env-gpu:
 gpu-check:
 	$(GPU_VENV)/bin/python bench/gpu_check.py
 
-# The CPU demo: 3 iterations of TTRL on SmolLM2 (about 20 minutes on 2 cores), then its history and report.
+# The CPU demo: 3 iterations of TTRL on SmolLM2 (about 10 minutes on 2 cores), then its history and report.
 # State (database, checkpoints, report) goes to .demo/; the converted model is cached in ~/.cache/selfloop.
 DEMO_DB := sqlite:///$(CURDIR)/.demo/selfloop.db
 demo: $(STAMP)
@@ -73,6 +73,7 @@ bench: $(STAMP) bench-env
 	.venv-bench/bin/python bench/training.py
 	$(BIN)/python bench/iteration.py
 	$(BIN)/python bench/server.py
+	$(BIN)/python bench/ui.py
 
 # Unit tests only (seconds).
 test-fast: $(STAMP)

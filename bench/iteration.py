@@ -1,7 +1,7 @@
 """Benchmark: where a full demo iteration's wall time goes, phase by phase, and how much of it is
 bookkeeping (database transactions, checkpoint writing, orchestration between phases).
 
-    .venv/bin/python bench/iteration.py                          # configs/demo-cpu.yaml, iteration 1 (~8 min)
+    .venv/bin/python bench/iteration.py                          # configs/demo-cpu.yaml, iteration 1 (~4 min)
     .venv/bin/python bench/iteration.py --config configs/tiny.yaml
 
 Phase shares exclude the bookkeeping done inside them, so all shares add up to 1. Each phase's work is
