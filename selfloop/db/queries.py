@@ -106,7 +106,6 @@ class LoopState:
     progress_done: int = 0
     progress_total: int = 0
     progress_note: str | None = None
-    updated_at: Any = None
 
     @property
     def progress(self) -> str | None:
@@ -127,7 +126,7 @@ def loop_states(session: Session) -> list[LoopState]:
             Iteration.loop_id == loop.id, Iteration.status == "done")) or 0
         policy = session.scalar(select(Checkpoint.path).where(Checkpoint.id == loop.current_checkpoint_id)) or "base model"
         state = LoopState(loop.name, loop.status, loop.status_reason, names.get(loop.parent_loop_id),
-                          loop.parent_iteration, done, policy, updated_at=loop.updated_at)
+                          loop.parent_iteration, done, policy)
         last = session.scalars(select(Iteration).where(Iteration.loop_id == loop.id)
                                .order_by(Iteration.number.desc()).limit(1)).one_or_none()
         if last is not None and last.status == "running":
