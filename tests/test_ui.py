@@ -339,8 +339,11 @@ def test_the_dashboard_refuses_a_postgres_role_that_can_write(postgres_url: str,
     with pytest.raises(ReadOnlyViolation, match="create-reader"):
         _client(postgres_url)
     client = _client(postgres_reader_url)
-    assert client.get("/api/loops").json()[0]["name"] == "a"
-    assert client.get("/loops/b").status_code == 200 and client.get("/loops/a/iterations/1?page=3").status_code == 200
+    try:
+        assert client.get("/api/loops").json()[0]["name"] == "a"
+        assert client.get("/loops/b").status_code == 200 and client.get("/loops/a/iterations/1?page=3").status_code == 200
+    finally:  # the reader's pooled connections: the test database is dropped next, and the role cannot be signalled
+        client.app.state.engine.dispose()
 
 
 def test_report_is_an_offline_folder_drawn_from_the_dashboard_charts(store, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
