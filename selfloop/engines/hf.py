@@ -51,13 +51,9 @@ def sample_next(
         scores = scores.masked_fill(drop, float("-inf"))
     logps = torch.log_softmax(scores, dim=-1)
     probs = logps.exp()
-    # torch.multinomial(probs[i], 1, generator=gen) row by row, batched: it draws q ~ Exp(1) over the
-    # vocabulary from the row's generator and takes argmax(p / q). Drawing q the same way and dividing
-    # all rows at once gives the same tokens without its per-call checks and allocations.
-    noise = torch.empty_like(probs)
+    tokens = torch.empty(len(probs), dtype=torch.long, device=probs.device)
     for i, gen in enumerate(generators):
-        noise[i].exponential_(1, generator=gen)
-    tokens = (probs / noise).argmax(dim=-1)
+        tokens[i] = torch.multinomial(probs[i], 1, generator=gen)[0]
     picked = logps.gather(-1, tokens[:, None]).squeeze(-1)
     if plain:
         return tokens, picked, picked
