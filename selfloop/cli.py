@@ -132,8 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "examples and held-out answers. It reads through connections that cannot write (SQLite: opened read-only; "
         "PostgreSQL: the read-only role of `selfloop db create-reader`, given by --db or database.reader_url) and "
         "refuses any request but GET. It binds to 127.0.0.1; reach it from elsewhere through an SSH tunnel "
-        "(ssh -L 8765:127.0.0.1:8765 HOST), or bind another address with a token in $SELFLOOP_UI_TOKEN.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "(ssh -L 8765:127.0.0.1:8765 HOST), or bind another address with a token in $SELFLOOP_UI_TOKEN.")
     _add_db(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs $SELFLOOP_UI_TOKEN)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
