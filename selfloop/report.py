@@ -16,6 +16,7 @@ from selfloop.private import private_dir
 
 
 def write_report(session: Session, name: str, out: Path) -> Path:
+    from selfloop.db.queries import loop_states
     from selfloop.ui import views
     from selfloop.ui.app import HERE, plotly_js, templates
     from selfloop.ui.charts import loop_charts
@@ -24,7 +25,7 @@ def write_report(session: Session, name: str, out: Path) -> Path:
         segments = views.loop_segments(session, name)
     except LookupError as exc:
         raise SelfloopError(str(exc)) from None
-    state = views.loop_state(session, name)
+    state = views.find_state(loop_states(session), name)
     columns, rows = views.iteration_table(session, name)
     page = templates().get_template("report.html").render(
         state=state, lineage=segments, columns=columns, rows=rows, events=views.loop_events(session, name),

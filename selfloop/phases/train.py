@@ -28,8 +28,8 @@ from selfloop.training.items import TrainItem, fit, lacks_reference
 from selfloop.training.loop import StepRecord, load_trainable, reference_logps, train
 
 
-def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[bool]]:  # noqa: ANN001
-    """The iteration's examples as training items, and whether each one's reference was stored already."""
+def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[TrainItem]]:  # noqa: ANN001
+    """The iteration's examples as training items, and those whose reference the rollout supplied just now."""
     system = ctx.config.generation.system_prompt
     end_id = tokenizer.eos_token_id
     with ctx.db.session() as session:
@@ -43,9 +43,8 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[bo
         prompts = dict(session.execute(
             select(Prompt.id, Prompt.text).where(Prompt.id.in_({e.prompt_id for e in examples}))
         ).all())
-    items, known = [], []
+    items, from_rollout = [], []
     for e in examples:
-        known.append(e.ref_logp is not None)
         completion = samples[e.sample_id].token_ids if e.sample_id is not None else completion_ids(tokenizer, e.text, end_id)
         item = TrainItem(
             example_id=e.id, prompt_id=e.prompt_id, prompt=prompt_ids(tokenizer, user_chat(prompts[e.prompt_id], system)),
@@ -55,10 +54,11 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[bo
         )
         prompt_length = len(item.prompt)
         items.append(fit(item, ctx.config.train.max_length))
-        if ALGORITHMS[ctx.config.train.algorithm].NEEDS_REFERENCE and lacks_reference(item) and len(item.prompt) == prompt_length:
-            _reference_from_rollout(item, samples.get(e.sample_id), samples.get(e.rejected_sample_id),
-                                    init.checkpoint_id if init else None)
-    return items, known
+        if (ALGORITHMS[ctx.config.train.algorithm].NEEDS_REFERENCE and lacks_reference(item) and len(item.prompt) == prompt_length
+                and _reference_from_rollout(item, samples.get(e.sample_id), samples.get(e.rejected_sample_id),
+                                            init.checkpoint_id if init else None)):
+            from_rollout.append(item)
+    return items, from_rollout
 
 
 def _keep_reference(ctx: PhaseContext, items: list[TrainItem]) -> None:
@@ -68,9 +68,10 @@ def _keep_reference(ctx: PhaseContext, items: list[TrainItem]) -> None:
                 ref_logp=it.ref_logp, ref_rejected_logp=it.ref_rejected_logp, ref_token_logps=it.ref_token_logps))
 
 
-def _reference_from_rollout(item: TrainItem, chosen, rejected, policy_id: int | None) -> None:  # noqa: ANN001
-    """The reference log-probs as the engine recorded them while sampling, when the samples came from the
-    training's starting policy (the reference) with their whole context: no forward pass is needed."""
+def _reference_from_rollout(item: TrainItem, chosen, rejected, policy_id: int | None) -> bool:  # noqa: ANN001
+    """Set the reference log-probs as the engine recorded them while sampling, when the samples came from the
+    training's starting policy (the reference) with their whole context: no forward pass is needed.
+    Whether it could."""
     def recorded(sample, length: int) -> list[float] | None:  # noqa: ANN001
         if sample is None or sample.policy_token_logprobs is None or sample.policy_checkpoint_id != policy_id:
             return None
@@ -79,10 +80,11 @@ def _reference_from_rollout(item: TrainItem, chosen, rejected, policy_id: int | 
     tokens = recorded(chosen, len(item.completion))
     other = recorded(rejected, len(item.rejected)) if item.rejected is not None else []
     if tokens is None or other is None:
-        return
+        return False
     item.ref_token_logps, item.ref_logp = tokens, float(sum(tokens))
     if item.rejected is not None:
         item.ref_rejected_logp = float(sum(other))
+    return True
 
 
 def run(ctx: PhaseContext) -> None:
@@ -92,7 +94,7 @@ def run(ctx: PhaseContext) -> None:
         session.execute(delete(TrainStep).where(TrainStep.iteration_id == ctx.iteration_id))  # a re-run starts over
     tokenizer = load_tokenizer(ctx.runtime.model.path, padding_side="left")
     init = None if module.RESTART_FROM_BASE else ctx.policy
-    items, known = _items(ctx, tokenizer, init)
+    items, from_rollout = _items(ctx, tokenizer, init)
     if not items:
         with ctx.db.session() as session:
             add_event(session, ctx.loop_id, ctx.iteration_id, "train.skipped", "no training examples: no checkpoint this iteration", level="warning")
@@ -105,7 +107,7 @@ def run(ctx: PhaseContext) -> None:
         ctx.failpoint("before_steps")
 
     # References taken from the rollout are kept too, so the example rows always say what training used.
-    _keep_reference(ctx, [it for it, had in zip(items, known) if not had and not lacks_reference(it)])
+    _keep_reference(ctx, from_rollout)
 
     def on_step(record: StepRecord) -> None:
         with ctx.db.session() as session:

@@ -61,13 +61,11 @@ def templates():  # noqa: ANN201
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     from selfloop.render import _cell
-    from selfloop.ui.views import writer_text
 
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     env.filters["cell"] = lambda v: _cell(v, None)
     env.filters["short"] = lambda v, n=160: _cell(v, n)
     env.filters["num"] = lambda v, fmt="{:.3f}": "" if v is None else fmt.format(v)
-    env.globals["writer_text"] = writer_text
     return env
 
 
@@ -81,7 +79,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
     from starlette.staticfiles import StaticFiles
 
     from selfloop.db.engine import refuse_schema, schema_revision
-    from selfloop.db.queries import loop_states, loop_writers
+    from selfloop.db.queries import loop_states
     from selfloop.db.readonly import reader_engine
     from selfloop.ui import views
     from selfloop.ui.charts import loop_charts
@@ -126,16 +124,17 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
     def _home(request: Request) -> Response:
         with reading() as s:
             states = loop_states(s)
-            writers = {w[0]: w for w in loop_writers(s)}
+            writers = views.writers(s)
         return page(request, "loops.html", tree=views.loop_tree(states), states=states, writers=writers)
 
     def _loop(request: Request) -> Response:
         name = request.path_params["name"]
         with reading() as s:
-            state = views.loop_state(s, name)
+            states = loop_states(s)
+            state = views.find_state(states, name)
             columns, rows = views.iteration_table(s, name)
             events = views.loop_events(s, name)
-            others = [x.name for x in loop_states(s) if x.name != name]
+        others = [x.name for x in states if x.name != name]
         return page(request, "loop.html", state=state, columns=columns, rows=rows, events=events, others=others,
                     charts_url=f"/api/loops/{quote(name)}/charts", charts=None)
 
@@ -186,13 +185,12 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
     # -- JSON for the pages' live parts -----------------------------------------------------------
     def _api_loops(request: Request) -> Response:
         with reading() as s:
-            writers = {w[0]: w for w in loop_writers(s)}
-            return JSONResponse([{**views.state_json(x), "writer": views.writer_text(writers.get(x.name))}
-                                 for x in loop_states(s)])
+            writers = views.writers(s)
+            return JSONResponse([{**views.state_json(x), "writer": writers.get(x.name, "")} for x in loop_states(s)])
 
     def _api_state(request: Request) -> Response:
         with reading() as s:
-            return JSONResponse(views.state_json(views.loop_state(s, request.path_params["name"])))
+            return JSONResponse(views.state_json(views.find_state(loop_states(s), request.path_params["name"])))
 
     def _api_charts(request: Request) -> Response:
         name = request.path_params["name"]

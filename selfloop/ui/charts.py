@@ -57,12 +57,15 @@ def _iteration_ticks(data: list[dict[str, Any]]) -> dict[str, Any]:
     return {"tick0": 0, "dtick": max(1, -(-span // 12))}
 
 
-def _layout(title: str, xtitle: str, ytitle: str, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": title, "font": {"size": 15}, "x": 0.01, "xanchor": "left"},
-            "xaxis": {"title": {"text": xtitle, "font": {"size": 12}}, "zeroline": False, "automargin": True},
+def _figure(data: list[dict[str, Any]], title: str, xtitle: str, ytitle: str, **extra: Any) -> dict[str, Any]:
+    """The figure of `data`, with whole-number x ticks and one look for every chart."""
+    return {"data": data, "layout": {
+            "title": {"text": title, "font": {"size": 15}, "x": 0.01, "xanchor": "left"},
+            "xaxis": {"title": {"text": xtitle, "font": {"size": 12}}, "zeroline": False, "automargin": True,
+                      **_iteration_ticks(data)},
             "yaxis": {"title": {"text": ytitle}, "automargin": True}, "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
             "height": 380, "legend": {"orientation": "h", "yanchor": "top", "y": -0.22, "font": {"size": 11}},
-            "hovermode": "closest", **extra}
+            "hovermode": "closest", **extra}}
 
 
 def _fork_marks(segments: list[Segment]) -> tuple[list[dict], list[dict]]:
@@ -120,9 +123,7 @@ def eval_charts(segments: list[Segment], xtitle: str, compare: bool = False) -> 
                              "marker": {"symbol": [d[1] for d in decisions], "color": [d[2] for d in decisions], "size": 10,
                                         "line": {"color": colour, "width": 1}}})
         charts.append({"id": f"eval-{suite}", "title": f"Held-out {suite}",
-                       "figure": {"data": data, "layout": _layout(f"Held-out {suite}", xtitle, "accuracy",
-                                                                  shapes=shapes, annotations=notes)}})
-        charts[-1]["figure"]["layout"]["xaxis"].update(_iteration_ticks(data))
+                       "figure": _figure(data, f"Held-out {suite}", xtitle, "accuracy", shapes=shapes, annotations=notes)})
     return charts
 
 
@@ -150,8 +151,7 @@ def metric_charts(segments: list[Segment], xtitle: str, judged: bool, compare: b
                              "line": {"color": colour, "dash": "solid" if seg.own else "dash"}, "opacity": 1.0 if seg.own else 0.6})
         chart: dict[str, Any] = {"id": chart_id, "title": title}
         if data:
-            chart["figure"] = {"data": data, "layout": _layout(title, xtitle, ytitle, shapes=shapes, annotations=notes)}
-            chart["figure"]["layout"]["xaxis"].update(_iteration_ticks(data))
+            chart["figure"] = _figure(data, title, xtitle, ytitle, shapes=shapes, annotations=notes)
         else:
             chart["note"] = (f"{title}: nothing stored yet (these figures land when an iteration's judge phase ends; "
                              "a judge score needs at least one judgment the parser could read).")
@@ -214,9 +214,7 @@ def loss_chart(segments: list[Segment], compare: bool = False) -> dict[str, Any]
         notes = [{"x": x, "yref": "paper", "y": 1, "text": label, "showarrow": False, "font": {"size": 9},
                   "xanchor": "left", "yanchor": "top"} for x, label in boundaries[::every]]
     xtitle = "training step from each loop's start" if compare else "training step (dotted lines: iteration boundaries)"
-    layout = _layout(title, xtitle, "loss", annotations=notes)
-    layout["xaxis"].update(_iteration_ticks(data))
-    chart["figure"] = {"data": data, "layout": layout}
+    chart["figure"] = _figure(data, title, xtitle, "loss", annotations=notes)
     return chart
 
 

@@ -7,7 +7,7 @@ data for the templates and `selfloop.ui.charts`. Lists that grow with the store 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Integer, and_, cast, func, select
@@ -27,7 +27,7 @@ from selfloop.db.models import (
     TrainStep,
     Vote,
 )
-from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_states
+from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers
 from selfloop.errors import SelfloopError
 
 PAGE_SIZE = 50
@@ -83,11 +83,7 @@ def loop_tree(states: list[LoopState]) -> list[TreeNode]:
 
 
 def state_json(state: LoopState) -> dict[str, Any]:
-    return {"name": state.name, "status": state.status, "reason": state.status_reason, "parent": state.parent,
-            "parent_iteration": state.parent_iteration, "iterations_done": state.iterations_done,
-            "iteration": state.iteration, "phase": state.phase, "phase_status": state.phase_status,
-            "progress_done": state.progress_done, "progress_total": state.progress_total,
-            "progress_note": state.progress_note, "progress": state.progress, "policy": state.policy}
+    return {**asdict(state), "progress": state.progress}
 
 
 def judges_with_llm(session: Session, names: list[str]) -> bool:
@@ -96,16 +92,13 @@ def judges_with_llm(session: Session, names: list[str]) -> bool:
     return any("llm_judge" in ((c or {}).get("judge") or {}).get("signals", ["llm_judge"]) for c in configs)
 
 
-def writer_text(writer: tuple | None) -> str:
-    """Who runs a loop now, from `queries.loop_writers`: "daemon pid 12 on host", or "" when nobody."""
-    if writer is None:
-        return ""
-    _, kind, pid, host, _ = writer
-    return f"{kind} pid {pid} on {host}"
+def writers(session: Session) -> dict[str, str]:
+    """Who runs each loop now (`queries.loop_writers`), by loop name: "daemon pid 12 on host"."""
+    return {loop: f"{kind} pid {pid} on {host}" for loop, kind, pid, host, _ in loop_writers(session)}
 
 
-def loop_state(session: Session, name: str) -> LoopState:
-    for state in loop_states(session):
+def find_state(states: list[LoopState], name: str) -> LoopState:
+    for state in states:
         if state.name == name:
             return state
     raise LookupError(f"no loop named {name!r}")
@@ -146,9 +139,8 @@ def lineage(session: Session, loop: Loop) -> list[tuple[Loop, int | None]]:
     return chain
 
 
-def root_offset(session: Session, loop: Loop) -> tuple[int, int]:
-    """(root loop id, iterations of the ancestors before this loop's first iteration)."""
-    chain = lineage(session, loop)
+def root_offset(chain: list[tuple[Loop, int | None]]) -> tuple[int, int]:
+    """From a loop's `lineage`: (root loop id, iterations of the ancestors before the loop's first iteration)."""
     return chain[0][0].id, sum(until for _, until in chain[:-1])
 
 
@@ -188,7 +180,7 @@ def loop_segments(session: Session, name: str) -> list[Segment]:
     an ancestor's iterations sit at x <= 0, its fork point at 0 (the fork's starting policy)."""
     loop = get_loop(session, name)
     chain = lineage(session, loop)
-    _, own_offset = root_offset(session, loop)
+    _, own_offset = root_offset(chain)
     segments, offset = [], 0
     for member, until in chain:
         segments.append(_segment(session, member, offset - own_offset, until, member.id == loop.id))
@@ -200,7 +192,7 @@ def compared_segments(session: Session, names: list[str]) -> list[Segment]:
     """Several loops on one axis: the first loop's iterations; a loop of the same lineage is placed
     where it forked (by iterations since their common root), any other starts at 0 too."""
     loops = [get_loop(session, n) for n in names]
-    offsets = [root_offset(session, loop) for loop in loops]
+    offsets = [root_offset(lineage(session, loop)) for loop in loops]
     root0, offset0 = offsets[0]
     return [_segment(session, loop, (offset - offset0) if root == root0 else 0, None, True)
             for loop, (root, offset) in zip(loops, offsets)]
