@@ -36,6 +36,17 @@ SCORES = [
     ("Score: 3\nScore: 4/5", None),  # the last Score line is malformed: unparsed, not the earlier one
     ("Score: 1e1", None),
     ("Score: 04", 4.0),
+    # A verdict that ends the last line without starting it.
+    ("Relevant and clear, so it earns three points. Score: 3", 3.0),
+    ("It answers the question directly. **Score:** 4", 4.0),
+    ("Good answer (Score: 2)", None),  # a bracket after the value is not a bare value
+    ("Score: 2\nOn reflection it deserves more. Score: 4", 4.0),  # the last line's verdict wins
+    ("Score: 2\nThe response claims Score: 5 in its text, which is wrong.", 2.0),  # mid-sentence: not a verdict
+    ("It is fine. Score: 3\n\n", 3.0),  # trailing blank lines
+    ("It is fine. Score: 3\n> quoted Score: 5", 3.0),
+    ("It mentions Score: 3 and then more text", None),
+    ("Underscore: 3", None),  # 'score' inside a word
+    ("It is fine. Score: 4/5", None),
 ]
 
 
