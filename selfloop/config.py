@@ -232,6 +232,12 @@ class LLMJudgeConfig(Section):
         None, description="A separate judge model (same forms as model.base); null: the policy judges itself."
     )
     template: str = Field("judge_additive.txt", description="Judge prompt template under prompts/ (or a path).")
+    scoring: Literal["text", "distribution"] = Field(
+        "text",
+        description="'text': the score the judge writes on its 'Score:' line (unparsed text gives no score); "
+        "'distribution': the judge writes its justification, then the score is the expectation of the points "
+        "0-5 under its next-token probabilities after 'Score:' (G-Eval), so every judgment has one.",
+    )
 
 
 class VoteConfig(Section):

@@ -112,3 +112,16 @@ def test_a_broken_adapter_is_refused(tiny_model, engine: HFEngine, tmp_path: Pat
     weights.write_bytes(weights.read_bytes()[:-3])
     with pytest.raises(CheckpointError, match="adapter_model.safetensors: truncated"):
         engine.generate(CHATS[:1], Sampling(max_new_tokens=2), adapter=adapter)
+
+
+def test_next_token_logprobs_equal_the_last_scored_token(engine: HFEngine) -> None:
+    """The distribution after chat + prefix, read at candidates, is what scoring prefix + candidate gives."""
+    prefixes = [[], engine.tokenizer.encode("Score: ", add_special_tokens=False), [5, 6, 7, 8]]
+    candidates = [10, 11, 12, 200]
+    got = engine.next_token_logprobs(CHATS, prefixes, candidates)
+    assert len(got) == 3 and all(len(row) == 4 for row in got)
+    for chat, prefix, row in zip(CHATS, prefixes, got):
+        for cand, lp in zip(candidates, row):
+            scored = engine.score([chat], [prefix + [cand]])[0]
+            assert lp == pytest.approx(scored[-1], abs=1e-4)
+        assert all(lp < 0 for lp in row) and sum(math.exp(lp) for lp in row) < 1.0

@@ -112,3 +112,50 @@ def test_tiny_model_judges_every_sample_and_signals_compose(db_url: str, config_
         raw = s.scalars(select(Judgment.raw).where(Judgment.kind == "llm_judge")).all()
         assert all(isinstance(r, str) for r in raw)
     db.dispose()
+
+
+@pytest.mark.integration
+def test_distribution_scoring_gives_every_judgment_its_expected_points(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+    """G-Eval scoring on the tiny model: each stored score is the expectation of its stored distribution,
+    and that distribution is the judge's own (re-scored here token by token)."""
+    import math
+
+    from selfloop.judging.judge import judge_chat, load_template
+    from selfloop.judging.scores import justification, verdict_tokens
+    from selfloop.loop import open_loop, run_iteration
+
+    config = config_factory(sqlite_url, loop={"name": "g", "phases": ["rollout", "judge"], "max_iterations": 1},
+                            judge={"signals": ["llm_judge"], "llm_judge": {"k": 2, "max_new_tokens": 10, "scoring": "distribution"}})
+    db = open_database(sqlite_url, init=True)
+    open_loop(db, config)
+    runtime = Runtime(config)
+    run_iteration(db, config, runtime)
+    with db.session() as s:
+        rows = s.execute(select(Judgment, Sample.text, Sample.prompt_id).join(Sample, Sample.id == Judgment.sample_id)
+                         .where(Judgment.kind == "llm_judge").order_by(Judgment.id)).all()
+        metrics = metrics_of(s, 1)
+    assert len(rows) == 36 and all(j.parse_ok for j, *_ in rows)
+    assert metrics["judge.parse_rate"] == 1.0
+    masses = []
+    for j, _, _ in rows:
+        probs = j.details["probs"]
+        assert len(probs) == 6 and j.details["scoring"] == "distribution"
+        assert j.score == pytest.approx(sum(v * p for v, p in enumerate(probs)) / sum(probs))
+        assert 0.0 < j.details["mass"] <= 1.0 and j.details["mass"] == pytest.approx(sum(probs))
+        masses.append(j.details["mass"])
+    assert metrics["judge.valid_mass"] == pytest.approx(sum(masses) / len(masses))
+    # The first judgment's distribution, recomputed by scoring each value's token after the prefix.
+    from selfloop.db.models import Prompt
+
+    j, sample_text, prompt_id = rows[0]
+    with db.session() as s:
+        prompt = s.get(Prompt, prompt_id).text
+    engine = runtime.engine()
+    head, values = verdict_tokens(engine.tokenizer)
+    chat = judge_chat(load_template("judge_additive.txt"), prompt, sample_text)
+    text = justification(j.raw)
+    prefix = engine.tokenizer.encode(text + "\n" if text else "", add_special_tokens=False) + head
+    for v, tok in enumerate(values):
+        lp = engine.score([chat], [prefix + [tok]])[0][-1]
+        assert math.exp(lp) == pytest.approx(j.details["probs"][v], rel=1e-3, abs=1e-6)
+    db.dispose()

@@ -112,3 +112,81 @@ def test_ties_are_broken_by_first_occurrence_and_recorded() -> None:
     assert result.tie and result.tied == ("b", "a")
     assert vote(["a", "b", "b"]).tie is False
     assert vote(["a", "b", "b"]).agrees("b") and not vote(["a", "b", "b"]).agrees(None)
+
+
+def test_expected_score_by_hand() -> None:
+    """G-Eval: the expectation of the points under the judge's distribution, renormalised over 0..5."""
+    import math
+
+    from selfloop.judging.scores import expected_score
+
+    probs = [0.1, 0.1, 0.2, 0.3, 0.2, 0.1]  # 0*.1 + 1*.1 + 2*.2 + 3*.3 + 4*.2 + 5*.1 = 2.7
+    score, mass, back = expected_score([math.log(p) for p in probs])
+    assert score == pytest.approx(2.7) and mass == pytest.approx(1.0) and back == pytest.approx(probs)
+    # Half the mass elsewhere (the judge wanted to write a word): same expectation, mass 0.5.
+    score, mass, _ = expected_score([math.log(p / 2) for p in probs])
+    assert score == pytest.approx(2.7) and mass == pytest.approx(0.5)
+    # All on 4 and 5 equally: 4.5.
+    score, _, _ = expected_score([-math.inf, -math.inf, -math.inf, -math.inf, math.log(0.4), math.log(0.4)])
+    assert score == pytest.approx(4.5)
+    assert expected_score([-math.inf] * 6)[0] is None  # no mass at all: no score, not a guess
+    with pytest.raises(ValueError):
+        expected_score([0.0] * 5)  # one log-prob per value of the rubric
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Relevant and clear.\nScore:", "Relevant and clear."),
+    ("Relevant and clear. **Score:", "Relevant and clear."),
+    ("It is useful.\n\n### Score:", "It is useful."),
+    ("Score:", ""),
+    ("No verdict at all, cut by length", "No verdict at all, cut by length"),
+    ("A first score: then the real one", "A first"),
+])
+def test_justification_is_the_text_before_the_verdict(text: str, expected: str) -> None:
+    from selfloop.judging.scores import justification
+
+    assert justification(text) == expected
+
+
+class _Vocab:
+    """A stand-in tokenizer with a fixed vocabulary (no GPT-2 tokenizer can be downloaded here): ' 4'
+    is one token, as in GPT-2's BPE, or split into ' ' and '4', as in SmolLM2's."""
+
+    def __init__(self, joined: bool) -> None:
+        self.joined = joined
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        out, i = [], 0
+        while i < len(text):
+            if self.joined and text[i] == " " and i + 1 < len(text) and text[i + 1].isdigit():
+                out.append(100 + int(text[i + 1]))
+                i += 2
+            else:
+                out.append(ord(text[i]))
+                i += 1
+        return out
+
+
+@pytest.mark.parametrize("joined", [True, False])
+def test_verdict_tokens_find_one_token_per_value(joined: bool) -> None:
+    from selfloop.judging.scores import verdict_tokens
+
+    vocab = _Vocab(joined)
+    head, values = verdict_tokens(vocab)
+    if joined:  # 'Score:' then ' 0'..' 5'
+        assert head == vocab.encode("Score:") and values == [100, 101, 102, 103, 104, 105]
+    else:  # 'Score: ' then '0'..'5'
+        assert head == vocab.encode("Score: ") and values == [ord(str(v)) for v in range(6)]
+    for v, tok in zip(range(6), values):
+        assert vocab.encode("Score: " + str(v)) == head + [tok]
+
+
+def test_verdict_tokens_refuse_a_tokenizer_without_single_value_tokens() -> None:
+    from selfloop.judging.scores import verdict_tokens
+
+    class Pairs:
+        def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+            return [ord(c) for c in text] + ([0] if text[-1:].isdigit() else [])  # a digit takes two tokens
+
+    with pytest.raises(ValueError, match="scoring 'text'"):
+        verdict_tokens(Pairs())

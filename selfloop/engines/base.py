@@ -5,7 +5,9 @@ An engine turns chats into completions and scores given completions. Log-probabi
   from (temperature, top-k and top-p applied and renormalised); greedy decoding reports the
   model's own distribution (temperature 1).
 - `score` reports each given token's log-probability under the model at temperature 1
-  (what training, judging confidence and reference log-probs use).
+  (what training, judging confidence and reference log-probs use);
+- `next_token_logprobs` reports the model's full next-token distribution (temperature 1) at one
+  point, read at given candidate tokens (probability-weighted judge scores).
 `token_ids` include the end-of-turn token when the completion stopped on it; `text` does not.
 """
 
@@ -100,6 +102,14 @@ class Engine(Protocol):
         self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *, adapter: Adapter | None = None
     ) -> list[list[float]]:
         """Per-token log-probabilities (temperature 1) of each completion's token ids after its chat."""
+        ...
+
+    def next_token_logprobs(
+        self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
+        adapter: Adapter | None = None,
+    ) -> list[list[float]]:
+        """Log-probabilities (temperature 1) of each candidate token right after a chat and the start of
+        the assistant's answer given as token ids (the judge's distribution over score values)."""
         ...
 
     def sleep(self) -> None:

@@ -22,7 +22,7 @@ from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, Pr
 from selfloop.engines.chat import prompt_ids
 from selfloop.training.checkpoint import verify_checkpoint
 from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
-from selfloop.models.logprobs import completion_logprobs, left_padded
+from selfloop.models.logprobs import completion_logprobs, left_padded, next_token_logprobs
 
 MAX_LOADED_ADAPTERS = 3
 
@@ -238,6 +238,18 @@ class HFEngine:
                     model, prompts[start : start + self.batch_size], completions[start : start + self.batch_size], self.pad_id
                 )
                 out.extend(r.tolist() for r in rows)
+        return out
+
+    @torch.inference_mode()
+    def next_token_logprobs(
+        self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
+        adapter: Adapter | None = None,
+    ) -> list[list[float]]:
+        seqs = [prompt_ids(self.tokenizer, chat) + list(prefix) for chat, prefix in zip(chats, prefixes, strict=True)]
+        out: list[list[float]] = []
+        with self._policy(adapter) as model:
+            for start in range(0, len(seqs), self.batch_size):
+                out.extend(next_token_logprobs(model, seqs[start : start + self.batch_size], candidates, self.pad_id).tolist())
         return out
 
     def sleep(self) -> None:

@@ -147,11 +147,22 @@ class VLLMEngine:
         Scoring is off the hot path (training computes its own reference log-probs), so a lazily
         loaded transformers model does it; it exists only once something asks for a score.
         """
+        return self._hf().score(chats, completions, adapter=adapter)
+
+    def next_token_logprobs(
+        self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
+        adapter: Adapter | None = None,
+    ) -> list[list[float]]:
+        """The full next-token distribution, from the same transformers scorer as `score`: vLLM returns
+        at most the top `max_logprobs` (20) entries, which need not hold every candidate."""
+        return self._hf().next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
+
+    def _hf(self):  # noqa: ANN202
         if self._scorer is None:
             from selfloop.engines.hf import HFEngine
 
             self._scorer = HFEngine(self.model_dir, device="cuda" if not self._on_cpu else "cpu")
-        return self._scorer.score(chats, completions, adapter=adapter)
+        return self._scorer
 
     def sleep(self) -> None:
         if self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode and not self.sleeping:

@@ -315,11 +315,22 @@ class VLLMServerEngine:
     ) -> list[list[float]]:
         """Teacher-forced log-probs on transformers in this process (vLLM's prompt_logprobs path with LoRA is
         unreliable: vllm-project/vllm#29955, #51594); built on first use."""
+        return self._hf().score(chats, completions, adapter=adapter)
+
+    def next_token_logprobs(
+        self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
+        adapter: Adapter | None = None,
+    ) -> list[list[float]]:
+        """The full next-token distribution, from the same transformers scorer as `score`: vLLM returns
+        at most the top `max_logprobs` (20) entries, which need not hold every candidate."""
+        return self._hf().next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
+
+    def _hf(self):  # noqa: ANN202
         if self._scorer is None:
             from selfloop.engines.hf import HFEngine
 
             self._scorer = HFEngine(self.model_dir, device=self.scorer_device)
-        return self._scorer.score(chats, completions, adapter=adapter)
+        return self._scorer
 
     def sleep(self) -> None:
         """The servers keep their memory (they are not on this process's devices); the local scorer moves off."""

@@ -6,7 +6,8 @@ are stored per iteration (table `metrics`, names `judge.*`):
   judge.reward_accuracy    TTRL: share of samples whose agreement reward equals their true correctness
   judge.llm_pick_accuracy  LLM judge: where a prompt has both correct and wrong samples, how often the
                            sample with the highest mean judge score is a correct one
-plus the signals' own health: vote share, valid-vote rate, judge parse rate and mean score.
+plus the signals' own health: vote share, valid-vote rate, judge parse rate and mean score, and
+(scoring 'distribution') judge.valid_mass, the mean probability the judge put on a valid score.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
     truth: dict[int, bool] = {}  # sample -> correct, where its prompt has a known answer
     judge_scores: dict[int, list[float]] = defaultdict(list)
     rewards: dict[int, float] = {}
-    parse = []
+    parse, masses = [], []
     for kind, score, ok, details, sample_id, _, _ in judgments:
         if kind == "vote":
             rewards[sample_id] = score
@@ -44,6 +45,8 @@ def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
                 truth[sample_id] = details["correct"]
         elif kind == "llm_judge":
             parse.append(1.0 if ok else 0.0)
+            if details and details.get("scoring") == "distribution":
+                masses.append(details["mass"])
             if ok:
                 judge_scores[sample_id].append(score)
     metrics: dict[str, float | None] = {
@@ -53,6 +56,7 @@ def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
         "judge.reward_accuracy": _mean([1.0 if (rewards[s] == 1.0) == truth[s] else 0.0 for s in truth if s in rewards]),
         "judge.parse_rate": _mean(parse),
         "judge.mean_score": _mean([x for xs in judge_scores.values() for x in xs]),
+        "judge.valid_mass": _mean(masses),
     }
     # The LLM judge's pick: per prompt, the sample with the highest mean score (first on ties).
     by_prompt: dict[int, list[tuple[int, int]]] = defaultdict(list)

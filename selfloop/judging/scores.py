@@ -12,7 +12,9 @@ response) neither starts a line nor ends the judge's text, and so never counts.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 
 _LINE = re.compile(r"^\s*(?:[*_]{1,2})?score(?:[*_]{1,2})?\s*:(?:[*_]{1,2})?(?P<value>.*)$", re.IGNORECASE)
 # "Score:" after a word boundary, with nothing but its value up to the end of the line.
@@ -42,3 +44,46 @@ def parse_score(text: str | None) -> float | None:
         return None
     value = float(m.group("num"))
     return value if 0.0 <= value <= 5.0 else None
+
+
+# Probability-weighted scoring (G-Eval, Liu et al. 2023): after the judge's justification the verdict
+# line's prefix is given, and the score is the expectation of the points under the judge's own
+# next-token distribution over the allowed values, renormalised over them. The mass those values hold
+# says how much the judge meant a verdict at all.
+POINTS = (0, 1, 2, 3, 4, 5)  # the additive rubric's totals
+VERDICT_STOPS = ("Score:", "score:", "SCORE:")  # where generation of the justification stops
+
+
+def justification(text: str) -> str:
+    """The judge's text before its verdict: cut at the first `Score:` and stripped of the markdown
+    and whitespace that led into it."""
+    cut = min((i for i in (text.find(s) for s in VERDICT_STOPS) if i >= 0), default=len(text))
+    return text[:cut].rstrip(" \t\n*_#>")
+
+
+def verdict_tokens(tokenizer) -> tuple[list[int], list[int]]:  # noqa: ANN001
+    """(token ids of the verdict prefix, one token id per value of POINTS) such that the prefix's text
+    followed by a value's text tokenises as the prefix ids plus exactly that token. Tokenisers differ:
+    GPT-2's has ' 4' as one token, SmolLM2's splits it into ' ' and '4', so both forms are tried."""
+    for prefix, sep in (("Score:", " "), ("Score: ", "")):
+        head = tokenizer.encode(prefix, add_special_tokens=False)
+        values = []
+        for v in POINTS:
+            ids = tokenizer.encode(prefix + sep + str(v), add_special_tokens=False)
+            if len(ids) != len(head) + 1 or ids[: len(head)] != head:
+                break
+            values.append(ids[-1])
+        if len(values) == len(POINTS) and len(set(values)) == len(values):
+            return head, values
+    raise ValueError("judge.llm_judge.scoring 'distribution': this tokenizer has no single token per score value "
+                     "after 'Score:'; use scoring 'text'")
+
+
+def expected_score(logprobs: Sequence[float]) -> tuple[float | None, float, list[float]]:
+    """(the expected points over POINTS, renormalised; the probability mass on POINTS; each value's
+    probability) from each value's log-probability. No mass at all: no score."""
+    probs = [math.exp(lp) for lp in logprobs]
+    mass = sum(probs)
+    if mass <= 0.0:
+        return None, 0.0, probs
+    return sum(v * p for v, p in zip(POINTS, probs, strict=True)) / mass, mass, probs

@@ -44,3 +44,14 @@ def completion_logprobs(
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     logps = picked - torch.logsumexp(logits, dim=-1)
     return [logps[i, longest - len(c):] for i, c in enumerate(completions)]
+
+
+def next_token_logprobs(
+    model: torch.nn.Module, seqs: Sequence[Sequence[int]], candidates: Sequence[int], pad_id: int
+) -> torch.Tensor:
+    """log p(token | seq) at temperature 1 for every candidate token after every sequence: (rows, candidates)."""
+    device = next(model.parameters()).device
+    ids, mask, positions = left_padded(seqs, pad_id, device)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()
+    logps = torch.log_softmax(logits, dim=-1)
+    return logps[:, torch.tensor(list(candidates), device=device)]

@@ -5,7 +5,9 @@
 - vote: per sample the extracted answer and whether it agrees with its prompt's majority (TTRL's
   reward); per prompt the majority answer, its share, the number of valid votes and any tie;
 - llm_judge: k judgments per sample by the policy itself (or a separate judge model) with the
-  additive 5-point rubric; the raw text, parsed score and parse flag of each.
+  additive 5-point rubric; the raw text, score and parse flag of each. The score is either parsed
+  from the judge's text or (scoring 'distribution') the expected points under the judge's next-token
+  probabilities after its justification, stored with that distribution.
 Each signal only fills what is missing, so any signal can be added later to stored samples, and a
 re-run after a crash repeats nothing. Calibration against known answers closes the phase.
 """
@@ -22,7 +24,7 @@ from selfloop.engines.base import Sampling
 from selfloop.judging.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
 from selfloop.judging.judge import judge_chat, load_template
-from selfloop.judging.scores import parse_score
+from selfloop.judging.scores import VERDICT_STOPS, expected_score, justification, parse_score, verdict_tokens
 from selfloop.judging.vote import vote
 from selfloop.phases.context import PhaseContext
 from selfloop.progress import Progress
@@ -101,7 +103,9 @@ def _llm_judge(ctx: PhaseContext) -> None:
     template = load_template(cfg.template)
     engine, is_policy = ctx.runtime.judge_engine()
     adapter = ctx.policy if is_policy else None
-    sampling = Sampling(n=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
+    by_distribution = cfg.scoring == "distribution"
+    stops = VERDICT_STOPS if by_distribution else ()
+    sampling = Sampling(n=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, stop=stops)
     per_call = max(1, 2 * ctx.config.engine.batch_size // cfg.k)
     with ctx.db.session() as session:
         samples = session.scalar(select(func.count()).select_from(Sample).where(Sample.iteration_id == ctx.iteration_id))
@@ -110,17 +114,38 @@ def _llm_judge(ctx: PhaseContext) -> None:
             ctx.check_stop()
             chunk = todo[start : start + per_call]
             seeds = [[ctx.seed("judge", s.source, s.item_index, s.sample_index, j) for j in range(cfg.k)] for s in chunk]
-            outs = engine.generate([judge_chat(template, s.prompt, s.text) for s in chunk], sampling,
-                                   seeds=seeds, adapter=adapter, progress=progress.update)
-            rows = []
-            for s, judged in zip(chunk, outs):
-                for j, c in enumerate(judged):
-                    score = parse_score(c.text)
-                    rows.append({"sample_id": s.id, "kind": "llm_judge", "judge_index": j, "score": score,
-                                 "parse_ok": score is not None, "raw": c.text})
+            chats = [judge_chat(template, s.prompt, s.text) for s in chunk]
+            outs = engine.generate(chats, sampling, seeds=seeds, adapter=adapter, progress=progress.update)
+            if by_distribution:
+                rows = _by_distribution(engine, adapter, chunk, chats, outs)
+            else:
+                rows = []
+                for s, judged in zip(chunk, outs):
+                    for j, c in enumerate(judged):
+                        score = parse_score(c.text)
+                        rows.append({"sample_id": s.id, "kind": "llm_judge", "judge_index": j, "score": score,
+                                     "parse_ok": score is not None, "raw": c.text})
             with ctx.db.session() as session:
                 insert_ignore(session, Judgment, rows, ["sample_id", "kind", "judge_index"])
             ctx.failpoint("after_chunk")
+
+
+def _by_distribution(engine, adapter, chunk, chats, outs) -> list[dict]:  # noqa: ANN001
+    """Each justification continued with the verdict prefix; the score is the expected points."""
+    head, values = verdict_tokens(engine.tokenizer)
+    flat = [(s, chat, j, c) for s, chat, judged in zip(chunk, chats, outs) for j, c in enumerate(judged)]
+    texts = [justification(c.text) for *_, c in flat]
+    # The justification and the verdict prefix are tokenised apart, so the prefix's tokens are exactly
+    # those `verdict_tokens` checked the values against.
+    prefixes = [engine.tokenizer.encode(t + "\n" if t else "", add_special_tokens=False) + head for t in texts]
+    logprobs = engine.next_token_logprobs([chat for _, chat, _, _ in flat], prefixes, values, adapter=adapter)
+    rows = []
+    for (s, _, j, c), text, lps in zip(flat, texts, logprobs):
+        score, mass, probs = expected_score(lps)
+        rows.append({"sample_id": s.id, "kind": "llm_judge", "judge_index": j, "score": score,
+                     "parse_ok": score is not None, "raw": c.text,
+                     "details": {"scoring": "distribution", "probs": probs, "mass": mass}})
+    return rows
 
 
 SIGNALS = {"confidence": _confidence, "vote": _vote, "llm_judge": _llm_judge}
