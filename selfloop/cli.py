@@ -152,11 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=["mlflow", "wandb"], help="the tracker")
     _add_db(p)
 
-    p = sub.add_parser("history", help="one row per iteration (the iteration_summary view) and fork lineage")
+    p = sub.add_parser("history", help="one row per iteration (the iteration_summary view), every held-out suite's "
+                       "accuracy, and fork lineage")
     _add_db(p)
     p.add_argument("--loop", metavar="NAME", help="only this loop")
     p.add_argument("--format", choices=FORMATS, default="table",
-                   help="table, csv, jsonl (the iterations) or json (iterations and lineage)")
+                   help="table, csv, jsonl (the iterations) or json (iterations, held-out suites and lineage)")
     p.add_argument("--wide", action="store_true", help="table: do not cut long cells")
     p.add_argument("--columns", metavar="A,B,...", help="only these columns, in this order (e.g. loop,iteration,main_metric)")
 
@@ -282,6 +283,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             if args.loop and queries.loop_by_name(session, args.loop) is None:
                 raise SelfloopError(f"no loop named {args.loop!r} in this database")
             columns, rows = queries.iteration_summary(session, args.loop)
+            scols, srows = queries.suite_results(session, args.loop)
             lcols, lrows = queries.lineage(session)
     finally:
         db.dispose()
@@ -289,12 +291,16 @@ def cmd_history(args: argparse.Namespace) -> int:
         lrows = [r for r in lrows if r[0] == args.loop]
     columns, rows = select_columns(columns, rows, args.columns)
     if args.format == "json":
-        print(json.dumps({"iterations": json.loads(render(columns, rows, "json")), "lineage": json.loads(render(lcols, lrows, "json"))}, indent=2))
+        print(json.dumps({"iterations": json.loads(render(columns, rows, "json")), "suites": json.loads(render(scols, srows, "json")),
+                          "lineage": json.loads(render(lcols, lrows, "json"))}, indent=2))
         return 0
     if args.format in ("csv", "jsonl"):
         print(render(columns, rows, args.format))
         return 0
     print(render(columns, rows, wide=args.wide))
+    if srows and not args.columns:
+        print("\nheld-out suites (the policy each iteration started from, and its candidate):")
+        print(render(scols, srows, wide=args.wide))
     if lrows:
         print("\nlineage (forks):")
         print(render(lcols, lrows, wide=args.wide))

@@ -170,15 +170,23 @@ class _FileBacked(Section):
 class TaskSource(_FileBacked):
     """The task pool rollout prompts are drawn from."""
 
-    kind: Literal["seed", "jsonl", "arithmetic"] = Field(
+    kind: Literal["seed", "jsonl", "arithmetic", "instructions"] = Field(
         "seed",
         description="Where rollout prompts come from: 'seed' (prompts/seed_tasks.jsonl), 'jsonl' (a user file with "
-        "'prompt' and optional 'answer'/'response'), 'arithmetic' (the seeded generator's training split).",
+        "'prompt' and optional 'answer'/'response'), 'arithmetic' (the seeded generator's training split), "
+        "'instructions' (writing tasks with checkable constraints, IFEval-style: the training split, seen phrasings).",
     )
     path: Path | None = Field(None, description="The JSONL file, for kind 'jsonl'.")
     levels: list[Annotated[int, Field(ge=1, le=3)]] = Field(
-        [1], description="arithmetic: difficulty levels (1: a+b with a, b in 1..30; 2: a+b or a-b, two digits; 3: a*b up to 12x12 and word problems)."
+        [1], description="arithmetic: difficulty levels (1: a+b with a, b in 1..30; 2: a+b or a-b, two digits; 3: a*b "
+        "up to 12x12 and word problems). instructions: 1: one constraint, 2: two."
     )
+
+    @model_validator(mode="after")
+    def _levels_exist(self) -> TaskSource:
+        if self.kind == "instructions" and 3 in self.levels:
+            raise ValueError("levels: the instructions family has levels 1 (one constraint) and 2 (two), not 3")
+        return self
 
 
 class GenerationConfig(Section):
@@ -320,13 +328,26 @@ class SuiteConfig(_FileBacked):
     """A held-out verifiable suite."""
 
     name: str = Field(description="Suite name, used in metric names ('<name>/greedy_accuracy').")
-    kind: Literal["arithmetic", "units", "jsonl"] = Field(description="Built-in generator (arithmetic, units: unit conversions) or a JSONL file.")
+    kind: Literal["arithmetic", "units", "instructions", "jsonl"] = Field(
+        description="Built-in generator (arithmetic, units: unit conversions, instructions: constrained writing "
+        "tasks checked by verifiers) or a JSONL file.")
     size: upto(100_000) = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
-    levels: list[Annotated[int, Field(ge=1, le=3)]] = Field([1], description="arithmetic: difficulty levels.")
+    levels: list[Annotated[int, Field(ge=1, le=3)]] = Field([1], description="arithmetic: difficulty levels; instructions: 1 or 2 constraints.")
+    phrasing: Literal["seen", "unseen"] = Field(
+        "seen", description="Generators: 'seen' words problems as training prompts are worded; 'unseen' uses wordings "
+        "held out from every training prompt (a format learned is not a skill learned).")
     path: Path | None = Field(None, description="jsonl: file with 'prompt' and 'answer' per line.")
     seed: upto(2**63 - 1, 0) = Field(1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
     majority_k: upto(1024, 0) = Field(0, description="Also sample k answers per problem for majority@k (0: off).")
     max_new_tokens: upto(32_768) = Field(64, description="Longest answer in tokens.")
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> SuiteConfig:
+        if self.kind == "jsonl" and self.phrasing != "seen":
+            raise ValueError(f"eval suite {self.name!r}: phrasing applies to the built-in generators, not to a JSONL file")
+        if self.kind == "instructions" and 3 in self.levels:
+            raise ValueError(f"eval suite {self.name!r}: the instructions family has levels 1 and 2, not 3")
+        return self
 
 
 class DriftConfig(Section):

@@ -1,5 +1,5 @@
-"""Task pools that rollout prompts are drawn from: the seed tasks, a user JSONL file, or the
-arithmetic generator's training split. A task may carry a verifiable answer (used for calibration
+"""Task pools that rollout prompts are drawn from: the seed tasks, a user JSONL file, or a
+generator's training split (arithmetic; instruction following with checkable constraints). A task may carry a verifiable answer (used for calibration
 metrics and, where an algorithm asks for it, rewards) and a reference response (SPIN's ground truth)."""
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ def load_pool(source: TaskSource) -> list[Task]:
     if source.kind == "jsonl":
         path = Path(source.path).expanduser()  # type: ignore[arg-type]
         return read_jsonl_tasks(read_user_file(path, "generation.tasks.path"), str(path), "jsonl")
-    from selfloop.evals.arithmetic import problems
-
+    if source.kind == "instructions":
+        from selfloop.evals.instructions import problems
+    else:
+        from selfloop.evals.arithmetic import problems
     return [Task(p.key, p.prompt, p.answer) for p in problems(source.levels, "train")]

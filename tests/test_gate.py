@@ -26,7 +26,10 @@ def test_splits_are_disjoint_and_big_enough() -> None:
         train = {p.prompt for p in arithmetic.problems([level], "train")}
         held = {p.prompt for p in arithmetic.problems([level], "eval")}
         assert train and held and not train & held
-    assert len(arithmetic.eval_suite([1], 240, 0)) == 240  # the demo's suite: at least 200 problems
+    from selfloop.config import SuiteConfig
+    from selfloop.evals.suites import load_suite
+
+    assert len(load_suite(SuiteConfig(name="a", kind="arithmetic", size=240, seed=0))) == 240  # the demo's: >= 200
     assert not {p.prompt for p in units.problems("train")} & {p.prompt for p in units.problems("eval")}
     assert arithmetic.check_disjoint({"What is 1 + 1?"}, ["What is 1 + 1?", "What is 2 + 2?"]) == ["What is 1 + 1?"]
 

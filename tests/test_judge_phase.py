@@ -159,3 +159,32 @@ def test_distribution_scoring_gives_every_judgment_its_expected_points(sqlite_ur
         lp = engine.score([chat], [prefix + [tok]])[0][-1]
         assert math.exp(lp) == pytest.approx(j.details["probs"][v], rel=1e-3, abs=1e-6)
     db.dispose()
+
+
+def test_judge_calibration_on_instruction_following_by_hand(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+    """No vote signal: correctness comes from the verifiers. Prompt A (lowercase): samples right, wrong,
+    right scored 4, 4.5, 2; prompt B (at most 3 words): right, wrong scored 3, 1.
+    Within prompts: A (4 vs 4.5) 0, (2 vs 4.5) 0; B (3 vs 1) 1 -> 1/3.
+    Across (right 4, 2, 3 vs wrong 4.5, 1): 4>4.5 0, 4>1 1, 2>4.5 0, 2>1 1, 3>4.5 0, 3>1 1 -> 1/2."""
+    import json
+
+    config = config_factory(sqlite_url, judge={"signals": ["llm_judge"]})
+    db = open_database(sqlite_url, init=True)
+    lower = json.dumps({"follow": [["lowercase", None]]})
+    short = json.dumps({"follow": [["max_words", 3]]})
+    it = store_samples(db, config, [
+        ("Describe tea. Write everything in lowercase.", lower, ["tea is warm", "Tea is warm", "a cup of tea"]),
+        ("Describe rivers. Use no more than 3 words.", short, ["rivers flow downhill", "rivers flow down to the sea"]),
+    ])
+    scores = [4.0, 4.5, 2.0, 3.0, 1.0]
+    with db.session() as s:
+        ids = s.scalars(select(Sample.id).order_by(Sample.id)).all()
+        for sample_id, score in zip(ids, scores):
+            s.add(Judgment(sample_id=sample_id, kind="llm_judge", judge_index=0, score=score, parse_ok=True))
+        s.flush()
+        m = calibrate(s, it)
+    assert m["judge.llm_pair_accuracy"] == pytest.approx(1 / 3) and m["judge.llm_pair_n"] == 3
+    assert m["judge.llm_auc"] == pytest.approx(0.5)
+    assert m["judge.llm_pick_accuracy"] == pytest.approx(0.5)  # A picks the wrong 4.5, B the right 3
+    assert "judge.label_accuracy" not in m  # nothing voted
+    db.dispose()

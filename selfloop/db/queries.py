@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Loop, Prompt, Sample
@@ -18,6 +18,27 @@ def iteration_summary(session: Session, loop: str | None = None) -> tuple[list[s
         sql += " WHERE loop = :loop"
         params["loop"] = loop
     result = session.execute(text(sql + " ORDER BY loop, iteration"), params)
+    return list(result.keys()), [tuple(r) for r in result]
+
+
+SUITE_METRICS = ("greedy_accuracy", "constraint_accuracy", "majority_accuracy")
+
+
+def suite_results(session: Session, loop: str | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Every held-out suite's accuracy per iteration: the policy the iteration started from and its
+    candidate side by side, with the candidate's 95% interval (seen and unseen phrasings alike)."""
+    sql = """
+    SELECT l.name AS loop, i.number AS iteration, e.suite AS suite, e.metric AS metric, e.n AS n,
+           b.value AS baseline, e.value AS candidate, e.ci_low AS ci_low, e.ci_high AS ci_high
+    FROM evals e JOIN iterations i ON i.id = e.iteration_id JOIN loops l ON l.id = i.loop_id
+    LEFT JOIN evals b ON b.iteration_id = e.iteration_id AND b.role = 'baseline' AND b.suite = e.suite AND b.metric = e.metric
+    WHERE e.role = 'candidate' AND e.metric IN :metrics"""
+    params: dict[str, Any] = {"metrics": SUITE_METRICS}
+    if loop is not None:
+        sql += " AND l.name = :loop"
+        params["loop"] = loop
+    result = session.execute(text(sql + " ORDER BY l.name, i.number, e.suite, e.metric")
+                             .bindparams(bindparam("metrics", expanding=True)), params)
     return list(result.keys()), [tuple(r) for r in result]
 
 

@@ -5,14 +5,19 @@ task pool uses, an eval problem can never show up as a training prompt. `check_d
 
 Levels: 1: a + b with a, b in 1..30. 2: a + b or a - b with a, b in 10..99 (no negative results).
 3: a * b with a, b in 2..12, and one-step word problems.
+
+Phrasings: training prompts use one wording per operation ('seen'). The 'unseen' wordings below are
+held out from every training prompt; a suite built with them asks the same problems (same keys, so
+the same draw for a given seed) in words the loop never trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 from dataclasses import dataclass
 from functools import cache
+
+from selfloop.evals.phrasing import pick
 
 NAMES = ["Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo"]
 ITEMS = ["apples", "marbles", "books", "stickers", "coins", "shells"]
@@ -31,48 +36,57 @@ def split_of(key: str) -> str:
     return "eval" if int(hashlib.sha256(key.encode()).hexdigest(), 16) % 3 == 0 else "train"
 
 
+# Per operation: the training wording first, then the held-out ones.
+WORDINGS = {
+    "add": ("What is {a} + {b}?", "Calculate the sum of {a} and {b}.", "{a} plus {b} equals what?",
+            "Add {a} and {b} together. What do you get?"),
+    "sub": ("What is {a} - {b}?", "Subtract {b} from {a}.", "What do you get when you take {b} away from {a}?",
+            "{a} minus {b} is how much?"),
+    "mul": ("What is {a} * {b}?", "Multiply {a} by {b}.", "What is the product of {a} and {b}?", "{a} times {b} equals what?"),
+    "word-add": ("{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?",
+                 "{name} started with {a} {item}. Then {name} was given {b} more. How many {item} are there now?",
+                 "After getting {b} more {item}, how many {item} does {name} have if {name} started with {a}?"),
+    "word-sub": ("{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?",
+                 "{name} started with {a} {item} and gave away {b}. How many {item} remain?",
+                 "If {name} has {a} {item} and gives {b} of them away, how many are left?"),
+}
+
+
+def _problem(level: int, op: str, answer: int, phrasing: str, name: str = "", item: str = "", **v: int) -> Problem:
+    key = f"arith:{level}:{op}:" + (f"{name}:{item}:" if name else "") + f"{v['a']}:{v['b']}"
+    return Problem(key, pick(WORDINGS[op], key, phrasing).format(name=name, item=item, **v), str(answer), level)
+
+
 @cache
-def universe(level: int) -> tuple[Problem, ...]:
+def universe(level: int, phrasing: str = "seen") -> tuple[Problem, ...]:
     out = []
     if level == 1:
         for a in range(1, 31):
             for b in range(1, 31):
-                out.append(Problem(f"arith:1:add:{a}:{b}", f"What is {a} + {b}?", str(a + b), 1))
+                out.append(_problem(1, "add", a + b, phrasing, a=a, b=b))
     elif level == 2:
         for a in range(10, 100):
             for b in range(10, 100, 3):
-                out.append(Problem(f"arith:2:add:{a}:{b}", f"What is {a} + {b}?", str(a + b), 2))
+                out.append(_problem(2, "add", a + b, phrasing, a=a, b=b))
                 if a >= b:
-                    out.append(Problem(f"arith:2:sub:{a}:{b}", f"What is {a} - {b}?", str(a - b), 2))
+                    out.append(_problem(2, "sub", a - b, phrasing, a=a, b=b))
     elif level == 3:
         for a in range(2, 13):
             for b in range(2, 13):
-                out.append(Problem(f"arith:3:mul:{a}:{b}", f"What is {a} * {b}?", str(a * b), 3))
+                out.append(_problem(3, "mul", a * b, phrasing, a=a, b=b))
         for i, name in enumerate(NAMES):
             for j, item in enumerate(ITEMS):
                 for a in range(5, 25, 4):
                     b = 2 + (i + j + a) % 9
-                    out.append(Problem(
-                        f"arith:3:word-add:{name}:{item}:{a}:{b}",
-                        f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?", str(a + b), 3))
-                    out.append(Problem(
-                        f"arith:3:word-sub:{name}:{item}:{a}:{b}",
-                        f"{name} has {a} {item} and gives {b} away. How many {item} does {name} have left?", str(a - b), 3))
+                    out.append(_problem(3, "word-add", a + b, phrasing, name=name, item=item, a=a, b=b))
+                    out.append(_problem(3, "word-sub", a - b, phrasing, name=name, item=item, a=a, b=b))
     else:
         raise ValueError(f"no arithmetic level {level}")
     return tuple(out)
 
 
-def problems(levels: list[int], split: str) -> list[Problem]:
-    return [p for level in sorted(set(levels)) for p in universe(level) if split_of(p.key) == split]
-
-
-def eval_suite(levels: list[int], size: int, seed: int) -> list[Problem]:
-    """`size` held-out problems (all of the split if it holds fewer), drawn with `seed`."""
-    pool = problems(levels, "eval")
-    if size >= len(pool):
-        return pool
-    return random.Random(seed).sample(pool, size)
+def problems(levels: list[int], split: str, phrasing: str = "seen") -> list[Problem]:
+    return [p for level in sorted(set(levels)) for p in universe(level, phrasing) if split_of(p.key) == split]
 
 
 def check_disjoint(train_prompts: set[str], eval_prompts: list[str]) -> list[str]:

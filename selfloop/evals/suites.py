@@ -1,7 +1,8 @@
 """Held-out verifiable suites: what the loop never trains on and measures itself against.
 
-Built-in generators (arithmetic, units) take their problems from the eval side of a fixed split;
-a JSONL file of prompt/answer pairs adds a suite of one's own.
+Built-in generators (arithmetic, units, instructions) take their problems from the eval side of a
+fixed split, worded as training prompts are ('seen') or in held-out words ('unseen'); a JSONL file
+of prompt/answer pairs adds a suite of one's own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from selfloop.config import SuiteConfig
 from selfloop.errors import ConfigError
-from selfloop.evals import arithmetic, units
+from selfloop.evals import arithmetic, instructions, units
 from selfloop.tasks import read_jsonl_tasks, read_user_file
 
 
@@ -23,10 +24,14 @@ class Item:
 
 
 def load_suite(cfg: SuiteConfig) -> list[Item]:
-    if cfg.kind == "arithmetic":
-        return [Item(p.prompt, p.answer) for p in arithmetic.eval_suite(cfg.levels, cfg.size, cfg.seed)]
-    if cfg.kind == "units":
-        pool = units.problems("eval")
+    if cfg.kind in ("arithmetic", "units", "instructions"):
+        if cfg.kind == "arithmetic":
+            pool = arithmetic.problems(cfg.levels, "eval", cfg.phrasing)
+        elif cfg.kind == "units":
+            pool = units.problems("eval", cfg.phrasing)
+        else:
+            pool = instructions.problems(cfg.levels, "eval", cfg.phrasing)
+        # The same draw for either phrasing: the pools list the same problems in the same order.
         chosen = pool if cfg.size >= len(pool) else random.Random(cfg.seed).sample(pool, cfg.size)
         return [Item(p.prompt, p.answer) for p in chosen]
     path = Path(cfg.path).expanduser()  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """Unit conversions with numeric answers: a verifiable skill that is not plain arithmetic notation.
 
-Like the arithmetic generator, a fixed universe split once by a hash of each problem's key.
+Like the arithmetic generator, a fixed universe split once by a hash of each problem's key. The
+units family is evaluation only; its 'unseen' phrasing asks the same conversions in other words.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 
 from selfloop.evals.arithmetic import Problem, split_of
+from selfloop.evals.phrasing import pick
 
 # (plural big unit, plural small unit, factor, question template)
 CONVERSIONS = [
@@ -20,18 +22,21 @@ CONVERSIONS = [
     ("kilograms", "grams", 1000, "How many grams are in {n} kilograms?"),
     ("litres", "millilitres", 1000, "Convert {n} litres to millilitres."),
     ("years", "months", 12, "How many months are there in {n} years?"),
-    ("dozens", "items", 12, "How many eggs are in {n} dozen eggs?"),
+    ("dozens", "eggs", 12, "How many eggs are in {n} dozen eggs?"),
 ]
+OTHER_WORDINGS = ("Express {n} {big} in {small}.", "If you have {n} {big}, how many {small} is that?",
+                  "{n} {big} make how many {small}?")
 
 
 @cache
-def universe() -> tuple[Problem, ...]:
+def universe(phrasing: str = "seen") -> tuple[Problem, ...]:
     return tuple(
-        Problem(f"units:{big}:{n}", template.format(n=n), str(n * factor), 1)
-        for big, _, factor, template in CONVERSIONS
+        Problem(key := f"units:{big}:{n}", pick((template, *OTHER_WORDINGS), key, phrasing).format(n=n, big=big, small=small),
+                str(n * factor), 1)
+        for big, small, factor, template in CONVERSIONS
         for n in range(1, 31)
     )
 
 
-def problems(split: str) -> list[Problem]:
-    return [p for p in universe() if split_of(p.key) == split]
+def problems(split: str, phrasing: str = "seen") -> list[Problem]:
+    return [p for p in universe(phrasing) if split_of(p.key) == split]

@@ -6,6 +6,12 @@ are stored per iteration (table `metrics`, names `judge.*`):
   judge.reward_accuracy    TTRL: share of samples whose agreement reward equals their true correctness
   judge.llm_pick_accuracy  LLM judge: where a prompt has both correct and wrong samples, how often the
                            sample with the highest mean judge score is a correct one
+  judge.llm_pair_accuracy  LLM judge, reward accuracy on pairs: over every (correct, wrong) pair of
+                           samples of one prompt, how often the correct one scores higher (ties: half)
+  judge.llm_auc            LLM judge: the same over all (correct, wrong) pairs of the iteration, i.e.
+                           the area under the ROC curve of the mean score as a detector of correctness
+Correctness is each sample checked against its prompt's known answer (`judging.grading`: an extracted
+value, or every constraint followed).
 plus the signals' own health: vote share, valid-vote rate, judge parse rate and mean score, and
 (scoring 'distribution') judge.valid_mass, the mean probability the judge put on a valid score.
 """
@@ -19,13 +25,39 @@ from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import set_metric
+from selfloop.judging.answers import DEFAULT_CHAIN
+from selfloop.judging.grading import grade
 
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
+def ranking_accuracy(pairs: list[tuple[float, float]]) -> float | None:
+    """Share of (correct's score, wrong's score) pairs ranked right, a tie counting half (Mann-Whitney)."""
+    if not pairs:
+        return None
+    return sum(1.0 if c > w else 0.5 if c == w else 0.0 for c, w in pairs) / len(pairs)
+
+
+def auc(right: list[float], wrong: list[float]) -> float | None:
+    """ranking_accuracy over every (right, wrong) pair, from ranks (Mann-Whitney U) in O(n log n)."""
+    if not right or not wrong:
+        return None
+    scored = sorted([(x, 1) for x in right] + [(x, 0) for x in wrong])
+    rank_sum, i = 0.0, 0
+    while i < len(scored):
+        j = i
+        while j < len(scored) and scored[j][0] == scored[i][0]:
+            j += 1
+        mid_rank = (i + 1 + j) / 2  # ranks i+1..j share their mean
+        rank_sum += mid_rank * sum(flag for _, flag in scored[i:j])
+        i = j
+    n1, n2 = len(right), len(wrong)
+    return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n2)
+
+
+def calibrate(session: Session, iteration_id: int, chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> dict[str, float]:
     votes = session.execute(
         select(Vote.share, Vote.n_valid, Vote.n_votes, Vote.correct).join(Prompt, Prompt.id == Vote.prompt_id)
         .where(Prompt.iteration_id == iteration_id)
@@ -34,15 +66,18 @@ def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
         select(Judgment.kind, Judgment.score, Judgment.parse_ok, Judgment.details, Sample.id, Sample.prompt_id, Sample.sample_index)
         .join(Sample, Sample.id == Judgment.sample_id).where(Sample.iteration_id == iteration_id)
     ).all()
-    truth: dict[int, bool] = {}  # sample -> correct, where its prompt has a known answer
+    truth: dict[int, bool] = {  # sample -> correct, where its prompt has a known answer
+        sample_id: grade(text, answer, chain).correct
+        for sample_id, text, answer in session.execute(
+            select(Sample.id, Sample.text, Prompt.answer).join(Prompt, Prompt.id == Sample.prompt_id)
+            .where(Sample.iteration_id == iteration_id, Prompt.answer.is_not(None)))
+    }
     judge_scores: dict[int, list[float]] = defaultdict(list)
     rewards: dict[int, float] = {}
     parse, masses = [], []
     for kind, score, ok, details, sample_id, _, _ in judgments:
         if kind == "vote":
             rewards[sample_id] = score
-            if details and details.get("correct") is not None:
-                truth[sample_id] = details["correct"]
         elif kind == "llm_judge":
             parse.append(1.0 if ok else 0.0)
             if details and details.get("scoring") == "distribution":
@@ -71,6 +106,15 @@ def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
         picks.append(1.0 if truth[best[0]] else 0.0)
     metrics["judge.llm_pick_accuracy"] = _mean(picks)
     metrics["judge.llm_pick_n"] = float(len(picks)) if picks else None
+    # Ranking by the mean score: within each prompt (reward accuracy on pairs) and across the iteration (AUC).
+    mean_score = {s: _mean(judge_scores[s]) for s in truth if judge_scores.get(s)}
+    prompt_of = {sample_id: prompt_id for _, _, _, _, sample_id, prompt_id, _ in judgments}
+    right = [s for s in mean_score if truth[s]]
+    wrong = [s for s in mean_score if not truth[s]]
+    within = [(mean_score[c], mean_score[w]) for c in right for w in wrong if prompt_of[c] == prompt_of[w]]
+    metrics["judge.llm_pair_accuracy"] = ranking_accuracy(within)
+    metrics["judge.llm_pair_n"] = float(len(within)) if within else None
+    metrics["judge.llm_auc"] = auc([mean_score[s] for s in right], [mean_score[s] for s in wrong])
     stored = {k: v for k, v in metrics.items() if v is not None}
     for name, value in stored.items():
         set_metric(session, iteration_id, name, value)

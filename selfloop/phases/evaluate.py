@@ -1,8 +1,9 @@
 """Phase evaluate: held-out verifiable suites for the iteration's candidate and its starting policy,
 then the drift monitors.
 
-Per suite and policy: greedy accuracy (with a Wilson 95% interval), majority@k accuracy when asked,
-mean response length. Every answered problem is a row of `eval_items`, written in chunks, so a
+Per suite and policy: greedy accuracy (with a Wilson 95% interval; for instruction following, every
+constraint followed: IFEval's prompt-level strict accuracy), the share of constraints followed
+(instruction-level), majority@k accuracy when asked, mean response length. Every answered problem is a row of `eval_items`, written in chunks, so a
 re-run continues where it stopped; the `evals` rows are computed from them with the done mark. The
 starting policy's rows are copied from an earlier iteration of the loop that evaluated the same
 checkpoint on the same problems, instead of being generated again.
@@ -21,6 +22,7 @@ from selfloop.evals.drift import monitor
 from selfloop.evals.stats import wilson
 from selfloop.evals.suites import Item, load_suite
 from selfloop.judging.answers import extract_answer, normalise
+from selfloop.judging.grading import grade, is_constraints
 from selfloop.judging.vote import vote
 from selfloop.phases.context import PhaseContext
 from selfloop.progress import Progress
@@ -94,14 +96,12 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
                 votes = engine.generate(chats, sampled, seeds=seeds, adapter=adapter, progress=alive)
             rows = []
             for i, out, many in zip(chunk, outs, votes):
-                truth = normalise(items[i].answer)
-                predicted = extract_answer(out[0].text, chain)
-                majority = vote([extract_answer(c.text, chain) for c in many]).answer if many else None
+                graded = grade(out[0].text, items[i].answer, chain)
                 rows.append({
                     "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name, "item_index": i,
                     "prompt": items[i].prompt, "answer": items[i].answer, "response": out[0].text,
-                    "predicted": predicted, "correct": predicted is not None and predicted == truth,
-                    "majority_correct": (majority is not None and majority == truth) if many else None,
+                    "predicted": graded.predicted, "correct": graded.correct,
+                    "majority_correct": _majority_correct(many, items[i].answer, chain) if many else None,
                     "num_tokens": out[0].num_tokens,
                 })
             with ctx.db.session() as session:
@@ -110,8 +110,18 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
             ctx.failpoint("after_chunk")
 
 
+def _majority_correct(completions, answer: str, chain) -> bool:  # noqa: ANN001
+    """majority@k: the most common extracted answer is right. Free text has no answer to vote on, so
+    for constraints it is the majority of the k samples' verdicts (more than half follow them all)."""
+    if is_constraints(answer):
+        return 2 * sum(grade(c.text, answer, chain).correct for c in completions) > len(completions)
+    majority = vote([extract_answer(c.text, chain) for c in completions]).answer
+    return majority is not None and majority == normalise(answer)
+
+
 def _summarise(session, iteration_id: int, role: str, suite: str, checkpoint_id: int | None) -> list[dict]:  # noqa: ANN001
-    rows = session.execute(select(EvalItem.correct, EvalItem.majority_correct, EvalItem.num_tokens).where(
+    rows = session.execute(select(EvalItem.correct, EvalItem.majority_correct, EvalItem.num_tokens, EvalItem.response,
+                                  EvalItem.answer).where(
         EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all()
     n = len(rows)
     correct = sum(1 for r in rows if r.correct)
@@ -119,6 +129,11 @@ def _summarise(session, iteration_id: int, role: str, suite: str, checkpoint_id:
     low, high = wilson(correct, n)
     out = [{**base, "metric": "greedy_accuracy", "value": correct / n, "ci_low": low, "ci_high": high},
            {**base, "metric": "mean_response_tokens", "value": sum(r.num_tokens for r in rows) / n}]
+    if rows and is_constraints(rows[0].answer):
+        # IFEval's instruction-level strict accuracy: the share of all constraints followed.
+        parts = [ok for r in rows for ok in grade(r.response, r.answer).followed]
+        low, high = wilson(sum(parts), len(parts))
+        out.append({**base, "n": len(parts), "metric": "constraint_accuracy", "value": sum(parts) / len(parts), "ci_low": low, "ci_high": high})
     if rows and rows[0].majority_correct is not None:
         majority = sum(1 for r in rows if r.majority_correct)
         low, high = wilson(majority, n)

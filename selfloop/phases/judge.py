@@ -23,6 +23,7 @@ from selfloop.db.queries import add_event, insert_ignore
 from selfloop.engines.base import Sampling
 from selfloop.judging.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
+from selfloop.judging.grading import grade, is_constraints
 from selfloop.judging.judge import judge_chat, load_template
 from selfloop.judging.scores import VERDICT_STOPS, expected_score, justification, parse_score, verdict_tokens
 from selfloop.judging.vote import vote
@@ -78,17 +79,19 @@ def _vote(ctx: PhaseContext) -> None:
     for prompt_id, samples in by_prompt.items():
         answers = [extract_answer(s.text, chain) for s in samples]
         result = vote(answers[:voters] if voters else answers)  # the label; every sample is scored against it
-        truth = normalise(truths[prompt_id]) if truths.get(prompt_id) is not None else None
+        known = truths.get(prompt_id)
+        # A constraint list has no answer to vote on: the majority is never right or wrong, each sample is.
+        label_checkable = known is not None and not is_constraints(known)
         votes.append({
             "prompt_id": prompt_id, "answer": result.answer, "share": result.share, "n_valid": result.n_valid,
             "n_votes": result.n_votes, "tie": result.tie, "tied_answers": list(result.tied) or None,
-            "correct": None if truth is None else result.answer == truth,
+            "correct": result.answer == normalise(known) if label_checkable else None,
         })
         for s, answer in zip(samples, answers):
             judgments.append({
                 "sample_id": s.id, "kind": "vote", "judge_index": 0, "answer": answer, "parse_ok": answer is not None,
                 "score": 1.0 if result.agrees(answer) else 0.0,
-                "details": {"majority": result.answer, "correct": None if truth is None else answer == truth},
+                "details": {"majority": result.answer, "correct": None if known is None else grade(s.text, known, chain).correct},
             })
     with ctx.db.session() as session:
         insert_ignore(session, Vote, votes, ["prompt_id"])
@@ -155,7 +158,7 @@ def run(ctx: PhaseContext) -> None:
     for signal in ctx.config.judge.signals:
         SIGNALS[signal](ctx)
     with ctx.db.session() as session:
-        metrics = calibrate(session, ctx.iteration_id)
+        metrics = calibrate(session, ctx.iteration_id, ctx.config.judge.vote.extractors)
         rate, floor = metrics.get("judge.parse_rate"), ctx.config.warnings.min_judge_parse_rate
         if "llm_judge" in ctx.config.judge.signals and rate is not None and rate < floor:
             add_event(session, ctx.loop_id, ctx.iteration_id, "judge.parse_rate_low",

@@ -26,6 +26,8 @@ METRIC_CHARTS = [
     ("judge_score", "Mean LLM-judge score", "score (0-5)", ["judge.mean_score"]),
     ("vote", "Vote share and label/reward accuracy", "share",
      ["judge.vote_share", "judge.label_accuracy", "judge.reward_accuracy", "judge.llm_pick_accuracy"]),
+    ("calibration", "LLM judge against verified correctness", "share",
+     ["judge.llm_auc", "judge.llm_pair_accuracy", "judge.valid_mass"]),
     ("length", "Mean response length", "tokens", ["drift.mean_response_tokens"]),
 ]
 

@@ -29,6 +29,8 @@ from selfloop.db.models import (
 )
 from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers
 from selfloop.errors import SelfloopError
+from selfloop.judging.answers import DEFAULT_CHAIN
+from selfloop.judging.grading import grade
 
 PAGE_SIZE = 50
 MAX_LOSS_POINTS = 5000  # training steps drawn per loop; longer histories are thinned evenly
@@ -289,6 +291,7 @@ class SampleRow:
     finish_reason: str
     mean_logprob: float
     judgments: list[JudgmentRow] = field(default_factory=list)
+    correct: bool | None = None  # checked against the prompt's known answer (None: no answer known)
 
     def signal(self, kind: str) -> list[JudgmentRow]:
         return [j for j in self.judgments if j.kind == kind]
@@ -297,12 +300,6 @@ class SampleRow:
     def voted(self) -> str | None:
         votes = self.signal("vote")
         return votes[0].answer if votes else None
-
-    @property
-    def correct(self) -> bool | None:
-        """Whether the sample's extracted answer equals the prompt's known answer (None: unknown)."""
-        votes = self.signal("vote")
-        return (votes[0].details or {}).get("correct") if votes else None
 
     @property
     def mean_judge_score(self) -> float | None:
@@ -337,13 +334,17 @@ def prompt_detail(session: Session, prompt_id: int, page: int = 1) -> PromptDeta
     prompt = session.get(Prompt, prompt_id)
     if prompt is None:
         raise LookupError(f"no prompt {prompt_id}")
-    loop, number = session.execute(select(Loop.name, Iteration.number).join(Iteration, Iteration.loop_id == Loop.id)
-                                   .where(Iteration.id == prompt.iteration_id)).one()
+    loop, number, config = session.execute(select(Loop.name, Iteration.number, Loop.config).join(Iteration, Iteration.loop_id == Loop.id)
+                                           .where(Iteration.id == prompt.iteration_id)).one()
     total = session.scalar(select(func.count()).select_from(Sample).where(Sample.prompt_id == prompt_id)) or 0
     samples = [SampleRow(*r) for r in session.execute(
         select(Sample.id, Sample.sample_index, Sample.text, Sample.num_tokens, Sample.finish_reason, Sample.mean_logprob)
         .where(Sample.prompt_id == prompt_id).order_by(Sample.sample_index)
         .limit(PAGE_SIZE).offset((_page(page) - 1) * PAGE_SIZE))]
+    if prompt.answer is not None:  # the same check the judge phase's calibration makes
+        chain = ((config or {}).get("judge") or {}).get("vote", {}).get("extractors") or DEFAULT_CHAIN
+        for s in samples:
+            s.correct = grade(s.text, prompt.answer, chain).correct
     by_id = {s.id: s for s in samples}
     if by_id:
         for sample_id, *rest in session.execute(
