@@ -220,6 +220,10 @@ class SelfInstructConfig(Section):
     top_p: Probability = Field(0.95, description="Nucleus mass of synthesis.")
     max_new_tokens: upto(4096) = Field(96, description="Longest generated instruction in tokens.")
     max_rounds: upto(1000) = Field(8, description="Give up after this many generate calls without enough prompts.")
+    constraints: upto(2, 0) = Field(
+        0, description="Checkable constraints from the instruction-following family appended to each accepted "
+        "prompt (training wordings only), stored as its answer so its samples can be verified (0: none).",
+    )
 
     @model_validator(mode="after")
     def _some_examples(self) -> SelfInstructConfig:

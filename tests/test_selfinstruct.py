@@ -100,3 +100,36 @@ def test_synthesize_phase_stores_prompts_and_rejections(sqlite_url: str, config_
         assert prompt.parent_ids and all(p.startswith(("seed:", "prompt:")) for p in prompt.parent_ids)
         assert prompt.rouge_max is not None and prompt.rouge_max < 0.7
     db.dispose()
+
+
+def test_sample_constraints_are_compatible_seen_and_checkable() -> None:
+    import random
+
+    from selfloop.evals.instructions import CONFLICTS, KINDS, parse_answer, sample_constraints
+
+    for seed in range(200):
+        text, answer = sample_constraints(random.Random(seed), 2)
+        spec = parse_answer(answer)
+        kinds = [k for k, _ in spec]
+        assert len(spec) == 2 and len(set(kinds)) == 2 and frozenset(kinds) not in CONFLICTS
+        for k, _ in spec:  # in a training wording, never the held-out one
+            assert KINDS[k].phrasings[-1].split("{value}")[0] not in text
+    assert sample_constraints(random.Random(3), 1) == sample_constraints(random.Random(3), 1)
+
+
+def test_synthesized_prompts_carry_checkable_constraints(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+    from selfloop.evals.instructions import parse_answer
+
+    config = config_factory(sqlite_url, loop={"name": "syn", "phases": ["synthesize", "rollout"], "max_iterations": 1},
+                            self_instruct={"num_prompts": 3, "max_rounds": 6, "max_new_tokens": 24, "min_words": 1,
+                                           "constraints": 1})
+    db = open_database(sqlite_url, init=True)
+    open_loop(db, config)
+    run_iteration(db, config, Runtime(config))
+    with db.session() as s:
+        accepted = s.scalars(select(Prompt).where(Prompt.source == "self_instruct")).all()
+    assert accepted, "the tiny model's synthesis accepted nothing: the test would check nothing"
+    for prompt in accepted:
+        spec = parse_answer(prompt.answer)
+        assert spec and len(spec) == 1
+    db.dispose()

@@ -16,6 +16,7 @@ checks a response against.
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,3 +190,15 @@ def universe(level: int, phrasing: str = "seen") -> tuple[Problem, ...]:
 
 def problems(levels: list[int], split: str, phrasing: str = "seen") -> list[Problem]:
     return [p for level in sorted(set(levels)) for p in universe(level, phrasing) if split_of(p.key) == split]
+
+
+def sample_constraints(rng: random.Random, count: int) -> tuple[str, str]:
+    """`count` compatible constraints drawn with `rng`, in training wordings: (their text, the answer
+    that checks them). Self-instruct appends them to synthesized prompts to make those checkable."""
+    while True:
+        kinds = rng.sample(sorted(KINDS), count)
+        if not any(frozenset(pair) in CONFLICTS for pair in combinations(kinds, 2)):
+            break
+    chosen = [rng.choice(_options(KINDS[k])) for k in kinds]
+    texts = [rng.choice(KINDS[k].phrasings[:-1]).format(value=v) for k, v in chosen]
+    return " ".join(texts), json.dumps({"follow": [[k, v] for k, v in chosen]})

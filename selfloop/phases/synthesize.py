@@ -16,6 +16,7 @@ from selfloop.db.models import Iteration, Prompt
 from selfloop.db.queries import insert_ignore, metrics_of, set_metric
 from selfloop.engines.base import Sampling
 from selfloop.engines.chat import user_chat
+from selfloop.evals.instructions import sample_constraints
 from selfloop.phases.context import PhaseContext
 from selfloop.progress import Progress
 from selfloop.selfinstruct import Example, Pool, few_shot_prompt, parse_instruction, rejection_reason
@@ -86,10 +87,15 @@ def run(ctx: PhaseContext) -> None:
             if reason is not None:
                 counts[f"rejected.{reason}"] = counts.get(f"rejected.{reason}", 0) + 1
                 continue
-            pool.add(text)
+            index = accepted + len(rows)
+            answer = None
+            if cfg.constraints:  # seeded by the prompt's place, so a resumed run appends the same ones
+                extra, answer = sample_constraints(random.Random(ctx.seed("synthesize.constraints", index)), cfg.constraints)
+                text = f"{text} {extra}"
+            pool.add(text)  # as stored: a resumed run rebuilds the pool from the stored texts
             rows.append({
-                "iteration_id": ctx.iteration_id, "source": "self_instruct", "item_index": accepted + len(rows),
-                "text": text, "parent_ids": parents, "rouge_max": rouge,
+                "iteration_id": ctx.iteration_id, "source": "self_instruct", "item_index": index,
+                "text": text, "answer": answer, "parent_ids": parents, "rouge_max": rouge,
             })
         counts["rounds"] = round_no + 1
         counts["accepted"] = accepted + len(rows)
