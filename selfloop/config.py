@@ -294,11 +294,27 @@ class LoraConfig(Section):
     )
 
 
+class EFTConfig(Section):
+    """Evaluation fine-tuning (Self-Rewarding LMs): the judge skill trained beside the policy's own data."""
+
+    enabled: bool = Field(
+        False, description="Also train on the iteration's own judgments that agree with the checked truth (prompts "
+        "with a known answer only): the rubric prompt as the prompt, the justification and its verdict as the target.",
+    )
+    max_examples: upto(100_000) = Field(16, description="Judge examples per iteration, half on correct samples and half "
+                                        "on wrong ones where there are enough.")
+    threshold: Annotated[float, Field(ge=0.0, le=5.0)] = Field(
+        2.5, description="A verdict agrees with the truth when it is above this for a correct sample, at or below it for a wrong one.")
+    weight: Annotated[float, Field(gt=0.0)] = Field(1.0, description="Weight of each judge example's loss (mean token "
+                                                    "negative log-likelihood) beside the algorithm's per-example loss.")
+
+
 class TrainConfig(Section):
     """The training phase: algorithm, optimiser and per-algorithm options."""
 
     algorithm: Algorithm = Field("dpo", description="Training algorithm: dpo, spin, ttrl, rlsc, rest or orpo.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    eft: EFTConfig = Field(default_factory=EFTConfig)
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = Field(5e-5, description="Peak AdamW learning rate.")
     weight_decay: Annotated[float, Field(ge=0.0)] = Field(0.0, description="AdamW weight decay.")
     epochs: upto(1000) = Field(1, description="Passes over the iteration's examples.")
@@ -539,6 +555,11 @@ class Config(Section):
         signal = needs.get(self.train.algorithm)
         if "select" in self.loop.phases and signal and signal not in self.judge.signals:
             raise ValueError(f"train.algorithm {self.train.algorithm!r} needs judge.signals to include {signal!r}")
+        if self.train.eft.enabled and "llm_judge" not in self.judge.signals:
+            raise ValueError("train.eft.enabled: evaluation fine-tuning learns from the LLM judge's judgments; "
+                             "add 'llm_judge' to judge.signals")
+        if self.train.eft.enabled and self.train.processes > 1:
+            raise ValueError("train.eft.enabled: judge examples are trained in one process for now (train.processes: 1)")
         n = self.generation.samples_per_prompt
         for field, value in (("judge.vote.voters", self.judge.vote.voters), ("train.ttrl.n_train", self.train.ttrl.n_train)):
             if value is not None and value > n:

@@ -188,3 +188,62 @@ def test_judge_calibration_on_instruction_following_by_hand(sqlite_url: str, con
     assert m["judge.llm_pick_accuracy"] == pytest.approx(0.5)  # A picks the wrong 4.5, B the right 3
     assert "judge.label_accuracy" not in m  # nothing voted
     db.dispose()
+
+
+def test_eft_keeps_judgments_that_agree_with_the_checked_truth(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+    """Samples: right (lowercase), wrong, right, right, wrong. Scores 4.4 -> 4 agrees, 3.0 -> 3 disagrees
+    (wrong sample above 2.5), 1.6 -> 2 disagrees (right sample at or below 2.5), 2.6 -> 3 agrees,
+    0.2 -> 0 agrees. max_examples 2: one right, one wrong, in sample order."""
+    import json
+
+    from selfloop.judging.eft import eft_examples
+
+    config = config_factory(sqlite_url, judge={"signals": ["llm_judge"]}, train={"eft": {"enabled": True, "max_examples": 2}})
+    db = open_database(sqlite_url, init=True)
+    lower = json.dumps({"follow": [["lowercase", None]]})
+    it = store_samples(db, config, [
+        ("Describe tea. Write everything in lowercase.", lower, ["tea is warm", "Tea is warm", "a cup", "hot tea", "TEA"]),
+        ("Describe nothing.", None, ["unknowable"]),  # no known answer: never an example
+    ])
+    scores = [4.4, 3.0, 1.6, 2.6, 0.2, 5.0]
+    raws = ["Fully lowercase and relevant. **Score:", "It is relevant.\nScore: 3", "Short.", "Fine.\nScore:", "Shouty.", "x"]
+    with db.session() as s:
+        ids = s.scalars(select(Sample.id).order_by(Sample.id)).all()
+        for sample_id, score, raw in zip(ids, scores, raws):
+            s.add(Judgment(sample_id=sample_id, kind="llm_judge", judge_index=0, score=score, parse_ok=True, raw=raw))
+        s.flush()
+        rows = eft_examples(s, it, config)
+        assert [(r["sample_id"], r["text"], r["reward"]) for r in rows] == [
+            (ids[0], "Fully lowercase and relevant.\nScore: 4", 4.0), (ids[4], "Shouty.\nScore: 0", 0.0)]
+        config.train.eft.max_examples = 10
+        assert [r["sample_id"] for r in eft_examples(s, it, config)] == [ids[0], ids[3], ids[4]]
+        config.train.eft.max_examples = 1  # odd: the one goes to the right side
+        assert [r["sample_id"] for r in eft_examples(s, it, config)] == [ids[0]]
+    db.dispose()
+
+
+@pytest.mark.integration
+def test_a_self_rewarding_loop_with_eft_trains_judge_examples(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+    from selfloop.db.models import Example, TrainStep
+    from selfloop.loop import open_loop, run_iteration
+
+    config = config_factory(
+        sqlite_url, loop={"name": "eft", "phases": ["rollout", "judge", "select", "train"], "max_iterations": 1},
+        generation={"tasks": {"kind": "instructions", "levels": [1]}, "prompts_per_iteration": 4, "samples_per_prompt": 2,
+                    "max_new_tokens": 12},
+        judge={"signals": ["llm_judge"], "llm_judge": {"k": 1, "max_new_tokens": 8, "scoring": "distribution"}},
+        train={"algorithm": "dpo", "eft": {"enabled": True, "max_examples": 4, "threshold": 5.0}})
+    db = open_database(sqlite_url, init=True)
+    open_loop(db, config)
+    run_iteration(db, config, Runtime(config))
+    with db.session() as s:
+        examples = s.scalars(select(Example).order_by(Example.item_index)).all()
+        steps = s.scalars(select(TrainStep)).all()
+        metrics = metrics_of(s, 1)
+    judge = [e for e in examples if e.algorithm == "eft"]
+    # threshold 5: every judgment of a wrong sample agrees (the tiny model follows few constraints), so there are some.
+    assert judge and len(judge) <= 4 and metrics["select.eft_examples"] == len(judge)
+    assert all(e.text.splitlines()[-1].startswith("Score: ") and e.rejected_sample_id is None for e in judge)
+    assert all(e.ref_logp is None for e in judge)
+    assert steps and any("eft_loss" in (t.metrics or {}) for t in steps)
+    db.dispose()

@@ -231,3 +231,28 @@ def test_rollout_log_probs_are_used_only_for_samples_of_the_starting_policy() ->
     pair = item(rejected=[7, 10])
     _reference_from_rollout(pair, sample(3, [-0.5] * 3), sample(4, [-1.0, -2.0]), 3)  # rejected from another policy
     assert lacks_reference(pair) and pair.ref_logp is None
+
+
+def test_judge_examples_add_their_weighted_nll_to_the_algorithm_s_loss(tiny_model, tok) -> None:  # noqa: ANN001
+    """EFT beside DPO: the batch loss is (sum of DPO losses + sum of weight x mean token NLL) / items,
+    computed here by hand from the same model; a step on it raises the judge target's log-prob."""
+    from selfloop.training.loop import mixed_loss
+
+    pairs = [_item(tok, i, f"What is {i} + 2?", f"The answer is {i + 2}.", f"The answer is {i + 7}.") for i in range(2)]
+    judge = [_item(tok, 10, "Rate this answer.", "It is right.\nScore: 5", weight=0.5, judge=True),
+             _item(tok, 11, "Rate that answer.", "It is wrong.\nScore: 1", weight=2.0, judge=True)]
+    model = _model(tiny_model)
+    reference_logps(model, pairs + judge, tok.pad_token_id, 4)
+    assert all(it.ref_logp is None for it in judge)  # judge targets need no reference pass
+    model.eval()
+    policy = policy_logps(model, tok.pad_token_id)
+    with torch.no_grad():
+        loss, metrics = mixed_loss(dpo, pairs + judge, policy, dpo.DPOConfig(beta=0.1))
+        token_logps = policy([it.prompt for it in judge], [it.completion for it in judge])
+    nll = [-(lp.mean().item()) * it.weight for lp, it in zip(token_logps, judge)]
+    expected = (2 * 0.693147 + sum(nll)) / 4  # policy == reference: each DPO loss is log 2
+    assert loss.item() == pytest.approx(expected, abs=1e-4)
+    assert metrics["eft_loss"] == pytest.approx(sum(nll) / 4, abs=1e-4) and "reward_margin" in metrics
+    before = _logps(model, tok, judge)
+    train(model, pairs + judge, dpo, dpo.DPOConfig(beta=0.1), _cfg(), seed=0, pad_id=tok.pad_token_id)
+    assert (_logps(model, tok, judge) > before).all()

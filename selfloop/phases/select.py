@@ -1,4 +1,5 @@
-"""Phase select: the algorithm picks its training examples from the stored samples and judgments.
+"""Phase select: the algorithm picks its training examples from the stored samples and judgments
+(and, with train.eft, judge-training examples from the judgments that agree with checked answers).
 
 One transaction: the examples and the done mark land together (or not at all).
 """
@@ -10,6 +11,8 @@ from sqlalchemy import func, select
 from selfloop.algorithms import ALGORITHMS
 from selfloop.db.models import Example
 from selfloop.db.queries import add_event, insert_ignore, set_metric
+from selfloop.judging.eft import ALGORITHM as EFT
+from selfloop.judging.eft import eft_examples
 from selfloop.phases.context import PhaseContext
 
 
@@ -17,9 +20,13 @@ def run(ctx: PhaseContext) -> None:
     name = ctx.config.train.algorithm
     with ctx.db.session() as session:
         if not session.scalar(select(func.count()).select_from(Example).where(Example.iteration_id == ctx.iteration_id)):
-            rows = ALGORITHMS[name].select(session, ctx.iteration_id, ctx.config)
+            rows = [{**row, "algorithm": name} for row in ALGORITHMS[name].select(session, ctx.iteration_id, ctx.config)]
+            judge_rows = []
+            if ctx.config.train.eft.enabled:
+                judge_rows = [{**row, "algorithm": EFT} for row in eft_examples(session, ctx.iteration_id, ctx.config)]
+                set_metric(session, ctx.iteration_id, "select.eft_examples", len(judge_rows))
             insert_ignore(session, Example, [
-                {**row, "iteration_id": ctx.iteration_id, "item_index": i, "algorithm": name} for i, row in enumerate(rows)
+                {**row, "iteration_id": ctx.iteration_id, "item_index": i} for i, row in enumerate(rows + judge_rows)
             ], ["iteration_id", "item_index"])
             set_metric(session, ctx.iteration_id, "select.examples", len(rows))
             if not rows:

@@ -21,6 +21,8 @@ from selfloop.algorithms import ALGORITHMS
 from selfloop.db.models import Checkpoint, Example, Iteration, Prompt, Sample, TrainStep
 from selfloop.db.queries import add_event, set_metric
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
+from selfloop.judging.eft import ALGORITHM as EFT
+from selfloop.judging.judge import judge_chat, load_template
 from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
 from selfloop.phases.context import PhaseContext
 from selfloop.training.checkpoint import save_adapter
@@ -38,13 +40,20 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
         ).all()
         sample_ids = {e.sample_id for e in examples} | {e.rejected_sample_id for e in examples}
         samples = {row.id: row for row in session.execute(
-            select(Sample.id, Sample.token_ids, Sample.policy_token_logprobs, Sample.policy_checkpoint_id)
+            select(Sample.id, Sample.token_ids, Sample.policy_token_logprobs, Sample.policy_checkpoint_id, Sample.text)
             .where(Sample.id.in_(sample_ids - {None})))}
         prompts = dict(session.execute(
             select(Prompt.id, Prompt.text).where(Prompt.id.in_({e.prompt_id for e in examples}))
         ).all())
     items, from_rollout = [], []
     for e in examples:
+        if e.algorithm == EFT:  # the judge's prompt about the sample; its own agreeing verdict as the target
+            template = load_template(ctx.config.judge.llm_judge.template)
+            chat = judge_chat(template, prompts[e.prompt_id], samples[e.sample_id].text)
+            items.append(fit(TrainItem(example_id=e.id, prompt_id=e.prompt_id, prompt=prompt_ids(tokenizer, chat),
+                                       completion=completion_ids(tokenizer, e.text, end_id), reward=e.reward,
+                                       weight=e.weight, judge=True), ctx.config.train.max_length))
+            continue
         completion = samples[e.sample_id].token_ids if e.sample_id is not None else completion_ids(tokenizer, e.text, end_id)
         item = TrainItem(
             example_id=e.id, prompt_id=e.prompt_id, prompt=prompt_ids(tokenizer, user_chat(prompts[e.prompt_id], system)),

@@ -23,12 +23,15 @@ class TrainItem:
     ref_logp: float | None = None  # reference (or, for RLSC, sampling-time) log-prob of the completion
     ref_rejected_logp: float | None = None
     ref_token_logps: list[float] | None = None
+    judge: bool = False  # an EFT example: trained by its mean token NLL beside the algorithm's loss, no reference
 
 
 REFERENCE = ("ref_logp", "ref_rejected_logp", "ref_token_logps")
 
 
 def lacks_reference(item: TrainItem) -> bool:
+    if item.judge:
+        return False
     return item.ref_logp is None or item.ref_token_logps is None or (item.rejected is not None and item.ref_rejected_logp is None)
 
 

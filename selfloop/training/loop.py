@@ -105,6 +105,23 @@ def reference_logps(model: torch.nn.Module, items: list[TrainItem], pad_id: int,
                 it.ref_rejected_logp = float(lp.sum())
 
 
+def mixed_loss(algorithm: ModuleType, items: list[TrainItem], policy: LogpFn, algo_cfg) -> tuple[torch.Tensor, dict[str, float]]:  # noqa: ANN001
+    """The algorithm's loss over its own items and, for judge (EFT) items, the weighted mean token NLL of
+    the target; together a mean over all the batch's items, as the data-parallel weighting expects."""
+    judge = [it for it in items if it.judge]
+    if not judge:
+        return algorithm.batch_loss(items, policy, algo_cfg)
+    own = [it for it in items if not it.judge]
+    token_logps = policy([it.prompt for it in judge], [it.completion for it in judge])
+    nll = torch.stack([-(lp.sum() / max(1, lp.numel())) * (it.weight or 1.0) for lp, it in zip(token_logps, judge)])
+    total, metrics = nll.sum(), {"eft_loss": nll.sum().item() / len(items)}
+    if own:
+        loss, own_metrics = algorithm.batch_loss(own, policy, algo_cfg)
+        total = total + loss * len(own)
+        metrics |= own_metrics
+    return total / len(items), metrics
+
+
 def _batches(n: int, size: int, rng: random.Random) -> Iterator[list[int]]:
     """Index batches over shuffled epochs, forever (the step count decides when to stop)."""
     while True:
@@ -175,7 +192,7 @@ def train(
                 last = micro + 1 == train_cfg.grad_accum
                 # DDP averages gradients over processes only on the micro-step that ends the optimizer step.
                 with nullcontext() if accelerator is None or last else accelerator.no_sync(model):
-                    loss, metrics = algorithm.batch_loss(shard, policy, algo_cfg)
+                    loss, metrics = mixed_loss(algorithm, shard, policy, algo_cfg)
                     (loss * (share * world) / train_cfg.grad_accum).backward()
                 loss_sum += share * loss.item() / train_cfg.grad_accum
                 for k, v in metrics.items():
