@@ -239,7 +239,9 @@ class LLMJudgeConfig(Section):
 
     k: upto(32) = Field(3, description="Judgments per sample; the valid scores are averaged.")
     temperature: Annotated[float, Field(ge=0.0, le=5.0)] = Field(0.7, description="Judge sampling temperature.")
-    max_new_tokens: upto(4096) = Field(192, description="Longest judge justification in tokens.")
+    max_new_tokens: upto(4096, 0) = Field(
+        192, description="Longest judge justification in tokens (0, with scoring 'distribution': no justification, the "
+        "verdict's distribution right after the rubric prompt, one forward pass per judgment).")
     model: str | None = Field(
         None, description="A separate judge model (same forms as model.base); null: the policy judges itself."
     )
@@ -250,6 +252,14 @@ class LLMJudgeConfig(Section):
         "'distribution': the judge writes its justification, then the score is the expectation of the points "
         "0-5 under its next-token probabilities after 'Score:' (G-Eval), so every judgment has one.",
     )
+
+    @model_validator(mode="after")
+    def _justification(self) -> LLMJudgeConfig:
+        if self.max_new_tokens == 0 and self.scoring == "text":
+            raise ValueError("max_new_tokens 0 leaves nothing to parse with scoring 'text' (use scoring 'distribution')")
+        if self.max_new_tokens == 0 and self.k > 1:
+            raise ValueError(f"k {self.k} with max_new_tokens 0: without a sampled justification every judgment is the same (use k 1)")
+        return self
 
 
 class VoteConfig(Section):

@@ -125,3 +125,36 @@ def test_next_token_logprobs_equal_the_last_scored_token(engine: HFEngine) -> No
             scored = engine.score([chat], [prefix + [cand]])[0]
             assert lp == pytest.approx(scored[-1], abs=1e-4)
         assert all(lp < 0 for lp in row) and sum(math.exp(lp) for lp in row) < 1.0
+
+
+def test_a_long_common_prefix_is_computed_once_with_the_same_results(engine: HFEngine, monkeypatch) -> None:  # noqa: ANN001
+    """A rubric-like prefix shared by every prompt: one prefill of it, then the rows' own tokens. Greedy
+    tokens and their log-probs, and next-token distributions, match the plain left-padded prefill."""
+    from selfloop.models import logprobs
+
+    rubric = "Score the response below with the additive rubric. " * 12
+    chats = [[{"role": "user", "content": rubric + tail}] for tail in ("What is 2 + 2?", "Name a colour.", "Hi")]
+    calls = []
+    forward = engine.base.forward
+    monkeypatch.setattr(engine.base, "forward", lambda *a, **kw: calls.append(kw["input_ids"].shape) or forward(*a, **kw))
+    shared = engine.generate(chats, Sampling(temperature=0.0, max_new_tokens=6))
+    dist_shared = engine.next_token_logprobs(chats, [[], [], [5]], [10, 11, 12])
+    assert calls[0][0] == 1 and calls[0][1] >= logprobs.MIN_SHARED_PREFIX  # the prefix alone, once
+    monkeypatch.setattr(logprobs, "MIN_SHARED_PREFIX", 10**9)
+    plain = engine.generate(chats, Sampling(temperature=0.0, max_new_tokens=6))
+    dist_plain = engine.next_token_logprobs(chats, [[], [], [5]], [10, 11, 12])
+    for a, b in zip(shared, plain):
+        assert a[0].token_ids == b[0].token_ids
+        assert max(abs(x - y) for x, y in zip(a[0].token_logprobs, b[0].token_logprobs)) < 1e-4
+    assert max(abs(x - y) for ra, rb in zip(dist_shared, dist_plain) for x, y in zip(ra, rb)) < 1e-4
+
+
+def test_shared_prefix_length() -> None:
+    from selfloop.models.logprobs import MIN_SHARED_PREFIX, shared_prefix_length
+
+    long = list(range(MIN_SHARED_PREFIX + 5))
+    assert shared_prefix_length([long + [1], long + [2, 3]]) == len(long)
+    assert shared_prefix_length([long, long]) == len(long) - 1  # every row keeps a token of its own
+    assert shared_prefix_length([long + [1]]) == 0  # one row: nothing to share
+    assert shared_prefix_length([[1] + long, [2] + long]) == 0
+    assert shared_prefix_length([long[:10] + [1], long[:10] + [2]]) == 0  # too short to be worth it

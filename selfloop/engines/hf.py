@@ -5,7 +5,8 @@ every completion is sampled with its own seeded generator, so a re-run after a c
 exactly the samples of the uninterrupted run whatever the batching; and the log-probability of each
 sampled token is taken from the very distribution it was drawn from (and, at no extra forward pass,
 under the policy itself at temperature 1, which training uses as its reference). Sequences that finish leave
-the batch (their rows are dropped from the KV cache), and a prompt's n samples share one prefill.
+the batch (their rows are dropped from the KV cache), a prompt's n samples share one prefill, and a
+long prefix common to every prompt of a batch (a judge's rubric) is computed once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, Pr
 from selfloop.engines.chat import prompt_ids
 from selfloop.training.checkpoint import verify_checkpoint
 from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
-from selfloop.models.logprobs import completion_logprobs, left_padded, next_token_logprobs
+from selfloop.models.logprobs import completion_logprobs, next_token_logprobs, prefill
 
 MAX_LOADED_ADAPTERS = 3
 
@@ -150,8 +151,7 @@ class HFEngine:
         n = len(prompts)
         unique: dict[tuple[int, ...], int] = {}
         row_of = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
-        ids, mask, positions = left_padded([list(p) for p in unique], self.pad_id, self.device)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        out, mask, positions = prefill(model, [list(p) for p in unique], self.pad_id, use_cache=True)
         cache = out.past_key_values
         select = torch.tensor(row_of, device=self.device)
         cache.batch_select_indices(select)  # each completion gets its own copy of its prompt's cache

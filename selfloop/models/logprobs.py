@@ -46,12 +46,47 @@ def completion_logprobs(
     return [logps[i, longest - len(c):] for i, c in enumerate(completions)]
 
 
+# A prefix shared by every sequence of a batch is computed once when it is at least this long (a judge's
+# rubric: ~200 tokens); shorter ones (a system prompt) are not worth the extra call, and leaving them
+# alone keeps such batches' floating-point sums as they were.
+MIN_SHARED_PREFIX = 64
+
+
+def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Tokens every sequence starts with, leaving each at least one token of its own (0 when below MIN_SHARED_PREFIX)."""
+    if len(seqs) < 2:
+        return 0
+    first, n = seqs[0], min(len(s) for s in seqs) - 1
+    length = 0
+    while length < n and all(s[length] == first[length] for s in seqs):
+        length += 1
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def prefill(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad_id: int, *, use_cache: bool):  # noqa: ANN201
+    """Forward over left-padded sequences keeping the last position's logits: (output, attention mask,
+    position ids). A long common prefix is computed once and its cache repeated for every row; the
+    rows' own tokens follow, left-padded after it (masked), with positions that continue the prefix."""
+    device = next(model.parameters()).device
+    shared = shared_prefix_length(seqs)
+    if not shared:
+        ids, mask, positions = left_padded(seqs, pad_id, device)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache, logits_to_keep=1)
+        return out, mask, positions
+    head = torch.tensor([list(seqs[0][:shared])], dtype=torch.long, device=device)
+    cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+    cache.batch_repeat_interleave(len(seqs))
+    ids, own_mask, own_positions = left_padded([s[shared:] for s in seqs], pad_id, device)
+    mask = torch.cat([own_mask.new_ones((len(seqs), shared)), own_mask], dim=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=own_positions + shared, past_key_values=cache,
+                use_cache=True, logits_to_keep=1)
+    return out, mask, torch.cat([torch.arange(shared, device=device).expand(len(seqs), -1), own_positions + shared], dim=1)
+
+
 def next_token_logprobs(
     model: torch.nn.Module, seqs: Sequence[Sequence[int]], candidates: Sequence[int], pad_id: int
 ) -> torch.Tensor:
     """log p(token | seq) at temperature 1 for every candidate token after every sequence: (rows, candidates)."""
-    device = next(model.parameters()).device
-    ids, mask, positions = left_padded(seqs, pad_id, device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=False).logits[:, -1, :].float()
-    logps = torch.log_softmax(logits, dim=-1)
-    return logps[:, torch.tensor(list(candidates), device=device)]
+    out, _, _ = prefill(model, seqs, pad_id, use_cache=False)
+    logps = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+    return logps[:, torch.tensor(list(candidates), device=logps.device)]

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import add_event, insert_ignore
-from selfloop.engines.base import Sampling
+from selfloop.engines.base import Completion, Sampling
 from selfloop.judging.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
 from selfloop.judging.grading import grade, is_constraints
@@ -118,7 +118,11 @@ def _llm_judge(ctx: PhaseContext) -> None:
             chunk = todo[start : start + per_call]
             seeds = [[ctx.seed("judge", s.source, s.item_index, s.sample_index, j) for j in range(cfg.k)] for s in chunk]
             chats = [judge_chat(template, s.prompt, s.text) for s in chunk]
-            outs = engine.generate(chats, sampling, seeds=seeds, adapter=adapter, progress=progress.update)
+            if cfg.max_new_tokens:
+                outs = engine.generate(chats, sampling, seeds=seeds, adapter=adapter, progress=progress.update)
+            else:  # the verdict straight after the rubric prompt: no justification to write
+                outs = [[Completion("", [], [], "length")] for _ in chunk]
+                progress.update(len(chunk))
             if by_distribution:
                 rows = _by_distribution(engine, adapter, chunk, chats, outs)
             else:
