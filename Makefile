@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-v1
 
-.PHONY: env env-gpu demo demo-control test test-fast readme bench-env bench gpu-check
+.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast readme bench-env bench gpu-check
 
 env: $(STAMP)
 
@@ -46,6 +46,21 @@ demo: $(STAMP)
 demo-control: $(STAMP)
 	SELFLOOP_STATE_DIR=$(CURDIR)/.demo $(BIN)/selfloop run --config configs/demo-cpu-control.yaml --db $(DEMO_DB)
 	$(BIN)/selfloop history --loop demo-cpu-control --db $(DEMO_DB)
+
+# The second demo: Self-Rewarding DPO on instruction-following prompts (the judge is the only reward),
+# and its control; same database.
+demo-selfreward: $(STAMP)
+	SELFLOOP_STATE_DIR=$(CURDIR)/.demo $(BIN)/selfloop run --config configs/demo-selfreward.yaml --db $(DEMO_DB)
+	$(BIN)/selfloop history --loop demo-selfreward --db $(DEMO_DB)
+	$(BIN)/selfloop report demo-selfreward --db $(DEMO_DB) --out $(CURDIR)/.demo/report-selfreward
+
+demo-selfreward-control: $(STAMP)
+	SELFLOOP_STATE_DIR=$(CURDIR)/.demo $(BIN)/selfloop run --config configs/demo-selfreward-control.yaml --db $(DEMO_DB)
+	$(BIN)/selfloop history --loop demo-selfreward-control --db $(DEMO_DB)
+
+# A demo's gain over three seeds, on seen and unseen phrasings, against its control (bench/seeds.py).
+demo-seeds: $(STAMP)
+	$(BIN)/python bench/seeds.py --config configs/demo-cpu.yaml --control configs/demo-cpu-control.yaml
 
 # The whole suite but GPU tests, against SQLite and a local PostgreSQL server that
 # tests/support/services.sh installs (as root, from Debian packages) and starts.

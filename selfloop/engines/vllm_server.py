@@ -36,6 +36,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from selfloop.engines.scorer import TransformersScorer
 from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
 from selfloop.errors import SelfloopError
@@ -112,7 +113,7 @@ class VLLMServerEngine:
         self._round_robin = itertools.count()
         # Adapter (checkpoint id, sha256) -> the name it is loaded under on every server, least recent first.
         self._adapters: OrderedDict[tuple[int, str], str] = OrderedDict()
-        self._scorer = None
+        self._scorer = TransformersScorer(self.model_dir, self.scorer_device)
         self.last_stats = GenerationStats()
         self.served_model = served_model or self._served_model()
         if check:
@@ -313,41 +314,26 @@ class VLLMServerEngine:
     def score(
         self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *, adapter: Adapter | None = None
     ) -> list[list[float]]:
-        """Teacher-forced log-probs on transformers in this process (vLLM's prompt_logprobs path with LoRA is
-        unreliable: vllm-project/vllm#29955, #51594); built on first use."""
-        return self._hf().score(chats, completions, adapter=adapter)
+        return self._scorer.score(chats, completions, adapter=adapter)  # see engines/scorer.py for why
 
     def next_token_logprobs(
         self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
         adapter: Adapter | None = None,
     ) -> list[list[float]]:
-        """The full next-token distribution, from the same transformers scorer as `score`: vLLM returns
-        at most the top `max_logprobs` (20) entries, which need not hold every candidate."""
-        return self._hf().next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
-
-    def _hf(self):  # noqa: ANN202
-        if self._scorer is None:
-            from selfloop.engines.hf import HFEngine
-
-            self._scorer = HFEngine(self.model_dir, device=self.scorer_device)
-        return self._scorer
+        return self._scorer.next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
 
     def sleep(self) -> None:
         """The servers keep their memory (they are not on this process's devices); the local scorer moves off."""
-        if self._scorer is not None:
-            self._scorer.sleep()
+        self._scorer.sleep()
 
     def wake(self) -> None:
-        if self._scorer is not None:
-            self._scorer.wake()
+        self._scorer.wake()
 
     def close(self) -> None:
         for name in self.loaded_adapters():
             self._unload(name)
         self._adapters.clear()
-        if self._scorer is not None:
-            self._scorer.close()
-            self._scorer = None
+        self._scorer.close()
         self._client.close()
 
 

