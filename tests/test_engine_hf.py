@@ -158,3 +158,32 @@ def test_shared_prefix_length() -> None:
     assert shared_prefix_length([long + [1]]) == 0  # one row: nothing to share
     assert shared_prefix_length([[1] + long, [2] + long]) == 0
     assert shared_prefix_length([long[:10] + [1], long[:10] + [2]]) == 0  # too short to be worth it
+
+
+def test_grouped_decode_attention_matches_transformers_sdpa(engine: HFEngine) -> None:
+    """Decode steps attend per KV group instead of repeating the KV heads: the same tokens and log-probs
+    (within float noise) as transformers' own SDPA path, on left-padded prompts of different lengths."""
+    from selfloop.models import attention
+
+    assert engine.base.config._attn_implementation == attention.NAME
+    chats = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me a long story about " * 5}]]
+    sampling = Sampling(n=3, temperature=1.0, max_new_tokens=12)
+    seeds = [[1, 2, 3], [4, 5, 6]]
+    used = []
+    grouped = attention.grouped_decode_attention
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(attention.NAME, lambda m, q, *a, **kw: used.append(q.shape[2]) or grouped(m, q, *a, **kw))
+    try:
+        ours = engine.generate(chats, sampling, seeds=seeds)
+    finally:
+        attention.register()
+    assert 1 in used and any(n > 1 for n in used)  # decode steps and the prefill both went through it
+    engine.base.config._attn_implementation = "sdpa"
+    try:
+        theirs = engine.generate(chats, sampling, seeds=seeds)
+    finally:
+        engine.base.config._attn_implementation = attention.NAME
+    for a, b in zip([c for row in ours for c in row], [c for row in theirs for c in row]):
+        assert a.token_ids == b.token_ids
+        assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs)) < 1e-4

@@ -38,7 +38,10 @@ def load_tokenizer(path: Path, *, padding_side: str = "left"):  # noqa: ANN201
 def load_causal_lm(path: Path, device: torch.device, dtype: torch.dtype):  # noqa: ANN201
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+    from selfloop.models.attention import register
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False,
+                                                 attn_implementation=register())
     return model.to(device)
 
 
