@@ -47,3 +47,17 @@ class TransformersScorer:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+
+
+class ScoredByTransformers:
+    """`score` and `next_token_logprobs` of a vLLM engine, answered by its `_scorer` (see the module's docstring)."""
+
+    _scorer: TransformersScorer
+
+    def score(self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *,
+              adapter: Adapter | None = None) -> list[list[float]]:
+        return self._scorer.score(chats, completions, adapter=adapter)
+
+    def next_token_logprobs(self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
+                            adapter: Adapter | None = None) -> list[list[float]]:
+        return self._scorer.next_token_logprobs(chats, prefixes, candidates, adapter=adapter)

@@ -16,13 +16,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from selfloop.engines.scorer import TransformersScorer
+from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
 from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
 from selfloop.training.checkpoint import verify_checkpoint
 
 
-class VLLMEngine:
+class VLLMEngine(ScoredByTransformers):
     name = "vllm"
 
     def __init__(
@@ -137,17 +137,6 @@ class VLLMEngine:
             progress(sum(len(r) for r in results), tokens)
         self.last_stats = GenerationStats(sum(len(r) for r in results), tokens, time.monotonic() - started)
         return results
-
-    def score(
-        self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *, adapter: Adapter | None = None
-    ) -> list[list[float]]:
-        return self._scorer.score(chats, completions, adapter=adapter)  # see engines/scorer.py for why
-
-    def next_token_logprobs(
-        self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
-        adapter: Adapter | None = None,
-    ) -> list[list[float]]:
-        return self._scorer.next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
 
     def sleep(self) -> None:
         if self.llm.llm_engine.vllm_config.model_config.enable_sleep_mode and not self.sleeping:

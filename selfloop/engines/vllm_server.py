@@ -36,7 +36,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from selfloop.engines.scorer import TransformersScorer
+from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
 from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
 from selfloop.errors import SelfloopError
@@ -72,7 +72,7 @@ def adapter_prefix(loop: str) -> str:
     return f"selfloop-{loop}-c"
 
 
-class VLLMServerEngine:
+class VLLMServerEngine(ScoredByTransformers):
     name = "vllm-server"
 
     def __init__(
@@ -310,17 +310,6 @@ class VLLMServerEngine:
         self.last_stats = GenerationStats(len(requests) * (1 if seeds is not None else sampling.n), tokens,
                                           time.monotonic() - started)
         return results  # type: ignore[return-value]
-
-    def score(
-        self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *, adapter: Adapter | None = None
-    ) -> list[list[float]]:
-        return self._scorer.score(chats, completions, adapter=adapter)  # see engines/scorer.py for why
-
-    def next_token_logprobs(
-        self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
-        adapter: Adapter | None = None,
-    ) -> list[list[float]]:
-        return self._scorer.next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
 
     def sleep(self) -> None:
         """The servers keep their memory (they are not on this process's devices); the local scorer moves off."""

@@ -13,11 +13,10 @@ the same draw for a given seed) in words the loop never trained on.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cache
 
-from selfloop.evals.phrasing import pick
+from selfloop.evals.phrasing import pick, stable_index
 
 NAMES = ["Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo"]
 ITEMS = ["apples", "marbles", "books", "stickers", "coins", "shells"]
@@ -33,7 +32,7 @@ class Problem:
 
 def split_of(key: str) -> str:
     """'eval' for about a third of all problems, 'train' for the rest; fixed forever by the key."""
-    return "eval" if int(hashlib.sha256(key.encode()).hexdigest(), 16) % 3 == 0 else "train"
+    return "eval" if stable_index(key, 3) == 0 else "train"
 
 
 # Per operation: the training wording first, then the held-out ones.

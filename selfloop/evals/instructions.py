@@ -137,6 +137,11 @@ CONFLICTS = {frozenset(p) for p in [
 ]}
 
 
+def compatible(kinds: list[str] | tuple[str, ...]) -> bool:
+    """No kind twice and no conflicting pair: a response could follow them all."""
+    return len(set(kinds)) == len(kinds) and not any(frozenset(pair) in CONFLICTS for pair in combinations(kinds, 2))
+
+
 def followed(response: str, constraints: list[list]) -> list[bool]:
     """Per constraint `[kind, value]` (value null for kinds without one), whether the response follows it."""
     return [bool(KINDS[kind].check(response, value)) for kind, value in constraints]
@@ -172,7 +177,7 @@ def universe(level: int, phrasing: str = "seen") -> tuple[Problem, ...]:
     if level == 1:
         sets = [(opt,) for opt in singles]
     else:
-        sets = [(a, b) for a, b in combinations(singles, 2) if a[0] != b[0] and frozenset((a[0], b[0])) not in CONFLICTS]
+        sets = [(a, b) for a, b in combinations(singles, 2) if compatible((a[0], b[0]))]
         sets = [s for s in sets if stable_index(repr(s), 4) == 0]  # a quarter of the pairs keeps the universe small
     out = []
     for t, task in enumerate(TASKS):
@@ -197,7 +202,7 @@ def sample_constraints(rng: random.Random, count: int) -> tuple[str, str]:
     that checks them). Self-instruct appends them to synthesized prompts to make those checkable."""
     while True:
         kinds = rng.sample(sorted(KINDS), count)
-        if not any(frozenset(pair) in CONFLICTS for pair in combinations(kinds, 2)):
+        if compatible(kinds):
             break
     chosen = [rng.choice(_options(KINDS[k])) for k in kinds]
     texts = [rng.choice(KINDS[k].phrasings[:-1]).format(value=v) for k, v in chosen]

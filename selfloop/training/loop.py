@@ -34,7 +34,7 @@ from selfloop.models.loading import load_causal_lm
 from selfloop.models.logprobs import completion_logprobs
 from selfloop.progress import Progress
 from selfloop.training.checkpoint import verify_checkpoint
-from selfloop.training.items import LogpFn, TrainItem, lacks_reference
+from selfloop.training.items import LogpFn, TrainItem, lacks_reference, means
 
 
 def default_steps(n_examples: int, train) -> int:  # noqa: ANN001
@@ -113,7 +113,8 @@ def mixed_loss(algorithm: ModuleType, items: list[TrainItem], policy: LogpFn, al
         return algorithm.batch_loss(items, policy, algo_cfg)
     own = [it for it in items if not it.judge]
     token_logps = policy([it.prompt for it in judge], [it.completion for it in judge])
-    nll = torch.stack([-(lp.sum() / max(1, lp.numel())) * (it.weight or 1.0) for lp, it in zip(token_logps, judge)])
+    weights = torch.tensor([it.weight or 1.0 for it in judge], dtype=torch.float32, device=token_logps[0].device)
+    nll = -means(token_logps) * weights
     total, metrics = nll.sum(), {"eft_loss": nll.sum().item() / len(items)}
     if own:
         loss, own_metrics = algorithm.batch_loss(own, policy, algo_cfg)
