@@ -3,6 +3,7 @@ wordings never trained on (unseen), each against the control on the same problem
 
     .venv/bin/python bench/seeds.py --config configs/demo-cpu.yaml --control configs/demo-cpu-control.yaml
     .venv/bin/python bench/seeds.py --config configs/demo-selfreward.yaml --control configs/demo-selfreward-control.yaml
+    .venv/bin/python bench/seeds.py --config configs/demo-cpu.yaml --seeds 0 --label varied --set generation.tasks.phrasing=varied
 
 Each seed runs the demo as `selfloop run` does (`--set loop.seed=S`), in its own SQLite file under
 .bench/seeds/. A config whose suites have no 'unseen' twin gets one added for the measurement (same
@@ -46,13 +47,15 @@ def suites_with_unseen(config_path: Path) -> list[dict]:
     return suites
 
 
-def run(config: Path, name: str, seed: int, suites: list[dict]) -> float:
+def run(config: Path, name: str, seed: int, suites: list[dict], overrides: list[str] = ()) -> float:
     db = OUT / f"{name}.db"
     db.unlink(missing_ok=True)
     started = time.monotonic()
     cmd = [sys.executable, "-m", "selfloop", "run", "--config", str(config), "--db", f"sqlite:///{db}",
            "--set", f"loop.seed={seed}", "--set", f"loop.name={name}",
            "--set", "eval.suites=" + yaml.safe_dump(suites, default_flow_style=True, width=10_000).strip()]
+    for override in overrides:
+        cmd += ["--set", override]
     env = {"SELFLOOP_STATE_DIR": str(OUT / "state")}
     subprocess.run(cmd, check=True, env={**__import__("os").environ, **env})
     return time.monotonic() - started
@@ -87,19 +90,22 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--control", type=Path, help="the same loop with training off (run once)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the trained loop (a lever), as `selfloop run --set` takes it")
+    parser.add_argument("--label", help="names the runs (default: the config's loop name); give one per lever")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     suites = suites_with_unseen(args.config)
-    base = load_config(args.config).loop.name
+    base = args.label or load_config(args.config).loop.name
     control = None
-    result: dict = {"config": str(args.config), "suites": suites, "seeds": {}}
+    result: dict = {"config": str(args.config), "overrides": args.overrides, "suites": suites, "seeds": {}}
     if args.control:
         name = f"{load_config(args.control).loop.name}-bench"
         result["control_seconds"] = round(run(args.control, name, args.seeds[0], suites), 1)
         control = {suite: v["final"] for suite, v in items(name).items()}
     for seed in args.seeds:
         name = f"{base}-s{seed}"
-        seconds = run(args.config, name, seed, suites)
+        seconds = run(args.config, name, seed, suites, args.overrides)
         per_suite = {}
         for suite, v in items(name).items():
             reference = control[suite] if control else v["start"]

@@ -181,11 +181,17 @@ class TaskSource(_FileBacked):
         [1], description="arithmetic: difficulty levels (1: a+b with a, b in 1..30; 2: a+b or a-b, two digits; 3: a*b "
         "up to 12x12 and word problems). instructions: 1: one constraint, 2: two."
     )
+    phrasing: Literal["seen", "varied"] = Field(
+        "seen", description="arithmetic: 'seen' asks every training prompt in its operation's one training wording; "
+        "'varied' also uses a few training-only variants ('Compute a + b.', 'a + b = ?'), never a held-out wording.",
+    )
 
     @model_validator(mode="after")
     def _levels_exist(self) -> TaskSource:
         if self.kind == "instructions" and 3 in self.levels:
             raise ValueError("levels: the instructions family has levels 1 (one constraint) and 2 (two), not 3")
+        if self.phrasing == "varied" and self.kind != "arithmetic":
+            raise ValueError(f"phrasing 'varied' applies to kind 'arithmetic', not {self.kind!r}")
         return self
 
 

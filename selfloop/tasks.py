@@ -93,4 +93,4 @@ def load_pool(source: TaskSource) -> list[Task]:
         from selfloop.evals.instructions import problems
     else:
         from selfloop.evals.arithmetic import problems
-    return [Task(p.key, p.prompt, p.answer) for p in problems(source.levels, "train")]
+    return [Task(p.key, p.prompt, p.answer) for p in problems(source.levels, "train", source.phrasing)]

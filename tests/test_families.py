@@ -4,6 +4,7 @@ fixed splits of values and of phrasings, grading, and the judge's calibration by
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -123,6 +124,22 @@ def test_unseen_phrasings_ask_the_same_problems_in_other_words() -> None:
     unseen_all = {p.prompt for lv in (1, 2, 3) for split in ("train", "eval") for p in arithmetic.problems([lv], split, "unseen")}
     assert not train_prompts & unseen_all
     assert units.universe()[0].prompt != units.universe("unseen")[0].prompt
+
+
+def test_varied_training_wordings_use_every_variant_and_no_held_out_one() -> None:
+    seen = load_pool(TaskSource(kind="arithmetic", levels=[1, 2, 3]))
+    varied = load_pool(TaskSource(kind="arithmetic", levels=[1, 2, 3], phrasing="varied"))
+    assert [(t.key, t.answer) for t in seen] == [(t.key, t.answer) for t in varied]  # same problems
+    text = "\n".join(t.prompt for t in varied)
+    for op, variants in arithmetic.VARIED.items():
+        for wording in (arithmetic.WORDINGS[op][0], *variants):  # each training wording is drawn
+            pattern = "^" + re.escape(wording).replace(r"\{a\}", r"\d+").replace(r"\{b\}", r"\d+") + "$"
+            assert re.search(pattern, text, re.M), wording
+    held_out = {p.prompt for lv in (1, 2, 3) for p in arithmetic.problems([lv], "train", "unseen")}
+    assert not {t.prompt for t in varied} & held_out
+    assert sum(a.prompt != b.prompt for a, b in zip(seen, varied)) > len(seen) // 2
+    with pytest.raises(ValueError, match="varied"):
+        TaskSource(kind="instructions", phrasing="varied")
 
 
 def test_instruction_pool_and_suite_from_config() -> None:

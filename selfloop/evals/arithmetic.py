@@ -6,9 +6,10 @@ task pool uses, an eval problem can never show up as a training prompt. `check_d
 Levels: 1: a + b with a, b in 1..30. 2: a + b or a - b with a, b in 10..99 (no negative results).
 3: a * b with a, b in 2..12, and one-step word problems.
 
-Phrasings: training prompts use one wording per operation ('seen'). The 'unseen' wordings below are
-held out from every training prompt; a suite built with them asks the same problems (same keys, so
-the same draw for a given seed) in words the loop never trained on.
+Phrasings: training prompts use one wording per operation ('seen'), or with 'varied' (a task pool
+option) that wording and the training-only variants in VARIED, picked per problem by a hash of its key.
+The 'unseen' wordings are held out from every training prompt; a suite built with them asks the same
+problems (same keys, so the same draw for a given seed) in words the loop never trained on.
 """
 
 from __future__ import annotations
@@ -51,9 +52,24 @@ WORDINGS = {
 }
 
 
+# Training-only variants of each operation's first wording (symbols kept, so none is a held-out wording).
+VARIED = {
+    "add": ("Compute {a} + {b}.", "Find {a} + {b}.", "How much is {a} + {b}?", "{a} + {b} = ?"),
+    "sub": ("Compute {a} - {b}.", "Find {a} - {b}.", "How much is {a} - {b}?", "{a} - {b} = ?"),
+    "mul": ("Compute {a} * {b}.", "Find {a} * {b}.", "How much is {a} * {b}?", "{a} * {b} = ?"),
+}
+
+
+def _wording(op: str, key: str, phrasing: str) -> str:
+    if phrasing == "varied":
+        training = (WORDINGS[op][0], *VARIED.get(op, ()))
+        return training[stable_index(key, len(training))]
+    return pick(WORDINGS[op], key, phrasing)
+
+
 def _problem(level: int, op: str, answer: int, phrasing: str, name: str = "", item: str = "", **v: int) -> Problem:
     key = f"arith:{level}:{op}:" + (f"{name}:{item}:" if name else "") + f"{v['a']}:{v['b']}"
-    return Problem(key, pick(WORDINGS[op], key, phrasing).format(name=name, item=item, **v), str(answer), level)
+    return Problem(key, _wording(op, key, phrasing).format(name=name, item=item, **v), str(answer), level)
 
 
 @cache
