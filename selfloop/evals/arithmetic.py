@@ -63,7 +63,7 @@ VARIED = {
 def _wording(op: str, key: str, phrasing: str) -> str:
     if phrasing == "varied":
         training = (WORDINGS[op][0], *VARIED.get(op, ()))
-        return training[stable_index(key, len(training))]
+        return pick(training, key, "seen", seen=len(training))
     return pick(WORDINGS[op], key, phrasing)
 
 
