@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from selfloop.engines.base import Sampling
-from selfloop.engines.hf import HFEngine, sample_next
+from selfloop.engines.hf import HFEngine, inverse_cdf_draw, sample_next
 from selfloop.errors import CheckpointError
 from tests.conftest import make_adapter
 
@@ -43,6 +43,30 @@ def test_sample_next_logprobs_follow_the_sampling_distribution() -> None:
     # top_p small enough keeps only the most likely token (probability 1 after renormalising).
     tok, lp, plp = sample_next(logits, Sampling(temperature=1.0, top_p=0.5), [gen])
     assert tok.item() == 0 and lp.item() == pytest.approx(0.0, abs=1e-6) and plp.item() == pytest.approx(policy(0), abs=1e-6)
+
+
+def test_inverse_cdf_draw_follows_the_distribution_and_each_rows_generator() -> None:
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2])
+    # By hand: the row's uniform u picks the first token whose cumulative probability exceeds u.
+    for seed in range(20):
+        u = torch.rand((), generator=torch.Generator().manual_seed(seed)).item()
+        expected = 0 if u < 0.5 else 2 if u < 0.8 else 3
+        assert inverse_cdf_draw(probs[None], [torch.Generator().manual_seed(seed)]).item() == expected
+    # 4,000 rows, each with its own generator: frequencies match, the zero-probability token never comes.
+    rows = probs.expand(4000, -1)
+    tokens = inverse_cdf_draw(rows, [torch.Generator().manual_seed(s) for s in range(4000)])
+    counts = torch.bincount(tokens, minlength=4).float() / 4000
+    assert counts[1] == 0
+    assert torch.allclose(counts, probs, atol=0.03)
+    # A row's token depends on its own generator only, not on the rows beside it; unnormalised rows work too.
+    alone = inverse_cdf_draw(probs[None] * 3, [torch.Generator().manual_seed(7)])
+    mixed = inverse_cdf_draw(torch.stack([torch.tensor([0.0, 1.0, 0.0, 0.0]), probs * 3]),
+                             [torch.Generator().manual_seed(1), torch.Generator().manual_seed(7)])
+    assert mixed.tolist() == [1, alone.item()]
+    # The last token with probability is reachable (u close to 1), and nothing past the vocabulary is drawn.
+    edge = torch.tensor([[0.25, 0.75, 0.0, 0.0]])
+    draws = inverse_cdf_draw(edge.expand(500, -1), [torch.Generator().manual_seed(s) for s in range(500)])
+    assert set(draws.tolist()) == {0, 1}
 
 
 def test_generation_and_scoring_agree(engine: HFEngine) -> None:
@@ -104,6 +128,34 @@ def test_adapters_change_outputs_and_base_is_restored(tiny_model, engine: HFEngi
     ids = [r[0].token_ids for r in tuned]
     s_base, s_tuned = engine.score(CHATS, ids), engine.score(CHATS, ids, adapter=adapter)
     assert all(max(abs(a - b) for a, b in zip(x, y)) > 1e-3 for x, y in zip(s_base, s_tuned))
+
+
+def test_decoding_with_an_adapter_folds_it_into_the_weights_and_restores_them(tiny_model, engine: HFEngine, tmp_path: Path) -> None:  # noqa: ANN001
+    """Decoding runs the adapter merged (W + scale * B @ A): the sampled tokens and their log-probs equal the
+    unmerged model's scoring, the base model's own weight tensors come back untouched (same objects, same
+    bits), and the adapter's layers stay unmerged."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    from selfloop.engines.hf import merged_weights
+
+    adapter = make_adapter(tiny_model.path, tmp_path / "a1", seed=1)
+    engine.generate(CHATS[:1], Sampling(max_new_tokens=1), adapter=adapter)  # loads it: the model is a PeftModel now
+    layers = [m for m in engine.model.modules() if isinstance(m, LoraLinear)]
+    before = [(m.get_base_layer().weight, m.get_base_layer().weight.detach().clone()) for m in layers]
+    with merged_weights(engine.model, "ckpt1") as model:
+        merged = layers[0].get_base_layer().weight
+        assert merged is not before[0][0]
+        delta = layers[0].get_delta_weight("ckpt1")
+        assert torch.allclose(merged, before[0][1] + delta) and delta.abs().max() > 1e-3
+        assert all(m.disable_adapters for m in layers)  # only the merged base weights act
+        assert model is engine.model
+    assert all(m.get_base_layer().weight is w and torch.equal(w, copy) for m, (w, copy) in zip(layers, before))
+    assert not any(m.disable_adapters or m.merged for m in layers)
+    outs = engine.generate(CHATS, Sampling(n=2, temperature=0.7, max_new_tokens=10), seeds=[[i, i + 9] for i in range(3)], adapter=adapter)
+    flat = [c for row in outs for c in row]
+    scores = engine.score([c for c in CHATS for _ in range(2)], [c.token_ids for c in flat], adapter=adapter)
+    for c, s in zip(flat, scores):
+        assert max(abs(a - b) for a, b in zip(c.policy_logprobs, s)) < 1e-4
 
 
 def test_a_broken_adapter_is_refused(tiny_model, engine: HFEngine, tmp_path: Path) -> None:  # noqa: ANN001
