@@ -85,7 +85,7 @@ def check_train(model_dir: Path, device: str, dtype: str, result: dict) -> None:
     dev = pick_device(device)
     torch.manual_seed(0)
     model = load_trainable(model_dir, None, cfg.lora, dev, pick_dtype(dtype, dev))
-    reference_logps(model, items, tokenizer.pad_token_id, cfg.batch_size)
+    reference_logps(model, items, cfg.batch_size)
     result["train_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
     times: list[float] = []
     last = [time.perf_counter()]
@@ -95,7 +95,7 @@ def check_train(model_dir: Path, device: str, dtype: str, result: dict) -> None:
         times.append(now - last[0])
         last[0] = now
 
-    records = train(model, items, ALGORITHMS["dpo"], cfg.dpo, cfg, seed=0, pad_id=tokenizer.pad_token_id, on_step=on_step)
+    records = train(model, items, ALGORITHMS["dpo"], cfg.dpo, cfg, seed=0, on_step=on_step)
     result["train_step_s"] = round(sorted(times[1:] or times)[len(times[1:] or times) // 2], 4)  # median, first step is warm-up
     ok = len(records) == 6 and all(math.isfinite(r.loss) for r in records) and records[-1].loss < records[0].loss
     result["train_losses"] = [round(r.loss, 4) for r in records]

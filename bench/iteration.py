@@ -59,15 +59,15 @@ def count_work(engine) -> None:  # noqa: ANN001
         return outs
 
     engine.generate = generate
-    for module in (hf_engine, training_loop):
-        original = module.completion_logprobs
-
-        def counted(model, prompts, completions, pad_id, original=original):  # noqa: ANN001, ANN202
+    def counted(original):  # noqa: ANN001, ANN202
+        def call(model, prompts, completions, *args):  # noqa: ANN001, ANN002, ANN202
             tokens = sum(len(p) + len(c) for p, c in zip(prompts, completions))
             _count("trained" if torch.is_grad_enabled() else "forward", tokens)
-            return original(model, prompts, completions, pad_id)
+            return original(model, prompts, completions, *args)
+        return call
 
-        module.completion_logprobs = counted
+    hf_engine.completion_logprobs = counted(hf_engine.completion_logprobs)  # scoring (padded)
+    training_loop.packed_completion_logprobs = counted(training_loop.packed_completion_logprobs)  # training (packed)
     original_load = train_module.load_trainable
 
     def load_trainable(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202

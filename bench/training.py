@@ -57,8 +57,8 @@ def run_ours(model_dir, data, args) -> tuple[float, float, dict]:  # noqa: ANN00
     cfg = TrainConfig(batch_size=args.batch_size, max_steps=args.steps, learning_rate=5e-5, scheduler="constant",
                       max_length=args.max_length, epochs=100)
     started = time.perf_counter()
-    reference_logps(model, items, tok.pad_token_id, args.batch_size)
-    records = train(model, items, dpo, dpo.DPOConfig(beta=0.1), cfg, seed=0, pad_id=tok.pad_token_id)
+    reference_logps(model, items, args.batch_size)
+    records = train(model, items, dpo, dpo.DPOConfig(beta=0.1), cfg, seed=0)
     seconds = time.perf_counter() - started
     settings = {"gradient_checkpointing": cfg.gradient_checkpointing, "reference": "once, before the first step",
                 "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "max_length": cfg.max_length,

@@ -69,7 +69,7 @@ def test_a_failing_worker_fails_the_phase_in_one_line(tmp_path: Path) -> None:
     from selfloop.training.distributed import TrainingProcessesFailed, run_workers
 
     job = {"model_dir": str(tmp_path / "no-such-model"), "device": "cpu", "dtype": "float32",
-           "train": {"algorithm": "rlsc", "batch_size": 2, "processes": 2}, "pad_id": 0, "needs_reference": True,
+           "train": {"algorithm": "rlsc", "batch_size": 2, "processes": 2}, "needs_reference": True,
            "init": None, "seed_init": 1, "seed_order": 2, "out": str(tmp_path / "out"), "base_model": "x", "extra": {}}
     with pytest.raises(TrainingProcessesFailed, match=r"training on 2 processes failed \(exit [1-9]") as failed:
         run_workers(workdir=tmp_path, processes=2, device="cpu", job=job, items=[], on_reference=lambda _: None,

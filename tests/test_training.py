@@ -46,16 +46,16 @@ def _item(tok, i: int, prompt: str, answer: str, rejected: str | None = None, **
 def _logps(model, tok, items, rejected: bool = False) -> torch.Tensor:  # noqa: ANN001
     with torch.no_grad():
         model.eval()
-        return sums(policy_logps(model, tok.pad_token_id)([i.prompt for i in items],
+        return sums(policy_logps(model)([i.prompt for i in items],
                                                           [i.rejected if rejected else i.completion for i in items]))
 
 
 def test_one_dpo_step_raises_the_margin(tiny_model, tok) -> None:  # noqa: ANN001
     items = [_item(tok, i, f"What is {i} + 2?", f"The answer is {i + 2}.", f"The answer is {i + 7}.") for i in range(4)]
     model = _model(tiny_model)
-    reference_logps(model, items, tok.pad_token_id, 4)
+    reference_logps(model, items, 4)
     before = (_logps(model, tok, items) - _logps(model, tok, items, True)).mean()
-    records = train(model, items, dpo, dpo.DPOConfig(beta=0.1), _cfg(), seed=0, pad_id=tok.pad_token_id)
+    records = train(model, items, dpo, dpo.DPOConfig(beta=0.1), _cfg(), seed=0)
     after = (_logps(model, tok, items) - _logps(model, tok, items, True)).mean()
     assert records[0].loss == pytest.approx(0.6931, abs=1e-3)  # policy == reference at step 0: log 2
     assert after > before + 1e-3
@@ -66,7 +66,7 @@ def test_one_rest_step_lowers_its_loss(tiny_model, tok) -> None:  # noqa: ANN001
     model = _model(tiny_model)
     lengths = torch.tensor([len(i.completion) for i in items], dtype=torch.float32)
     before = rest.loss(_logps(model, tok, items), lengths).mean()
-    train(model, items, rest, rest.RestConfig(), _cfg(), seed=0, pad_id=tok.pad_token_id)
+    train(model, items, rest, rest.RestConfig(), _cfg(), seed=0)
     assert rest.loss(_logps(model, tok, items), lengths).mean() < before - 1e-3
 
 
@@ -76,7 +76,7 @@ def test_one_rlsc_step_raises_the_samples_logprob(tiny_model, tok) -> None:  # n
     before = _logps(model, tok, items)
     for it, lp in zip(items, before):
         it.ref_logp = float(lp)  # p_old: the sampling policy's log-prob
-    train(model, items, rlsc, rlsc.RLSCConfig(alpha=0.1, steps=1), _cfg(), seed=0, pad_id=tok.pad_token_id)
+    train(model, items, rlsc, rlsc.RLSCConfig(alpha=0.1, steps=1), _cfg(), seed=0)
     assert _logps(model, tok, items).mean() > before.mean() + 1e-3
 
 
@@ -87,9 +87,9 @@ def test_ttrl_raises_the_majority_answer(tiny_model, tok) -> None:  # noqa: ANN0
     adv = ttrl.advantages(rewards, torch.zeros(4, dtype=torch.long))
     items = [_item(tok, i, "What is 2 + 3?", a, reward=float(r), weight=float(w)) for i, (a, r, w) in enumerate(zip(answers, rewards, adv))]
     model = _model(tiny_model)
-    reference_logps(model, items, tok.pad_token_id, 4)
+    reference_logps(model, items, 4)
     before = _logps(model, tok, items)
-    train(model, items, ttrl, ttrl.TTRLConfig(n_train=4), _cfg(), seed=0, pad_id=tok.pad_token_id)
+    train(model, items, ttrl, ttrl.TTRLConfig(n_train=4), _cfg(), seed=0)
     after = _logps(model, tok, items)
     assert after[0] > before[0] + 1e-3 and after[3] < before[3]
 
@@ -99,7 +99,7 @@ def test_training_is_reproducible_and_changes_only_the_adapter(tiny_model, tok) 
 
     def run() -> dict[str, torch.Tensor]:
         model = _model(tiny_model, seed=3)
-        records = train(model, items, rest, rest.RestConfig(), _cfg(max_steps=3, batch_size=2), seed=5, pad_id=tok.pad_token_id)
+        records = train(model, items, rest, rest.RestConfig(), _cfg(max_steps=3, batch_size=2), seed=5)
         assert all(torch.isfinite(torch.tensor(r.loss)) for r in records) and len(records) == 3
         return {k: v.detach().clone() for k, v in model.named_parameters()}
 
@@ -124,7 +124,7 @@ def test_checkpoint_round_trip_and_damage(tiny_model, tok, tmp_path: Path) -> No
 
     items = [_item(tok, i, f"What is {i} + 1?", f"{i + 1}") for i in range(4)]
     model = _model(tiny_model)
-    train(model, items, rest, rest.RestConfig(), _cfg(max_steps=2), seed=0, pad_id=tok.pad_token_id)
+    train(model, items, rest, rest.RestConfig(), _cfg(max_steps=2), seed=0)
     saved = save_adapter(model, tmp_path / "ckpt")
     assert {p.name for p in saved.path.iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "MANIFEST.json"}
     verify_checkpoint(saved.path, saved.sha256)
@@ -173,9 +173,9 @@ def test_the_rollout_s_own_log_probs_stand_in_for_the_reference_pass(tiny_model,
     computed: list[int] = []
     real = train_phase.reference_logps
 
-    def counting(model, items, pad_id, batch_size):  # noqa: ANN001, ANN202
+    def counting(model, items, batch_size):  # noqa: ANN001, ANN202
         computed.append(sum(1 for it in items if train_phase.lacks_reference(it)))
-        return real(model, items, pad_id, batch_size)
+        return real(model, items, batch_size)
 
     monkeypatch.setattr(train_phase, "reference_logps", counting)
     config = make_config(tmp_path, sqlite_url, loop={"max_iterations": 2, "phases": ["rollout", "judge", "select", "train",
@@ -242,10 +242,10 @@ def test_judge_examples_add_their_weighted_nll_to_the_algorithm_s_loss(tiny_mode
     judge = [_item(tok, 10, "Rate this answer.", "It is right.\nScore: 5", weight=0.5, judge=True),
              _item(tok, 11, "Rate that answer.", "It is wrong.\nScore: 1", weight=2.0, judge=True)]
     model = _model(tiny_model)
-    reference_logps(model, pairs + judge, tok.pad_token_id, 4)
+    reference_logps(model, pairs + judge, 4)
     assert all(it.ref_logp is None for it in judge)  # judge targets need no reference pass
     model.eval()
-    policy = policy_logps(model, tok.pad_token_id)
+    policy = policy_logps(model)
     with torch.no_grad():
         loss, metrics = mixed_loss(dpo, pairs + judge, policy, dpo.DPOConfig(beta=0.1))
         token_logps = policy([it.prompt for it in judge], [it.completion for it in judge])
@@ -254,5 +254,83 @@ def test_judge_examples_add_their_weighted_nll_to_the_algorithm_s_loss(tiny_mode
     assert loss.item() == pytest.approx(expected, abs=1e-4)
     assert metrics["eft_loss"] == pytest.approx(sum(nll) / 4, abs=1e-4) and "reward_margin" in metrics
     before = _logps(model, tok, judge)
-    train(model, pairs + judge, dpo, dpo.DPOConfig(beta=0.1), _cfg(), seed=0, pad_id=tok.pad_token_id)
+    train(model, pairs + judge, dpo, dpo.DPOConfig(beta=0.1), _cfg(), seed=0)
     assert (_logps(model, tok, judge) > before).all()
+
+
+@pytest.mark.parametrize("shared", [0, 20])
+def test_packed_log_probs_equal_padded_ones_with_their_gradients(tiny_model, shared: int) -> None:  # noqa: ANN001
+    """Training packs a batch into one row (no padding; each sequence attends to itself only, grouped KV heads
+    included: the tiny model has 3 query heads on 1 KV head), with a prefix every prompt shares (a system turn:
+    20 tokens here) held once. Values and LoRA gradients equal the padded computation's up to rounding, for
+    uneven lengths and an empty completion; an empty prompt is refused."""
+    import random
+
+    from selfloop.models import logprobs
+    from selfloop.models.logprobs import completion_logprobs, packed_completion_logprobs
+
+    rng = random.Random(3)
+    model = _model(tiny_model)
+    vocab = model.config.vocab_size
+    head = [rng.randrange(3, vocab) for _ in range(shared)]
+    prompts = [head + [rng.randrange(3, vocab) for _ in range(n)] for n in (1, 7, 12, 4, 9)]
+    completions = [[rng.randrange(3, vocab) for _ in range(n)] for n in (5, 0, 8, 1, 11)]
+    assert logprobs.shared_prefix_length(prompts) == shared  # the packed row holds the prefix once
+    lora = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in lora:
+            p.normal_(std=0.2)  # B non-zero too: the adapter takes part in the prefix's keys and values
+
+    def run(fn):  # noqa: ANN001, ANN202
+        model.zero_grad()
+        rows = fn(prompts, completions)
+        torch.stack([r.sum() * (i + 1) for i, r in enumerate(rows)]).sum().backward()  # rows weighted unequally
+        return [r.detach() for r in rows], [p.grad.clone() for p in lora]
+
+    padded, padded_grads = run(lambda p, c: completion_logprobs(model, p, c, 0))
+    packed, packed_grads = run(lambda p, c: packed_completion_logprobs(model, p, c))
+    assert [len(r) for r in packed] == [5, 0, 8, 1, 11]
+    for a, b in zip(padded, packed):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(padded_grads, packed_grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert all(g.abs().sum() > 0 for g in packed_grads)
+    with pytest.raises(ValueError, match="at least one token"):
+        packed_completion_logprobs(model, [[], [5]], [[4], [6]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_addmm_lora_updates_equal_peft_s_own_sum(tiny_model, dtype: torch.dtype) -> None:  # noqa: ANN001
+    """The training model adds each LoRA update by addmm (selfloop.training.fused_lora): outputs and adapter
+    gradients equal peft's plain `base + B(A(x)) * scaling`, for a float32 model and for a bf16 base with
+    float32 adapters (peft's default there); the saved adapter holds the same tensors."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    from selfloop.training.fused_lora import AddmmLora
+
+    torch.manual_seed(0)
+    model = load_trainable(tiny_model.path, None, LoraConfig(rank=4, alpha=8), torch.device("cpu"), dtype)
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    assert layers and all(isinstance(m.lora_variant["default"], AddmmLora) for m in layers)
+    with torch.no_grad():
+        for m in layers:
+            m.lora_B["default"].weight.normal_(std=0.5)  # a non-zero update
+    ids = torch.tensor([[5, 9, 14, 3, 22, 7, 11]])
+    lora = [p for p in model.parameters() if p.requires_grad]
+
+    def run():  # noqa: ANN202
+        model.zero_grad()
+        logits = model(input_ids=ids).logits.float()
+        logits.logsumexp(-1).sum().backward()
+        return logits.detach(), [p.grad.float().clone() for p in lora]
+
+    fused, fused_grads = run()
+    variants = [m.lora_variant.pop("default") for m in layers]  # peft's own path
+    plain, plain_grads = run()
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    assert torch.allclose(fused, plain, atol=tol, rtol=tol)
+    for a, b in zip(fused_grads, plain_grads):
+        assert torch.allclose(a, b, atol=tol, rtol=tol)
+    for m, v in zip(layers, variants):
+        m.lora_variant["default"] = v
+    assert all(m.lora_A["default"].weight.dtype == torch.float32 for m in layers)

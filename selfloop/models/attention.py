@@ -1,4 +1,4 @@
-"""Grouped-query attention for decoding without copying the KV cache.
+"""selfloop's attention: grouped-query decoding without copying the KV cache, and packed training rows.
 
 transformers' SDPA path repeats each key/value head for its query heads (`repeat_kv`, a copy) whenever
 an attention mask is given, and decoding left-padded batches always has one. At a decode step that copy
@@ -6,7 +6,9 @@ is the whole cache, several times over (SmolLM2: 3 KV heads serve 9 query heads)
 judge's 400-token contexts, ~7 GB of memory traffic per step, far more than the step's matmuls. With a
 single query position, the g query heads of a group can stand in for g query positions against their
 one KV head instead: the same softmax(q k^T) v per head, through the same SDPA kernel, and no copy.
-Anything else (prefill, training: several query positions) goes to transformers' SDPA unchanged.
+Sequences packed into one row (training; `cu_seq_lens_q` gives their boundaries) attend each to itself, and to
+a prefix they all share (`shared_prefix`), which the row holds once.
+Anything else (prefill: several query positions) goes to transformers' SDPA unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ def grouped_decode_attention(module, query, key, value, attention_mask, dropout:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)
+    if kwargs.get("cu_seq_lens_q") is not None and query.shape[0] == 1:
+        return packed_attention(query, key, value, kwargs["cu_seq_lens_q"], groups, dropout, scaling, kwargs.get("shared_prefix", 0))
     if query.shape[2] != 1 or groups == 1 or dropout or kwargs.get("output_attentions"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     batch, heads, _, dim = query.shape
@@ -27,6 +31,25 @@ def grouped_decode_attention(module, query, key, value, attention_mask, dropout:
     mask = attention_mask[:, :, :, : key.shape[2]] if attention_mask is not None else None  # (batch, 1, 1, kv)
     out = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, scale=scaling)
     return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
+
+
+def packed_attention(query, key, value, bounds: torch.Tensor, groups: int, dropout: float, scaling, shared: int = 0):  # noqa: ANN001, ANN201
+    """Causal attention of sequences packed in one row (training): each sequence [a, b) attends to itself only,
+    through SDPA, so no work goes to the (masked) pairs of different sequences, as it would with one
+    block-diagonal mask over the whole row. With `shared` > 0 the row starts with a prefix of that length
+    (the first segment) that every later sequence also attends to, as if it were its own beginning."""
+    edges = bounds.tolist()
+    outs = []
+    for index, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        k, v, mask = key[:, :, a:b], value[:, :, a:b], None
+        if shared and index > 0:  # keys: the prefix, then the sequence's own; causal from the prefix's end
+            k, v = torch.cat([key[:, :, :shared], k], dim=2), torch.cat([value[:, :, :shared], v], dim=2)
+            mask = torch.ones(b - a, shared + b - a, dtype=torch.bool, device=query.device).tril(diagonal=shared)
+        if groups > 1:  # query head h reads KV head h // groups, as transformers' repeat_kv arranges them
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        outs.append(torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, a:b], k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None, scale=scaling))
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
 
 
 def register() -> str:

@@ -46,6 +46,45 @@ def completion_logprobs(
     return [logps[i, longest - len(c):] for i, c in enumerate(completions)]
 
 
+def packed_completion_logprobs(
+    model: torch.nn.Module, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
+) -> list[torch.Tensor]:
+    """What `completion_logprobs` computes, with the sequences packed into one row instead of padded (training).
+
+    No position is spent on padding: the row holds the batch's tokens, position ids restart at every sequence,
+    and the sequence boundaries go to the attention as `cu_seq_lens_q` (transformers' name for them; selfloop's
+    attention runs each sequence causally on its own). A prefix that every prompt starts with (a chat template's
+    system turn) is in the row once, first, and every sequence attends to it (`shared_prefix`): gradients from
+    all sequences meet there, as they would in separate copies. Logits are computed only at the positions that
+    predict a completion token. The values equal the padded computation's up to floating-point rounding.
+    """
+    device = next(model.parameters()).device
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("packed_completion_logprobs: every prompt needs at least one token")
+    if not any(completions):
+        return [torch.zeros(0, device=device) for _ in completions]
+    shared = shared_prefix_length(prompts)  # 0, or short of every prompt's end: each predicts its own first token
+    ids: list[int] = list(prompts[0][:shared])
+    positions: list[int] = list(range(shared))
+    keep: list[int] = []  # the position that predicts each completion token
+    bounds = [0, shared] if shared else [0]
+    for p, c in zip(prompts, completions, strict=True):
+        start, own = len(ids), len(p) - shared
+        ids += [*p[shared:], *c]
+        positions += range(shared, len(p) + len(c))
+        keep += range(start + own - 1, start + own + len(c) - 1)
+        bounds.append(len(ids))
+    targets = torch.tensor([t for c in completions for t in c], dtype=torch.long, device=device)
+    out = model(
+        input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([positions], device=device),
+        cu_seq_lens_q=torch.tensor(bounds, dtype=torch.int32, device=device), shared_prefix=shared,
+        logits_to_keep=torch.tensor(keep, device=device), use_cache=False,
+    )
+    logits = out.logits[0].float()
+    logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return list(logps.split([len(c) for c in completions]))
+
+
 # A prefix shared by every sequence of a batch is computed once when it is at least this long: a judge's
 # rubric (~200 tokens), or a chat template's system turn (SmolLM2's default: 27 of the ~39 tokens of an
 # arithmetic prompt, so an evaluation's prefill shrinks to a third). Below it the extra call is not worth it.

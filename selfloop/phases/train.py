@@ -129,10 +129,10 @@ def run(ctx: PhaseContext) -> None:
     extra = {"loop": ctx.config.loop.name, "iteration": ctx.number, "algorithm": cfg.algorithm}
     needs_reference = module.NEEDS_REFERENCE and any(lacks_reference(it) for it in items)
     if cfg.processes > 1:
-        records, saved = _train_on_processes(ctx, items, init, tokenizer.pad_token_id, needs_reference, path, extra,
+        records, saved = _train_on_processes(ctx, items, init, needs_reference, path, extra,
                                              store_reference, on_step)
     else:
-        records, saved = _train_here(ctx, items, init, tokenizer.pad_token_id, needs_reference, path, extra,
+        records, saved = _train_here(ctx, items, init, needs_reference, path, extra,
                                      store_reference, on_step)
     with ctx.db.session() as session:
         ckpt = Checkpoint(path=ctx.config.stored_checkpoint(saved.path), sha256=saved.sha256, kind="lora", base_model=ctx.config.model.base,
@@ -148,7 +148,7 @@ def run(ctx: PhaseContext) -> None:
     logger.info("trained {} steps on {} examples; checkpoint {}", len(records), len(items), saved.path)
 
 
-def _train_here(ctx: PhaseContext, items, init, pad_id, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
+def _train_here(ctx: PhaseContext, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
     """Train in this process, on engine.device."""
     cfg = ctx.config.train
     module = ALGORITHMS[cfg.algorithm]
@@ -158,11 +158,11 @@ def _train_here(ctx: PhaseContext, items, init, pad_id, needs_reference, path, e
                            cfg.gradient_checkpointing)
     try:
         if needs_reference:
-            reference_logps(model, items, pad_id, cfg.batch_size)
+            reference_logps(model, items, cfg.batch_size)
             store_reference(items)
         else:
             ctx.failpoint("before_steps")
-        records = train(model, items, module, getattr(cfg, cfg.algorithm), cfg, seed=ctx.seed("train", "order"), pad_id=pad_id,
+        records = train(model, items, module, getattr(cfg, cfg.algorithm), cfg, seed=ctx.seed("train", "order"),
                         on_step=on_step, on_progress=lambda done, total: ctx.set_progress(done, total, "training steps"),
                         stop_requested=ctx.stop_requested)
         saved = save_adapter(model, path, base_model=ctx.config.model.base, extra=extra)
@@ -175,7 +175,7 @@ def _train_here(ctx: PhaseContext, items, init, pad_id, needs_reference, path, e
     return records, saved
 
 
-def _train_on_processes(ctx: PhaseContext, items, init, pad_id, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
+def _train_on_processes(ctx: PhaseContext, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
     """Train on train.processes data-parallel worker processes (see selfloop.training.distributed)."""
     from selfloop.training.checkpoint import SavedCheckpoint, verify_checkpoint
     from selfloop.training.distributed import run_workers
@@ -195,7 +195,7 @@ def _train_on_processes(ctx: PhaseContext, items, init, pad_id, needs_reference,
     if not needs_reference:
         ctx.failpoint("before_steps")
     job = {"model_dir": str(ctx.runtime.model.path), "device": device.type, "dtype": ctx.config.model.dtype,
-           "train": cfg.model_dump(mode="json"), "pad_id": pad_id, "needs_reference": needs_reference,
+           "train": cfg.model_dump(mode="json"), "needs_reference": needs_reference,
            "init": {"checkpoint_id": init.checkpoint_id, "path": str(init.path), "sha256": init.sha256} if init else None,
            "seed_init": ctx.seed("train", "init"), "seed_order": ctx.seed("train", "order"),
            "out": str(path), "base_model": ctx.config.model.base, "extra": extra}

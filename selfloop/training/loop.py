@@ -31,7 +31,7 @@ import torch
 from selfloop.engines.base import Adapter
 from selfloop.errors import Interrupted
 from selfloop.models.loading import load_causal_lm
-from selfloop.models.logprobs import completion_logprobs
+from selfloop.models.logprobs import packed_completion_logprobs
 from selfloop.progress import Progress
 from selfloop.training.checkpoint import verify_checkpoint
 from selfloop.training.items import LogpFn, TrainItem, lacks_reference, means
@@ -62,8 +62,11 @@ class StepRecord:
 
 def load_trainable(model_dir: Path, init: Adapter | None, lora, device: torch.device, dtype: torch.dtype,  # noqa: ANN001
                    gradient_checkpointing: bool = False):  # noqa: ANN201
-    """The base model with a trainable LoRA adapter: `init`'s weights to continue from, or a fresh one."""
+    """The base model with a trainable LoRA adapter: `init`'s weights to continue from, or a fresh one (its
+    updates added by one addmm per layer: selfloop.training.fused_lora)."""
     from peft import LoraConfig, PeftModel, get_peft_model
+
+    from selfloop.training.fused_lora import use_addmm_updates
 
     base = load_causal_lm(model_dir, device, dtype)
     if init is not None:
@@ -77,30 +80,31 @@ def load_trainable(model_dir: Path, init: Adapter | None, lora, device: torch.de
             r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
             task_type="CAUSAL_LM",
         ))
+    use_addmm_updates(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return model
 
 
-def policy_logps(model: torch.nn.Module, pad_id: int) -> LogpFn:
-    return lambda prompts, completions: completion_logprobs(model, prompts, completions, pad_id)
+def policy_logps(model: torch.nn.Module) -> LogpFn:
+    return lambda prompts, completions: packed_completion_logprobs(model, prompts, completions)
 
 
 @torch.no_grad()
-def reference_logps(model: torch.nn.Module, items: list[TrainItem], pad_id: int, batch_size: int) -> None:
+def reference_logps(model: torch.nn.Module, items: list[TrainItem], batch_size: int) -> None:
     """Fill the reference log-probs of each item that lacks them (sum for the completion and the rejected
     one, per token for the completion) from `model` as it is now: the iteration's starting policy."""
     model.eval()
     items = [it for it in items if lacks_reference(it)]
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        rows = completion_logprobs(model, [it.prompt for it in chunk], [it.completion for it in chunk], pad_id)
+        rows = packed_completion_logprobs(model, [it.prompt for it in chunk], [it.completion for it in chunk])
         for it, lp in zip(chunk, rows):
             it.ref_logp, it.ref_token_logps = float(lp.sum()), lp.tolist()
         pairs = [it for it in chunk if it.rejected is not None]
         if pairs:
-            rows = completion_logprobs(model, [it.prompt for it in pairs], [it.rejected for it in pairs], pad_id)
+            rows = packed_completion_logprobs(model, [it.prompt for it in pairs], [it.rejected for it in pairs])
             for it, lp in zip(pairs, rows):
                 it.ref_rejected_logp = float(lp.sum())
 
@@ -156,7 +160,6 @@ def train(
     train_cfg,  # noqa: ANN001
     *,
     seed: int,
-    pad_id: int,
     on_step: Callable[[StepRecord], None] = lambda r: None,
     on_progress: Callable[[int, int], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
@@ -177,7 +180,7 @@ def train(
     scheduler = get_scheduler(train_cfg.scheduler, optimizer, num_warmup_steps=int(train_cfg.warmup_ratio * steps),
                               num_training_steps=max(1, steps))
     batches = _batches(len(items), train_cfg.batch_size, random.Random(seed))
-    policy = policy_logps(model, pad_id)
+    policy = policy_logps(model)
     model.train()
     records = []
     with Progress("train", steps, "step", on_update=on_progress) as progress:

@@ -51,13 +51,13 @@ def main(job_path: str) -> int:
                            pick_dtype(job["dtype"], accelerator.device), cfg.gradient_checkpointing)
     if job["needs_reference"]:
         mine = items[accelerator.process_index :: accelerator.num_processes]
-        reference_logps(model, mine, job["pad_id"], cfg.batch_size)
+        reference_logps(model, mine, cfg.batch_size)
         rows = gather_object(reference_rows(mine))
         set_reference(items, rows)
         emit("reference", items=rows)
     model = accelerator.prepare_model(model)
 
-    train(model, items, module, algo_cfg, cfg, seed=job["seed_order"], pad_id=job["pad_id"],
+    train(model, items, module, algo_cfg, cfg, seed=job["seed_order"],
           on_step=lambda record: emit("step", record=asdict(record)),
           stop_requested=check_parent, accelerator=accelerator)
     accelerator.wait_for_everyone()
