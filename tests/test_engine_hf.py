@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from selfloop.engines.base import Sampling
-from selfloop.engines.hf import HFEngine, inverse_cdf_draw, sample_next
+from selfloop.engines.hf import HFEngine, sample_next
 from selfloop.errors import CheckpointError
 from tests.conftest import make_adapter
 
@@ -43,30 +43,6 @@ def test_sample_next_logprobs_follow_the_sampling_distribution() -> None:
     # top_p small enough keeps only the most likely token (probability 1 after renormalising).
     tok, lp, plp = sample_next(logits, Sampling(temperature=1.0, top_p=0.5), [gen])
     assert tok.item() == 0 and lp.item() == pytest.approx(0.0, abs=1e-6) and plp.item() == pytest.approx(policy(0), abs=1e-6)
-
-
-def test_inverse_cdf_draw_follows_the_distribution_and_each_rows_generator() -> None:
-    probs = torch.tensor([0.5, 0.0, 0.3, 0.2])
-    # By hand: the row's uniform u picks the first token whose cumulative probability exceeds u.
-    for seed in range(20):
-        u = torch.rand((), generator=torch.Generator().manual_seed(seed)).item()
-        expected = 0 if u < 0.5 else 2 if u < 0.8 else 3
-        assert inverse_cdf_draw(probs[None], [torch.Generator().manual_seed(seed)]).item() == expected
-    # 4,000 rows, each with its own generator: frequencies match, the zero-probability token never comes.
-    rows = probs.expand(4000, -1)
-    tokens = inverse_cdf_draw(rows, [torch.Generator().manual_seed(s) for s in range(4000)])
-    counts = torch.bincount(tokens, minlength=4).float() / 4000
-    assert counts[1] == 0
-    assert torch.allclose(counts, probs, atol=0.03)
-    # A row's token depends on its own generator only, not on the rows beside it; unnormalised rows work too.
-    alone = inverse_cdf_draw(probs[None] * 3, [torch.Generator().manual_seed(7)])
-    mixed = inverse_cdf_draw(torch.stack([torch.tensor([0.0, 1.0, 0.0, 0.0]), probs * 3]),
-                             [torch.Generator().manual_seed(1), torch.Generator().manual_seed(7)])
-    assert mixed.tolist() == [1, alone.item()]
-    # The last token with probability is reachable (u close to 1), and nothing past the vocabulary is drawn.
-    edge = torch.tensor([[0.25, 0.75, 0.0, 0.0]])
-    draws = inverse_cdf_draw(edge.expand(500, -1), [torch.Generator().manual_seed(s) for s in range(500)])
-    assert set(draws.tolist()) == {0, 1}
 
 
 def test_generation_and_scoring_agree(engine: HFEngine) -> None:
