@@ -34,7 +34,7 @@ env-gpu:
 gpu-check:
 	$(GPU_VENV)/bin/python bench/gpu_check.py
 
-# The CPU demo: 3 iterations of TTRL on SmolLM2 (about 10 minutes on 2 cores), then its history and report.
+# The CPU demo: 3 iterations of TTRL on SmolLM2 (about 5 minutes on 2 cores), then its history and report.
 # State (database, checkpoints, report) goes to .demo/; the converted model is cached in ~/.cache/selfloop.
 DEMO_DB := sqlite:///$(CURDIR)/.demo/selfloop.db
 demo: $(STAMP)

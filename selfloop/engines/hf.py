@@ -5,8 +5,9 @@ every completion is sampled with its own seeded generator, so a re-run after a c
 exactly the samples of the uninterrupted run whatever the batching; and the log-probability of each
 sampled token is taken from the very distribution it was drawn from (and, at no extra forward pass,
 under the policy itself at temperature 1, which training uses as its reference). Sequences that finish leave
-the batch (their rows are dropped from the KV cache), a prompt's n samples share one prefill, and a
-long prefix common to every prompt of a batch (a judge's rubric) is computed once.
+the batch (their rows are dropped from the KV cache), a prompt's n samples share one prefill, a prefix
+common to every prompt of a batch (a judge's rubric, a system turn) is computed once, and an adapter is
+folded into the weights while its policy decodes.
 """
 
 from __future__ import annotations
