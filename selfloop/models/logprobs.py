@@ -1,4 +1,4 @@
-"""Log-probabilities of completions under a causal LM: one function for engines, judges and training."""
+"""Log-probabilities of completions under a causal LM: left-padded batches for engines and judges, packed rows for training."""
 
 from __future__ import annotations
 
