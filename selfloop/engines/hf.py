@@ -72,8 +72,10 @@ def merged_weights(model, name: str):  # noqa: ANN001, ANN201
     An adapter that is not plain LoRA on linear layers (DoRA, a LoRA bias) runs unmerged."""
     from peft.tuners.lora import Linear as LoraLinear
 
+    from selfloop.training.fused_lora import is_plain_lora
+
     layers = [m for m in model.modules() if isinstance(m, LoraLinear) and name in m.lora_A]
-    if not layers or any(name in m.lora_variant or m.lora_bias.get(name) for m in layers):
+    if not layers or not all(is_plain_lora(m, name) for m in layers):
         yield model
         return
     originals = [m.get_base_layer().weight for m in layers]

@@ -32,14 +32,16 @@ class AddmmLora(LoraVariant):
         return torch.addmm(flat, down.reshape(-1, down.shape[-1]), up.t()).view(*result.shape[:-1], up.shape[0])
 
 
-def use_addmm_updates(model: torch.nn.Module) -> int:
-    """Give every plain LoRA linear layer of `model` the addmm form; returns how many layers got it."""
-    count = 0
+def is_plain_lora(module: LoraLinear, name: str) -> bool:
+    """Whether adapter `name` of this layer is plain LoRA (no variant such as DoRA, no LoRA bias): the form
+    that W + s * B A describes, which the addmm form and merged decoding (engines.hf) both rely on."""
+    return name not in module.lora_variant and not module.lora_bias.get(name)
+
+
+def use_addmm_updates(model: torch.nn.Module) -> None:
+    """Give every plain LoRA linear layer of `model` the addmm form."""
     for module in model.modules():
-        if not isinstance(module, LoraLinear):
-            continue
-        for name in module.lora_A:
-            if name not in module.lora_variant and not module.lora_bias.get(name):
-                module.lora_variant[name] = AddmmLora()
-                count += 1
-    return count
+        if isinstance(module, LoraLinear):
+            for name in module.lora_A:
+                if is_plain_lora(module, name):
+                    module.lora_variant[name] = AddmmLora()
