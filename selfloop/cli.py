@@ -262,10 +262,16 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from selfloop.config import Config, LoopConfig, load_config
 
     config = load_config(args.config) if args.config else Config(loop=LoopConfig(name="default"))
-    url = _checked_db(args.db) if args.db else config.reader_url()
+    # --db, else --config's reader URL (database.reader_url or its database), else $SELFLOOP_DB, else the default store.
+    url = config.reader_url() if args.config and not args.db else _database_url(args)
     result = run_readonly(url, args.query, max_rows=args.max_rows, timeout_ms=config.database.statement_timeout_ms)
     print(render(result.columns, result.rows, args.format, wide=args.wide))
-    if result.truncated:
+    if result.cut_by_size:
+        from selfloop.db.readonly import MAX_RESULT_BYTES
+
+        print(f"selfloop: only the first {len(result.rows)} rows are shown: they hold about {MAX_RESULT_BYTES >> 20} MiB, "
+              "the most one result keeps (select fewer or shorter columns, or use LIMIT/OFFSET)", file=sys.stderr)
+    elif result.truncated:
         print(f"selfloop: only the first {len(result.rows)} rows are shown (--max-rows N for more)", file=sys.stderr)
     return 0
 

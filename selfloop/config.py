@@ -24,6 +24,7 @@ from selfloop.algorithms.rlsc_config import RLSCConfig
 from selfloop.algorithms.spin_config import SPINConfig
 from selfloop.algorithms.ttrl_config import TTRLConfig
 from selfloop.errors import ConfigError
+from selfloop.strict import StrictError, load_yaml
 
 PHASES = ("synthesize", "rollout", "judge", "select", "train", "evaluate", "promote")
 Phase = Literal["synthesize", "rollout", "judge", "select", "train", "evaluate", "promote"]
@@ -44,7 +45,7 @@ Probability = Annotated[float, Field(gt=0.0, le=1.0)]
 class Section(BaseModel):
     """Base of every section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoopConfig(Section):
@@ -97,6 +98,15 @@ class ModelConfig(Section):
         description="Base model: 'smollm2-135m-instruct' (packaged, CPU-friendly), 'tiny' (random, for tests), "
         "a local directory with safetensors weights, or a hub id.",
     )
+
+    @field_validator("base")
+    @classmethod
+    def _not_a_url(cls, v: str) -> str:
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", v):
+            raise ValueError("a URL is not a model: give a packaged name, a local directory or a hub id (org/name)")
+        if not v.strip():
+            raise ValueError("empty")
+        return v
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for a hub id.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="'auto': float32 on CPU, bfloat16 on GPUs that support it."
@@ -296,6 +306,14 @@ class JudgeConfig(Section):
     llm_judge: LLMJudgeConfig = Field(default_factory=LLMJudgeConfig)
     vote: VoteConfig = Field(default_factory=VoteConfig)
     confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
+
+    @field_validator("signals")
+    @classmethod
+    def _some_signal(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("no signal given: name at least one of llm_judge, vote, confidence "
+                             "(to judge nothing, remove 'judge' from loop.phases)")
+        return v
 
 
 class LoraConfig(Section):
@@ -576,6 +594,9 @@ class Config(Section):
                              "add 'llm_judge' to judge.signals")
         if self.train.eft.enabled and self.train.processes > 1:
             raise ValueError("train.eft.enabled: judge examples are trained in one process for now (train.processes: 1)")
+        if "evaluate" in self.loop.phases and not self.eval.suites:
+            raise ValueError("eval.suites is empty, but the evaluate phase needs at least one held-out suite "
+                             "(or remove 'evaluate' from loop.phases)")
         n = self.generation.samples_per_prompt
         for field, value in (("judge.vote.voters", self.judge.vote.voters), ("train.ttrl.n_train", self.train.ttrl.n_train)):
             if value is not None and value > n:
@@ -680,12 +701,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from None
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except StrictError as exc:
+        raise ConfigError(f"{path}{exc.where}: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except PermissionError:
@@ -706,9 +724,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+            value = load_yaml(raw)
+        except StrictError as exc:
+            raise ConfigError(f"--set {item!r}: the value is refused: {exc}") from None
         node: Any = data
         steps = []  # keys and list indices: eval.suites[0].size -> eval, suites, 0, size
         for part in key.split("."):

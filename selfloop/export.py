@@ -16,7 +16,10 @@ transformers loads and vLLM serves.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,26 +118,51 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
 
 
 def write(records: Iterator[dict[str, Any]], out: Path | None, fmt: str) -> int:
-    """Write to `out` (owner-only; None: JSON Lines on stdout); return the number of rows."""
-    if fmt == "jsonl":
+    """Write to `out` (None: JSON Lines on stdout); return the number of rows.
+
+    The rows are checked before `out` is touched (an unknown loop or iteration leaves an existing file as it
+    was), written to a temporary sibling and renamed over `out` only when complete (a full disk leaves no
+    half-written file), and `out` is never a symbolic link (no write lands where the link points)."""
+    records = iter(records)
+    first = next(records, None)  # the query runs here: a bad --loop or --iteration fails before any file
+    records = itertools.chain([first], records) if first is not None else iter(())
+    if out is None:
         import sys
 
-        n = 0
-        if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8") if out is not None else _Unclosed(sys.stdout) as f:
-            for n, record in enumerate(records, start=1):  # noqa: B007
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        return n
+        return _write_jsonl(records, _Unclosed(sys.stdout))
+    out = Path(out)
+    if out.is_symlink():
+        raise SelfloopError(f"--out {out}: a symbolic link; give the path of the file itself (export does not write through links)")
+    if out.exists() and not out.is_file():
+        raise SelfloopError(f"--out {out}: exists and is not a regular file")
+    if fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise SelfloopError("--format parquet needs pyarrow: pip install pyarrow (or use --format jsonl)") from None
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise SelfloopError("--format parquet needs pyarrow: pip install pyarrow (or use --format jsonl)") from None
-    table = pa.Table.from_pylist(list(records))
-    pq.write_table(table, out)
-    return table.num_rows
+        if fmt == "jsonl":
+            n = _write_jsonl(records, open(tmp, "x", encoding="utf-8"))
+        else:
+            table = pa.Table.from_pylist(list(records))
+            pq.write_table(table, tmp)
+            n = table.num_rows
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def _write_jsonl(records: Iterator[dict[str, Any]], stream) -> int:  # noqa: ANN001
+    n = 0
+    with stream as f:
+        for n, record in enumerate(records, start=1):  # noqa: B007
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return n
 
 
 class _Unclosed:

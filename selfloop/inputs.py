@@ -14,11 +14,13 @@ from selfloop.errors import ConfigError
 
 
 def check_inputs(config: Config) -> None:
-    """Load the task pool, every held-out suite and the judge template; raise ConfigError on the first bad one."""
+    """Check the state directory and a local model path, load the task pool, every held-out suite and the
+    judge template; raise ConfigError on the first bad one."""
     from selfloop.evals.suites import load_suite
     from selfloop.judging.judge import load_template
     from selfloop.tasks import load_pool
 
+    check_paths(config)
     load_pool(config.generation.tasks)
     for suite in config.eval.suites:
         load_suite(suite)
@@ -44,3 +46,32 @@ def check_model_limits(config: Config, model_dir: Path) -> None:
                 raise ConfigError(f"{field}: {value} is not below the context length of {where} ({context} tokens)")
     if hidden and config.train.lora.rank > hidden:
         raise ConfigError(f"train.lora.rank: {config.train.lora.rank} is above the hidden size of {where} ({hidden})")
+
+
+def looks_like_a_path(spec: str) -> bool:
+    """A model.base that can only be a directory (a hub id is org/name, never starting with / . or ~)."""
+    return spec.startswith(("/", "./", "../", "~")) or spec in (".", "..")
+
+
+def check_paths(config: Config) -> None:
+    """The state directory is a directory (or can be made), and a model.base given as a path exists."""
+    state = config.state_dir()
+    where = state
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        field = "loop.state_dir" if config.loop.state_dir is not None else "the state directory ($SELFLOOP_STATE_DIR)"
+        raise ConfigError(f"{field}: {where} is not a directory" + (f" (so {state} cannot be made)" if where != state else ""))
+    base = config.model.base
+    if looks_like_a_path(base):
+        path = Path(base).expanduser()
+        if not path.exists():
+            raise ConfigError(f"model.base: {base} does not exist (a local model is a directory with config.json and "
+                              "safetensors weights)")
+        from selfloop.errors import SelfloopError
+        from selfloop.models.resolve import check_model_dir
+
+        try:
+            check_model_dir(path)
+        except SelfloopError as exc:
+            raise ConfigError(str(exc)) from None

@@ -4,13 +4,13 @@ metrics and, where an algorithm asks for it, rewards) and a reference response (
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
 from selfloop.config import TaskSource
 from selfloop.errors import ConfigError
+from selfloop.strict import StrictError, load_json
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def read_jsonl_tasks(text: str, source: str, prefix: str) -> list[Task]:
             continue
         where = f"{source}:{number}"
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
+            row = load_json(line)
+        except StrictError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise ConfigError(f"{where}: each line needs a non-empty string 'prompt'")
         unknown = set(row) - {"prompt", "answer", "response"}

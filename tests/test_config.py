@@ -56,7 +56,7 @@ BAD = [
     ("loop: {name: a}\njudge: {vote: {voters: 9}}\ngeneration: {samples_per_prompt: 8}", ["judge.vote.voters (9)", "samples_per_prompt (8)"]),
     ("loop: {name: a}\ntrain: {algorithm: dpo}\njudge: {signals: [vote]}", ["needs judge.signals to include 'llm_judge'"]),
     ("loop: {name: a}\nself_instruct: {min_words: 50, max_words: 10}", ["min_words (50) is above max_words (10)"]),
-    ("loop: {name: a}\nloop: {seed: 1.5}", ["loop.name: required"]),
+    ("loop: {name: a}\nloop: {seed: 1.5}", ["c.yaml:2:1: the key 'loop' is given twice"]),  # not a silent replacement
     ("loop: {name: a}\nengine: {kind: vllm-server}", ["engine:", "needs servers"]),
     ("loop: {name: a}\nengine: {kind: vllm-server, servers: ['gpu1:8000']}", ["engine.servers:", "'gpu1:8000' is not a server base URL"]),
     ("loop: {name: a}\nengine: {kind: vllm-server, servers: ['http://h:1'], max_in_flight: 0}", ["engine.max_in_flight: 0"]),

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class DPOConfig(BaseModel):
     """DPO options (pairs: best vs worst mean judge score per prompt)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     beta: Annotated[float, Field(gt=0.0)] = Field(0.1, description="Strength of the implicit KL to the reference.")
     kind: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="Loss form: sigmoid (DPO), ipo or hinge.")
     min_score_gap: Annotated[float, Field(ge=0.0)] = Field(

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class ORPOConfig(BaseModel):
     """ORPO options (pairs as for DPO, no reference model)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     lam: Annotated[float, Field(gt=0.0)] = Field(0.1, description="Weight of the odds-ratio term (the paper's lambda).")
     min_score_gap: Annotated[float, Field(ge=0.0)] = Field(
         0.0, description="Keep a pair only when best minus worst mean judge score exceeds this."

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class SPINConfig(BaseModel):
     """SPIN options (pairs: ground-truth response vs the policy's sample)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     beta: Annotated[float, Field(gt=0.0)] = Field(0.1, description="Regularisation strength (the paper's lambda).")
     kind: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="Loss form: sigmoid (logistic), ipo or hinge.")
     mix_previous: bool = Field(False, description="Also train on the previous iteration's pairs.")

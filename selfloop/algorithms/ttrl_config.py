@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class TTRLConfig(BaseModel):
     """TTRL options (majority-vote rewards, clipped policy gradient)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     n_train: Annotated[int, Field(ge=1, le=1024)] | None = Field(
         None, description="Samples per prompt trained on (the first n_train; null: all). The label is the judge "
         "phase's majority vote (judge.vote.voters), the same one its calibration measures.")

@@ -77,11 +77,35 @@ _ACTION_NAMES = {getattr(sqlite3, name): name.removeprefix("SQLITE_").replace("_
 )}
 
 
+MAX_RESULT_BYTES = 64 * 1024 * 1024  # text and blobs kept of one result; rows past it are not fetched
+
+
 @dataclass
 class Result:
     columns: list[str]
     rows: list[tuple[Any, ...]]
-    truncated: bool = False  # more rows existed than max_rows
+    truncated: bool = False  # more rows existed than max_rows, or than MAX_RESULT_BYTES hold
+    cut_by_size: bool = False  # the rows kept reached MAX_RESULT_BYTES before max_rows
+
+
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    """About how much a fetched row holds: the length of its text and blobs, 8 for any other value."""
+    return sum(len(v) if isinstance(v, (str, bytes, bytearray, memoryview)) else 8 for v in row)
+
+
+def _collect(rows: Any, max_rows: int, max_bytes: int = MAX_RESULT_BYTES) -> tuple[list[tuple[Any, ...]], bool, bool]:
+    """At most `max_rows` rows and about `max_bytes` from an iterator of rows, fetched one at a time so
+    that neither bound is passed in memory: (rows, truncated, cut by size)."""
+    kept: list[tuple[Any, ...]] = []
+    size = 0
+    for row in rows:
+        if len(kept) == max_rows:
+            return kept, True, False
+        size += _row_bytes(tuple(row))
+        if size > max_bytes and kept:
+            return kept, True, True
+        kept.append(tuple(row))
+    return kept, False, False
 
 
 def _max_rows(max_rows: int | None) -> int:
@@ -167,7 +191,7 @@ def _run_sqlite(path: Path, sql: str, timeout_ms: int, max_rows: int) -> Result:
     try:
         try:
             cur = conn.execute(sql)
-            rows = cur.fetchmany(max_rows + 1)
+            rows, truncated, by_size = _collect(cur, max_rows)
         except sqlite3.DatabaseError as exc:
             msg = str(exc)
             if authorizer.refused is not None or "not authorized" in msg or "authorization denied" in msg:
@@ -181,7 +205,7 @@ def _run_sqlite(path: Path, sql: str, timeout_ms: int, max_rows: int) -> Result:
         except sqlite3.ProgrammingError as exc:  # several statements in one string
             raise ReadOnlyViolation(f"refused: {exc}") from None
         columns = [d[0] for d in cur.description or []]
-        return Result(columns, [tuple(r) for r in rows[:max_rows]], truncated=len(rows) > max_rows)
+        return Result(columns, rows, truncated, by_size)
     finally:
         conn.close()
 
@@ -233,18 +257,9 @@ def _run_postgres(url: str, sql: str, timeout_ms: int, max_rows: int) -> Result:
         conn.rollback()
         cur.execute("SET TRANSACTION READ ONLY")
         cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(int(timeout_ms)),))
-        rows: list[tuple[Any, ...]] = []
-        columns: list[str] | None = None
-        truncated = False
         try:
             # stream() sends the statement with the extended query protocol: exactly one statement.
-            for row in cur.stream(sql):
-                if columns is None:
-                    columns = [d.name for d in cur.description or []]
-                if len(rows) == max_rows:
-                    truncated = True
-                    break
-                rows.append(tuple(row))
+            rows, truncated, by_size = _collect(cur.stream(sql), max_rows)
         except psycopg.Error as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             state = getattr(exc, "sqlstate", None)
@@ -255,12 +270,13 @@ def _run_postgres(url: str, sql: str, timeout_ms: int, max_rows: int) -> Result:
             if state == "57014":
                 raise SelfloopError(f"the statement ran past its time limit of {timeout_ms} ms and was stopped") from None
             raise SelfloopError(f"SQL error: {msg}") from None
-        if columns is None:
-            columns = [d.name for d in cur.description or []]
-        return Result(columns, rows, truncated)
+        columns = [d.name for d in cur.description or []]
+        return Result(columns, rows, truncated, by_size)
     finally:
         try:
             conn.rollback()
+        except psycopg.Error:  # a statement left half-read (COPY): closing the connection ends it all the same
+            pass
         finally:
             conn.close()
 

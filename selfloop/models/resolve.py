@@ -28,7 +28,7 @@ def resolve_model(spec: str, cache_dir: Path, revision: str | None = None) -> Re
         return ResolvedModel(spec, path, sha)
     local = Path(spec).expanduser()
     if local.exists():
-        _check_local(local)
+        check_model_dir(local)
         return ResolvedModel(spec, local.resolve(), None)
     if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
         return ResolvedModel(spec, _download(spec, revision, cache_dir), None)
@@ -38,7 +38,7 @@ def resolve_model(spec: str, cache_dir: Path, revision: str | None = None) -> Re
     )
 
 
-def _check_local(path: Path) -> None:
+def check_model_dir(path: Path) -> None:
     if not path.is_dir():
         raise SelfloopError(f"model.base {path}: not a directory")
     if not (path / "config.json").is_file():
@@ -80,5 +80,5 @@ def _download(repo_id: str, revision: str | None, cache_dir: Path) -> Path:
                               "for the first start, or point model.base at a local directory") from None
         raise SelfloopError(f"cannot fetch {repo_id!r} from the hub ({exc.__class__.__name__}): "
                             "use a local directory, or check network access and the id") from None
-    _check_local(path)
+    check_model_dir(path)
     return path

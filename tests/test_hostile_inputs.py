@@ -1,0 +1,84 @@
+"""Hostile configs and task files: each is refused by `config validate` and by `run` with one line and
+exit 2, before anything is written (no database file appears). Run in-process: these fail long before
+a model is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_yaml
+
+ALIAS_BOMB = "bomb:\n  a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  {chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9))
+
+
+def _append(text: str):  # noqa: ANN202
+    return lambda path, tmp: path.write_text(path.read_text() + text)
+
+
+def _replace(old: str, new: str):  # noqa: ANN202
+    def edit(path: Path, _tmp: Path) -> None:
+        body = path.read_text()
+        assert old in body, old
+        path.write_text(body.replace(old, new, 1))
+    return edit
+
+
+def _tasks(line: str):  # noqa: ANN202
+    """Point the task pool at a JSONL file whose second line is `line`."""
+    def edit(path: Path, tmp: Path) -> None:
+        import yaml
+
+        tasks = tmp / "tasks.jsonl"
+        tasks.write_text('{"prompt": "What is 2 + 2?", "answer": "4"}\n' + line + "\n")
+        data = yaml.safe_load(path.read_text())
+        data["generation"]["tasks"] = {"kind": "jsonl", "path": str(tasks)}
+        path.write_text(yaml.safe_dump(data))
+    return edit
+
+
+def _set(key: str, value: str):  # noqa: ANN202
+    """Set `key` (a.b) to raw YAML `value`, appended as a section of its own after removing the old one."""
+    def edit(path: Path, _tmp: Path) -> None:
+        import yaml
+
+        data = yaml.safe_load(path.read_text())
+        section, field = key.split(".")
+        data.setdefault(section, {}).pop(field, None)
+        body = yaml.safe_dump({k: v for k, v in data.items() if k != section})
+        inner = yaml.safe_dump(data[section]).rstrip("\n").replace("\n", "\n  ") if data[section] else ""
+        path.write_text(body + f"{section}:\n  {field}: {value}\n" + (f"  {inner}\n" if inner else ""))
+    return edit
+
+
+CASES = [
+    ("alias bomb", _append(ALIAS_BOMB), "YAML aliases (*name) are not allowed"),
+    ("nested lists in yaml", _append("deep: " + "[" * 5000 + "]" * 5000 + "\n"), "nested more than 64 levels deep"),
+    ("nested lists in a task line", _tasks('{"prompt": ' + "[" * 5000 + "]" * 5000 + "}"), "nested more than 64 levels deep"),
+    ("lone surrogate", _set("loop.name", '"\\ud800"'), "lone surrogate"),
+    ("lone surrogate in a task", _tasks('{"prompt": "\\ud800 what?"}'), "lone surrogate"),
+    ("no suites", _set("eval.suites", "[]"), "eval.suites is empty"),
+    ("missing model path", _set("model.base", "/nonexistent/selfloop-model"), "model.base: /nonexistent/selfloop-model does not exist"),
+    ("model url", _set("model.base", "https://example.invalid/model"), "model.base: a URL is not a model"),
+    ("state dir is a file", lambda path, tmp: (tmp / "state").write_text("x"), "is not a directory"),
+    ("duplicate yaml keys", _append("loop:\n  name: other\n"), "the key 'loop' is given twice"),
+    ("duplicate json keys", _tasks('{"prompt": "a", "prompt": "b"}'), "the key 'prompt' is given twice"),
+    ("nan answer", _tasks('{"prompt": "a", "answer": NaN}'), "NaN is not a JSON number"),
+    ("no signals", _set("judge.signals", "[]"), "judge.signals: no signal given"),
+    ("nan learning rate", _set("train.learning_rate", ".nan"), "train.learning_rate"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_hostile_config_is_one_line_before_anything_is_written(tmp_path: Path, run_cli, edit, message: str) -> None:  # noqa: ANN001
+    db = tmp_path / "out" / "selfloop.db"
+    config = tiny_yaml(tmp_path, f"sqlite:///{db}")
+    edit(config, tmp_path)
+    for command in (["config", "validate", str(config)], ["run", "--config", str(config)]):
+        code, _, err = run_cli(*command)
+        lines = [line for line in err.strip().splitlines() if not line.startswith(("20", "{"))]  # log lines aside
+        assert code == 2 and message in err, (command, err)
+        assert len(lines) <= 2 and "Traceback" not in err and "unexpected error" not in err, err
+        assert not db.exists(), "nothing may be written for a bad input"
