@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 import socket
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loguru import logger
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from selfloop.db.engine import Database, sqlite_path
+from selfloop.db.engine import Database, check_single_link, sqlite_path
 from selfloop.db.models import WriterLease
 from selfloop.errors import LockedError, LockLost
 
@@ -38,11 +40,33 @@ def _int4(data: bytes) -> int:
 
 ADVISORY_CLASS = _int4(b"selfloop-loop")  # first key of every loop's advisory lock
 
+# The role of the session that holds an advisory lock (class c, key o) in this database, if any.
+_HOLDER_ROLE = """
+SELECT a.usename FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = CAST(:c AS int4)::oid AND l.objid = CAST(:o AS int4)::oid
+LIMIT 1
+"""
+
+
+def _insert_lease(dialect: str, loop: str):  # noqa: ANN202
+    """INSERT the loop's lease row unless it exists (token 0: not taken yet)."""
+    from sqlalchemy.dialects import postgresql
+
+    values = {"loop_name": loop, "token": 0, "host": "", "pid": 0, "kind": "none", "released_at": datetime.now(UTC)}
+    return postgresql.insert(WriterLease).values(**values).on_conflict_do_nothing(index_elements=["loop_name"])
+
 
 def lock_file(db_path: Path, loop: str) -> Path:
-    """The lock file of `loop`, beside the database's real file (symlinks resolved)."""
+    """The lock file of `loop`, beside the database's real file (symlinks resolved), named by the file's
+    identity (device and inode) rather than its name: any path that reaches the same file reaches the same
+    lock. A file with a second hard link is refused (`check_single_link`), since SQLite would keep a WAL
+    file per name and two writers could corrupt it."""
     real = Path(os.path.realpath(db_path))
-    return real.with_name(f"{real.name}.{loop}.lock")
+    check_single_link(real)
+    st = real.stat()
+    return real.with_name(f"{real.name}.{st.st_dev:x}-{st.st_ino:x}.{loop}.lock")
 
 
 class LoopLock:
@@ -53,6 +77,7 @@ class LoopLock:
         self.token: int | None = None
         self._file = None
         self._conn = None
+        self._key: int | None = None
 
     @property
     def path(self) -> Path | None:
@@ -90,18 +115,45 @@ class LoopLock:
         self._file = handle
 
     def _lock_advisory(self) -> None:
+        """pg_try_advisory_lock on the loop's key, chosen while the loop's lease row is locked, so that writers
+        of the loop queue here. Readers may call pg_advisory_lock too (PostgreSQL grants it to everyone), but
+        they cannot hold that row: a key held by a role other than this one is a reader's, and the writer
+        moves to a fresh random key, recorded in the row for the next writer."""
         conn = self.db.engine.connect()
-        keys = {"c": ADVISORY_CLASS, "o": _int4(self.loop.encode())}
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:c, :o)"), keys).scalar()
-        conn.commit()
-        if not got:
+        try:
+            with conn.begin():
+                conn.execute(_insert_lease(conn.dialect.name, self.loop))
+                stored = conn.execute(select(WriterLease.lock_key).where(WriterLease.loop_name == self.loop)
+                                      .with_for_update()).scalar()
+                key = stored if stored is not None else _int4(self.loop.encode())
+                if not self._try(conn, key):
+                    holder = conn.execute(text(_HOLDER_ROLE), {"c": ADVISORY_CLASS, "o": key}).scalar()
+                    if holder is None or holder == conn.execute(text("SELECT current_user")).scalar():
+                        raise LockedError(f"loop {self.loop!r} is in use by {self._holder(conn)}; one process writes a loop at a time")
+                    key = self._fresh_key(conn)
+                    logger.warning("loop {}: its lock key was held by role {!r}, which is not a writer; took a fresh key",
+                                   self.loop, holder)
+                    conn.execute(update(WriterLease).where(WriterLease.loop_name == self.loop).values(lock_key=key))
+        except BaseException:
             conn.close()
-            raise LockedError(f"loop {self.loop!r} is in use by {self._holder()}; one process writes a loop at a time")
-        self._conn = conn
+            raise
+        self._conn, self._key = conn, key
 
-    def _holder(self) -> str:
-        with self.db.session() as session:
-            lease = session.get(WriterLease, self.loop)
+    @staticmethod
+    def _try(conn, key: int) -> bool:  # noqa: ANN001
+        return bool(conn.execute(text("SELECT pg_try_advisory_lock(:c, :o)"), {"c": ADVISORY_CLASS, "o": key}).scalar())
+
+    def _fresh_key(self, conn) -> int:  # noqa: ANN001
+        for _ in range(8):  # a reader cannot know a key drawn now; 8 tries only guard against a collision
+            key = _int4(secrets.token_bytes(8))
+            if self._try(conn, key):
+                return key
+        raise LockedError(f"loop {self.loop!r}: could not take a fresh advisory lock key")
+
+    def _holder(self, conn) -> str:  # noqa: ANN001
+        """Who holds the loop, read on the locking connection (a session of this Database would run its fence)."""
+        lease = conn.execute(select(WriterLease.kind, WriterLease.pid, WriterLease.host, WriterLease.released_at)
+                             .where(WriterLease.loop_name == self.loop)).one_or_none()
         if lease is None or lease.released_at is not None:
             return "another process"
         return f"{lease.kind} pid {lease.pid} on {lease.host}"
@@ -142,8 +194,7 @@ class LoopLock:
             self._file = None
         if self._conn is not None:
             try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:c, :o)"),
-                                   {"c": ADVISORY_CLASS, "o": _int4(self.loop.encode())})
+                self._conn.execute(text("SELECT pg_advisory_unlock(:c, :o)"), {"c": ADVISORY_CLASS, "o": self._key})
                 self._conn.close()
             except Exception:  # noqa: BLE001 - a killed lock connection has already dropped the lock
                 self._conn.invalidate()

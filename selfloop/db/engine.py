@@ -56,6 +56,19 @@ def sqlite_path(url: URL | str) -> Path | None:
     return Path(parsed.database) if parsed.get_backend_name() == "sqlite" else None
 
 
+def check_single_link(path: Path) -> None:
+    """Refuse an SQLite file with more than one hard link: each name gets its own WAL file and lock, so two
+    writers through two names corrupt it (SQLite's "How to corrupt" page, section 2.5)."""
+    try:
+        links = os.stat(path).st_nlink
+    except FileNotFoundError:
+        return
+    if links > 1:
+        raise SelfloopError(f"{path} has {links} hard links: SQLite keeps a WAL and a lock per name, so a second "
+                            "name lets two writers corrupt it. Remove the other links (find / -samefile PATH) "
+                            "and use one path")
+
+
 def _create_private_file(path: Path) -> None:
     private_dir(path.parent)
     try:
@@ -78,6 +91,8 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = Fals
                                     "(its database.url or loop.state_dir) or $SELFLOOP_DB; a new store is made by "
                                     "`selfloop run` or `selfloop db upgrade --db URL`")
             _create_private_file(path)
+        if not readonly:
+            check_single_link(path)
         engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000})
 
         @event.listens_for(engine, "connect")

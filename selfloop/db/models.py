@@ -328,6 +328,9 @@ class WriterLease(Base):
     kind: Mapped[str] = mapped_column(String(20), doc="daemon | run (a foreground run or resume)")
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="null while held")
+    lock_key: Mapped[int | None] = mapped_column(
+        Integer, doc="PostgreSQL: the advisory lock's second key when a reader held the one derived from the "
+        "loop's name and the writer took a fresh one (null: the derived key)")
     created_at: Mapped[datetime] = _created()
 
 

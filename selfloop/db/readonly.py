@@ -214,27 +214,33 @@ def _run_sqlite(path: Path, sql: str, timeout_ms: int, max_rows: int) -> Result:
 # Membership in these lets a role read or write server files, run programs or signal other sessions.
 _DANGEROUS_ROLES = ("pg_write_server_files", "pg_read_server_files", "pg_execute_server_program", "pg_signal_backend")
 
+# Membership of any kind counts ('MEMBER', not 'USAGE'): a NOINHERIT member, as `create-reader` makes, has
+# none of the role's privileges until it runs SET ROLE, and any statement can run set_config('role', ...).
 _ROLE_CHECK = """
-SELECT r.rolsuper OR r.rolcreaterole OR r.rolreplication OR r.rolbypassrls AS powerful,
-       EXISTS (SELECT 1 FROM pg_roles d WHERE d.rolname = ANY(%(dangerous)s)
-               AND pg_has_role(current_user, d.oid, 'USAGE')) AS dangerous_member,
-       (SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg_toast%%'
-           AND (has_table_privilege(c.oid, 'INSERT') OR has_table_privilege(c.oid, 'UPDATE')
-                OR has_table_privilege(c.oid, 'DELETE') OR has_table_privilege(c.oid, 'TRUNCATE'))
-         LIMIT 1) AS writable_table
-FROM pg_roles r WHERE r.rolname = current_user
+WITH member_of AS (
+  SELECT m.oid, m.rolname, m.rolsuper OR m.rolcreaterole OR m.rolreplication OR m.rolbypassrls AS powerful
+  FROM pg_roles m WHERE pg_has_role(current_user, m.oid, 'MEMBER')
+), writable AS (
+  SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg_toast%%'
+)
+SELECT EXISTS (SELECT 1 FROM member_of WHERE powerful) AS powerful,
+       (SELECT min(rolname) FROM member_of WHERE rolname = ANY(%(dangerous)s)) AS dangerous_member,
+       (SELECT min(m.rolname || ' (it can write ' || w.relname || ')') FROM member_of m JOIN writable w
+         ON has_table_privilege(m.oid, w.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')) AS writer
 """
 
 
 def check_reader_role(cur, role: str) -> None:  # noqa: ANN001
     """Refuse a role that could write or reach beyond the database, whatever a statement says."""
     cur.execute(_ROLE_CHECK, {"dangerous": list(_DANGEROUS_ROLES)})
-    powerful, dangerous_member, writable = cur.fetchone()
-    why = ("is a superuser or may create roles, replicate or bypass row security" if powerful else
-           f"is a member of one of {', '.join(_DANGEROUS_ROLES)}" if dangerous_member else
-           f"can write table {writable!r}" if writable else None)
+    powerful, dangerous_member, writer = cur.fetchone()
+    why = ("is (or is a member of) a superuser or a role that may create roles, replicate or bypass row security"
+           if powerful else
+           f"is a member of {dangerous_member}, which may read or write server files, run programs or signal "
+           "other sessions" if dangerous_member else
+           f"is or can become role {writer}" if writer else None)
     if why:
         raise ReadOnlyViolation(
             f"role {role!r} {why}: user SQL runs only as a read-only role; create one with "
