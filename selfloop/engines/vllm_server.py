@@ -23,6 +23,7 @@ Scoring (teacher-forced log-probs) runs on transformers in this process, as the 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import secrets
@@ -52,7 +53,8 @@ class _AdapterMissing(Exception):
 
 
 class _Unavailable(Exception):
-    """A server did not answer (connection refused, timeout, 5xx): the request may go to another one."""
+    """A server did not answer (connection refused, timeout, 5xx), or answered with something that is not a
+    valid reply (`check_choices`): the request may go to another one."""
 
 
 @dataclass
@@ -114,6 +116,7 @@ class VLLMServerEngine(ScoredByTransformers):
         # Adapter (checkpoint id, sha256) -> the name it is loaded under on every server, least recent first.
         self._adapters: OrderedDict[tuple[int, str], str] = OrderedDict()
         self._scorer = TransformersScorer(self.model_dir, self.scorer_device)
+        self.vocab_size = vocab_size(model_dir, self.tokenizer)
         self.last_stats = GenerationStats()
         self.served_model = served_model or self._served_model()
         if check:
@@ -135,7 +138,13 @@ class VLLMServerEngine(ScoredByTransformers):
             raise ServerError(f"vLLM server {server.url}{path}: HTTP {response.status_code}: {_message(response)}")
         if "json" not in response.headers.get("content-type", ""):
             return {"text": response.text}  # the adapter endpoints answer in plain text
-        return response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            raise _Unavailable(f"{server.url}{path}: the reply is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise _Unavailable(f"{server.url}{path}: the reply is not a JSON object")
+        return body
 
     def _get(self, server: _Server, path: str) -> dict:
         import httpx
@@ -149,7 +158,10 @@ class VLLMServerEngine(ScoredByTransformers):
                               "check engine.servers and that `vllm serve` runs there") from e
 
     def _models(self, server: _Server) -> tuple[list[str], list[str]]:
-        return split_models(self._get(server, "/v1/models")["data"])
+        try:
+            return split_models(self._get(server, "/v1/models")["data"])
+        except (KeyError, TypeError, AttributeError):
+            raise ServerError(f"vLLM server {server.url}: /v1/models did not answer with a list of models") from None
 
     def _served_model(self) -> str:
         bases, _ = self._models(self.servers[0])
@@ -178,6 +190,9 @@ class VLLMServerEngine(ScoredByTransformers):
             out = self._post(server, "/v1/completions", {
                 "model": self.served_model, "prompt": expected, "max_tokens": 1, "temperature": 1.0, "top_k": 1,
                 "logprobs": 0, "seed": 0})
+            problem = check_choices(out, 1, 1, self.vocab_size)
+            if problem:
+                raise ServerError(f"vLLM server {server.url}: a bad reply to a one-token probe ({problem})")
             logprob = out["choices"][0]["logprobs"]["token_logprobs"][0]
             if abs(logprob) > 1e-4:
                 raise ServerError(f"vLLM server {server.url} reports raw log-probs; start it with "
@@ -239,12 +254,21 @@ class VLLMServerEngine(ScoredByTransformers):
             return healthy[next(self._round_robin) % len(healthy)]
 
     def _complete(self, body: dict) -> list[dict]:
-        """One completions request, retried on another server when one fails; its choices."""
+        """One completions request, retried on another server when one fails or its reply does not check; its choices."""
         server, last = None, ""
         for attempt in range(self.retries + 1):
-            server = self._pick(server)
             try:
-                return self._post(server, "/v1/completions", body)["choices"]
+                server = self._pick(server)
+            except ServerError:
+                if not last:
+                    raise
+                raise ServerError(f"vLLM server request failed on every server ({attempt} tries): {last}") from None
+            try:
+                reply = self._post(server, "/v1/completions", body)
+                problem = check_choices(reply, body["n"], body["max_tokens"], self.vocab_size)
+                if problem:
+                    raise _Unavailable(f"{server.url}: a bad reply ({problem})")
+                return reply["choices"]
             except _Unavailable as e:
                 last = str(e)
                 with self._lock:
@@ -326,14 +350,55 @@ class VLLMServerEngine(ScoredByTransformers):
         self._client.close()
 
 
+def vocab_size(model_dir: Path, tokenizer) -> int:  # noqa: ANN001
+    """The number of token ids the model embeds (config.json's vocab_size; the tokenizer's length without one)."""
+    import json
+
+    try:
+        size = json.loads((Path(model_dir) / "config.json").read_text()).get("vocab_size")
+    except (OSError, ValueError):
+        size = None
+    return int(size) if isinstance(size, int) and size > 0 else len(tokenizer)
+
+
+LOGPROB_SLACK = 1e-4  # a processed log-prob is <= 0; a server's rounding may leave it a hair above
+
+
+def check_choices(reply: dict, n: int, max_tokens: int, vocab: int) -> str | None:
+    """What is wrong with a completions reply, or None: nothing from a server is stored before this passes
+    (a stored sample is never regenerated, so a bad one would fail training on every resume)."""
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or len(choices) != n:
+        return f"expected {n} choice(s), got {len(choices) if isinstance(choices, list) else type(choices).__name__}"
+    for k, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            return f"choice {k} is not an object"
+        ids, logprobs = choice.get("token_ids"), (choice.get("logprobs") or {})
+        logprobs = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
+        if not isinstance(ids, list) or not isinstance(logprobs, list):
+            return (f"choice {k} has no token_ids and token_logprobs lists (the servers need vLLM >= 0.10.2 for "
+                    "return_token_ids)")
+        if len(ids) != len(logprobs):
+            return f"choice {k} has {len(ids)} token ids but {len(logprobs)} log-probs"
+        if len(ids) > max_tokens:
+            return f"choice {k} has {len(ids)} tokens, above max_tokens {max_tokens}"
+        bad = next((t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab), None)
+        if bad is not None:
+            return f"choice {k} has token id {bad!r}, outside the vocabulary of {vocab}"
+        wrong = next((x for x in logprobs if isinstance(x, bool) or not isinstance(x, (int, float))
+                      or not math.isfinite(x) or x > LOGPROB_SLACK), None)
+        if wrong is not None or any(x is None for x in logprobs):
+            return f"choice {k} has log-prob {wrong!r} (each must be a finite number <= 0)"
+        if not isinstance(choice.get("text", ""), str):
+            return f"choice {k}'s text is not a string"
+    return None
+
+
 def _completion(choice: dict, seed: int | None) -> Completion:
-    token_ids = list(choice.get("token_ids") or [])
-    logprobs = list((choice.get("logprobs") or {}).get("token_logprobs") or [])
-    if len(logprobs) != len(token_ids):
-        raise ServerError(f"vLLM server returned {len(token_ids)} token ids but {len(logprobs)} log-probs "
-                          "(needs vLLM >= 0.10.2 for return_token_ids)")
+    """A checked choice (`check_choices`) as a Completion."""
     finish = "length" if choice.get("finish_reason") == "length" else "stop"
-    return Completion(choice.get("text") or "", token_ids, [float(x) for x in logprobs], finish, seed)
+    logprobs = [min(float(x), 0.0) for x in choice["logprobs"]["token_logprobs"]]
+    return Completion(choice.get("text") or "", list(choice["token_ids"]), logprobs, finish, seed)
 
 
 def _message(response) -> str:  # noqa: ANN001
