@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from selfloop import __version__
@@ -507,11 +508,21 @@ def cmd_track(args: argparse.Namespace) -> int:
         data.setdefault("tracking", {}).setdefault(args.to, {})["enabled"] = True
         config = validate_config(data, source=f"loop {args.loop} (stored config)")
         with LoopLock(db, args.loop, "track"):
-            backend, finished = BACKENDS[args.to](config), False
             try:
-                sent, finished = sync(db, config, args.to, backend)
-            finally:
-                backend.close(finished)
+                backend, finished = BACKENDS[args.to](config), False
+                try:
+                    sent, finished = sync(db, config, args.to, backend)
+                finally:
+                    backend.close(finished)
+            except ImportError as exc:
+                raise SelfloopError(f"{args.to} is not installed ({exc.name}): pip install 'selfloop[{args.to}]'") from None
+            except SelfloopError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a tracker's failure, in one line
+                where = config.tracking.mlflow.tracking_uri or "the local MLflow store" if args.to == "mlflow" else "W&B"
+                text = textwrap.shorten(f"{exc.__class__.__name__}: {exc}", 400, placeholder=" ...")
+                raise SelfloopError(f"{args.to} at {where} failed ({text}); nothing more was marked as sent: run "
+                                    "`selfloop track` again once it answers") from None
     finally:
         db.dispose()
     print(f"loop {args.loop}: sent {sent} item(s) to {args.to}")

@@ -533,6 +533,17 @@ class MLflowTrackingConfig(Section):
     )
     experiment: str = Field("selfloop", description="Experiment name; each loop is one run in it.")
     log_adapters: bool = Field(False, description="Also upload each iteration's adapter as an artifact.")
+    timeout_s: upto(600) = Field(
+        10, description="Each request to an MLflow server waits at most this long and is retried once, so an "
+        "outage is recorded (a tracking.failed event) within about twice this, and `selfloop track` fails by then.")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _not_a_file_store(cls, v: str | None) -> str | None:
+        if v is not None and (v.startswith("file:") or "://" not in v and not v.startswith(("databricks", "sqlite:"))):
+            raise ValueError(f"{v!r} is a file store, which MLflow 3 refuses: use sqlite:///PATH/mlflow.db for a "
+                             "local store (or null for <state_dir>/mlflow.db), or an http(s):// tracking server")
+        return v
 
 
 class WandbTrackingConfig(Section):

@@ -14,6 +14,9 @@ after an outage (backfill). Each backend is imported only when used (`selfloop[m
 
 from __future__ import annotations
 
+import logging
+import os
+import textwrap
 import threading
 import time
 import uuid
@@ -43,6 +46,17 @@ def flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def bound_http_requests(timeout_s: int) -> None:
+    """MLflow retries a request 7 times with exponential backoff and a 120 s timeout by default (minutes for an
+    address where nothing answers): bound this process's requests to `timeout_s` and one retry, unless the
+    environment sets MLflow's own variables."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    # urllib3 logs each retry; the failure itself is reported once (a tracking.failed event, or track's error line).
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
 class MLflowBackend:
     """An MLflow run per loop, through MlflowClient (no global state): metrics by step, params, tags."""
 
@@ -52,6 +66,7 @@ class MLflowBackend:
         from mlflow.tracking import MlflowClient
 
         cfg = config.tracking.mlflow
+        bound_http_requests(cfg.timeout_s)
         uri = cfg.tracking_uri or f"sqlite:///{config.state_dir() / 'mlflow.db'}"
         # A local store keeps its artifacts beside it (MLflow's default is the working directory);
         # a tracking server decides for itself.
@@ -307,7 +322,7 @@ class Tracking:
                     self._warn(name, exc)
 
     def _warn(self, name: str, exc: Exception) -> None:
-        text = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        text = textwrap.shorten(f"{exc.__class__.__name__}: {exc}", 600, placeholder=" ...")  # whole words, one line
         logger.warning("tracking: {} failed ({}); the database keeps everything, retried in {} s",
                        name, text, self.config.tracking.retry_every_s)
         try:
