@@ -611,8 +611,9 @@ def _one_line(exc: Exception) -> str:
 
     from sqlalchemy.exc import DBAPIError, StatementError
 
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"no space left on device{f' writing {exc.filename}' if exc.filename else ''}: free some space, then resume"
+    full = _disk_full(exc)
+    if full is not None:
+        return f"no space left on device{f' writing {full}' if full else ''}: free some space, then try again (or resume)"
     if isinstance(exc, OSError) and exc.filename:
         return f"cannot use {exc.filename}: {exc.strerror or exc.__class__.__name__}"
     if isinstance(exc, StatementError):
@@ -625,6 +626,22 @@ def _one_line(exc: Exception) -> str:
             return f"cannot write the database ({first}): check that its directory exists and is writable"
         return f"database error: {first}"
     return f"unexpected error: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The file being written when the disk filled ('' when unknown), or None when `exc` is not a full disk.
+    Libraries report it in their own words (safetensors: "IoError(Os { code: 28, kind: StorageFull ... })"),
+    so the whole chain of causes is read."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return str(exc.filename or "")
+        if "No space left on device" in str(exc) or "StorageFull" in str(exc):
+            return ""
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _not_under_a_launcher(command: str) -> None:

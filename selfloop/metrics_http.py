@@ -67,8 +67,50 @@ class LoopCollector:
         yield events
 
 
+MAX_CONNECTIONS = 32  # requests served at once; a connection beyond them is closed at once
+CONNECTION_TIMEOUT_S = 10.0  # a client that sends nothing for this long is dropped
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on connections served at once (one thread each) and nothing logged for
+    a client that went away: idle or hostile clients cannot fill the loop's process with threads or its log."""
+
+    daemon_threads = True
+    request_queue_size = 128  # socketserver listens with a backlog of 5: a burst of connections then waits on SYN retries
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the cap: closed, not queued
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, OSError)):
+            logger.opt(exception=True).warning("metrics: a request from {} failed", client_address[0])
+
+
 class MetricsServer:
-    """A small threaded HTTP server: GET /metrics (Prometheus text format) and GET /health (JSON)."""
+    """A small threaded HTTP server: GET /metrics (Prometheus text format) and GET /health (JSON).
+
+    Bound to 127.0.0.1 unless metrics.host says otherwise; on a loopback address it answers only requests
+    addressed to a loopback name (the dashboard's check against DNS rebinding), and elsewhere only its own
+    address (or any, when bound to all of them)."""
 
     def __init__(self, config: Config) -> None:
         # Its own read-only connection: a scrape never waits on or joins the writer's transactions.
@@ -78,9 +120,18 @@ class MetricsServer:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(LoopCollector(self.db, loop))
 
+        from selfloop.ui.app import LOOPBACK_NAMES, host_name, is_loopback
+
+        allowed = LOOPBACK_NAMES if is_loopback(host) else None if host in ("0.0.0.0", "::", "") else {host, f"[{host}]"}
+
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT_S  # the socket's timeout: an idle or slow client is dropped
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                if self.path.split("?")[0] == "/metrics":
+                asked = host_name(self.headers.get("Host") or "")
+                if allowed is not None and asked not in allowed:
+                    body, code, kind = f"host {asked!r} refused\n".encode(), 421, "text/plain"
+                elif self.path.split("?")[0] == "/metrics":
                     try:
                         body, code, kind = generate_latest(registry), 200, CONTENT_TYPE_LATEST
                     except Exception as exc:  # noqa: BLE001 - a scrape that fails says so, the loop goes on
@@ -108,11 +159,10 @@ class MetricsServer:
                 pass
 
         try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
+            self.httpd = _BoundedServer((host, port), Handler)
         except OSError as exc:
             self.db.dispose()
             raise ConfigError(f"metrics: cannot listen on {host}:{port}: {exc.strerror}") from None
-        self.httpd.daemon_threads = True
         self.address = f"http://{host}:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-http", daemon=True)
 

@@ -106,3 +106,176 @@ def test_a_reader_holding_the_loops_lock_key_cannot_keep_a_writer_out(postgres_u
     finally:
         reader.close()
         db.dispose()
+
+
+# -- the metrics server ----------------------------------------------------------------------------------
+def test_the_metrics_server_bounds_connections_and_checks_the_host(tmp_path: Path, sqlite_url: str,
+                                                                   monkeypatch, capfd) -> None:  # noqa: ANN001
+    """The trial: 1,000 idle connections made 1,007 threads and, closed, 1,300 BrokenPipe tracebacks."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+
+    from selfloop import metrics_http
+    from tests.conftest import make_config
+
+    from selfloop.log import setup_logging
+
+    setup_logging("INFO")  # to this test's stderr (an earlier in-process CLI test left its own, closed, stream)
+    monkeypatch.setattr(metrics_http, "CONNECTION_TIMEOUT_S", 1.0)
+    open_database(sqlite_url, init=True).dispose()
+    config = make_config(tmp_path, sqlite_url, metrics={"enabled": True, "port": 0})
+    server = metrics_http.MetricsServer(config).start()
+    port = server.httpd.server_address[1]
+    threads = threading.active_count()
+    idle = []
+    try:
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+        time.sleep(0.5)
+        assert threading.active_count() <= threads + metrics_http.MAX_CONNECTIONS, threading.active_count()
+        for sock in idle:  # half a request, then gone
+            try:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+            except OSError:
+                pass  # already closed by the server (over the cap)
+            sock.close()
+        time.sleep(1.5)  # idle connections time out; the slots come back
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/health", headers={"Host": "localhost"}, timeout=5).status_code == 200
+        refused = httpx.get(f"{url}/metrics", headers={"Host": "attacker.example"}, timeout=5)
+        assert refused.status_code == 421 and "selfloop_" not in refused.text
+    finally:
+        server.stop()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err[-2000:]
+
+
+# -- selfloop sql ----------------------------------------------------------------------------------------
+def test_sql_honours_selfloop_db(tmp_path: Path, run_cli, monkeypatch) -> None:  # noqa: ANN001
+    """With another store in the state directory, `selfloop sql` read that one instead of $SELFLOOP_DB."""
+    from tests.conftest import store_samples  # noqa: F401 - the fixture module, for its helpers' imports
+
+    for name in ("state/selfloop.db", "other/selfloop.db"):
+        open_database(f"sqlite:///{tmp_path / name}", init=True).dispose()
+    with open_database(f"sqlite:///{tmp_path / 'other' / 'selfloop.db'}").session() as s:
+        from selfloop.db.models import Event
+
+        s.add(Event(level="info", kind="test", message="the other store"))
+    monkeypatch.setenv("SELFLOOP_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SELFLOOP_DB", f"sqlite:///{tmp_path / 'other' / 'selfloop.db'}")
+    code, out, err = run_cli("sql", "--format", "csv", "SELECT message FROM events")
+    assert code == 0 and "the other store" in out, err
+
+
+def test_sql_bounds_the_bytes_it_keeps(sqlite_url: str) -> None:
+    """200 rows of 16 MiB ended in MemoryError: rows past 64 MiB are not fetched, and the result says so."""
+    from selfloop.db.readonly import MAX_RESULT_BYTES, run_readonly
+
+    open_database(sqlite_url, init=True).dispose()
+    sql = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "
+           "SELECT i, hex(zeroblob(4 * 1024 * 1024)) AS big FROM n")  # 8 MiB of text a row
+    result = run_readonly(sqlite_url, sql)
+    kept = sum(len(r[1]) for r in result.rows)
+    assert result.truncated and result.cut_by_size and kept <= MAX_RESULT_BYTES and len(result.rows) == 7
+    small = run_readonly(sqlite_url, "SELECT 1 UNION ALL SELECT 2")
+    assert small.rows == [(1,), (2,)] and not small.truncated
+
+
+@pytest.mark.postgres
+def test_copy_through_a_reader_is_one_line(reader_url: str, run_cli) -> None:
+    code, _, err = run_cli("sql", "--db", reader_url, "COPY loops TO STDOUT")
+    assert code == 1 and "COPY is not run by `selfloop sql`" in err and len(err.strip().splitlines()) == 1, err
+    assert run_cli("sql", "--db", reader_url, "SELECT 1")[0] == 0  # the next statement is not disturbed
+
+
+# -- export, merge and the dashboard on a finished tiny loop ----------------------------------------------
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, str]:  # noqa: ANN001
+    """One iteration of the tiny loop (it has a checkpoint, samples and evals)."""
+    from tests.conftest import selfloop_cli, tiny_yaml
+
+    tmp = tmp_path_factory.mktemp("finished")
+    url = f"sqlite:///{tmp / 'selfloop.db'}"
+    config = tiny_yaml(tmp, url, loop__max_iterations=1)
+    out = selfloop_cli("run", "--config", str(config))
+    assert out.returncode == 0, out.stderr[-2000:]
+    return config, url
+
+
+@pytest.mark.integration
+def test_a_failed_export_leaves_the_existing_file_and_never_follows_a_link(finished, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    _, url = finished
+    out = tmp_path / "samples.jsonl"
+    out.write_text("yesterday's export\n")
+    for args, message in ((["nope"], "no loop named 'nope'"), (["tiny", "--iteration", "9"], "has no iteration 9")):
+        code, _, err = run_cli("export", *args, "--what", "samples", "--out", str(out), "--db", url)
+        assert code == 1 and message in err, err
+        assert out.read_text() == "yesterday's export\n"
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("not yours\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    code, _, err = run_cli("export", "tiny", "--what", "samples", "--out", str(link), "--db", url)
+    assert code == 1 and "a symbolic link" in err and target.read_text() == "not yours\n"
+    code, _, err = run_cli("export", "tiny", "--what", "samples", "--out", str(out), "--db", url)
+    assert code == 0 and out.read_text().count("\n") > 1 and not list(tmp_path.glob(".samples.jsonl.tmp-*"))
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):  # noqa: ANN201
+    """A 64 KiB tmpfs (root only: mount), full after a few writes."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.integration
+def test_merge_and_export_on_a_full_disk_are_one_line(finished, full_disk: Path) -> None:  # noqa: ANN001
+    from tests.conftest import selfloop_cli
+
+    config, url = finished
+    out = selfloop_cli("merge", "tiny", "--iteration", "1", "--out", str(full_disk / "merged"), "--config", str(config))
+    assert out.returncode == 1 and "no space left on device" in out.stderr, out.stderr[-2000:]
+    assert "unexpected error" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not any(full_disk.iterdir()), "nothing half-written is left"
+    (full_disk / "filler").write_bytes(b"x" * 60_000)
+    out = selfloop_cli("export", "tiny", "--what", "samples", "--out", str(full_disk / "s.jsonl"), "--db", url)
+    assert out.returncode == 1 and "no space left on device" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+@pytest.mark.integration
+def test_the_dashboard_answers_404_for_an_id_beyond_64_bits(finished) -> None:  # noqa: ANN001
+    from starlette.testclient import TestClient
+
+    from selfloop.ui.app import create_app
+
+    _, url = finished
+    client = TestClient(create_app(url), base_url="http://127.0.0.1:8765")
+    for path in ("/prompts/99999999999999999999", "/loops/tiny/iterations/99999999999999999999",
+                 "/loops/tiny/iterations/99999999999999999999/evals?suite=arithmetic"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/prompts/1").status_code == 200
+
+
+@pytest.mark.integration
+def test_track_to_an_mlflow_file_store_says_what_to_use(finished, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    """MLflow 3 refuses file stores: said at once, with the fix, not as "unexpected error" from MLflow."""
+    from tests.conftest import tiny_yaml
+
+    _, url = finished
+    config = tiny_yaml(tmp_path, url, tracking={"mlflow": {"tracking_uri": f"file://{tmp_path / 'mlruns'}"}})
+    code, _, err = run_cli("track", "tiny", "--to", "mlflow", "--config", str(config))
+    assert code == 2 and "is a file store, which MLflow 3 refuses: use sqlite:///PATH/mlflow.db" in err, err
+    assert "unexpected error" not in err and not (tmp_path / "mlruns").exists()

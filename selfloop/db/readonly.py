@@ -273,6 +273,8 @@ def _run_postgres(url: str, sql: str, timeout_ms: int, max_rows: int) -> Result:
                 raise ReadOnlyViolation(f"refused by the read-only role: {msg}") from None
             if state == "42601" and "multiple commands" in msg:
                 raise ReadOnlyViolation("several statements at once are refused: give one statement") from None
+            if state is None and "COPY" in msg:  # psycopg refuses COPY through stream(); the server has started it
+                raise ReadOnlyViolation("COPY is not run by `selfloop sql`: use SELECT (and --format csv for CSV)") from None
             if state == "57014":
                 raise SelfloopError(f"the statement ran past its time limit of {timeout_ms} ms and was stopped") from None
             raise SelfloopError(f"SQL error: {msg}") from None

@@ -27,6 +27,7 @@ COOKIE = "selfloop_ui_token"
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 REFRESH_MS = 3000  # how often open pages poll for live progress
 MAX_COMPARED = 8  # loops on one comparison
+MAX_ROW_ID = 2**63 - 1  # the largest id or number a row can have
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -114,6 +115,13 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
             raise ValueError(f"{name}={raw!r}: expected a positive whole number")
         return int(raw)
 
+    def path_int(request: Request, name: str) -> int:
+        """An {x:int} path parameter; one beyond 64 bits names no row (the database could not even compare it)."""
+        value = request.path_params[name]
+        if value > MAX_ROW_ID:
+            raise LookupError(f"no {name} {value}")
+        return value
+
     def choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
         raw = request.query_params.get(name) or None
         if raw is not None and raw not in allowed:
@@ -153,7 +161,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
         return page(request, "compare.html", names=names, charts_url=f"/api/compare?{query}", charts=None)
 
     def _iteration(request: Request) -> Response:
-        name, number = request.path_params["name"], request.path_params["number"]
+        name, number = request.path_params["name"], path_int(request, "number")
         source = choice(request, "source", ("task", "self_instruct"))
         with reading() as s:
             loop = views.get_loop(s, name)
@@ -164,11 +172,11 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
 
     def _prompt(request: Request) -> Response:
         with reading() as s:
-            detail = views.prompt_detail(s, request.path_params["id"], integer(request, "page", 1))
+            detail = views.prompt_detail(s, path_int(request, "id"), integer(request, "page", 1))
         return page(request, "prompt.html", d=detail)
 
     def _evals(request: Request) -> Response:
-        name, number = request.path_params["name"], request.path_params["number"]
+        name, number = request.path_params["name"], path_int(request, "number")
         suite = request.query_params.get("suite") or ""
         role = choice(request, "role", ("candidate", "baseline")) or "candidate"
         outcome = choice(request, "outcome", tuple(views.OUTCOMES))
