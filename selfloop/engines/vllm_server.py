@@ -189,7 +189,7 @@ class VLLMServerEngine(ScoredByTransformers):
             # raw ones the model's log-probability, below 0.
             out = self._post(server, "/v1/completions", {
                 "model": self.served_model, "prompt": expected, "max_tokens": 1, "temperature": 1.0, "top_k": 1,
-                "logprobs": 0, "seed": 0})
+                "logprobs": 0, "seed": 0, "return_token_ids": True})
             problem = check_choices(out, 1, 1, self.vocab_size)
             if problem:
                 raise ServerError(f"vLLM server {server.url}: a bad reply to a one-token probe ({problem})")
