@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-v1
 
-.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast readme bench-env bench gpu-check
+.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast reference bench-env bench gpu-check
 
 env: $(STAMP)
 
@@ -68,9 +68,9 @@ test: $(STAMP)
 	@url=$$(bash tests/support/services.sh); \
 	SELFLOOP_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-# Rewrite the README's configuration reference from the pydantic models.
-readme: $(STAMP)
-	$(BIN)/python -c "import re, pathlib; from selfloop.config import config_reference as r; p = pathlib.Path('README.md'); \
+# Rewrite docs/configuration.md's reference from the pydantic models.
+reference: $(STAMP)
+	$(BIN)/python -c "import re, pathlib; from selfloop.config import config_reference as r; p = pathlib.Path('docs/configuration.md'); \
 	p.write_text(re.sub(r'(<!-- config-reference:start -->\n).*?(<!-- config-reference:end -->)', lambda m: m.group(1) + r() + m.group(2), p.read_text(), flags=re.S))"
 
 # The benchmarks' environment: TRL is only a benchmark peer, never a selfloop dependency.
@@ -90,6 +90,6 @@ bench: $(STAMP) bench-env
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/ui.py
 
-# Unit tests only (seconds).
+# The unit tier only (about a minute; a test that starts a process or runs a loop iteration is marked integration).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not gpu and not integration and not slow" $(PYTEST_ARGS)

@@ -772,7 +772,7 @@ def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
 
 
 def config_reference() -> str:
-    """The README's configuration reference, generated from the models (a test keeps them in step)."""
+    """docs/configuration.md's reference, generated from the models (a test keeps them in step)."""
     lines: list[str] = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:

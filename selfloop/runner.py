@@ -3,6 +3,7 @@ systemd notification and maintenance around the same `run_iteration` calls)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from loguru import logger
@@ -71,8 +72,13 @@ def start_runtime(config: Config) -> Runtime:
     return runtime
 
 
-def run_loop(config: Config, iterations: int | None, stop: StopFlag) -> list[Outcome]:
-    """Run up to `iterations` iterations (None: until the loop finishes or a stop is requested)."""
+def run_loop(config: Config, iterations: int | None, stop: StopFlag, *,
+             on_phase: Callable[[str, int, str], None] | None = None,
+             on_iteration: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Run up to `iterations` iterations (None: until the loop finishes or a stop is requested).
+
+    on_phase(loop, iteration, phase) is called as each phase starts, on_iteration(outcome) after each finished
+    iteration (the Python API's callbacks); an exception they raise stops the loop like any failure."""
     db = prepare(config)
     outcomes: list[Outcome] = []
     try:
@@ -87,12 +93,19 @@ def run_loop(config: Config, iterations: int | None, stop: StopFlag) -> list[Out
                 while iterations is None or len(outcomes) < iterations:
                     if stop():
                         break
-                    outcome = run_iteration(db, config, runtime, stop, on_phase=lambda *_: tracking.poke())
+                    def phase_started(loop: str, number: int, phase: str) -> None:
+                        tracking.poke()
+                        if on_phase is not None:
+                            on_phase(loop, number, phase)
+
+                    outcome = run_iteration(db, config, runtime, stop, on_phase=phase_started)
                     if outcome.status != "done":
                         logger.info("loop {}: {}", outcome.loop, outcome.status)
                         break
                     outcomes.append(outcome)
                     tracking.poke()
+                    if on_iteration is not None:
+                        on_iteration(outcome)
             except Interrupted as exc:
                 logger.warning("{}; committed work is kept: `selfloop resume {}` continues", exc, config.loop.name)
             finally:

@@ -22,6 +22,29 @@ os.environ["SELFLOOP_CACHE_DIR"] = str(CACHE)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+TIERS = ("integration", "slow", "vllm", "gpu")  # a test with none of these markers is a unit test
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_units(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test (no tier marker) may not start a process or run a loop's iteration: that is what keeps
+    `make test-fast` fast and the markers true. A test that must do either is marked integration."""
+    if any(request.node.get_closest_marker(m) for m in TIERS):
+        return
+    import subprocess
+
+    import selfloop.loop
+    import selfloop.runner
+
+    def refuse(what: str):  # noqa: ANN202
+        def refused(*_args: object, **_kwargs: object) -> None:
+            pytest.fail(f"{request.node.nodeid} is a unit test but {what}: mark it @pytest.mark.integration")
+        return refused
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
+    monkeypatch.setattr(selfloop.loop, "run_iteration", refuse("runs a loop iteration"))
+    monkeypatch.setattr(selfloop.runner, "run_iteration", refuse("runs a loop iteration"))
+
 
 @pytest.fixture(scope="session")
 def tiny_model():

@@ -149,6 +149,7 @@ def test_backup_is_consistent_and_rotated(tmp_path: Path, sqlite_url: str) -> No
     db.dispose()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("unit_name", "instance"), [("selfloop.service", "selfloop.service"),
                                                   ("selfloop@.service", "selfloop@demo-cpu.service"),
                                                   ("selfloop-ui.service", "selfloop-ui.service")])
@@ -185,6 +186,7 @@ def test_unit_file_verifies_without_warnings(tmp_path: Path, unit_name: str, ins
     assert "PrivateDevices=" not in unit and "MemoryDenyWriteExecute=" not in unit
 
 
+@pytest.mark.integration
 def test_raising_max_iterations_reopens_a_finished_loop_and_the_daemon_stops_when_done(tmp_path: Path,
                                                                                       sqlite_url: str) -> None:
     from selfloop.loop import run_iteration

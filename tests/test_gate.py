@@ -91,6 +91,7 @@ def test_gate_refuses_worse_beyond_tolerance_and_promotes_otherwise(sqlite_url: 
     db.dispose()
 
 
+@pytest.mark.integration
 def test_the_loop_pauses_after_m_rejections_in_a_row(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
     from selfloop.loop import run_iteration
 

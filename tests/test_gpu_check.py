@@ -28,6 +28,7 @@ def test_every_check_passes_on_cpu() -> None:
     assert result["generate_tokens_per_s"] > 0 and result["train_step_s"] > 0
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
 def test_without_a_gpu_it_says_so_and_fails() -> None:
     code, result = _check()

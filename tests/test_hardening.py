@@ -72,24 +72,26 @@ def _jsonl(tmp_path: Path, body: bytes, name: str = "tasks.jsonl") -> Path:
     (b'{"prompt": "' + b"x" * 10_000_000 + b'"}\n', "{path}:1: 'prompt' is 10000000 characters, above the limit"),
     (b"\n\n", "{path}: no tasks"),
 ])
-def test_bad_task_files_are_found_before_anything_is_written(tmp_path: Path, body: bytes | None, message: str) -> None:
+def test_bad_task_files_are_found_before_anything_is_written(tmp_path: Path, run_cli, body: bytes | None,  # noqa: ANN001
+                                                            message: str) -> None:
+    """In-process (the CLI's own main): these fail long before a model is loaded."""
     path = tmp_path / "tasks.jsonl" if body is None else _jsonl(tmp_path, body)
     url = f"sqlite:///{tmp_path / 'state' / 'selfloop.db'}"
     config = tiny_yaml(tmp_path, url, generation__tasks={"kind": "jsonl", "path": str(path)})
-    out = selfloop_cli("config", "validate", str(config))
-    assert out.returncode == 2 and message.format(path=path) in out.stderr, out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
-    out = selfloop_cli("run", "--config", str(config))
-    assert out.returncode == 2 and message.format(path=path) in out.stderr, out.stderr
+    code, _, err = run_cli("config", "validate", str(config))
+    assert code == 2 and message.format(path=path) in err, err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("run", "--config", str(config))
+    assert code == 2 and message.format(path=path) in err, err
     assert not (tmp_path / "state" / "selfloop.db").exists(), "nothing may be written for a bad input"
 
 
-def test_bad_eval_file_is_named_with_its_suite(tmp_path: Path) -> None:
+def test_bad_eval_file_is_named_with_its_suite(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
     path = _jsonl(tmp_path, b'{"prompt": "2+2?", "answer": "4"}\n{"prompt": "no answer"}\n', "eval.jsonl")
     config = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'x.db'}",
                        eval={"suites": [{"name": "mine", "kind": "jsonl", "path": str(path)}], "main_metric": "mine/greedy_accuracy"})
-    out = selfloop_cli("config", "validate", str(config))
-    assert out.returncode == 2 and "every eval line needs an 'answer'" in out.stderr and "eval:2" in out.stderr
+    code, _, err = run_cli("config", "validate", str(config))
+    assert code == 2 and "every eval line needs an 'answer'" in err and "eval:2" in err
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -102,13 +104,13 @@ def test_bad_eval_file_is_named_with_its_suite(tmp_path: Path) -> None:
     (["run", "--config", "{config}", "--db", "sqlite:////proc/selfloop/x.db"], "cannot"),
     (["run", "--config", "{config}", "--set", "loop.seed=18446744073709551616"], "loop.seed: 18446744073709551616"),
 ])
-def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_is_one_line(tmp_path: Path, run_cli, args: list[str], message: str) -> None:  # noqa: ANN001
     config = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'state.db'}")
-    out = selfloop_cli(*[a.format(config=config) for a in args])
-    assert out.returncode != 0
-    lines = [line for line in out.stderr.strip().splitlines() if not line.startswith(("20", "{"))]  # log lines aside
-    assert len(lines) <= 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
-    assert "unexpected error" not in out.stderr and "[SQL:" not in out.stderr
+    code, _, err = run_cli(*[a.format(config=config) for a in args])
+    assert code != 0
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("20", "{"))]  # log lines aside
+    assert len(lines) <= 2 and message in err and "Traceback" not in err, err
+    assert "unexpected error" not in err and "[SQL:" not in err
     assert not (tmp_path / "state.db").exists() or "seed" not in message
 
 
@@ -131,6 +133,7 @@ def test_unexpected_errors_lose_their_sql_and_name_a_full_disk() -> None:
     assert "free some space" in _one_line(OSError(errno.ENOSPC, "No space left on device", "/state/checkpoints/x"))
 
 
+@pytest.mark.integration
 def test_a_refused_process_leaves_the_holders_unfinished_checkpoint_alone(tmp_path: Path, sqlite_url: str) -> None:
     from selfloop.db.engine import open_database
     from selfloop.lock import LoopLock
@@ -183,6 +186,7 @@ def test_identical_trainings_give_identical_manifests(tmp_path: Path, tiny_model
     assert config["target_modules"] == sorted(config["target_modules"])
 
 
+@pytest.mark.integration
 def test_reports_and_logs_are_owner_only(tmp_path: Path, sqlite_url: str) -> None:
     config = tiny_yaml(tmp_path, sqlite_url, loop__max_iterations=1, logging__file=str(tmp_path / "logs" / "selfloop.log"))
     old = os.umask(0o022)

@@ -59,6 +59,13 @@ class _Server:
         self.httpd.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfloop.engines import vllm_server
+
+    monkeypatch.setattr(vllm_server, "RETRY_BACKOFF_S", 0.0)  # the waits between tries are not what is tested
+
+
 def _engine(tiny_model, servers) -> VLLMServerEngine:  # noqa: ANN001
     return VLLMServerEngine(tiny_model.path, [s.url for s in servers], served_model="m", retries=1, check=False)
 

@@ -1,7 +1,7 @@
 """The vLLM server engine: generation on a fleet of running `vllm serve` servers (OpenAI-compatible API).
 
 Each server serves the loop's base model with LoRA enabled and runtime adapter loading allowed; the
-README's Scaling-out section gives the command. This process keeps the tokenizer (prompts are sent as
+docs/scaling.md gives the command. This process keeps the tokenizer (prompts are sent as
 token ids, rendered by the same chat template as the other engines) and sends completions requests:
 
 - Adapters: a checkpoint is loaded on every server under a fresh name (vLLM caches adapters by name and
@@ -16,7 +16,7 @@ token ids, rendered by the same chat template as the other engines) and sends co
 - Log-probs: each sampled token's log-probability under the distribution it was sampled from, which needs
   the servers started with `--logprobs-mode processed_logprobs` (checked when the engine starts).
 - Seeds: one request per completion, each with its seed. A server honours it, but its numerics depend on
-  the batch the request lands in, so a re-run through a busy server may differ in a token (see README).
+  the batch the request lands in, so a re-run through a busy server may differ in a token (see docs/scaling.md).
 Scoring (teacher-forced log-probs) runs on transformers in this process, as the in-process vLLM engine's does.
 """
 
@@ -42,6 +42,9 @@ from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, Pr
 from selfloop.engines.chat import prompt_ids
 from selfloop.errors import SelfloopError
 from selfloop.training.checkpoint import verify_checkpoint
+
+
+RETRY_BACKOFF_S = 0.5  # the first wait before a failed request is retried; it doubles with each try, at most 5 s
 
 
 class ServerError(SelfloopError):
@@ -275,7 +278,7 @@ class VLLMServerEngine(ScoredByTransformers):
                     server.failures += 1
                     server.healthy = False  # out of the rotation for the rest of this call
                 logger.warning("vLLM server request failed (try {} of {}): {}", attempt + 1, self.retries + 1, last)
-                time.sleep(min(5.0, 0.5 * 2**attempt))
+                time.sleep(min(5.0, RETRY_BACKOFF_S * 2**attempt))
         raise ServerError(f"vLLM server request failed after {self.retries + 1} tries: {last}")
 
     def generate(

@@ -1,0 +1,61 @@
+"""The Python API drives the tiny loop and reads its history: what a notebook does (docs/python.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import selfloop
+from selfloop.errors import ConfigError, SelfloopError
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_notebook_runs_the_tiny_loop_and_reads_it_back(tmp_path: Path) -> None:
+    store = selfloop.open_store(tmp_path / "runs" / "selfloop.db")  # a path is an SQLite store
+    assert store.url == f"sqlite:///{tmp_path / 'runs' / 'selfloop.db'}"
+    config = selfloop.load_config(REPO / "configs" / "tiny.yaml",
+                                  overrides=[f"loop.state_dir={tmp_path / 'state'}", "loop.name=nb"])
+    phases: list[tuple[str, int, str]] = []
+    finished: list[int] = []
+    outcomes = store.run(config, iterations=1, on_phase=lambda *p: phases.append(p),
+                         on_iteration=lambda o: finished.append(o.iteration))
+    assert [o.iteration for o in outcomes] == finished == [1]
+    assert [p for _, _, p in phases] == list(config.loop.phases) and {(loop, n) for loop, n, _ in phases} == {("nb", 1)}
+
+    history = store.history("nb")
+    assert [row["iteration"] for row in history] == [1] and "main_metric" in history.columns
+    assert history[0]["status"] == "done" and history[0]["samples"] >= 6 * 4  # 6 task prompts, 4 samples each, and self-instruct's
+    samples = store.samples("nb", 1)
+    assert len(samples) == history[0]["samples"] and {"prompt", "completion", "judge_score"} <= set(samples.columns)
+    evals = store.evals("nb")
+    assert {row["suite"] for row in evals} == {"arithmetic", "units"}
+    assert store.sql("SELECT count(*) AS n FROM samples").to_pandas()["n"].tolist() == [len(samples)]
+    loops = store.loops()
+    assert [(row["loop"], row["iterations_done"]) for row in loops] == [("nb", 1)]
+
+    # resume continues it; fork starts another loop from its checkpoint, with its own callbacks
+    assert [o.iteration for o in store.resume("nb", iterations=1)] == [2]
+    assert store.fork("nb", at=1, name="nb-lr", overrides=["train.learning_rate=2e-3"]) == "nb-lr"
+    assert store.stored_config("nb-lr").train.learning_rate == 2e-3
+    assert [o.iteration for o in store.resume("nb-lr", iterations=1)] == [1]
+    assert [row["loop"] for row in store.suites()] and len(store.history()) == 3
+
+
+def test_the_api_refuses_what_the_cli_refuses(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="loop.seed"):
+        selfloop.load_config({"loop": {"name": "x", "seed": -1}})
+    with pytest.raises(SelfloopError, match="not a database URL|is not supported"):
+        selfloop.open_store("mysql://u@h/db")
+    store = selfloop.open_store(tmp_path / "none.db")
+    with pytest.raises(SelfloopError, match="no database at"):
+        store.history()
+    with pytest.raises(SelfloopError, match="iterations=0"):
+        store.run({"loop": {"name": "x"}}, iterations=0)
+
+
+def test_the_package_is_typed() -> None:
+    assert (Path(selfloop.__file__).parent / "py.typed").is_file()
+    assert selfloop.Store is selfloop.api.Store
