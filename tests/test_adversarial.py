@@ -56,15 +56,15 @@ def _psycopg(url: str, autocommit: bool = True):  # noqa: ANN202
 
 
 @pytest.fixture
-def reader_url(postgres_url: str) -> str:
-    from selfloop.db.migrate import upgrade
-    from selfloop.db.engine import make_engine
-    from selfloop.db.readonly import create_reader
+def reader_url(postgres_reader_url: str) -> str:
+    """A fresh read-only role of `selfloop db create-reader` on the test database (dropped afterwards)."""
+    return postgres_reader_url
 
-    engine = make_engine(postgres_url)
-    upgrade(engine)
-    engine.dispose()
-    return create_reader(postgres_url, "selfloop_adv_reader")
+
+def _role(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).username
 
 
 @pytest.mark.postgres
@@ -78,17 +78,18 @@ def test_a_reader_that_can_become_a_powerful_role_is_refused(reader_url: str, po
 
     assert run_readonly(reader_url, "SELECT 1").rows == [(1,)]
     with _psycopg(postgres_superuser_url) as su:
-        su.execute(f"GRANT {granted} TO selfloop_adv_reader")
+        su.execute(f"GRANT {granted} TO {_role(reader_url)}")
     try:
         with pytest.raises(ReadOnlyViolation, match=f"(member of {granted}|can become role {granted}|is \\(or is a member of\\) a superuser)"):
             run_readonly(reader_url, "SELECT set_config('role', 'pg_signal_backend', true), pg_terminate_backend(pg_backend_pid())")
     finally:
         with _psycopg(postgres_superuser_url) as su:
-            su.execute(f"REVOKE {granted} FROM selfloop_adv_reader")
+            su.execute(f"REVOKE {granted} FROM {_role(reader_url)}")
 
 
 @pytest.mark.postgres
 def test_a_reader_holding_the_loops_lock_key_cannot_keep_a_writer_out(postgres_url: str, reader_url: str) -> None:
+    """The trial: `SELECT pg_advisory_lock(<the loop's keys>), pg_sleep(25)` through `selfloop sql` made `run` exit 4."""
     from selfloop.lock import ADVISORY_CLASS, _int4
 
     db = open_database(postgres_url)

@@ -8,12 +8,14 @@ cached under the cache directory, keyed by a hash of everything that shapes it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from importlib.resources import files
 from pathlib import Path
 
 from selfloop.manifest import atomic_directory, manifest_sha256, verify
+from selfloop.private import private_dir
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -51,8 +53,13 @@ def tiny_model_dir(cache_dir: Path) -> tuple[Path, str]:
     if target.exists():
         verify(target)
         return target, manifest_sha256(target)
-    with atomic_directory(target, extra={"source": "selfloop.models.tiny", "shape": SHAPE}) as tmp:
-        build_tiny_model(tmp, corpus)
+    private_dir(target.parent)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first build (as packaged models do)
+        if not target.exists():
+            with atomic_directory(target, extra={"source": "selfloop.models.tiny", "shape": SHAPE}) as tmp:
+                build_tiny_model(tmp, corpus)
+    verify(target)
     return target, manifest_sha256(target)
 
 
