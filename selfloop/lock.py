@@ -40,9 +40,11 @@ def _int4(data: bytes) -> int:
 
 ADVISORY_CLASS = _int4(b"selfloop-loop")  # first key of every loop's advisory lock
 
-# The role of the session that holds an advisory lock (class c, key o) in this database, if any.
+# The role of the session that holds an advisory lock (class c, key o) in this database, if any, and whether
+# that role may write the leases (a writer of selfloop's tables, not a reader).
 _HOLDER_ROLE = """
-SELECT a.usename FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+SELECT a.usename, has_table_privilege(a.usesysid, 'writer_leases', 'UPDATE')
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.classid = CAST(:c AS int4)::oid AND l.objid = CAST(:o AS int4)::oid
@@ -50,7 +52,7 @@ LIMIT 1
 """
 
 
-def _insert_lease(dialect: str, loop: str):  # noqa: ANN202
+def _insert_lease(loop: str):  # noqa: ANN202
     """INSERT the loop's lease row unless it exists (token 0: not taken yet)."""
     from sqlalchemy.dialects import postgresql
 
@@ -117,18 +119,18 @@ class LoopLock:
     def _lock_advisory(self) -> None:
         """pg_try_advisory_lock on the loop's key, chosen while the loop's lease row is locked, so that writers
         of the loop queue here. Readers may call pg_advisory_lock too (PostgreSQL grants it to everyone), but
-        they cannot hold that row: a key held by a role other than this one is a reader's, and the writer
-        moves to a fresh random key, recorded in the row for the next writer."""
+        they cannot hold that row: a key held by a role that cannot write the leases is a reader's, and the
+        writer moves to a fresh random key, recorded in the row for the next writer."""
         conn = self.db.engine.connect()
         try:
             with conn.begin():
-                conn.execute(_insert_lease(conn.dialect.name, self.loop))
+                conn.execute(_insert_lease(self.loop))
                 stored = conn.execute(select(WriterLease.lock_key).where(WriterLease.loop_name == self.loop)
                                       .with_for_update()).scalar()
                 key = stored if stored is not None else _int4(self.loop.encode())
                 if not self._try(conn, key):
-                    holder = conn.execute(text(_HOLDER_ROLE), {"c": ADVISORY_CLASS, "o": key}).scalar()
-                    if holder is None or holder == conn.execute(text("SELECT current_user")).scalar():
+                    holder, writes = conn.execute(text(_HOLDER_ROLE), {"c": ADVISORY_CLASS, "o": key}).one_or_none() or (None, True)
+                    if writes:  # another writer (or a holder that cannot be seen): the loop is taken
                         raise LockedError(f"loop {self.loop!r} is in use by {self._holder(conn)}; one process writes a loop at a time")
                     key = self._fresh_key(conn)
                     logger.warning("loop {}: its lock key was held by role {!r}, which is not a writer; took a fresh key",
