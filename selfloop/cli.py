@@ -6,6 +6,7 @@ Every error a user can fix is one line on stderr (`--debug` shows the traceback)
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import textwrap
@@ -34,7 +35,7 @@ examples:
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="URL", help="database URL (sqlite:///PATH or postgresql+psycopg://...)")
+    p.add_argument("--db", metavar="URL", help="database URL (sqlite:///PATH or postgresql+psycopg://...), or an SQLite file's path")
     p.add_argument("--config", type=Path, metavar="FILE", help="take the database (and state dir) from this config")
 
 
@@ -192,8 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _checked_db(url: str) -> str:
+    """--db as given: a URL, or a plain file path taken as an SQLite store."""
     from selfloop.db.engine import check_url
 
+    if "://" not in url and url.strip():
+        url = f"sqlite:///{Path(url).expanduser().resolve()}"
     try:
         check_url(url)
     except ValueError as exc:
@@ -543,14 +547,18 @@ def _loop_config(args: argparse.Namespace, db, name: str, url: str):  # noqa: AN
 
 def cmd_export(args: argparse.Namespace) -> int:
     from selfloop.db.engine import open_database
-    from selfloop.export import rows, write
+    from selfloop.export import nothing_to_export, rows, write
 
     if args.out is None and args.format == "parquet":
         raise SelfloopError("--format parquet needs --out FILE")
     db = open_database(_database_url(args), readonly=True)
     try:
         with db.session() as session:
-            n = write(rows(session, args.loop, args.what, args.iteration), args.out, args.format)
+            records = rows(session, args.loop, args.what, args.iteration)
+            first = next(records, None)
+            if first is None:  # say what the loop has instead of writing an empty file
+                raise SelfloopError(nothing_to_export(session, args.loop, args.what, args.iteration))
+            n = write(itertools.chain([first], records), args.out, args.format)
     finally:
         db.dispose()
     print(f"{args.out or 'stdout'}: {n} {args.what} row(s) of loop {args.loop}", file=sys.stderr if args.out is None else sys.stdout)

@@ -7,6 +7,7 @@ validation) into a `ConfigError` whose lines name the field path and the bad val
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import os
 import re
@@ -680,11 +681,27 @@ def default_cache_dir() -> Path:
     return Path("~/.cache/selfloop").expanduser()
 
 
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the section at `loc` (list indices skipped), for "did you mean"."""
+    model: type[BaseModel] | None = Config
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        args = [a for a in get_args(ann) if isinstance(a, type)] or [ann]
+        model = next((a for a in args if _section_type(a)), None)
+    return list(model.model_fields) if model is not None else []
+
+
 def _format_error(err: dict[str, Any]) -> str:
     path = ".".join(str(p) for p in err["loc"]) or "(top level)"
     kind, value = err["type"], err.get("input")
     if kind == "extra_forbidden":
-        return f"{path}: unknown key (value {value!r})"
+        close = difflib.get_close_matches(str(err["loc"][-1]), _known_keys(err["loc"][:-1]), n=1, cutoff=0.6)
+        return f"{path}: unknown key (value {value!r})" + (f"; did you mean {close[0]!r}?" if close else "")
     if kind == "missing":
         return f"{path}: required, but missing"
     if kind == "literal_error":

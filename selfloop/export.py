@@ -117,6 +117,26 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
         yield row
 
 
+def nothing_to_export(session: Session, loop_name: str, what: str, iteration: int | None) -> str:
+    """Why an export found no rows, with what the loop has instead (an empty file would only fail later, in
+    `load_dataset`)."""
+    loop = session.scalars(select(Loop).where(Loop.name == loop_name)).one()
+    its = list(_iterations(session, loop, iteration))
+    examples = select(func.count()).select_from(Example).where(Example.iteration_id.in_(its))
+    has = {"pairs": session.scalar(examples.where(Example.rejected_sample_id.is_not(None))),
+           "examples": session.scalar(examples.where(Example.rejected_sample_id.is_(None))),
+           "samples": session.scalar(select(func.count()).select_from(Sample).where(Sample.iteration_id.in_(its))),
+           "evals": session.scalar(select(func.count()).select_from(EvalItem).where(EvalItem.iteration_id.in_(its)))}
+    where = f"iteration {iteration} of loop {loop_name!r}" if iteration is not None else f"loop {loop_name!r}"
+    others = [f"{n} {k}" for k, n in has.items() if n and k != what]
+    if not others:
+        return f"{where} has nothing to export yet"
+    algorithm = (loop.config.get("train") or {}).get("algorithm", "")
+    return (f"{where} has no {what} (its algorithm, {algorithm}, trains on "
+            f"{'pairs' if has['pairs'] else 'rewarded examples'}); it has {', '.join(others)}: use --what "
+            f"{next(k for k, n in has.items() if n and k != what)}")
+
+
 def write(records: Iterator[dict[str, Any]], out: Path | None, fmt: str) -> int:
     """Write to `out` (None: JSON Lines on stdout); return the number of rows.
 

@@ -280,3 +280,35 @@ def test_track_to_an_mlflow_file_store_says_what_to_use(finished, tmp_path: Path
     code, _, err = run_cli("track", "tiny", "--to", "mlflow", "--config", str(config))
     assert code == 2 and "is a file store, which MLflow 3 refuses: use sqlite:///PATH/mlflow.db" in err, err
     assert "unexpected error" not in err and not (tmp_path / "mlruns").exists()
+
+
+# -- paper cuts of the user trial (issue 32, item 6) ------------------------------------------------------
+def test_db_takes_a_plain_path_as_an_sqlite_store(tmp_path: Path, run_cli, monkeypatch) -> None:  # noqa: ANN001
+    open_database(f"sqlite:///{tmp_path / 'store.db'}", init=True).dispose()
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("status", "--db", "store.db")
+    assert code == 0 and "no process is running a loop" in out, err
+    code, _, err = run_cli("sql", "--db", str(tmp_path / "store.db"), "SELECT count(*) FROM loops")
+    assert code == 0, err
+
+
+def test_a_mistyped_key_gets_a_suggestion(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    path = tmp_path / "c.yaml"
+    path.write_text("loop: {name: a, seeed: 1}\ntrian: {}\neval: {suites: [{name: s, kind: arithmetic, szie: 3}]}\n")
+    code, _, err = run_cli("config", "validate", str(path))
+    assert code == 2
+    for line in ("loop.seeed: unknown key (value 1); did you mean 'seed'?", "trian: unknown key (value {}); did you mean 'train'?",
+                 "eval.suites.0.szie: unknown key (value 3); did you mean 'size'?"):
+        assert line in err, err
+    path.write_text("loop: {name: a, zzzz: 1}\n")
+    assert "did you mean" not in run_cli("config", "validate", str(path))[2]
+
+
+@pytest.mark.integration
+def test_exporting_what_a_loop_does_not_have_says_what_it_has(finished, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    """The tiny loop trains RLSC on rewarded examples: no pairs. An empty file would fail later, in load_dataset."""
+    _, url = finished
+    out = tmp_path / "pairs.jsonl"
+    code, _, err = run_cli("export", "tiny", "--what", "pairs", "--out", str(out), "--db", url)
+    assert code == 1 and "loop 'tiny' has no pairs (its algorithm, rlsc, trains on rewarded examples)" in err, err
+    assert "use --what examples" in err and not out.exists()

@@ -95,11 +95,12 @@ def test_bad_eval_file_is_named_with_its_suite(tmp_path: Path, run_cli) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["status", "--db", "foo"], "--db 'foo': not a database URL"),
+    (["status", "--db", "foo://bar"], "--db 'foo://bar': database 'foo' is not supported"),
+    (["status", "--db", "no-such-dir/x.db"], "no database at"),  # a plain path is an SQLite store
     (["history", "--db", "mysql://u@h/db"], "--db 'mysql://u@h/db': database 'mysql' is not supported"),
     (["sql", "--db", "sqlite://", "SELECT 1"], "an SQLite URL needs a file path"),
     (["status", "--db", "sqlite:///:memory:"], "an SQLite URL needs a file path"),
-    (["run", "--config", "{config}", "--db", "foo"], "--db 'foo': not a database URL"),
+    (["run", "--config", "{config}", "--db", "foo://bar"], "--db 'foo://bar': database 'foo' is not supported"),
     (["run", "--config", "{config}", "--db", "sqlite:///:memory:"], "an SQLite URL needs a file path"),
     (["run", "--config", "{config}", "--db", "sqlite:////proc/selfloop/x.db"], "cannot"),
     (["run", "--config", "{config}", "--set", "loop.seed=18446744073709551616"], "loop.seed: 18446744073709551616"),
