@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _add_db(p)
-    p = loop_sub.add_parser("rename", help="rename a loop (refused while it runs)")
+    p = loop_sub.add_parser("rename", help="rename a loop and move its checkpoints with it (refused while it runs)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("new", metavar="NEW")
     _add_db(p)
@@ -589,8 +589,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
     db = open_database(url)
     try:
         if args.loop_command == "rename":
-            rename_loop(db, args.name, args.new)
-            print(f"loop {args.name} is now {args.new}")
+            moved = rename_loop(db, args.name, args.new, _loop_config(args, db, args.name, url))
+            print(f"loop {args.name} is now {args.new}" + (f" ({moved} checkpoint(s) moved with it)" if moved else ""))
             return 0
         if not args.yes:
             if not sys.stdin.isatty():

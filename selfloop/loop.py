@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -321,9 +322,18 @@ def remove_loop(db: Database, name: str, config: Config) -> int:
         return removed
 
 
-def rename_loop(db: Database, old: str, new: str) -> None:
-    """Rename a loop (its stored config too); refused while it runs or when the new name is taken."""
+def rename_loop(db: Database, old: str, new: str, config: Config) -> int:
+    """Rename a loop (its stored config too) and move its checkpoint directory with it (checkpoints/OLD to
+    checkpoints/NEW under the state directory of `config`), so a new loop of the old name finds its directory
+    free; return how many checkpoints moved. Refused while either name is in use or when the new name is taken.
+
+    The directory moves first (one rename), then the rows change in one transaction; if that fails the
+    directory moves back. A crash between the two leaves rows that name the old directory: rename the
+    directory back by hand (`mv checkpoints/NEW checkpoints/OLD`)."""
+    from sqlalchemy import update
+
     from selfloop.config import LoopConfig, validate_config
+    from selfloop.db.models import Checkpoint
     from selfloop.lock import LoopLock
 
     try:
@@ -337,7 +347,31 @@ def rename_loop(db: Database, old: str, new: str) -> None:
                 raise SelfloopError(f"no loop named {old!r}")
             if loop_by_name(session, new) is not None:
                 raise SelfloopError(f"a loop named {new!r} already exists")
-            snapshot = {**loop.config, "loop": {**loop.config["loop"], "name": new}}
-            loop.name = new
-            loop.config, loop.config_hash = fingerprint(validate_config(snapshot, source=f"loop {old} (stored config)"))
-            add_event(session, loop.id, None, "loop.renamed", f"loop {old} renamed to {new}")
+            stored = dict(session.execute(select(Checkpoint.id, Checkpoint.path).join(
+                Iteration, Iteration.output_checkpoint_id == Checkpoint.id).where(Iteration.loop_id == loop.id)).all())
+        old_dir, new_dir = config.state_dir() / "checkpoints" / old, config.state_dir() / "checkpoints" / new
+        moving = {cid: path for cid, path in stored.items() if config.checkpoint_dir(path).parent.resolve() == old_dir.resolve()}
+        moved = False
+        if moving and old_dir.is_dir():
+            if new_dir.exists() and any(new_dir.iterdir()):
+                raise SelfloopError(f"{new_dir} exists and is not empty: move it away before renaming {old!r} to {new!r}")
+            if new_dir.exists():
+                new_dir.rmdir()
+            old_dir.rename(new_dir)
+            moved = True
+        try:
+            with db.session() as session:
+                loop = loop_by_name(session, old)
+                snapshot = {**loop.config, "loop": {**loop.config["loop"], "name": new}}
+                loop.name = new
+                loop.config, loop.config_hash = fingerprint(validate_config(snapshot, source=f"loop {old} (stored config)"))
+                for cid, path in moving.items():
+                    session.execute(update(Checkpoint).where(Checkpoint.id == cid).values(
+                        path=config.stored_checkpoint(new_dir / Path(path).name)))
+                add_event(session, loop.id, None, "loop.renamed", f"loop {old} renamed to {new}"
+                          + (f"; {len(moving)} checkpoint(s) moved to {new_dir}" if moving else ""))
+        except BaseException:
+            if moved:
+                new_dir.rename(old_dir)
+            raise
+        return len(moving)

@@ -140,7 +140,12 @@ def test_fork_from_the_base_model_then_remove_and_rename(tmp_path: Path, sqlite_
     # The name is free again, and a loop can be renamed (its stored config follows).
     assert selfloop_cli("run", "--config", str(config)).returncode == 0
     out = selfloop_cli("loop", "rename", "tiny", "renamed", "--db", sqlite_url)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0 and "1 checkpoint(s) moved with it" in out.stdout, out.stderr
+    moved = sorted(p.name for p in (tmp_path / "state" / "checkpoints" / "renamed").iterdir())
+    assert moved == ["iteration-0001"] and not list((tmp_path / "state" / "checkpoints" / "tiny").glob("iteration-*"))
+    # A new loop of the old name trains into its own free directory (it used to fail on checkpoints.path).
+    out = selfloop_cli("run", "--config", str(config))
+    assert out.returncode == 0, out.stderr[-2000:]
     out = selfloop_cli("resume", "renamed", "--db", sqlite_url, "--set", "loop.max_iterations=2")
     assert out.returncode == 0, out.stderr[-2000:]
     db = open_database(sqlite_url)
