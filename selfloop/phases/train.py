@@ -24,6 +24,7 @@ from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.judging.eft import ALGORITHM as EFT
 from selfloop.judging.judge import judge_chat, load_template
 from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
+from selfloop.models.packaged import shareable_base
 from selfloop.phases.context import PhaseContext
 from selfloop.training.checkpoint import save_adapter
 from selfloop.training.items import TrainItem, fit, lacks_reference
@@ -165,7 +166,7 @@ def _train_here(ctx: PhaseContext, items, init, needs_reference, path, extra, st
         records = train(model, items, module, getattr(cfg, cfg.algorithm), cfg, seed=ctx.seed("train", "order"),
                         on_step=on_step, on_progress=lambda done, total: ctx.set_progress(done, total, "training steps"),
                         stop_requested=ctx.stop_requested)
-        saved = save_adapter(model, path, base_model=ctx.config.model.base, extra=extra)
+        saved = save_adapter(model, path, base_model=shareable_base(ctx.config.model.base), extra=extra)
         ctx.failpoint("after_save")
     finally:
         del model
@@ -198,7 +199,7 @@ def _train_on_processes(ctx: PhaseContext, items, init, needs_reference, path, e
            "train": cfg.model_dump(mode="json"), "needs_reference": needs_reference,
            "init": {"checkpoint_id": init.checkpoint_id, "path": str(init.path), "sha256": init.sha256} if init else None,
            "seed_init": ctx.seed("train", "init"), "seed_order": ctx.seed("train", "order"),
-           "out": str(path), "base_model": ctx.config.model.base, "extra": extra}
+           "out": str(path), "base_model": shareable_base(ctx.config.model.base), "extra": extra}
     event = run_workers(workdir=path.parent, processes=cfg.processes, device=device.type, job=job, items=items,
                         on_reference=store_reference, on_step=step, stop_requested=ctx.stop_requested)
     verify_checkpoint(Path(event["path"]), event["sha256"])  # what rank 0 wrote is complete and unaltered
