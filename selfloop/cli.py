@@ -613,6 +613,9 @@ COMMANDS = {
 }
 
 
+SHARED_OUTPUTS = ("report", "export", "merge")
+
+
 def _one_line(exc: Exception) -> str:
     """An unexpected error as one line, without the SQL text or parameters SQLAlchemy appends."""
     import errno
@@ -663,7 +666,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from selfloop.log import setup_logging
 
-    os.umask(0o077)  # everything selfloop creates (reports, logs, exports) is owner-only
+    # The store, checkpoints, caches and logs are owner-only; what is made to share (a report, an export, a merged
+    # model) follows the user's umask.
+    if args.command not in SHARED_OUTPUTS:
+        os.umask(0o077)
 
     setup_logging("DEBUG" if args.debug else "INFO", json_lines=args.log_json)
     try:

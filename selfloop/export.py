@@ -239,6 +239,6 @@ def _fold(base_dir: Path, adapter_dir: Path, out: Path) -> None:
     model = load_causal_lm(base_dir, torch.device("cpu"), torch.float32)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     tokenizer = load_tokenizer(base_dir)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, private=False) as tmp:  # made to share: the user's umask decides
         merged.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))

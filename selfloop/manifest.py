@@ -40,7 +40,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def write_manifest(directory: Path, extra: dict | None = None) -> str:
+def write_manifest(directory: Path, extra: dict | None = None, *, private: bool = True) -> str:
     """Fsync every file, write MANIFEST.json; return the manifest's own sha256 (stored in the database)."""
     files = {}
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
@@ -53,7 +53,8 @@ def write_manifest(directory: Path, extra: dict | None = None) -> str:
         f.write(body)
         f.flush()
         os.fsync(f.fileno())
-    os.chmod(manifest, 0o600)
+    if private:
+        os.chmod(manifest, 0o600)
     return hashlib.sha256(body).hexdigest()
 
 
@@ -95,21 +96,26 @@ def verify(directory: Path, expected_sha256: str | None = None) -> dict:
 
 
 @contextmanager
-def atomic_directory(final: Path, extra: dict | None = None) -> Iterator[Path]:
+def atomic_directory(final: Path, extra: dict | None = None, *, private: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling of `final` to fill; on success write the manifest and rename it into place.
 
     The manifest sha256 is available afterwards as `final_sha256(final)`. On failure the temporary
     directory is removed; a crash leaves only a `.tmp-*` sibling, which `remove_stale_temporaries` cleans.
+    private: owner-only (checkpoints, the model cache); False follows the umask (a merged model made to share).
     """
     final = Path(final)
-    private_dir(final.parent)
+    if private:
+        private_dir(final.parent)
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(mode=0o700)
+    tmp.mkdir(mode=0o700 if private else 0o777)
     try:
         yield tmp
+        mask = 0o077 if private else _umask()  # libraries write some files 0600 (safetensors via a temporary file)
         for path in tmp.rglob("*"):
-            os.chmod(path, 0o700 if path.is_dir() else 0o600)
-        write_manifest(tmp, extra)
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+        write_manifest(tmp, extra, private=private)
         if final.exists():
             shutil.rmtree(final)  # a complete but unrecorded directory from an earlier crash
         os.rename(tmp, final)
@@ -117,6 +123,12 @@ def atomic_directory(final: Path, extra: dict | None = None) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def manifest_sha256(directory: Path) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from selfloop.errors import SelfloopError
-from selfloop.private import private_dir
 
 
 def write_report(session: Session, name: str, out: Path) -> Path:
@@ -31,7 +30,7 @@ def write_report(session: Session, name: str, out: Path) -> Path:
         state=state, lineage=segments, columns=columns, rows=rows, events=views.loop_events(session, name),
         charts=loop_charts(segments, views.judges_with_llm(session, [name])), charts_url=None,
         static=".", live=False, refresh_ms=0, written=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
-    private_dir(out)
+    Path(out).mkdir(parents=True, exist_ok=True)  # made to share: the user's umask decides
     for asset in (plotly_js(), HERE / "static" / "selfloop.js", HERE / "static" / "style.css"):
         shutil.copyfile(asset, out / asset.name)
     index = out / "index.html"

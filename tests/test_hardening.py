@@ -188,15 +188,25 @@ def test_identical_trainings_give_identical_manifests(tmp_path: Path, tiny_model
 
 
 @pytest.mark.integration
-def test_reports_and_logs_are_owner_only(tmp_path: Path, sqlite_url: str) -> None:
+def test_the_store_checkpoints_and_logs_are_owner_only_and_what_is_shared_follows_the_umask(tmp_path: Path,
+                                                                                             sqlite_url: str) -> None:
+    """A report, an export and a merged model are made to share: the user's umask (022 here) decides. The store,
+    the checkpoints and the logs stay owner-only whatever it is."""
     config = tiny_yaml(tmp_path, sqlite_url, loop__max_iterations=1, logging__file=str(tmp_path / "logs" / "selfloop.log"))
     old = os.umask(0o022)
     try:
         out = selfloop_cli("run", "--config", str(config))
         assert out.returncode == 0, out.stderr[-2000:]
-        out = selfloop_cli("report", "tiny", "--db", sqlite_url, "--out", str(tmp_path / "report"))
-        assert out.returncode == 0, out.stderr[-2000:]
+        for args in (["report", "tiny", "--out", str(tmp_path / "report")],
+                     ["export", "tiny", "--what", "samples", "--out", str(tmp_path / "shared" / "samples.jsonl")],
+                     ["merge", "tiny", "--out", str(tmp_path / "shared" / "merged"), "--config", str(config)]):
+            out = selfloop_cli(*args, "--db", sqlite_url)
+            assert out.returncode == 0, out.stderr[-2000:]
     finally:
         os.umask(old)
-    written = [p for p in (tmp_path / "report").rglob("*")] + [p for p in (tmp_path / "logs").rglob("*")]
-    assert written and all(p.stat().st_mode & 0o077 == 0 for p in written), [oct(p.stat().st_mode) for p in written]
+    private = [tmp_path / "selfloop.db", *(tmp_path / "state" / "checkpoints").rglob("*"), *(tmp_path / "logs").rglob("*")]
+    assert all(p.stat().st_mode & 0o077 == 0 for p in private), [(p, oct(p.stat().st_mode)) for p in private]
+    shared = [*(tmp_path / "report").rglob("*"), *(tmp_path / "shared").rglob("*")]
+    wrong = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in shared
+             if p.stat().st_mode & 0o077 != (0o055 if p.is_dir() else 0o044)}
+    assert len(shared) > 5 and not wrong, wrong
