@@ -103,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue an interrupted or forked loop with its stored config")
     p.add_argument("loop", metavar="LOOP")
     p.add_argument("--db", metavar="URL", help="database URL")
-    p.add_argument("--config", type=Path, metavar="FILE", help="take the database from this config")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="the loop's config file, as `run` takes it: its database, and what may change between runs "
+                        "(limits, schedule, trackers, logging, metrics); a change of what the loop computes is refused. "
+                        "Without it, the stored config")
     p.add_argument("--iterations", type=int, metavar="N", help="run at most N iterations now")
     p.add_argument("--unpause", action="store_true", help="continue a loop the promotion gate paused")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -353,19 +356,33 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     _check_iterations(args.iterations)
     url = _database_url(args)
-    db = open_database(url, readonly=True)
-    try:
-        snapshot = _stored_config(db, args.loop, url)
-    finally:
-        db.dispose()
-    from selfloop.config import apply_overrides
+    if args.config:  # the loop's own config file, as `run` takes it (what the loop computes may not change)
+        config = _with_db(_config_of(args.config, args.loop, args.set), url)
+    else:
+        db = open_database(url, readonly=True)
+        try:
+            snapshot = _stored_config(db, args.loop, url)
+        finally:
+            db.dispose()
+        from selfloop.config import apply_overrides
 
-    snapshot = apply_overrides(snapshot, args.set)
-    config = _with_db(validate_config(snapshot, source=f"loop {args.loop} (stored config)"), url)
+        snapshot = apply_overrides(snapshot, args.set)
+        config = _with_db(validate_config(snapshot, source=f"loop {args.loop} (stored config)"), url)
     _setup_logging(args, config)
     if args.unpause:
         _unpause(url, args.loop)
     return _run_foreground(config, args.iterations)
+
+
+def _config_of(path: Path, loop: str, overrides: list[str] | None = None):  # noqa: ANN202
+    """The config FILE of LOOP: --config means the loop's config file on every command (a file that configures
+    another loop is refused rather than half used)."""
+    from selfloop.config import load_config
+
+    config = load_config(path, overrides)
+    if config.loop.name != loop:
+        raise SelfloopError(f"--config {path} configures loop {config.loop.name!r}, not {loop!r}")
+    return config
 
 
 def _run_foreground(config, iterations: int | None) -> int:  # noqa: ANN001
@@ -498,7 +515,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from selfloop.config import load_config, validate_config
+    from selfloop.config import validate_config
     from selfloop.db.engine import open_database
     from selfloop.lock import LoopLock
     from selfloop.tracking import BACKENDS, sync
@@ -508,7 +525,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     try:
         data = _stored_config(db, args.loop, url)
         if args.config:
-            data["tracking"] = load_config(args.config).tracking.model_dump(mode="json")
+            data["tracking"] = _config_of(args.config, args.loop).tracking.model_dump(mode="json")
         data.setdefault("tracking", {}).setdefault(args.to, {})["enabled"] = True
         config = validate_config(data, source=f"loop {args.loop} (stored config)")
         with LoopLock(db, args.loop, "track"):

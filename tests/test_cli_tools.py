@@ -268,3 +268,24 @@ def test_export_to_stdout(finished: tuple[Path, str]) -> None:
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert rows and all(r["iteration"] == 1 and r["completion"][0]["role"] == "assistant" for r in rows)
     assert "stdout:" in out.stderr
+
+
+def test_resume_config_is_the_loops_config_file(tmp_path: Path, sqlite_url: str) -> None:
+    """`--config` meant the loop's config on `run` but only the store's location on `resume` (a corrected field
+    in the file was silently ignored). Now both take the file as the loop's config: what may change between runs
+    is applied, a change of what the loop computes is refused, and a file of another loop is refused."""
+    config = tiny_yaml(tmp_path, sqlite_url, loop__max_iterations=1)
+    assert selfloop_cli("run", "--config", str(config)).returncode == 0
+    longer = tiny_yaml(tmp_path, sqlite_url, name="longer.yaml", loop__max_iterations=2)
+    out = selfloop_cli("resume", "tiny", "--config", str(longer))
+    assert out.returncode == 0 and "ran 1 iteration(s), last 2" in out.stdout, out.stderr[-2000:]
+    db = open_database(sqlite_url)
+    with db.session() as s:
+        assert s.scalars(select(Loop).where(Loop.name == "tiny")).one().config["loop"]["max_iterations"] == 2
+    db.dispose()
+    other = tiny_yaml(tmp_path, sqlite_url, name="lr.yaml", loop__max_iterations=3, train__learning_rate=0.5)
+    out = selfloop_cli("resume", "tiny", "--config", str(other))
+    assert out.returncode == 1 and "train.learning_rate" in out.stderr and "fork" in out.stderr
+    named = tiny_yaml(tmp_path, sqlite_url, name="named.yaml", loop__name="another")
+    out = selfloop_cli("resume", "tiny", "--config", str(named))
+    assert out.returncode == 1 and f"--config {named} configures loop 'another', not 'tiny'" in out.stderr
