@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfloop.config import Config, LoopConfig, apply_overrides, read_yaml, validate_config
+from selfloop.config import Config, LoopConfig, apply_overrides, read_config_file, validate_config
 from selfloop.errors import SelfloopError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def load_config(source: str | Path | dict[str, Any] | Config, overrides: list[st
     elif isinstance(source, dict):
         data, where = dict(source), "config"
     else:
-        data, where = read_yaml(Path(source)), str(source)
+        data, where = read_config_file(source), str(source)
     return validate_config(apply_overrides(data, list(overrides or [])), source=where)
 
 

@@ -421,7 +421,7 @@ def _unpause(url: str, name: str) -> None:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    from selfloop.config import apply_overrides, read_yaml, validate_config
+    from selfloop.config import apply_overrides, read_config_file, validate_config
     from selfloop.db.engine import open_database
     from selfloop.loop import fork
 
@@ -429,7 +429,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
     db = open_database(url)
     try:
         if args.config:
-            data = read_yaml(args.config)
+            data = read_config_file(args.config)
         else:
             data = _stored_config(db, args.loop, url)
         data = apply_overrides(data, [*args.set, f"loop.name={args.name}"])

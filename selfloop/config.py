@@ -781,8 +781,39 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def read_config_file(path: Path | str) -> dict[str, Any]:
+    """A config file's mapping with its relative paths (path fields, a model.base written as ./ or ../, a
+    relative sqlite:/// URL) made absolute against the file's own directory, not the working directory: the
+    same file means the same loop from wherever it is run."""
+    path = Path(path)
+    data = read_yaml(path)
+    return _absolute_paths(data, Config, path.resolve().parent)
+
+
+def _absolute_paths(data: dict[str, Any], model: type[BaseModel], base: Path) -> dict[str, Any]:
+    for key, value in list(data.items()):
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        ann = field.annotation
+        args = [a for a in get_args(ann) if isinstance(a, type)] or [ann]
+        section = next((a for a in args if _section_type(a)), None)
+        if isinstance(value, dict) and section is not None:
+            data[key] = _absolute_paths(dict(value), section, base)
+        elif isinstance(value, list) and section is not None:
+            data[key] = [_absolute_paths(dict(v), section, base) if isinstance(v, dict) else v for v in value]
+        elif isinstance(value, str) and value and Path in args and not Path(value).expanduser().is_absolute():
+            data[key] = str(base / value)
+        elif isinstance(value, str) and (model, key) == (ModelConfig, "base") and value.startswith(("./", "../")):
+            data[key] = str(base / value)
+        elif isinstance(value, str) and (model, key) == (DatabaseConfig, "url") and value.startswith("sqlite:///") \
+                and not value.removeprefix("sqlite:///").startswith("/"):
+            data[key] = f"sqlite:///{base / value.removeprefix('sqlite:///')}"
+    return data
+
+
 def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
-    data = read_yaml(Path(path))
+    data = read_config_file(path)
     if overrides:
         data = apply_overrides(data, overrides)
     return validate_config(data, source=str(path))

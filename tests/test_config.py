@@ -180,3 +180,23 @@ def test_read_commands_do_not_import_torch(tmp_path: Path, argv: list[str]) -> N
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', code)")
     out = subprocess.run([sys.executable, "-c", code, *argv, *extra], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "NO-TORCH 0", out.stdout + out.stderr
+
+
+def test_relative_paths_in_a_config_are_the_files_not_the_working_directorys(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The same file means the same loop from wherever it is run; --set values stay relative to where it is typed."""
+    (tmp_path / "project").mkdir()
+    path = tmp_path / "project" / "loop.yaml"
+    path.write_text("loop: {name: a, state_dir: state}\nmodel: {base: ./model}\n"
+                    "generation: {tasks: {kind: jsonl, path: data/tasks.jsonl}}\n"
+                    "eval: {suites: [{name: e, kind: jsonl, path: data/eval.jsonl}], main_metric: e/greedy_accuracy}\n"
+                    "database: {url: 'sqlite:///loop.db'}\nlogging: {file: logs/loop.log}\n"
+                    "tracking: {wandb: {dir: wandb}}\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config("project/loop.yaml", ["model.cache_dir=cache"])
+    here = tmp_path / "project"
+    assert (config.loop.state_dir, config.model.base, config.generation.tasks.path, config.eval.suites[0].path) == (
+        here / "state", str(here / "model"), here / "data" / "tasks.jsonl", here / "data" / "eval.jsonl")
+    assert config.database.url == f"sqlite:///{here / 'loop.db'}" and config.logging.file == here / "logs" / "loop.log"
+    assert config.tracking.wandb.dir == here / "wandb"
+    assert config.model.cache_dir == Path("cache")  # an override: as typed
+    assert load_config(REPO / "configs" / "tiny.yaml").model.base == "tiny"  # names are not paths
