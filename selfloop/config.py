@@ -520,8 +520,9 @@ class WarningsConfig(Section):
         0.2, description="Warn when fewer LLM-judge answers than this share carry a readable score."
     )
     min_examples: upto(1_000_000, 0) = Field(1, description="Warn when an iteration selects fewer training examples.")
-    min_accuracy: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
-        0.0, description="Warn when a held-out suite's greedy accuracy is at or below this (0: only a suite at zero)."
+    min_accuracy: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        0.0, description="Warn when a held-out suite's greedy accuracy is at or below this (0: only a suite at zero; "
+        "null: never). The starting policy is warned about once, in the loop's first iteration."
     )
 
 

@@ -210,3 +210,13 @@ def test_the_store_checkpoints_and_logs_are_owner_only_and_what_is_shared_follow
     wrong = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in shared
              if p.stat().st_mode & 0o077 != (0o055 if p.is_dir() else 0o044)}
     assert len(shared) > 5 and not wrong, wrong
+
+
+@pytest.mark.integration
+def test_a_healthy_tiny_run_warns_about_nothing(tmp_path: Path, sqlite_url: str) -> None:
+    """configs/tiny.yaml as shipped: a user should act on every warning printed, so a healthy run prints none
+    (it printed 10: a random model's zero accuracies and unreadable judge scores, every iteration)."""
+    out = selfloop_cli("run", "--config", str(tiny_yaml(tmp_path, sqlite_url)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    warnings = [line for line in out.stderr.splitlines() if " WARNING " in line or "Warning" in line]
+    assert not warnings, warnings

@@ -165,7 +165,9 @@ def run(ctx: PhaseContext) -> None:
         insert_ignore(session, Eval, rows, ["iteration_id", "role", "suite", "metric"])
         floor = ctx.config.warnings.min_accuracy
         for row in rows:
-            if row["metric"] == "greedy_accuracy" and row["value"] <= floor:
+            # An iteration's baseline is the last one's candidate, already warned about: only iteration 1's is new.
+            repeated = row["role"] == "baseline" and ctx.number > 1
+            if floor is not None and not repeated and row["metric"] == "greedy_accuracy" and row["value"] <= floor:
                 add_event(session, ctx.loop_id, ctx.iteration_id, "eval.low_accuracy",
                           f"{row['role']} scored {row['value']:.3f} on suite {row['suite']} (floor {floor:.3f}): "
                           "check the suite's answers and the answer extraction", level="warning",
