@@ -123,6 +123,16 @@ def test_every_shipped_config_validates(path: Path) -> None:
     assert first.startswith("# selfloop ") or first.startswith("# make "), f"{path.name} must start with the command that runs it"
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_passes_validate_with_its_files_from_anywhere(path: Path, run_cli, tmp_path: Path,  # noqa: ANN001
+                                                                           monkeypatch) -> None:  # noqa: ANN001
+    """The GPU configs named task files under /var/lib/selfloop that exist only on a deployed server: they name
+    the small example files shipped beside them, found from any working directory."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("config", "validate", str(path))
+    assert code == 0 and "valid" in out, err
+
+
 def test_docs_config_reference_is_generated_from_the_models() -> None:
     page = (REPO / "docs" / "configuration.md").read_text()
     assert config_reference() in page, "docs/configuration.md's reference is stale: run `make reference`"
