@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table, csv, jsonl (the iterations) or json (iterations, held-out suites and lineage)")
     p.add_argument("--wide", action="store_true", help="table: do not cut long cells")
-    p.add_argument("--columns", metavar="A,B,...", help="only these columns, in this order (e.g. loop,iteration,main_metric)")
+    p.add_argument("--columns", metavar="A,B,...", help="only these columns, in this order (e.g. loop,iteration,main_metric); "
+                   "'all' for every column. The table shows the main figures by default; csv and json every column")
 
     p = sub.add_parser("export", help="write a loop's pairs, samples, examples or eval items (TRL's dataset forms)")
     p.add_argument("loop", metavar="LOOP")
@@ -289,7 +290,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     from selfloop.db import queries
     from selfloop.db.engine import open_database
-    from selfloop.render import render, select_columns
+    from selfloop.render import compact, render, select_columns
 
     db = open_database(_database_url(args), readonly=True)
     try:
@@ -303,7 +304,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         db.dispose()
     if args.loop:
         lrows = [r for r in lrows if r[0] == args.loop]
-    columns, rows = select_columns(columns, rows, args.columns)
+    if args.format == "table" and not args.columns:  # a terminal's width: the figures a user reads first
+        columns, rows = compact(columns, rows, HISTORY_COLUMNS)
+    else:
+        columns, rows = select_columns(columns, rows, None if args.columns == "all" else args.columns)
     if args.format == "json":
         print(json.dumps({"iterations": json.loads(render(columns, rows, "json")), "suites": json.loads(render(scols, srows, "json")),
                           "lineage": json.loads(render(lcols, lrows, "json"))}, indent=2))
@@ -631,6 +635,9 @@ COMMANDS = {
 
 
 SHARED_OUTPUTS = ("report", "export", "merge")
+# `history`'s table by default (every column with --columns all, or in csv/json/jsonl).
+HISTORY_COLUMNS = ("loop", "iteration", "status", "samples", "mean_judge_score", "judge_auc", "vote_share",
+                   "label_accuracy", "train_loss", "baseline_metric", "main_metric", "promoted", "warnings")
 
 
 def _one_line(exc: Exception) -> str:

@@ -49,6 +49,13 @@ def select_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]], wanted
     return names, [tuple(r[i] for i in index) for r in rows]
 
 
+def compact(columns: Sequence[str], rows: Sequence[Sequence[Any]], keep: Sequence[str]) -> tuple[list[str], list[tuple]]:
+    """The `keep` columns that exist and hold a value in some row (a loop without an LLM judge shows no judge
+    column), in `keep`'s order."""
+    names = [c for c in keep if c in columns and any(r[list(columns).index(c)] is not None for r in rows)]
+    return select_columns(columns, rows, ",".join(names)) if names else (list(columns), [tuple(r) for r in rows])
+
+
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", *, wide: bool = False) -> str:
     """table (cells cut at 60 characters unless `wide`), csv, json (one array) or jsonl (an object a line)."""
     if fmt == "jsonl":

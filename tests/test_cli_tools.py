@@ -181,6 +181,12 @@ def test_history_formats_columns_and_a_closed_pipe(finished: tuple[Path, str]) -
     assert "x" * 57 + "..." in selfloop_cli("sql", "--db", url, long).stdout
     out = selfloop_cli("history", "--db", url, "--columns", "nope")
     assert out.returncode == 1 and "no column 'nope'" in out.stderr
+    # The default table fits a terminal (it was 21 columns, about 300 characters): the main figures, and no
+    # column this loop leaves empty (RLSC with no parsed judge score: no judge columns); --columns all has them all.
+    table = selfloop_cli("history", "--db", url).stdout.splitlines()
+    assert max(len(line) for line in table[:4]) <= 130 and "main_metric" in table[0] and "checkpoint" not in table[0]
+    everything = selfloop_cli("history", "--db", url, "--columns", "all").stdout.splitlines()[0]
+    assert "checkpoint" in everything and "started_at" in everything
     piped = subprocess.run(f"{sys.executable} -m selfloop history --db {url} --wide | head -1", shell=True,
                            capture_output=True, text=True, cwd=REPO)
     assert piped.returncode == 0 and "BrokenPipe" not in piped.stderr and "error" not in piped.stderr
