@@ -168,8 +168,24 @@ class EngineConfig(Section):
         return self
 
 
+class FieldMap(Section):
+    """Which keys of a user's rows hold the prompt, the answer and the reference response."""
+
+    prompt: str = Field("prompt", description="The key of the prompt ('question', 'problem', ...). A row with a "
+                        "'messages' list (role/content) and no such key gives its last user turn instead.")
+    answer: str = Field("answer", description="The key of the checkable answer (optional in a task pool).")
+    response: str = Field("response", description="The key of a reference response (SPIN's ground truth).")
+
+
 class _FileBacked(Section):
-    """A section whose kind 'jsonl' reads a user file named by its `path` field."""
+    """A section whose kind 'jsonl' reads a user file named by its `path` field: JSON Lines, a Parquet file
+    (.parquet) or a local `datasets` directory (saved by `save_to_disk`)."""
+
+    fields: FieldMap = Field(default_factory=FieldMap, description="The keys of a user file's rows; with keys other "
+                             "than the defaults, the rows' other keys are ignored (with the defaults, they are errors).")
+    answer_after: str | None = Field(
+        None, description="Take the answer as the text after the last occurrence of this marker ('####' for "
+        "GSM8K-style answers that end in '#### 42').")
 
     @model_validator(mode="after")
     def _path_for_jsonl(self) -> _FileBacked:
@@ -183,11 +199,12 @@ class TaskSource(_FileBacked):
 
     kind: Literal["seed", "jsonl", "arithmetic", "instructions"] = Field(
         "seed",
-        description="Where rollout prompts come from: 'seed' (prompts/seed_tasks.jsonl), 'jsonl' (a user file with "
-        "'prompt' and optional 'answer'/'response'), 'arithmetic' (the seeded generator's training split), "
+        description="Where rollout prompts come from: 'seed' (prompts/seed_tasks.jsonl), 'jsonl' (a user file: JSON "
+        "Lines, Parquet or a `datasets` directory, with a prompt and optional answer/response per row, see `fields`), "
+        "'arithmetic' (the seeded generator's training split), "
         "'instructions' (writing tasks with checkable constraints, IFEval-style: the training split, seen phrasings).",
     )
-    path: Path | None = Field(None, description="The JSONL file, for kind 'jsonl'.")
+    path: Path | None = Field(None, description="The user file, for kind 'jsonl' (.jsonl, .parquet, or a directory).")
     levels: list[Annotated[int, Field(ge=1, le=3)]] = Field(
         [1], description="arithmetic: difficulty levels (1: a+b with a, b in 1..30; 2: a+b or a-b, two digits; 3: a*b "
         "up to 12x12 and word problems). instructions: 1: one constraint, 2: two."
@@ -391,7 +408,8 @@ class SuiteConfig(_FileBacked):
     phrasing: Literal["seen", "unseen"] = Field(
         "seen", description="Generators: 'seen' words problems as training prompts are worded; 'unseen' uses wordings "
         "held out from every training prompt (a format learned is not a skill learned).")
-    path: Path | None = Field(None, description="jsonl: file with 'prompt' and 'answer' per line.")
+    path: Path | None = Field(None, description="jsonl: a user file with a prompt and an answer per row (.jsonl, "
+                              ".parquet, or a `datasets` directory; see `fields`).")
     seed: upto(2**63 - 1, 0) = Field(1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
     majority_k: upto(1024, 0) = Field(0, description="Also sample k answers per problem for majority@k (0: off).")
     max_new_tokens: upto(32_768) = Field(64, description="Longest answer in tokens.")

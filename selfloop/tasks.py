@@ -4,11 +4,13 @@ metrics and, where an algorithm asks for it, rewards) and a reference response (
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
-from selfloop.config import TaskSource
+from selfloop.config import FieldMap, TaskSource
 from selfloop.errors import ConfigError
 from selfloop.strict import StrictError, load_json
 
@@ -46,36 +48,121 @@ def read_user_file(path: Path, field: str, max_bytes: int = MAX_FILE_BYTES) -> s
         raise ConfigError(f"{field}: {path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
 
 
-def read_jsonl_tasks(text: str, source: str, prefix: str) -> list[Task]:
-    tasks = []
+def read_jsonl_tasks(text: str, source: str, prefix: str, fields: FieldMap | None = None,
+                     answer_after: str | None = None) -> list[Task]:
+    """Tasks from JSON Lines text (one object a line; blank lines skipped)."""
     lines = text.splitlines()
     if len(lines) > MAX_LINES:
         raise ConfigError(f"{source}: {len(lines)} lines, above the limit of {MAX_LINES}")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+
+    def rows() -> Iterator[tuple[int, Any]]:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    yield number, load_json(line)
+                except StrictError as exc:
+                    raise ConfigError(f"{source}:{number}: {exc}") from None
+
+    return tasks_from_rows(rows(), source, prefix, fields, answer_after)
+
+
+def tasks_from_rows(rows: Iterable[tuple[int, Any]], source: str, prefix: str, fields: FieldMap | None = None,
+                    answer_after: str | None = None) -> list[Task]:
+    """Tasks from (row number, row) pairs, the prompt, answer and response found under `fields`' keys (a
+    'messages' list gives its last user turn as the prompt and the assistant turn after it as the response).
+    With the default keys a row's other keys are errors (a typo is not ignored); with a user's mapping they are
+    the dataset's own columns and ignored."""
+    fields = fields or FieldMap()
+    strict = fields == FieldMap()
+    tasks = []
+    for number, row in rows:
         where = f"{source}:{number}"
-        try:
-            row = load_json(line)
-        except StrictError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise ConfigError(f"{where}: each line needs a non-empty string 'prompt'")
-        unknown = set(row) - {"prompt", "answer", "response"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (expected prompt, answer, response)")
-        answer, response = row.get("answer"), row.get("response")
+        if not isinstance(row, dict):
+            raise ConfigError(f"{where}: each row must be an object with a {fields.prompt!r}")
+        prompt, response = row.get(fields.prompt), row.get(fields.response)
+        if prompt is None and isinstance(row.get("messages"), list):
+            prompt, response = _from_messages(row["messages"], where)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError(f"{where}: each line needs a non-empty string {fields.prompt!r}"
+                              + ("" if strict else " (generation.tasks.fields / eval.suites[].fields name the keys)"))
+        if strict:
+            unknown = set(row) - {"prompt", "answer", "response"}
+            if unknown:
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (expected prompt, answer, "
+                                  "response; `fields` maps other names, and then other keys are ignored)")
+        answer = row.get(fields.answer)
         if answer is not None and (isinstance(answer, bool) or not isinstance(answer, str | int | float)):
-            raise ConfigError(f"{where}: 'answer' must be a string or a number, got {type(answer).__name__}")
+            raise ConfigError(f"{where}: {fields.answer!r} must be a string or a number, got {type(answer).__name__}")
+        if answer is not None and answer_after is not None:
+            text = str(answer)
+            if answer_after not in text:
+                raise ConfigError(f"{where}: {fields.answer!r} has no {answer_after!r} marker (answer_after)")
+            answer = text.rsplit(answer_after, 1)[1].strip()
         if response is not None and not isinstance(response, str):
-            raise ConfigError(f"{where}: 'response' must be a string, got {type(response).__name__}")
-        for key in ("prompt", "answer", "response"):
-            if row.get(key) is not None and len(str(row[key])) > MAX_FIELD_CHARS:
-                raise ConfigError(f"{where}: '{key}' is {len(str(row[key]))} characters, above the limit of {MAX_FIELD_CHARS}")
-        tasks.append(Task(f"{prefix}:{number}", row["prompt"], None if answer is None else str(answer), response))
+            raise ConfigError(f"{where}: {fields.response!r} must be a string, got {type(response).__name__}")
+        for key, value in (("prompt", prompt), ("answer", answer), ("response", response)):
+            if value is not None and len(str(value)) > MAX_FIELD_CHARS:
+                raise ConfigError(f"{where}: '{key}' is {len(str(value))} characters, above the limit of {MAX_FIELD_CHARS}")
+        tasks.append(Task(f"{prefix}:{number}", prompt, None if answer is None else str(answer), response))
     if not tasks:
         raise ConfigError(f"{source}: no tasks")
     return tasks
+
+
+def _from_messages(messages: list[Any], where: str) -> tuple[str | None, str | None]:
+    """The last user turn of a chat (role/content dicts) and the assistant turn after it, if any."""
+    turns = [m for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    users = [i for i, m in enumerate(turns) if m.get("role") == "user"]
+    if not users:
+        raise ConfigError(f"{where}: 'messages' has no user turn")
+    after = [m["content"] for m in turns[users[-1] + 1:] if m.get("role") == "assistant"]
+    return turns[users[-1]]["content"], (after[0] if after else None)
+
+
+def read_user_tasks(path: Path, field: str, prefix: str, fields: FieldMap | None = None,
+                    answer_after: str | None = None) -> list[Task]:
+    """A user's task or eval file: JSON Lines, a Parquet file (.parquet) or a local `datasets` directory."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        rows = _dataset_rows(path, field)
+    elif path.suffix == ".parquet":
+        rows = _parquet_rows(path, field)
+    else:
+        return read_jsonl_tasks(read_user_file(path, field), str(path), prefix, fields, answer_after)
+    return tasks_from_rows(rows, str(path), prefix, fields, answer_after)
+
+
+def _parquet_rows(path: Path, field: str) -> Iterator[tuple[int, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(f"{field}: {path} is Parquet, which needs pyarrow: pip install 'selfloop[export]'") from None
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{field}: {path} is {path.stat().st_size} bytes, above the limit of {MAX_FILE_BYTES}")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's own errors, in one line
+        raise ConfigError(f"{field}: {path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    if table.num_rows > MAX_LINES:
+        raise ConfigError(f"{field}: {path}: {table.num_rows} rows, above the limit of {MAX_LINES}")
+    return enumerate(table.to_pylist(), start=1)
+
+
+def _dataset_rows(path: Path, field: str) -> Iterator[tuple[int, Any]]:
+    """A directory written by `datasets.Dataset.save_to_disk` (its Arrow files, read by `datasets` itself)."""
+    if not any((path / name).is_file() for name in ("state.json", "dataset_info.json", "dataset_dict.json")):
+        raise ConfigError(f"{field}: {path} is a directory but not a saved `datasets` dataset (no state.json)")
+    try:
+        from datasets import Dataset, load_from_disk
+    except ImportError:
+        raise ConfigError(f"{field}: {path} is a `datasets` directory, which needs the datasets package: "
+                          "pip install datasets") from None
+    data = load_from_disk(str(path))
+    if not isinstance(data, Dataset):
+        raise ConfigError(f"{field}: {path} holds several splits ({', '.join(data)}): name one split's directory")
+    if data.num_rows > MAX_LINES:
+        raise ConfigError(f"{field}: {path}: {data.num_rows} rows, above the limit of {MAX_LINES}")
+    return enumerate(data, start=1)
 
 
 def seed_tasks() -> list[Task]:
@@ -87,8 +174,7 @@ def load_pool(source: TaskSource) -> list[Task]:
     if source.kind == "seed":
         return seed_tasks()
     if source.kind == "jsonl":
-        path = Path(source.path).expanduser()  # type: ignore[arg-type]
-        return read_jsonl_tasks(read_user_file(path, "generation.tasks.path"), str(path), "jsonl")
+        return read_user_tasks(source.path, "generation.tasks.path", "jsonl", source.fields, source.answer_after)  # type: ignore[arg-type]
     if source.kind == "instructions":
         from selfloop.evals.instructions import problems
     else:

@@ -14,7 +14,7 @@ from pathlib import Path
 from selfloop.config import SuiteConfig
 from selfloop.errors import ConfigError
 from selfloop.evals import arithmetic, instructions, units
-from selfloop.tasks import read_jsonl_tasks, read_user_file
+from selfloop.tasks import read_user_tasks
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def load_suite(cfg: SuiteConfig) -> list[Item]:
         chosen = pool if cfg.size >= len(pool) else random.Random(cfg.seed).sample(pool, cfg.size)
         return [Item(p.prompt, p.answer) for p in chosen]
     path = Path(cfg.path).expanduser()  # type: ignore[arg-type]
-    tasks = read_jsonl_tasks(read_user_file(path, f"eval.suites[{cfg.name}].path"), str(path), "eval")
+    tasks = read_user_tasks(path, f"eval.suites[{cfg.name}].path", "eval", cfg.fields, cfg.answer_after)
     missing = [t.key for t in tasks if t.answer is None]
     if missing:
         raise ConfigError(f"{path}: every eval line needs an 'answer' ({missing[0]} has none)")

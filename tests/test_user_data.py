@@ -1,0 +1,84 @@
+"""Task data as users have it: other field names, a chat's messages, GSM8K's '#### answer', Parquet files and
+local `datasets` directories, as task pools and held-out suites."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfloop.config import SuiteConfig, TaskSource
+from selfloop.errors import ConfigError
+from selfloop.evals.suites import load_suite
+from selfloop.tasks import load_pool
+
+GSM8K = [  # the shape of openai/gsm8k's rows: the worked answer ends in '#### <number>'
+    {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+                 "How many clips did Natalia sell altogether in April and May?",
+     "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether "
+               "in April and May.\n#### 72"},
+    {"question": "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much "
+                 "did she earn?", "answer": "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\n#### 10"},
+]
+GSM8K_FIELDS = {"fields": {"prompt": "question", "answer": "answer"}, "answer_after": "####"}
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_gsm8k_file_as_is_is_a_pool_and_a_suite(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "gsm8k.jsonl", [{**r, "id": i} for i, r in enumerate(GSM8K)])  # extra columns ignored
+    pool = load_pool(TaskSource(kind="jsonl", path=path, **GSM8K_FIELDS))
+    assert [(t.prompt[:16], t.answer) for t in pool] == [("Natalia sold cli", "72"), ("Weng earns $12 a", "10")]
+    suite = load_suite(SuiteConfig(name="gsm8k", kind="jsonl", path=path, **GSM8K_FIELDS))
+    assert [i.answer for i in suite] == ["72", "10"]
+    with pytest.raises(ConfigError, match="each line needs a non-empty string 'prompt'"):  # without the mapping
+        load_pool(TaskSource(kind="jsonl", path=path))
+    with pytest.raises(ConfigError, match=r"gsm8k.jsonl:1: 'answer' has no '####' marker"):
+        load_pool(TaskSource(kind="jsonl", path=_jsonl(tmp_path / "gsm8k.jsonl", [{"question": "q", "answer": "4"}]),
+                             **GSM8K_FIELDS))
+
+
+def test_chat_messages_give_the_prompt_and_the_reference(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "chats.jsonl", [{"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."}]}])
+    [task] = load_pool(TaskSource(kind="jsonl", path=path, fields={"prompt": "question"}))
+    assert (task.prompt, task.reference) == ("Capital of France?", "Paris.")
+    with pytest.raises(ConfigError, match="'messages' has no user turn"):
+        load_pool(TaskSource(kind="jsonl", path=_jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "system", "content": "x"}]}]),
+                             fields={"prompt": "question"}))
+
+
+def test_parquet_and_datasets_directories(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    data = datasets.Dataset.from_list(GSM8K)
+    data.to_parquet(str(tmp_path / "gsm8k.parquet"))
+    data.save_to_disk(str(tmp_path / "gsm8k"))
+    for path in (tmp_path / "gsm8k.parquet", tmp_path / "gsm8k"):
+        assert [t.answer for t in load_pool(TaskSource(kind="jsonl", path=path, **GSM8K_FIELDS))] == ["72", "10"]
+        assert [i.answer for i in load_suite(SuiteConfig(name="g", kind="jsonl", path=path, **GSM8K_FIELDS))] == ["72", "10"]
+    datasets.DatasetDict({"train": data, "test": data}).save_to_disk(str(tmp_path / "splits"))
+    with pytest.raises(ConfigError, match="holds several splits"):
+        load_pool(TaskSource(kind="jsonl", path=tmp_path / "splits", **GSM8K_FIELDS))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="not a saved `datasets` dataset"):
+        load_pool(TaskSource(kind="jsonl", path=tmp_path / "empty"))
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(ConfigError, match="not a readable Parquet file"):
+        load_pool(TaskSource(kind="jsonl", path=tmp_path / "bad.parquet"))
+
+
+def test_config_validate_takes_a_gsm8k_config(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    _jsonl(tmp_path / "train.jsonl", GSM8K)
+    _jsonl(tmp_path / "test.jsonl", GSM8K)
+    path = tmp_path / "gsm8k.yaml"
+    path.write_text("loop: {name: gsm8k}\n"
+                    "generation:\n  tasks: {kind: jsonl, path: train.jsonl, fields: {prompt: question}, answer_after: '####'}\n"
+                    "eval:\n  suites: [{name: gsm8k, kind: jsonl, path: test.jsonl, fields: {prompt: question}, "
+                    "answer_after: '####'}]\n  main_metric: gsm8k/greedy_accuracy\n")
+    code, out, err = run_cli("config", "validate", str(path))
+    assert code == 0 and "valid" in out, err
