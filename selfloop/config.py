@@ -575,6 +575,7 @@ class WandbTrackingConfig(Section):
     mode: Literal["online", "offline"] = Field("online", description="offline: write run files to disk only (`wandb sync` uploads them).")
     dir: Path | None = Field(None, description="Where W&B writes its files; null: the state directory.")
     log_adapters: bool = Field(False, description="Also log each iteration's adapter as an artifact.")
+    system_stats: bool = Field(True, description="W&B's system statistics (CPU, GPU, memory) beside the loop's figures.")
 
 
 class TrackingConfig(Section):

@@ -15,6 +15,7 @@ after an outage (backfill). Each backend is imported only when used (`selfloop[m
 from __future__ import annotations
 
 import logging
+import math
 import os
 import textwrap
 import threading
@@ -149,7 +150,7 @@ class WandbBackend:
         self.run = wandb.init(
             id=run_id, resume="allow", project=self.cfg.project, entity=self.cfg.entity, mode=self.cfg.mode,
             dir=str(self.dir), name=loop, config={"selfloop": params}, notes=tags.get("selfloop.note"),
-            tags=[loop], settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+            tags=[loop], settings=wandb.Settings(silent=True, console="off", x_disable_stats=not self.cfg.system_stats),
             reinit="create_new",
         )
         self.run.define_metric("iteration")
@@ -191,6 +192,13 @@ def enabled_backends(config: Config) -> list[str]:
     return [name for name in BACKENDS if getattr(config.tracking, name).enabled]
 
 
+def step_metrics(stored: dict[str, Any] | None) -> dict[str, float]:
+    """Every finite number an algorithm stored with a training step (DPO's reward margin and accuracy, TTRL's
+    clip fraction and mean reward, ...): what TRL's users watch beside the loss."""
+    return {key: float(value) for key, value in (stored or {}).items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)}
+
+
 @dataclass
 class _Pending:
     steps: list[tuple[int, dict[str, float]]]
@@ -212,8 +220,9 @@ def _pending(session: Session, loop: Loop, mark: TrackerRun) -> _Pending:
             continue
         if it.id in trained:
             for row in session.scalars(select(TrainStep).where(TrainStep.iteration_id == it.id).order_by(TrainStep.step)):
-                steps.append((global_step, {"loss": row.loss, "learning_rate": row.learning_rate, "grad_norm": row.grad_norm,
-                                            "tokens_per_s": row.tokens_per_s, "iteration": float(it.number)}))
+                steps.append((global_step, {**step_metrics(row.metrics), "loss": row.loss, "learning_rate": row.learning_rate,
+                                            "grad_norm": row.grad_norm, "tokens_per_s": row.tokens_per_s,
+                                            "iteration": float(it.number)}))
                 global_step += 1
         elif it.status != "done":
             break  # not trained yet: later steps wait for this iteration's

@@ -58,6 +58,30 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-6 * max(1.0, abs(b))
 
 
+def _step_metrics(url: str) -> dict[str, list[float]]:
+    """Each key an algorithm stored in train_steps.metrics, its values in step order."""
+    db = open_database(url)
+    with db.session() as s:
+        rows = s.execute(select(TrainStep.metrics).join(Iteration, Iteration.id == TrainStep.iteration_id)
+                         .order_by(Iteration.number, TrainStep.step)).scalars().all()
+    db.dispose()
+    out: dict[str, list[float]] = {}
+    for metrics in rows:
+        for key, value in (metrics or {}).items():
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def _mlflow_history(uri: str, loop: str) -> dict[str, list[float]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("selfloop")
+    [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.`selfloop.loop` = '{loop}'")
+    return {key: [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+            for key in run.data.metrics}
+
+
 def _matches(tracked: dict[int, dict[str, float]], stored: dict[int, dict[str, float]]) -> None:
     assert set(tracked) == set(stored)
     for number, values in stored.items():
@@ -93,6 +117,14 @@ def test_mlflow_and_wandb_hold_what_the_database_holds(tmp_path: Path, sqlite_ur
     _matches(wb_figures, figures)
     steps = [row["_step"] for row in rows]
     assert steps == sorted(steps), "W&B steps only grow"
+    # Every number an algorithm stores with a step reaches both trackers (RLSC: mean_logp and mean_old_logp).
+    stored = _step_metrics(sqlite_url)
+    assert stored and len(next(iter(stored.values()))) == len(losses)
+    client_values = _mlflow_history(mlflow_uri, "tiny")
+    for key, values in stored.items():
+        assert [round(v, 4) for v in client_values[f"train/{key}"]] == [round(v, 4) for v in values], key
+        wb = [row[f"train/{key}"] for row in sorted((r for r in rows if f"train/{key}" in r), key=lambda r: r["_step"])]
+        assert [round(v, 4) for v in wb] == [round(v, 4) for v in values], key
 
 
 def test_track_backfills_a_finished_loop_and_its_fork(tmp_path: Path, sqlite_url: str) -> None:
