@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "track", help="send a loop's stored history to MLflow or W&B (backfill, or catch up after an outage)",
         description="Send what the tracker has not received yet of LOOP's stored history: its config, every training "
-        "step, each iteration's figures and its events. The tracker settings come from --config's tracking section, "
-        "else the loop's stored config. Refused while a process runs the loop (that process tracks it itself).",
+        "step, each iteration's figures, its completions and its events. The tracker settings come from --config's "
+        "tracking section (only that section, and its database, are used: one file may serve many loops), else the "
+        "loop's stored config. Refused while a process runs the loop (that process tracks it itself).",
     )
     p.add_argument("loop", metavar="LOOP")
     p.add_argument("--to", required=True, choices=["mlflow", "wandb"], help="the tracker")
@@ -519,7 +520,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from selfloop.config import validate_config
+    from selfloop.config import load_config, validate_config
     from selfloop.db.engine import open_database
     from selfloop.lock import LoopLock
     from selfloop.tracking import BACKENDS, sync
@@ -529,7 +530,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     try:
         data = _stored_config(db, args.loop, url)
         if args.config:
-            data["tracking"] = _config_of(args.config, args.loop).tracking.model_dump(mode="json")
+            data["tracking"] = load_config(args.config).tracking.model_dump(mode="json")  # one file may serve many loops
         data.setdefault("tracking", {}).setdefault(args.to, {})["enabled"] = True
         config = validate_config(data, source=f"loop {args.loop} (stored config)")
         with LoopLock(db, args.loop, "track"):

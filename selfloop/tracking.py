@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import Checkpoint, Eval, Event, Iteration, Loop, Metric, PhaseRun, TrackerRun, TrainStep
-from selfloop.db.queries import add_event, loop_by_name
+from selfloop.db.queries import COMPLETION_COLUMNS, add_event, completions, loop_by_name
 
 
 def flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -110,6 +110,12 @@ class MLflowBackend:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[MlflowMetric(f"iteration/{k}", v, now, iteration) for k, v in values.items()])
 
+    def log_completions(self, iteration: int, _global_step: int, rows: list[list[Any]]) -> None:
+        """A JSON artifact per iteration (columns and rows, as MLflow's tables; no pandas needed)."""
+        if rows:
+            self.client.log_dict(self.run_id, {"columns": COMPLETION_COLUMNS, "data": rows},
+                                 f"completions/iteration-{iteration:04d}.json")
+
     def log_events(self, events: list[tuple[int, str]]) -> None:
         from mlflow.entities import RunTag
 
@@ -166,6 +172,14 @@ class WandbBackend:
     def log_iteration(self, iteration: int, global_step: int, values: dict[str, float]) -> None:
         self.step = max(self.step, global_step)
         self.run.log({"iteration": iteration, **{f"iteration/{k}": v for k, v in values.items()}}, step=self.step)
+
+    def log_completions(self, iteration: int, global_step: int, rows: list[list[Any]]) -> None:
+        import wandb
+
+        if rows:
+            self.step = max(self.step, global_step)
+            self.run.log({f"completions/iteration-{iteration:04d}": wandb.Table(columns=COMPLETION_COLUMNS, data=rows)},
+                         step=self.step)
 
     def log_events(self, events: list[tuple[int, str]]) -> None:
         if events:
@@ -274,6 +288,10 @@ def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int,
     backend.log_steps(pending.steps)
     for number, global_step, values, path in pending.iterations:
         backend.log_iteration(number, global_step, values)
+        with db.session() as session:
+            iteration_id = session.scalar(select(Iteration.id).where(Iteration.loop_id == loop_id, Iteration.number == number))
+            rows = completions(session, iteration_id)
+        backend.log_completions(number, global_step, rows)
         if path:
             backend.log_adapter(config.checkpoint_dir(path), number)
     backend.log_events(pending.events)

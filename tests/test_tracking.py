@@ -4,6 +4,7 @@ an unreachable tracker neither stops nor fails the loop."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -72,6 +73,29 @@ def _step_metrics(url: str) -> dict[str, list[float]]:
     return out
 
 
+def _first_samples(url: str) -> dict[int, list[str]]:
+    """Per iteration, the texts of its first 64 samples, as the completions table orders them."""
+    from selfloop.db.models import Prompt, Sample
+
+    db = open_database(url)
+    with db.session() as s:
+        its = dict(s.execute(select(Iteration.id, Iteration.number)).all())
+        out = {number: list(s.scalars(select(Sample.text).join(Prompt, Prompt.id == Sample.prompt_id).where(
+            Sample.iteration_id == iid).order_by(Prompt.source, Prompt.item_index, Sample.sample_index).limit(64)))
+            for iid, number in its.items()}
+    db.dispose()
+    return out
+
+
+def _mlflow_artifact(uri: str, loop: str, path: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("selfloop")
+    [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.`selfloop.loop` = '{loop}'")
+    return json.loads(Path(client.download_artifacts(run.info.run_id, path)).read_text())
+
+
 def _mlflow_history(uri: str, loop: str) -> dict[str, list[float]]:
     from mlflow.tracking import MlflowClient
 
@@ -117,6 +141,13 @@ def test_mlflow_and_wandb_hold_what_the_database_holds(tmp_path: Path, sqlite_ur
     _matches(wb_figures, figures)
     steps = [row["_step"] for row in rows]
     assert steps == sorted(steps), "W&B steps only grow"
+    # Each iteration's completions with their judgments: an MLflow JSON artifact, a W&B table.
+    samples = _first_samples(sqlite_url)
+    for number, texts in samples.items():
+        table = _mlflow_artifact(mlflow_uri, "tiny", f"completions/iteration-{number:04d}.json")
+        assert [row[1] for row in table["data"]] == texts and table["columns"][:2] == ["prompt", "completion"]
+        [wb_table] = (tmp_path / "wb" / "wandb").glob(f"offline-run-*/files/media/table/completions/iteration-{number:04d}_*.table.json")
+        assert [row[1] for row in json.loads(wb_table.read_text())["data"]] == texts
     # Every number an algorithm stores with a step reaches both trackers (RLSC: mean_logp and mean_old_logp).
     stored = _step_metrics(sqlite_url)
     assert stored and len(next(iter(stored.values()))) == len(losses)
