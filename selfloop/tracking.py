@@ -34,17 +34,7 @@ from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import Checkpoint, Eval, Event, Iteration, Loop, Metric, PhaseRun, TrackerRun, TrainStep
 from selfloop.db.queries import COMPLETION_COLUMNS, add_event, completions, loop_by_name
-
-
-def flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """A config snapshot as `section.key` parameters (values as text)."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out |= flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = str(value)[:5000]
-    return out
+from selfloop.render import flat
 
 
 def bound_http_requests(timeout_s: int) -> None:

@@ -380,3 +380,16 @@ def test_a_store_with_an_older_schema_is_refused_with_the_upgrade_command(sqlite
     assert code == 3 and "selfloop db upgrade" in err
     code, _, err = run_cli("ui", "--db", sqlite_url + "-missing", "--port", "8765")
     assert code == 1 and "no database at" in err
+
+
+def test_a_loop_page_links_to_its_config(store) -> None:  # noqa: ANN001
+    """What a researcher asks first of a loop: its learning rate, beta, algorithm."""
+    url, _ = store
+    client = _client(url)
+    loop = client.get("/loops/a")
+    assert loop.status_code == 200 and 'href="/loops/a/config"' in loop.text
+    page = client.get("/loops/a/config")
+    assert page.status_code == 200
+    for field in ("train.learning_rate", "train.algorithm", "train.dpo.beta", "generation.samples_per_prompt"):
+        assert f"<code>{field}</code>" in page.text, field
+    assert client.get("/loops/nope/config").status_code == 404

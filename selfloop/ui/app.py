@@ -146,6 +146,12 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
         return page(request, "loop.html", state=state, columns=columns, rows=rows, events=events, others=others,
                     charts_url=f"/api/loops/{quote(name)}/charts", charts=None)
 
+    def _config(request: Request) -> Response:
+        name = request.path_params["name"]
+        with reading() as s:
+            fields = views.config_fields(s, name)
+        return page(request, "config.html", loop_name=name, fields=fields)
+
     def compared(request: Request) -> list[str]:
         names = list(dict.fromkeys(n for n in request.query_params.getlist("loop") if n))
         if not 2 <= len(names) <= MAX_COMPARED:
@@ -248,6 +254,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
     routes = [
         route("/", _home),
         route("/loops/{name}", _loop),
+        route("/loops/{name}/config", _config),
         route("/compare", _compare),
         route("/loops/{name}/iterations/{number:int}", _iteration),
         route("/loops/{name}/iterations/{number:int}/evals", _evals),

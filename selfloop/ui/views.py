@@ -394,3 +394,17 @@ def eval_items(session: Session, iteration: Iteration, suite: str, role: str = "
                            .limit(PAGE_SIZE).offset((_page(page) - 1) * PAGE_SIZE)).all()
     return Page(list(rows), page, total)
 
+
+
+def config_fields(session: Session, name: str) -> list[tuple[str, str]]:
+    """A loop's stored config as (section.field, value) rows, over this version's defaults (a field added since the
+    loop was stored shows its default), in the models' order."""
+    from selfloop.config import Config, LoopConfig
+    from selfloop.render import flat
+
+    def merged(base: Any, stored: Any) -> Any:
+        if isinstance(base, dict) and isinstance(stored, dict):
+            return {**base, **{k: merged(base.get(k), v) for k, v in stored.items()}}
+        return stored
+
+    return list(flat(merged(Config(loop=LoopConfig(name=name)).model_dump(mode="json"), get_loop(session, name).config)).items())
