@@ -393,3 +393,28 @@ def test_a_loop_page_links_to_its_config(store) -> None:  # noqa: ANN001
     for field in ("train.learning_rate", "train.algorithm", "train.dpo.beta", "generation.samples_per_prompt"):
         assert f"<code>{field}</code>" in page.text, field
     assert client.get("/loops/nope/config").status_code == 404
+
+
+@pytest.mark.integration
+def test_a_loop_whose_phase_failed_looks_failed(sqlite_url: str, config_factory, monkeypatch, run_cli) -> None:  # noqa: ANN001
+    """It showed as 'ready' with a full progress bar; `selfloop status` and the dashboard say it failed, and why."""
+    from selfloop import loop as loop_module
+    from selfloop.db.engine import open_database
+    from selfloop.loop import open_loop, run_iteration
+    from selfloop.runtime import Runtime
+
+    def boom(ctx) -> None:  # noqa: ANN001
+        raise RuntimeError("the judge ran out of memory")
+
+    config = config_factory(sqlite_url, loop={"name": "broken", "phases": ["rollout", "judge"], "max_iterations": 1})
+    db = open_database(sqlite_url, init=True)
+    open_loop(db, config)
+    monkeypatch.setitem(loop_module.PHASES, "judge", boom)
+    with pytest.raises(RuntimeError):
+        run_iteration(db, config, Runtime(config))
+    db.dispose()
+    code, out, _ = run_cli("status", "--db", sqlite_url)
+    assert code == 0 and "failed" in out and "judge failed: RuntimeError: the judge ran out of memory" in out, out
+    page = _client(sqlite_url).get("/loops/broken")
+    assert page.status_code == 200 and 'class="status-failed">failed</span>' in page.text
+    assert "judge failed: RuntimeError: the judge ran out of memory" in page.text

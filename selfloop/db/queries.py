@@ -156,6 +156,9 @@ def loop_states(session: Session) -> list[LoopState]:
             if run is not None:
                 state.phase_status, state.progress_note = run.status, run.progress_note
                 state.progress_done, state.progress_total = run.progress_done, run.progress_total
+                if run.status == "failed":  # the loop stopped there: it is not "ready", whatever its row says
+                    state.status = "failed"
+                    state.status_reason = f"{run.phase} failed: {run.error}; `selfloop resume {loop.name}` retries it"
         states.append(state)
     return states
 
