@@ -418,3 +418,27 @@ def test_a_loop_whose_phase_failed_looks_failed(sqlite_url: str, config_factory,
     page = _client(sqlite_url).get("/loops/broken")
     assert page.status_code == 200 and 'class="status-failed">failed</span>' in page.text
     assert "judge failed: RuntimeError: the judge ran out of memory" in page.text
+
+
+def test_the_items_that_flipped_between_the_start_and_the_candidate(store) -> None:  # noqa: ANN001
+    """Which held-out items did training win or lose? (a researcher's first question after the gain itself)"""
+    from sqlalchemy import select, update
+
+    url, _ = store
+    db = open_database(url)
+    with db.session() as s:  # the baseline missed item 1 (the candidate got it) and got item 3 (the candidate missed it)
+        it = s.scalar(select(Iteration.id).join(Loop, Loop.id == Iteration.loop_id).where(Loop.name == "a", Iteration.number == 1))
+        for index, correct in ((1, False), (3, True)):
+            s.execute(update(EvalItem).where(EvalItem.iteration_id == it, EvalItem.role == "baseline",
+                                             EvalItem.item_index == index).values(correct=correct))
+    db.dispose()
+    client = _client(url)
+
+    def shown(role: str, outcome: str) -> list[str]:
+        page = client.get(f"/loops/a/iterations/1/evals?suite=arithmetic&role={role}&outcome={outcome}")
+        assert page.status_code == 200
+        return re.findall(r'<td class="text">(q\d+)</td>', page.text)
+
+    assert shown("candidate", "gained") == ["q1"] and shown("candidate", "lost") == ["q3"]
+    assert shown("baseline", "gained") == ["q3"] and shown("baseline", "lost") == ["q1"]
+    assert 'outcome=gained"' in client.get("/loops/a/iterations/1/evals?suite=arithmetic").text

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Integer, and_, cast, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from selfloop.db.models import (
     Eval,
@@ -379,16 +379,25 @@ def eval_suites(session: Session, iteration: Iteration) -> list[SuiteRow]:
     return [SuiteRow(role, suite, n, int(right or 0)) for role, suite, n, right in rows]
 
 
-OUTCOMES = {"right": True, "wrong": False}
+# outcome -> (this policy right?, the other policy right? or None for either): "gained" and "lost" are the items
+# that flipped between the policy the iteration started from and its candidate.
+OUTCOMES = {"right": (True, None), "wrong": (False, None), "gained": (True, False), "lost": (False, True)}
 
 
 def eval_items(session: Session, iteration: Iteration, suite: str, role: str = "candidate",
                outcome: str | None = None, page: int = 1) -> Page:
-    """One page of a suite's held-out items answered by the candidate (or the baseline), by index;
-    `outcome` "right" or "wrong" keeps only those."""
+    """One page of a suite's held-out items answered by the candidate (or the baseline), by index; `outcome`
+    keeps the right or wrong ones, or those this policy got right and the other wrong ("gained") or the
+    reverse ("lost")."""
     keep = and_(EvalItem.iteration_id == iteration.id, EvalItem.role == role, EvalItem.suite == suite)
     if outcome is not None:
-        keep = and_(keep, EvalItem.correct == OUTCOMES[outcome])
+        mine, theirs = OUTCOMES[outcome]
+        keep = and_(keep, EvalItem.correct == mine)
+        if theirs is not None:
+            other = aliased(EvalItem)
+            keep = and_(keep, select(other.id).where(
+                other.iteration_id == EvalItem.iteration_id, other.suite == EvalItem.suite,
+                other.item_index == EvalItem.item_index, other.role != EvalItem.role, other.correct == theirs).exists())
     total = session.scalar(select(func.count()).select_from(EvalItem).where(keep)) or 0
     rows = session.scalars(select(EvalItem).where(keep).order_by(EvalItem.item_index)
                            .limit(PAGE_SIZE).offset((_page(page) - 1) * PAGE_SIZE)).all()
