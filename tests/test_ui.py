@@ -442,3 +442,24 @@ def test_the_items_that_flipped_between_the_start_and_the_candidate(store) -> No
     assert shown("candidate", "gained") == ["q1"] and shown("candidate", "lost") == ["q3"]
     assert shown("baseline", "gained") == ["q3"] and shown("baseline", "lost") == ["q1"]
     assert 'outcome=gained"' in client.get("/loops/a/iterations/1/evals?suite=arithmetic").text
+
+
+def test_the_iteration_page_says_what_the_loop_rewarded(store) -> None:  # noqa: ANN001
+    """Rewarded-and-right against rewarded-and-wrong, with example prompts one click away (the TTRL demo's vote
+    rewarded operands copied from sentences that gave no answer, and no page said so)."""
+    from sqlalchemy import select, update
+
+    url, ids = store
+    db = open_database(url)
+    with db.session() as s:  # one wrong sample rewarded: the second sample of the first prompt
+        s.execute(update(Judgment).where(Judgment.sample_id == ids["sample0.1"], Judgment.kind == "vote").values(score=1.0))
+        votes = s.execute(select(Judgment.score, Judgment.details).where(Judgment.kind == "vote")).all()
+    db.dispose()
+    expected = {(bool(score), d["correct"]): 0 for score, d in votes}
+    for score, d in votes:
+        expected[(bool(score), d["correct"])] += 1
+    page = _client(url).get("/loops/a/iterations/1").text
+    assert "What the loop rewarded" in page
+    rows = re.findall(r"<tr[^>]*><td>(rewarded|not rewarded)</td>\s*<td>(right|wrong|unchecked)</td><td class=\"n\">(\d+)</td>", page)
+    assert {(a == "rewarded", b == "right"): int(n) for a, b, n in rows} == expected and expected[(True, False)] == 1
+    assert f'href="/prompts/{ids["first_prompt"]}"' in page.split("What the loop rewarded")[1].split("<h2>")[0]

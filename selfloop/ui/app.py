@@ -174,7 +174,9 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
             it = views.get_iteration(s, loop, number)
             prompts = views.iteration_prompts(s, it, source, integer(request, "page", 1))
             suites = views.eval_suites(s, it)
-        return page(request, "iteration.html", loop_name=name, iteration=it, prompts=prompts, suites=suites, source=source)
+            rewards = views.reward_summary(s, it)
+        return page(request, "iteration.html", loop_name=name, iteration=it, prompts=prompts, suites=suites, source=source,
+                    rewards=rewards)
 
     def _prompt(request: Request) -> Response:
         with reading() as s:

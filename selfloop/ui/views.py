@@ -417,3 +417,29 @@ def config_fields(session: Session, name: str) -> list[tuple[str, str]]:
         return stored
 
     return list(flat(merged(Config(loop=LoopConfig(name=name)).model_dump(mode="json"), get_loop(session, name).config)).items())
+
+
+@dataclass
+class RewardCell:
+    rewarded: bool
+    right: bool | None  # None: the prompt has no checkable answer
+    samples: int = 0
+    prompt_ids: list[int] = field(default_factory=list)  # up to 3 examples, one click away
+
+
+def reward_summary(session: Session, iteration: Iteration) -> list[RewardCell]:
+    """What the loop rewarded this iteration: its vote rewards (TTRL's label agreement) against the samples'
+    checked correctness, as counts with example prompts; empty when the iteration has no vote judgments."""
+    rows = session.execute(select(Judgment.score, Judgment.details, Sample.prompt_id).join(
+        Sample, Sample.id == Judgment.sample_id).where(Sample.iteration_id == iteration.id, Judgment.kind == "vote")
+        .order_by(Sample.prompt_id, Sample.sample_index)).all()
+    cells: dict[tuple[bool, bool | None], RewardCell] = {}
+    for score, details, prompt_id in rows:
+        right = (details or {}).get("correct")
+        key = (bool(score and score > 0), None if right is None else bool(right))
+        cell = cells.setdefault(key, RewardCell(*key))
+        cell.samples += 1
+        if len(cell.prompt_ids) < 3 and prompt_id not in cell.prompt_ids:
+            cell.prompt_ids.append(prompt_id)
+    order = [(True, True), (True, False), (False, True), (False, False), (True, None), (False, None)]
+    return [cells[k] for k in order if k in cells]
