@@ -89,15 +89,16 @@ def run_loop(config: Config, iterations: int | None, stop: StopFlag, *,
             runtime = start_runtime(config)
             open_loop(db, config)
             tracking = Tracking(db, config)
+
+            def phase_started(loop: str, number: int, phase: str) -> None:
+                tracking.poke()
+                if on_phase is not None:
+                    on_phase(loop, number, phase)
+
             try:
                 while iterations is None or len(outcomes) < iterations:
                     if stop():
                         break
-                    def phase_started(loop: str, number: int, phase: str) -> None:
-                        tracking.poke()
-                        if on_phase is not None:
-                            on_phase(loop, number, phase)
-
                     outcome = run_iteration(db, config, runtime, stop, on_phase=phase_started)
                     if outcome.status != "done":
                         logger.info("loop {}: {}", outcome.loop, outcome.status)

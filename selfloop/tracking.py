@@ -206,7 +206,8 @@ def step_metrics(stored: dict[str, Any] | None) -> dict[str, float]:
 @dataclass
 class _Pending:
     steps: list[tuple[int, dict[str, float]]]
-    iterations: list[tuple[int, int, dict[str, float], str | None]]  # number, global step, figures, adapter path
+    # number, global step, figures, adapter path, completions table rows
+    iterations: list[tuple[int, int, dict[str, float], str | None, list[list[Any]]]]
     events: list[tuple[int, str]]
     steps_through: int
     last_event: int
@@ -244,7 +245,7 @@ def _pending(session: Session, loop: Loop, mark: TrackerRun) -> _Pending:
         if it.promoted is not None:
             values["promoted"] = float(it.promoted)
         path = session.scalar(select(Checkpoint.path).where(Checkpoint.id == it.output_checkpoint_id)) if it.output_checkpoint_id else None
-        figures.append((it.number, step_after.get(it.number, max(global_step - 1, 0)), values, path))
+        figures.append((it.number, step_after.get(it.number, max(global_step - 1, 0)), values, path, completions(session, it.id)))
     events = [(e.id, f"{e.level} {e.kind}: {e.message}") for e in session.scalars(
         select(Event).where(Event.loop_id == loop.id, Event.id > mark.last_event_id).order_by(Event.id))]
     return _Pending(steps, figures, events, steps_through, events[-1][0] if events else mark.last_event_id)
@@ -276,11 +277,8 @@ def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int,
     if not backend.is_open:
         run_id = backend.open(run_id, config.loop.name, params, tags)
     backend.log_steps(pending.steps)
-    for number, global_step, values, path in pending.iterations:
+    for number, global_step, values, path, rows in pending.iterations:
         backend.log_iteration(number, global_step, values)
-        with db.session() as session:
-            iteration_id = session.scalar(select(Iteration.id).where(Iteration.loop_id == loop_id, Iteration.number == number))
-            rows = completions(session, iteration_id)
         backend.log_completions(number, global_step, rows)
         if path:
             backend.log_adapter(config.checkpoint_dir(path), number)
