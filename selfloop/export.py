@@ -16,7 +16,6 @@ transformers loads and vLLM serves.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import uuid
@@ -140,12 +139,9 @@ def nothing_to_export(session: Session, loop_name: str, what: str, iteration: in
 def write(records: Iterator[dict[str, Any]], out: Path | None, fmt: str) -> int:
     """Write to `out` (None: JSON Lines on stdout); return the number of rows.
 
-    The rows are checked before `out` is touched (an unknown loop or iteration leaves an existing file as it
-    was), written to a temporary sibling and renamed over `out` only when complete (a full disk leaves no
-    half-written file), and `out` is never a symbolic link (no write lands where the link points)."""
-    records = iter(records)
-    first = next(records, None)  # the query runs here: a bad --loop or --iteration fails before any file
-    records = itertools.chain([first], records) if first is not None else iter(())
+    The rows go to a temporary sibling renamed over `out` only when complete, so a failure (an unknown loop or
+    iteration, raised by the first row; a full disk) leaves an existing `out` as it was and no half-written
+    file; `out` is never a symbolic link (no write lands where the link points)."""
     if out is None:
         import sys
 
