@@ -68,12 +68,12 @@ def load_config(source: str | Path | dict[str, Any] | Config, overrides: list[st
 def store_url(where: str | Path | None = None) -> str:
     """A database URL: a URL as given, a path as SQLite, None as the CLI finds it ($SELFLOOP_DB, else
     <state_dir>/selfloop.db)."""
-    from selfloop.db.engine import check_url
+    from selfloop.db.engine import as_url, check_url
 
     if where is None:
         where = os.environ.get("SELFLOOP_DB") or Config(loop=LoopConfig(name="default")).database_url()
     text = str(where)
-    url = text if "://" in text else f"sqlite:///{Path(text).expanduser().resolve()}"
+    url = as_url(text)
     try:
         check_url(url)
     except ValueError as exc:

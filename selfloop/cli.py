@@ -199,10 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _checked_db(url: str) -> str:
     """--db as given: a URL, or a plain file path taken as an SQLite store."""
-    from selfloop.db.engine import check_url
+    from selfloop.db.engine import as_url, check_url
 
-    if "://" not in url and url.strip():
-        url = f"sqlite:///{Path(url).expanduser().resolve()}"
+    url = as_url(url)
     try:
         check_url(url)
     except ValueError as exc:
@@ -214,13 +213,13 @@ def _database_url(args: argparse.Namespace) -> str:
     """--db, else --config's database, else $SELFLOOP_DB, else <state_dir>/selfloop.db."""
     if args.db:
         return _checked_db(args.db)
-    from selfloop.config import Config, LoopConfig, load_config
-
     if getattr(args, "config", None):
+        from selfloop.config import load_config
+
         return load_config(args.config).database_url()
-    if os.environ.get("SELFLOOP_DB"):
-        return _checked_db(os.environ["SELFLOOP_DB"])
-    return Config(loop=LoopConfig(name="default")).database_url()
+    from selfloop.api import store_url
+
+    return store_url(None)  # $SELFLOOP_DB, else the default store: as the Python API finds it
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -44,6 +44,11 @@ def check_url(url: str) -> URL:
     return parsed
 
 
+def as_url(text: str) -> str:
+    """A store as a user names it: a URL as given, a plain file path as the SQLite URL of its absolute path."""
+    return text if "://" in text or not text.strip() else f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
 def normalise_url(url: str) -> URL:
     parsed = check_url(url)
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
