@@ -544,7 +544,7 @@ def cmd_track(args: argparse.Namespace) -> int:
             except SelfloopError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a tracker's failure, in one line
-                where = config.tracking.mlflow.tracking_uri or "the local MLflow store" if args.to == "mlflow" else "W&B"
+                where = (config.tracking.mlflow.tracking_uri or "the local MLflow store") if args.to == "mlflow" else "W&B"
                 text = textwrap.shorten(f"{exc.__class__.__name__}: {exc}", 400, placeholder=" ...")
                 raise SelfloopError(f"{args.to} at {where} failed ({text}); nothing more was marked as sent: run "
                                     "`selfloop track` again once it answers") from None
