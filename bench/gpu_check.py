@@ -66,7 +66,7 @@ def check_generate(model_dir: Path, device: str, dtype: str, result: dict) -> No
 
 
 def check_train(model_dir: Path, device: str, dtype: str, result: dict) -> None:
-    from selfloop.algorithms import ALGORITHMS
+    from selfloop.algorithms import trainer
     from selfloop.config import TrainConfig
     from selfloop.engines.chat import prompt_ids
     from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
@@ -95,7 +95,7 @@ def check_train(model_dir: Path, device: str, dtype: str, result: dict) -> None:
         times.append(now - last[0])
         last[0] = now
 
-    records = train(model, items, ALGORITHMS["dpo"], cfg.dpo, cfg, seed=0, on_step=on_step)
+    records = train(model, items, trainer("dpo"), cfg.dpo, cfg, seed=0, on_step=on_step)
     result["train_step_s"] = round(sorted(times[1:] or times)[len(times[1:] or times) // 2], 4)  # median, first step is warm-up
     ok = len(records) == 6 and all(math.isfinite(r.loss) for r in records) and records[-1].loss < records[0].loss
     result["train_losses"] = [round(r.loss, 4) for r in records]

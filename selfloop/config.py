@@ -16,20 +16,17 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from selfloop.algorithms.dpo_config import DPOConfig
-from selfloop.algorithms.orpo_config import ORPOConfig
-from selfloop.algorithms.rest_config import RestConfig
-from selfloop.algorithms.rlsc_config import RLSCConfig
-from selfloop.algorithms.spin_config import SPINConfig
-from selfloop.algorithms.ttrl_config import TTRLConfig
+from selfloop.algorithms import specs as algorithm_specs
 from selfloop.errors import ConfigError
 from selfloop.strict import StrictError, load_yaml
 
 PHASES = ("synthesize", "rollout", "judge", "select", "train", "evaluate", "promote")
 Phase = Literal["synthesize", "rollout", "judge", "select", "train", "evaluate", "promote"]
-Algorithm = Literal["dpo", "spin", "ttrl", "rlsc", "rest", "orpo"]
+# The registered algorithms (built-in and from installed plug-ins) decide the names and option sections.
+ALGORITHMS = algorithm_specs()
+Algorithm = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -361,10 +358,10 @@ class EFTConfig(Section):
                                                     "negative log-likelihood) beside the algorithm's per-example loss.")
 
 
-class TrainConfig(Section):
+class _TrainOptions(Section):
     """The training phase: algorithm, optimiser and per-algorithm options."""
 
-    algorithm: Algorithm = Field("dpo", description="Training algorithm: dpo, spin, ttrl, rlsc, rest or orpo.")
+    algorithm: Algorithm = Field("dpo", description="Training algorithm: " + ", ".join(ALGORITHMS) + ".")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     eft: EFTConfig = Field(default_factory=EFTConfig)
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = Field(5e-5, description="Peak AdamW learning rate.")
@@ -382,18 +379,23 @@ class TrainConfig(Section):
         1, description="Training processes: 1 trains in the loop's process; N > 1 launches N data-parallel processes "
         "(accelerate DDP; one per GPU, or CPU processes over gloo), each taking batch_size / N of every batch."
     )
-    dpo: DPOConfig = Field(default_factory=DPOConfig)
-    spin: SPINConfig = Field(default_factory=SPINConfig)
-    ttrl: TTRLConfig = Field(default_factory=TTRLConfig)
-    rlsc: RLSCConfig = Field(default_factory=RLSCConfig)
-    rest: RestConfig = Field(default_factory=RestConfig)
-    orpo: ORPOConfig = Field(default_factory=ORPOConfig)
 
     @model_validator(mode="after")
-    def _batch_splits_over_processes(self) -> TrainConfig:
+    def _batch_splits_over_processes(self) -> _TrainOptions:
         if self.batch_size % self.processes:
             raise ValueError(f"batch_size {self.batch_size} does not split evenly over {self.processes} processes")
         return self
+
+    def options(self) -> BaseModel:
+        """The chosen algorithm's options section (train.<algorithm>)."""
+        return getattr(self, self.algorithm)
+
+
+# One options section per registered algorithm, train.<name>, described by the algorithm's summary.
+TrainConfig = create_model(  # type: ignore[call-overload]
+    "TrainConfig", __base__=_TrainOptions, __module__=__name__, __doc__=_TrainOptions.__doc__,
+    **{name: (spec.options, Field(default_factory=spec.options, description=spec.summary)) for name, spec in ALGORITHMS.items()},
+)
 
 
 class SuiteConfig(_FileBacked):
@@ -617,8 +619,7 @@ class Config(Section):
     @model_validator(mode="after")
     def _cross_section(self) -> Config:
         # Each algorithm reads one self-judging signal; a config that switches it off would select nothing.
-        needs = {"dpo": "llm_judge", "orpo": "llm_judge", "ttrl": "vote", "rest": "vote"}
-        signal = needs.get(self.train.algorithm)
+        signal = ALGORITHMS[self.train.algorithm].signal
         if "select" in self.loop.phases and signal and signal not in self.judge.signals:
             raise ValueError(f"train.algorithm {self.train.algorithm!r} needs judge.signals to include {signal!r}")
         if self.train.eft.enabled and "llm_judge" not in self.judge.signals:

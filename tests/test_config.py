@@ -145,11 +145,41 @@ def test_every_field_has_a_description() -> None:
 
 
 def test_algorithm_sections_match_the_registry() -> None:
-    from selfloop.algorithms import ALGORITHMS
+    from selfloop.algorithms import specs
     from selfloop.config import TrainConfig
 
-    assert set(ALGORITHMS) <= set(TrainConfig.model_fields), "each algorithm needs its train.<name> section"
-    assert set(ALGORITHMS) == set(TrainConfig.model_fields["algorithm"].annotation.__args__)
+    for name, spec in specs().items():
+        assert TrainConfig.model_fields[name].annotation is spec.options, f"train.{name} is its spec's options"
+    assert set(specs()) == set(TrainConfig.model_fields["algorithm"].annotation.__args__)
+
+
+def test_the_signal_an_algorithm_declares_is_required(tmp_path: Path) -> None:
+    from selfloop.algorithms import specs
+
+    for name, spec in specs().items():
+        others = [s for s in ("llm_judge", "vote", "confidence") if s != spec.signal]
+        data = {"loop": {"name": "x"}, "train": {"algorithm": name}, "judge": {"signals": others}}
+        if spec.signal is None:
+            validate_config(data)
+        else:
+            with pytest.raises(ConfigError, match=f"needs judge.signals to include '{spec.signal}'"):
+                validate_config(data)
+
+
+def test_a_spec_is_checked_where_it_is_declared() -> None:
+    from pydantic import BaseModel
+
+    from selfloop.algorithms.spec import AlgorithmSpec
+
+    class Options(BaseModel):
+        steps: int = 1
+
+    with pytest.raises(ValueError, match="1-40 lower-case"):
+        AlgorithmSpec(name="Bad-Name", options=Options, trainer="x", summary="", shape="pair")
+    with pytest.raises(ValueError, match="fixed_steps names 'epochs'"):
+        AlgorithmSpec(name="ok", options=Options, trainer="x", summary="", shape="pair", fixed_steps="epochs")
+    with pytest.raises(ValueError, match="shape 'list'"):
+        AlgorithmSpec(name="ok", options=Options, trainer="x", summary="", shape="list")  # type: ignore[arg-type]
 
 
 def test_cli_validate_and_show(tmp_path: Path, run_cli) -> None:

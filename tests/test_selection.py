@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from selfloop.algorithms import ALGORITHMS
+from selfloop.algorithms import trainer
 from selfloop.db.engine import open_database
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from tests.conftest import store_samples
@@ -48,12 +48,12 @@ def test_dpo_pairs_best_against_worst(db, config_factory) -> None:  # noqa: ANN0
     })
     idx = _index(db)
     with db.session() as s:
-        rows = ALGORITHMS["dpo"].select(s, it, config)
+        rows = trainer("dpo").select(s, it, config)
     got = [(idx[r["sample_id"]], idx[r["rejected_sample_id"]], r["reward"]) for r in rows]
     assert got == [((0, 1), (0, 2), 3.5), ((3, 1), (3, 0), 2.0)]
     config.train.dpo.min_score_gap = 3.0
     with db.session() as s:
-        assert len(ALGORITHMS["dpo"].select(s, it, config)) == 1
+        assert len(trainer("dpo").select(s, it, config)) == 1
 
 
 def test_spin_pairs_ground_truth_against_the_policy(db, config_factory) -> None:  # noqa: ANN001
@@ -63,7 +63,7 @@ def test_spin_pairs_ground_truth_against_the_policy(db, config_factory) -> None:
         s.execute(Prompt.__table__.update().where(Prompt.item_index == 0).values(reference="the real answer"))
     idx = _index(db)
     with db.session() as s:
-        rows = ALGORITHMS["spin"].select(s, it, config)
+        rows = trainer("spin").select(s, it, config)
     assert [(r["text"], idx[r["rejected_sample_id"]]) for r in rows] == [("the real answer", (0, 0))]
 
 
@@ -77,7 +77,7 @@ def test_ttrl_rewards_majority_agreement_over_the_voters_and_trains_n_train(db, 
     judge_run(_context(db, config, it))
     idx = _index(db)
     with db.session() as s:
-        rows = ALGORITHMS["ttrl"].select(s, it, config)
+        rows = trainer("ttrl").select(s, it, config)
     assert [(idx[r["sample_id"]], r["reward"]) for r in rows] == [((1, 0), 0.0), ((1, 1), 1.0)]
     assert [r["weight"] for r in rows] == pytest.approx([-0.999998, 0.999998], abs=1e-6)
     # One label: the one stored by the judge phase (and measured by calibration) is the one trained on.
@@ -110,15 +110,15 @@ def test_rest_keeps_rewarded_samples_up_to_k(db, config_factory) -> None:  # noq
     judge_run(_context(db, config, it))
     idx = _index(db)
     with db.session() as s:
-        assert [idx[r["sample_id"]] for r in ALGORITHMS["rest"].select(s, it, config)] == [(0, 0), (0, 3), (1, 1), (1, 2)]
+        assert [idx[r["sample_id"]] for r in trainer("rest").select(s, it, config)] == [(0, 0), (0, 3), (1, 1), (1, 2)]
     config.train.rest.reward = "majority"  # the majority of prompt 0 is 5 as well
     with db.session() as s:
-        assert [idx[r["sample_id"]] for r in ALGORITHMS["rest"].select(s, it, config)] == [(0, 0), (0, 3), (1, 1), (1, 2)]
+        assert [idx[r["sample_id"]] for r in trainer("rest").select(s, it, config)] == [(0, 0), (0, 3), (1, 1), (1, 2)]
 
 
 def test_rlsc_takes_every_sample_with_its_rollout_logprob(db, config_factory) -> None:  # noqa: ANN001
     config = config_factory(db.url, train={"algorithm": "rlsc"})
     it = store_samples(db, config, [("p0", None, ["a", "b"]), ("p1", None, ["c"])])
     with db.session() as s:
-        rows = ALGORITHMS["rlsc"].select(s, it, config)
+        rows = trainer("rlsc").select(s, it, config)
     assert len(rows) == 3 and all(r["ref_logp"] == -2.0 for r in rows)

@@ -1,25 +1,46 @@
-"""Training algorithms, one module each. To add one: copy dpo.py and dpo_config.py, edit them, add a line
-below and its options section to `selfloop.config.TrainConfig`. A module may define
-`num_steps(n_examples, train)`; without it the loop trains `train.epochs` passes (capped by max_steps).
+"""The algorithm registry. An algorithm is two modules: `<name>_config.py` (its options and its `SPEC`, an
+`AlgorithmSpec`, torch-free) and the trainer module SPEC names (selection and loss). Built-in ones are listed
+in `BUILTIN`; a user's package adds its own through the entry point group `selfloop.algorithms`, each entry
+naming an `AlgorithmSpec` (`toy = "mypkg.toy_config:SPEC"`). See docs/extending.md.
 
-The modules (and torch) are imported on first use of `ALGORITHMS`: reading a config, `selfloop status` or
-`selfloop sql` import only the `*_config.py` modules."""
+Trainers (and torch) are imported on first use of `trainer(name)`: reading a config imports only specs."""
 
+from __future__ import annotations
+
+from functools import cache
 from importlib import import_module
+from importlib.metadata import entry_points
 from types import ModuleType
 
-# name -> module under selfloop.algorithms
-MODULES: dict[str, str] = {
-    "dpo": "dpo",
-    "spin": "spin",
-    "ttrl": "ttrl",
-    "rlsc": "rlsc",
-    "rest": "rest",
-    "orpo": "orpo",
-}
+from selfloop.algorithms.spec import AlgorithmSpec
+
+ENTRY_POINT_GROUP = "selfloop.algorithms"
+# Built-in algorithms, in the order the docs list them: selfloop.algorithms.<name>_config.SPEC
+BUILTIN = ("dpo", "spin", "ttrl", "rlsc", "rest", "orpo")
 
 
-def __getattr__(name: str) -> dict[str, ModuleType]:
-    if name == "ALGORITHMS":
-        return {key: import_module(f"selfloop.algorithms.{module}") for key, module in MODULES.items()}
-    raise AttributeError(name)
+@cache
+def specs() -> dict[str, AlgorithmSpec]:
+    """Every algorithm this installation knows: the built-ins, then those of installed entry points."""
+    found = {name: import_module(f"selfloop.algorithms.{name}_config").SPEC for name in BUILTIN}
+    for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
+        try:
+            spec = point.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in is named, in one line
+            raise ImportError(f"entry point {ENTRY_POINT_GROUP}:{point.name} ({point.value}) failed to load: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(spec, AlgorithmSpec):
+            raise ImportError(f"entry point {ENTRY_POINT_GROUP}:{point.name} ({point.value}) is not an AlgorithmSpec")
+        if spec.name in found:
+            raise ImportError(f"entry point {ENTRY_POINT_GROUP}:{point.name}: algorithm {spec.name!r} is already defined")
+        found[spec.name] = spec
+    return found
+
+
+def spec(name: str) -> AlgorithmSpec:
+    return specs()[name]
+
+
+def trainer(name: str) -> ModuleType:
+    """The module with the algorithm's `select` and `batch_loss` (imports torch)."""
+    return import_module(specs()[name].trainer)

@@ -24,8 +24,6 @@ from selfloop.db.models import Judgment, Sample
 from selfloop.training.items import LogpFn, TrainItem, stack, sums
 from selfloop.algorithms.dpo_config import DPOConfig
 
-RESTART_FROM_BASE = False
-NEEDS_REFERENCE = True
 
 
 def loss(

@@ -19,8 +19,6 @@ from selfloop.algorithms.dpo import judged_pairs
 from selfloop.training.items import LogpFn, TrainItem, means
 from selfloop.algorithms.orpo_config import ORPOConfig
 
-RESTART_FROM_BASE = False
-NEEDS_REFERENCE = False
 
 
 def _log_odds(mean_logps: torch.Tensor) -> torch.Tensor:

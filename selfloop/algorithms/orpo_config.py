@@ -1,11 +1,14 @@
 """ORPO options: the config section `train.orpo`, apart from the training code so that
-loading a config needs no torch (TRL keeps `dpo_config.py` beside `dpo_trainer.py` the same way)."""
+loading a config needs no torch (TRL keeps `dpo_config.py` beside `dpo_trainer.py` the same way),
+and its SPEC: what the rest of selfloop needs to know about the algorithm."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from selfloop.algorithms.spec import AlgorithmSpec
 
 
 class ORPOConfig(BaseModel):
@@ -16,3 +19,13 @@ class ORPOConfig(BaseModel):
     min_score_gap: Annotated[float, Field(ge=0.0)] = Field(
         0.0, description="Keep a pair only when best minus worst mean judge score exceeds this."
     )
+
+
+SPEC = AlgorithmSpec(
+    name="orpo",
+    options=ORPOConfig,
+    trainer="selfloop.algorithms.orpo",
+    summary="ORPO: odds-ratio preference on DPO's self-judged pairs, no reference model",
+    shape="pair",
+    signal="llm_judge",
+)

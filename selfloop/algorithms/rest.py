@@ -22,8 +22,6 @@ from selfloop.db.queries import voted_samples
 from selfloop.training.items import LogpFn, TrainItem, sums
 from selfloop.algorithms.rest_config import RestConfig
 
-RESTART_FROM_BASE = True
-NEEDS_REFERENCE = False
 
 
 def loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

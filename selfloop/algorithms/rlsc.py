@@ -21,8 +21,6 @@ from selfloop.db.models import Prompt, Sample
 from selfloop.training.items import LogpFn, TrainItem, stack, sums
 from selfloop.algorithms.rlsc_config import RLSCConfig
 
-RESTART_FROM_BASE = False
-NEEDS_REFERENCE = False
 
 
 def loss(logps: torch.Tensor, old_logps: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
@@ -38,10 +36,6 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
     ).all()
     return [{"prompt_id": p, "sample_id": s, "ref_logp": old} for p, s, old in rows]
-
-
-def num_steps(n_examples: int, train) -> int:  # noqa: ANN001
-    return train.rlsc.steps if n_examples else 0
 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RLSCConfig) -> tuple[torch.Tensor, dict[str, float]]:

@@ -22,8 +22,6 @@ from selfloop.db.models import Example, Iteration, Prompt, Sample
 from selfloop.training.items import LogpFn, TrainItem
 from selfloop.algorithms.spin_config import SPINConfig
 
-RESTART_FROM_BASE = False
-NEEDS_REFERENCE = True
 
 
 def loss(

@@ -28,8 +28,6 @@ from selfloop.db.queries import voted_samples
 from selfloop.training.items import LogpFn, TrainItem
 from selfloop.algorithms.ttrl_config import TTRLConfig
 
-RESTART_FROM_BASE = False
-NEEDS_REFERENCE = True
 
 
 def advantages(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from selfloop.algorithms import ALGORITHMS
+from selfloop.algorithms import spec, trainer
+from selfloop.algorithms.spec import AlgorithmSpec
 from selfloop.db.models import Example
 from selfloop.db.queries import add_event, insert_ignore, set_metric
 from selfloop.judging.eft import ALGORITHM as EFT
@@ -20,7 +21,8 @@ def run(ctx: PhaseContext) -> None:
     name = ctx.config.train.algorithm
     with ctx.db.session() as session:
         if not session.scalar(select(func.count()).select_from(Example).where(Example.iteration_id == ctx.iteration_id)):
-            rows = [{**row, "algorithm": name} for row in ALGORITHMS[name].select(session, ctx.iteration_id, ctx.config)]
+            rows = [{**row, "algorithm": name} for row in trainer(name).select(session, ctx.iteration_id, ctx.config)]
+            check_shape(spec(name), rows)
             judge_rows = []
             if ctx.config.train.eft.enabled:
                 judge_rows = [{**row, "algorithm": EFT} for row in eft_examples(session, ctx.iteration_id, ctx.config)]
@@ -37,3 +39,14 @@ def run(ctx: PhaseContext) -> None:
                           f"{name} selected only {len(rows)} training examples in iteration {ctx.number} "
                           f"(floor {ctx.config.warnings.min_examples})", level="warning")
         ctx.mark_done(session)
+
+
+def check_shape(contract: AlgorithmSpec, rows: list[dict]) -> None:
+    """An algorithm's examples have the shape its spec declares: a plug-in's mistake is named here, in one line,
+    not met later as a training failure."""
+    for row in rows:
+        pair = row.get("rejected_sample_id") is not None
+        if pair != (contract.shape == "pair") or row.get("prompt_id") is None:
+            raise ValueError(f"algorithm {contract.name!r} declares {contract.shape} examples, but its select() "
+                             f"returned {row!r}: a pair names prompt_id, sample_id (or text) and rejected_sample_id; "
+                             "a rewarded sample names prompt_id and sample_id (or text), with no rejected_sample_id")

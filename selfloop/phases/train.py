@@ -17,7 +17,7 @@ import torch
 from loguru import logger
 from sqlalchemy import delete, select, update
 
-from selfloop.algorithms import ALGORITHMS
+from selfloop.algorithms import spec, trainer
 from selfloop.db.models import Checkpoint, Example, Iteration, Prompt, Sample, TrainStep
 from selfloop.db.queries import add_event, set_metric
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
@@ -64,7 +64,7 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
         )
         prompt_length = len(item.prompt)
         items.append(fit(item, ctx.config.train.max_length))
-        if (ALGORITHMS[ctx.config.train.algorithm].NEEDS_REFERENCE and lacks_reference(item) and len(item.prompt) == prompt_length
+        if (spec(ctx.config.train.algorithm).needs_reference and lacks_reference(item) and len(item.prompt) == prompt_length
                 and _reference_from_rollout(item, samples.get(e.sample_id), samples.get(e.rejected_sample_id),
                                             init.checkpoint_id if init else None)):
             from_rollout.append(item)
@@ -99,11 +99,11 @@ def _reference_from_rollout(item: TrainItem, chosen, rejected, policy_id: int | 
 
 def run(ctx: PhaseContext) -> None:
     cfg = ctx.config.train
-    module = ALGORITHMS[cfg.algorithm]
+    contract = spec(cfg.algorithm)
     with ctx.db.session() as session:
         session.execute(delete(TrainStep).where(TrainStep.iteration_id == ctx.iteration_id))  # a re-run starts over
     tokenizer = load_tokenizer(ctx.runtime.model.path, padding_side="left")
-    init = None if module.RESTART_FROM_BASE else ctx.policy
+    init = None if contract.restart_from_base else ctx.policy
     items, from_rollout = _items(ctx, tokenizer, init)
     if not items:
         with ctx.db.session() as session:
@@ -128,7 +128,7 @@ def run(ctx: PhaseContext) -> None:
 
     path = ctx.config.state_dir() / "checkpoints" / ctx.config.loop.name / f"iteration-{ctx.number:04d}"
     extra = {"loop": ctx.config.loop.name, "iteration": ctx.number, "algorithm": cfg.algorithm}
-    needs_reference = module.NEEDS_REFERENCE and any(lacks_reference(it) for it in items)
+    needs_reference = contract.needs_reference and any(lacks_reference(it) for it in items)
     if cfg.processes > 1:
         records, saved = _train_on_processes(ctx, items, init, needs_reference, path, extra,
                                              store_reference, on_step)
@@ -152,7 +152,6 @@ def run(ctx: PhaseContext) -> None:
 def _train_here(ctx: PhaseContext, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
     """Train in this process, on engine.device."""
     cfg = ctx.config.train
-    module = ALGORITHMS[cfg.algorithm]
     device = pick_device(ctx.config.engine.device)
     torch.manual_seed(ctx.seed("train", "init"))
     model = load_trainable(ctx.runtime.model.path, init, cfg.lora, device, pick_dtype(ctx.config.model.dtype, device),
@@ -163,7 +162,7 @@ def _train_here(ctx: PhaseContext, items, init, needs_reference, path, extra, st
             store_reference(items)
         else:
             ctx.failpoint("before_steps")
-        records = train(model, items, module, getattr(cfg, cfg.algorithm), cfg, seed=ctx.seed("train", "order"),
+        records = train(model, items, trainer(cfg.algorithm), cfg.options(), cfg, seed=ctx.seed("train", "order"),
                         on_step=on_step, on_progress=lambda done, total: ctx.set_progress(done, total, "training steps"),
                         stop_requested=ctx.stop_requested)
         saved = save_adapter(model, path, base_model=shareable_base(ctx.config.model.base), extra=extra)
@@ -184,7 +183,7 @@ def _train_on_processes(ctx: PhaseContext, items, init, needs_reference, path, e
 
     cfg = ctx.config.train
     device = pick_device(ctx.config.engine.device)
-    total = step_count(ALGORITHMS[cfg.algorithm], len(items), cfg)
+    total = step_count(cfg.options(), len(items), cfg)
     records: list[StepRecord] = []
 
     def step(event: dict) -> None:

@@ -45,9 +45,15 @@ def default_steps(n_examples: int, train) -> int:  # noqa: ANN001
     return min(steps, train.max_steps) if train.max_steps else steps
 
 
-def step_count(algorithm: ModuleType, n_examples: int, train) -> int:  # noqa: ANN001
-    """Optimizer steps of a run: epochs over the examples, unless the algorithm counts its own (RLSC: a fixed few)."""
-    return getattr(algorithm, "num_steps", default_steps)(n_examples, train)
+def step_count(algo_cfg, n_examples: int, train) -> int:  # noqa: ANN001
+    """Optimizer steps of a run: epochs over the examples, unless the algorithm whose options these are trains a
+    fixed number of steps (its spec's `fixed_steps`; RLSC: a few)."""
+    from selfloop.algorithms import specs
+
+    fixed = next((spec.fixed_steps for spec in specs().values() if type(algo_cfg) is spec.options), None)
+    if fixed is None:
+        return default_steps(n_examples, train)
+    return getattr(algo_cfg, fixed) if n_examples else 0
 
 
 @dataclass
@@ -174,7 +180,7 @@ def train(
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
 
-    steps = step_count(algorithm, len(items), train_cfg)
+    steps = step_count(algo_cfg, len(items), train_cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
     scheduler = get_scheduler(train_cfg.scheduler, optimizer, num_warmup_steps=int(train_cfg.warmup_ratio * steps),

@@ -19,7 +19,7 @@ def main(job_path: str) -> int:
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from selfloop.algorithms import ALGORITHMS
+    from selfloop.algorithms import trainer
     from selfloop.config import TrainConfig
     from selfloop.engines.base import Adapter
     from selfloop.models.loading import pick_dtype
@@ -32,8 +32,8 @@ def main(job_path: str) -> int:
     accelerator = Accelerator(cpu=job["device"] == "cpu")
     main_process = accelerator.is_main_process
     cfg = TrainConfig.model_validate(job["train"])
-    module = ALGORITHMS[cfg.algorithm]
-    algo_cfg = getattr(cfg, cfg.algorithm)
+    module = trainer(cfg.algorithm)
+    algo_cfg = cfg.options()
     items = [TrainItem(**it) for it in job["items"]]
     init = Adapter(job["init"]["checkpoint_id"], Path(job["init"]["path"]), job["init"]["sha256"]) if job["init"] else None
     events = open(job["events"], "a") if main_process else None  # noqa: SIM115

@@ -1,0 +1,67 @@
+"""Algorithms and task families added from outside the package, through entry points, as a user's package
+adds them: the toy plug-ins in tests/support/plugin are copied to a temporary directory with a dist-info that
+declares them, put on PYTHONPATH, and run for one iteration of the tiny loop by the CLI in a subprocess (the
+registry is read when the config module is first imported, as it is in every `selfloop` process)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import REPO, selfloop_cli, tiny_yaml
+
+PLUGIN = REPO / "tests" / "support" / "plugin"
+
+
+def install(target: Path, entry_points: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The plug-in modules and a dist-info naming their entry points; the environment that finds them."""
+    target.mkdir()
+    for module in PLUGIN.glob("*.py"):
+        shutil.copy(module, target / module.name)
+    info = target / "selfloop_toys-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: selfloop-toys\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in points.items()) + "\n"
+        for group, points in entry_points.items()))
+    return {"PYTHONPATH": f"{target}:{REPO}"}
+
+
+@pytest.mark.integration
+def test_an_algorithm_from_outside_the_package_trains_one_iteration(tmp_path: Path) -> None:
+    env = install(tmp_path / "site", {"selfloop.algorithms": {"toy_sft": "toy_sft_config:SPEC"}})
+    url = f"sqlite:///{tmp_path / 'toy.db'}"
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=1, train__algorithm="toy_sft",
+                       train__toy_sft={"per_prompt": 2})
+
+    shown = selfloop_cli("config", "validate", str(config), env=env)
+    assert shown.returncode == 0, shown.stderr
+    unknown = tiny_yaml(tmp_path, url, name="bad.yaml", train__algorithm="toy_sft", train__toy_sft={"per_promt": 2})
+    refused = selfloop_cli("config", "validate", str(unknown), env=env)
+    assert refused.returncode == 2 and "train.toy_sft.per_promt: unknown key" in refused.stderr
+    missing = selfloop_cli("config", "validate", str(config))  # without the plug-in, the name is refused
+    assert missing.returncode == 2 and "train.algorithm: 'toy_sft' is not one of" in missing.stderr
+
+    ran = selfloop_cli("run", "--config", str(config), env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    with create_engine(url).connect() as conn:
+        examples = conn.execute(text("SELECT algorithm, count(*), count(DISTINCT prompt_id), "
+                                     "count(rejected_sample_id) FROM examples GROUP BY algorithm")).all()
+        steps = conn.execute(text("SELECT count(*) FROM train_steps")).scalar()
+        checkpoints = conn.execute(text("SELECT count(*) FROM checkpoints WHERE kind = 'lora'")).scalar()
+    ((name, n, prompts, rejected),) = examples
+    assert name == "toy_sft" and n == 2 * prompts and rejected == 0  # two rewarded samples per prompt
+    assert steps == -(-n // 4) and checkpoints == 1  # one epoch in batches of 4
+
+
+@pytest.mark.integration
+def test_a_broken_plugin_is_named_in_one_line(tmp_path: Path) -> None:
+    env = install(tmp_path / "site", {"selfloop.algorithms": {"nothing": "toy_sft_config:NOT_THERE"}})
+    config = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
+    out = selfloop_cli("config", "validate", str(config), env=env)
+    assert out.returncode != 0
+    assert "entry point selfloop.algorithms:nothing (toy_sft_config:NOT_THERE) failed to load" in out.stderr
+    assert "Traceback" not in out.stderr
