@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from selfloop.algorithms import specs as algorithm_specs
+from selfloop.families import specs as family_specs
 from selfloop.errors import ConfigError
 from selfloop.strict import StrictError, load_yaml
 
@@ -26,6 +27,12 @@ PHASES = ("synthesize", "rollout", "judge", "select", "train", "evaluate", "prom
 Phase = Literal["synthesize", "rollout", "judge", "select", "train", "evaluate", "promote"]
 # The registered algorithms (built-in and from installed plug-ins) decide the names and option sections.
 ALGORITHMS = algorithm_specs()
+# Registered task families (built-in and from plug-ins): those with a generator are kinds of task pools (with a
+# training split) and of held-out suites (with an eval split); any family may grade a user file's answers.
+FAMILIES = family_specs()
+PoolKind = Literal[("seed", "jsonl", *(n for n, f in FAMILIES.items() if f.problems and "train" in f.splits))]  # type: ignore[valid-type]
+SuiteKind = Literal[(*(n for n, f in FAMILIES.items() if f.problems and "eval" in f.splits), "jsonl")]  # type: ignore[valid-type]
+FamilyName = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
 Algorithm = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -174,6 +181,21 @@ class FieldMap(Section):
     response: str = Field("response", description="The key of a reference response (SPIN's ground truth).")
 
 
+def check_family(kind: str, levels: list[int], phrasing: str) -> None:
+    """A generator family has the levels and the wording asked of it."""
+    spec = FAMILIES.get(kind)
+    if spec is None:  # seed or jsonl
+        if phrasing != "seen":
+            raise ValueError(f"phrasing {phrasing!r} applies to a task family's generator, not to kind {kind!r}")
+        return
+    missing = sorted(set(levels) - set(spec.levels))
+    if missing:
+        raise ValueError(f"levels: the {kind} family has levels {', '.join(map(str, spec.levels))}, not "
+                         f"{', '.join(map(str, missing))}")
+    if phrasing not in spec.phrasings:
+        raise ValueError(f"phrasing {phrasing!r}: the {kind} family has {', '.join(spec.phrasings)}")
+
+
 class _FileBacked(Section):
     """A section whose kind 'jsonl' reads a user file named by its `path` field: JSON Lines, a Parquet file
     (.parquet) or a local `datasets` directory (saved by `save_to_disk`)."""
@@ -183,6 +205,14 @@ class _FileBacked(Section):
     answer_after: str | None = Field(
         None, description="Take the answer as the text after the last occurrence of this marker ('####' for "
         "GSM8K-style answers that end in '#### 42').")
+    family: FamilyName = Field(
+        "value", description="kind 'jsonl': the task family whose grader checks the file's answers ('value': the "
+        "answer read from a response by judge.vote.extractors equals it; 'instructions': a constraint list; or a "
+        "plug-in's family).")
+
+    def graded_by(self) -> str:
+        """The family whose grader checks this source's answers: a generator's own, else `family`."""
+        return self.kind if self.kind in FAMILIES else self.family  # type: ignore[attr-defined]
 
     @model_validator(mode="after")
     def _path_for_jsonl(self) -> _FileBacked:
@@ -194,29 +224,27 @@ class _FileBacked(Section):
 class TaskSource(_FileBacked):
     """The task pool rollout prompts are drawn from."""
 
-    kind: Literal["seed", "jsonl", "arithmetic", "instructions"] = Field(
+    kind: PoolKind = Field(
         "seed",
         description="Where rollout prompts come from: 'seed' (prompts/seed_tasks.jsonl), 'jsonl' (a user file: JSON "
         "Lines, Parquet or a `datasets` directory, with a prompt and optional answer/response per row, see `fields`), "
-        "'arithmetic' (the seeded generator's training split), "
-        "'instructions' (writing tasks with checkable constraints, IFEval-style: the training split, seen phrasings).",
+        "or a task family's training split: " + "; ".join(f"'{n}' ({f.summary})" for n, f in FAMILIES.items()
+                                                           if f.problems and "train" in f.splits) + ".",
     )
     path: Path | None = Field(None, description="The user file, for kind 'jsonl' (.jsonl, .parquet, or a directory).")
-    levels: list[Annotated[int, Field(ge=1, le=3)]] = Field(
-        [1], description="arithmetic: difficulty levels (1: a+b with a, b in 1..30; 2: a+b or a-b, two digits; 3: a*b "
-        "up to 12x12 and word problems). instructions: 1: one constraint, 2: two."
+    levels: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        [1], description="A family's difficulty levels. arithmetic: 1: a+b with a, b in 1..30; 2: a+b or a-b, two "
+        "digits; 3: a*b up to 12x12 and word problems. instructions: 1: one constraint, 2: two."
     )
     phrasing: Literal["seen", "varied"] = Field(
-        "seen", description="arithmetic: 'seen' asks every training prompt in its operation's one training wording; "
-        "'varied' also uses a few training-only variants ('Compute a + b.', 'a + b = ?'), never a held-out wording.",
+        "seen", description="'seen' asks every training prompt in its family's training wording; 'varied' (families "
+        "that have it, e.g. arithmetic) also uses a few training-only variants ('Compute a + b.', 'a + b = ?'), never "
+        "a held-out wording.",
     )
 
     @model_validator(mode="after")
-    def _levels_exist(self) -> TaskSource:
-        if self.kind == "instructions" and 3 in self.levels:
-            raise ValueError("levels: the instructions family has levels 1 (one constraint) and 2 (two), not 3")
-        if self.phrasing == "varied" and self.kind != "arithmetic":
-            raise ValueError(f"phrasing 'varied' applies to kind 'arithmetic', not {self.kind!r}")
+    def _fits_family(self) -> TaskSource:
+        check_family(self.kind, self.levels, self.phrasing)
         return self
 
 
@@ -402,11 +430,12 @@ class SuiteConfig(_FileBacked):
     """A held-out verifiable suite."""
 
     name: str = Field(description="Suite name, used in metric names ('<name>/greedy_accuracy').")
-    kind: Literal["arithmetic", "units", "instructions", "jsonl"] = Field(
-        description="Built-in generator (arithmetic, units: unit conversions, instructions: constrained writing "
-        "tasks checked by verifiers) or a JSONL file.")
+    kind: SuiteKind = Field(
+        description="A task family's held-out split (" + "; ".join(f"'{n}': {f.summary}" for n, f in FAMILIES.items()
+                                                                if f.problems and "eval" in f.splits)
+        + ") or 'jsonl', a user file graded by its `family`.")
     size: upto(100_000) = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
-    levels: list[Annotated[int, Field(ge=1, le=3)]] = Field([1], description="arithmetic: difficulty levels; instructions: 1 or 2 constraints.")
+    levels: list[Annotated[int, Field(ge=1, le=100)]] = Field([1], description="The family's difficulty levels (arithmetic: 1-3; instructions: 1 or 2 constraints).")
     phrasing: Literal["seen", "unseen"] = Field(
         "seen", description="Generators: 'seen' words problems as training prompts are worded; 'unseen' uses wordings "
         "held out from every training prompt (a format learned is not a skill learned).")
@@ -420,8 +449,10 @@ class SuiteConfig(_FileBacked):
     def _fits_kind(self) -> SuiteConfig:
         if self.kind == "jsonl" and self.phrasing != "seen":
             raise ValueError(f"eval suite {self.name!r}: phrasing applies to the built-in generators, not to a JSONL file")
-        if self.kind == "instructions" and 3 in self.levels:
-            raise ValueError(f"eval suite {self.name!r}: the instructions family has levels 1 and 2, not 3")
+        try:
+            check_family(self.kind, self.levels, self.phrasing)
+        except ValueError as exc:
+            raise ValueError(f"eval suite {self.name!r}: {exc}") from None
         return self
 
 

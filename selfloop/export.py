@@ -3,7 +3,8 @@
 export writes rows in the forms TRL's trainers read as they are (conversational):
 - pairs: `prompt` (the user turn, and the system turn if the loop had one), `chosen`, `rejected` (one
   assistant turn each), for DPOTrainer / ORPOTrainer; with the judge signals as extra columns;
-- samples: every sample as `prompt` / `completion`, with its judge score, vote answer and reward;
+- samples: every sample as `prompt` / `completion`, with its judge score, vote answer and reward, and its
+  correctness as the judge phase graded it (null where the prompt has no known answer);
 - examples: the rewarded examples an algorithm trained on (TTRL, RLSC, ReST-EM) as `prompt` / `completion`
   with `reward` and `weight`;
 - evals: held-out items with the response, prediction and correctness.
@@ -87,7 +88,7 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
             yield {**base, "iteration": its[sample.iteration_id], "prompt": _chat_prompt(prompt, system),
                    "completion": _assistant(sample.text), "sample_index": sample.sample_index,
                    "judge_score": scores.get(sample.id), "vote_answer": votes.get(sample.id),
-                   "vote_reward": rewards.get(sample.id), "known_answer": answer,
+                   "vote_reward": rewards.get(sample.id), "known_answer": answer, "correct": sample.correct,
                    "num_tokens": sample.num_tokens, "mean_logprob": sample.mean_logprob}
         return
     if what not in ("pairs", "examples"):

@@ -1,17 +1,18 @@
-"""Task pools that rollout prompts are drawn from: the seed tasks, a user JSONL file, or a
-generator's training split (arithmetic; instruction following with checkable constraints). A task may carry a verifiable answer (used for calibration
-metrics and, where an algorithm asks for it, rewards) and a reference response (SPIN's ground truth)."""
+"""Task pools that rollout prompts are drawn from: the seed tasks, a user file, or a task family's training
+split. A task may carry a verifiable answer, checked by its family's grader (for calibration metrics and, where an
+algorithm asks for it, rewards), and a reference response (SPIN's ground truth)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from selfloop.config import FieldMap, TaskSource
 from selfloop.errors import ConfigError
+from selfloop.families import family
 from selfloop.strict import StrictError, load_json
 
 
@@ -21,6 +22,7 @@ class Task:
     prompt: str
     answer: str | None = None
     reference: str | None = None
+    family: str = "value"  # the task family whose grader checks `answer`
 
 
 # Bounds on user files: a task or eval file is read whole into memory and every prompt is tokenised.
@@ -174,9 +176,8 @@ def load_pool(source: TaskSource) -> list[Task]:
     if source.kind == "seed":
         return seed_tasks()
     if source.kind == "jsonl":
-        return read_user_tasks(source.path, "generation.tasks.path", "jsonl", source.fields, source.answer_after)  # type: ignore[arg-type]
-    if source.kind == "instructions":
-        from selfloop.evals.instructions import problems
-    else:
-        from selfloop.evals.arithmetic import problems
-    return [Task(p.key, p.prompt, p.answer) for p in problems(source.levels, "train", source.phrasing)]
+        tasks = read_user_tasks(source.path, "generation.tasks.path", "jsonl", source.fields, source.answer_after)  # type: ignore[arg-type]
+        return [replace(t, family=source.family) for t in tasks]
+    spec = family(source.kind)
+    return [Task(p.key, p.prompt, p.answer, family=spec.name)
+            for p in spec.problems(source.levels, "train", source.phrasing)]  # type: ignore[misc]

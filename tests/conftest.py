@@ -229,12 +229,15 @@ def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, ch
     return Adapter(checkpoint_id, saved.path, saved.sha256)
 
 
-def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]]) -> int:  # noqa: ANN001
-    """Create the config's loop, iteration 1 and the given (prompt, answer, sample texts) rows.
+def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]], family: str = "value") -> int:  # noqa: ANN001
+    """Create the config's loop, iteration 1 and the given (prompt, answer, sample texts) rows, the prompts with an
+    answer of the given task family, and grade the samples as the judge phase does.
 
     Returns the iteration id. Samples get made-up token ids and log-probs (4 tokens each, -0.5/token)
     unless a test overwrites them; phases after rollout only read what is stored.
     """
+    from selfloop.judging.correctness import grade_iteration
+
     from selfloop.db.models import Iteration, Prompt, Sample
     from selfloop.loop import open_loop
 
@@ -244,13 +247,16 @@ def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]]) 
         s.add(it)
         s.flush()
         for i, (text, answer, samples) in enumerate(prompts):
-            p = Prompt(iteration_id=it.id, source="task", item_index=i, text=text, answer=answer)
+            p = Prompt(iteration_id=it.id, source="task", item_index=i, text=text, answer=answer,
+                       family=family if answer is not None else None)
             s.add(p)
             s.flush()
             for j, body in enumerate(samples):
                 s.add(Sample(prompt_id=p.id, sample_index=j, iteration_id=it.id, text=body, token_ids=[5, 6, 7, 2],
                              token_logprobs=[-0.5] * 4, num_tokens=4, sum_logprob=-2.0, mean_logprob=-0.5,
                              finish_reason="stop", seed=j, temperature=1.0))
+        s.flush()
+        grade_iteration(s, it.id, config.judge.vote.extractors)
         return it.id
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from selfloop.db.engine import open_database
 from selfloop.db.models import Checkpoint, Iteration, Loop
@@ -33,7 +33,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_export_loads_with_datasets_in_trls_forms(finished: tuple[Path, str], tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     _, url = finished
-    for what, required in (("samples", {"prompt", "completion"}), ("evals", {"prompt", "completion", "correct"}),
+    for what, required in (("samples", {"prompt", "completion", "correct", "known_answer"}), ("evals", {"prompt", "completion", "correct"}),
                            ("examples", {"prompt", "completion", "reward", "weight"})):
         path = tmp_path / f"{what}.jsonl"
         out = selfloop_cli("export", "tiny", "--what", what, "--out", str(path), "--db", url)
@@ -45,7 +45,13 @@ def test_export_loads_with_datasets_in_trls_forms(finished: tuple[Path, str], tm
         assert row["prompt"][-1]["role"] == "user" and row["loop"] == "tiny"
         assert [m["role"] for m in row["completion"]] == ["assistant"]
     table_rows = table_counts(url)
-    assert sum(1 for _ in open(tmp_path / "samples.jsonl")) == table_rows["samples"]
+    exported = [json.loads(line) for line in open(tmp_path / "samples.jsonl")]
+    with create_engine(url).connect() as conn:  # the judge phase's verdicts, as stored
+        stored = [r[0] for r in conn.execute(text("SELECT s.correct FROM samples s JOIN prompts p ON p.id = s.prompt_id "
+                                                  "ORDER BY s.iteration_id, p.source, p.item_index, s.sample_index"))]
+    assert [r["correct"] for r in exported] == [None if v is None else bool(v) for v in stored]
+    assert any(v is not None for v in stored) and all((r["correct"] is None) == (r["known_answer"] is None) for r in exported)
+    assert len(exported) == table_rows["samples"]
     assert sum(1 for _ in open(tmp_path / "examples.jsonl")) == table_rows["examples"]
     out = selfloop_cli("export", "tiny", "--what", "samples", "--format", "parquet", "--out", str(tmp_path / "s.parquet"), "--db", url)
     assert out.returncode == 0 and len(datasets.load_dataset("parquet", data_files=str(tmp_path / "s.parquet"), split="train")) == table_rows["samples"]

@@ -9,11 +9,11 @@ import re
 import pytest
 
 from selfloop.config import SuiteConfig, TaskSource
-from selfloop.evals import arithmetic, instructions, units
-from selfloop.evals.instructions import KINDS, followed, parse_answer
+from selfloop.families import arithmetic, family, instructions, units
+from selfloop.families.instructions import KINDS, followed, parse_answer
 from selfloop.evals.suites import load_suite
 from selfloop.judging.calibration import auc, ranking_accuracy
-from selfloop.judging.grading import grade
+from selfloop.families.value import grade_value as grade
 from selfloop.tasks import load_pool
 
 VERIFIERS = [
@@ -80,16 +80,38 @@ def test_every_kind_has_table_cases_both_ways() -> None:
 
 def test_grading_values_and_constraints() -> None:
     answer = json.dumps({"follow": [["lowercase", None], ["max_words", 4]]})
-    g = grade("just four words here", answer)
-    assert g.correct and g.followed == (True, True) and g.predicted == "2/2 followed"
-    g = grade("Just four words here", answer)
-    assert not g.correct and g.followed == (False, True) and g.predicted == "1/2 followed"
+    g = instructions.grade("just four words here", answer)
+    assert g.correct and g.parts == (True, True) and g.predicted == "2/2 followed"
+    g = instructions.grade("Just four words here", answer)
+    assert not g.correct and g.parts == (False, True) and g.predicted == "1/2 followed"
     assert grade("2 + 3 = 5.", "5").correct and grade("The answer is 5.0", "5").predicted == "5"
     assert not grade("It is 6.", "5").correct and not grade(None, "5").correct
-    # Anything not exactly a constraint list is a value answer, compared as text.
+    # The family decides the grader, not the answer's text: a constraint list under 'value' is a value.
+    assert grade(answer, answer).parts is None and family("value").grade is grade
+    assert family("instructions").grade is instructions.grade and family("arithmetic").grade is grade
     for odd in ['{"follow": []}', '{"follow": [["shout", null]]}', '{"follow": "lowercase"}', '{"follow": [1]}']:
         assert parse_answer(odd) is None
-        assert grade(odd, odd).followed is None  # graded as a value, never as constraints
+        with pytest.raises(ValueError, match="not an instruction-following answer"):
+            instructions.grade(odd, odd)
+
+
+def test_families_declare_what_the_config_allows() -> None:
+    from selfloop.config import validate_config
+    from selfloop.errors import ConfigError
+
+    base = {"loop": {"name": "x"}}
+    with pytest.raises(ConfigError, match="levels: the instructions family has levels 1, 2, not 3"):
+        validate_config({**base, "generation": {"tasks": {"kind": "instructions", "levels": [3]}}})
+    with pytest.raises(ConfigError, match="phrasing 'varied': the instructions family has seen, unseen"):
+        validate_config({**base, "generation": {"tasks": {"kind": "instructions", "phrasing": "varied"}}})
+    with pytest.raises(ConfigError, match="'units' is not one of seed, jsonl, arithmetic, instructions"):
+        validate_config({**base, "generation": {"tasks": {"kind": "units"}}})  # evaluation only
+    with pytest.raises(ConfigError, match="'value' is not one of arithmetic, units, instructions, jsonl"):
+        validate_config({**base, "eval": {"suites": [{"name": "v", "kind": "value"}], "main_metric": "v/greedy_accuracy"}})
+    suite = SuiteConfig(name="mine", kind="jsonl", path="/tmp/x.jsonl", family="instructions")
+    assert suite.graded_by() == "instructions" and SuiteConfig(name="a", kind="arithmetic").graded_by() == "arithmetic"
+    with pytest.raises(ValueError, match="Input should be 'value', 'arithmetic', 'units' or 'instructions'"):
+        SuiteConfig(name="mine", kind="jsonl", path="/tmp/x.jsonl", family="shout")
 
 
 @pytest.mark.parametrize("level", [1, 2])

@@ -12,7 +12,7 @@ from selfloop.db.engine import open_database
 from selfloop.db.models import Checkpoint, Eval, EvalItem, Event, Iteration, Loop, Metric, PhaseRun, Sample
 from selfloop.db.queries import set_metric
 from selfloop.errors import ConfigError
-from selfloop.evals import arithmetic, units
+from selfloop.families import arithmetic, units
 from selfloop.evals.drift import monitor
 from selfloop.evals.stats import paired_difference, wilson
 from selfloop.loop import open_loop

@@ -175,7 +175,7 @@ def test_judge_calibration_on_instruction_following_by_hand(sqlite_url: str, con
     it = store_samples(db, config, [
         ("Describe tea. Write everything in lowercase.", lower, ["tea is warm", "Tea is warm", "a cup of tea"]),
         ("Describe rivers. Use no more than 3 words.", short, ["rivers flow downhill", "rivers flow down to the sea"]),
-    ])
+    ], family="instructions")
     scores = [4.0, 4.5, 2.0, 3.0, 1.0]
     with db.session() as s:
         ids = s.scalars(select(Sample.id).order_by(Sample.id)).all()
@@ -204,7 +204,7 @@ def test_eft_keeps_judgments_that_agree_with_the_checked_truth(sqlite_url: str, 
     it = store_samples(db, config, [
         ("Describe tea. Write everything in lowercase.", lower, ["tea is warm", "Tea is warm", "a cup", "hot tea", "TEA"]),
         ("Describe nothing.", None, ["unknowable"]),  # no known answer: never an example
-    ])
+    ], family="instructions")
     scores = [4.4, 3.0, 1.6, 2.6, 0.2, 5.0]
     raws = ["Fully lowercase and relevant. **Score:", "It is relevant.\nScore: 3", "Short.", "Fine.\nScore:", "Shouty.", "x"]
     with db.session() as s:

@@ -122,3 +122,75 @@ def test_summary_view_revision_goes_down_and_up_with_rows(sqlite_url: str) -> No
     upgrade(engine)
     assert "vote_share" in columns() and _drift(engine) == []
     engine.dispose()
+
+
+ROWS_AT_0008 = [
+    "INSERT INTO loops (id, name, base_model, config, config_hash, main_metric, seed, status) VALUES "
+    "(1, 'l1', 'tiny', '{\"judge\": {\"vote\": {\"extractors\": [\"last_number\"]}}}', 'h', 'a/greedy_accuracy', 0, 'ready')",
+    "INSERT INTO checkpoints (id, path, sha256, kind, base_model, size_bytes, status) VALUES (1, 'c1', 'x', 'lora', 'tiny', 1, 'ok')",
+    "INSERT INTO iterations (id, loop_id, number, status, base_checkpoint_id) VALUES (1, 1, 1, 'done', 1)",
+    "INSERT INTO phase_runs (iteration_id, phase, status, attempts, progress_done, progress_total) VALUES (1, 'judge', 'done', 1, 0, 0)",
+    "INSERT INTO prompts (id, iteration_id, source, item_index, task_key, text, answer) VALUES "
+    "(1, 1, 'task', 0, 'arith:1:add:2:3', 'What is 2 + 3?', '5'), "
+    "(2, 1, 'self_instruct', 0, NULL, 'Write about tea. Use only lowercase letters.', '{\"follow\": [[\"lowercase\", null]]}'), "
+    "(3, 1, 'task', 1, 'seed:4', 'Name a colour.', NULL), "
+    "(4, 1, 'task', 2, 'jsonl:1', 'Capital of France?', 'paris')",
+    "INSERT INTO samples (id, prompt_id, sample_index, iteration_id, text, token_ids, token_logprobs, num_tokens, "
+    "sum_logprob, mean_logprob, finish_reason, seed, temperature) VALUES "
+    "(1, 1, 0, 1, 'It is 5.', '[1]', '[-1.0]', 1, -1.0, -1.0, 'stop', 0, 1.0), "
+    "(2, 1, 1, 1, 'It is 6.', '[1]', '[-1.0]', 1, -2.0, -2.0, 'stop', 1, 1.0), "
+    "(3, 2, 0, 1, 'tea is warm', '[1]', '[-1.0]', 1, -1.0, -1.0, 'stop', 0, 1.0), "
+    "(4, 3, 0, 1, 'Blue', '[1]', '[-1.0]', 1, -1.0, -1.0, 'stop', 0, 1.0), "
+    "(5, 4, 0, 1, 'The answer is Paris.', '[1]', '[-1.0]', 1, -1.0, -1.0, 'stop', 0, 1.0)",
+    "INSERT INTO judgments (sample_id, kind, judge_index, score, parse_ok) VALUES (1, 'vote', 0, 1.0, true)",
+    "INSERT INTO votes (prompt_id, answer, share, n_valid, n_votes, tie, correct) VALUES (1, '5', 0.5, 2, 2, true, true)",
+    "INSERT INTO examples (iteration_id, item_index, algorithm, prompt_id, sample_id, ref_logp) VALUES "
+    "(1, 0, 'rlsc', 1, 1, -1.0), (1, 1, 'dpo', 1, 1, -3.0)",
+    "INSERT INTO train_steps (iteration_id, step, loss, learning_rate, grad_norm, tokens_per_s) VALUES (1, 1, 0.5, 0.1, 1.0, 9.0)",
+    "INSERT INTO evals (iteration_id, role, suite, metric, value, n) VALUES (1, 'candidate', 'a', 'greedy_accuracy', 0.5, 2)",
+    "INSERT INTO eval_items (iteration_id, role, suite, item_index, prompt, answer, response, correct, num_tokens) "
+    "VALUES (1, 'candidate', 'a', 0, 'What is 1 + 1?', '2', '2', true, 1)",
+    "INSERT INTO metrics (iteration_id, name, value) VALUES (1, 'judge.vote_share', 0.5)",
+    "INSERT INTO events (loop_id, iteration_id, level, kind, message) VALUES (1, 1, 'info', 'x', 'y')",
+    "INSERT INTO daemons (host, pid) VALUES ('h', 1)",
+    "INSERT INTO writer_leases (loop_name, token, host, pid, kind) VALUES ('l1', 1, 'h', 1, 'run')",
+    "INSERT INTO tracker_runs (loop_id, backend, run_id, steps_logged, steps_through, iterations_logged, last_event_id) "
+    "VALUES (1, 'mlflow', 'r', 1, 1, 1, 1)",
+]
+
+
+def _counts(engine) -> dict[str, int]:  # noqa: ANN001
+    with engine.connect() as conn:
+        return {t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar()
+                for t in inspect(conn).get_table_names() if t != "alembic_version"}
+
+
+def test_families_and_correctness_migrate_with_rows_in_every_table(db_url: str) -> None:
+    engine = make_engine(db_url, create=True)
+    upgrade(engine, "0008")
+    with engine.begin() as conn:
+        for statement in ROWS_AT_0008:
+            conn.execute(text(statement))
+    before = _counts(engine)
+    assert all(before.values()), f"a table without rows: {before}"
+    upgrade(engine, "0009")
+    with engine.connect() as conn:
+        families = dict(conn.execute(text("SELECT id, family FROM prompts")).all())
+        correct = dict(conn.execute(text("SELECT id, correct FROM samples")).all())
+        logps = conn.execute(text("SELECT algorithm, ref_logp, sampling_logp FROM examples ORDER BY item_index")).all()
+        signals = dict(conn.execute(text("SELECT sample_id, correct FROM sample_signals")).all())
+    assert families == {1: "arithmetic", 2: "instructions", 3: None, 4: "value"}
+    # graded by each prompt's family with the loop's extractors (last_number only: 'Paris' is not read)
+    correct = {k: v if v is None else bool(v) for k, v in correct.items()}
+    assert correct == {1: True, 2: False, 3: True, 4: None, 5: False}
+    assert [(a, r, s) for a, r, s in logps] == [("rlsc", None, -1.0), ("dpo", -3.0, None)]
+    assert {k: v if v is None else bool(v) for k, v in signals.items()} == correct
+    downgrade(engine, "0008")
+    assert _counts(engine) == before
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT ref_logp FROM examples WHERE algorithm = 'rlsc'")).scalar() == -1.0
+    upgrade(engine)
+    assert _counts(engine) == before
+    assert schema_revision(engine) == (head_revision(), True)
+    assert _drift(engine) == []
+    engine.dispose()

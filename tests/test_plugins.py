@@ -65,3 +65,42 @@ def test_a_broken_plugin_is_named_in_one_line(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "entry point selfloop.algorithms:nothing (toy_sft_config:NOT_THERE) failed to load" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.integration
+def test_a_family_from_outside_the_package_is_task_pool_and_suite(tmp_path: Path) -> None:
+    import sys
+
+    env = install(tmp_path / "site", {"selfloop.families": {"reverse_word": "reverse_word:SPEC"}})
+    url = f"sqlite:///{tmp_path / 'rev.db'}"
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=1, generation__tasks={"kind": "reverse_word"},
+                       eval__suites=[{"name": "reverse", "kind": "reverse_word", "size": 4, "max_new_tokens": 8},
+                                     {"name": "reverse-unseen", "kind": "reverse_word", "size": 4, "max_new_tokens": 8,
+                                      "phrasing": "unseen"}],
+                       eval__main_metric="reverse/greedy_accuracy")
+    wrong_level = tiny_yaml(tmp_path, url, name="bad.yaml", generation__tasks={"kind": "reverse_word", "levels": [2]})
+    refused = selfloop_cli("config", "validate", str(wrong_level), env=env)
+    assert refused.returncode == 2 and "levels: the reverse_word family has levels 1, not 2" in refused.stderr
+
+    ran = selfloop_cli("run", "--config", str(config), env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    sys.path.insert(0, str(tmp_path / "site"))
+    try:
+        import reverse_word
+    finally:
+        sys.path.remove(str(tmp_path / "site"))
+    with create_engine(url).connect() as conn:
+        tasks = conn.execute(text("SELECT p.text, p.answer, p.family, s.text, s.correct FROM samples s "
+                                  "JOIN prompts p ON p.id = s.prompt_id WHERE p.source = 'task'")).all()
+        items = conn.execute(text("SELECT suite, prompt, answer, response, predicted, correct FROM eval_items")).all()
+        metrics = dict(conn.execute(text("SELECT suite || '/' || role, value FROM evals WHERE metric = 'greedy_accuracy'")).all())
+    assert tasks and all(family == "reverse_word" and prompt.startswith("Reverse the word") for prompt, _, family, _, _ in tasks)
+    # every sample graded once, by the plug-in's grader
+    assert [bool(ok) for *_, ok in tasks] == [reverse_word.grade(said, answer).correct for _, answer, _, said, _ in tasks]
+    held_out = reverse_word.problems([1], "eval", "seen")  # fewer than the suites' size: every one is used
+    assert {suite for suite, *_ in items} == {"reverse", "reverse-unseen"} and len(items) == 2 * 2 * len(held_out)
+    assert all(p.startswith("Write '") for suite, p, *_ in items if suite == "reverse-unseen")
+    for _, _, answer, response, predicted, ok in items:
+        graded = reverse_word.grade(response, answer)
+        assert (predicted, bool(ok)) == (graded.predicted, graded.correct)
+    assert set(metrics) == {"reverse/baseline", "reverse/candidate", "reverse-unseen/baseline", "reverse-unseen/candidate"}

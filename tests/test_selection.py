@@ -121,4 +121,4 @@ def test_rlsc_takes_every_sample_with_its_rollout_logprob(db, config_factory) ->
     it = store_samples(db, config, [("p0", None, ["a", "b"]), ("p1", None, ["c"])])
     with db.session() as s:
         rows = trainer("rlsc").select(s, it, config)
-    assert len(rows) == 3 and all(r["ref_logp"] == -2.0 for r in rows)
+    assert len(rows) == 3 and all(r["sampling_logp"] == -2.0 and "ref_logp" not in r for r in rows)

@@ -105,7 +105,7 @@ def test_synthesize_phase_stores_prompts_and_rejections(sqlite_url: str, config_
 def test_sample_constraints_are_compatible_seen_and_checkable() -> None:
     import random
 
-    from selfloop.evals.instructions import CONFLICTS, KINDS, parse_answer, sample_constraints
+    from selfloop.families.instructions import CONFLICTS, KINDS, parse_answer, sample_constraints
 
     for seed in range(200):
         text, answer = sample_constraints(random.Random(seed), 2)
@@ -118,7 +118,7 @@ def test_sample_constraints_are_compatible_seen_and_checkable() -> None:
 
 
 def test_synthesized_prompts_carry_checkable_constraints(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
-    from selfloop.evals.instructions import parse_answer
+    from selfloop.families.instructions import parse_answer
 
     config = config_factory(sqlite_url, loop={"name": "syn", "phases": ["synthesize", "rollout"], "max_iterations": 1},
                             self_instruct={"num_prompts": 3, "max_rounds": 6, "max_new_tokens": 24, "min_words": 1,

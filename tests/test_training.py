@@ -75,7 +75,7 @@ def test_one_rlsc_step_raises_the_samples_logprob(tiny_model, tok) -> None:  # n
     model = _model(tiny_model)
     before = _logps(model, tok, items)
     for it, lp in zip(items, before):
-        it.ref_logp = float(lp)  # p_old: the sampling policy's log-prob
+        it.sampling_logp = float(lp)  # p_old: the sampling policy's log-prob
     train(model, items, rlsc, rlsc.RLSCConfig(alpha=0.1, steps=1), _cfg(), seed=0)
     assert _logps(model, tok, items).mean() > before.mean() + 1e-3
 

@@ -80,7 +80,8 @@ def build_store(url: str) -> dict[str, int]:
                         kind="promote.accepted" if promoted else "promote.rejected", message=f"decision {number}"))
         it = ids["a1"]
         for i in range(PROMPTS):
-            p = Prompt(iteration_id=it, source="task", item_index=i, text=f"What is {i} + 1?", answer=str(i + 1))
+            p = Prompt(iteration_id=it, source="task", item_index=i, text=f"What is {i} + 1?", answer=str(i + 1),
+                       family="arithmetic")
             s.add(p)
             s.flush()
             ids.setdefault("first_prompt", p.id)
@@ -88,11 +89,12 @@ def build_store(url: str) -> dict[str, int]:
             for k, said in enumerate(answers):
                 sample = Sample(prompt_id=p.id, sample_index=k, iteration_id=it, text=f"sample {k} of {i}: {said}",
                                 token_ids=[1, 2], token_logprobs=[-0.5, -0.5], num_tokens=2, sum_logprob=-1.0,
-                                mean_logprob=-0.5, finish_reason="stop", seed=k, temperature=1.0)
+                                mean_logprob=-0.5, finish_reason="stop", seed=k, temperature=1.0,
+                                correct=said == str(i + 1))
                 s.add(sample)
                 s.flush()
                 s.add(Judgment(sample_id=sample.id, kind="vote", judge_index=0, score=float(k == 0), parse_ok=True,
-                               answer=said, details={"majority": str(i + 1), "correct": said == str(i + 1)}))
+                               answer=said, details={"majority": str(i + 1)}))
                 s.add(Judgment(sample_id=sample.id, kind="llm_judge", judge_index=0, score=4.0 - 2 * k, parse_ok=True,
                                raw=f"<b>Score: {4 - 2 * k}</b>"))
                 ids[f"sample{i}.{k}"] = sample.id
@@ -453,11 +455,12 @@ def test_the_iteration_page_says_what_the_loop_rewarded(store) -> None:  # noqa:
     db = open_database(url)
     with db.session() as s:  # one wrong sample rewarded: the second sample of the first prompt
         s.execute(update(Judgment).where(Judgment.sample_id == ids["sample0.1"], Judgment.kind == "vote").values(score=1.0))
-        votes = s.execute(select(Judgment.score, Judgment.details).where(Judgment.kind == "vote")).all()
+        votes = s.execute(select(Judgment.score, Sample.correct).join(Sample, Sample.id == Judgment.sample_id)
+                          .where(Judgment.kind == "vote")).all()
     db.dispose()
-    expected = {(bool(score), d["correct"]): 0 for score, d in votes}
-    for score, d in votes:
-        expected[(bool(score), d["correct"])] += 1
+    expected = {(bool(score), right): 0 for score, right in votes}
+    for score, right in votes:
+        expected[(bool(score), right)] += 1
     page = _client(url).get("/loops/a/iterations/1").text
     assert "What the loop rewarded" in page
     rows = re.findall(r"<tr[^>]*><td>(rewarded|not rewarded)</td>\s*<td>(right|wrong|unchecked)</td><td class=\"n\">(\d+)</td>", page)

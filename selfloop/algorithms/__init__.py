@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import import_module
-from importlib.metadata import entry_points
 from types import ModuleType
 
 from selfloop.algorithms.spec import AlgorithmSpec
+from selfloop.plugins import with_entry_points
 
 ENTRY_POINT_GROUP = "selfloop.algorithms"
 # Built-in algorithms, in the order the docs list them: selfloop.algorithms.<name>_config.SPEC
@@ -22,19 +22,7 @@ BUILTIN = ("dpo", "spin", "ttrl", "rlsc", "rest", "orpo")
 @cache
 def specs() -> dict[str, AlgorithmSpec]:
     """Every algorithm this installation knows: the built-ins, then those of installed entry points."""
-    found = {name: import_module(f"selfloop.algorithms.{name}_config").SPEC for name in BUILTIN}
-    for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
-        try:
-            spec = point.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in is named, in one line
-            raise ImportError(f"entry point {ENTRY_POINT_GROUP}:{point.name} ({point.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}") from None
-        if not isinstance(spec, AlgorithmSpec):
-            raise ImportError(f"entry point {ENTRY_POINT_GROUP}:{point.name} ({point.value}) is not an AlgorithmSpec")
-        if spec.name in found:
-            raise ImportError(f"entry point {ENTRY_POINT_GROUP}:{point.name}: algorithm {spec.name!r} is already defined")
-        found[spec.name] = spec
-    return found
+    return with_entry_points(ENTRY_POINT_GROUP, AlgorithmSpec, {name: import_module(f"selfloop.algorithms.{name}_config").SPEC for name in BUILTIN})
 
 
 def spec(name: str) -> AlgorithmSpec:

@@ -35,10 +35,10 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
         .where(Sample.iteration_id == iteration_id)
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
     ).all()
-    return [{"prompt_id": p, "sample_id": s, "ref_logp": old} for p, s, old in rows]
+    return [{"prompt_id": p, "sample_id": s, "sampling_logp": old} for p, s, old in rows]
 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RLSCConfig) -> tuple[torch.Tensor, dict[str, float]]:
     logps = sums(policy([it.prompt for it in items], [it.completion for it in items]))
-    old = stack([it.ref_logp for it in items], logps.device)
+    old = stack([it.sampling_logp for it in items], logps.device)
     return loss(logps, old, alpha=cfg.alpha).mean(), {"mean_logp": logps.mean().item(), "mean_old_logp": old.mean().item()}

@@ -135,6 +135,8 @@ class Prompt(Base):
     task_key: Mapped[str | None] = mapped_column(String(200), doc="stable id in the task pool")
     text: Mapped[str] = mapped_column(Text)
     answer: Mapped[str | None] = mapped_column(Text, doc="known verifiable answer, if any")
+    family: Mapped[str | None] = mapped_column(
+        String(40), doc="the task family whose grader checks `answer` (value, arithmetic, instructions, a plug-in's)")
     reference: Mapped[str | None] = mapped_column(Text, doc="ground-truth response, if any (SPIN)")
     parent_ids: Mapped[list[str] | None] = mapped_column(
         Json, doc="self-instruct: the examples shown in its few-shot prompt, as keys: 'seed:K' (seed task K) or "
@@ -163,6 +165,9 @@ class Sample(Base):
     finish_reason: Mapped[str] = mapped_column(String(10))  # stop | length
     seed: Mapped[int] = mapped_column(BigInteger)
     temperature: Mapped[float] = mapped_column(Float)
+    correct: Mapped[bool | None] = mapped_column(
+        Boolean, doc="checked against the prompt's known answer by its family's grader in the judge phase (null: no "
+        "known answer, or not judged yet)")
     created_at: Mapped[datetime] = _created()
 
 
@@ -215,6 +220,8 @@ class Example(Base):
     reward: Mapped[float | None] = mapped_column(Float)
     weight: Mapped[float | None] = mapped_column(Float, doc="advantage or loss weight")
     ref_logp: Mapped[float | None] = mapped_column(Float, doc="reference log-prob of the completion (summed)")
+    sampling_logp: Mapped[float | None] = mapped_column(
+        Float, doc="the completion's log-prob under the distribution it was sampled from (RLSC's p_old), summed")
     ref_rejected_logp: Mapped[float | None] = mapped_column(Float)
     ref_token_logps: Mapped[list[float] | None] = mapped_column(Json, doc="per-token reference log-probs")
     created_at: Mapped[datetime] = _created()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Loop, Prompt, Sample
@@ -351,3 +351,27 @@ def completions(session: Session, iteration_id: int, limit: int = 64, max_chars:
     return [[prompt[:max_chars], text[:max_chars], None if sid not in scores else float(scores[sid]),
              votes.get(sid, (None, None))[0], votes.get(sid, (None, None))[1], answer]
             for sid, prompt, text, answer in found]
+
+
+def ungraded_samples(session: Session, iteration_id: int) -> list[Any]:
+    """(id, text, answer, family) of the iteration's samples whose prompt has a known answer and that were not
+    graded yet."""
+    return session.execute(
+        select(Sample.id, Sample.text, Prompt.answer, Prompt.family).join(Prompt, Prompt.id == Sample.prompt_id)
+        .where(Sample.iteration_id == iteration_id, Prompt.answer.is_not(None), Sample.correct.is_(None))
+        .order_by(Sample.id)
+    ).all()
+
+
+def set_correct(session: Session, verdicts: dict[int, bool]) -> None:
+    """Store each sample's graded correctness (sample id -> correct)."""
+    if verdicts:
+        table = Sample.__table__  # a Core executemany: the ORM's bulk update wants whole rows by primary key
+        session.execute(update(table).where(table.c.id == bindparam("sid")).values(correct=bindparam("ok")),
+                        [{"sid": k, "ok": v} for k, v in verdicts.items()])
+
+
+def correctness(session: Session, iteration_id: int) -> dict[int, bool]:
+    """Sample id -> correct, for the iteration's samples with a checked answer."""
+    return dict(session.execute(select(Sample.id, Sample.correct).where(
+        Sample.iteration_id == iteration_id, Sample.correct.is_not(None))).all())

@@ -1,8 +1,8 @@
 """Held-out verifiable suites: what the loop never trains on and measures itself against.
 
-Built-in generators (arithmetic, units, instructions) take their problems from the eval side of a
-fixed split, worded as training prompts are ('seen') or in held-out words ('unseen'); a JSONL file
-of prompt/answer pairs adds a suite of one's own.
+A task family's suite takes its problems from the eval side of the family's fixed split, worded as training
+prompts are ('seen') or in held-out words ('unseen'); a user file of prompt/answer rows adds a suite of one's own,
+graded by the family it names (`family`, default 'value').
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from selfloop.config import SuiteConfig
 from selfloop.errors import ConfigError
-from selfloop.evals import arithmetic, instructions, units
+from selfloop.families import family
 from selfloop.tasks import read_user_tasks
 
 
@@ -24,13 +24,8 @@ class Item:
 
 
 def load_suite(cfg: SuiteConfig) -> list[Item]:
-    if cfg.kind in ("arithmetic", "units", "instructions"):
-        if cfg.kind == "arithmetic":
-            pool = arithmetic.problems(cfg.levels, "eval", cfg.phrasing)
-        elif cfg.kind == "units":
-            pool = units.problems("eval", cfg.phrasing)
-        else:
-            pool = instructions.problems(cfg.levels, "eval", cfg.phrasing)
+    if cfg.kind != "jsonl":
+        pool = family(cfg.kind).problems(cfg.levels, "eval", cfg.phrasing)  # type: ignore[misc]
         # The same draw for either phrasing: the pools list the same problems in the same order.
         chosen = pool if cfg.size >= len(pool) else random.Random(cfg.seed).sample(pool, cfg.size)
         return [Item(p.prompt, p.answer) for p in chosen]

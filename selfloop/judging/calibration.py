@@ -10,8 +10,8 @@ are stored per iteration (table `metrics`, names `judge.*`):
                            samples of one prompt, how often the correct one scores higher (ties: half)
   judge.llm_auc            LLM judge: the same over all (correct, wrong) pairs of the iteration, i.e.
                            the area under the ROC curve of the mean score as a detector of correctness
-Correctness is each sample checked against its prompt's known answer (`judging.grading`: an extracted
-value, or every constraint followed).
+Correctness is each sample checked against its prompt's known answer by the prompt's task family, as the judge
+phase stored it (`samples.correct`).
 plus the signals' own health: vote share, valid-vote rate, judge parse rate and mean score, and
 (scoring 'distribution') judge.valid_mass, the mean probability the judge put on a valid score.
 """
@@ -24,9 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
-from selfloop.db.queries import set_metric
-from selfloop.judging.answers import DEFAULT_CHAIN
-from selfloop.judging.grading import grade
+from selfloop.db.queries import correctness, set_metric
 
 
 def _mean(values: list[float]) -> float | None:
@@ -57,7 +55,7 @@ def auc(right: list[float], wrong: list[float]) -> float | None:
     return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n2)
 
 
-def calibrate(session: Session, iteration_id: int, chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> dict[str, float]:
+def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
     votes = session.execute(
         select(Vote.share, Vote.n_valid, Vote.n_votes, Vote.correct).join(Prompt, Prompt.id == Vote.prompt_id)
         .where(Prompt.iteration_id == iteration_id)
@@ -66,12 +64,7 @@ def calibrate(session: Session, iteration_id: int, chain: tuple[str, ...] | list
         select(Judgment.kind, Judgment.score, Judgment.parse_ok, Judgment.details, Sample.id, Sample.prompt_id, Sample.sample_index)
         .join(Sample, Sample.id == Judgment.sample_id).where(Sample.iteration_id == iteration_id)
     ).all()
-    truth: dict[int, bool] = {  # sample -> correct, where its prompt has a known answer
-        sample_id: grade(text, answer, chain).correct
-        for sample_id, text, answer in session.execute(
-            select(Sample.id, Sample.text, Prompt.answer).join(Prompt, Prompt.id == Sample.prompt_id)
-            .where(Sample.iteration_id == iteration_id, Prompt.answer.is_not(None)))
-    }
+    truth = correctness(session, iteration_id)  # sample -> correct, where its prompt has a known answer
     judge_scores: dict[int, list[float]] = defaultdict(list)
     rewards: dict[int, float] = {}
     parse, masses = [], []

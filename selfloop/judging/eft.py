@@ -1,7 +1,7 @@
 """Evaluation fine-tuning (EFT, Self-Rewarding LMs, Yuan et al. 2024): judge-training examples from
 the loop's own judgments.
 
-Where a prompt's answer is known, each of its samples is checked (`judging.grading`). A judgment
+Where a prompt's answer is known, each of its samples was graded by the judge phase (`samples.correct`). A judgment
 agrees with that check when its verdict (the score rounded to the rubric's whole points) is above
 the threshold for a correct sample, or at or below it for a wrong one. Agreeing judgments become
 examples: the rubric prompt about the sample is the prompt, the judge's own justification followed by
@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Prompt, Sample
-from selfloop.judging.grading import grade
 from selfloop.judging.scores import justification
 
 ALGORITHM = "eft"  # the examples' `algorithm`, which the train phase gives the judge's prompt
@@ -29,22 +28,18 @@ def verdict_text(raw: str | None, points: int) -> str:
 def eft_examples(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
     cfg = config.train.eft
     rows = session.execute(
-        select(Judgment.score, Judgment.raw, Sample.id, Sample.text, Prompt.id, Prompt.answer)
+        select(Judgment.score, Judgment.raw, Sample.id, Sample.correct, Prompt.id)
         .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
         .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True),
-               Prompt.answer.is_not(None))
+               Sample.correct.is_not(None))
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)
     ).all()
-    chain = config.judge.vote.extractors
     right, wrong = [], []
-    checked: dict[int, bool] = {}
-    for score, raw, sample_id, text, prompt_id, answer in rows:
-        if sample_id not in checked:
-            checked[sample_id] = grade(text, answer, chain).correct
+    for score, raw, sample_id, correct, prompt_id in rows:
         points = int(round(score))
-        agrees = points > cfg.threshold if checked[sample_id] else points <= cfg.threshold
+        agrees = points > cfg.threshold if correct else points <= cfg.threshold
         if agrees:
-            (right if checked[sample_id] else wrong).append(
+            (right if correct else wrong).append(
                 {"prompt_id": prompt_id, "sample_id": sample_id, "text": verdict_text(raw, points),
                  "reward": float(points), "weight": cfg.weight})
     half = (cfg.max_examples + 1) // 2  # an odd one goes to the correct side

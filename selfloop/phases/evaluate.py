@@ -1,9 +1,10 @@
 """Phase evaluate: held-out verifiable suites for the iteration's candidate and its starting policy,
 then the drift monitors.
 
-Per suite and policy: greedy accuracy (with a Wilson 95% interval; for instruction following, every
-constraint followed: IFEval's prompt-level strict accuracy), the share of constraints followed
-(instruction-level), majority@k accuracy when asked, mean response length. Every answered problem is a row of `eval_items`, written in chunks, so a
+Per suite and policy, each response graded by the suite's task family: greedy accuracy (with a Wilson 95%
+interval; for instruction following, every constraint followed: IFEval's prompt-level strict accuracy), the
+family's part metric where it has one (instruction following: the share of constraints followed), majority@k
+accuracy when asked, mean response length. Every answered problem is a row of `eval_items`, written in chunks, so a
 re-run continues where it stopped; the `evals` rows are computed from them with the done mark. The
 starting policy's rows are copied from an earlier iteration of the loop that evaluated the same
 checkpoint on the same problems, instead of being generated again.
@@ -22,7 +23,8 @@ from selfloop.evals.drift import monitor
 from selfloop.evals.stats import wilson
 from selfloop.evals.suites import Item, load_suite
 from selfloop.judging.answers import extract_answer, normalise
-from selfloop.judging.grading import grade, is_constraints
+from selfloop.families import family
+from selfloop.families.spec import FamilySpec
 from selfloop.judging.vote import vote
 from selfloop.phases.context import PhaseContext
 from selfloop.progress import Progress
@@ -68,6 +70,7 @@ def _reuse(ctx: PhaseContext, suite: str, checkpoint_id: int | None, items: list
 def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> None:  # noqa: ANN001
     """Generate and store the missing eval_items of one suite for one policy."""
     chain = ctx.config.judge.vote.extractors
+    spec = family(suite.graded_by())
     system = ctx.config.generation.system_prompt
     with ctx.db.session() as session:
         done = set(session.scalars(select(EvalItem.item_index).where(
@@ -96,12 +99,12 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
                 votes = engine.generate(chats, sampled, seeds=seeds, adapter=adapter, progress=alive)
             rows = []
             for i, out, many in zip(chunk, outs, votes):
-                graded = grade(out[0].text, items[i].answer, chain)
+                graded = spec.grade(out[0].text, items[i].answer, chain)
                 rows.append({
                     "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name, "item_index": i,
                     "prompt": items[i].prompt, "answer": items[i].answer, "response": out[0].text,
                     "predicted": graded.predicted, "correct": graded.correct,
-                    "majority_correct": _majority_correct(many, items[i].answer, chain) if many else None,
+                    "majority_correct": _majority_correct(many, items[i].answer, chain, spec) if many else None,
                     "num_tokens": out[0].num_tokens,
                 })
             with ctx.db.session() as session:
@@ -110,30 +113,33 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
             ctx.failpoint("after_chunk")
 
 
-def _majority_correct(completions, answer: str, chain) -> bool:  # noqa: ANN001
-    """majority@k: the most common extracted answer is right. Free text has no answer to vote on, so
-    for constraints it is the majority of the k samples' verdicts (more than half follow them all)."""
-    if is_constraints(answer):
-        return 2 * sum(grade(c.text, answer, chain).correct for c in completions) > len(completions)
+def _majority_correct(completions, answer: str, chain, spec: FamilySpec) -> bool:  # noqa: ANN001
+    """majority@k: the most common extracted answer is right. A family whose answers are no values (a constraint
+    list) has no answer to vote on: there it is the majority of the k samples' verdicts (more than half correct)."""
+    if not spec.votable:
+        return 2 * sum(spec.grade(c.text, answer, chain).correct for c in completions) > len(completions)
     majority = vote([extract_answer(c.text, chain) for c in completions]).answer
     return majority is not None and majority == normalise(answer)
 
 
-def _summarise(session, iteration_id: int, role: str, suite: str, checkpoint_id: int | None) -> list[dict]:  # noqa: ANN001
+def _summarise(session, iteration_id: int, role: str, suite, checkpoint_id: int | None, chain) -> list[dict]:  # noqa: ANN001
+    spec = family(suite.graded_by())
     rows = session.execute(select(EvalItem.correct, EvalItem.majority_correct, EvalItem.num_tokens, EvalItem.response,
                                   EvalItem.answer).where(
-        EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all()
+        EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)).all()
     n = len(rows)
     correct = sum(1 for r in rows if r.correct)
-    base = {"iteration_id": iteration_id, "role": role, "checkpoint_id": checkpoint_id, "suite": suite, "n": n}
+    base = {"iteration_id": iteration_id, "role": role, "checkpoint_id": checkpoint_id, "suite": suite.name, "n": n}
     low, high = wilson(correct, n)
     out = [{**base, "metric": "greedy_accuracy", "value": correct / n, "ci_low": low, "ci_high": high},
            {**base, "metric": "mean_response_tokens", "value": sum(r.num_tokens for r in rows) / n}]
-    if rows and is_constraints(rows[0].answer):
-        # IFEval's instruction-level strict accuracy: the share of all constraints followed.
-        parts = [ok for r in rows for ok in grade(r.response, r.answer).followed]
-        low, high = wilson(sum(parts), len(parts))
-        out.append({**base, "n": len(parts), "metric": "constraint_accuracy", "value": sum(parts) / len(parts), "ci_low": low, "ci_high": high})
+    if rows and spec.part_metric:
+        # The share of all parts passed (instruction following: IFEval's instruction-level strict accuracy).
+        parts = [ok for r in rows for ok in spec.grade(r.response, r.answer, chain).parts or ()]
+        if parts:
+            low, high = wilson(sum(parts), len(parts))
+            out.append({**base, "n": len(parts), "metric": spec.part_metric, "value": sum(parts) / len(parts),
+                        "ci_low": low, "ci_high": high})
     if rows and rows[0].majority_correct is not None:
         majority = sum(1 for r in rows if r.majority_correct)
         low, high = wilson(majority, n)
@@ -161,7 +167,7 @@ def run(ctx: PhaseContext) -> None:
                 _answer(ctx, role, suite, suites[suite.name], adapters[role])
     with ctx.db.session() as session:
         rows = [r for role, ckpt in policies for s in ctx.config.eval.suites
-                for r in _summarise(session, ctx.iteration_id, role, s.name, ckpt)]
+                for r in _summarise(session, ctx.iteration_id, role, s, ckpt, ctx.config.judge.vote.extractors)]
         insert_ignore(session, Eval, rows, ["iteration_id", "role", "suite", "metric"])
         floor = ctx.config.warnings.min_accuracy
         for row in rows:

@@ -9,7 +9,9 @@
   from the judge's text or (scoring 'distribution') the expected points under the judge's next-token
   probabilities after its justification, stored with that distribution.
 Each signal only fills what is missing, so any signal can be added later to stored samples, and a
-re-run after a crash repeats nothing. Calibration against known answers closes the phase.
+re-run after a crash repeats nothing. First, each sample of a prompt with a known answer is graded once by its
+prompt's task family (`samples.correct`, which calibration, EFT, the dashboard and export read); calibration
+against those verdicts closes the phase.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from selfloop.db.queries import add_event, insert_ignore
 from selfloop.engines.base import Completion, Sampling
 from selfloop.judging.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
-from selfloop.judging.grading import grade, is_constraints
+from selfloop.judging.correctness import grade_iteration
+from selfloop.families import family
 from selfloop.judging.judge import judge_chat, load_template
 from selfloop.judging.scores import VERDICT_STOPS, expected_score, justification, parse_score, verdict_tokens
 from selfloop.judging.vote import vote
@@ -73,15 +76,17 @@ def _vote(ctx: PhaseContext) -> None:
     if not by_prompt:
         return
     with ctx.db.session() as session:
-        truths = dict(session.execute(select(Prompt.id, Prompt.answer).where(Prompt.id.in_(list(by_prompt)))).all())
+        truths = {row.id: row for row in session.execute(
+            select(Prompt.id, Prompt.answer, Prompt.family).where(Prompt.id.in_(list(by_prompt))))}
     judgments, votes = [], []
     voters = ctx.config.judge.vote.voters
     for prompt_id, samples in by_prompt.items():
         answers = [extract_answer(s.text, chain) for s in samples]
         result = vote(answers[:voters] if voters else answers)  # the label; every sample is scored against it
-        known = truths.get(prompt_id)
-        # A constraint list has no answer to vote on: the majority is never right or wrong, each sample is.
-        label_checkable = known is not None and not is_constraints(known)
+        known = truths[prompt_id].answer
+        # A family whose answers are no values (a constraint list) has no answer to vote on: the majority is
+        # never right or wrong, each sample is.
+        label_checkable = known is not None and family(truths[prompt_id].family or "value").votable
         votes.append({
             "prompt_id": prompt_id, "answer": result.answer, "share": result.share, "n_valid": result.n_valid,
             "n_votes": result.n_votes, "tie": result.tie, "tied_answers": list(result.tied) or None,
@@ -91,7 +96,7 @@ def _vote(ctx: PhaseContext) -> None:
             judgments.append({
                 "sample_id": s.id, "kind": "vote", "judge_index": 0, "answer": answer, "parse_ok": answer is not None,
                 "score": 1.0 if result.agrees(answer) else 0.0,
-                "details": {"majority": result.answer, "correct": None if known is None else grade(s.text, known, chain).correct},
+                "details": {"majority": result.answer},
             })
     with ctx.db.session() as session:
         insert_ignore(session, Vote, votes, ["prompt_id"])
@@ -159,10 +164,12 @@ SIGNALS = {"confidence": _confidence, "vote": _vote, "llm_judge": _llm_judge}
 
 
 def run(ctx: PhaseContext) -> None:
+    with ctx.db.session() as session:
+        grade_iteration(session, ctx.iteration_id, ctx.config.judge.vote.extractors)
     for signal in ctx.config.judge.signals:
         SIGNALS[signal](ctx)
     with ctx.db.session() as session:
-        metrics = calibrate(session, ctx.iteration_id, ctx.config.judge.vote.extractors)
+        metrics = calibrate(session, ctx.iteration_id)
         rate, floor = metrics.get("judge.parse_rate"), ctx.config.warnings.min_judge_parse_rate
         if "llm_judge" in ctx.config.judge.signals and rate is not None and rate < floor:
             add_event(session, ctx.loop_id, ctx.iteration_id, "judge.parse_rate_low",

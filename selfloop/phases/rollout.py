@@ -27,7 +27,8 @@ def draw_task_prompts(ctx: PhaseContext) -> None:
     picks = random.Random(ctx.seed("draw")).sample(range(len(pool)), min(cfg.prompts_per_iteration, len(pool)))
     rows = [
         {"iteration_id": ctx.iteration_id, "source": "task", "item_index": i, "task_key": pool[k].key,
-         "text": pool[k].prompt, "answer": pool[k].answer, "reference": pool[k].reference}
+         "text": pool[k].prompt, "answer": pool[k].answer, "reference": pool[k].reference,
+         "family": pool[k].family if pool[k].answer is not None else None}
         for i, k in enumerate(picks)
     ]
     with ctx.db.session() as session:

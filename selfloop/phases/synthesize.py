@@ -16,7 +16,7 @@ from selfloop.db.models import Iteration, Prompt
 from selfloop.db.queries import insert_ignore, metrics_of, set_metric
 from selfloop.engines.base import Sampling
 from selfloop.engines.chat import user_chat
-from selfloop.evals.instructions import sample_constraints
+from selfloop.families.instructions import sample_constraints
 from selfloop.phases.context import PhaseContext
 from selfloop.progress import Progress
 from selfloop.selfinstruct import Example, Pool, few_shot_prompt, parse_instruction, rejection_reason
@@ -95,7 +95,8 @@ def run(ctx: PhaseContext) -> None:
             pool.add(text)  # as stored: a resumed run rebuilds the pool from the stored texts
             rows.append({
                 "iteration_id": ctx.iteration_id, "source": "self_instruct", "item_index": index,
-                "text": text, "answer": answer, "parent_ids": parents, "rouge_max": rouge,
+                "text": text, "answer": answer, "family": "instructions" if answer is not None else None,
+                "parent_ids": parents, "rouge_max": rouge,
             })
         counts["rounds"] = round_no + 1
         counts["accepted"] = accepted + len(rows)

@@ -60,7 +60,7 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
             example_id=e.id, prompt_id=e.prompt_id, prompt=prompt_ids(tokenizer, user_chat(prompts[e.prompt_id], system)),
             completion=list(completion), rejected=list(samples[e.rejected_sample_id].token_ids) if e.rejected_sample_id else None,
             reward=e.reward, weight=e.weight, ref_logp=e.ref_logp, ref_rejected_logp=e.ref_rejected_logp,
-            ref_token_logps=e.ref_token_logps,
+            ref_token_logps=e.ref_token_logps, sampling_logp=e.sampling_logp,
         )
         prompt_length = len(item.prompt)
         items.append(fit(item, ctx.config.train.max_length))

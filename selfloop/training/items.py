@@ -20,9 +20,10 @@ class TrainItem:
     rejected: list[int] | None = None
     reward: float | None = None
     weight: float | None = None  # advantage or loss weight
-    ref_logp: float | None = None  # reference (or, for RLSC, sampling-time) log-prob of the completion
+    ref_logp: float | None = None  # reference log-prob of the completion
     ref_rejected_logp: float | None = None
     ref_token_logps: list[float] | None = None
+    sampling_logp: float | None = None  # the completion's log-prob as sampled (RLSC's p_old)
     judge: bool = False  # an EFT example: trained by its mean token NLL beside the algorithm's loss, no reference
 
 

@@ -29,8 +29,6 @@ from selfloop.db.models import (
 )
 from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers
 from selfloop.errors import SelfloopError
-from selfloop.judging.answers import DEFAULT_CHAIN
-from selfloop.judging.grading import grade
 
 PAGE_SIZE = 50
 MAX_LOSS_POINTS = 5000  # training steps drawn per loop; longer histories are thinned evenly
@@ -290,8 +288,8 @@ class SampleRow:
     num_tokens: int
     finish_reason: str
     mean_logprob: float
-    judgments: list[JudgmentRow] = field(default_factory=list)
     correct: bool | None = None  # checked against the prompt's known answer (None: no answer known)
+    judgments: list[JudgmentRow] = field(default_factory=list)
 
     def signal(self, kind: str) -> list[JudgmentRow]:
         return [j for j in self.judgments if j.kind == kind]
@@ -334,17 +332,14 @@ def prompt_detail(session: Session, prompt_id: int, page: int = 1) -> PromptDeta
     prompt = session.get(Prompt, prompt_id)
     if prompt is None:
         raise LookupError(f"no prompt {prompt_id}")
-    loop, number, config = session.execute(select(Loop.name, Iteration.number, Loop.config).join(Iteration, Iteration.loop_id == Loop.id)
+    loop, number = session.execute(select(Loop.name, Iteration.number).join(Iteration, Iteration.loop_id == Loop.id)
                                            .where(Iteration.id == prompt.iteration_id)).one()
     total = session.scalar(select(func.count()).select_from(Sample).where(Sample.prompt_id == prompt_id)) or 0
-    samples = [SampleRow(*r) for r in session.execute(
-        select(Sample.id, Sample.sample_index, Sample.text, Sample.num_tokens, Sample.finish_reason, Sample.mean_logprob)
+    samples = [SampleRow(*r) for r in session.execute(  # correctness as the judge phase graded it
+        select(Sample.id, Sample.sample_index, Sample.text, Sample.num_tokens, Sample.finish_reason, Sample.mean_logprob,
+               Sample.correct)
         .where(Sample.prompt_id == prompt_id).order_by(Sample.sample_index)
         .limit(PAGE_SIZE).offset((_page(page) - 1) * PAGE_SIZE))]
-    if prompt.answer is not None:  # the same check the judge phase's calibration makes
-        chain = ((config or {}).get("judge") or {}).get("vote", {}).get("extractors") or DEFAULT_CHAIN
-        for s in samples:
-            s.correct = grade(s.text, prompt.answer, chain).correct
     by_id = {s.id: s for s in samples}
     if by_id:
         for sample_id, *rest in session.execute(
@@ -430,12 +425,11 @@ class RewardCell:
 def reward_summary(session: Session, iteration: Iteration) -> list[RewardCell]:
     """What the loop rewarded this iteration: its vote rewards (TTRL's label agreement) against the samples'
     checked correctness, as counts with example prompts; empty when the iteration has no vote judgments."""
-    rows = session.execute(select(Judgment.score, Judgment.details, Sample.prompt_id).join(
+    rows = session.execute(select(Judgment.score, Sample.correct, Sample.prompt_id).join(
         Sample, Sample.id == Judgment.sample_id).where(Sample.iteration_id == iteration.id, Judgment.kind == "vote")
         .order_by(Sample.prompt_id, Sample.sample_index)).all()
     cells: dict[tuple[bool, bool | None], RewardCell] = {}
-    for score, details, prompt_id in rows:
-        right = (details or {}).get("correct")
+    for score, right, prompt_id in rows:
         key = (bool(score and score > 0), None if right is None else bool(right))
         cell = cells.setdefault(key, RewardCell(*key))
         cell.samples += 1

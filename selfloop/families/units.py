@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from functools import cache
 
-from selfloop.evals.arithmetic import Problem, split_of
-from selfloop.evals.phrasing import pick
+from selfloop.families.arithmetic import split_of
+from selfloop.families.phrasing import pick
+from selfloop.families.spec import FamilySpec, Problem
+from selfloop.families.value import grade_value
 
 # (plural big unit, plural small unit, factor, question template)
 CONVERSIONS = [
@@ -40,3 +42,13 @@ def universe(phrasing: str = "seen") -> tuple[Problem, ...]:
 
 def problems(split: str, phrasing: str = "seen") -> list[Problem]:
     return [p for p in universe(phrasing) if split_of(p.key) == split]
+
+
+SPEC = FamilySpec(
+    name="units",
+    summary="Unit conversions (hours to minutes, kilograms to grams...); the answer is a number; evaluation only",
+    problems=lambda levels, split, phrasing: problems(split, phrasing),
+    grade=grade_value,
+    phrasings=("seen", "unseen"),
+    splits=("eval",),
+)

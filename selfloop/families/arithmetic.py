@@ -14,21 +14,14 @@ problems (same keys, so the same draw for a given seed) in words the loop never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 
-from selfloop.evals.phrasing import pick, stable_index
+from selfloop.families.phrasing import pick, stable_index
+from selfloop.families.spec import FamilySpec, Problem
+from selfloop.families.value import grade_value
 
 NAMES = ["Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo"]
 ITEMS = ["apples", "marbles", "books", "stickers", "coins", "shells"]
-
-
-@dataclass(frozen=True)
-class Problem:
-    key: str  # canonical, e.g. "arith:1:add:7:12"
-    prompt: str
-    answer: str
-    level: int
 
 
 def split_of(key: str) -> str:
@@ -107,3 +100,13 @@ def problems(levels: list[int], split: str, phrasing: str = "seen") -> list[Prob
 def check_disjoint(train_prompts: set[str], eval_prompts: list[str]) -> list[str]:
     """Eval prompts that also occur among training prompts (should be none)."""
     return [p for p in eval_prompts if p in train_prompts]
+
+
+SPEC = FamilySpec(
+    name="arithmetic",
+    summary="Sums, differences, products and one-step word problems; the answer is a number",
+    problems=problems,
+    grade=grade_value,
+    levels=(1, 2, 3),
+    phrasings=("seen", "unseen", "varied"),
+)

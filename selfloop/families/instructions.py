@@ -9,8 +9,8 @@ training prompt, so a suite can tell a constraint learned from a wording learned
 
 Like the arithmetic family, the universe is fixed and split once by a hash of each problem's key
 (task, topic and constraints, not the wording): an eval problem never shows up as a training prompt.
-A problem's answer is its constraint list as JSON (`{"follow": [...]}`), which `judging.grading`
-checks a response against.
+A problem's answer is its constraint list as JSON (`{"follow": [...]}`); a response is correct when it follows
+every constraint (IFEval's strict accuracy), and each constraint's verdict is kept (instruction-level accuracy).
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import combinations
 
-from selfloop.evals.arithmetic import Problem, split_of
-from selfloop.evals.phrasing import pick, stable_index
+from selfloop.families.arithmetic import split_of
+from selfloop.families.phrasing import pick, stable_index
+from selfloop.families.spec import FamilySpec, Grade, Problem
 
 TASKS = [
     "Write a short paragraph about {topic}.",
@@ -207,3 +208,24 @@ def sample_constraints(rng: random.Random, count: int) -> tuple[str, str]:
     chosen = [rng.choice(_options(KINDS[k])) for k in kinds]
     texts = [rng.choice(KINDS[k].phrasings[:-1]).format(value=v) for k, v in chosen]
     return " ".join(texts), json.dumps({"follow": [[k, v] for k, v in chosen]})
+
+
+def grade(response: str | None, answer: str, extractors: Sequence[str] = ()) -> Grade:
+    """Every constraint's verifier on the response; correct when all pass."""
+    constraints = parse_answer(answer)
+    if constraints is None:
+        raise ValueError(f"not an instruction-following answer (a {{\"follow\": [[kind, value], ...]}} list): {answer[:80]!r}")
+    results = tuple(followed(response or "", constraints))
+    return Grade(f"{sum(results)}/{len(results)} followed", all(results), results)
+
+
+SPEC = FamilySpec(
+    name="instructions",
+    summary="Writing tasks with checkable constraints (IFEval-style); correct when every constraint is followed",
+    problems=problems,
+    grade=grade,
+    levels=(1, 2),
+    phrasings=("seen", "unseen"),
+    votable=False,
+    part_metric="constraint_accuracy",
+)

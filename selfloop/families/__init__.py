@@ -1,0 +1,30 @@
+"""The task family registry. A family is one module with a `SPEC` (a `FamilySpec`): its problems per split and
+wording, its grader and what its answers are. Built-in ones are listed in `BUILTIN`; a user's package adds its
+own through the entry point group `selfloop.families` (`reverse = "mypkg.reverse:SPEC"`). See docs/extending.md."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import import_module
+
+from selfloop.families.spec import FamilySpec
+from selfloop.plugins import with_entry_points
+
+ENTRY_POINT_GROUP = "selfloop.families"
+# selfloop.families.<name>.SPEC; 'value' grades the answers of seed tasks and user files
+BUILTIN = ("value", "arithmetic", "units", "instructions")
+
+
+@cache
+def specs() -> dict[str, FamilySpec]:
+    """Every family this installation knows: the built-ins, then those of installed entry points."""
+    return with_entry_points(ENTRY_POINT_GROUP, FamilySpec, {name: import_module(f"selfloop.families.{name}").SPEC for name in BUILTIN})
+
+
+def family(name: str) -> FamilySpec:
+    """A registered family; a name no installed package defines (a prompt stored by a plug-in since removed)
+    is a one-line error."""
+    try:
+        return specs()[name]
+    except KeyError:
+        raise LookupError(f"task family {name!r} is not installed (installed: {', '.join(specs())})") from None

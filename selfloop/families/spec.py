@@ -1,0 +1,64 @@
+"""What a task family tells the rest of selfloop: its problems, how a response is graded, what its answers are.
+
+A family is one module declaring a `FamilySpec`; the registry (`selfloop.families`) lists the built-in ones and
+reads the entry point group `selfloop.families`. Task pools, held-out suites, the judge phase's grading and the
+evaluate phase all go through it: nothing guesses an answer's kind from its text. Torch-free.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Split = Literal["train", "eval"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # canonical and stable (the split is a hash of it), e.g. "arith:1:add:7:12"
+    prompt: str
+    answer: str
+    level: int = 1
+
+
+@dataclass(frozen=True)
+class Grade:
+    predicted: str | None  # what was read from the response (an extracted answer, or "k/n followed")
+    correct: bool
+    parts: tuple[bool, ...] | None = None  # per checked part (instruction following: per constraint)
+
+
+# problems(levels, split, phrasing) -> the split's problems, in a fixed order
+Problems = Callable[[Sequence[int], Split, str], list[Problem]]
+# grade(response, answer, extractors) -> Grade; `extractors` is judge.vote.extractors, for families whose
+# answers are values read from free text
+Grader = Callable[[str | None, str, Sequence[str]], Grade]
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    name: str  # the config's kind (`generation.tasks.kind`, `eval.suites[].kind`) and `prompts.family`
+    summary: str
+    grade: Grader
+    problems: Problems | None = None  # None: no generator; its answers come from a user's file (`family: NAME`)
+    levels: tuple[int, ...] = (1,)
+    phrasings: tuple[str, ...] = ("seen",)  # of: seen, unseen (held-out wordings), varied (training-only variants)
+    splits: tuple[Split, ...] = ("train", "eval")  # a family without 'train' is evaluation only
+    # Its answers are values a majority vote over extracted answers can be checked against (False: a verdict
+    # per sample only, e.g. a constraint list; majority@k is then the majority of the k samples' verdicts).
+    votable: bool = True
+    part_metric: str | None = None  # a suite metric: the share of all parts passed (Grade.parts)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", self.name) or self.name in ("seed", "jsonl"):
+            raise ValueError(f"family name {self.name!r}: 1-40 lower-case letters, digits or '_' (not seed or jsonl)")
+        if not callable(self.grade) or (self.problems is not None and not callable(self.problems)):
+            raise ValueError(f"family {self.name!r}: grade (and problems, where given) must be functions")
+        if not set(self.phrasings) <= {"seen", "unseen", "varied"} or "seen" not in self.phrasings:
+            raise ValueError(f"family {self.name!r}: phrasings must include 'seen' and be of seen, unseen, varied")
+        if not self.splits or not set(self.splits) <= {"train", "eval"}:
+            raise ValueError(f"family {self.name!r}: splits must be of train, eval")
+        if not self.levels or any(not isinstance(v, int) or v < 1 for v in self.levels):
+            raise ValueError(f"family {self.name!r}: levels must be positive integers")
