@@ -148,6 +148,10 @@ class Store:
         """Rewarded training examples (TTRL, RLSC, ReST-EM) as prompt/completion with reward and weight."""
         return self._export(loop, "examples", iteration)
 
+    def ranked(self, loop: str, iteration: int | None = None) -> Rows:
+        """Ranked training examples (list-wise methods) as query, responses best first, and their scores."""
+        return self._export(loop, "ranked", iteration)
+
     def evals(self, loop: str, iteration: int | None = None) -> Rows:
         """Held-out items: the response, the prediction and whether it was right, per policy and suite."""
         return self._export(loop, "evals", iteration)

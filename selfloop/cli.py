@@ -168,10 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", metavar="A,B,...", help="only these columns, in this order (e.g. loop,iteration,main_metric); "
                    "'all' for every column. The table shows the main figures by default; csv and json every column")
 
-    p = sub.add_parser("export", help="write a loop's pairs, samples, examples or eval items (TRL's dataset forms)")
+    p = sub.add_parser("export", help="write a loop's pairs, samples, examples, rankings or eval items (TRL's dataset forms)")
     p.add_argument("loop", metavar="LOOP")
-    p.add_argument("--what", required=True, choices=["pairs", "samples", "examples", "evals"],
-                   help="pairs: prompt/chosen/rejected; samples and examples: prompt/completion; evals: held-out items")
+    p.add_argument("--what", required=True, choices=["pairs", "samples", "examples", "ranked", "evals"],
+                   help="pairs: prompt/chosen/rejected; samples and examples: prompt/completion; ranked: a list-wise "
+                   "method's rankings as query/responses/scores (RRHF's form); evals: held-out items")
     p.add_argument("--iteration", type=int, metavar="N", help="only iteration N (default: all)")
     p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
     p.add_argument("--out", type=Path, metavar="FILE", help="the file to write (default: JSON Lines on stdout)")

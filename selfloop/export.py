@@ -7,6 +7,8 @@ export writes rows in the forms TRL's trainers read as they are (conversational)
   correctness as the judge phase graded it (null where the prompt has no known answer);
 - examples: the rewarded examples an algorithm trained on (TTRL, RLSC, ReST-EM) as `prompt` / `completion`
   with `reward` and `weight`;
+- ranked: a list-wise method's rankings as RRHF's trainer reads them: `query` (the prompt text), `responses`
+  (best first) and `scores` (higher is better), with `prompt` in the chat form beside them;
 - evals: held-out items with the response, prediction and correctness.
 Every row also names its loop and iteration. JSON Lines by default; Parquet needs pyarrow.
 
@@ -21,16 +23,17 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from selfloop.db.models import EvalItem, Example, Iteration, Judgment, Loop, Prompt, Sample
+from selfloop.db.models import EvalItem, Example, ExampleCandidate, Iteration, Judgment, Loop, Prompt, Sample
 from selfloop.errors import SelfloopError
 
-WHAT = ("pairs", "samples", "examples", "evals")
+WHAT = ("pairs", "samples", "examples", "ranked", "evals")
 
 
 def _chat_prompt(text: str, system: str | None) -> list[dict[str, str]]:
@@ -91,6 +94,9 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
                    "vote_reward": rewards.get(sample.id), "known_answer": answer, "correct": sample.correct,
                    "num_tokens": sample.num_tokens, "mean_logprob": sample.mean_logprob}
         return
+    if what == "ranked":
+        yield from _rankings(session, its, base, system)
+        return
     if what not in ("pairs", "examples"):
         raise SelfloopError(f"--what {what!r}: one of {', '.join(WHAT)}")
     chosen, rejected = aliased(Sample), aliased(Sample)
@@ -103,8 +109,10 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
     pairs = what == "pairs"
     scores = _judge_scores(session, {e.sample_id for e, *_ in found if e.sample_id} |
                            {e.rejected_sample_id for e, *_ in found if e.rejected_sample_id})
+    ranked = set(session.scalars(select(ExampleCandidate.example_id).where(
+        ExampleCandidate.example_id.in_([e.id for e, *_ in found]))))
     for example, prompt, chosen_text, rejected_text in found:
-        if (example.rejected_sample_id is not None) != pairs:
+        if (example.rejected_sample_id is not None) != pairs or example.id in ranked:
             continue
         completion = chosen_text if chosen_text is not None else example.text
         row = {**base, "iteration": its[example.iteration_id], "algorithm": example.algorithm,
@@ -117,14 +125,30 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
         yield row
 
 
+def _rankings(session: Session, its: dict[int, int], base: dict[str, Any], system: str | None) -> Iterator[dict[str, Any]]:
+    found = session.execute(
+        select(Example.id, Example.iteration_id, Example.algorithm, Prompt.text, Sample.text, ExampleCandidate.score)
+        .join(ExampleCandidate, ExampleCandidate.example_id == Example.id)
+        .join(Prompt, Prompt.id == Example.prompt_id).join(Sample, Sample.id == ExampleCandidate.sample_id)
+        .where(Example.iteration_id.in_(its)).order_by(Example.iteration_id, Example.item_index, ExampleCandidate.rank)
+    ).all()
+    for _, group in groupby(found, key=lambda r: r[0]):
+        rows = list(group)
+        _, iteration_id, algorithm, prompt, *_ = rows[0]
+        yield {**base, "iteration": its[iteration_id], "algorithm": algorithm, "query": prompt,
+               "prompt": _chat_prompt(prompt, system), "responses": [r[4] for r in rows], "scores": [r[5] for r in rows]}
+
+
 def nothing_to_export(session: Session, loop_name: str, what: str, iteration: int | None) -> str:
     """Why an export found no rows, with what the loop has instead (an empty file would only fail later, in
     `load_dataset`)."""
     loop = session.scalars(select(Loop).where(Loop.name == loop_name)).one()
     its = list(_iterations(session, loop, iteration))
     examples = select(func.count()).select_from(Example).where(Example.iteration_id.in_(its))
+    ranked = select(ExampleCandidate.id).where(ExampleCandidate.example_id == Example.id).exists()
     has = {"pairs": session.scalar(examples.where(Example.rejected_sample_id.is_not(None))),
-           "examples": session.scalar(examples.where(Example.rejected_sample_id.is_(None))),
+           "examples": session.scalar(examples.where(Example.rejected_sample_id.is_(None), ~ranked)),
+           "ranked": session.scalar(examples.where(ranked)),
            "samples": session.scalar(select(func.count()).select_from(Sample).where(Sample.iteration_id.in_(its))),
            "evals": session.scalar(select(func.count()).select_from(EvalItem).where(EvalItem.iteration_id.in_(its)))}
     where = f"iteration {iteration} of loop {loop_name!r}" if iteration is not None else f"loop {loop_name!r}"
@@ -132,8 +156,9 @@ def nothing_to_export(session: Session, loop_name: str, what: str, iteration: in
     if not others:
         return f"{where} has nothing to export yet"
     algorithm = (loop.config.get("train") or {}).get("algorithm", "")
+    trains_on = "pairs" if has["pairs"] else "rankings" if has["ranked"] else "rewarded examples"
     return (f"{where} has no {what} (its algorithm, {algorithm}, trains on "
-            f"{'pairs' if has['pairs'] else 'rewarded examples'}); it has {', '.join(others)}: use --what "
+            f"{trains_on}); it has {', '.join(others)}: use --what "
             f"{next(k for k, n in has.items() if n and k != what)}")
 
 

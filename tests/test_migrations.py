@@ -190,7 +190,13 @@ def test_families_and_correctness_migrate_with_rows_in_every_table(db_url: str) 
     with engine.connect() as conn:
         assert conn.execute(text("SELECT ref_logp FROM examples WHERE algorithm = 'rlsc'")).scalar() == -1.0
     upgrade(engine)
-    assert _counts(engine) == before
+    assert _counts(engine) == {**before, "example_candidates": 0}
+    with engine.begin() as conn:  # a ranked example, then down past its table and up again
+        conn.execute(text("INSERT INTO example_candidates (example_id, rank, sample_id, score) VALUES (1, 0, 1, 2.0), (1, 1, 2, 1.0)"))
+    assert all(_counts(engine).values())
+    downgrade(engine, "0009")
+    assert "example_candidates" not in _counts(engine)
+    upgrade(engine)
     assert schema_revision(engine) == (head_revision(), True)
     assert _drift(engine) == []
     engine.dispose()

@@ -104,3 +104,45 @@ def test_a_family_from_outside_the_package_is_task_pool_and_suite(tmp_path: Path
         graded = reverse_word.grade(response, answer)
         assert (predicted, bool(ok)) == (graded.predicted, graded.correct)
     assert set(metrics) == {"reverse/baseline", "reverse/candidate", "reverse-unseen/baseline", "reverse-unseen/candidate"}
+
+
+@pytest.mark.integration
+def test_ranked_examples_are_stored_trained_exported_and_shown(tmp_path: Path) -> None:
+    import json
+
+    from starlette.testclient import TestClient
+
+    from selfloop.ui.app import create_app
+
+    env = install(tmp_path / "site", {"selfloop.algorithms": {"toy_rank": "toy_rank_config:SPEC"}})
+    url = f"sqlite:///{tmp_path / 'rank.db'}"
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=1, train__algorithm="toy_rank")
+    ran = selfloop_cli("run", "--config", str(config), env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    with create_engine(url).connect() as conn:
+        ranked = conn.execute(text(
+            "SELECT e.id, e.sample_id, c.rank, c.sample_id, c.score, s.mean_logprob FROM examples e "
+            "JOIN example_candidates c ON c.example_id = e.id JOIN samples s ON s.id = c.sample_id "
+            "ORDER BY e.item_index, c.rank")).all()
+        n_examples, samples = conn.execute(text("SELECT (SELECT count(*) FROM examples), (SELECT count(*) FROM samples)")).one()
+        steps = conn.execute(text("SELECT count(*), min(metrics) FROM train_steps")).one()
+        prompt_id = conn.execute(text("SELECT prompt_id FROM examples ORDER BY item_index LIMIT 1")).scalar()
+    assert len(ranked) == samples and n_examples * 4 == samples  # every sample, four to an example
+    for example_id, top, rank, sample_id, score, logprob in ranked:
+        assert score == logprob and (rank != 0 or sample_id == top)  # the example's sample is its best candidate
+    for example_id in {r[0] for r in ranked}:
+        scores = [r[4] for r in ranked if r[0] == example_id]
+        assert scores == sorted(scores, reverse=True) and [r[2] for r in ranked if r[0] == example_id] == [0, 1, 2, 3]
+    assert steps[0] == -(-n_examples // 4) and json.loads(steps[1])["candidates"] == 4.0
+
+    out = selfloop_cli("export", "tiny", "--what", "ranked", "--db", url, env=env)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == n_examples and all(len(r["responses"]) == len(r["scores"]) == 4 for r in rows)
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) and isinstance(r["query"], str) for r in rows)
+    pairs = selfloop_cli("export", "tiny", "--what", "examples", "--db", url, env=env)
+    assert pairs.returncode != 0 and "has no examples" in pairs.stderr and "--what ranked" in pairs.stderr
+
+    page = TestClient(create_app(url), base_url="http://127.0.0.1:8765").get(f"/prompts/{prompt_id}").text
+    listed = page.split('<ol class="ranking">')[1].split("</ol>")[0]
+    assert listed.count("<li>") == 4 and "toy_rank" in page

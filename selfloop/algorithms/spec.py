@@ -40,5 +40,8 @@ class AlgorithmSpec:
             raise ValueError(f"algorithm {self.name!r}: fixed_steps names {self.fixed_steps!r}, not a field of its options")
         if self.shape not in ("pair", "rewarded", "ranked"):
             raise ValueError(f"algorithm {self.name!r}: shape {self.shape!r} is not pair, rewarded or ranked")
+        if self.shape == "ranked" and self.needs_reference:
+            raise ValueError(f"algorithm {self.name!r}: ranked examples carry no reference log-probs yet "
+                             "(needs_reference with shape 'ranked')")
         if self.signal not in (None, "llm_judge", "vote", "confidence"):
             raise ValueError(f"algorithm {self.name!r}: signal {self.signal!r} is not llm_judge, vote or confidence")

@@ -205,7 +205,8 @@ class Vote(Base):
 
 
 class Example(Base):
-    """A training example: a pair (sample_id chosen, rejected_sample_id) or one rewarded sample."""
+    """A training example: a pair (sample_id chosen, rejected_sample_id), one rewarded sample, or a ranking of K
+    candidates of one prompt (rows of `example_candidates`; sample_id is the top-ranked one)."""
 
     __tablename__ = "examples"
     __table_args__ = (UniqueConstraint("iteration_id", "item_index"), Index(None, "prompt_id"))
@@ -224,6 +225,19 @@ class Example(Base):
         Float, doc="the completion's log-prob under the distribution it was sampled from (RLSC's p_old), summed")
     ref_rejected_logp: Mapped[float | None] = mapped_column(Float)
     ref_token_logps: Mapped[list[float] | None] = mapped_column(Json, doc="per-token reference log-probs")
+    created_at: Mapped[datetime] = _created()
+
+
+class ExampleCandidate(Base):
+    """One candidate of a ranked example (list-wise methods such as RRHF): its rank within the example, best first."""
+
+    __tablename__ = "example_candidates"
+    __table_args__ = (UniqueConstraint("example_id", "rank"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    example_id: Mapped[int] = mapped_column(ForeignKey("examples.id"))
+    rank: Mapped[int] = mapped_column(Integer, doc="0 for the best candidate")
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"))
+    score: Mapped[float | None] = mapped_column(Float, doc="the score the ranking was made by (higher is better)")
     created_at: Mapped[datetime] = _created()
 
 

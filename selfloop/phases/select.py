@@ -1,7 +1,7 @@
 """Phase select: the algorithm picks its training examples from the stored samples and judgments
 (and, with train.eft, judge-training examples from the judgments that agree with checked answers).
 
-One transaction: the examples and the done mark land together (or not at all).
+One transaction: the examples (with a ranked example's candidates) and the done mark land together (or not at all).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from selfloop.algorithms import spec, trainer
 from selfloop.algorithms.spec import AlgorithmSpec
-from selfloop.db.models import Example
+from selfloop.db.models import Example, ExampleCandidate
 from selfloop.db.queries import add_event, insert_ignore, set_metric
 from selfloop.judging.eft import ALGORITHM as EFT
 from selfloop.judging.eft import eft_examples
@@ -27,9 +27,7 @@ def run(ctx: PhaseContext) -> None:
             if ctx.config.train.eft.enabled:
                 judge_rows = [{**row, "algorithm": EFT} for row in eft_examples(session, ctx.iteration_id, ctx.config)]
                 set_metric(session, ctx.iteration_id, "select.eft_examples", len(judge_rows))
-            insert_ignore(session, Example, [
-                {**row, "iteration_id": ctx.iteration_id, "item_index": i} for i, row in enumerate(rows + judge_rows)
-            ], ["iteration_id", "item_index"])
+            store_examples(session, ctx.iteration_id, rows + judge_rows)
             set_metric(session, ctx.iteration_id, "select.examples", len(rows))
             if not rows:
                 add_event(session, ctx.loop_id, ctx.iteration_id, "select.empty",
@@ -46,7 +44,30 @@ def check_shape(contract: AlgorithmSpec, rows: list[dict]) -> None:
     not met later as a training failure."""
     for row in rows:
         pair = row.get("rejected_sample_id") is not None
-        if pair != (contract.shape == "pair") or row.get("prompt_id") is None:
+        ranked = row.get("candidates") is not None
+        fits = {"pair": pair and not ranked, "rewarded": not pair and not ranked,
+                "ranked": ranked and not pair and len(row["candidates"]) >= 2
+                and all(c.get("sample_id") is not None for c in row["candidates"])}[contract.shape]
+        if not fits or row.get("prompt_id") is None:
             raise ValueError(f"algorithm {contract.name!r} declares {contract.shape} examples, but its select() "
                              f"returned {row!r}: a pair names prompt_id, sample_id (or text) and rejected_sample_id; "
-                             "a rewarded sample names prompt_id and sample_id (or text), with no rejected_sample_id")
+                             "a rewarded sample names prompt_id and sample_id (or text); a ranking names prompt_id "
+                             "and candidates, two or more {sample_id, score} best first")
+
+
+def store_examples(session, iteration_id: int, rows: list[dict]) -> None:  # noqa: ANN001
+    """The examples in order and, for a ranking, its candidates (its top one as the example's sample)."""
+    examples, candidates = [], {}
+    for i, row in enumerate(rows):
+        ranked = row.pop("candidates", None)
+        if ranked is not None:
+            row.setdefault("sample_id", ranked[0]["sample_id"])
+            candidates[i] = ranked
+        examples.append({**row, "iteration_id": iteration_id, "item_index": i})
+    insert_ignore(session, Example, examples, ["iteration_id", "item_index"])
+    if candidates:
+        ids = dict(session.execute(select(Example.item_index, Example.id).where(
+            Example.iteration_id == iteration_id, Example.item_index.in_(list(candidates)))).all())
+        insert_ignore(session, ExampleCandidate, [
+            {"example_id": ids[i], "rank": rank, "sample_id": c["sample_id"], "score": c.get("score")}
+            for i, ranked in candidates.items() for rank, c in enumerate(ranked)], ["example_id", "rank"])

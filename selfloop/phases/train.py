@@ -11,6 +11,7 @@ only after the checkpoint directory is complete.
 from __future__ import annotations
 
 import gc
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from loguru import logger
 from sqlalchemy import delete, select, update
 
 from selfloop.algorithms import spec, trainer
-from selfloop.db.models import Checkpoint, Example, Iteration, Prompt, Sample, TrainStep
+from selfloop.db.models import Checkpoint, Example, ExampleCandidate, Iteration, Prompt, Sample, TrainStep
 from selfloop.db.queries import add_event, set_metric
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.judging.eft import ALGORITHM as EFT
@@ -39,7 +40,14 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
         examples = session.scalars(
             select(Example).where(Example.iteration_id == ctx.iteration_id).order_by(Example.item_index)
         ).all()
-        sample_ids = {e.sample_id for e in examples} | {e.rejected_sample_id for e in examples}
+        ranked: dict[int, list] = defaultdict(list)  # example id -> its candidates, best first
+        for row in session.execute(select(ExampleCandidate.example_id, ExampleCandidate.sample_id, ExampleCandidate.score)
+                                   .join(Example, Example.id == ExampleCandidate.example_id)
+                                   .where(Example.iteration_id == ctx.iteration_id)
+                                   .order_by(ExampleCandidate.example_id, ExampleCandidate.rank)):
+            ranked[row.example_id].append(row)
+        sample_ids = ({e.sample_id for e in examples} | {e.rejected_sample_id for e in examples}
+                      | {c.sample_id for rows in ranked.values() for c in rows})
         samples = {row.id: row for row in session.execute(
             select(Sample.id, Sample.token_ids, Sample.policy_token_logprobs, Sample.policy_checkpoint_id, Sample.text)
             .where(Sample.id.in_(sample_ids - {None})))}
@@ -61,6 +69,8 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
             completion=list(completion), rejected=list(samples[e.rejected_sample_id].token_ids) if e.rejected_sample_id else None,
             reward=e.reward, weight=e.weight, ref_logp=e.ref_logp, ref_rejected_logp=e.ref_rejected_logp,
             ref_token_logps=e.ref_token_logps, sampling_logp=e.sampling_logp,
+            candidates=[list(samples[c.sample_id].token_ids) for c in ranked[e.id]] if e.id in ranked else None,
+            candidate_scores=[c.score for c in ranked[e.id]] if e.id in ranked else None,
         )
         prompt_length = len(item.prompt)
         items.append(fit(item, ctx.config.train.max_length))

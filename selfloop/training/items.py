@@ -24,6 +24,8 @@ class TrainItem:
     ref_rejected_logp: float | None = None
     ref_token_logps: list[float] | None = None
     sampling_logp: float | None = None  # the completion's log-prob as sampled (RLSC's p_old)
+    candidates: list[list[int]] | None = None  # a ranked example's candidates, best first (the first is `completion`)
+    candidate_scores: list[float | None] | None = None  # the scores they were ranked by
     judge: bool = False  # an EFT example: trained by its mean token NLL beside the algorithm's loss, no reference
 
 
@@ -58,10 +60,12 @@ def truncate(prompt: list[int], completions: list[list[int]], max_length: int) -
 
 
 def fit(item: TrainItem, max_length: int) -> TrainItem:
-    completions = [item.completion] + ([item.rejected] if item.rejected is not None else [])
+    completions = [item.completion] + ([item.rejected] if item.rejected is not None else []) + (item.candidates or [])
     item.prompt, fitted = truncate(item.prompt, completions, max_length)
     item.completion = fitted[0]
     item.rejected = fitted[1] if item.rejected is not None else None
+    if item.candidates is not None:
+        item.candidates = fitted[len(fitted) - len(item.candidates):]
     return item
 
 

@@ -18,6 +18,7 @@ from selfloop.db.models import (
     EvalItem,
     Event,
     Example,
+    ExampleCandidate,
     Iteration,
     Judgment,
     Loop,
@@ -307,6 +308,7 @@ class SampleRow:
 
 @dataclass
 class ExampleRow:
+    id: int
     item_index: int
     algorithm: str
     sample_index: int | None
@@ -314,6 +316,7 @@ class ExampleRow:
     text: str | None
     reward: float | None
     weight: float | None
+    ranking: list[tuple[int, float | None]] = field(default_factory=list)  # (sample index, score), best first
 
 
 @dataclass
@@ -349,10 +352,17 @@ def prompt_detail(session: Session, prompt_id: int, page: int = 1) -> PromptDeta
             by_id[sample_id].judgments.append(JudgmentRow(*rest))
     chosen, rejected = Sample.__table__.alias("chosen"), Sample.__table__.alias("rejected")
     examples = [ExampleRow(*r) for r in session.execute(
-        select(Example.item_index, Example.algorithm, chosen.c.sample_index, rejected.c.sample_index, Example.text,
-               Example.reward, Example.weight)
+        select(Example.id, Example.item_index, Example.algorithm, chosen.c.sample_index, rejected.c.sample_index,
+               Example.text, Example.reward, Example.weight)
         .outerjoin(chosen, chosen.c.id == Example.sample_id).outerjoin(rejected, rejected.c.id == Example.rejected_sample_id)
         .where(Example.prompt_id == prompt_id).order_by(Example.item_index).limit(PAGE_SIZE * 4))]
+    by_example = {e.id: e for e in examples}
+    if by_example:  # a ranked example's candidates, best first
+        for example_id, index, score in session.execute(
+                select(ExampleCandidate.example_id, Sample.sample_index, ExampleCandidate.score)
+                .join(Sample, Sample.id == ExampleCandidate.sample_id)
+                .where(ExampleCandidate.example_id.in_(by_example)).order_by(ExampleCandidate.example_id, ExampleCandidate.rank)):
+            by_example[example_id].ranking.append((index, score))
     vote = session.scalars(select(Vote).where(Vote.prompt_id == prompt_id)).one_or_none()
     return PromptDetail(prompt, loop, number, vote, Page(samples, page, total), examples)
 
