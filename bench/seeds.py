@@ -64,7 +64,7 @@ def run(config: Path, name: str, seed: int, suites: list[dict], overrides: list[
 def items(name: str) -> dict[str, dict[str, list[bool]]]:
     """Per suite: 'start' (the starting policy's rows of iteration 1) and 'final' (the last promoted
     candidate's rows; the start when nothing was promoted), as correct flags in item order."""
-    db = open_database(f"sqlite:///{OUT / f'{name}.db'}", readonly=True)
+    db = open_database(f"sqlite:///{OUT / f'{name}.db'}", deferred=True)
     try:
         with db.session() as s:
             loop = s.scalars(select(Loop).where(Loop.name == name)).one()

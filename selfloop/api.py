@@ -93,15 +93,15 @@ class Store:
         self.url = url
 
     def __repr__(self) -> str:
-        from selfloop.db.engine import _safe
+        from selfloop.db.engine import safe_url
 
-        return f"Store({_safe(self.url)!r})"
+        return f"Store({safe_url(self.url)!r})"
 
     # -- reading ------------------------------------------------------------------------------------
     def _read(self, query: Callable[..., Any]) -> Any:
         from selfloop.db.engine import open_database
 
-        db = open_database(self.url, readonly=True)
+        db = open_database(self.url, deferred=True)
         try:
             with db.session() as session:
                 return query(session)
@@ -158,7 +158,7 @@ class Store:
 
     def sql(self, statement: str, *, max_rows: int | None = None) -> Rows:
         """One statement on a connection that cannot write (`selfloop sql`)."""
-        from selfloop.db.readonly import run_readonly
+        from selfloop.db.user_sql import run_readonly
 
         result = run_readonly(self.url, statement, max_rows=max_rows)
         return Rows(result.columns, result.rows)

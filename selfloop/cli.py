@@ -248,7 +248,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     url = _database_url(args)
     if args.db_command == "create-reader":
-        from selfloop.db.readonly import create_reader
+        from selfloop.db.reader_role import create_reader
 
         print(create_reader(url, args.role))
         return 0
@@ -266,7 +266,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from selfloop.db.readonly import run_readonly
+    from selfloop.db.user_sql import run_readonly
     from selfloop.render import render
 
     from selfloop.config import Config, LoopConfig, load_config
@@ -277,7 +277,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     result = run_readonly(url, args.query, max_rows=args.max_rows, timeout_ms=config.database.statement_timeout_ms)
     print(render(result.columns, result.rows, args.format, wide=args.wide))
     if result.cut_by_size:
-        from selfloop.db.readonly import MAX_RESULT_BYTES
+        from selfloop.db.user_sql import MAX_RESULT_BYTES
 
         print(f"selfloop: only the first {len(result.rows)} rows are shown: they hold about {MAX_RESULT_BYTES >> 20} MiB, "
               "the most one result keeps (select fewer or shorter columns, or use LIMIT/OFFSET)", file=sys.stderr)
@@ -293,7 +293,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from selfloop.db.engine import open_database
     from selfloop.render import compact, render, select_columns
 
-    db = open_database(_database_url(args), readonly=True)
+    db = open_database(_database_url(args), deferred=True)
     try:
         with db.session() as session:
             if args.loop and queries.loop_by_name(session, args.loop) is None:
@@ -364,7 +364,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if args.config:  # the loop's own config file, as `run` takes it (what the loop computes may not change)
         config = _with_db(_config_of(args.config, args.loop, args.set), url)
     else:
-        db = open_database(url, readonly=True)
+        db = open_database(url, deferred=True)
         try:
             snapshot = _stored_config(db, args.loop, url)
         finally:
@@ -455,7 +455,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from selfloop.db.engine import open_database
     from selfloop.render import render
 
-    db = open_database(_database_url(args), readonly=True)
+    db = open_database(_database_url(args), deferred=True)
     try:
         with db.session() as session:
             columns, rows = queries.loop_status(session)
@@ -500,7 +500,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     config = load_config(args.config) if args.config else Config(loop=LoopConfig(name=args.loop))
     out = args.out or config.state_dir() / "reports" / args.loop
-    db = open_database(_database_url(args), readonly=True)
+    db = open_database(_database_url(args), deferred=True)
     try:
         with db.session() as session:
             index = write_report(session, args.loop, out)
@@ -573,7 +573,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.out is None and args.format == "parquet":
         raise SelfloopError("--format parquet needs --out FILE")
-    db = open_database(_database_url(args), readonly=True)
+    db = open_database(_database_url(args), deferred=True)
     try:
         with db.session() as session:
             records = rows(session, args.loop, args.what, args.iteration)
@@ -592,7 +592,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from selfloop.export import merge
 
     url = _database_url(args)
-    db = open_database(url, readonly=True)
+    db = open_database(url, deferred=True)
     try:
         config = _loop_config(args, db, args.loop, url)
         with db.session() as session:
@@ -643,7 +643,6 @@ HISTORY_COLUMNS = ("loop", "iteration", "status", "samples", "mean_judge_score",
 
 def _one_line(exc: Exception) -> str:
     """An unexpected error as one line, without the SQL text or parameters SQLAlchemy appends."""
-    import errno
 
     from sqlalchemy.exc import DBAPIError, StatementError
 

@@ -10,8 +10,6 @@ graceful stop on SIGTERM/SIGINT, READY/STATUS/WATCHDOG notifications for systemd
 from __future__ import annotations
 
 import faulthandler
-import os
-import socket
 import sys
 import threading
 from datetime import UTC, datetime
@@ -20,18 +18,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
-from sqlalchemy import update
 
 from selfloop import maintenance
 from selfloop.config import Config
-from selfloop.db.models import Daemon as DaemonRow
-from selfloop.errors import Interrupted, LockLost
-from selfloop.loop import open_loop, run_iteration
+from selfloop.errors import Interrupted
 from selfloop.progress import HEARTBEAT
-from selfloop.runner import prepare, serve_metrics, start_runtime, stop_metrics, take_loop
+from selfloop.runner import held
 from selfloop.signals import StopFlag
 from selfloop.systemd import Notifier, Watchdog, watchdog_interval
-from selfloop.tracking import Tracking
 
 
 class Daemon:
@@ -41,7 +35,6 @@ class Daemon:
         self.trigger = threading.Event()  # set when an iteration may start
         self.notifier = Notifier()
         self.status_line = "starting"
-        self.row_id: int | None = None
 
     # -- the schedule ---------------------------------------------------------------------------
     def _scheduler(self, db) -> BackgroundScheduler:  # noqa: ANN001
@@ -60,7 +53,6 @@ class Daemon:
         for name, minutes, job in jobs:
             if minutes:
                 scheduler.add_job(_logged(name, job), IntervalTrigger(minutes=minutes), id=name)
-        scheduler.add_job(lambda: self._beat(db), IntervalTrigger(seconds=30), id="daemon_heartbeat")
         return scheduler
 
     def _wait_for_trigger(self) -> bool:
@@ -83,75 +75,42 @@ class Daemon:
         if log:
             logger.info(line)
 
-    def _beat(self, db) -> None:  # noqa: ANN001
-        with db.session() as session:
-            session.execute(update(DaemonRow).where(DaemonRow.id == self.row_id)
-                            .values(heartbeat_at=datetime.now(UTC), status=self.status_line))
-
     # -- the main loop ------------------------------------------------------------------------
     def run(self) -> int:
         faulthandler.enable(file=sys.stderr, all_threads=True)
         self.stop.install()
-        db = prepare(self.config)
-        lock = take_loop(db, self.config, "daemon")
-        runtime, watchdog, scheduler, metrics, tracking = None, None, None, None, None
-        code, reason = 0, "stopped"
-        try:
-            metrics = serve_metrics(self.config)
-            with db.session() as session:
-                row = DaemonRow(host=socket.gethostname(), pid=os.getpid(), status="starting")
-                session.add(row)
-                session.flush()
-                self.row_id = row.id
-            scheduler = self._scheduler(db)
-            scheduler.start()
-            self.notifier.ready(f"{self.config.loop.name}: started")
-            interval = watchdog_interval()
-            watchdog = Watchdog(self.notifier, interval, self.config.loop.stall_timeout_s) if interval else None
-            if watchdog:
-                watchdog.start()
-            runtime = start_runtime(self.config)
-            open_loop(db, self.config)
-            tracking = Tracking(db, self.config)
-
-            def on_phase(loop: str, number: int, phase: str) -> None:
-                self._status(f"{loop}: iteration {number}, {phase}")
-                tracking.poke()  # the phase before this one is done: trackers catch up in the background
-
-            while self._wait_for_trigger():
-                outcome = run_iteration(db, self.config, runtime, self.stop, on_phase=on_phase)
-                tracking.poke()
-                if outcome.status != "done" or outcome.last:
-                    # After the last iteration, stop now rather than at the next trigger (hours away on a schedule).
-                    reason = f"loop {outcome.loop} is {'finished' if outcome.last else outcome.status}"
-                    break
-                self._status(f"{outcome.loop}: iteration {outcome.iteration} done")
-        except Interrupted as exc:
-            reason = f"{exc}; committed work is kept and resumes on the next start"
-        except BaseException as exc:
-            reason = f"failed: {exc.__class__.__name__}"
-            raise
-        finally:
-            self.notifier.stopping(f"{self.config.loop.name}: {reason}")
-            logger.info("daemon stopping: {}", reason)
-            if scheduler is not None:
-                scheduler.shutdown(wait=True)  # a running backup or retention pass ends before the lock goes
-            if watchdog:
-                watchdog.stop()
-            if runtime is not None:
-                runtime.close()
-            if tracking is not None:
-                tracking.close()
-            stop_metrics(metrics)
+        reason = "stopped"
+        with held(self.config, "daemon") as loop:
+            scheduler, watchdog = self._scheduler(loop.db), None
             try:
-                with db.session() as session:
-                    session.execute(update(DaemonRow).where(DaemonRow.id == self.row_id)
-                                    .values(stopped_at=datetime.now(UTC), status=reason))
-            except LockLost:
-                pass  # the loop's new writer owns the store now: write nothing more
-            lock.release()
-            db.dispose()
-        return code
+                scheduler.start()
+                self.notifier.ready(f"{self.config.loop.name}: started")  # before the model loads: systemd waits less
+                interval = watchdog_interval()
+                watchdog = Watchdog(self.notifier, interval, self.config.loop.stall_timeout_s) if interval else None
+                if watchdog:
+                    watchdog.start()
+                loop.start()
+                while self._wait_for_trigger():
+                    outcome = loop.iteration(self.stop, lambda name, number, phase: self._status(
+                        f"{name}: iteration {number}, {phase}"))
+                    if outcome.status != "done" or outcome.last:
+                        # After the last iteration, stop now rather than at the next trigger (hours away on a schedule).
+                        reason = f"loop {outcome.loop} is {'finished' if outcome.last else outcome.status}"
+                        break
+                    self._status(f"{outcome.loop}: iteration {outcome.iteration} done")
+            except Interrupted as exc:
+                reason = f"{exc}; committed work is kept and resumes on the next start"
+            except BaseException as exc:
+                reason = f"failed: {exc.__class__.__name__}"
+                raise
+            finally:
+                self.notifier.stopping(f"{self.config.loop.name}: {reason}")
+                logger.info("daemon stopping: {}", reason)
+                if scheduler.running:  # a running backup or retention pass ends before the lock goes
+                    scheduler.shutdown(wait=True)
+                if watchdog:
+                    watchdog.stop()
+        return 0
 
 
 def _logged(name: str, job):  # noqa: ANN001, ANN202

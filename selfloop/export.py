@@ -224,7 +224,7 @@ def merge(session: Session, loop_name: str, iteration: int | None, out: Path, co
     """Fold a checkpoint's adapter (iteration N's, or the loop's current policy) into the base model at `out`."""
     from selfloop.db.models import Checkpoint
     from selfloop.models.resolve import resolve_model
-    from selfloop.training.checkpoint import verify_checkpoint
+    from selfloop.adapters import verify_checkpoint
 
     loop = session.scalars(select(Loop).where(Loop.name == loop_name)).one_or_none()
     if loop is None:

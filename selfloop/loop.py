@@ -241,7 +241,7 @@ def fork(db: Database, parent_name: str, at: int, config: Config) -> Loop:
     that iteration has no checkpoint, the checkpoint is gone or damaged, or the base models differ.
     """
     from selfloop.db.models import Checkpoint
-    from selfloop.training.checkpoint import verify_checkpoint
+    from selfloop.adapters import verify_checkpoint
 
     snapshot, digest = fingerprint(config)
     with db.session() as session:
@@ -276,7 +276,7 @@ def _new_fork(session: Session, parent: Loop, at: int, checkpoint_id: int | None
     from selfloop.db.models import Checkpoint
 
     if checkpoint_id is not None:
-        from selfloop.training.checkpoint import verify_checkpoint
+        from selfloop.adapters import verify_checkpoint
 
         ckpt = session.get(Checkpoint, checkpoint_id)
         verify_checkpoint(config.checkpoint_dir(ckpt.path), ckpt.sha256)

@@ -20,7 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from selfloop.config import Config
 from selfloop.db import queries
-from selfloop.db.engine import Database, open_database
+from selfloop.db.engine import Database
+from selfloop.db.reader_engine import reader_engine
 from selfloop.errors import ConfigError
 from selfloop.progress import HEARTBEAT, LIVE
 
@@ -113,8 +114,10 @@ class MetricsServer:
     address (or any, when bound to all of them)."""
 
     def __init__(self, config: Config) -> None:
-        # Its own read-only connection: a scrape never waits on or joins the writer's transactions.
-        self.db = open_database(config.database_url(), busy_timeout_ms=config.database.busy_timeout_ms, readonly=True)
+        # Its own connections, which cannot write: a scrape never waits on or joins the writer's transactions,
+        # and nothing it runs can change the store.
+        url = config.database_url()
+        self.db = Database(url, reader_engine(url, timeout_ms=config.database.busy_timeout_ms, require_reader_role=False))
         loop, stall_timeout_s = config.loop.name, config.loop.stall_timeout_s
         host, port = config.metrics.host, config.metrics.port
         registry = CollectorRegistry(auto_describe=False)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 
-def _cell(value: Any, width: int | None = 60) -> str:
+def cell_text(value: Any, width: int | None = 60) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -68,7 +68,7 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "ta
         writer.writerow(columns)
         writer.writerows([[_jsonable(v) for v in row] for row in rows])
         return buf.getvalue().rstrip("\n")
-    cells = [[_cell(v, None if wide else 60) for v in row] for row in rows]
+    cells = [[cell_text(v, None if wide else 60) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))

@@ -3,7 +3,8 @@ systemd notification and maintenance around the same `run_iteration` calls)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from loguru import logger
@@ -72,6 +73,59 @@ def start_runtime(config: Config) -> Runtime:
     return runtime
 
 
+class Held:
+    """A loop held by this process (`held`): its store and writer lock now; its runtime and trackers once
+    `start()` has loaded the model and opened the loop row."""
+
+    def __init__(self, db: Database, config: Config, lock: LoopLock) -> None:
+        self.db, self.config, self.lock = db, config, lock
+        self.runtime: Runtime | None = None
+        self.tracking: Tracking | None = None
+
+    def start(self) -> None:
+        self.runtime = start_runtime(self.config)
+        open_loop(self.db, self.config)
+        self.tracking = Tracking(self.db, self.config)
+
+    def iteration(self, stop: StopFlag, on_phase: Callable[[str, int, str], None] | None = None) -> Outcome:
+        """One iteration; trackers catch up as each phase starts and after the iteration."""
+        assert self.runtime is not None and self.tracking is not None, "start() first"
+        tracking = self.tracking
+
+        def phase_started(loop: str, number: int, phase: str) -> None:
+            tracking.poke()  # the phase before this one is done: trackers catch up in the background
+            if on_phase is not None:
+                on_phase(loop, number, phase)
+
+        outcome = run_iteration(self.db, self.config, self.runtime, stop, on_phase=phase_started)
+        tracking.poke()
+        return outcome
+
+
+@contextmanager
+def held(config: Config, kind: str) -> Iterator[Held]:
+    """The one set-up and tear-down of every process that runs a loop (`selfloop run`, `resume`, the daemon):
+    inputs checked, the store opened, the writer lock taken, metrics served; on the way out (an error or a stop
+    included) the runtime and trackers closed, metrics stopped, the lock released and the store closed."""
+    db = prepare(config)
+    try:
+        lock = take_loop(db, config, kind)
+        metrics = None
+        loop = Held(db, config, lock)
+        try:
+            metrics = serve_metrics(config)
+            yield loop
+        finally:
+            if loop.runtime is not None:
+                loop.runtime.close()
+            if loop.tracking is not None:
+                loop.tracking.close()
+            stop_metrics(metrics)
+            lock.release()
+    finally:
+        db.dispose()
+
+
 def run_loop(config: Config, iterations: int | None, stop: StopFlag, *,
              on_phase: Callable[[str, int, str], None] | None = None,
              on_iteration: Callable[[Outcome], None] | None = None) -> list[Outcome]:
@@ -79,43 +133,20 @@ def run_loop(config: Config, iterations: int | None, stop: StopFlag, *,
 
     on_phase(loop, iteration, phase) is called as each phase starts, on_iteration(outcome) after each finished
     iteration (the Python API's callbacks); an exception they raise stops the loop like any failure."""
-    db = prepare(config)
     outcomes: list[Outcome] = []
-    try:
-        lock = take_loop(db, config, "run")
-        metrics = tracking = None
+    with held(config, "run") as loop:
+        loop.start()
         try:
-            metrics = serve_metrics(config)
-            runtime = start_runtime(config)
-            open_loop(db, config)
-            tracking = Tracking(db, config)
-
-            def phase_started(loop: str, number: int, phase: str) -> None:
-                tracking.poke()
-                if on_phase is not None:
-                    on_phase(loop, number, phase)
-
-            try:
-                while iterations is None or len(outcomes) < iterations:
-                    if stop():
-                        break
-                    outcome = run_iteration(db, config, runtime, stop, on_phase=phase_started)
-                    if outcome.status != "done":
-                        logger.info("loop {}: {}", outcome.loop, outcome.status)
-                        break
-                    outcomes.append(outcome)
-                    tracking.poke()
-                    if on_iteration is not None:
-                        on_iteration(outcome)
-            except Interrupted as exc:
-                logger.warning("{}; committed work is kept: `selfloop resume {}` continues", exc, config.loop.name)
-            finally:
-                runtime.close()
-        finally:
-            if tracking is not None:
-                tracking.close()
-            stop_metrics(metrics)
-            lock.release()
-    finally:
-        db.dispose()
+            while iterations is None or len(outcomes) < iterations:
+                if stop():
+                    break
+                outcome = loop.iteration(stop, on_phase)
+                if outcome.status != "done":
+                    logger.info("loop {}: {}", outcome.loop, outcome.status)
+                    break
+                outcomes.append(outcome)
+                if on_iteration is not None:
+                    on_iteration(outcome)
+        except Interrupted as exc:
+            logger.warning("{}; committed work is kept: `selfloop resume {}` continues", exc, config.loop.name)
     return outcomes

@@ -168,7 +168,7 @@ def _reader(db_url: str, request: pytest.FixtureRequest):  # noqa: ANN202
         return
     from sqlalchemy import create_engine
 
-    from selfloop.db.readonly import create_reader
+    from selfloop.db.reader_role import create_reader
 
     superuser = request.getfixturevalue("postgres_superuser_url")
     role = f"selfloop_r_{uuid.uuid4().hex[:10]}"
@@ -215,7 +215,7 @@ def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, ch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from selfloop.engines.base import Adapter
+    from selfloop.adapters import Adapter
     from selfloop.training.checkpoint import save_adapter
 
     torch.manual_seed(seed)

@@ -73,7 +73,7 @@ def test_a_reader_that_can_become_a_powerful_role_is_refused(reader_url: str, po
                                                              granted: str) -> None:
     """create-reader makes NOINHERIT roles; a NOINHERIT member of pg_signal_backend (or of the writer role)
     has none of its rights until `set_config('role', ...)`, which any statement can call."""
-    from selfloop.db.readonly import run_readonly
+    from selfloop.db.user_sql import run_readonly
     from selfloop.errors import ReadOnlyViolation
 
     assert run_readonly(reader_url, "SELECT 1").rows == [(1,)]
@@ -155,6 +155,36 @@ def test_the_metrics_server_bounds_connections_and_checks_the_host(tmp_path: Pat
     assert "Traceback" not in err and "BrokenPipe" not in err, err[-2000:]
 
 
+def test_the_metrics_server_reads_through_connections_that_cannot_write(db_url: str, tmp_path: Path) -> None:
+    """/metrics read through `open_database(readonly=True)`, which took any write; its own queries are now run on
+    connections the database refuses to write through (SQLite mode=ro with an authorizer, a read-only session on
+    PostgreSQL), so the README's "it cannot write" holds whatever runs there."""
+    from sqlalchemy import text
+
+    from selfloop import metrics_http
+    from selfloop.errors import ReadOnlyViolation
+    from tests.conftest import make_config
+
+    open_database(db_url, init=True).dispose()
+    config = make_config(tmp_path, db_url, metrics={"enabled": True, "port": 0})
+    server = metrics_http.MetricsServer(config)
+    try:
+        with server.db.session() as session:
+            assert session.execute(text("SELECT count(*) FROM loops")).scalar() == 0
+        for statement in ("INSERT INTO events (level, kind, message) VALUES ('info', 'x', 'y')",
+                          "CREATE TABLE scratch (x INTEGER)", "DELETE FROM loops"):
+            with pytest.raises((ReadOnlyViolation, Exception)) as refused, server.db.session() as session:
+                session.execute(text(statement))
+            said = str(refused.value).lower()
+            assert "not authorized" in said or "read-only" in said or "readonly" in said, said
+    finally:
+        server.db.dispose()
+    db = open_database(db_url)
+    with db.session() as session:
+        assert session.execute(text("SELECT count(*) FROM events")).scalar() == 0
+    db.dispose()
+
+
 # -- selfloop sql ----------------------------------------------------------------------------------------
 def test_sql_honours_selfloop_db(tmp_path: Path, run_cli, monkeypatch) -> None:  # noqa: ANN001
     """With another store in the state directory, `selfloop sql` read that one instead of $SELFLOOP_DB."""
@@ -174,7 +204,7 @@ def test_sql_honours_selfloop_db(tmp_path: Path, run_cli, monkeypatch) -> None: 
 
 def test_sql_bounds_the_bytes_it_keeps(sqlite_url: str) -> None:
     """200 rows of 16 MiB ended in MemoryError: rows past 64 MiB are not fetched, and the result says so."""
-    from selfloop.db.readonly import MAX_RESULT_BYTES, run_readonly
+    from selfloop.db.user_sql import MAX_RESULT_BYTES, run_readonly
 
     open_database(sqlite_url, init=True).dispose()
     sql = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "

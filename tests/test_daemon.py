@@ -63,7 +63,7 @@ def test_scheduler_jobs(tmp_path: Path, sqlite_url: str) -> None:
                                                                    "retention_every_minutes": 0}))
     scheduler = Daemon(config)._scheduler(db=None)
     jobs = {j.id: j for j in scheduler.get_jobs()}
-    assert set(jobs) == {"iteration", "backup", "wal_checkpoint", "daemon_heartbeat"}  # retention switched off
+    assert set(jobs) == {"iteration", "backup", "wal_checkpoint"}  # retention switched off
     fire = jobs["iteration"].trigger.get_next_fire_time(None, datetime(2026, 11, 21, 12, 0, tzinfo=UTC))
     assert fire == datetime(2026, 11, 22, 2, 30, tzinfo=UTC)  # nights only: the next 02:30 UTC
     assert jobs["backup"].trigger.interval.total_seconds() == 3600

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from selfloop.engines.base import Sampling
 from tests.conftest import REPO, make_adapter, table_counts, tiny_yaml
@@ -145,7 +145,7 @@ def test_two_iterations_the_second_sampled_from_the_first_checkpoint(servers, ti
     from selfloop.config import load_config
     from selfloop.db.engine import open_database
     from selfloop.db.models import Checkpoint, Iteration, Prompt, Sample
-    from selfloop.engines.base import Adapter
+    from selfloop.adapters import Adapter
     from selfloop.engines.chat import user_chat
     from selfloop.engines.hf import HFEngine
 

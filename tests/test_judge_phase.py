@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from selfloop.db.engine import open_database
 from selfloop.db.models import Judgment, Sample, Vote
@@ -246,4 +246,31 @@ def test_a_self_rewarding_loop_with_eft_trains_judge_examples(sqlite_url: str, c
     assert all(e.text.splitlines()[-1].startswith("Score: ") and e.rejected_sample_id is None for e in judge)
     assert all(e.ref_logp is None for e in judge)
     assert steps and any("eft_loss" in (t.metrics or {}) for t in steps)
+    db.dispose()
+
+
+def test_the_not_yet_judged_query_is_a_not_exists_on_the_index(db_url: str, config_factory) -> None:  # noqa: ANN001
+    """It was `sample_id NOT IN (every judgment of the kind)`, whose cost grows with the whole store."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from selfloop.db.queries import unjudged_query, unjudged_samples
+
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        sql = str(unjudged_query(1, "vote").compile(dialect=dialect)).upper()
+        assert "NOT (EXISTS" in sql or "NOT EXISTS" in sql, sql
+        assert "NOT IN" not in sql, sql
+    config = config_factory(db_url)
+    db = open_database(db_url, init=True)
+    it = store_samples(db, config, [("What is 1 + 1?", "2", ["2", "3"]), ("What is 2 + 2?", "4", ["4"])])
+    with db.session() as s:
+        first = s.scalars(select(Sample.id).order_by(Sample.id)).first()
+        s.add(Judgment(sample_id=first, kind="vote", judge_index=0, score=1.0, parse_ok=True))
+        s.add(Judgment(sample_id=first + 1, kind="llm_judge", judge_index=0, score=1.0, parse_ok=True))
+    with db.session() as s:
+        assert [r.id for r in unjudged_samples(s, it, "vote")] == [first + 1, first + 2]
+        assert [r.id for r in unjudged_samples(s, it, "llm_judge")] == [first, first + 2]
+        if db.dialect == "sqlite":
+            plan = " ".join(str(r[-1]) for r in s.execute(text("EXPLAIN QUERY PLAN " + str(
+                unjudged_query(it, "vote").compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})))))
+            assert "SEARCH judgments USING COVERING INDEX" in plan and "(sample_id=? AND kind=?)" in plan, plan
     db.dispose()

@@ -159,5 +159,4 @@ def test_a_running_loop_that_lost_its_lock_stops_before_writing(tmp_path: Path, 
                            capture_output=True, text=True, timeout=600)
     assert clean.returncode == 0, clean.stderr[-2000:]
     counts, expected = table_counts(url), table_counts(clean_url)
-    assert counts.pop("daemons") == expected.pop("daemons") == 0
     assert counts == expected and counts["samples"] > 0

@@ -189,8 +189,8 @@ def test_families_and_correctness_migrate_with_rows_in_every_table(db_url: str) 
     assert _counts(engine) == before
     with engine.connect() as conn:
         assert conn.execute(text("SELECT ref_logp FROM examples WHERE algorithm = 'rlsc'")).scalar() == -1.0
-    upgrade(engine)
-    assert _counts(engine) == {**before, "example_candidates": 0}
+    upgrade(engine)  # 0011 drops the unused daemons table, rows and all
+    assert _counts(engine) == {**{k: v for k, v in before.items() if k != "daemons"}, "example_candidates": 0}
     with engine.begin() as conn:  # a ranked example, then down past its table and up again
         conn.execute(text("INSERT INTO example_candidates (example_id, rank, sample_id, score) VALUES (1, 0, 1, 2.0), (1, 1, 2, 1.0)"))
     assert all(_counts(engine).values())
@@ -199,4 +199,26 @@ def test_families_and_correctness_migrate_with_rows_in_every_table(db_url: str) 
     upgrade(engine)
     assert schema_revision(engine) == (head_revision(), True)
     assert _drift(engine) == []
+    engine.dispose()
+
+
+def test_status_columns_are_enumerations_the_database_checks(db_url: str) -> None:
+    """A status no code writes (a typo in a hand-made UPDATE) is refused by the database itself."""
+    from sqlalchemy.exc import IntegrityError
+
+    from selfloop.db.models import ENUMERATIONS
+
+    engine = make_engine(db_url, create=True)
+    upgrade(engine)
+    with engine.begin() as conn:
+        for statement in ROWS_AT_0008:
+            if "daemons" not in statement:
+                conn.execute(text(statement))
+    for table, (column, values) in ENUMERATIONS.items():
+        with engine.begin() as conn:  # every allowed value is taken
+            for value in values:
+                conn.execute(text(f"UPDATE {table} SET {column} = :v"), {"v": value})
+        with pytest.raises(IntegrityError, match=rf"(?i)ck_{table}_{column}|CHECK constraint failed"):
+            with engine.begin() as conn:
+                conn.execute(text(f"UPDATE {table} SET {column} = 'finsihed'"))
     engine.dispose()

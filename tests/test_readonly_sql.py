@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from selfloop.db.engine import make_engine
-from selfloop.db.readonly import run_readonly
+from selfloop.db.user_sql import run_readonly
 from selfloop.errors import ReadOnlyViolation, SelfloopError
 
 INSERT_LOOP = ("INSERT INTO loops (name, base_model, config, config_hash, main_metric, seed, status) "
@@ -243,7 +243,7 @@ def test_the_authorizer_refuses_writes_on_its_own(sqlite_url: str) -> None:
     """Layer by layer: the authorizer alone (on a writable connection) refuses a write and an ATTACH."""
     import sqlite3
 
-    from selfloop.db.readonly import _Authorizer
+    from selfloop.db.sqlite_readonly import Authorizer as _Authorizer
 
     _schema(sqlite_url)
     _seed(sqlite_url)

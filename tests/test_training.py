@@ -10,11 +10,12 @@ import torch
 
 from selfloop.algorithms import dpo, rest, rlsc, ttrl
 from selfloop.config import LoraConfig, TrainConfig
-from selfloop.engines.base import Adapter
+from selfloop.adapters import Adapter
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.errors import CheckpointError
 from selfloop.models.loading import load_tokenizer
-from selfloop.training.checkpoint import save_adapter, verify_checkpoint
+from selfloop.adapters import verify_checkpoint
+from selfloop.training.checkpoint import save_adapter
 from selfloop.training.items import TrainItem, fit, sums, truncate
 from selfloop.training.loop import load_trainable, policy_logps, reference_logps, train
 
@@ -301,12 +302,12 @@ def test_packed_log_probs_equal_padded_ones_with_their_gradients(tiny_model, sha
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_addmm_lora_updates_equal_peft_s_own_sum(tiny_model, dtype: torch.dtype) -> None:  # noqa: ANN001
-    """The training model adds each LoRA update by addmm (selfloop.training.fused_lora): outputs and adapter
+    """The training model adds each LoRA update by addmm (selfloop.models.fused_lora): outputs and adapter
     gradients equal peft's plain `base + B(A(x)) * scaling`, for a float32 model and for a bf16 base with
     float32 adapters (peft's default there); the saved adapter holds the same tensors."""
     from peft.tuners.lora import Linear as LoraLinear
 
-    from selfloop.training.fused_lora import AddmmLora
+    from selfloop.models.fused_lora import AddmmLora
 
     torch.manual_seed(0)
     model = load_trainable(tiny_model.path, None, LoraConfig(rank=4, alpha=8), torch.device("cpu"), dtype)

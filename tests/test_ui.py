@@ -120,7 +120,7 @@ def store(sqlite_url: str) -> tuple[str, dict[str, int]]:
 def _session(url: str):  # noqa: ANN202
     from sqlalchemy.orm import Session
 
-    from selfloop.db.readonly import reader_engine
+    from selfloop.db.reader_engine import reader_engine
 
     return Session(reader_engine(url))
 
@@ -229,7 +229,7 @@ def test_pages_read_big_tables_only_through_indexes(store) -> None:  # noqa: ANN
     grow with the store (a page costs the same with a million samples; bench/ui.py measures it)."""
     from sqlalchemy import event
 
-    from selfloop.db.readonly import reader_engine
+    from selfloop.db.reader_engine import reader_engine
     from selfloop.ui import views
 
     url, ids = store
@@ -320,7 +320,7 @@ def test_loopback_hosts_only_and_a_token_beyond_127_0_0_1(store, run_cli) -> Non
 
 def test_reader_engine_cannot_write(reader_url: str, db_url: str) -> None:
     """The dashboard's connections: a write is refused by the database, whatever the statement."""
-    from selfloop.db.readonly import reader_engine
+    from selfloop.db.reader_engine import reader_engine
 
     build_store(db_url) if db_url.startswith("sqlite") else None
     engine = reader_engine(reader_url)

@@ -82,8 +82,10 @@ def _create_private_file(path: Path) -> None:
         pass
 
 
-def make_engine(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = False, create: bool = False) -> Engine:
-    """An engine for `url`. readonly: plain deferred transactions (for status/history readers).
+def make_engine(url: str, *, busy_timeout_ms: int = 30000, deferred: bool = False, create: bool = False) -> Engine:
+    """An engine for `url`. deferred (SQLite): transactions begin deferred, not IMMEDIATE, and the journal pragmas
+    are left as they are, so a reader (status, history) never queues behind the writer. It does not stop writes:
+    a connection that cannot write is `selfloop.db.reader_engine`'s.
 
     create: make a missing SQLite file (owner-only); otherwise a missing file is an error.
     """
@@ -96,7 +98,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = Fals
                                     "(its database.url or loop.state_dir) or $SELFLOOP_DB; a new store is made by "
                                     "`selfloop run` or `selfloop db upgrade --db URL`")
             _create_private_file(path)
-        if not readonly:
+        if not deferred:
             check_single_link(path)
         engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000})
 
@@ -106,14 +108,14 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = Fals
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys = ON")
-            if not readonly:
+            if not deferred:
                 cur.execute("PRAGMA journal_mode = WAL")
                 cur.execute("PRAGMA synchronous = NORMAL")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn) -> None:  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(parsed, pool_pre_ping=True)
@@ -160,7 +162,7 @@ def schema_revision(engine: Engine) -> tuple[str | None, bool]:
     return revision, bool(tables)
 
 
-def open_database(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = False, init: bool = False) -> Database:
+def open_database(url: str, *, busy_timeout_ms: int = 30000, deferred: bool = False, init: bool = False) -> Database:
     """Open a database whose schema is at this code's head revision.
 
     init: a brand-new database (no tables) is brought to head; one with an older schema is
@@ -168,12 +170,12 @@ def open_database(url: str, *, busy_timeout_ms: int = 30000, readonly: bool = Fa
     """
     from selfloop.db.migrate import head_revision, init_schema
 
-    engine = make_engine(url, busy_timeout_ms=busy_timeout_ms, readonly=readonly, create=init)
+    engine = make_engine(url, busy_timeout_ms=busy_timeout_ms, deferred=deferred, create=init)
     try:
         revision, has_tables = schema_revision(engine)
     except Exception as exc:
         engine.dispose()
-        raise SelfloopError(f"cannot open database {_safe(url)}: {exc.__class__.__name__}: {exc}".splitlines()[0]) from exc
+        raise SelfloopError(f"cannot open database {safe_url(url)}: {exc.__class__.__name__}: {exc}".splitlines()[0]) from exc
     if revision == head_revision():
         return Database(url, engine)
     if revision is None and init and init_schema(engine):  # the check is repeated under the schema lock
@@ -190,18 +192,18 @@ def refuse_schema(url: str, revision: str | None) -> None:
     if revision == head:
         return
     if revision is None:
-        raise SchemaError(f"database {_safe(url)} has no selfloop schema: run `selfloop db upgrade --db {_safe(url)}`")
+        raise SchemaError(f"database {safe_url(url)} has no selfloop schema: run `selfloop db upgrade --db {safe_url(url)}`")
     if revision not in known_revisions():
         raise SchemaError(
-            f"database {_safe(url)} has schema revision {revision}, newer than this selfloop knows (head {head}): upgrade selfloop"
+            f"database {safe_url(url)} has schema revision {revision}, newer than this selfloop knows (head {head}): upgrade selfloop"
         )
     raise SchemaError(
-        f"database {_safe(url)} has schema revision {revision}, older than this selfloop's {head}: "
-        f"run `selfloop db upgrade --db {_safe(url)}`"
+        f"database {safe_url(url)} has schema revision {revision}, older than this selfloop's {head}: "
+        f"run `selfloop db upgrade --db {safe_url(url)}`"
     )
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL with its password hidden, for messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from importlib.resources import files
 
@@ -51,12 +53,35 @@ def _migrate(engine: Engine, step, revision: str) -> None:  # noqa: ANN001
     from selfloop.errors import SchemaError
 
     try:
-        with engine.begin() as conn:
+        with engine.connect() as conn, _foreign_keys_checked_at_the_end(conn), conn.begin():
             _serialise(conn)
             step(alembic_config(connection=conn), revision)
+            _check_foreign_keys(conn)
     except CommandError as exc:
         raise SchemaError(f"cannot migrate to {revision!r}: {str(exc).splitlines()[0]} (this selfloop knows "
                           f"revisions up to {head_revision()}; a database from a newer selfloop needs that version)") from None
+
+
+@contextmanager
+def _foreign_keys_checked_at_the_end(conn) -> Iterator[None]:  # noqa: ANN001
+    """SQLite changes a table's constraints by copying it, dropping the original and renaming the copy: its
+    documented procedure switches foreign keys off meanwhile (they cannot be, inside a transaction) and checks them
+    all before committing (`_check_foreign_keys`). PostgreSQL alters in place."""
+    raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+    if raw is not None:
+        raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys = ON")
+
+
+def _check_foreign_keys(conn) -> None:  # noqa: ANN001
+    if conn.dialect.name == "sqlite":
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if broken:
+            raise RuntimeError(f"the migration left rows whose foreign keys point nowhere: {broken[:5]}")
 
 
 def _serialise(conn) -> None:  # noqa: ANN001
@@ -72,10 +97,11 @@ def init_schema(engine: Engine) -> bool:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import inspect
 
-    with engine.begin() as conn:
+    with engine.connect() as conn, _foreign_keys_checked_at_the_end(conn), conn.begin():
         _serialise(conn)
         revision = MigrationContext.configure(conn).get_current_revision()
         if revision is None and inspect(conn).get_table_names():
             return False
         command.upgrade(alembic_config(connection=conn), "head")
+        _check_foreign_keys(conn)
     return True

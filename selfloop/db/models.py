@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -45,6 +46,28 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# The values each status-like column may hold; the database checks them (a CHECK constraint per column).
+LOOP_STATUSES = ("ready", "paused", "finished", "failed")
+ITERATION_STATUSES = ("running", "done", "failed")
+PHASE_STATUSES = ("running", "done", "failed", "interrupted")
+CHECKPOINT_STATUSES = ("ok", "deleted")
+EVENT_LEVELS = ("info", "warning", "error")
+EVAL_ROLES = ("candidate", "baseline")
+WRITER_KINDS = ("daemon", "run", "none")  # none: a lease row made before its first holder
+ENUMERATIONS = {  # table -> (column, allowed values)
+    "loops": ("status", LOOP_STATUSES), "iterations": ("status", ITERATION_STATUSES),
+    "phase_runs": ("status", PHASE_STATUSES), "checkpoints": ("status", CHECKPOINT_STATUSES),
+    "events": ("level", EVENT_LEVELS), "evals": ("role", EVAL_ROLES), "eval_items": ("role", EVAL_ROLES),
+    "writer_leases": ("kind", WRITER_KINDS),
+}
+
+
+def one_of(table: str) -> CheckConstraint:
+    """The CHECK constraint of `table`'s enumerated column (named ck_<table>_<column>)."""
+    column, values = ENUMERATIONS[table]
+    return CheckConstraint(f"{column} IN ({', '.join(repr(v) for v in values)})", name=column)
+
+
 def _created() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
@@ -53,6 +76,7 @@ class Loop(Base):
     """A self-improvement loop: its config snapshot, seed, lineage and current policy."""
 
     __tablename__ = "loops"
+    __table_args__ = (one_of("loops"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     parent_loop_id: Mapped[int | None] = mapped_column(ForeignKey("loops.id"))
@@ -76,6 +100,7 @@ class Checkpoint(Base):
     """A LoRA adapter directory; the row is written only after the directory is complete."""
 
     __tablename__ = "checkpoints"
+    __table_args__ = (one_of("checkpoints"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
     sha256: Mapped[str] = mapped_column(String(64), doc="sha256 of MANIFEST.json, which holds each file's sha256")
@@ -90,7 +115,7 @@ class Checkpoint(Base):
 
 class Iteration(Base):
     __tablename__ = "iterations"
-    __table_args__ = (UniqueConstraint("loop_id", "number"),)
+    __table_args__ = (UniqueConstraint("loop_id", "number"), one_of("iterations"))
     id: Mapped[int] = mapped_column(primary_key=True)
     loop_id: Mapped[int] = mapped_column(ForeignKey("loops.id"))
     number: Mapped[int] = mapped_column(Integer)
@@ -108,7 +133,7 @@ class Iteration(Base):
 
 class PhaseRun(Base):
     __tablename__ = "phase_runs"
-    __table_args__ = (UniqueConstraint("iteration_id", "phase"),)
+    __table_args__ = (UniqueConstraint("iteration_id", "phase"), one_of("phase_runs"))
     id: Mapped[int] = mapped_column(primary_key=True)
     iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
     phase: Mapped[str] = mapped_column(String(20))
@@ -259,7 +284,7 @@ class Eval(Base):
     """A held-out metric of a policy: the iteration's candidate or the policy it started from."""
 
     __tablename__ = "evals"
-    __table_args__ = (UniqueConstraint("iteration_id", "role", "suite", "metric"),)
+    __table_args__ = (UniqueConstraint("iteration_id", "role", "suite", "metric"), one_of("evals"))
     id: Mapped[int] = mapped_column(primary_key=True)
     iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
     role: Mapped[str] = mapped_column(String(20))  # candidate | baseline
@@ -277,7 +302,7 @@ class EvalItem(Base):
     """One held-out problem answered by one policy; the suite metrics are computed from these rows."""
 
     __tablename__ = "eval_items"
-    __table_args__ = (UniqueConstraint("iteration_id", "role", "suite", "item_index"),)
+    __table_args__ = (UniqueConstraint("iteration_id", "role", "suite", "item_index"), one_of("eval_items"))
     id: Mapped[int] = mapped_column(primary_key=True)
     iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
     role: Mapped[str] = mapped_column(String(20))
@@ -307,7 +332,7 @@ class Metric(Base):
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (Index(None, "loop_id", "created_at"),)
+    __table_args__ = (Index(None, "loop_id", "created_at"), one_of("events"))
     id: Mapped[int] = mapped_column(primary_key=True)
     loop_id: Mapped[int | None] = mapped_column(ForeignKey("loops.id"))
     iteration_id: Mapped[int | None] = mapped_column(ForeignKey("iterations.id"))
@@ -315,20 +340,6 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(50))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(Json)
-    created_at: Mapped[datetime] = _created()
-
-
-class Daemon(Base):
-    """A daemon process that holds (or held) the database; `selfloop status` shows the live one."""
-
-    __tablename__ = "daemons"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    host: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str | None] = mapped_column(Text, doc="last STATUS= line sent to systemd")
     created_at: Mapped[datetime] = _created()
 
 
@@ -342,11 +353,12 @@ class WriterLease(Base):
     """
 
     __tablename__ = "writer_leases"
+    __table_args__ = (one_of("writer_leases"),)
     loop_name: Mapped[str] = mapped_column(String(100), primary_key=True)
     token: Mapped[int] = mapped_column(BigInteger)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(20), doc="daemon | run (a foreground run or resume)")
+    kind: Mapped[str] = mapped_column(String(20), doc="daemon | run (a foreground run or resume) | none (never held)")
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="null while held")
     lock_key: Mapped[int | None] = mapped_column(

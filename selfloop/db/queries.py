@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Loop, Prompt, Sample
@@ -99,7 +99,7 @@ def adapter_of(session: Session, checkpoint_id: int | None, config):  # noqa: AN
     """The checkpoint as an engine Adapter (None: the base model), its directory located by `config`
     (`Config.checkpoint_dir`); refuses a deleted checkpoint."""
     from selfloop.db.models import Checkpoint
-    from selfloop.engines.base import Adapter
+    from selfloop.adapters import Adapter
     from selfloop.errors import CheckpointError
 
     if checkpoint_id is None:
@@ -378,3 +378,20 @@ def correctness(session: Session, iteration_id: int) -> dict[int, bool]:
     """Sample id -> correct, for the iteration's samples with a checked answer."""
     return dict(session.execute(select(Sample.id, Sample.correct).where(
         Sample.iteration_id == iteration_id, Sample.correct.is_not(None))).all())
+
+
+def unjudged_query(iteration_id: int, kind: str) -> Select:
+    """The iteration's samples without a judgment of `kind`, with their prompt, in judging order. NOT EXISTS on the
+    (sample_id, kind, judge_index) unique index: the cost follows the iteration's samples, not every judgment of
+    the kind the store holds (as NOT IN over them did)."""
+    judged = select(Judgment.id).where(Judgment.sample_id == Sample.id, Judgment.kind == kind).exists()
+    return (select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text, Sample.token_ids,
+                   Sample.sum_logprob, Sample.mean_logprob, Sample.num_tokens, Prompt.text.label("prompt"),
+                   Prompt.source, Prompt.item_index)
+            .join(Prompt, Prompt.id == Sample.prompt_id)
+            .where(Sample.iteration_id == iteration_id, ~judged)
+            .order_by(Prompt.source, Prompt.item_index, Sample.sample_index))
+
+
+def unjudged_samples(session: Session, iteration_id: int, kind: str) -> list[Any]:
+    return session.execute(unjudged_query(iteration_id, kind)).all()

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
+
+from selfloop.adapters import Adapter
 
 Chat = list[dict[str, str]]
 
@@ -29,15 +30,6 @@ class Sampling:
     top_k: int = 0  # 0: off
     max_new_tokens: int = 256
     stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """A stored LoRA checkpoint to apply on top of the base model."""
-
-    checkpoint_id: int
-    path: Path
-    sha256: str
 
 
 @dataclass

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import torch
 
-from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, ProgressFn, Sampling
+from selfloop.adapters import Adapter
+
+from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
-from selfloop.training.checkpoint import verify_checkpoint
+from selfloop.adapters import verify_checkpoint
 from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
 from selfloop.models.logprobs import completion_logprobs, next_token_logprobs, prefill
 
@@ -72,7 +74,7 @@ def merged_weights(model, name: str):  # noqa: ANN001, ANN201
     An adapter that is not plain LoRA on linear layers (DoRA, a LoRA bias) runs unmerged."""
     from peft.tuners.lora import Linear as LoraLinear
 
-    from selfloop.training.fused_lora import is_plain_lora
+    from selfloop.models.fused_lora import is_plain_lora
 
     layers = [m for m in model.modules() if isinstance(m, LoraLinear) and name in m.lora_A]
     if not layers or not all(is_plain_lora(m, name) for m in layers):

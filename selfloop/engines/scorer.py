@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from selfloop.engines.base import Adapter, Chat
+from selfloop.adapters import Adapter
+
+from selfloop.engines.base import Chat
 
 
 class TransformersScorer:

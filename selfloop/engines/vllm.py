@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
-from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, ProgressFn, Sampling
+from selfloop.adapters import Adapter
+from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
-from selfloop.training.checkpoint import verify_checkpoint
+from selfloop.adapters import verify_checkpoint
 
 
 class VLLMEngine(ScoredByTransformers):

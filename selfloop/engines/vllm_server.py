@@ -38,10 +38,11 @@ from pathlib import Path
 from loguru import logger
 
 from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
-from selfloop.engines.base import Adapter, Chat, Completion, GenerationStats, ProgressFn, Sampling
+from selfloop.adapters import Adapter
+from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
 from selfloop.errors import SelfloopError
-from selfloop.training.checkpoint import verify_checkpoint
+from selfloop.adapters import verify_checkpoint
 
 
 RETRY_BACKOFF_S = 0.5  # the first wait before a failed request is retried; it doubles with each try, at most 5 s

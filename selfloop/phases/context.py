@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import PhaseRun
-from selfloop.engines.base import Adapter
+from selfloop.adapters import Adapter
 from selfloop.errors import Interrupted
 from selfloop.faults import failpoint
 from selfloop.runtime import Runtime

@@ -21,7 +21,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
-from selfloop.db.queries import add_event, insert_ignore
+from selfloop.db.queries import add_event, insert_ignore, unjudged_samples
 from selfloop.engines.base import Completion, Sampling
 from selfloop.judging.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
@@ -36,15 +36,7 @@ from selfloop.progress import Progress
 
 def _missing(ctx: PhaseContext, kind: str) -> list:
     with ctx.db.session() as session:
-        judged = select(Judgment.sample_id).where(Judgment.kind == kind).scalar_subquery()
-        return session.execute(
-            select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text, Sample.token_ids,
-                   Sample.sum_logprob, Sample.mean_logprob, Sample.num_tokens, Prompt.text.label("prompt"),
-                   Prompt.source, Prompt.item_index)
-            .join(Prompt, Prompt.id == Sample.prompt_id)
-            .where(Sample.iteration_id == ctx.iteration_id, Sample.id.not_in(judged))
-            .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
-        ).all()
+        return unjudged_samples(session, ctx.iteration_id, kind)
 
 
 def _confidence(ctx: PhaseContext) -> None:

@@ -187,7 +187,8 @@ def _train_here(ctx: PhaseContext, items, init, needs_reference, path, extra, st
 
 def _train_on_processes(ctx: PhaseContext, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
     """Train on train.processes data-parallel worker processes (see selfloop.training.distributed)."""
-    from selfloop.training.checkpoint import SavedCheckpoint, verify_checkpoint
+    from selfloop.adapters import verify_checkpoint
+    from selfloop.training.checkpoint import SavedCheckpoint
     from selfloop.training.distributed import run_workers
     from selfloop.training.loop import step_count
 

@@ -2,7 +2,8 @@
 loadable by `PeftModel.from_pretrained` and by vLLM's LoRARequest, written atomically with a manifest.
 
 The directory is complete and fsynced before the database learns of it; the `checkpoints` row is the
-commit point. Loading verifies the manifest first and refuses anything truncated, altered or unlisted.
+commit point. Loading verifies the manifest first and refuses anything truncated, altered or unlisted
+(`selfloop.adapters.verify_checkpoint`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfloop.errors import CheckpointError
-from selfloop.manifest import atomic_directory, manifest_sha256, verify
-
-REQUIRED = ("adapter_config.json", "adapter_model.safetensors")
-
+from selfloop.manifest import atomic_directory, manifest_sha256
 
 @dataclass(frozen=True)
 class SavedCheckpoint:
@@ -51,10 +48,3 @@ def _canonical_adapter_config(path: Path, base_model: str | None) -> None:
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def verify_checkpoint(path: Path, sha256: str | None = None) -> None:
-    verify(path, sha256)
-    for name in REQUIRED:
-        if not (Path(path) / name).is_file():
-            raise CheckpointError(f"{Path(path) / name}: missing; not a LoRA adapter checkpoint")

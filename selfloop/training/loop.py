@@ -28,12 +28,12 @@ from types import ModuleType
 
 import torch
 
-from selfloop.engines.base import Adapter
+from selfloop.adapters import Adapter
 from selfloop.errors import Interrupted
 from selfloop.models.loading import load_causal_lm
 from selfloop.models.logprobs import packed_completion_logprobs
 from selfloop.progress import Progress
-from selfloop.training.checkpoint import verify_checkpoint
+from selfloop.adapters import verify_checkpoint
 from selfloop.training.items import LogpFn, TrainItem, lacks_reference, means
 
 
@@ -69,10 +69,10 @@ class StepRecord:
 def load_trainable(model_dir: Path, init: Adapter | None, lora, device: torch.device, dtype: torch.dtype,  # noqa: ANN001
                    gradient_checkpointing: bool = False):  # noqa: ANN201
     """The base model with a trainable LoRA adapter: `init`'s weights to continue from, or a fresh one (its
-    updates added by one addmm per layer: selfloop.training.fused_lora)."""
+    updates added by one addmm per layer: selfloop.models.fused_lora)."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from selfloop.training.fused_lora import use_addmm_updates
+    from selfloop.models.fused_lora import use_addmm_updates
 
     base = load_causal_lm(model_dir, device, dtype)
     if init is not None:

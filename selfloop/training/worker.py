@@ -21,7 +21,7 @@ def main(job_path: str) -> int:
 
     from selfloop.algorithms import trainer
     from selfloop.config import TrainConfig
-    from selfloop.engines.base import Adapter
+    from selfloop.adapters import Adapter
     from selfloop.models.loading import pick_dtype
     from selfloop.processes import alive
     from selfloop.training.checkpoint import save_adapter

@@ -1,7 +1,7 @@
 """`selfloop ui`: a read-only web dashboard over the store (Starlette, Jinja2 templates, Plotly charts).
 
 Read-only three times over: every connection is one that cannot write whatever the statement says
-(`selfloop.db.readonly.reader_engine`), no route writes, and any method but GET and HEAD is refused
+(`selfloop.db.reader_engine`), no route writes, and any method but GET and HEAD is refused
 with 405 before it reaches a route. Bound to 127.0.0.1 by default (and then only answers requests
 addressed to a loopback name, against DNS rebinding); any other address needs a token
 ($SELFLOOP_UI_TOKEN), given once as `?token=` (kept in an HttpOnly cookie) or as `Authorization: Bearer`.
@@ -61,11 +61,11 @@ def host_name(header: str) -> str:
 def templates():  # noqa: ANN201
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from selfloop.render import _cell
+    from selfloop.render import cell_text
 
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    env.filters["cell"] = lambda v: _cell(v, None)
-    env.filters["short"] = lambda v, n=160: _cell(v, n)
+    env.filters["cell"] = lambda v: cell_text(v, None)
+    env.filters["short"] = lambda v, n=160: cell_text(v, n)
     env.filters["num"] = lambda v, fmt="{:.3f}": "" if v is None else fmt.format(v)
     return env
 
@@ -81,7 +81,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
 
     from selfloop.db.engine import refuse_schema, schema_revision
     from selfloop.db.queries import loop_states
-    from selfloop.db.readonly import reader_engine
+    from selfloop.db.reader_engine import reader_engine
     from selfloop.ui import views
     from selfloop.ui.charts import loop_charts
 

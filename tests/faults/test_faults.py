@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import func, select
 
 from selfloop.db.engine import make_engine, open_database
-from selfloop.db.models import Checkpoint, Iteration, PhaseRun, Sample, TrainStep
-from selfloop.training.checkpoint import verify_checkpoint
+from selfloop.db.models import Checkpoint, Iteration, PhaseRun, Sample, TrainStep, WriterLease
+from selfloop.adapters import verify_checkpoint
 from tests.conftest import selfloop_cli, tiny_yaml
 from tests.test_daemon import FakeSystemd
 
@@ -31,8 +31,8 @@ pytestmark = pytest.mark.integration
 
 # Columns that legitimately differ between a crashed-and-resumed run and a clean one: row ids and
 # foreign keys (PostgreSQL sequences skip values a crash used), timestamps, timing, how often a phase ran
-# (asserted on its own below); writer_leases and daemons record processes, not results.
-SKIPPED_TABLES = {"alembic_version", "writer_leases", "daemons"}
+# (asserted on its own below); writer_leases records processes, not results.
+SKIPPED_TABLES = {"alembic_version", "writer_leases"}
 SKIPPED_COLUMNS = {("train_steps", "tokens_per_s"), ("phase_runs", "attempts")}
 
 
@@ -265,7 +265,8 @@ def test_a_second_daemon_is_refused_and_status_shows_the_first(tmp_path: Path) -
     config = tiny_yaml(tmp_path, url, schedule={"mode": "cron", "cron": "0 3 1 1 *"})
     first = _start_daemon(config)
     try:
-        _wait_for(url, lambda s: s.scalar(select(func.count()).select_from(__import__("selfloop.db.models", fromlist=["Daemon"]).Daemon)) == 1)
+        _wait_for(url, lambda s: s.scalar(select(func.count()).select_from(WriterLease).where(
+            WriterLease.kind == "daemon", WriterLease.released_at.is_(None))) == 1)
         second = selfloop_cli("daemon", "--config", str(config), timeout=120)
         assert second.returncode == 4 and f"loop 'tiny' is in use by daemon pid {first.pid}" in second.stderr
         assert len(second.stderr.strip().splitlines()[-1]) < 300 and "Traceback" not in second.stderr
