@@ -32,6 +32,13 @@ def test_wheel_ships_migrations_and_prompts_and_upgrades_a_database(tmp_path: Pa
                      "selfloop/prompts/seed_tasks.jsonl", "selfloop/cli.py", "selfloop/api.py", "selfloop/py.typed",
                      "selfloop/migrations/versions/2026_12_02_0008_writer_lease_lock_key.py"):
         assert required in names, required
+    # every module of the package ships (a new sub-package missing from pyproject's list would not)
+    modules = {f"selfloop/{p.relative_to(REPO / 'selfloop').as_posix()}" for p in (REPO / "selfloop").rglob("*.py")}
+    migrations = {f"selfloop/migrations/{p.relative_to(REPO / 'migrations').as_posix()}" for p in (REPO / "migrations").rglob("*.py")}
+    migrations |= {f"selfloop/prompts/{p.relative_to(REPO / 'prompts').as_posix()}" for p in (REPO / "prompts").rglob("*.py")}
+    assert not (modules | migrations) - names, sorted((modules | migrations) - names)
+    shipped = {n for n in names if n.endswith(".py")}
+    assert not shipped - modules - migrations, f"stale modules shipped (an old build/ directory?): {sorted(shipped - modules - migrations)}"
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     elsewhere = tmp_path / "cwd"

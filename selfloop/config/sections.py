@@ -1,27 +1,21 @@
 """The whole configuration as one tree of pydantic models, one class per YAML section.
 
-Every field has a default where one makes sense, so a minimal YAML names only the loop.
-Unknown keys are errors. `load_config` turns every failure (missing file, YAML syntax,
-validation) into a `ConfigError` whose lines name the field path and the bad value.
+Every field has a default where one makes sense, so a minimal YAML names only the loop. Unknown keys are errors.
+The algorithm and task-family registries decide the names `train.algorithm`, `generation.tasks.kind` and
+`eval.suites[].kind` accept and the `train.<algorithm>` option sections.
 """
 
 from __future__ import annotations
 
-import difflib
-import getpass
 import os
 import re
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from selfloop.algorithms import specs as algorithm_specs
 from selfloop.families import specs as family_specs
-from selfloop.errors import ConfigError
-from selfloop.strict import StrictError, load_yaml
 
 PHASES = ("synthesize", "rollout", "judge", "select", "train", "evaluate", "promote")
 Phase = Literal["synthesize", "rollout", "judge", "select", "train", "evaluate", "promote"]
@@ -733,199 +727,5 @@ def default_cache_dir() -> Path:
     return Path("~/.cache/selfloop").expanduser()
 
 
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the section at `loc` (list indices skipped), for "did you mean"."""
-    model: type[BaseModel] | None = Config
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return []
-        ann = field.annotation
-        args = [a for a in get_args(ann) if isinstance(a, type)] or [ann]
-        model = next((a for a in args if _section_type(a)), None)
-    return list(model.model_fields) if model is not None else []
-
-
-def _format_error(err: dict[str, Any]) -> str:
-    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    kind, value = err["type"], err.get("input")
-    if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(err["loc"][-1]), _known_keys(err["loc"][:-1]), n=1, cutoff=0.6)
-        return f"{path}: unknown key (value {value!r})" + (f"; did you mean {close[0]!r}?" if close else "")
-    if kind == "missing":
-        return f"{path}: required, but missing"
-    if kind == "literal_error":
-        expected = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
-        return f"{path}: {value!r} is not one of {expected}"
-    msg = err["msg"].removeprefix("Value error, ")
-    if kind.endswith("_parsing") or kind.endswith("_type") or kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
-        return f"{path}: {value!r}: {msg.lower()}"
-    return f"{path}: {msg} (got {value!r})" if not isinstance(value, dict) else f"{path}: {msg}"
-
-
-def validate_config(data: Any, source: str = "config") -> Config:
-    """Validate a parsed mapping; raise ConfigError with one line per problem."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        lines = [_format_error(e) for e in exc.errors()]
-        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(lines)) from None
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except StrictError as exc:
-        raise ConfigError(f"{path}{exc.where}: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    except PermissionError:
-        # Typical under systemd: /etc/selfloop not readable by the service's user.
-        raise ConfigError(f"{path}: permission denied for user {getpass.getuser()} (make the file and its "
-                          f"directory readable by that user or its group)") from None
-    if data is None:
-        raise ConfigError(f"{path}: the file is empty (a config needs at least loop.name)")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key.path=value` overrides (values parsed as YAML scalars/lists) to a raw mapping."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
-        try:
-            value = load_yaml(raw)
-        except StrictError as exc:
-            raise ConfigError(f"--set {item!r}: the value is refused: {exc}") from None
-        node: Any = data
-        steps = []  # keys and list indices: eval.suites[0].size -> eval, suites, 0, size
-        for part in key.split("."):
-            m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
-            if not m:
-                raise ConfigError(f"--set {item!r}: {part!r} is not a key (name or name[index])")
-            steps += [m.group(1), *(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))]
-        for step, following in zip(steps[:-1], steps[1:], strict=True):
-            if isinstance(step, int):
-                if not isinstance(node, list) or step >= len(node):
-                    raise ConfigError(f"--set {item!r}: index {step} is out of range")
-                node = node[step]
-                continue
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {step!r} is not in a section")
-            node = node.setdefault(step, [] if isinstance(following, int) else {})
-        last = steps[-1]
-        if isinstance(last, int):
-            if not isinstance(node, list) or last >= len(node):
-                raise ConfigError(f"--set {item!r}: index {last} is out of range")
-        elif not isinstance(node, dict):
-            raise ConfigError(f"--set {item!r}: {last!r} is not in a section")
-        node[last] = value
-    return data
-
-
-def read_config_file(path: Path | str) -> dict[str, Any]:
-    """A config file's mapping with its relative paths (path fields, a model.base written as ./ or ../, a
-    relative sqlite:/// URL) made absolute against the file's own directory, not the working directory: the
-    same file means the same loop from wherever it is run."""
-    path = Path(path)
-    data = read_yaml(path)
-    return _absolute_paths(data, Config, path.resolve().parent)
-
-
-def _absolute_paths(data: dict[str, Any], model: type[BaseModel], base: Path) -> dict[str, Any]:
-    for key, value in list(data.items()):
-        field = model.model_fields.get(key)
-        if field is None:
-            continue
-        ann = field.annotation
-        args = [a for a in get_args(ann) if isinstance(a, type)] or [ann]
-        section = next((a for a in args if _section_type(a)), None)
-        if isinstance(value, dict) and section is not None:
-            data[key] = _absolute_paths(dict(value), section, base)
-        elif isinstance(value, list) and section is not None:
-            data[key] = [_absolute_paths(dict(v), section, base) if isinstance(v, dict) else v for v in value]
-        elif isinstance(value, str) and value and Path in args and not Path(value).expanduser().is_absolute():
-            data[key] = str(base / value)
-        elif isinstance(value, str) and (model, key) == (ModelConfig, "base") and value.startswith(("./", "../")):
-            data[key] = str(base / value)
-        elif isinstance(value, str) and (model, key) == (DatabaseConfig, "url") and value.startswith("sqlite:///") \
-                and not value.removeprefix("sqlite:///").startswith("/"):
-            data[key] = f"sqlite:///{base / value.removeprefix('sqlite:///')}"
-    return data
-
-
-def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
-    data = read_config_file(path)
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return validate_config(data, source=str(path))
-
-
-def config_reference() -> str:
-    """docs/configuration.md's reference, generated from the models (a test keeps them in step)."""
-    lines: list[str] = []
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            ann = field.annotation
-            sub = _section_type(ann)
-            path = f"{prefix}{name}"
-            if sub is not None:
-                doc = field.description or (sub.__doc__ or "").strip().splitlines()[0]
-                lines.append(f"| **`{path}`** | section | | {doc} |")
-                walk(sub, path + ".")
-                continue
-            default = "required" if field.is_required() else _show_default(field.get_default(call_default_factory=True))
-            type_name = _type_name(Annotated[(ann, *field.metadata)] if field.metadata else ann)
-            lines.append(f"| `{path}` | {type_name} | {default} | {field.description or ''} |")
-            item = get_args(ann)[0] if get_origin(ann) is list else None
-            if _section_type(item) is not None:
-                walk(item, path + "[].")
-
-    walk(Config, "")
-    head = "| key | type | default | meaning |\n|---|---|---|---|\n"
-    return head + "\n".join(lines) + "\n"
-
-
-def _section_type(ann: Any) -> type[BaseModel] | None:
+def section_type(ann: Any) -> type[BaseModel] | None:
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-
-
-def _type_name(ann: Any) -> str:
-    origin, args = get_origin(ann), get_args(ann)
-    if origin is Annotated:
-        lo = next((m.ge for m in args[1:] if getattr(m, "ge", None) is not None), None)
-        hi = next((m.le for m in args[1:] if getattr(m, "le", None) is not None), None)
-        bounds = f" {lo}..{hi}" if lo is not None and hi is not None and args[0] is int else ""
-        return _type_name(args[0]) + bounds
-    if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in args)
-    if origin in (Union, UnionType):
-        return " or ".join(_type_name(a) for a in args if a is not type(None)) + (" or null" if type(None) in args else "")
-    if origin is list:
-        return f"list of ({_type_name(args[0])})" if get_origin(args[0]) is Literal else f"list of {_type_name(args[0])}"
-    if _section_type(ann) is not None:
-        return "section"
-    return {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "Path": "path"}.get(
-        getattr(ann, "__name__", ""), getattr(ann, "__name__", str(ann))
-    )
-
-
-def _show_default(value: Any) -> str:
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    if isinstance(value, list) and value and isinstance(value[0], BaseModel):
-        value = [v.model_dump(mode="json", exclude_defaults=True) for v in value]
-    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
-    text = text.removesuffix("\n...").removesuffix("...").strip()
-    return f"`{text}`".replace("|", "\\|")
