@@ -197,15 +197,6 @@ class Store:
     def fork(self, loop: str, at: int, name: str, overrides: list[str] | None = None) -> str:
         """A new loop `name` starting from iteration `at`'s checkpoint of `loop` (its stored config, with
         `overrides`); run it with `resume(name)`."""
-        from selfloop.db.engine import open_database
-        from selfloop.inputs import check_inputs
-        from selfloop.loop import fork
+        from selfloop.lineage import fork_loop
 
-        config = load_config(self.stored_config(loop), [*(overrides or []), f"loop.name={name}"])
-        config.database.url = self.url
-        check_inputs(config)
-        db = open_database(self.url)
-        try:
-            return fork(db, loop, at, config).name
-        finally:
-            db.dispose()
+        return fork_loop(self.url, loop, at, name, overrides=overrides)

@@ -426,26 +426,13 @@ def _unpause(url: str, name: str) -> None:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    from selfloop.config import apply_overrides, read_config_file, validate_config
-    from selfloop.db.engine import open_database
-    from selfloop.loop import fork
+    from selfloop.config import read_config_file
+    from selfloop.lineage import fork_loop
 
-    url = _database_url(args)
-    db = open_database(url)
-    try:
-        if args.config:
-            data = read_config_file(args.config)
-        else:
-            data = _stored_config(db, args.loop, url)
-        data = apply_overrides(data, [*args.set, f"loop.name={args.name}"])
-        config = _with_db(validate_config(data, source=str(args.config or f"loop {args.loop} (stored config)")), url)
-        from selfloop.inputs import check_inputs
-
-        check_inputs(config)
-        loop = fork(db, args.loop, args.at, config)
-    finally:
-        db.dispose()
-    print(f"loop {loop.name} forked from {args.loop} iteration {args.at}; run it with: selfloop resume {loop.name}"
+    data = read_config_file(args.config) if args.config else None
+    name = fork_loop(_database_url(args), args.loop, args.at, args.name, data, args.set,
+                     source=str(args.config) if args.config else None)
+    print(f"loop {name} forked from {args.loop} iteration {args.at}; run it with: selfloop resume {name}"
           + (f" --db {args.db}" if args.db else ""))
     return 0
 
@@ -605,7 +592,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_loop(args: argparse.Namespace) -> int:
     from selfloop.db.engine import open_database
-    from selfloop.loop import remove_loop, rename_loop
+    from selfloop.lineage import remove_loop, rename_loop
 
     url = _database_url(args)
     db = open_database(url)

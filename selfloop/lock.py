@@ -72,9 +72,14 @@ def lock_file(db_path: Path, loop: str) -> Path:
 
 
 class LoopLock:
-    """The writer lock and fencing lease of one loop. `kind`: daemon or run (shown by `selfloop status`)."""
+    """The writer lock and fencing lease of one loop. `kind`: what holds it (`models.WRITER_KINDS`: daemon, run,
+    track, rm, rename; shown by `selfloop status`)."""
 
     def __init__(self, db: Database, loop: str, kind: str = "run") -> None:
+        from selfloop.db.models import WRITER_KINDS
+
+        if kind not in WRITER_KINDS or kind == "none":
+            raise ValueError(f"lock kind {kind!r} is not one of {', '.join(WRITER_KINDS[:-1])}")
         self.db, self.loop, self.kind = db, loop, kind
         self.token: int | None = None
         self._file = None

@@ -27,7 +27,7 @@ CHECKS = {
     "events": ("level", ("info", "warning", "error")),
     "evals": ("role", ("candidate", "baseline")),
     "eval_items": ("role", ("candidate", "baseline")),
-    "writer_leases": ("kind", ("daemon", "run", "none")),
+    "writer_leases": ("kind", ("daemon", "run", "track", "rm", "rename", "none")),
 }
 
 

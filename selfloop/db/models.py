@@ -53,7 +53,7 @@ PHASE_STATUSES = ("running", "done", "failed", "interrupted")
 CHECKPOINT_STATUSES = ("ok", "deleted")
 EVENT_LEVELS = ("info", "warning", "error")
 EVAL_ROLES = ("candidate", "baseline")
-WRITER_KINDS = ("daemon", "run", "none")  # none: a lease row made before its first holder
+WRITER_KINDS = ("daemon", "run", "track", "rm", "rename", "none")  # none: a lease row before its first holder
 ENUMERATIONS = {  # table -> (column, allowed values)
     "loops": ("status", LOOP_STATUSES), "iterations": ("status", ITERATION_STATUSES),
     "phase_runs": ("status", PHASE_STATUSES), "checkpoints": ("status", CHECKPOINT_STATUSES),
@@ -358,7 +358,7 @@ class WriterLease(Base):
     token: Mapped[int] = mapped_column(BigInteger)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(20), doc="daemon | run (a foreground run or resume) | none (never held)")
+    kind: Mapped[str] = mapped_column(String(20), doc="daemon | run (a foreground run or resume) | track | rm | rename | none (never held)")
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="null while held")
     lock_key: Mapped[int | None] = mapped_column(
