@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfloop.config import Config, LoopConfig, apply_overrides, read_config_file, validate_config
+from selfloop.config import Config, LoopConfig, apply_overrides, read_config_file, stored_config, validate_config
 from selfloop.errors import SelfloopError
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class Store:
                 raise SelfloopError(f"no loop named {loop!r} in this store")
             return found.config
 
-        return validate_config(self._read(query), source=f"loop {loop} (stored config)")
+        return stored_config(self._read(query), loop)
 
     def resume(self, loop: str, iterations: int | None = None, *, on_phase: PhaseCallback | None = None,
                on_iteration: IterationCallback | None = None) -> list[Outcome]:

@@ -407,7 +407,7 @@ def _stored_config(db, name: str, url: str) -> dict:  # noqa: ANN001
         loop = queries.loop_by_name(session, name)
         if loop is None:
             raise SelfloopError(f"no loop named {name!r} in {url}")
-        return loop.config
+        return loop.config  # a mapping: resume and fork apply --set to it before validating
 
 
 def _unpause(url: str, name: str) -> None:
@@ -545,12 +545,12 @@ def cmd_track(args: argparse.Namespace) -> int:
 def _loop_config(args: argparse.Namespace, db, name: str, url: str):  # noqa: ANN001, ANN202
     """Where a loop's files are: --config's settings, else the loop's stored config (its state directory),
     with the database in use."""
-    from selfloop.config import load_config, validate_config
+    from selfloop.config import load_config, stored_config
 
     if args.config:
         config = load_config(args.config)
     else:
-        config = validate_config(_stored_config(db, name, url), source=f"loop {name} (stored config)")
+        config = stored_config(_stored_config(db, name, url), name)
     return _with_db(config, url)
 
 

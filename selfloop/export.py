@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from selfloop.config import stored_config
 from selfloop.db.models import EvalItem, Example, ExampleCandidate, Iteration, Judgment, Loop, Prompt, Sample
 from selfloop.errors import SelfloopError
 
@@ -67,7 +68,7 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
     loop = session.scalars(select(Loop).where(Loop.name == loop_name)).one_or_none()
     if loop is None:
         raise SelfloopError(f"no loop named {loop_name!r}")
-    system = (loop.config.get("generation") or {}).get("system_prompt")
+    system = stored_config(loop.config, loop.name).generation.system_prompt
     its = _iterations(session, loop, iteration)
     base = {"loop": loop.name}
     if what == "evals":
@@ -155,7 +156,7 @@ def nothing_to_export(session: Session, loop_name: str, what: str, iteration: in
     others = [f"{n} {k}" for k, n in has.items() if n and k != what]
     if not others:
         return f"{where} has nothing to export yet"
-    algorithm = (loop.config.get("train") or {}).get("algorithm", "")
+    algorithm = stored_config(loop.config, loop.name).train.algorithm
     trains_on = "pairs" if has["pairs"] else "rankings" if has["ranked"] else "rewarded examples"
     return (f"{where} has no {what} (its algorithm, {algorithm}, trains on "
             f"{trains_on}); it has {', '.join(others)}: use --what "

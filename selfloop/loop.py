@@ -97,11 +97,12 @@ def open_loop(db: Database, config: Config) -> Loop:
 def _with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored snapshot with the fields this version added filled with their defaults (as stored, if it no
     longer validates), so that an upgrade alone never counts as a changed config."""
-    from selfloop.config import Config
+    from selfloop.config import stored_config
+    from selfloop.errors import ConfigError
 
     try:
-        return Config.model_validate(stored).model_dump(mode="json")
-    except Exception:  # noqa: BLE001 - a snapshot of an older shape is compared as it is
+        return stored_config(stored, "?").model_dump(mode="json")
+    except ConfigError:  # a snapshot of an older shape is compared as it is
         return stored
 
 

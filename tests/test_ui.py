@@ -43,12 +43,14 @@ def build_store(url: str) -> dict[str, int]:
     db = open_database(url, init=True)
     ids: dict[str, int] = {}
     with db.session() as s:
-        a = Loop(name="a", base_model="tiny", config={"judge": {"signals": ["vote"]}}, config_hash="x",
+        # stored snapshots as `selfloop run` writes them: valid configs (a vote-only loop trains TTRL)
+        a = Loop(name="a", base_model="tiny", config={"loop": {"name": "a"}, "judge": {"signals": ["vote"]},
+                                                      "train": {"algorithm": "ttrl"}}, config_hash="x",
                  main_metric="arithmetic/greedy_accuracy", seed=0, status="ready")
         s.add(a)
         s.flush()
         b = Loop(name="b", parent_loop_id=a.id, parent_iteration=2, base_model="tiny",
-                 config={"judge": {"signals": ["llm_judge", "vote"]}}, config_hash="y",
+                 config={"loop": {"name": "b"}, "judge": {"signals": ["llm_judge", "vote"]}}, config_hash="y",
                  main_metric="arithmetic/greedy_accuracy", seed=0, status="ready")
         s.add(b)
         s.flush()

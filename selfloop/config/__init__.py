@@ -1,7 +1,14 @@
 """The configuration: section models (`sections`), reading and validating files (`loading`) and the generated
 reference (`reference`). Loading a config imports no torch."""
 
-from selfloop.config.loading import apply_overrides, load_config, read_config_file, read_yaml, validate_config
+from selfloop.config.loading import (
+    apply_overrides,
+    load_config,
+    read_config_file,
+    read_yaml,
+    stored_config,
+    validate_config,
+)
 from selfloop.config.reference import config_reference
 from selfloop.config.sections import (
     PHASES,
@@ -18,5 +25,5 @@ from selfloop.config.sections import (
 __all__ = [
     "PHASES", "Config", "FieldMap", "LoopConfig", "LoraConfig", "SuiteConfig", "TaskSource", "TrainConfig",
     "apply_overrides", "config_reference", "default_cache_dir", "load_config", "read_config_file", "read_yaml",
-    "validate_config",
+    "stored_config", "validate_config",
 ]

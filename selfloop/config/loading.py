@@ -148,6 +148,12 @@ def _absolute_paths(data: dict[str, Any], model: type[BaseModel], base: Path) ->
     return data
 
 
+def stored_config(snapshot: Any, loop: str) -> Config:
+    """A loop's stored config snapshot as the validated model: this version's defaults fill the fields added since
+    it was stored. Every reader of a stored config goes through here, not through the raw mapping."""
+    return validate_config(snapshot, source=f"loop {loop} (stored config)")
+
+
 def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
     data = read_config_file(path)
     if overrides:

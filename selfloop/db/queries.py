@@ -270,11 +270,12 @@ def phase_summary(session: Session, iteration_id: int, phase: str) -> str:
 def server_fleets(session: Session) -> dict[tuple[str, ...], tuple[str | None, list[str]]]:
     """The vLLM server fleets that loops not yet finished generate on: servers -> (API key variable, loops)."""
     fleets: dict[tuple[str, ...], tuple[str | None, list[str]]] = {}
-    for name, config in session.execute(select(Loop.name, Loop.config).where(Loop.status != "finished").order_by(Loop.name)):
-        engine = (config or {}).get("engine") or {}
-        if engine.get("kind") == "vllm-server" and engine.get("servers"):
-            key = tuple(engine["servers"])
-            fleets.setdefault(key, (engine.get("api_key_env"), []))[1].append(name)
+    from selfloop.config import stored_config
+
+    for name, snapshot in session.execute(select(Loop.name, Loop.config).where(Loop.status != "finished").order_by(Loop.name)):
+        engine = stored_config(snapshot, name).engine
+        if engine.kind == "vllm-server" and engine.servers:
+            fleets.setdefault(tuple(engine.servers), (engine.api_key_env, []))[1].append(name)
     return fleets
 
 

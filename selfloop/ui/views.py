@@ -89,8 +89,10 @@ def state_json(state: LoopState) -> dict[str, Any]:
 
 def judges_with_llm(session: Session, names: list[str]) -> bool:
     """Whether any of these loops' configs has the LLM judge among its signals (else no judge-score chart)."""
-    configs = session.scalars(select(Loop.config).where(Loop.name.in_(names))).all()
-    return any("llm_judge" in ((c or {}).get("judge") or {}).get("signals", ["llm_judge"]) for c in configs)
+    from selfloop.config import stored_config
+
+    return any("llm_judge" in stored_config(snapshot, name).judge.signals
+               for name, snapshot in session.execute(select(Loop.name, Loop.config).where(Loop.name.in_(names))))
 
 
 def writers(session: Session) -> dict[str, str]:
@@ -411,17 +413,12 @@ def eval_items(session: Session, iteration: Iteration, suite: str, role: str = "
 
 
 def config_fields(session: Session, name: str) -> list[tuple[str, str]]:
-    """A loop's stored config as (section.field, value) rows, over this version's defaults (a field added since the
-    loop was stored shows its default), in the models' order."""
-    from selfloop.config import Config, LoopConfig
+    """A loop's stored config as (section.field, value) rows, validated (a field added since the loop was stored
+    shows its default), in the models' order."""
+    from selfloop.config import stored_config
     from selfloop.render import flat
 
-    def merged(base: Any, stored: Any) -> Any:
-        if isinstance(base, dict) and isinstance(stored, dict):
-            return {**base, **{k: merged(base.get(k), v) for k, v in stored.items()}}
-        return stored
-
-    return list(flat(merged(Config(loop=LoopConfig(name=name)).model_dump(mode="json"), get_loop(session, name).config)).items())
+    return list(flat(stored_config(get_loop(session, name).config, name).model_dump(mode="json")).items())
 
 
 @dataclass
