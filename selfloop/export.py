@@ -27,11 +27,12 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from selfloop.config import stored_config
-from selfloop.db.models import EvalItem, Example, ExampleCandidate, Iteration, Judgment, Loop, Prompt, Sample
+from selfloop.db import history
+from selfloop.db.models import Loop
+from selfloop.db.queries import loop_by_name
 from selfloop.errors import SelfloopError
 
 WHAT = ("pairs", "samples", "examples", "ranked", "evals")
@@ -45,75 +46,63 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
+def _loop(session: Session, loop_name: str) -> Loop:
+    loop = loop_by_name(session, loop_name)
+    if loop is None:
+        raise SelfloopError(f"no loop named {loop_name!r}")
+    return loop
+
+
 def _iterations(session: Session, loop: Loop, iteration: int | None) -> dict[int, int]:
-    query = select(Iteration.id, Iteration.number).where(Iteration.loop_id == loop.id)
-    if iteration is not None:
-        query = query.where(Iteration.number == iteration)
-    found = dict(session.execute(query).all())
+    found = history.iteration_numbers(session, loop.id, iteration)
     if iteration is not None and not found:
         raise SelfloopError(f"loop {loop.name!r} has no iteration {iteration}")
     return found
 
 
-def _judge_scores(session: Session, sample_ids: set[int]) -> dict[int, float]:
-    if not sample_ids:
-        return {}
-    rows = session.execute(select(Judgment.sample_id, func.avg(Judgment.score)).where(
-        Judgment.sample_id.in_(sample_ids), Judgment.kind == "llm_judge", Judgment.parse_ok).group_by(Judgment.sample_id))
-    return {sid: float(score) for sid, score in rows}
-
-
 def rows(session: Session, loop_name: str, what: str, iteration: int | None = None) -> Iterator[dict[str, Any]]:
     """The rows of one export, in iteration then item order."""
-    loop = session.scalars(select(Loop).where(Loop.name == loop_name)).one_or_none()
-    if loop is None:
-        raise SelfloopError(f"no loop named {loop_name!r}")
+    if what not in WHAT:
+        raise SelfloopError(f"--what {what!r}: one of {', '.join(WHAT)}")
+    loop = _loop(session, loop_name)
     system = stored_config(loop.config, loop.name).generation.system_prompt
     its = _iterations(session, loop, iteration)
     base = {"loop": loop.name}
     if what == "evals":
-        for item in session.scalars(select(EvalItem).where(EvalItem.iteration_id.in_(its))
-                                    .order_by(EvalItem.iteration_id, EvalItem.role, EvalItem.suite, EvalItem.item_index)):
+        for item in history.eval_items_of(session, list(its)):
             yield {**base, "iteration": its[item.iteration_id], "role": item.role, "suite": item.suite,
                    "prompt": _chat_prompt(item.prompt, system), "completion": _assistant(item.response),
                    "answer": item.answer, "predicted": item.predicted, "correct": item.correct,
                    "majority_correct": item.majority_correct}
-        return
-    if what == "samples":
-        query = (select(Sample, Prompt.text, Prompt.answer).join(Prompt, Prompt.id == Sample.prompt_id)
-                 .where(Sample.iteration_id.in_(its)).order_by(Sample.iteration_id, Prompt.source, Prompt.item_index, Sample.sample_index))
-        found = session.execute(query).all()
-        scores = _judge_scores(session, {s.id for s, _, _ in found})
-        votes = dict(session.execute(select(Judgment.sample_id, Judgment.answer).where(
-            Judgment.sample_id.in_([s.id for s, _, _ in found]), Judgment.kind == "vote")).all())
-        rewards = dict(session.execute(select(Judgment.sample_id, Judgment.score).where(
-            Judgment.sample_id.in_([s.id for s, _, _ in found]), Judgment.kind == "vote")).all())
+    elif what == "samples":
+        found = history.samples_of(session, list(its))
+        scores = history.mean_judge_scores(session, {s.id for s, _, _ in found})
+        votes = history.votes_of(session, [s.id for s, _, _ in found])
         for sample, prompt, answer in found:
+            vote_answer, reward = votes.get(sample.id, (None, None))
             yield {**base, "iteration": its[sample.iteration_id], "prompt": _chat_prompt(prompt, system),
                    "completion": _assistant(sample.text), "sample_index": sample.sample_index,
-                   "judge_score": scores.get(sample.id), "vote_answer": votes.get(sample.id),
-                   "vote_reward": rewards.get(sample.id), "known_answer": answer, "correct": sample.correct,
+                   "judge_score": scores.get(sample.id), "vote_answer": vote_answer,
+                   "vote_reward": reward, "known_answer": answer, "correct": sample.correct,
                    "num_tokens": sample.num_tokens, "mean_logprob": sample.mean_logprob}
-        return
-    if what == "ranked":
-        yield from _rankings(session, its, base, system)
-        return
-    if what not in ("pairs", "examples"):
-        raise SelfloopError(f"--what {what!r}: one of {', '.join(WHAT)}")
-    chosen, rejected = aliased(Sample), aliased(Sample)
-    query = (select(Example, Prompt.text, chosen.text, rejected.text)
-             .join(Prompt, Prompt.id == Example.prompt_id)
-             .outerjoin(chosen, chosen.id == Example.sample_id)
-             .outerjoin(rejected, rejected.id == Example.rejected_sample_id)
-             .where(Example.iteration_id.in_(its)).order_by(Example.iteration_id, Example.item_index))
-    found = session.execute(query).all()
-    pairs = what == "pairs"
-    scores = _judge_scores(session, {e.sample_id for e, *_ in found if e.sample_id} |
-                           {e.rejected_sample_id for e, *_ in found if e.rejected_sample_id})
-    ranked = set(session.scalars(select(ExampleCandidate.example_id).where(
-        ExampleCandidate.example_id.in_([e.id for e, *_ in found]))))
-    for example, prompt, chosen_text, rejected_text in found:
-        if (example.rejected_sample_id is not None) != pairs or example.id in ranked:
+    elif what == "ranked":
+        for _, group in groupby(history.rankings_of(session, list(its)), key=lambda r: r[0]):
+            candidates = list(group)
+            _, iteration_id, algorithm, prompt, *_ = candidates[0]
+            yield {**base, "iteration": its[iteration_id], "algorithm": algorithm, "query": prompt,
+                   "prompt": _chat_prompt(prompt, system), "responses": [r[4] for r in candidates],
+                   "scores": [r[5] for r in candidates]}
+    else:
+        yield from _examples(session, its, base, system, pairs=what == "pairs")
+
+
+def _examples(session: Session, its: dict[int, int], base: dict[str, Any], system: str | None,
+              pairs: bool) -> Iterator[dict[str, Any]]:
+    found = history.examples_of(session, list(its))
+    scores = history.mean_judge_scores(session, {e.sample_id for e, *_ in found if e.sample_id} |
+                                       {e.rejected_sample_id for e, *_ in found if e.rejected_sample_id})
+    for example, prompt, chosen_text, rejected_text, ranked in found:
+        if (example.rejected_sample_id is not None) != pairs or ranked:
             continue
         completion = chosen_text if chosen_text is not None else example.text
         row = {**base, "iteration": its[example.iteration_id], "algorithm": example.algorithm,
@@ -126,32 +115,11 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
         yield row
 
 
-def _rankings(session: Session, its: dict[int, int], base: dict[str, Any], system: str | None) -> Iterator[dict[str, Any]]:
-    found = session.execute(
-        select(Example.id, Example.iteration_id, Example.algorithm, Prompt.text, Sample.text, ExampleCandidate.score)
-        .join(ExampleCandidate, ExampleCandidate.example_id == Example.id)
-        .join(Prompt, Prompt.id == Example.prompt_id).join(Sample, Sample.id == ExampleCandidate.sample_id)
-        .where(Example.iteration_id.in_(its)).order_by(Example.iteration_id, Example.item_index, ExampleCandidate.rank)
-    ).all()
-    for _, group in groupby(found, key=lambda r: r[0]):
-        rows = list(group)
-        _, iteration_id, algorithm, prompt, *_ = rows[0]
-        yield {**base, "iteration": its[iteration_id], "algorithm": algorithm, "query": prompt,
-               "prompt": _chat_prompt(prompt, system), "responses": [r[4] for r in rows], "scores": [r[5] for r in rows]}
-
-
 def nothing_to_export(session: Session, loop_name: str, what: str, iteration: int | None) -> str:
     """Why an export found no rows, with what the loop has instead (an empty file would only fail later, in
     `load_dataset`)."""
-    loop = session.scalars(select(Loop).where(Loop.name == loop_name)).one()
-    its = list(_iterations(session, loop, iteration))
-    examples = select(func.count()).select_from(Example).where(Example.iteration_id.in_(its))
-    ranked = select(ExampleCandidate.id).where(ExampleCandidate.example_id == Example.id).exists()
-    has = {"pairs": session.scalar(examples.where(Example.rejected_sample_id.is_not(None))),
-           "examples": session.scalar(examples.where(Example.rejected_sample_id.is_(None), ~ranked)),
-           "ranked": session.scalar(examples.where(ranked)),
-           "samples": session.scalar(select(func.count()).select_from(Sample).where(Sample.iteration_id.in_(its))),
-           "evals": session.scalar(select(func.count()).select_from(EvalItem).where(EvalItem.iteration_id.in_(its)))}
+    loop = _loop(session, loop_name)
+    has = history.export_counts(session, list(_iterations(session, loop, iteration)))
     where = f"iteration {iteration} of loop {loop_name!r}" if iteration is not None else f"loop {loop_name!r}"
     others = [f"{n} {k}" for k, n in has.items() if n and k != what]
     if not others:
@@ -227,16 +195,13 @@ def merge(session: Session, loop_name: str, iteration: int | None, out: Path, co
     from selfloop.models.resolve import resolve_model
     from selfloop.adapters import verify_checkpoint
 
-    loop = session.scalars(select(Loop).where(Loop.name == loop_name)).one_or_none()
-    if loop is None:
-        raise SelfloopError(f"no loop named {loop_name!r}")
+    loop = _loop(session, loop_name)
     if iteration is None:
         checkpoint_id, which = loop.current_checkpoint_id, "its current policy"
         if checkpoint_id is None:
             raise SelfloopError(f"loop {loop_name!r} has no promoted checkpoint yet: give --iteration N")
     else:
-        checkpoint_id = session.scalar(select(Iteration.output_checkpoint_id).where(
-            Iteration.loop_id == loop.id, Iteration.number == iteration))
+        checkpoint_id = history.output_checkpoint(session, loop.id, iteration)
         which = f"iteration {iteration}"
         if checkpoint_id is None:
             raise SelfloopError(f"iteration {iteration} of {loop_name!r} has no checkpoint")

@@ -20,13 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import Iteration, Loop, PhaseRun
-from selfloop.db.queries import adapter_of, add_event, loop_by_name, phase_summary
+from selfloop.db.queries import adapter_of, add_event, last_iteration, loop_by_name, phase_run, phase_summary
 from selfloop.errors import Interrupted, SelfloopError
 from selfloop.phases import PHASES
 from selfloop.phases.context import PhaseContext
@@ -113,9 +112,7 @@ def _semantic(path: str) -> bool:
 
 
 def _next_iteration(session: Session, loop: Loop, config: Config) -> Iteration | None:
-    last = session.scalars(
-        select(Iteration).where(Iteration.loop_id == loop.id).order_by(Iteration.number.desc()).limit(1)
-    ).one_or_none()
+    last = last_iteration(session, loop.id)
     if last is not None and last.status == "running":
         return last  # resume where the previous process stopped
     number = last.number + 1 if last else 1
@@ -194,8 +191,7 @@ def run_iteration(
 
 def _last_duration_s(session: Session, loop_id: int) -> float | None:
     """How long the loop's last finished iteration took (the next one's ETA)."""
-    last = session.execute(select(Iteration.started_at, Iteration.finished_at).where(
-        Iteration.loop_id == loop_id, Iteration.status == "done").order_by(Iteration.number.desc()).limit(1)).first()
+    last = last_iteration(session, loop_id, done=True)
     if last is None or last.finished_at is None or last.started_at is None:
         return None
     return (last.finished_at - last.started_at).total_seconds()
@@ -209,9 +205,7 @@ def _one_line(exc: BaseException) -> str:
 def _start_phase(db: Database, iteration_id: int, phase: str) -> int | None:
     """Mark the phase running (a new attempt if it ran before); None if it is already done."""
     with db.session() as session:
-        run = session.scalars(
-            select(PhaseRun).where(PhaseRun.iteration_id == iteration_id, PhaseRun.phase == phase)
-        ).one_or_none()
+        run = phase_run(session, iteration_id, phase)
         if run is not None and run.status == "done":
             return None
         if run is None:

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from selfloop.config import Config
 from selfloop.db.engine import Database
-from selfloop.db.models import Checkpoint, Eval, Event, Iteration, Loop, Metric, PhaseRun, TrackerRun, TrainStep
+from selfloop.db import history
+from selfloop.db.models import Loop, TrackerRun
 from selfloop.db.queries import COMPLETION_COLUMNS, add_event, completions, loop_by_name
 from selfloop.render import flat
 
@@ -216,15 +216,14 @@ class _Pending:
 def _pending(session: Session, loop: Loop, mark: TrackerRun) -> _Pending:
     """What the tracker has not received, in iteration order so that every step axis only grows: the
     training steps of each iteration whose train phase is done, then its figures once it is done."""
-    iterations = session.execute(select(Iteration).where(Iteration.loop_id == loop.id).order_by(Iteration.number)).scalars().all()
-    trained = set(session.scalars(select(PhaseRun.iteration_id).where(
-        PhaseRun.iteration_id.in_([i.id for i in iterations]), PhaseRun.phase == "train", PhaseRun.status == "done")))
+    iterations = history.iterations_of(session, loop.id)
+    trained = history.trained_iterations(session, [i.id for i in iterations])
     steps, global_step, steps_through, step_after = [], mark.steps_logged, mark.steps_through, {}
     for it in iterations:
         if it.number <= mark.steps_through:
             continue
         if it.id in trained:
-            for row in session.scalars(select(TrainStep).where(TrainStep.iteration_id == it.id).order_by(TrainStep.step)):
+            for row in history.train_steps(session, it.id):
                 steps.append((global_step, {**step_metrics(row.metrics), "loss": row.loss, "learning_rate": row.learning_rate,
                                             "grad_norm": row.grad_norm, "tokens_per_s": row.tokens_per_s,
                                             "iteration": float(it.number)}))
@@ -236,18 +235,10 @@ def _pending(session: Session, loop: Loop, mark: TrackerRun) -> _Pending:
     for it in iterations:
         if it.number <= mark.iterations_logged or it.status != "done" or it.number > steps_through:
             continue
-        values = dict(session.execute(select(Metric.name, Metric.value).where(Metric.iteration_id == it.id)).all())
-        for role, suite, metric, value, low, high in session.execute(select(
-                Eval.role, Eval.suite, Eval.metric, Eval.value, Eval.ci_low, Eval.ci_high).where(Eval.iteration_id == it.id)):
-            values[f"eval.{role}.{suite}.{metric}"] = value
-            if low is not None:
-                values[f"eval.{role}.{suite}.{metric}.ci_low"], values[f"eval.{role}.{suite}.{metric}.ci_high"] = low, high
-        if it.promoted is not None:
-            values["promoted"] = float(it.promoted)
-        path = session.scalar(select(Checkpoint.path).where(Checkpoint.id == it.output_checkpoint_id)) if it.output_checkpoint_id else None
+        values = history.iteration_figures(session, it)
+        path = history.checkpoint_path(session, it.output_checkpoint_id)
         figures.append((it.number, step_after.get(it.number, max(global_step - 1, 0)), values, path, completions(session, it.id)))
-    events = [(e.id, f"{e.level} {e.kind}: {e.message}") for e in session.scalars(
-        select(Event).where(Event.loop_id == loop.id, Event.id > mark.last_event_id).order_by(Event.id))]
+    events = [(e.id, f"{e.level} {e.kind}: {e.message}") for e in history.events_after(session, loop.id, mark.last_event_id)]
     return _Pending(steps, figures, events, steps_through, events[-1][0] if events else mark.last_event_id)
 
 
@@ -258,11 +249,12 @@ def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int,
         loop = loop_by_name(session, config.loop.name)
         if loop is None:
             return 0, False
-        mark = session.scalars(select(TrackerRun).where(TrackerRun.loop_id == loop.id, TrackerRun.backend == backend_name)).one_or_none()
+        mark = history.tracker_mark(session, loop.id, backend_name)
         tags = {"selfloop.loop": loop.name, "selfloop.seed": str(loop.seed)}
         if loop.parent_loop_id is not None:
             parent = session.get(Loop, loop.parent_loop_id)
-            parent_run = session.scalar(select(TrackerRun.run_id).where(TrackerRun.loop_id == parent.id, TrackerRun.backend == backend_name))
+            parent_mark = history.tracker_mark(session, parent.id, backend_name)
+            parent_run = parent_mark.run_id if parent_mark else None
             tags |= {"selfloop.parent_loop": parent.name, "selfloop.fork_iteration": str(loop.parent_iteration)}
             if parent_run:
                 tags["selfloop.parent_run_id"] = parent_run
@@ -284,7 +276,7 @@ def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int,
             backend.log_adapter(config.checkpoint_dir(path), number)
     backend.log_events(pending.events)
     with db.session() as session:
-        mark = session.scalars(select(TrackerRun).where(TrackerRun.loop_id == loop_id, TrackerRun.backend == backend_name)).one_or_none()
+        mark = history.tracker_mark(session, loop_id, backend_name)
         if mark is None:
             mark = TrackerRun(loop_id=loop_id, backend=backend_name, run_id=run_id, steps_logged=0, steps_through=0,
                               iterations_logged=0, last_event_id=0)

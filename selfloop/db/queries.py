@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Judgment, Loop, Prompt, Sample
+from selfloop.db.models import Iteration, Judgment, Loop, PhaseRun, Prompt, Sample
 
 
 def iteration_summary(session: Session, loop: str | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -45,6 +45,18 @@ def suite_results(session: Session, loop: str | None = None) -> tuple[list[str],
 def lineage(session: Session) -> tuple[list[str], list[tuple[Any, ...]]]:
     result = session.execute(text("SELECT * FROM loop_lineage WHERE parent_loop IS NOT NULL ORDER BY loop"))
     return list(result.keys()), [tuple(r) for r in result]
+
+
+def last_iteration(session: Session, loop_id: int, done: bool = False) -> Iteration | None:
+    """The loop's newest iteration (done: its newest finished one)."""
+    query = select(Iteration).where(Iteration.loop_id == loop_id)
+    if done:
+        query = query.where(Iteration.status == "done")
+    return session.scalars(query.order_by(Iteration.number.desc()).limit(1)).one_or_none()
+
+
+def phase_run(session: Session, iteration_id: int, phase: str) -> PhaseRun | None:
+    return session.scalars(select(PhaseRun).where(PhaseRun.iteration_id == iteration_id, PhaseRun.phase == phase)).one_or_none()
 
 
 def loop_by_name(session: Session, name: str) -> Loop | None:

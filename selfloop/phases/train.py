@@ -11,16 +11,14 @@ only after the checkpoint directory is complete.
 from __future__ import annotations
 
 import gc
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 from loguru import logger
-from sqlalchemy import delete, select, update
 
 from selfloop.algorithms import spec, trainer
-from selfloop.db.models import Checkpoint, Example, ExampleCandidate, Iteration, Prompt, Sample, TrainStep
 from selfloop.db.queries import add_event, set_metric
+from selfloop.db.training import add_step, clear_steps, keep_reference, record_checkpoint, training_rows
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.judging.eft import ALGORITHM as EFT
 from selfloop.judging.judge import judge_chat, load_template
@@ -37,23 +35,8 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
     system = ctx.config.generation.system_prompt
     end_id = tokenizer.eos_token_id
     with ctx.db.session() as session:
-        examples = session.scalars(
-            select(Example).where(Example.iteration_id == ctx.iteration_id).order_by(Example.item_index)
-        ).all()
-        ranked: dict[int, list] = defaultdict(list)  # example id -> its candidates, best first
-        for row in session.execute(select(ExampleCandidate.example_id, ExampleCandidate.sample_id, ExampleCandidate.score)
-                                   .join(Example, Example.id == ExampleCandidate.example_id)
-                                   .where(Example.iteration_id == ctx.iteration_id)
-                                   .order_by(ExampleCandidate.example_id, ExampleCandidate.rank)):
-            ranked[row.example_id].append(row)
-        sample_ids = ({e.sample_id for e in examples} | {e.rejected_sample_id for e in examples}
-                      | {c.sample_id for rows in ranked.values() for c in rows})
-        samples = {row.id: row for row in session.execute(
-            select(Sample.id, Sample.token_ids, Sample.policy_token_logprobs, Sample.policy_checkpoint_id, Sample.text)
-            .where(Sample.id.in_(sample_ids - {None})))}
-        prompts = dict(session.execute(
-            select(Prompt.id, Prompt.text).where(Prompt.id.in_({e.prompt_id for e in examples}))
-        ).all())
+        rows = training_rows(session, ctx.iteration_id)
+    examples, ranked, samples, prompts = rows.examples, rows.candidates, rows.samples, rows.prompts
     items, from_rollout = [], []
     for e in examples:
         if e.algorithm == EFT:  # the judge's prompt about the sample; its own agreeing verdict as the target
@@ -83,9 +66,7 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
 
 def _keep_reference(ctx: PhaseContext, items: list[TrainItem]) -> None:
     with ctx.db.session() as session:
-        for it in items:
-            session.execute(update(Example).where(Example.id == it.example_id).values(
-                ref_logp=it.ref_logp, ref_rejected_logp=it.ref_rejected_logp, ref_token_logps=it.ref_token_logps))
+        keep_reference(session, items)
 
 
 def _reference_from_rollout(item: TrainItem, chosen, rejected, policy_id: int | None) -> bool:  # noqa: ANN001
@@ -111,7 +92,7 @@ def run(ctx: PhaseContext) -> None:
     cfg = ctx.config.train
     contract = spec(cfg.algorithm)
     with ctx.db.session() as session:
-        session.execute(delete(TrainStep).where(TrainStep.iteration_id == ctx.iteration_id))  # a re-run starts over
+        clear_steps(session, ctx.iteration_id)
     tokenizer = load_tokenizer(ctx.runtime.model.path, padding_side="left")
     init = None if contract.restart_from_base else ctx.policy
     items, from_rollout = _items(ctx, tokenizer, init)
@@ -131,9 +112,7 @@ def run(ctx: PhaseContext) -> None:
 
     def on_step(record: StepRecord) -> None:
         with ctx.db.session() as session:
-            session.add(TrainStep(iteration_id=ctx.iteration_id, step=record.step, loss=record.loss,
-                                  learning_rate=record.learning_rate, grad_norm=record.grad_norm,
-                                  tokens_per_s=record.tokens_per_s, metrics=record.metrics))
+            add_step(session, ctx.iteration_id, record)
         ctx.failpoint("after_step")
 
     path = ctx.config.state_dir() / "checkpoints" / ctx.config.loop.name / f"iteration-{ctx.number:04d}"
@@ -146,11 +125,9 @@ def run(ctx: PhaseContext) -> None:
         records, saved = _train_here(ctx, items, init, needs_reference, path, extra,
                                      store_reference, on_step)
     with ctx.db.session() as session:
-        ckpt = Checkpoint(path=ctx.config.stored_checkpoint(saved.path), sha256=saved.sha256, kind="lora", base_model=ctx.config.model.base,
-                          parent_checkpoint_id=init.checkpoint_id if init else None, size_bytes=saved.size_bytes)
-        session.add(ckpt)
-        session.flush()
-        session.execute(update(Iteration).where(Iteration.id == ctx.iteration_id).values(output_checkpoint_id=ckpt.id))
+        record_checkpoint(session, ctx.iteration_id, path=ctx.config.stored_checkpoint(saved.path), sha256=saved.sha256,
+                          base_model=ctx.config.model.base, parent_checkpoint_id=init.checkpoint_id if init else None,
+                          size_bytes=saved.size_bytes)
         if records:
             set_metric(session, ctx.iteration_id, "train.first_loss", records[0].loss)
             set_metric(session, ctx.iteration_id, "train.last_loss", records[-1].loss)
