@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from selfloop.algorithms import dpo, orpo, rest, rlsc, spin, ttrl
+from selfloop.algorithms import dpo, orpo, rest, rlsc, rrhf, spin, ttrl
 
 
 def t(*values: float) -> torch.Tensor:
@@ -101,3 +101,28 @@ def test_ttrl_kl_term() -> None:
 def test_rest_loss_by_hand() -> None:
     """-logp / |y|: (-6, 3 tokens) -> 2; (-1, 4 tokens) -> 0.25."""
     assert rest.loss(t(-6.0, -1.0), t(3.0, 4.0)).tolist() == pytest.approx([2.0, 0.25])
+
+
+def test_rrhf_by_hand() -> None:
+    """Three candidates, judge rewards r = (3, 1, 2), token log-probs of lengths 2, 1, 4:
+    p = (-2/2, -0.5/1, -8/4) = (-1, -0.5, -2). Pairs by reward (better, worse): (0,1): max(0, -0.5 + 1) = 0.5;
+    (0,2): max(0, -2 + 1) = 0; (2,1): max(0, -0.5 + 2) = 1.5 -> L_rank = 2.0. The best (r = 3) is candidate 0:
+    L_sft = 2/2 = 1.0. w = 1: L = 3.0; w = 100: 201.0."""
+    logps = [torch.tensor([-1.5, -0.5]), torch.tensor([-0.5]), torch.tensor([-2.0, -2.0, -2.0, -2.0])]
+    rewards = torch.tensor([3.0, 1.0, 2.0])
+    total, ranking, sft = rrhf.loss(logps, rewards, weight=1.0)
+    assert ranking.item() == pytest.approx(2.0) and sft.item() == pytest.approx(1.0) and total.item() == pytest.approx(3.0)
+    assert rrhf.loss(logps, rewards, weight=100.0)[0].item() == pytest.approx(201.0)
+    # length_penalty 0: summed log-probs (-2, -0.5, -8): (0,1) 1.5, (0,2) 0, (2,1) 7.5 -> 9.0
+    assert rrhf.loss(logps, rewards, length_penalty=0.0)[1].item() == pytest.approx(9.0)
+    # equal rewards make no pair; a ranking already right costs nothing but the SFT term
+    assert rrhf.rank_loss(torch.tensor([-1.0, -0.5]), torch.tensor([2.0, 2.0])).item() == 0.0
+    assert rrhf.loss([torch.tensor([-0.2]), torch.tensor([-3.0])], torch.tensor([2.0, 1.0]))[1].item() == 0.0
+
+
+def test_rrhf_gradient_pushes_the_better_candidate_up() -> None:
+    better, worse = torch.tensor([-2.0], requires_grad=True), torch.tensor([-1.0], requires_grad=True)
+    total, _, _ = rrhf.loss([better, worse], torch.tensor([5.0, 1.0]))
+    total.backward()
+    assert better.grad.item() == pytest.approx(-2.0)  # ranking (-1) and SFT (-1) both raise it
+    assert worse.grad.item() == pytest.approx(1.0)  # the hinge lowers the worse one

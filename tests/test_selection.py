@@ -97,7 +97,10 @@ def test_old_configs_n_vote_is_the_judges_voters() -> None:
 def test_a_config_naming_only_the_algorithm_is_valid() -> None:
     from selfloop.config import validate_config
 
-    for algorithm in ("dpo", "spin", "ttrl", "rlsc", "rest", "orpo"):
+    from selfloop.algorithms import specs
+
+    assert {"dpo", "spin", "ttrl", "rlsc", "rest", "orpo", "rrhf"} <= set(specs())
+    for algorithm in specs():
         assert validate_config({"loop": {"name": "a"}, "train": {"algorithm": algorithm}}).train.algorithm == algorithm
 
 
@@ -122,3 +125,23 @@ def test_rlsc_takes_every_sample_with_its_rollout_logprob(db, config_factory) ->
     with db.session() as s:
         rows = trainer("rlsc").select(s, it, config)
     assert len(rows) == 3 and all(r["sampling_logp"] == -2.0 and "ref_logp" not in r for r in rows)
+
+
+def test_rrhf_ranks_each_prompts_scored_samples(db, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(db.url, train={"algorithm": "rrhf"})
+    it = store_samples(db, config, [("p0", None, ["a", "b", "c", "d"]), ("p1", None, ["a", "b"]),
+                                    ("p2", None, ["a", "b", "c"])])
+    _judge_scores(db, {
+        (0, 0): [2, 3], (0, 1): [5, 4], (0, 2): [None], (0, 3): [4, 5],  # means 2.5, 4.5, -, 4.5: 1 then 3 (tie: sample order), 0
+        (1, 0): [3], (1, 1): [3],  # all tied: nothing to rank, dropped
+        (2, 0): [1], (2, 1): [None], (2, 2): [None],  # one scored sample: dropped
+    })
+    idx = _index(db)
+    with db.session() as s:
+        rows = trainer("rrhf").select(s, it, config)
+    assert [[(idx[c["sample_id"]], c["score"]) for c in r["candidates"]] for r in rows] == \
+        [[((0, 1), 4.5), ((0, 3), 4.5), ((0, 0), 2.5)]]
+    assert rows[0]["reward"] == 2.0
+    config.train.rrhf.min_score_gap = 2.0
+    with db.session() as s:
+        assert trainer("rrhf").select(s, it, config) == []

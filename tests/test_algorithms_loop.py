@@ -1,0 +1,40 @@
+"""Every registered algorithm runs two iterations of the tiny loop (the CLI in a subprocess). The judge scores by
+its verdict distribution (one forward pass, no justification), so even the random tiny model gives every sample a
+distinct score and the judge-ranked methods have something to train on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from selfloop.algorithms import specs
+from tests.conftest import selfloop_cli, tiny_yaml
+
+# Those that select on any stored samples with distinct judge scores or log-probs: they must train.
+MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("algorithm", sorted(specs()))
+def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'loop.db'}"
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=2, train__algorithm=algorithm,
+                       judge__llm_judge={"k": 1, "max_new_tokens": 0, "scoring": "distribution"},
+                       self_instruct__num_prompts=0, loop__phases=["rollout", "judge", "select", "train", "evaluate", "promote"])
+    out = selfloop_cli("run", "--config", str(config))
+    assert out.returncode == 0, out.stderr[-3000:]
+    with create_engine(url).connect() as conn:
+        done = conn.execute(text("SELECT count(*) FROM iterations WHERE status = 'done'")).scalar()
+        steps = conn.execute(text("SELECT count(*) FROM train_steps")).scalar()
+        shapes = conn.execute(text(
+            "SELECT count(*), count(rejected_sample_id), (SELECT count(DISTINCT example_id) FROM example_candidates) "
+            "FROM examples")).one()
+    assert done == 2
+    if algorithm in MUST_TRAIN:
+        assert steps > 0 and shapes[0] > 0
+    shape = specs()[algorithm].shape
+    if shapes[0]:  # the stored examples have the declared shape
+        assert (shapes[1] == shapes[0]) if shape == "pair" else (shapes[1] == 0)
+        assert (shapes[2] == shapes[0]) if shape == "ranked" else (shapes[2] == 0)
