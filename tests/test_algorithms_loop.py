@@ -13,7 +13,7 @@ from selfloop.algorithms import specs
 from tests.conftest import selfloop_cli, tiny_yaml
 
 # Those that select on any stored samples with distinct judge scores or log-probs: they must train.
-MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf"}
+MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf", "raft", "rso"}
 
 
 @pytest.mark.integration

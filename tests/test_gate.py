@@ -184,3 +184,12 @@ def test_report_of_a_real_fork_shows_its_lineage_decisions_and_curves(tmp_path: 
     lines = {t["name"]: t["x"] for t in accuracy if t.get("mode") == "lines+markers"}
     # tiny up to its iteration 1 (the fork point, x = 0), then tiny-b's own iteration 1 at x = 1
     assert lines["greedy_accuracy (tiny, before the fork)"] == [-1, 0] and lines["greedy_accuracy"] == [0, 1]
+
+
+def test_distinct_2_by_hand() -> None:
+    from selfloop.evals.drift import distinct_2
+
+    # bigrams: (a b) (b a) (a b) | (a b) -> 2 distinct of 4
+    assert distinct_2(["a b a b", "a b"]) == 0.5
+    assert distinct_2(["one", ""]) is None
+    assert distinct_2(["the cat sat", "a dog ran"]) == 1.0

@@ -126,3 +126,35 @@ def test_rrhf_gradient_pushes_the_better_candidate_up() -> None:
     total.backward()
     assert better.grad.item() == pytest.approx(-2.0)  # ranking (-1) and SFT (-1) both raise it
     assert worse.grad.item() == pytest.approx(1.0)  # the hinge lowers the worse one
+
+
+def test_rso_loss_is_dpos_normalised_hinge_with_gamma() -> None:
+    from selfloop.algorithms import rso
+    from selfloop.algorithms.rso_config import RSOConfig
+    from selfloop.training.items import TrainItem
+
+    # D = (-1 - -2) - (-3 - -2) = 2; hinge-norm max(0, 1 - 0.05 * 2) = 0.9; sigmoid-norm -log sigma(0.1) = 0.64440
+    item = TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2], rejected=[3], ref_logp=-2.0,
+                     ref_rejected_logp=-2.0)
+    logps = {2: -1.0, 3: -3.0}
+
+    def policy(prompts, completions):  # noqa: ANN001, ANN202
+        return [torch.tensor([logps[c[0]]]) for c in completions]
+
+    assert rso.batch_loss([item], policy, RSOConfig())[0].item() == pytest.approx(0.9)
+    assert rso.batch_loss([item], policy, RSOConfig(loss="sigmoid"))[0].item() == pytest.approx(math.log1p(math.exp(-0.1)))
+    assert rso.batch_loss([item], policy, RSOConfig(gamma=1.0))[0].item() == pytest.approx(0.0)  # 1 - 2 < 0
+
+
+def test_raft_loss_is_the_token_mean_nll() -> None:
+    from selfloop.algorithms import raft
+    from selfloop.algorithms.raft_config import RAFTConfig
+    from selfloop.training.items import TrainItem
+
+    items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3]),
+             TrainItem(example_id=2, prompt_id=1, prompt=[1], completion=[4])]
+
+    def policy(prompts, completions):  # noqa: ANN001, ANN202
+        return [torch.tensor([-1.0, -3.0]), torch.tensor([-0.5])]
+
+    assert raft.batch_loss(items, policy, RAFTConfig())[0].item() == pytest.approx((2.0 + 0.5) / 2)  # (4/2 + 0.5/1) / 2

@@ -119,6 +119,19 @@ def test_rest_keeps_rewarded_samples_up_to_k(db, config_factory) -> None:  # noq
         assert [idx[r["sample_id"]] for r in trainer("rest").select(s, it, config)] == [(0, 0), (0, 3), (1, 1), (1, 2)]
 
 
+def test_rest_rewards_the_known_answer_where_the_majority_is_wrong(db, config_factory) -> None:  # noqa: ANN001
+    """The majority (6) is wrong: 'auto' and 'ground_truth' reward the correct samples, 'majority' the majority's."""
+    config = config_factory(db.url, train={"algorithm": "rest", "rest": {"max_per_prompt": 3}})
+    it = store_samples(db, config, [("What is 2 + 3?", "5", ["6", "5", "6", "6", "5"])])
+    judge_run(_context(db, config, it))
+    idx = _index(db)
+    for mode, expected in (("auto", [(0, 1), (0, 4)]), ("ground_truth", [(0, 1), (0, 4)]),
+                           ("majority", [(0, 0), (0, 2), (0, 3)])):
+        config.train.rest.reward = mode
+        with db.session() as s:
+            assert [idx[r["sample_id"]] for r in trainer("rest").select(s, it, config)] == expected, mode
+
+
 def test_rlsc_takes_every_sample_with_its_rollout_logprob(db, config_factory) -> None:  # noqa: ANN001
     config = config_factory(db.url, train={"algorithm": "rlsc"})
     it = store_samples(db, config, [("p0", None, ["a", "b"]), ("p1", None, ["c"])])
@@ -145,3 +158,57 @@ def test_rrhf_ranks_each_prompts_scored_samples(db, config_factory) -> None:  # 
     config.train.rrhf.min_score_gap = 2.0
     with db.session() as s:
         assert trainer("rrhf").select(s, it, config) == []
+
+
+def test_raft_keeps_the_best_sample_or_the_top_share_and_discards_by_rule(db, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(db.url, train={"algorithm": "raft", "raft": {"discard_patterns": ["#"]}})
+    it = store_samples(db, config, [("p0", None, ["a", "b #", "c"]), ("p1", None, ["d", "e", "f"]),
+                                    ("p2", None, ["g", "h"])])
+    _judge_scores(db, {
+        (0, 0): [2, 3], (0, 1): [5, 5], (0, 2): [4],  # 'b #' scores best but matches the discard rule: c (4) kept
+        (1, 0): [3], (1, 1): [3], (1, 2): [1],  # a tie for best: the first (d)
+        (2, 0): [None], (2, 1): [None],  # no valid score: nothing kept
+    })
+    idx = _index(db)
+    with db.session() as s:
+        local = trainer("raft").select(s, it, config)
+    assert [(idx[r["sample_id"]], r["reward"]) for r in local] == [((0, 2), 4.0), ((1, 0), 3.0)]
+    config.train.raft.mode, config.train.raft.top_fraction = "top", 0.4  # int(8 samples * 0.4) = 3, best first
+    with db.session() as s:
+        top = trainer("raft").select(s, it, config)
+    assert sorted(idx[r["sample_id"]] for r in top) == [(0, 2), (1, 0), (1, 1)]  # 4, then the tie of 3s
+    config.train.raft.discard_patterns = []
+    with db.session() as s:
+        assert idx[trainer("raft").select(s, it, config)[0]["sample_id"]] == (0, 1)  # without the rule, 'b #' wins
+
+
+def test_rso_rejection_sampling_with_fixed_draws_by_hand() -> None:
+    from selfloop.algorithms.rso import first_round_pairs, rejection_sample
+
+    # rewards 5, 4, 3, 5.0 (ids 1-4), beta 0.5. Pass 1, r_max 5: id 1 accepted (u < 1 always); id 2: u 0.2 <
+    # exp(-2) = 0.135? no; id 3: u 0.01 < exp(-4) = 0.018: accepted; id 4: u 0.99 < 1: accepted.
+    # Pass 2, left {2}, r_max 4: u 0.5 < 1: accepted. M = 4 reached.
+    draws = iter([0.7, 0.2, 0.01, 0.99, 0.5])
+    accepted = rejection_sample([(1, 5.0), (2, 4.0), (3, 3.0), (4, 5.0)], 4, 0.5, lambda: next(draws))
+    assert accepted == [(1, 5.0), (3, 3.0), (4, 5.0), (2, 4.0)]
+    assert first_round_pairs(accepted) == [(1, 3, 2.0), (4, 2, 1.0)]
+    # stops inside a pass once M are accepted, and a tie makes no pair
+    draws = iter([0.0] * 10)
+    assert rejection_sample([(1, 2.0), (2, 2.0), (3, 1.0)], 2, 0.5, lambda: next(draws)) == [(1, 2.0), (2, 2.0)]
+    assert first_round_pairs([(1, 2.0), (2, 2.0)]) == []
+    # fewer candidates than M: every one, eventually
+    draws = iter([0.9, 0.9, 0.0, 0.0])
+    assert [k for k, _ in rejection_sample([(1, 1.0), (2, 0.0)], 8, 0.5, lambda: next(draws))] == [1, 2]
+
+
+def test_rso_selection_is_seeded_and_pairs_judged_samples(db, config_factory) -> None:  # noqa: ANN001
+    config = config_factory(db.url, train={"algorithm": "rso", "rso": {"num_accept": 4, "beta": 1.0e6}})
+    it = store_samples(db, config, [("p0", None, ["a", "b", "c", "d"])])
+    _judge_scores(db, {(0, 0): [1], (0, 1): [2], (0, 2): [3], (0, 3): [4]})
+    idx = _index(db)
+    with db.session() as s:
+        rows = trainer("rso").select(s, it, config)
+        again = trainer("rso").select(s, it, config)
+    assert rows == again and len(rows) == 2  # beta 1e6: all four accepted in order, paired 0-1 and 2-3
+    assert [(idx[r["sample_id"]], idx[r["rejected_sample_id"]], r["reward"]) for r in rows] == \
+        [((0, 1), (0, 0), 1.0), ((0, 3), (0, 2), 1.0)]

@@ -37,11 +37,11 @@ def reward(mode: str, agrees_majority: float, correct: bool | None) -> float:
 
 def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
     cfg = config.train.rest
-    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Judgment.score, Judgment.details)
+    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Judgment.score, Sample.correct)
     kept: dict[int, int] = defaultdict(int)
     out = []
-    for prompt_id, sample_id, agrees, details in rows:
-        r = reward(cfg.reward, agrees or 0.0, (details or {}).get("correct"))
+    for prompt_id, sample_id, agrees, correct in rows:  # correct: as the judge phase graded it (None: no answer)
+        r = reward(cfg.reward, agrees or 0.0, correct)
         if r == 1.0 and kept[prompt_id] < cfg.max_per_prompt:
             kept[prompt_id] += 1
             out.append({"prompt_id": prompt_id, "sample_id": sample_id, "reward": r})

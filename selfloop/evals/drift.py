@@ -5,10 +5,14 @@
   drift.mean_token_logprob    mean token log-prob of the rollouts; near 0 means the policy has sharpened
                               onto single answers (TTRL/RLSC collapse)
   drift.vote_share            mean share of the majority answer
-Each has a threshold in eval.drift; crossing it logs a warning and stores an event.
+  drift.distinct_2            distinct word bigrams over all bigrams of the rollouts (diversity; RAFT's reward
+                              hacking snowballed as it fell)
+Each but distinct-2 has a threshold in eval.drift; crossing it logs a warning and stores an event.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -28,10 +32,24 @@ def _main(session: Session, iteration_id: int, main: str, role: str) -> float | 
         Eval.iteration_id == iteration_id, Eval.role == role, Eval.suite == suite, Eval.metric == metric))
 
 
+def distinct_2(texts: Iterable[str]) -> float | None:
+    """Distinct word bigrams over all word bigrams of the texts (Li et al. 2016's distinct-2): the samples' diversity,
+    whose fall is reward hacking snowballing (RAFT's report); None without any bigram."""
+    seen: set[tuple[str, str]] = set()
+    total = 0
+    for text in texts:
+        words = text.split()
+        bigrams = list(zip(words, words[1:]))
+        seen.update(bigrams)
+        total += len(bigrams)
+    return len(seen) / total if total else None
+
+
 def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, number: int) -> dict[str, float]:
     length, logprob = session.execute(select(func.avg(Sample.num_tokens), func.avg(Sample.mean_logprob))
                                       .where(Sample.iteration_id == iteration_id)).one()
     now = {
+        "drift.distinct_2": distinct_2(session.scalars(select(Sample.text).where(Sample.iteration_id == iteration_id))),
         "drift.mean_response_tokens": length,
         "drift.mean_token_logprob": logprob,
         "drift.judge_score": _metric(session, iteration_id, "judge.mean_score"),
