@@ -198,6 +198,7 @@ def train(
                 batch = [items[i] for i in next(batches)]
                 shard, share = _shard(batch, rank, world)
                 tokens += sum(len(it.prompt) + len(it.completion) + (len(it.prompt) + len(it.rejected) if it.rejected else 0)
+                              + sum(len(it.prompt) + len(c) for c in (it.candidates or [])[1:])  # a ranking's others
                               for it in (shard if share else []))
                 last = micro + 1 == train_cfg.grad_accum
                 # DDP averages gradients over processes only on the micro-step that ends the optimizer step.
