@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from sqlalchemy import select
 
 from selfloop.config import load_config
@@ -53,7 +52,8 @@ def run(config: Path, name: str, seed: int, suites: list[dict], overrides: list[
     started = time.monotonic()
     cmd = [sys.executable, "-m", "selfloop", "run", "--config", str(config), "--db", f"sqlite:///{db}",
            "--set", f"loop.seed={seed}", "--set", f"loop.name={name}",
-           "--set", "eval.suites=" + yaml.safe_dump(suites, default_flow_style=True, width=10_000).strip()]
+           # JSON is YAML without anchors: the strict loader refuses the aliases yaml.dump writes for shared dicts
+           "--set", "eval.suites=" + json.dumps(suites)]
     for override in overrides:
         cmd += ["--set", override]
     env = {"SELFLOOP_STATE_DIR": str(OUT / "state")}
