@@ -13,14 +13,11 @@ Loss (Rafailov et al. 2023), with log-probabilities summed over completion token
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 import torch.nn.functional as F
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Judgment, Sample
+from selfloop.db.queries import judged_means
 from selfloop.training.items import LogpFn, TrainItem, stack, sums
 from selfloop.algorithms.dpo_config import DPOConfig
 
@@ -47,20 +44,11 @@ def loss(
 
 def judged_pairs(session: Session, iteration_id: int, min_gap: float) -> list[tuple[int, int, int, float, float]]:
     """(prompt_id, chosen sample, rejected sample, best mean score, worst mean score) per usable prompt."""
-    rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.score)
-        .join(Judgment, Judgment.sample_id == Sample.id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True))
-        .order_by(Sample.prompt_id, Sample.sample_index)
-    ).all()
-    scores: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for prompt_id, sample_id, _, score in rows:
-        scores[prompt_id][sample_id].append(score)
     pairs = []
-    for prompt_id, by_sample in scores.items():
-        if len(by_sample) < 2:
+    for prompt_id, scored in judged_means(session, iteration_id).items():
+        if len(scored) < 2:
             continue
-        means = [(sum(v) / len(v), sample_id) for sample_id, v in by_sample.items()]  # sample order kept
+        means = [(mean, sample_id) for sample_id, mean in scored]  # sample order kept
         best = max(means, key=lambda m: m[0])  # first of the highest
         worst = min(means, key=lambda m: m[0])  # first of the lowest
         if best[0] - worst[0] > min_gap:

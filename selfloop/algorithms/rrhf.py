@@ -16,14 +16,12 @@ computed per prompt over the candidate's own tokens. weight defaults to 1 (the p
 
 from __future__ import annotations
 
-from collections import defaultdict
 
 import torch
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.rrhf_config import RRHFConfig
-from selfloop.db.models import Judgment, Sample
+from selfloop.db.queries import judged_means
 from selfloop.training.items import LogpFn, TrainItem
 
 
@@ -46,18 +44,8 @@ def loss(token_logps: list[torch.Tensor], rewards: torch.Tensor, weight: float =
 
 def ranked_candidates(session: Session, iteration_id: int, min_gap: float) -> dict[int, list[tuple[int, float]]]:
     """Prompt id -> [(sample id, mean judge score)], best first, for prompts worth ranking."""
-    rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.score)
-        .join(Judgment, Judgment.sample_id == Sample.id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True))
-        .order_by(Sample.prompt_id, Sample.sample_index, Judgment.judge_index)
-    ).all()
-    scores: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for prompt_id, sample_id, _, score in rows:
-        scores[prompt_id][sample_id].append(score)
     out = {}
-    for prompt_id, by_sample in scores.items():
-        means = [(sample_id, sum(v) / len(v)) for sample_id, v in by_sample.items()]  # sample order
+    for prompt_id, means in judged_means(session, iteration_id).items():  # samples in sample order
         if len(means) < 2 or max(m for _, m in means) - min(m for _, m in means) <= min_gap:
             continue
         out[prompt_id] = sorted(means, key=lambda m: -m[1])  # stable: ties keep sample order

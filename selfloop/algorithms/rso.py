@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections import defaultdict
 from collections.abc import Callable
 
 import torch
@@ -28,7 +27,8 @@ from sqlalchemy.orm import Session
 from selfloop.algorithms.dpo import batch_loss as dpo_batch_loss
 from selfloop.algorithms.dpo_config import DPOConfig
 from selfloop.algorithms.rso_config import RSOConfig
-from selfloop.db.models import Iteration, Judgment, Prompt, Sample
+from selfloop.db.models import Iteration, Prompt
+from selfloop.db.queries import judged_means
 from selfloop.training.items import LogpFn, TrainItem
 
 
@@ -61,20 +61,13 @@ def first_round_pairs(accepted: list[tuple[int, float]]) -> list[tuple[int, int,
 def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
     cfg = config.train.rso
     number = session.scalar(sql_select(Iteration.number).where(Iteration.id == iteration_id))
-    rows = session.execute(
-        sql_select(Sample.prompt_id, Prompt.source, Prompt.item_index, Sample.id, Judgment.score)
-        .join(Prompt, Prompt.id == Sample.prompt_id).join(Judgment, Judgment.sample_id == Sample.id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True))
-        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)
-    ).all()
-    scores: dict[tuple[int, str, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for prompt_id, source, item_index, sample_id, score in rows:
-        scores[(prompt_id, source, item_index)][sample_id].append(score)
+    places = {row.id: (row.source, row.item_index) for row in session.execute(
+        sql_select(Prompt.id, Prompt.source, Prompt.item_index).where(Prompt.iteration_id == iteration_id))}
     out = []
-    for (prompt_id, source, item_index), by_sample in scores.items():
+    for prompt_id, candidates in sorted(judged_means(session, iteration_id).items(), key=lambda kv: places[kv[0]]):
+        source, item_index = places[prompt_id]
         key = f"{config.loop.seed}:rso:{number}:{source}:{item_index}".encode()
         rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
-        candidates = [(s, sum(v) / len(v)) for s, v in by_sample.items()]
         for chosen, rejected, gap in first_round_pairs(rejection_sample(candidates, cfg.num_accept, cfg.beta, rng.random)):
             out.append({"prompt_id": prompt_id, "sample_id": chosen, "rejected_sample_id": rejected, "reward": gap})
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -408,3 +409,17 @@ def unjudged_query(iteration_id: int, kind: str) -> Select:
 
 def unjudged_samples(session: Session, iteration_id: int, kind: str) -> list[Any]:
     return session.execute(unjudged_query(iteration_id, kind)).all()
+
+
+def judged_means(session: Session, iteration_id: int) -> dict[int, list[tuple[int, float]]]:
+    """Prompt id -> [(sample id, mean LLM-judge score over its valid judgments)], prompts in id order and samples in
+    sample order; a sample without a valid score is absent. What the judge-ranked algorithms select from."""
+    rows = session.execute(
+        select(Sample.prompt_id, Sample.id, Judgment.score).join(Judgment, Judgment.sample_id == Sample.id)
+        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True))
+        .order_by(Sample.prompt_id, Sample.sample_index, Judgment.judge_index)
+    ).all()
+    scores: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for prompt_id, sample_id, score in rows:
+        scores[prompt_id][sample_id].append(score)
+    return {p: [(sid, sum(v) / len(v)) for sid, v in by_sample.items()] for p, by_sample in scores.items()}
