@@ -34,7 +34,6 @@ class Daemon:
         self.stop = stop or StopFlag()
         self.trigger = threading.Event()  # set when an iteration may start
         self.notifier = Notifier()
-        self.status_line = "starting"
 
     # -- the schedule ---------------------------------------------------------------------------
     def _scheduler(self, db) -> BackgroundScheduler:  # noqa: ANN001
@@ -70,7 +69,6 @@ class Daemon:
     # -- status -------------------------------------------------------------------------------
     def _status(self, line: str, log: bool = False) -> None:
         """systemd's STATUS line; phases and iterations log themselves, so only news is logged here."""
-        self.status_line = line
         self.notifier.status(line)
         if log:
             logger.info(line)
