@@ -26,6 +26,7 @@ from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import Iteration, Loop, PhaseRun
 from selfloop.db.queries import adapter_of, add_event, last_iteration, loop_by_name, phase_run, phase_summary
+from selfloop.db.training import clear_steps
 from selfloop.errors import Interrupted, SelfloopError
 from selfloop.phases import PHASES
 from selfloop.phases.context import PhaseContext
@@ -214,6 +215,8 @@ def _start_phase(db: Database, iteration_id: int, phase: str) -> int | None:
         else:
             run.status, run.attempts, run.error = "running", run.attempts + 1, None
             run.started_at, run.finished_at = datetime.now(UTC), None
+            if phase == "train":  # training starts over: in the same transaction, so every step row of a running
+                clear_steps(session, iteration_id)  # train phase is its current attempt's (trackers stream them)
         session.get(Iteration, iteration_id).phase = phase
         session.flush()
         return run.id

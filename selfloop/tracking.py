@@ -1,15 +1,17 @@
 """MLflow and W&B as views of the store: one tracker run per loop, fed from the database.
 
 The database stays the record of truth. A sync reads what the tracker has not received yet (marks in
-`tracker_runs`) and sends it: the config as parameters, the training steps of every iteration whose
-train phase is done (one global step axis across iterations), each finished iteration's figures
+`tracker_runs`) and sends it: the config as parameters, the training steps of each iteration as they are
+written (one global step axis across iterations), each finished iteration's figures
 (judge, vote, drift, selection, evals with their intervals, promoted), events as tags or notes, and
 optionally each adapter as an artifact. A fork's run names its parent's run and the fork iteration.
 
-While a loop runs, syncs happen on a background thread after each phase: a tracker that is slow,
-fails or is unreachable never stops or slows the loop; it gets a warning event and is retried at the
-next sync. `selfloop track LOOP` runs the same sync from the start for a loop that was not tracked, or
-after an outage (backfill). Each backend is imported only when used (`selfloop[mlflow]`, `selfloop[wandb]`).
+While a loop runs, syncs happen on a background thread after each phase and every
+`tracking.stream_every_s` seconds in between (a running train phase's steps make a live curve): a tracker
+that is slow, fails or is unreachable never stops or slows the loop; it gets a warning event and is retried
+after `tracking.retry_every_s` or at the next phase's end. `selfloop track LOOP` runs the same sync from
+the start for a loop that was not tracked, or after an outage (backfill). Each backend is imported only
+when used (`selfloop[mlflow]`, `selfloop[wandb]`).
 """
 
 from __future__ import annotations
@@ -211,23 +213,37 @@ class _Pending:
     events: list[tuple[int, str]]
     steps_through: int
     last_event: int
+    live: tuple[int, int]  # (attempt, steps sent) of the train phase running after steps_through; (0, 0): none
+
+
+def _step_values(row, number: int) -> dict[str, float]:  # noqa: ANN001
+    return {**step_metrics(row.metrics), "loss": row.loss, "learning_rate": row.learning_rate,
+            "grad_norm": row.grad_norm, "tokens_per_s": row.tokens_per_s, "iteration": float(number)}
 
 
 def _pending(session: Session, loop: Loop, mark: TrackerRun) -> _Pending:
     """What the tracker has not received, in iteration order so that every step axis only grows: the
-    training steps of each iteration whose train phase is done, then its figures once it is done."""
+    training steps of each iteration as they are written (a running train phase's too: a live curve), then
+    its figures once it is done. A train phase that is run again (after a crash or a stop) writes its steps
+    from 0 again: they follow what was sent on the global axis, so the tracker shows both attempts."""
     iterations = history.iterations_of(session, loop.id)
-    trained = history.trained_iterations(session, [i.id for i in iterations])
+    trains = history.train_phases(session, [i.id for i in iterations])
     steps, global_step, steps_through, step_after = [], mark.steps_logged, mark.steps_through, {}
+    live = (mark.live_attempt, mark.live_steps)
     for it in iterations:
         if it.number <= mark.steps_through:
             continue
-        if it.id in trained:
-            for row in history.train_steps(session, it.id):
-                steps.append((global_step, {**step_metrics(row.metrics), "loss": row.loss, "learning_rate": row.learning_rate,
-                                            "grad_norm": row.grad_norm, "tokens_per_s": row.tokens_per_s,
-                                            "iteration": float(it.number)}))
+        train = trains.get(it.id)
+        if train is not None and (train.status == "done" or train.status == "running"):
+            sent = live[1] if live[0] == train.attempts else 0
+            rows = history.train_steps(session, it.id)
+            for row in rows[sent:]:
+                steps.append((global_step, _step_values(row, it.number)))
                 global_step += 1
+            if train.status == "running":
+                live = (train.attempts, max(sent, len(rows)))
+                break  # later iterations wait for this one's steps
+            live = (0, 0)
         elif it.status != "done":
             break  # not trained yet: later steps wait for this iteration's
         steps_through, step_after[it.number] = it.number, max(global_step - 1, 0)
@@ -239,7 +255,7 @@ def _pending(session: Session, loop: Loop, mark: TrackerRun) -> _Pending:
         path = history.checkpoint_path(session, it.output_checkpoint_id)
         figures.append((it.number, step_after.get(it.number, max(global_step - 1, 0)), values, path, completions(session, it.id)))
     events = [(e.id, f"{e.level} {e.kind}: {e.message}") for e in history.events_after(session, loop.id, mark.last_event_id)]
-    return _Pending(steps, figures, events, steps_through, events[-1][0] if events else mark.last_event_id)
+    return _Pending(steps, figures, events, steps_through, events[-1][0] if events else mark.last_event_id, live)
 
 
 def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int, bool]:  # noqa: ANN001
@@ -260,7 +276,8 @@ def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int,
                 tags["selfloop.parent_run_id"] = parent_run
             tags["selfloop.note"] = f"fork of {parent.name} at iteration {loop.parent_iteration}"
         params = flat(loop.config)
-        pending = _pending(session, loop, mark or TrackerRun(steps_logged=0, steps_through=0, iterations_logged=0, last_event_id=0))
+        pending = _pending(session, loop, mark or TrackerRun(steps_logged=0, steps_through=0, iterations_logged=0,
+                                                             last_event_id=0, live_attempt=0, live_steps=0))
         run_id = mark.run_id if mark else None
         loop_id, finished = loop.id, loop.status == "finished"
     sent = len(pending.steps) + len(pending.iterations) + len(pending.events)
@@ -286,6 +303,7 @@ def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int,
         if pending.iterations:
             mark.iterations_logged = pending.iterations[-1][0]
         mark.last_event_id = pending.last_event
+        mark.live_attempt, mark.live_steps = pending.live
         mark.updated_at = datetime.now(UTC)
     return sent, finished
 
@@ -299,6 +317,7 @@ class Tracking:
         self._backends: dict[str, Any] = {}
         self._wake, self._stop = threading.Event(), threading.Event()
         self._failing: set[str] = set()
+        self._retry_at: dict[str, float] = {}
         self._finished = False
         self._thread = threading.Thread(target=self._work, name="tracking", daemon=True)
         if self.names:
@@ -308,13 +327,18 @@ class Tracking:
         self._wake.set()
 
     def _work(self) -> None:
+        cfg = self.config.tracking
+        period = min(cfg.stream_every_s or cfg.retry_every_s, cfg.retry_every_s)
         while not self._stop.is_set():
-            self._wake.wait(timeout=self.config.tracking.retry_every_s)
+            poked = self._wake.wait(timeout=period)
             self._wake.clear()
-            self._sync_all()
+            self._sync_all(retry=poked)
 
-    def _sync_all(self) -> None:
+    def _sync_all(self, retry: bool = True) -> None:
+        """Sync every tracker; one that failed is tried again only after retry_every_s, or at a phase's end."""
         for name in self.names:
+            if name in self._failing and not retry and time.monotonic() < self._retry_at.get(name, 0.0):
+                continue
             try:
                 backend = self._backends.get(name) or BACKENDS[name](self.config)
                 self._backends[name] = backend
@@ -324,6 +348,7 @@ class Tracking:
                     logger.info("tracking: {} reachable again; caught up from the database", name)
             except Exception as exc:  # noqa: BLE001 - a tracker must never take the loop down
                 self._backends.pop(name, None)
+                self._retry_at[name] = time.monotonic() + self.config.tracking.retry_every_s
                 if name not in self._failing:  # one warning per outage, not one per retry
                     self._failing.add(name)
                     self._warn(name, exc)

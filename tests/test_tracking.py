@@ -229,3 +229,56 @@ def test_track_is_refused_while_the_loop_runs(tmp_path: Path, sqlite_url: str) -
     db.dispose()
     assert out.returncode == 4 and "in use by daemon" in out.stderr
     assert os.path.exists(sqlite_url.removeprefix("sqlite:///"))
+
+
+def _phase_status(url: str, phase: str) -> str | None:
+    from selfloop.db.models import PhaseRun
+
+    db = open_database(url)
+    with db.session() as s:
+        status = s.scalar(select(PhaseRun.status).join(Iteration, Iteration.id == PhaseRun.iteration_id)
+                          .where(Iteration.number == 1, PhaseRun.phase == phase))
+    db.dispose()
+    return status
+
+
+def test_steps_stream_while_the_train_phase_runs_and_a_rerun_follows_on_the_axis(tmp_path: Path, sqlite_url: str) -> None:
+    """The loop waits inside its first train phase after two steps (a failpoint): MLflow already has those two
+    steps while the phase is still running. Killed there and resumed, the phase starts over: its steps follow the
+    two on the global step axis, so MLflow holds the two, then every stored step once, in order."""
+    import signal
+    import subprocess
+    import sys
+
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tiny_yaml(tmp_path, sqlite_url, tracking={"mlflow": {"enabled": True, "tracking_uri": mlflow_uri},
+                                                       "stream_every_s": 0.5})
+    env = {**os.environ, "SELFLOOP_FAILPOINT": "train.after_step:2:wait",
+           "SELFLOOP_FAILPOINT_GATE": str(tmp_path / "never")}
+    log = tmp_path / "run.log"  # a file, not a pipe: nobody reads a pipe while the loop waits, and a full one blocks it
+    proc = subprocess.Popen([sys.executable, "-m", "selfloop", "run", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+    try:
+        deadline, live = time.monotonic() + 180, []
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (tmp_path / "mlflow.db").exists():
+                try:
+                    live = _mlflow_history(mlflow_uri, "tiny").get("train/loss", [])
+                except Exception:  # noqa: BLE001 - the run is not created yet
+                    live = []
+                if len(live) == 2:
+                    break
+            time.sleep(0.5)
+        assert len(live) == 2, log.read_text()[-3000:]
+        assert _phase_status(sqlite_url, "train") == "running"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    out = selfloop_cli("resume", "tiny", "--config", str(config))
+    assert out.returncode == 0, out.stderr[-3000:]
+    losses, figures = _store(sqlite_url, "tiny")
+    tracked = _mlflow_history(mlflow_uri, "tiny")["train/loss"]
+    assert len(tracked) == 2 + len(losses)
+    assert all(_close(a, b) for a, b in zip(tracked[2:], losses, strict=True))
+    assert all(_close(a, b) for a, b in zip(tracked[:2], losses[:2], strict=True)), "the same seed: the same first steps"
+    _matches(_mlflow(mlflow_uri, "tiny")[1], figures)

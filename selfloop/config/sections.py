@@ -611,6 +611,9 @@ class TrackingConfig(Section):
     mlflow: MLflowTrackingConfig = Field(default_factory=MLflowTrackingConfig)
     wandb: WandbTrackingConfig = Field(default_factory=WandbTrackingConfig)
     retry_every_s: upto(86_400) = Field(60, description="A failed tracker is retried (and caught up) this often.")
+    stream_every_s: Annotated[float, Field(ge=0.0, le=3600.0)] = Field(
+        10.0, description="While a phase runs, what the store gained is sent this often: a running train phase's steps "
+        "make a live curve (0: send only when a phase ends).")
 
 
 class LoggingConfig(Section):

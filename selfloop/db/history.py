@@ -48,10 +48,10 @@ def checkpoint_path(session: Session, checkpoint_id: int | None) -> str | None:
 
 
 # -- what trackers are sent ------------------------------------------------------------------------
-def trained_iterations(session: Session, iteration_ids: list[int]) -> set[int]:
-    """Those of the iterations whose train phase is done."""
-    return set(session.scalars(select(PhaseRun.iteration_id).where(
-        PhaseRun.iteration_id.in_(iteration_ids), PhaseRun.phase == "train", PhaseRun.status == "done")))
+def train_phases(session: Session, iteration_ids: list[int]) -> dict[int, PhaseRun]:
+    """The train phase's run of each of the iterations that has one, by iteration id."""
+    return {run.iteration_id: run for run in session.scalars(select(PhaseRun).where(
+        PhaseRun.iteration_id.in_(iteration_ids), PhaseRun.phase == "train"))}
 
 
 def train_steps(session: Session, iteration_id: int) -> list[TrainStep]:

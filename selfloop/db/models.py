@@ -380,5 +380,8 @@ class TrackerRun(Base):
     steps_through: Mapped[int] = mapped_column(Integer, doc="iterations whose training steps were sent")
     iterations_logged: Mapped[int] = mapped_column(Integer, doc="iterations whose figures were sent")
     last_event_id: Mapped[int] = mapped_column(Integer, doc="events up to this id were sent")
+    live_attempt: Mapped[int] = mapped_column(Integer, server_default="0", doc="the attempt of the next iteration's "
+                                              "train phase whose steps are being sent while it runs (0: none)")
+    live_steps: Mapped[int] = mapped_column(Integer, server_default="0", doc="how many of that attempt's steps were sent")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     created_at: Mapped[datetime] = _created()

@@ -1,7 +1,7 @@
 """Phase train: LoRA training on the iteration's examples, then an atomic checkpoint.
 
 A re-run (after a crash or a stop) starts training over with the same seed: its partial train_steps
-rows are deleted first. Reference log-probs come from the rollout where the engine recorded them for
+rows are deleted when the new attempt is marked running (`loop._start_phase`). Reference log-probs come from the rollout where the engine recorded them for
 samples of the starting policy (`samples.policy_token_logprobs`), else from a forward pass; once
 known they are kept on the example rows. The new
 checkpoint's row, the iteration's output checkpoint and the done mark are one transaction, written
@@ -18,7 +18,7 @@ from loguru import logger
 
 from selfloop.algorithms import spec, trainer
 from selfloop.db.queries import add_event, set_metric
-from selfloop.db.training import add_step, clear_steps, keep_reference, record_checkpoint, training_rows
+from selfloop.db.training import add_step, keep_reference, record_checkpoint, training_rows
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.judging.eft import ALGORITHM as EFT
 from selfloop.judging.judge import judge_chat, load_template
@@ -91,8 +91,6 @@ def _reference_from_rollout(item: TrainItem, chosen, rejected, policy_id: int | 
 def run(ctx: PhaseContext) -> None:
     cfg = ctx.config.train
     contract = spec(cfg.algorithm)
-    with ctx.db.session() as session:
-        clear_steps(session, ctx.iteration_id)
     tokenizer = load_tokenizer(ctx.runtime.model.path, padding_side="left")
     init = None if contract.restart_from_base else ctx.policy
     items, from_rollout = _items(ctx, tokenizer, init)
