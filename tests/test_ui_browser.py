@@ -1,5 +1,6 @@
 """The dashboard in a real browser: `selfloop ui` (a real server) on a tiny loop's database (two
-iterations, a fork with one more), driven by Debian's headless Chromium through chromium-driver.
+iterations, a fork with one more, and a loop without an LLM judge), driven by Debian's headless Chromium
+through chromium-driver.
 
 Screenshots of each page go to $SELFLOOP_TEST_SCREENSHOTS (default: a pytest temporary directory),
 out of the repository. Without chromium these tests skip, unless SELFLOOP_REQUIRE_BROWSER=1 (CI).
@@ -27,9 +28,13 @@ pytestmark = pytest.mark.integration
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     tmp = tmp_path_factory.mktemp("ui")
     url = f"sqlite:///{tmp / 'selfloop.db'}"
+    # "plain": one iteration without an LLM judge (no judge column or card on its pages)
+    plain = tiny_yaml(tmp, url, name="plain.yaml", loop__name="plain", loop__max_iterations=1,
+                      judge__signals=["vote", "confidence"])
     for args in (("run", "--config", str(tiny_yaml(tmp, url))),
                  ("fork", "tiny", "--at", "1", "--name", "tiny-b", "--db", url, "--set", "train.learning_rate=2e-3"),
-                 ("resume", "tiny-b", "--db", url, "--iterations", "1")):
+                 ("resume", "tiny-b", "--db", url, "--iterations", "1"),
+                 ("run", "--config", str(plain))):
         out = selfloop_cli(*args, env={"SELFLOOP_STATE_DIR": str(tmp / "state")})
         assert out.returncode == 0, out.stderr[-2000:]
     return url, tmp
@@ -252,3 +257,89 @@ def test_live_progress_refreshes_by_itself(store, server, browser) -> None:  # n
             s.delete(s.get(PhaseRun, ids[1]))
             s.delete(s.get(Iteration, ids[0]))
         db.dispose()
+
+
+def _text(browser, selector: str) -> str:  # noqa: ANN001
+    return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.textContent : null", selector)
+
+
+def test_what_a_researcher_asks_first(store, server, browser, shots) -> None:  # noqa: ANN001
+    """A finished loop says so (and still does after a live refresh); a sample's extracted answer is marked where
+    the loop's extractors read it; a loop without an LLM judge shows no judge column; the config page, the
+    rewarded-right/wrong summary and the items that flipped are one click from the pages that name them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from selfloop.judging.answers import normalise
+
+    url, _ = store
+    _open(browser, server + "/")
+    for name, done in (("tiny", 2), ("plain", 1)):
+        assert _rows(url, "SELECT status FROM loops WHERE name = ?", name) == [("finished",)]
+        selector = f'tr[data-loop="{name}"] td.live'
+        expected = f"finished: {done} iteration{'' if done == 1 else 's'} done"
+        assert _text(browser, selector).strip() == expected
+        browser.execute_script("window.__same_page = true;")
+        WebDriverWait(browser, 20).until(lambda b: b.execute_script(  # the live refresh keeps it (it rewrites the cell)
+            "return document.querySelector(arguments[0]).firstChild.nodeType === 1", selector))
+        assert _text(browser, selector).strip() == expected and browser.execute_script("return window.__same_page === true")
+    # The answer the vote read, marked in each sample's text.
+    prompt_id = _rows(url, """SELECT p.id FROM prompts p JOIN iterations i ON i.id = p.iteration_id JOIN loops l ON l.id = i.loop_id
+        JOIN samples s ON s.prompt_id = p.id JOIN judgments j ON j.sample_id = s.id
+        WHERE l.name = 'tiny' AND j.kind = 'vote' AND j.answer IS NOT NULL ORDER BY p.id LIMIT 1""")[0][0]
+    _open(browser, server + f"/prompts/{prompt_id}")
+    samples = _rows(url, """SELECT s.sample_index, s.text, j.answer FROM samples s JOIN judgments j ON j.sample_id = s.id
+        WHERE s.prompt_id = ? AND j.kind = 'vote' ORDER BY s.sample_index""", prompt_id)
+    assert any(answer is not None for _, _, answer in samples)
+    for index, body, answer in samples:
+        article = browser.find_element(By.ID, f"sample-{index}")
+        marks = article.find_elements(By.CSS_SELECTOR, "pre.text mark.answer")
+        if answer is None:
+            assert marks == []
+            continue
+        [mark] = marks
+        assert normalise(mark.get_attribute("textContent")) == answer
+        before = browser.execute_script(  # the mark sits where the last-number extractor read it: nothing after it is a number
+            "const m = arguments[0]; let t = ''; for (let n = m.nextSibling; n; n = n.nextSibling) t += n.textContent; return t;", mark)
+        assert not any(c.isdigit() for c in before), (body, before)
+        assert article.find_element(By.CSS_SELECTOR, "pre.text").get_attribute("textContent") == body
+    _shoot(browser, shots / "prompt-marked.png")
+    # Judge columns: the loop and iteration pages of a loop without an LLM judge have none.
+    for name, judged in (("tiny", True), ("plain", False)):
+        _open(browser, server + f"/loops/{name}")
+        headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "table.iterations th")]
+        assert ("mean judge score" in headers) == judged, headers
+        _open(browser, server + f"/loops/{name}/iterations/1")
+        headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "table.prompts th")]
+        assert ("mean judge" in headers) == judged, headers
+        assert _errors(browser) == []
+    # The config, one click from the loop page.
+    _open(browser, server + "/loops/tiny")
+    browser.find_element(By.CSS_SELECTOR, 'a[href="/loops/tiny/config"]').click()
+    WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith("/loops/tiny/config"))
+    fields = dict((r.find_elements(By.TAG_NAME, "td")[0].text, r.find_elements(By.TAG_NAME, "td")[1].text)
+                  for r in browser.find_elements(By.CSS_SELECTOR, "table.config tr") if r.find_elements(By.TAG_NAME, "td"))
+    assert fields["train.algorithm"] == "rlsc" and float(fields["train.learning_rate"]) == 1e-3
+    # What the loop rewarded: counts equal the store's, and an example prompt one click away.
+    _open(browser, server + "/loops/tiny/iterations/1")
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.rewards tbody tr")
+    stored = _rows(url, """SELECT j.score > 0, s.correct, count(*) FROM judgments j JOIN samples s ON s.id = j.sample_id
+        JOIN iterations i ON i.id = s.iteration_id JOIN loops l ON l.id = i.loop_id
+        WHERE l.name = 'tiny' AND i.number = 1 AND j.kind = 'vote' GROUP BY 1, 2""")
+    assert sum(int(r.find_elements(By.TAG_NAME, "td")[2].text) for r in rows) == sum(n for _, _, n in stored)
+    link = rows[0].find_element(By.CSS_SELECTOR, "a[href^='/prompts/']")
+    target = link.get_attribute("href")
+    link.click()
+    WebDriverWait(browser, 30).until(lambda b: b.current_url == target)
+    _shoot(browser, shots / "rewarded.png")
+    # The held-out items that flipped between the starting policy and the candidate.
+    flipped = {o: {i for i, in _rows(url, f"""SELECT c.item_index FROM eval_items c JOIN eval_items b
+        ON b.iteration_id = c.iteration_id AND b.suite = c.suite AND b.item_index = c.item_index AND b.role = 'baseline'
+        JOIN iterations i ON i.id = c.iteration_id JOIN loops l ON l.id = i.loop_id
+        WHERE l.name = 'tiny' AND i.number = 2 AND c.role = 'candidate' AND c.suite = 'arithmetic'
+        AND c.correct = {1 if o == 'gained' else 0} AND b.correct = {0 if o == 'gained' else 1}""")} for o in ("gained", "lost")}
+    for outcome, items in flipped.items():
+        _open(browser, server + f"/loops/tiny/iterations/2/evals?suite=arithmetic&outcome={outcome}")
+        shown = {int(r.find_element(By.TAG_NAME, "td").text) for r in browser.find_elements(By.CSS_SELECTOR, "table.eval-items tbody tr")}
+        assert shown == items, (outcome, shown, items)
+        assert _errors(browser) == []

@@ -24,7 +24,19 @@ _LEADING_NUMBER = re.compile(rf"^\$?\s*({_NUM})\s*(?:%|[A-Za-z][A-Za-z ]{{0,30}}
 _ANSWER_IS = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is|answer\s*:)\s*:?\s*(.+)", re.IGNORECASE)
 
 
-def _boxed(text: str) -> str | None:
+Span = tuple[int, int]  # where in the response an extractor found the raw answer: text[start:end]
+
+
+def _stripped(text: str, start: int, end: int) -> Span | None:
+    """The span without surrounding whitespace, None if nothing is left."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
+
+
+def _boxed(text: str) -> Span | None:
     start = text.rfind("\\boxed{")
     if start < 0:
         return None
@@ -33,27 +45,29 @@ def _boxed(text: str) -> str | None:
     while i < len(text) and depth:
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         i += 1
-    return text[begin : i - 1] if depth == 0 else None
+    return (begin, i - 1) if depth == 0 else None
 
 
-def _answer_is(text: str) -> str | None:
+def _answer_is(text: str) -> Span | None:
     matches = list(_ANSWER_IS.finditer(text))
     if not matches:
         return None
-    tail = matches[-1].group(1).strip()
+    tail = _stripped(text, *matches[-1].span(1))
+    if tail is None:
+        return None
     # The sentence ends at a newline or at a full stop followed by space (not a decimal point).
-    tail = re.split(r"\n|(?<=[.!?])\s", tail, maxsplit=1)[0]
-    return tail or None
+    end = re.search(r"\n|(?<=[.!?])\s", text[tail[0]:tail[1]])
+    return (tail[0], tail[0] + end.start()) if end else tail
 
 
-def _hash(text: str) -> str | None:
-    found = re.findall(r"####\s*(.+)", text)
-    return found[-1].strip() if found else None
+def _hash(text: str) -> Span | None:
+    found = list(re.finditer(r"####\s*(.+)", text))
+    return _stripped(text, *found[-1].span(1)) if found else None
 
 
-def _last_number(text: str) -> str | None:
-    found = _NUMBER.findall(text)
-    return found[-1] if found else None
+def _last_number(text: str) -> Span | None:
+    found = list(_NUMBER.finditer(text))
+    return found[-1].span() if found else None
 
 
 EXTRACTORS = {"boxed": _boxed, "answer_is": _answer_is, "hash": _hash, "last_number": _last_number}
@@ -93,14 +107,18 @@ def normalise(raw: str) -> str | None:
     return s or None
 
 
-def extract_answer(text: str | None, chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> str | None:
-    """The normalised answer found by the first extractor of `chain` that finds one, else None."""
+def answer_span(text: str | None, chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> Span | None:
+    """Where the first extractor of `chain` that finds an answer found it (the dashboard marks it)."""
     if not text:
         return None
     for name in chain:
-        raw = EXTRACTORS[name](text)
-        if raw is not None:
-            answer = normalise(raw)
-            if answer is not None:
-                return answer
+        span = EXTRACTORS[name](text)
+        if span is not None and normalise(text[span[0]:span[1]]) is not None:
+            return span
     return None
+
+
+def extract_answer(text: str | None, chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> str | None:
+    """The normalised answer found by the first extractor of `chain` that finds one, else None."""
+    span = answer_span(text, chain)
+    return normalise(text[span[0]:span[1]]) if span is not None else None

@@ -175,8 +175,9 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
             prompts = views.iteration_prompts(s, it, source, integer(request, "page", 1))
             suites = views.eval_suites(s, it)
             rewards = views.reward_summary(s, it)
+            judged = views.judges_with_llm(s, [name])
         return page(request, "iteration.html", loop_name=name, iteration=it, prompts=prompts, suites=suites, source=source,
-                    rewards=rewards)
+                    rewards=rewards, judged=judged)
 
     def _prompt(request: Request) -> Response:
         with reading() as s:

@@ -30,6 +30,8 @@ from selfloop.db.models import (
 )
 from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers
 from selfloop.errors import SelfloopError
+from selfloop.judging.answers import answer_span, normalise
+from selfloop.render import select_columns
 
 PAGE_SIZE = 50
 MAX_LOSS_POINTS = 5000  # training steps drawn per loop; longer histories are thinned evenly
@@ -205,13 +207,15 @@ def compared_segments(session: Session, names: list[str]) -> list[Segment]:
 TABLE_COLUMNS = ("iteration", "status", "phase", "prompts", "samples", "mean_judge_score", "vote_share",
                  "label_accuracy", "mean_response_tokens", "train_loss", "baseline_metric", "main_metric",
                  "promoted", "warnings", "finished_at")
+JUDGE_COLUMNS = ("mean_judge_score", "judge_auc", "judge_pair_accuracy")
 
 
 def iteration_table(session: Session, name: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The `iteration_summary` view (what `selfloop history` prints), the columns that fit a page."""
+    """The `iteration_summary` view (what `selfloop history` prints), the columns that fit a page; a loop without an
+    LLM judge shows no judge column (one with a judge does, even where no score parsed: that is news)."""
     columns, rows = iteration_summary(session, name)
-    index = [columns.index(c) for c in TABLE_COLUMNS if c in columns]
-    return [columns[i] for i in index], [tuple(r[i] for i in index) for r in rows]
+    keep = [c for c in TABLE_COLUMNS if c in columns and (c not in JUDGE_COLUMNS or judges_with_llm(session, [name]))]
+    return select_columns(columns, rows, ",".join(keep))
 
 
 @dataclass
@@ -293,14 +297,25 @@ class SampleRow:
     mean_logprob: float
     correct: bool | None = None  # checked against the prompt's known answer (None: no answer known)
     judgments: list[JudgmentRow] = field(default_factory=list)
+    span: tuple[int, int] | None = None  # where the loop's extractors found the answer in `text`
+
+    @property
+    def parts(self) -> tuple[str, str, str] | None:
+        """The text before the extracted answer, the answer as written, the text after (the page marks it)."""
+        return (self.text[:self.span[0]], self.text[self.span[0]:self.span[1]], self.text[self.span[1]:]) if self.span else None
+
+    @property
+    def extracted(self) -> str | None:
+        return normalise(self.text[self.span[0]:self.span[1]]) if self.span else None
 
     def signal(self, kind: str) -> list[JudgmentRow]:
         return [j for j in self.judgments if j.kind == kind]
 
     @property
     def voted(self) -> str | None:
+        """The answer the vote read (stored), else the one the loop's extractors read now."""
         votes = self.signal("vote")
-        return votes[0].answer if votes else None
+        return votes[0].answer if votes else self.extracted
 
     @property
     def mean_judge_score(self) -> float | None:
@@ -366,7 +381,24 @@ def prompt_detail(session: Session, prompt_id: int, page: int = 1) -> PromptDeta
                 .where(ExampleCandidate.example_id.in_(by_example)).order_by(ExampleCandidate.example_id, ExampleCandidate.rank)):
             by_example[example_id].ranking.append((index, score))
     vote = session.scalars(select(Vote).where(Vote.prompt_id == prompt_id)).one_or_none()
+    chain = answer_extractors(session, loop, prompt.family)
+    for sample in samples if chain else ():
+        sample.span = answer_span(sample.text, chain)
     return PromptDetail(prompt, loop, number, vote, Page(samples, page, total), examples)
+
+
+def answer_extractors(session: Session, name: str, family_name: str | None) -> tuple[str, ...]:
+    """The loop's answer extractors (judge.vote.extractors) where the prompt's answers are values read from the
+    text; () for a family whose grade is no extracted value (instructions) or that is not installed here."""
+    from selfloop.config import stored_config
+    from selfloop.families import family
+
+    try:
+        if not family(family_name or "value").votable:
+            return ()
+    except LookupError:
+        return ()
+    return tuple(stored_config(session.scalar(select(Loop.config).where(Loop.name == name)), name).judge.vote.extractors)
 
 
 # -- held-out evaluation items --------------------------------------------------------------------

@@ -40,6 +40,9 @@ async function loadCharts(section) {
 }
 
 function progressText(s) {
+  if (s.iteration === null && s.status === "finished") {
+    return "finished: " + s.iterations_done + " iteration" + (s.iterations_done === 1 ? "" : "s") + " done";
+  }
   if (s.iteration === null) return "between iterations";
   let text = "iteration " + s.iteration + " · " + (s.phase || "starting");
   if (s.progress) text += " · " + s.progress;
@@ -49,7 +52,7 @@ function progressText(s) {
 function renderProgress(cell, s) {
   cell.textContent = "";
   const span = document.createElement("span");
-  span.className = s.iteration === null ? "muted" : "phase";
+  span.className = s.iteration !== null ? "phase" : s.status === "finished" ? "status-finished" : "muted";
   span.textContent = progressText(s);
   cell.appendChild(span);
   if (s.iteration !== null && s.progress_total) {
