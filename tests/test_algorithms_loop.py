@@ -13,7 +13,7 @@ from selfloop.algorithms import specs
 from tests.conftest import selfloop_cli, tiny_yaml
 
 # Those that select on any stored samples with distinct judge scores or log-probs: they must train.
-MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf", "raft", "rso"}
+MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf", "raft", "rso", "rtuning"}
 
 
 @pytest.mark.integration
@@ -31,6 +31,7 @@ def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None
         shapes = conn.execute(text(
             "SELECT count(*), count(rejected_sample_id), (SELECT count(DISTINCT example_id) FROM example_candidates) "
             "FROM examples")).one()
+        held_out = conn.execute(text("SELECT count(*) FROM evals WHERE metric = 'mean_sure'")).scalar()
     assert done == 2
     if algorithm in MUST_TRAIN:
         assert steps > 0 and shapes[0] > 0
@@ -38,3 +39,16 @@ def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None
     if shapes[0]:  # the stored examples have the declared shape
         assert (shapes[1] == shapes[0]) if shape == "pair" else (shapes[1] == 0)
         assert (shapes[2] == shapes[0]) if shape == "ranked" else (shapes[2] == 0)
+    # An algorithm's own held-out figures (R-Tuning's): every suite, both policies, both iterations.
+    assert held_out == (2 * 2 * 2 if specs()[algorithm].held_out else 0)
+    if algorithm == "rtuning":  # its export form: prompt-completion rows whose completion ends with the certainty answer
+        from selfloop import export
+        from selfloop.db.engine import open_database
+
+        db = open_database(url)
+        with db.session() as session:
+            rows = list(export.rows(session, "tiny", "examples"))
+        db.dispose()
+        assert len(rows) == shapes[0]
+        assert all(r["completion"][0]["content"].endswith(("I am sure.", "I am unsure.")) for r in rows)
+        assert {r["reward"] for r in rows} <= {0.0, 1.0}

@@ -158,3 +158,69 @@ def test_raft_loss_is_the_token_mean_nll() -> None:
         return [torch.tensor([-1.0, -3.0]), torch.tensor([-0.5])]
 
     assert raft.batch_loss(items, policy, RAFTConfig())[0].item() == pytest.approx((2.0 + 0.5) / 2)  # (4/2 + 0.5/1) / 2
+
+
+def test_rtuning_target_entropy_and_loss_by_hand() -> None:
+    from selfloop.algorithms import rtuning
+    from selfloop.algorithms.rtuning_config import RTuningConfig
+    from selfloop.training.items import TrainItem
+
+    cfg = RTuningConfig()
+    assert rtuning.target("42", True, cfg) == ("42. Are you sure you accurately answered the question based on your "
+                                               "internal knowledge? I am sure.")
+    assert rtuning.target("42", False, cfg).endswith("knowledge? I am unsure.")
+    # counts {a: 2, b: 1, None: 1}: -(0.5 ln 0.5 + 2 * 0.25 ln 0.25) = 1.0397
+    assert rtuning.answer_entropy(["a", "a", "b", None]) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(4))
+    assert rtuning.answer_entropy(["a"] * 5) == 0.0
+    assert rtuning.lower_half([0.3, 0.1, 0.3, 0.9, 0.0]) == [False, True, False, False, True]  # floor(5/2) = 2
+    assert rtuning.lower_half([0.5, 0.5, 0.5, 0.5]) == [True, True, False, False]  # ties: in order
+    items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3], reward=1.0),
+             TrainItem(example_id=2, prompt_id=2, prompt=[1], completion=[4], reward=0.0)]
+
+    def policy(prompts, completions):  # noqa: ANN001, ANN202
+        return [torch.tensor([-1.0, -3.0]), torch.tensor([-0.5])]
+
+    loss, metrics = rtuning.batch_loss(items, policy, cfg)
+    assert loss.item() == pytest.approx((2.0 + 0.5) / 2) and metrics["sure_share"] == 0.5
+
+
+def test_rtuning_confidence_and_average_precision_by_hand() -> None:
+    from selfloop.algorithms import rtuning
+
+    # P(sure) / (P(sure) + P(unsure)) from log-probs: e^-1 / (e^-1 + e^-2) = 1 / (1 + e^-1)
+    assert rtuning.confidences([-1.0], [-2.0])[0] == pytest.approx(1 / (1 + math.exp(-1)))
+    assert rtuning.confidences([-1.0], [-1.0])[0] == pytest.approx(0.5)
+    # Ranked 0.9 (right), 0.8 (wrong), 0.7 (right), 0.6 (wrong): P@1 = 1 at recall 1/2, P@3 = 2/3 at recall 1.
+    assert rtuning.average_precision([0.9, 0.8, 0.7, 0.6], [True, False, True, False]) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # A tie is one threshold: both items at once, precision 1/2 at recall 1.
+    assert rtuning.average_precision([0.5, 0.5], [True, False]) == pytest.approx(0.5)
+    assert rtuning.average_precision([0.1, 0.4, 0.35, 0.8], [False, False, True, True]) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert rtuning.average_precision([0.2, 0.3], [False, False]) is None  # no right answer: undefined
+    assert rtuning.average_precision([0.9, 0.1], [True, False]) == 1.0
+
+
+def test_rtuning_held_out_reads_sure_and_unsure_after_the_response(tiny_model) -> None:  # noqa: ANN001
+    """On the tiny model through the HF engine: the confidence equals one computed by hand from the model's
+    log-probabilities of ' sure' and ' unsure' after '{response}. {question} I am'."""
+    from selfloop.algorithms import rtuning
+    from selfloop.algorithms.rtuning_config import RTuningConfig
+    from selfloop.engines.chat import user_chat
+    from selfloop.engines.hf import HFEngine
+
+    engine = HFEngine(tiny_model.path, batch_size=4)
+    cfg = RTuningConfig()
+    chats = [user_chat("What is 2 + 3?"), user_chat("What is 7 + 1?")]
+    responses, correct = ["5", "It is 9."], [True, False]
+    out = rtuning.held_out_metrics(engine, chats, responses, correct, None, cfg)
+    tok = engine.tokenizer
+    by_hand = []
+    for chat, response in zip(chats, responses):
+        prefix = tok(f"{response.rstrip('.')}. {cfg.question} I am", add_special_tokens=False)["input_ids"]
+        logps = []
+        for word in (" sure", " unsure"):
+            ids = tok(word, add_special_tokens=False)["input_ids"]
+            logps.append(sum(engine.score([chat], [prefix + ids])[0][-len(ids):]))
+        by_hand.append(math.exp(logps[0]) / (math.exp(logps[0]) + math.exp(logps[1])))
+    assert out["mean_sure"] == pytest.approx(sum(by_hand) / 2, rel=1e-5)
+    assert out["sure_ap"] == (1.0 if by_hand[0] > by_hand[1] else 0.5 if by_hand[0] == by_hand[1] else 0.5)
+    engine.close()

@@ -212,3 +212,39 @@ def test_rso_selection_is_seeded_and_pairs_judged_samples(db, config_factory) ->
     assert rows == again and len(rows) == 2  # beta 1e6: all four accepted in order, paired 0-1 and 2-3
     assert [(idx[r["sample_id"]], idx[r["rejected_sample_id"]], r["reward"]) for r in rows] == \
         [((0, 1), (0, 0), 1.0), ((0, 3), (0, 2), 1.0)]
+
+
+def test_rtuning_labels_sure_by_the_checked_majority_and_trains_the_known_answer(db, config_factory) -> None:  # noqa: ANN001
+    """'checked': sure where the majority equals the known answer; the known answer is trained for unsure prompts
+    too (prompt 1's majority 6 is wrong: the target still says 5); a prompt without a known answer is skipped."""
+    from selfloop.algorithms.rtuning_config import QUESTION
+
+    config = config_factory(db.url, train={"algorithm": "rtuning"})
+    it = store_samples(db, config, [
+        ("What is 2 + 3?", "5", ["5", "5", "6", "5"]),
+        ("What is 1 + 4?", "5", ["6", "6", "5", "7"]),
+        ("Say a number", None, ["4", "9", "9"]),
+    ])
+    judge_run(_context(db, config, it))
+    with db.session() as s:
+        rows = trainer("rtuning").select(s, it, config)
+        items = {p: i for p, i in s.execute(select(Prompt.id, Prompt.item_index))}
+    assert [(items[r["prompt_id"]], r["text"], r["reward"]) for r in rows] == [
+        (0, f"5. {QUESTION} I am sure.", 1.0), (1, f"5. {QUESTION} I am unsure.", 0.0)]
+
+
+def test_rtuning_u_ranks_every_prompt_by_answer_entropy(db, config_factory) -> None:  # noqa: ANN001
+    """'entropy': the lower half of the prompts by the entropy of their answers is sure, the majority trained.
+    Entropies: prompt 0 [3,3,3,3] -> 0; prompt 1 [3,3,4,None] -> 1.040; prompt 2 [7,8,8,9] -> 1.040; prompt 3
+    [2,2,2,1] -> 0.562. Lower half (2 of 4): prompts 0 and 3."""
+    config = config_factory(db.url, train={"algorithm": "rtuning", "rtuning": {"label": "entropy"}})
+    it = store_samples(db, config, [
+        ("Q0", None, ["3", "3", "3", "3"]), ("Q1", None, ["3", "3", "4", "none here"]),
+        ("Q2", None, ["7", "8", "8", "9"]), ("Q3", None, ["2", "2", "2", "1"]),
+    ])
+    judge_run(_context(db, config, it))
+    with db.session() as s:
+        rows = trainer("rtuning").select(s, it, config)
+        items = {p: i for p, i in s.execute(select(Prompt.id, Prompt.item_index))}
+    got = [(items[r["prompt_id"]], r["text"].split(".")[0], r["reward"]) for r in rows]
+    assert got == [(0, "3", 1.0), (1, "3", 0.0), (2, "8", 0.0), (3, "2", 1.0)]

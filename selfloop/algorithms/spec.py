@@ -30,6 +30,9 @@ class AlgorithmSpec:
     needs_reference: bool = False  # reference log-probs of each completion before the first step
     restart_from_base: bool = False  # a fresh adapter from the base model each iteration (ReST-EM)
     fixed_steps: str | None = None  # an options field holding a fixed optimizer step count (RLSC's `steps`)
+    # Its trainer module has `held_out_metrics(engine, chats, responses, correct, adapter, options) -> dict[str, float]`:
+    # figures the evaluate phase adds for each suite and policy (R-Tuning's average precision of P(sure)).
+    held_out: bool = False
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", self.name):

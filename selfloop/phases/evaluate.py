@@ -7,13 +7,15 @@ family's part metric where it has one (instruction following: the share of const
 accuracy when asked, mean response length. Every answered problem is a row of `eval_items`, written in chunks, so a
 re-run continues where it stopped; the `evals` rows are computed from them with the done mark. The
 starting policy's rows are copied from an earlier iteration of the loop that evaluated the same
-checkpoint on the same problems, instead of being generated again.
+checkpoint on the same problems, instead of being generated again. An algorithm whose spec declares `held_out`
+adds its own figures per suite and policy from the answered items (R-Tuning: the average precision of P(sure)).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
+from selfloop.algorithms import spec, trainer
 from selfloop.db.models import EvalItem, Eval, Iteration, Prompt
 from selfloop.db.queries import adapter_of, add_event, insert_ignore
 from selfloop.engines.base import Sampling
@@ -147,6 +149,25 @@ def _summarise(session, iteration_id: int, role: str, suite, checkpoint_id: int 
     return out
 
 
+def _held_out(ctx: PhaseContext, policies: list[tuple[str, int | None]], adapters: dict) -> list[dict]:
+    """The algorithm's own held-out figures (R-Tuning's average precision of P(sure)) per suite and policy, from the
+    answered items: computed again on a re-run, stored with the done mark."""
+    name = ctx.config.train.algorithm
+    figures, options = trainer(name).held_out_metrics, ctx.config.train.options()
+    system, out = ctx.config.generation.system_prompt, []
+    for role, ckpt in policies:
+        for suite in ctx.config.eval.suites:
+            with ctx.db.session() as session:
+                items = session.execute(select(EvalItem.prompt, EvalItem.response, EvalItem.correct).where(
+                    EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)
+                    .order_by(EvalItem.item_index)).all()
+            values = figures(ctx.runtime.engine(), [user_chat(i.prompt, system) for i in items], [i.response for i in items],
+                             [bool(i.correct) for i in items], adapters[role], options)
+            out += [{"iteration_id": ctx.iteration_id, "role": role, "checkpoint_id": ckpt, "suite": suite.name,
+                     "n": len(items), "metric": metric, "value": value} for metric, value in values.items()]
+    return out
+
+
 def run(ctx: PhaseContext) -> None:
     suites = {s.name: load_suite(s) for s in ctx.config.eval.suites}
     check_disjoint(ctx, suites)
@@ -165,9 +186,10 @@ def run(ctx: PhaseContext) -> None:
                                                       for r in copied], ["iteration_id", "role", "suite", "item_index"])
             else:
                 _answer(ctx, role, suite, suites[suite.name], adapters[role])
+    extra = _held_out(ctx, policies, adapters) if spec(ctx.config.train.algorithm).held_out else []
     with ctx.db.session() as session:
         rows = [r for role, ckpt in policies for s in ctx.config.eval.suites
-                for r in _summarise(session, ctx.iteration_id, role, s, ckpt, ctx.config.judge.vote.extractors)]
+                for r in _summarise(session, ctx.iteration_id, role, s, ckpt, ctx.config.judge.vote.extractors)] + extra
         insert_ignore(session, Eval, rows, ["iteration_id", "role", "suite", "metric"])
         floor = ctx.config.warnings.min_accuracy
         for row in rows:
