@@ -313,6 +313,11 @@ def test_what_a_researcher_asks_first(store, server, browser, shots) -> None:  #
         headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "table.prompts th")]
         assert ("mean judge" in headers) == judged, headers
         assert _errors(browser) == []
+        prompt = _rows(url, """SELECT p.id FROM prompts p JOIN iterations i ON i.id = p.iteration_id JOIN loops l
+            ON l.id = i.loop_id WHERE l.name = ? ORDER BY p.id LIMIT 1""", name)[0][0]
+        _open(browser, server + f"/prompts/{prompt}")
+        headers = {h.text for h in browser.find_elements(By.CSS_SELECTOR, "table.judgments th")}
+        assert "signal" in headers and ("judge's text" in headers) == judged, headers
     # The config, one click from the loop page.
     _open(browser, server + "/loops/tiny")
     browser.find_element(By.CSS_SELECTOR, 'a[href="/loops/tiny/config"]').click()
