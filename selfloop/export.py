@@ -5,8 +5,9 @@ export writes rows in the forms TRL's trainers read as they are (conversational)
   assistant turn each), for DPOTrainer / ORPOTrainer; with the judge signals as extra columns;
 - samples: every sample as `prompt` / `completion`, with its judge score, vote answer and reward, and its
   correctness as the judge phase graded it (null where the prompt has no known answer);
-- examples: the rewarded examples an algorithm trained on (TTRL, RLSC, ReST-EM) as `prompt` / `completion`
-  with `reward` and `weight`;
+- examples: the rewarded examples an algorithm trained on (TTRL, RLSC, ReST-EM, RAFT, R-Tuning, CUT) as `prompt` /
+  `completion` with `reward` and `weight`, and `context`: the other prompt of the same completion where it has one
+  (CUT's judged prompt, the instruction with the judgment), else null;
 - ranked: a list-wise method's rankings as RRHF's trainer reads them: `query` (the prompt text), `responses`
   (best first) and `scores` (higher is better), with `prompt` in the chat form beside them;
 - evals: held-out items with the response, prediction and correctness.
@@ -111,7 +112,8 @@ def _examples(session: Session, its: dict[int, int], base: dict[str, Any], syste
             row |= {"chosen": _assistant(completion), "rejected": _assistant(rejected_text),
                     "chosen_score": scores.get(example.sample_id), "rejected_score": scores.get(example.rejected_sample_id)}
         else:
-            row |= {"completion": _assistant(completion), "reward": example.reward, "weight": example.weight}
+            row |= {"completion": _assistant(completion), "reward": example.reward, "weight": example.weight,
+                    "context": _chat_prompt(example.context, system) if example.context is not None else None}
         yield row
 
 

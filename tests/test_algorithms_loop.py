@@ -4,6 +4,7 @@ distinct score and the judge-ranked methods have something to train on."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from selfloop.algorithms import specs
 from tests.conftest import selfloop_cli, tiny_yaml
 
 # Those that select on any stored samples with distinct judge scores or log-probs: they must train.
-MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf", "raft", "rso", "rtuning"}
+MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf", "raft", "rso", "rtuning", "cut"}
+# CUT trains on the judge's written reasons: its judge writes a few tokens before the verdict.
+JUDGE = {"cut": {"k": 1, "max_new_tokens": 8, "scoring": "distribution"}}
 
 
 @pytest.mark.integration
@@ -21,7 +24,7 @@ MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf", "raft", "rso", "rtuning"}
 def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'loop.db'}"
     config = tiny_yaml(tmp_path, url, loop__max_iterations=2, train__algorithm=algorithm,
-                       judge__llm_judge={"k": 1, "max_new_tokens": 0, "scoring": "distribution"},
+                       judge__llm_judge=JUDGE.get(algorithm, {"k": 1, "max_new_tokens": 0, "scoring": "distribution"}),
                        self_instruct__num_prompts=0, loop__phases=["rollout", "judge", "select", "train", "evaluate", "promote"])
     out = selfloop_cli("run", "--config", str(config))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -32,6 +35,8 @@ def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None
             "SELECT count(*), count(rejected_sample_id), (SELECT count(DISTINCT example_id) FROM example_candidates) "
             "FROM examples")).one()
         held_out = conn.execute(text("SELECT count(*) FROM evals WHERE metric = 'mean_sure'")).scalar()
+        with_context = conn.execute(text("SELECT count(*) FROM examples WHERE context IS NOT NULL")).scalar()
+        step_metrics = [json.loads(m) for m, in conn.execute(text("SELECT metrics FROM train_steps"))]
     assert done == 2
     if algorithm in MUST_TRAIN:
         assert steps > 0 and shapes[0] > 0
@@ -52,3 +57,14 @@ def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None
         assert len(rows) == shapes[0]
         assert all(r["completion"][0]["content"].endswith(("I am sure.", "I am unsure.")) for r in rows)
         assert {r["reward"] for r in rows} <= {0.0, 1.0}
+    if algorithm == "cut":  # negatives with the judged prompt; the unlikelihood term ran on them; exported beside them
+        assert with_context > 0 and any(m["negatives"] > 0 and m["unlikelihood"] > 0 for m in step_metrics)
+        from selfloop import export
+        from selfloop.db.engine import open_database
+
+        db = open_database(url)
+        with db.session() as session:
+            rows = list(export.rows(session, "tiny", "examples"))
+        db.dispose()
+        judged = [r for r in rows if r["context"] is not None]
+        assert len(judged) == with_context and all("Judgment:" in r["context"][-1]["content"] for r in judged)

@@ -224,3 +224,74 @@ def test_rtuning_held_out_reads_sure_and_unsure_after_the_response(tiny_model) -
     assert out["mean_sure"] == pytest.approx(sum(by_hand) / 2, rel=1e-5)
     assert out["sure_ap"] == (1.0 if by_hand[0] > by_hand[1] else 0.5 if by_hand[0] == by_hand[1] else 0.5)
     engine.close()
+
+
+def test_cut_loss_by_hand() -> None:
+    """One negative (tokens p(.|x,j) = .5, .2; p(.|x) = .4, .3) and one positive (p = .8): the first token's ratio
+    .5/.4 = 1.25 > 1.1 is flagged, the second's .2/.3 is not.
+    A = -(ln .5 + ln .2 + ln .8)/3; B = (-ln(1 - .4) - ln .3)/2; L = (A + B)/2."""
+    from selfloop.algorithms import cut
+
+    ln = math.log
+    judged = [torch.tensor([ln(0.5), ln(0.2)]), torch.tensor([ln(0.8)])]
+    plain = [torch.tensor([ln(0.4), ln(0.3)], requires_grad=True)]
+    a = -(ln(0.5) + ln(0.2) + ln(0.8)) / 3
+    b = (-ln(0.6) - ln(0.3)) / 2
+    value, metrics = cut.loss(judged, plain, [True, False], 1.1, 1.0)
+    assert value.item() == pytest.approx((a + b) / 2) and metrics["flagged_share"] == 0.5
+    value.backward()
+    # d/dlp of -log(1 - e^lp) is e^lp / (1 - e^lp) > 0: descending lowers the flagged token's probability;
+    # the unflagged one is plain cross-entropy (gradient -1), each scaled by 1/2 (the mean) and 1/2 (L's mean).
+    assert plain[0].grad.tolist() == pytest.approx([0.25 * 0.4 / 0.6, -0.25])
+    assert cut.loss(judged, [plain[0].detach()], [True, False], 1.1, 2.0)[0].item() == pytest.approx(
+        (a + (-2 * ln(0.6) - ln(0.3)) / 2) / 2)
+    assert cut.loss(judged, [plain[0].detach()], [True, False], 1.3, 1.0)[1]["flagged_share"] == 0.0
+    only_positive, m = cut.loss([torch.tensor([ln(0.8)])], [], [False], 1.1, 1.0)
+    assert only_positive.item() == pytest.approx(-ln(0.8)) and m["unlikelihood"] == 0.0
+    # p(.|x) = 1 on a flagged token: 1 - p = 0 becomes 1e-5, as the official code does
+    edge = cut.loss([torch.tensor([0.0])], [torch.tensor([-1.0])], [True], 1.1, 1.0)
+    assert math.isfinite(edge[0].item())
+
+
+def test_cut_justification_and_positive_draw() -> None:
+    import random
+
+    from selfloop.algorithms import cut
+
+    assert cut.justification("The answer ignores the question.\nScore: 1") == "The answer ignores the question."
+    assert cut.justification("Too short. Score: 2/5.") == "Too short."
+    assert cut.justification("Off topic.\nScore:") == "Off topic."
+    assert cut.justification("Score: 0") is None and cut.justification(None) is None
+    assert cut.justification("It gets the score right.") == "It gets the score right."
+    kept = cut.keep_positives(list(range(10)), 8, 0.25, random.Random(0))  # int(8 * .25) = 2 of 10, in order
+    assert len(kept) == 2 and kept == sorted(kept)
+    assert cut.keep_positives([1, 2], 8, 0.25, random.Random(0)) == [1, 2]
+
+
+def test_cut_flags_the_tokens_a_judgment_makes_likelier_on_the_tiny_model(tiny_model) -> None:  # noqa: ANN001
+    """batch_loss on the tiny model with a fixed judgment: its flagged share is the share of the response's tokens
+    whose probability after the judged prompt exceeds 1.1 times that after the plain prompt, computed here apart."""
+    from selfloop.algorithms import cut
+    from selfloop.algorithms.cut_config import CUTConfig
+    from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
+    from selfloop.models.loading import load_causal_lm, load_tokenizer
+    from selfloop.training.items import TrainItem, fit
+    from selfloop.training.loop import policy_logps
+
+    tok = load_tokenizer(tiny_model.path)
+    model = load_causal_lm(tiny_model.path, torch.device("cpu"), torch.float32).eval()
+    cfg = CUTConfig()
+    x, y = "Name a colour.", "Blue is a colour and so is the sky at noon."
+    judged_prompt = cfg.template.format(instruction=x, judgment="It names a colour but then rambles about the sky.")
+    item = fit(TrainItem(example_id=1, prompt_id=1, prompt=prompt_ids(tok, user_chat(x)),
+                         completion=completion_ids(tok, y, tok.eos_token_id),
+                         context=prompt_ids(tok, user_chat(judged_prompt))), 512)
+    policy = policy_logps(model)
+    with torch.no_grad():
+        with_j = policy([item.context], [item.completion])[0]
+        without = policy([item.prompt], [item.completion])[0]
+        value, metrics = cut.batch_loss([item], policy, cfg)
+    flagged = (with_j.exp() / without.exp()) > 1.1
+    assert metrics["flagged_share"] == pytest.approx(flagged.float().mean().item())
+    b = torch.where(flagged, -torch.log(1 - without.exp()), -without).mean()
+    assert value.item() == pytest.approx(((-with_j.mean()) + b).item() / 2, rel=1e-5)

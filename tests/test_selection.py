@@ -248,3 +248,31 @@ def test_rtuning_u_ranks_every_prompt_by_answer_entropy(db, config_factory) -> N
         items = {p: i for p, i in s.execute(select(Prompt.id, Prompt.item_index))}
     got = [(items[r["prompt_id"]], r["text"].split(".")[0], r["reward"]) for r in rows]
     assert got == [(0, "3", 1.0), (1, "3", 0.0), (2, "8", 0.0), (3, "2", 1.0)]
+
+
+def test_cut_negatives_carry_their_lowest_judgment_and_positives_are_down_sampled(db, config_factory) -> None:  # noqa: ANN001
+    from selfloop.algorithms.cut_config import TEMPLATE
+
+    config = config_factory(db.url, train={"algorithm": "cut"})
+    it = store_samples(db, config, [("Write a haiku.", None, ["a", "b", "c"]), ("Name a river.", None, ["d", "e"])])
+    judged = {(0, 0): [(4, "Fine.\nScore: 4"), (5, "Great.\nScore: 5")],  # mean 4.5: positive
+              (0, 1): [(3, "Meh.\nScore: 3"), (1, "Not a haiku.\nScore: 1")],  # mean 2: negative, the score-1 reason
+              (0, 2): [(2, "Score: 2")],  # negative without a reason: skipped
+              (1, 0): [(3, "Too long.\nScore: 3"), (3, "Other.\nScore: 3")],  # a tie: the first reason
+              (1, 1): [(None, "unparsed")]}  # no valid score: not judged
+    with db.session() as s:
+        ids = {(p, i): sid for sid, p, i in s.execute(
+            select(Sample.id, Prompt.item_index, Sample.sample_index).join(Prompt, Prompt.id == Sample.prompt_id))}
+        for key, values in judged.items():
+            for j, (score, raw) in enumerate(values):
+                s.add(Judgment(sample_id=ids[key], kind="llm_judge", judge_index=j, score=score, parse_ok=score is not None, raw=raw))
+    idx = _index(db)
+    with db.session() as s:
+        rows = trainer("cut").select(s, it, config)
+    assert [(idx[r["sample_id"]], r.get("context"), r["reward"]) for r in rows] == [
+        ((0, 1), TEMPLATE.format(instruction="Write a haiku.", judgment="Not a haiku."), 2.0),
+        ((1, 0), TEMPLATE.format(instruction="Name a river.", judgment="Too long."), 3.0)]  # int(2 * 0.25) = 0 positives
+    config.train.cut.positive_ratio = 1.0
+    with db.session() as s:
+        rows = trainer("cut").select(s, it, config)
+    assert [idx[r["sample_id"]] for r in rows] == [(0, 1), (1, 0), (0, 0)] and "context" not in rows[2]

@@ -250,6 +250,8 @@ class Example(Base):
         Float, doc="the completion's log-prob under the distribution it was sampled from (RLSC's p_old), summed")
     ref_rejected_logp: Mapped[float | None] = mapped_column(Float)
     ref_token_logps: Mapped[list[float] | None] = mapped_column(Json, doc="per-token reference log-probs")
+    context: Mapped[str | None] = mapped_column(Text, doc="a second prompt for the same completion, as the user "
+                                                "message (CUT: the instruction with the judgment of the response)")
     created_at: Mapped[datetime] = _created()
 
 

@@ -54,6 +54,7 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
             ref_token_logps=e.ref_token_logps, sampling_logp=e.sampling_logp,
             candidates=[list(samples[c.sample_id].token_ids) for c in ranked[e.id]] if e.id in ranked else None,
             candidate_scores=[c.score for c in ranked[e.id]] if e.id in ranked else None,
+            context=prompt_ids(tokenizer, user_chat(e.context, system)) if e.context is not None else None,
         )
         prompt_length = len(item.prompt)
         items.append(fit(item, ctx.config.train.max_length))

@@ -27,6 +27,7 @@ class TrainItem:
     candidates: list[list[int]] | None = None  # a ranked example's candidates, best first (the first is `completion`)
     candidate_scores: list[float | None] | None = None  # the scores they were ranked by
     judge: bool = False  # an EFT example: trained by its mean token NLL beside the algorithm's loss, no reference
+    context: list[int] | None = None  # a second prompt for `completion` (CUT: the prompt with the judgment)
 
 
 REFERENCE = ("ref_logp", "ref_rejected_logp", "ref_token_logps")
@@ -61,6 +62,8 @@ def truncate(prompt: list[int], completions: list[list[int]], max_length: int) -
 
 def fit(item: TrainItem, max_length: int) -> TrainItem:
     completions = [item.completion] + ([item.rejected] if item.rejected is not None else []) + (item.candidates or [])
+    if item.context is not None:  # the same completions follow both prompts: the longer one decides what fits
+        item.context, completions = truncate(item.context, completions, max_length)
     item.prompt, fitted = truncate(item.prompt, completions, max_length)
     item.completion = fitted[0]
     item.rejected = fitted[1] if item.rejected is not None else None
