@@ -14,9 +14,11 @@ from selfloop.algorithms import specs
 from tests.conftest import selfloop_cli, tiny_yaml
 
 # Those that select on any stored samples with distinct judge scores or log-probs: they must train.
-MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf", "raft", "rso", "rtuning", "cut"}
+MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf", "raft", "rso", "rtuning", "cut", "coin"}
 # CUT trains on the judge's written reasons: its judge writes a few tokens before the verdict.
 JUDGE = {"cut": {"k": 1, "max_new_tokens": 8, "scoring": "distribution"}}
+# The random tiny model is never right: CoIN keeps the majority's samples instead of the known answer's.
+OPTIONS = {"coin": {"train__coin": {"reward": "majority"}}}
 
 
 @pytest.mark.integration
@@ -25,7 +27,8 @@ def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None
     url = f"sqlite:///{tmp_path / 'loop.db'}"
     config = tiny_yaml(tmp_path, url, loop__max_iterations=2, train__algorithm=algorithm,
                        judge__llm_judge=JUDGE.get(algorithm, {"k": 1, "max_new_tokens": 0, "scoring": "distribution"}),
-                       self_instruct__num_prompts=0, loop__phases=["rollout", "judge", "select", "train", "evaluate", "promote"])
+                       self_instruct__num_prompts=0, loop__phases=["rollout", "judge", "select", "train", "evaluate", "promote"],
+                       **OPTIONS.get(algorithm, {}))
     out = selfloop_cli("run", "--config", str(config))
     assert out.returncode == 0, out.stderr[-3000:]
     with create_engine(url).connect() as conn:
@@ -68,3 +71,5 @@ def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None
         db.dispose()
         judged = [r for r in rows if r["context"] is not None]
         assert len(judged) == with_context and all("Judgment:" in r["context"][-1]["content"] for r in judged)
+    if algorithm == "coin":  # paraphrased examples, and the contrastive term ran on them
+        assert with_context > 0 and any(m["paired"] > 0 and m["info_nce"] > 0 for m in step_metrics)

@@ -295,3 +295,82 @@ def test_cut_flags_the_tokens_a_judgment_makes_likelier_on_the_tiny_model(tiny_m
     assert metrics["flagged_share"] == pytest.approx(flagged.float().mean().item())
     b = torch.where(flagged, -torch.log(1 - without.exp()), -without).mean()
     assert value.item() == pytest.approx(((-with_j.mean()) + b).item() / 2, rel=1e-5)
+
+
+def test_coin_info_nce_and_scaling_by_hand() -> None:
+    from selfloop.algorithms import coin
+
+    eye = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert coin.info_nce(eye, eye, 1.0).item() == pytest.approx(math.log(1 + math.exp(-1)))
+    assert coin.info_nce(eye, eye, 0.5).item() == pytest.approx(math.log(1 + math.exp(-2)))
+    # h = (1,0), (1,1); h' = (1,0), (0,1): cos = [[1, 0], [r, r]], r = 1/sqrt(2)
+    r = 1 / math.sqrt(2)
+    rows = (math.log(1 + math.exp(-1)) + math.log(2)) / 2
+    cols = (math.log(1 + math.exp(r - 1)) + math.log(1 + math.exp(-r))) / 2
+    got = coin.info_nce(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), eye, 1.0).item()
+    assert got == pytest.approx((rows + cols) / 2)
+    # λ·C larger than the cross-entropy is scaled down to it; smaller is kept
+    assert coin.scaled(torch.tensor(0.5), torch.tensor(2.0), 1000.0).item() == pytest.approx(2.0)
+    assert coin.scaled(torch.tensor(0.001), torch.tensor(2.0), 1000.0).item() == pytest.approx(1.0)
+    assert coin.scaled(torch.tensor(0.5), torch.tensor(2.0), 0.0).item() == 0.0
+
+
+def test_coin_batch_loss_adds_both_cross_entropies_and_the_scaled_contrast() -> None:
+    from selfloop.algorithms import coin
+    from selfloop.algorithms.coin_config import CoINConfig
+    from selfloop.training.items import TrainItem
+
+    items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3], context=[9]),
+             TrainItem(example_id=2, prompt_id=2, prompt=[4], completion=[5], context=[8]),
+             TrainItem(example_id=3, prompt_id=3, prompt=[6], completion=[7])]  # no paraphrase: CE only
+    states = {1: [1.0, 0.0], 4: [1.0, 1.0], 6: [0.0, 1.0], 9: [1.0, 0.0], 8: [0.0, 1.0]}
+
+    def policy(prompts, completions):  # noqa: ANN001, ANN202
+        return [torch.full((len(c),), -1.0 if p[0] < 8 else -2.0) for p, c in zip(prompts, completions)]
+
+    policy.with_hidden = lambda p, c: (policy(p, c), torch.tensor([states[x[0]] for x in p]))
+    loss, metrics = coin.batch_loss(items, policy, CoINConfig(temperature=1.0, contrastive_weight=0.1))
+    c = coin.info_nce(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), 1.0).item()
+    assert metrics["ce"] == pytest.approx(1.0) and metrics["ce_paraphrase"] == pytest.approx(2.0)
+    assert metrics["info_nce"] == pytest.approx(c) and loss.item() == pytest.approx(3.0 + 0.1 * c)
+    alone, m = coin.batch_loss(items[2:], policy, CoINConfig())
+    assert alone.item() == pytest.approx(1.0) and m["paired"] == 0.0
+
+
+def test_coin_paraphrases_are_other_training_wordings_never_held_out_ones() -> None:
+    from selfloop.algorithms import coin
+    from selfloop.families import arithmetic
+
+    problems = arithmetic.problems([1, 2], "train", "seen")[:40]
+    found = coin.paraphrases([(i, "arithmetic", p.key, p.prompt) for i, p in enumerate(problems)], [1, 2])
+    held_out = {w for op in ("add", "sub", "mul") for w in arithmetic.WORDINGS[op][1:]}
+    assert len(found) >= 20
+    for i, text in found.items():
+        p = problems[i]
+        a, b = p.key.split(":")[-2:]
+        assert text != p.prompt and a in text and b in text
+        assert not any(text == w.format(a=a, b=b) for w in held_out)
+    # a prompt in a variant gets the first training wording back; unknown families and keys get none
+    varied = {p.key: p.prompt for p in arithmetic.problems([1], "train", "varied")}
+    key, text = next((k, t) for k, t in varied.items() if t != arithmetic.WORDINGS["add"][0].format(
+        a=k.split(":")[-2], b=k.split(":")[-1]))
+    assert coin.paraphrases([(0, "arithmetic", key, text)], [1])[0] == arithmetic.WORDINGS["add"][0].format(
+        a=key.split(":")[-2], b=key.split(":")[-1])
+    assert coin.paraphrases([(0, "nonesuch", key, text), (1, "arithmetic", "arith:9:x", "?"), (2, None, None, "x")], [1]) == {}
+
+
+def test_coin_states_are_the_last_tokens_of_the_packed_rows(tiny_model) -> None:  # noqa: ANN001
+    """`policy.with_hidden` on the tiny model: the packed forward's last-token states equal a plain forward's."""
+    from selfloop.models.loading import load_causal_lm
+    from selfloop.training.loop import policy_logps
+
+    model = load_causal_lm(tiny_model.path, torch.device("cpu"), torch.float32).eval()
+    prompts = [[1] * 20 + [5, 6, 7], [1] * 20 + [8, 9]]  # a shared prefix of 20 tokens is packed once
+    completions = [[10, 11, 12], [13]]
+    with torch.no_grad():
+        logps, states = policy_logps(model).with_hidden(prompts, completions)
+        for p, c, h, lp in zip(prompts, completions, states, logps):
+            out = model(input_ids=torch.tensor([p + c]), output_hidden_states=True)
+            assert torch.allclose(out.hidden_states[-1][0, -1], h, atol=1e-5)
+            full = torch.log_softmax(out.logits[0, len(p) - 1:-1].float(), -1).gather(-1, torch.tensor(c)[:, None])[:, 0]
+            assert torch.allclose(full, lp, atol=1e-5)

@@ -276,3 +276,27 @@ def test_cut_negatives_carry_their_lowest_judgment_and_positives_are_down_sample
     with db.session() as s:
         rows = trainer("cut").select(s, it, config)
     assert [idx[r["sample_id"]] for r in rows] == [(0, 1), (1, 0), (0, 0)] and "context" not in rows[2]
+
+
+def test_coin_keeps_rests_samples_with_a_paraphrase_of_their_prompt(db, config_factory) -> None:  # noqa: ANN001
+    from sqlalchemy import update
+
+    from selfloop.algorithms.coin import paraphrases
+    from selfloop.families import arithmetic
+
+    config = config_factory(db.url, train={"algorithm": "coin", "coin": {"max_per_prompt": 1}},
+                            generation={"tasks": {"kind": "arithmetic", "levels": [1]}})
+    p0, p1 = arithmetic.problems([1], "train", "seen")[:2]
+    it = store_samples(db, config, [(p0.prompt, p0.answer, ["0", p0.answer, p0.answer]),  # samples 1 (K = 1)
+                                    (p1.prompt, p1.answer, ["0", "0", "1"]),  # none right: nothing kept
+                                    ("Say a number", None, ["4", "9", "9"])],  # no family: majority 9, no paraphrase
+                       family="arithmetic")
+    with db.session() as s:
+        for p in (p0, p1):
+            s.execute(update(Prompt).where(Prompt.text == p.prompt).values(task_key=p.key))
+    judge_run(_context(db, config, it))
+    idx = _index(db)
+    with db.session() as s:
+        rows = trainer("coin").select(s, it, config)
+    expected = paraphrases([(0, "arithmetic", p0.key, p0.prompt)], [1]).get(0)
+    assert [(idx[r["sample_id"]], r.get("context")) for r in rows] == [((0, 1), expected), ((2, 1), None)]

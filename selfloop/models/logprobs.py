@@ -47,8 +47,9 @@ def completion_logprobs(
 
 
 def packed_completion_logprobs(
-    model: torch.nn.Module, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
-) -> list[torch.Tensor]:
+    model: torch.nn.Module, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
+    last_hidden: bool = False,
+) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
     """What `completion_logprobs` computes, with the sequences packed into one row instead of padded (training).
 
     No position is spent on padding: the row holds the batch's tokens, position ids restart at every sequence,
@@ -57,11 +58,13 @@ def packed_completion_logprobs(
     system turn) is in the row once, first, and every sequence attends to it (`shared_prefix`): gradients from
     all sequences meet there, as they would in separate copies. Logits are computed only at the positions that
     predict a completion token. The values equal the padded computation's up to floating-point rounding.
+    With `last_hidden`, also the last layer's hidden state (after the final norm) at each sequence's last token,
+    an (n, hidden) tensor (CoIN's sentence representation).
     """
     device = next(model.parameters()).device
     if any(len(p) == 0 for p in prompts):
         raise ValueError("packed_completion_logprobs: every prompt needs at least one token")
-    if not any(completions):
+    if not any(completions) and not last_hidden:
         return [torch.zeros(0, device=device) for _ in completions]
     shared = shared_prefix_length(prompts)  # 0, or short of every prompt's end: each predicts its own first token
     ids: list[int] = list(prompts[0][:shared])
@@ -78,11 +81,15 @@ def packed_completion_logprobs(
     out = model(
         input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([positions], device=device),
         cu_seq_lens_q=torch.tensor(bounds, dtype=torch.int32, device=device), shared_prefix=shared,
-        logits_to_keep=torch.tensor(keep, device=device), use_cache=False,
+        logits_to_keep=torch.tensor(keep, device=device), use_cache=False, output_hidden_states=last_hidden,
     )
     logits = out.logits[0].float()
     logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return list(logps.split([len(c) for c in completions]))
+    rows = list(logps.split([len(c) for c in completions]))
+    if not last_hidden:
+        return rows
+    ends = torch.tensor([b - 1 for b in bounds[2 if shared else 1:]], device=device)  # each sequence's last token
+    return rows, out.hidden_states[-1][0, ends].float()
 
 
 # A prefix shared by every sequence of a batch is computed once when it is at least this long: a judge's

@@ -94,7 +94,13 @@ def load_trainable(model_dir: Path, init: Adapter | None, lora, device: torch.de
 
 
 def policy_logps(model: torch.nn.Module) -> LogpFn:
-    return lambda prompts, completions: packed_completion_logprobs(model, prompts, completions)
+    """The policy's per-token log-probs of completions; `.with_hidden(prompts, completions)` also gives each
+    sequence's last-token hidden state (an algorithm that contrasts representations: CoIN)."""
+    def logps(prompts, completions):  # noqa: ANN001, ANN202
+        return packed_completion_logprobs(model, prompts, completions)
+
+    logps.with_hidden = lambda prompts, completions: packed_completion_logprobs(model, prompts, completions, last_hidden=True)
+    return logps
 
 
 @torch.no_grad()

@@ -1,0 +1,102 @@
+"""CoIN: contrastive instruction tuning, for robustness to wording (Yan et al. 2024, "Contrastive instruction
+tuning"; luka-group/CoIN ContrastiveLlama.py).
+
+Selection: ReST-EM's rule picks the targets (samples with reward 1: the known answer where the prompt has one, else
+the majority's; at most `max_per_prompt` per prompt); each kept sample's prompt is paired with a paraphrase, the
+same problem in another training wording of its task family (arithmetic's training-only variants; the first
+training wording for a prompt already in a variant), carried as the example's `context`. Held-out wordings are never
+used. Prompts without one (self-instruct, user files) are trained by cross-entropy alone.
+Loss, for a batch of B items, P of them paired:
+    CE = token-mean NLL of the completions after their prompts + token-mean NLL after the paraphrases
+    h_i, h'_i = the last layer's state at the last token of (prompt_i, y_i) and of (paraphrase_i, y_i)
+    C = (CE_rows(S / T) + CE_rows(S^T / T)) / 2,  S_ij = cos(h_i, h'_j), targets i = j  (in-batch negatives)
+    L = CE + scale(λ·C), scale(x) = x · min(λ, CE / x) (no gradient through the ratio) when x > CE, else x
+(the official code's scale_contrastive_loss: the contrastive term never exceeds the cross-entropy).
+Where we depart: the paper orders its data so that row i+1 is a hard negative and does not shuffle; the loop's
+batches are shuffled and a batch's other paraphrases are the negatives. The policy keeps training (no restart).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm import Session
+
+from selfloop.algorithms.coin_config import CoINConfig
+from selfloop.algorithms.rest import reward
+from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.db.queries import voted_samples
+from selfloop.families import family
+from selfloop.training.items import LogpFn, TrainItem
+
+
+def paraphrases(rows: list[tuple[int, str | None, str | None, str]], levels: list[int]) -> dict[int, str]:
+    """prompt id -> the same problem in another training wording, for (id, family, task key, text) rows."""
+    worded: dict[str, dict[str, dict[str, str]]] = {}
+    out = {}
+    for prompt_id, name, key, text in rows:
+        if name is None or key is None:
+            continue
+        try:
+            spec = family(name)
+        except LookupError:
+            continue
+        if spec.problems is None or "varied" not in spec.phrasings or "train" not in spec.splits:
+            continue
+        if name not in worded:
+            worded[name] = {ph: {p.key: p.prompt for p in spec.problems(levels, "train", ph)} for ph in ("varied", "seen")}
+        for phrasing in ("varied", "seen"):
+            other = worded[name][phrasing].get(key)
+            if other is not None and other != text:
+                out[prompt_id] = other
+                break
+    return out
+
+
+def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+    cfg: CoINConfig = config.train.coin
+    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Judgment.score, Sample.correct)
+    kept: dict[int, int] = defaultdict(int)
+    out = []
+    for prompt_id, sample_id, agrees, correct in rows:
+        if reward(cfg.reward, agrees or 0.0, correct) == 1.0 and kept[prompt_id] < cfg.max_per_prompt:
+            kept[prompt_id] += 1
+            out.append({"prompt_id": prompt_id, "sample_id": sample_id, "reward": 1.0})
+    prompts = session.execute(sql_select(Prompt.id, Prompt.family, Prompt.task_key, Prompt.text)
+                              .where(Prompt.id.in_({r["prompt_id"] for r in out}))).all()
+    other = paraphrases([tuple(p) for p in prompts], config.generation.tasks.levels)
+    return [{**r, "context": other[r["prompt_id"]]} if r["prompt_id"] in other else r for r in out]
+
+
+def info_nce(h: torch.Tensor, h_para: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE over cosine similarities: row i's positive is column i, the other columns its negatives."""
+    sim = F.cosine_similarity(h.unsqueeze(1), h_para.unsqueeze(0), dim=-1) / temperature
+    targets = torch.arange(h.size(0), device=h.device)
+    return (F.cross_entropy(sim, targets) + F.cross_entropy(sim.T, targets)) / 2
+
+
+def scaled(contrastive: torch.Tensor, generation: torch.Tensor, weight: float) -> torch.Tensor:
+    """λ·C, scaled down to the cross-entropy's size where it is larger (CoIN's scale_contrastive_loss)."""
+    x = contrastive * weight
+    if x.item() != 0 and x.item() > generation.item():
+        return x * min(weight, (generation.detach() / x.detach()).item())
+    return x
+
+
+def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: CoINConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    completions = [it.completion for it in items]
+    paired = [i for i, it in enumerate(items) if it.context is not None]
+    logps, hidden = policy.with_hidden([it.prompt for it in items], completions)
+    ce = -torch.cat(logps).mean()
+    metrics = {"ce": ce.item(), "ce_paraphrase": 0.0, "info_nce": 0.0, "contrastive": 0.0, "paired": float(len(paired))}
+    if not paired:
+        return ce, metrics
+    para_logps, para_hidden = policy.with_hidden([items[i].context for i in paired], [completions[i] for i in paired])
+    generation = ce - torch.cat(para_logps).mean()
+    c = info_nce(hidden[paired], para_hidden, cfg.temperature)
+    contrastive = scaled(c, generation, cfg.contrastive_weight)
+    metrics |= {"ce_paraphrase": (generation - ce).item(), "info_nce": c.item(), "contrastive": contrastive.item()}
+    return generation + contrastive, metrics
