@@ -2,8 +2,10 @@
 completions per prompt, as seconds per step and as a ratio to DPO's, measured in one run on the same model.
 
 Each algorithm gets the batch in its own shape: a pair is candidates 1 and 2, a rewarded sample candidate 1 (reward
-1), a ranking all four (scores 4, 3, 2, 1); so a step of a list-wise method processes twice a pair's tokens, and
-the JSON says how many tokens each step saw. Reference log-probs (where the algorithm needs them) are computed once
+1, or 0 for every third prompt: R-Tuning's unsure ones), a ranking all four (scores 4, 3, 2, 1); CUT's even items
+are negatives with a judgment in a second prompt, CoIN's every item has a paraphrased second prompt (both run a
+second forward pass). So a step of a list-wise method processes twice a pair's tokens, and the JSON says how many
+tokens each step saw. Reference log-probs (where the algorithm needs them) are computed once
 before the first step, as the train phase does, and timed apart. One warm-up step, then `--steps` timed steps.
 
     .venv/bin/python bench/step_time.py                 # SmolLM2-135M on CPU (a few minutes)
@@ -42,11 +44,25 @@ def candidates(n: int) -> list[tuple[str, list[str]]]:
     return out
 
 
-def items_for(shape: str, tok, data, max_length: int) -> list[TrainItem]:  # noqa: ANN001
+def context_for(name: str, prompt: str, i: int) -> str | None:
+    """The second prompt of an algorithm that has one: CUT's judged prompt for half the items (its negatives),
+    CoIN's paraphrase for every item."""
+    if name == "cut" and i % 2 == 0:
+        from selfloop.algorithms.cut_config import TEMPLATE
+
+        return TEMPLATE.format(instruction=prompt, judgment="The sum is wrong and the answer says too much.")
+    if name == "coin":
+        return prompt.replace("What is", "How much is")
+    return None
+
+
+def items_for(name: str, shape: str, tok, data, max_length: int) -> list[TrainItem]:  # noqa: ANN001
     out = []
     for i, (prompt, texts) in enumerate(data):
         ids = [completion_ids(tok, t, tok.eos_token_id) for t in texts]
-        item = TrainItem(i, i, prompt_ids(tok, user_chat(prompt)), ids[0], reward=1.0, weight=1.0)
+        item = TrainItem(i, i, prompt_ids(tok, user_chat(prompt)), ids[0], reward=1.0 if i % 3 else 0.0, weight=1.0)
+        if (context := context_for(name, prompt, i)) is not None:
+            item.context = prompt_ids(tok, user_chat(context))
         if shape == "pair":
             item.rejected = ids[1]
         elif shape == "ranked":
@@ -58,7 +74,7 @@ def items_for(shape: str, tok, data, max_length: int) -> list[TrainItem]:  # noq
 def measure(name: str, model_dir, data, args) -> dict:  # noqa: ANN001
     spec = specs()[name]
     tok = load_tokenizer(model_dir)
-    items = items_for(spec.shape, tok, data, args.max_length)
+    items = items_for(name, spec.shape, tok, data, args.max_length)
     torch.manual_seed(0)
     lora = LoraConfig(rank=16, alpha=32, dropout=0.0, target_modules=TARGETS)
     model = load_trainable(model_dir, None, lora, torch.device("cpu"), torch.float32)

@@ -201,28 +201,31 @@ def test_rtuning_confidence_and_average_precision_by_hand() -> None:
 
 def test_rtuning_held_out_reads_sure_and_unsure_after_the_response(tiny_model) -> None:  # noqa: ANN001
     """On the tiny model through the HF engine: the confidence equals one computed by hand from the model's
-    log-probabilities of ' sure' and ' unsure' after '{response}. {question} I am'."""
+    log-probabilities after '{response}. {question} I am' of the first tokens of ' sure' and ' unsure' (the paper's
+    reading), or of the whole words where their first tokens are the same."""
     from selfloop.algorithms import rtuning
     from selfloop.algorithms.rtuning_config import RTuningConfig
     from selfloop.engines.chat import user_chat
     from selfloop.engines.hf import HFEngine
 
     engine = HFEngine(tiny_model.path, batch_size=4)
-    cfg = RTuningConfig()
+    tok = engine.tokenizer
     chats = [user_chat("What is 2 + 3?"), user_chat("What is 7 + 1?")]
     responses, correct = ["5", "It is 9."], [True, False]
-    out = rtuning.held_out_metrics(engine, chats, responses, correct, None, cfg)
-    tok = engine.tokenizer
-    by_hand = []
-    for chat, response in zip(chats, responses):
-        prefix = tok(f"{response.rstrip('.')}. {cfg.question} I am", add_special_tokens=False)["input_ids"]
-        logps = []
-        for word in (" sure", " unsure"):
-            ids = tok(word, add_special_tokens=False)["input_ids"]
-            logps.append(sum(engine.score([chat], [prefix + ids])[0][-len(ids):]))
-        by_hand.append(math.exp(logps[0]) / (math.exp(logps[0]) + math.exp(logps[1])))
-    assert out["mean_sure"] == pytest.approx(sum(by_hand) / 2, rel=1e-5)
-    assert out["sure_ap"] == (1.0 if by_hand[0] > by_hand[1] else 0.5 if by_hand[0] == by_hand[1] else 0.5)
+    for cfg, first in ((RTuningConfig(), True), (RTuningConfig(unsure="surely"), False)):
+        words = [tok(f" {w}", add_special_tokens=False)["input_ids"] for w in (cfg.sure, cfg.unsure)]
+        assert (words[0][0] != words[1][0]) == first
+        out = rtuning.held_out_metrics(engine, chats, responses, correct, None, cfg)
+        by_hand = []
+        for chat, response in zip(chats, responses):
+            prefix = tok(f"{response.rstrip('.')}. {cfg.question} I am", add_special_tokens=False)["input_ids"]
+            logps = []
+            for ids in words:
+                ids = ids[:1] if first else ids
+                logps.append(sum(engine.score([chat], [prefix + ids])[0][-len(ids):]))
+            by_hand.append(math.exp(logps[0]) / (math.exp(logps[0]) + math.exp(logps[1])))
+        assert out["mean_sure"] == pytest.approx(sum(by_hand) / 2, rel=1e-4)
+        assert out["sure_ap"] == (1.0 if by_hand[0] > by_hand[1] else 0.5)
     engine.close()
 
 

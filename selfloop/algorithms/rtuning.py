@@ -10,12 +10,12 @@ known answer ('checked') or the majority's ('entropy') for sure and unsure promp
 answer in both cases (a copy that drops it for unsure prompts trains refusals, R-Tuning-R, another method).
 Loss: the target's negative log-likelihood per token, L = -(1/|y|) sum_t log pi(y_t | x, y_<t).
 Held-out (the evaluate phase, per suite and policy): after the item's greedy response, "{response}. {question} I am",
-then the probabilities of " sure" and " unsure" (each word's whole token sequence), confidence
+then the probabilities of " sure" and " unsure" (their first tokens, as the paper's evaluation reads them; each
+word's whole token sequence where the two share their first token), confidence
 c = P(sure) / (P(sure) + P(unsure)); stored as `sure_ap`, the average precision of c against the items' correctness
 (sklearn's average_precision_score: sum over thresholds of (R_n - R_{n-1}) * P_n), and `mean_sure`, the mean c.
 Where we depart: the paper's 'sure' is its greedy answer (15 tokens, cut at '.') containing the gold answer; here the
-loop's sampled rollouts vote, and the majority answer stands for what the policy answers. Its evaluation reads the
-first token of each word; its AP script averages P(sure) with the answer's geometric-mean token probability: we
+loop's sampled rollouts vote, and the majority answer stands for what the policy answers. Its AP script averages P(sure) with the answer's geometric-mean token probability: we
 report P(sure)'s average precision alone. Its R-Tuning-U script resets its list inside the loop over questions (only
 the last one is ranked); every prompt is ranked here.
 """
@@ -113,11 +113,14 @@ def held_out_metrics(engine, chats: list, responses: list[str], correct: list[bo
     tok = engine.tokenizer
     words = [tok(f" {w}", add_special_tokens=False)["input_ids"] for w in (cfg.sure, cfg.unsure)]
     prefixes = [tok(f"{r.strip().rstrip('.')}. {cfg.question} I am", add_special_tokens=False)["input_ids"] for r in responses]
-    scored = engine.score([*chats, *chats], [p + words[0] for p in prefixes] + [p + words[1] for p in prefixes],
-                          adapter=adapter)
     n = len(chats)
-    sure = [sum(lp[-len(words[0]):]) for lp in scored[:n]]
-    unsure = [sum(lp[-len(words[1]):]) for lp in scored[n:]]
+    if words[0][0] != words[1][0]:  # the paper's reading: the two words' first tokens, one forward pass per item
+        sure, unsure = zip(*engine.next_token_logprobs(chats, prefixes, [words[0][0], words[1][0]], adapter=adapter))
+    else:  # the same first token: each whole word's log-probability
+        scored = engine.score([*chats, *chats], [p + words[0] for p in prefixes] + [p + words[1] for p in prefixes],
+                              adapter=adapter)
+        sure = [sum(lp[-len(words[0]):]) for lp in scored[:n]]
+        unsure = [sum(lp[-len(words[1]):]) for lp in scored[n:]]
     c = confidences(sure, unsure)
     out = {"mean_sure": sum(c) / n}
     ap = average_precision(c, correct)

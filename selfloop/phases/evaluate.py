@@ -13,6 +13,7 @@ adds its own figures per suite and policy from the answered items (R-Tuning: the
 
 from __future__ import annotations
 
+from loguru import logger
 from sqlalchemy import select
 
 from selfloop.algorithms import spec, trainer
@@ -155,16 +156,19 @@ def _held_out(ctx: PhaseContext, policies: list[tuple[str, int | None]], adapter
     name = ctx.config.train.algorithm
     figures, options = trainer(name).held_out_metrics, ctx.config.train.options()
     system, out = ctx.config.generation.system_prompt, []
-    for role, ckpt in policies:
-        for suite in ctx.config.eval.suites:
-            with ctx.db.session() as session:
-                items = session.execute(select(EvalItem.prompt, EvalItem.response, EvalItem.correct).where(
-                    EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)
-                    .order_by(EvalItem.item_index)).all()
-            values = figures(ctx.runtime.engine(), [user_chat(i.prompt, system) for i in items], [i.response for i in items],
-                             [bool(i.correct) for i in items], adapters[role], options)
-            out += [{"iteration_id": ctx.iteration_id, "role": role, "checkpoint_id": ckpt, "suite": suite.name,
-                     "n": len(items), "metric": metric, "value": value} for metric, value in values.items()]
+    jobs = [(role, ckpt, suite) for role, ckpt in policies for suite in ctx.config.eval.suites]
+    for done, (role, ckpt, suite) in enumerate(jobs):
+        ctx.check_stop()
+        ctx.set_progress(done, len(jobs), f"{name} held-out figures")
+        logger.info("evaluate: {}'s held-out figures, {} on {} ({}/{})", name, role, suite.name, done + 1, len(jobs))
+        with ctx.db.session() as session:
+            items = session.execute(select(EvalItem.prompt, EvalItem.response, EvalItem.correct).where(
+                EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)
+                .order_by(EvalItem.item_index)).all()
+        values = figures(ctx.runtime.engine(), [user_chat(i.prompt, system) for i in items], [i.response for i in items],
+                         [bool(i.correct) for i in items], adapters[role], options)
+        out += [{"iteration_id": ctx.iteration_id, "role": role, "checkpoint_id": ckpt, "suite": suite.name,
+                 "n": len(items), "metric": metric, "value": value} for metric, value in values.items()]
     return out
 
 
