@@ -18,17 +18,14 @@ batches are shuffled and a batch's other paraphrases are the negatives. The poli
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 import torch.nn.functional as F
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.coin_config import CoINConfig
-from selfloop.algorithms.rest import reward
-from selfloop.db.models import Judgment, Prompt, Sample
-from selfloop.db.queries import voted_samples
+from selfloop.algorithms.rest import kept_samples
+from selfloop.db.models import Prompt
 from selfloop.families import family
 from selfloop.training.items import LogpFn, TrainItem
 
@@ -58,13 +55,7 @@ def paraphrases(rows: list[tuple[int, str | None, str | None, str]], levels: lis
 
 def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
     cfg: CoINConfig = config.train.coin
-    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Judgment.score, Sample.correct)
-    kept: dict[int, int] = defaultdict(int)
-    out = []
-    for prompt_id, sample_id, agrees, correct in rows:
-        if reward(cfg.reward, agrees or 0.0, correct) == 1.0 and kept[prompt_id] < cfg.max_per_prompt:
-            kept[prompt_id] += 1
-            out.append({"prompt_id": prompt_id, "sample_id": sample_id, "reward": 1.0})
+    out = kept_samples(session, iteration_id, cfg.reward, cfg.max_per_prompt)
     prompts = session.execute(sql_select(Prompt.id, Prompt.family, Prompt.task_key, Prompt.text)
                               .where(Prompt.id.in_({r["prompt_id"] for r in out}))).all()
     other = paraphrases([tuple(p) for p in prompts], config.generation.tasks.levels)

@@ -24,9 +24,9 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.raft_config import RAFTConfig
-from selfloop.algorithms.rest import loss as nll_per_token
+from selfloop.algorithms.rest import item_nll
 from selfloop.db.models import Judgment, Prompt, Sample
-from selfloop.training.items import LogpFn, TrainItem, sums
+from selfloop.training.items import LogpFn, TrainItem
 
 
 def rewards(session: Session, iteration_id: int, cfg: RAFTConfig) -> list[tuple[int, int, float]]:
@@ -75,7 +75,5 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RAFTConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    logps = sums(policy([it.prompt for it in items], [it.completion for it in items]))
-    lengths = torch.tensor([len(it.completion) for it in items], dtype=torch.float32, device=logps.device)
-    losses = nll_per_token(logps, lengths)
+    losses = item_nll(items, policy)
     return losses.mean(), {"nll_per_token": losses.mean().item()}

@@ -35,21 +35,31 @@ def reward(mode: str, agrees_majority: float, correct: bool | None) -> float:
     return 1.0 if correct else 0.0
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
-    cfg = config.train.rest
+def kept_samples(session: Session, iteration_id: int, mode: str, max_per_prompt: int) -> list[dict]:
+    """The E-step: samples with reward 1 under `mode`, the first `max_per_prompt` of each prompt in sample order
+    (CoIN keeps its targets by the same rule)."""
     rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Judgment.score, Sample.correct)
     kept: dict[int, int] = defaultdict(int)
     out = []
     for prompt_id, sample_id, agrees, correct in rows:  # correct: as the judge phase graded it (None: no answer)
-        r = reward(cfg.reward, agrees or 0.0, correct)
-        if r == 1.0 and kept[prompt_id] < cfg.max_per_prompt:
+        r = reward(mode, agrees or 0.0, correct)
+        if r == 1.0 and kept[prompt_id] < max_per_prompt:
             kept[prompt_id] += 1
             out.append({"prompt_id": prompt_id, "sample_id": sample_id, "reward": r})
     return out
 
 
-def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RestConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+    return kept_samples(session, iteration_id, config.train.rest.reward, config.train.rest.max_per_prompt)
+
+
+def item_nll(items: list[TrainItem], policy: LogpFn) -> torch.Tensor:
+    """Each item's completion NLL per token under the policy (the supervised loss of ReST-EM, RAFT, R-Tuning)."""
     logps = sums(policy([it.prompt for it in items], [it.completion for it in items]))
     lengths = torch.tensor([len(it.completion) for it in items], dtype=torch.float32, device=logps.device)
-    losses = loss(logps, lengths)
+    return loss(logps, lengths)
+
+
+def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RestConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    losses = item_nll(items, policy)
     return losses.mean(), {"nll_per_token": losses.mean().item()}

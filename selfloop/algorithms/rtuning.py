@@ -30,11 +30,11 @@ import torch
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
-from selfloop.algorithms.rest import loss as nll_per_token
+from selfloop.algorithms.rest import item_nll
 from selfloop.algorithms.rtuning_config import RTuningConfig
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import voted_samples
-from selfloop.training.items import LogpFn, TrainItem, sums
+from selfloop.training.items import LogpFn, TrainItem
 
 
 def target(answer: str, sure: bool, cfg: RTuningConfig) -> str:
@@ -74,9 +74,7 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RTuningConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    logps = sums(policy([it.prompt for it in items], [it.completion for it in items]))
-    lengths = torch.tensor([len(it.completion) for it in items], dtype=torch.float32, device=logps.device)
-    losses = nll_per_token(logps, lengths)
+    losses = item_nll(items, policy)
     sure = [it.reward for it in items if it.reward is not None]
     return losses.mean(), {"nll_per_token": losses.mean().item(), "sure_share": sum(sure) / len(sure) if sure else 0.0}
 
