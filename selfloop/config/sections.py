@@ -343,6 +343,12 @@ class JudgeConfig(Section):
     llm_judge: LLMJudgeConfig = Field(default_factory=LLMJudgeConfig)
     vote: VoteConfig = Field(default_factory=VoteConfig)
     confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
+    reward: Literal["judged", "verify", "shuffled"] = Field(
+        "judged", description="What the LLM-judge and vote scores that training reads are. 'judged': as judged; "
+        "'verify' (the oracle ceiling): the task family's checker, 1 or 0 for a vote and 5 or 0 points for the judge, "
+        "none where a prompt has no known answer; 'shuffled' (the spurious-reward control): the judged values "
+        "permuted among the samples of each prompt, seeded (same statistics, no information). The judged value "
+        "stays in the judgment's details; judge.* metrics describe the reward trained on.")
 
     @field_validator("signals")
     @classmethod

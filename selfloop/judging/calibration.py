@@ -4,6 +4,7 @@ A self-judge that drifts away from the truth is the known failure mode of self-r
 are stored per iteration (table `metrics`, names `judge.*`):
   judge.label_accuracy     TTRL: share of prompts whose majority answer equals the known answer
   judge.reward_accuracy    TTRL: share of samples whose agreement reward equals their true correctness
+  judge.rewarded_right     TTRL: of the samples rewarded 1 whose correctness is known, the share that is right
   judge.llm_pick_accuracy  LLM judge: where a prompt has both correct and wrong samples, how often the
                            sample with the highest mean judge score is a correct one
   judge.llm_pair_accuracy  LLM judge, reward accuracy on pairs: over every (correct, wrong) pair of
@@ -82,6 +83,7 @@ def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
         "judge.valid_vote_rate": _mean([v.n_valid / v.n_votes for v in votes if v.n_votes]),
         "judge.label_accuracy": _mean([1.0 if v.correct else 0.0 for v in votes if v.correct is not None]),
         "judge.reward_accuracy": _mean([1.0 if (rewards[s] == 1.0) == truth[s] else 0.0 for s in truth if s in rewards]),
+        "judge.rewarded_right": _mean([1.0 if truth[s] else 0.0 for s in truth if rewards.get(s) == 1.0]),
         "judge.parse_rate": _mean(parse),
         "judge.mean_score": _mean([x for xs in judge_scores.values() for x in xs]),
         "judge.valid_mass": _mean(masses),

@@ -10,8 +10,9 @@
   probabilities after its justification, stored with that distribution.
 Each signal only fills what is missing, so any signal can be added later to stored samples, and a
 re-run after a crash repeats nothing. First, each sample of a prompt with a known answer is graded once by its
-prompt's task family (`samples.correct`, which calibration, EFT, the dashboard and export read); calibration
-against those verdicts closes the phase.
+prompt's task family (`samples.correct`, which calibration, EFT, the dashboard and export read). With
+`judge.reward` 'verify' or 'shuffled' the LLM-judge and vote scores then become the lab's oracle or spurious reward
+(judging/rewards.py); calibration against the verdicts, of the reward training will read, closes the phase.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from collections import defaultdict
 from sqlalchemy import func, select
 
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
-from selfloop.db.queries import add_event, insert_ignore, unjudged_samples
+from selfloop.db.queries import add_event, insert_ignore, set_metric, unjudged_samples
 from selfloop.engines.base import Completion, Sampling
 from selfloop.judging.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
 from selfloop.judging.correctness import grade_iteration
 from selfloop.families import family
 from selfloop.judging.judge import judge_chat, load_template
+from selfloop.judging.rewards import transform
 from selfloop.judging.scores import VERDICT_STOPS, expected_score, justification, parse_score, verdict_tokens
 from selfloop.judging.vote import vote
 from selfloop.phases.context import PhaseContext
@@ -161,9 +163,13 @@ def run(ctx: PhaseContext) -> None:
     for signal in ctx.config.judge.signals:
         SIGNALS[signal](ctx)
     with ctx.db.session() as session:
+        if ctx.config.judge.reward != "judged":  # in the done mark's transaction: transformed once, or not at all
+            changed = transform(session, ctx.iteration_id, ctx.config.judge.reward, ctx.config.loop.seed, ctx.number)
+            set_metric(session, ctx.iteration_id, f"judge.{ctx.config.judge.reward}_judgments", changed)
         metrics = calibrate(session, ctx.iteration_id)
         rate, floor = metrics.get("judge.parse_rate"), ctx.config.warnings.min_judge_parse_rate
-        if "llm_judge" in ctx.config.judge.signals and rate is not None and rate < floor:
+        judged = "llm_judge" in ctx.config.judge.signals and ctx.config.judge.reward == "judged"
+        if judged and rate is not None and rate < floor:
             add_event(session, ctx.loop_id, ctx.iteration_id, "judge.parse_rate_low",
                       f"the LLM judge gave a readable score in {rate:.1%} of judgments (floor {floor:.0%}): "
                       "its scores rest on few samples", level="warning", data={"parse_rate": rate, "floor": floor})

@@ -1,0 +1,71 @@
+"""The reward training reads, for the lab's controls and ceilings (`judge.reward`).
+
+'verify' (the oracle): each LLM-judge and vote judgment's score becomes the task family's verdict on the sample
+(`samples.correct`, graded once by the judge phase): 1 or 0 for a vote, 5 or 0 points for the judge (the rubric's
+ends); a sample without a known answer gets no score (parse_ok false), so no algorithm trains on it.
+'shuffled' (the spurious-reward control): within each prompt and signal, the samples' judgments are permuted among
+the samples (a sample takes all of another's judgments, judge index by judge index), by a seeded permutation
+(loop seed, iteration, prompt, signal): every prompt keeps the same multiset of values, each sample loses the
+information its own values carried.
+Either way the judged value stays in the judgment's details (`judged_score`, `judged_parse_ok`), and `reward`
+names the transform, so a judgment is transformed at most once (a re-run or a signal added later only transforms
+what is new). Every algorithm that reads these scores (DPO, RRHF, RSO, RAFT, CUT through the LLM judge; TTRL,
+ReST-EM, CoIN through the vote) trains on the transformed reward without knowing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from selfloop.db.models import Judgment, Prompt, Sample
+
+KINDS = ("llm_judge", "vote")
+TOP = {"llm_judge": 5.0, "vote": 1.0}  # the verdict "right" in each signal's units
+
+
+def permutation(n: int, seed: str) -> list[int]:
+    """A seeded permutation of range(n): sample i takes the values of sample perm[i]."""
+    order = list(range(n))
+    random.Random(int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big")).shuffle(order)
+    return order
+
+
+def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, number: int) -> int:
+    """Apply `mode` ('verify' or 'shuffled') to the iteration's untransformed LLM-judge and vote judgments; the
+    number of judgments changed."""
+    rows = session.execute(
+        select(Judgment, Sample.prompt_id, Sample.sample_index, Sample.correct, Prompt.source, Prompt.item_index)
+        .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
+        .where(Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))
+        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)).all()
+    fresh = [r for r in rows if "reward" not in (r[0].details or {})]
+    if mode == "verify":
+        for judgment, _, _, correct, _, _ in fresh:
+            score = None if correct is None else (TOP[judgment.kind] if correct else 0.0)
+            _set(judgment, mode, score, score is not None)
+        return len(fresh)
+    groups: dict[tuple, dict[int, list[Judgment]]] = defaultdict(lambda: defaultdict(list))
+    keys = {}
+    for judgment, prompt_id, sample_index, _, source, item_index in fresh:
+        groups[(prompt_id, judgment.kind)][sample_index].append(judgment)
+        keys[(prompt_id, judgment.kind)] = f"{loop_seed}:shuffled:{number}:{source}:{item_index}:{judgment.kind}"
+    for group, by_sample in groups.items():
+        samples = sorted(by_sample)
+        values = {i: [(j.score, j.parse_ok) for j in by_sample[i]] for i in samples}
+        for i, k in zip(samples, permutation(len(samples), keys[group])):
+            source = values[samples[k]]
+            for n, judgment in enumerate(by_sample[i]):
+                score, ok = source[n] if n < len(source) else (None, False)
+                _set(judgment, mode, score, ok, from_sample=samples[k])
+    return len(fresh)
+
+
+def _set(judgment: Judgment, mode: str, score: float | None, ok: bool, **extra: int) -> None:
+    judgment.details = {**(judgment.details or {}), "reward": mode, "judged_score": judgment.score,
+                        "judged_parse_ok": judgment.parse_ok, **extra}
+    judgment.score, judgment.parse_ok = score, ok
