@@ -40,9 +40,13 @@ def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None
         held_out = conn.execute(text("SELECT count(*) FROM evals WHERE metric = 'mean_sure'")).scalar()
         with_context = conn.execute(text("SELECT count(*) FROM examples WHERE context IS NOT NULL")).scalar()
         step_metrics = [json.loads(m) for m, in conn.execute(text("SELECT metrics FROM train_steps"))]
+        kl = dict(conn.execute(text("SELECT i.number, m.value FROM metrics m JOIN iterations i ON i.id = m.iteration_id "
+                                    "WHERE m.name = 'drift.kl_from_start'")).all())
     assert done == 2
     if algorithm in MUST_TRAIN:
         assert steps > 0 and shapes[0] > 0
+        # iteration 1 starts from the base model; iteration 2 from the trained adapter, measurably elsewhere
+        assert kl[1] == 0.0 and kl[2] != 0.0
     shape = specs()[algorithm].shape
     if shapes[0]:  # the stored examples have the declared shape
         assert (shapes[1] == shapes[0]) if shape == "pair" else (shapes[1] == 0)

@@ -143,7 +143,7 @@ def test_drift_monitors_store_metrics_and_warn(sqlite_url: str, config_factory) 
         now = monitor(s, config, loop_id, second.id, 2)
         kinds = set(s.scalars(select(Event.kind).where(Event.iteration_id == second.id)))
     assert now == {"drift.mean_response_tokens": 10.0, "drift.mean_token_logprob": -0.01, "drift.judge_score": 3.0,
-                   "drift.vote_share": 0.95}
+                   "drift.vote_share": 0.95, "drift.duplicate_share": 0.0}
     assert kinds == {"drift.length", "drift.judge_inflation", "drift.sharpening", "drift.vote_collapse"}
     db.dispose()
 
@@ -193,3 +193,27 @@ def test_distinct_2_by_hand() -> None:
     assert distinct_2(["a b a b", "a b"]) == 0.5
     assert distinct_2(["one", ""]) is None
     assert distinct_2(["the cat sat", "a dog ran"]) == 1.0
+
+
+def test_collapse_monitors_by_hand(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+    """answer entropy per prompt, duplicate share, and the k1 estimate of KL(current || start) per token."""
+    import math
+
+    from selfloop.evals.drift import answer_entropy_mean, duplicate_share, kl_per_token
+    from selfloop.phases.judge import run as judge_run
+    from tests.conftest import store_samples
+    from tests.test_judge_phase import _context
+
+    config = config_factory(sqlite_url, judge={"signals": ["vote"]}, train={"algorithm": "ttrl"})
+    db = open_database(sqlite_url, init=True)
+    it = store_samples(db, config, [("p", "1", ["4", "4", "4 ", "4"]), ("q", "2", ["1", "2", "x", "2"])])
+    judge_run(_context(db, config, it))
+    with db.session() as s:
+        # prompt p: one answer (entropy 0); q: {1: 1, 2: 2, none: 1} -> 1.5 ln 2 ... = -(.25 ln .25 * 2 + .5 ln .5)
+        assert answer_entropy_mean(s, it) == pytest.approx((0.0 + (0.5 * math.log(4) + 0.5 * math.log(2))) / 2)
+        # p's samples 1, 2 ("4 " stripped), 3 repeat sample 0; q's sample 3 repeats sample 1: 4 of 8
+        assert duplicate_share(s, it) == 0.5
+    db.dispose()
+    # samples drawn from the current policy: log-probs under it and under the start, token by token
+    assert kl_per_token([[-1.0, -2.0], [-0.5]], [[-1.5, -2.0], [-1.0]]) == pytest.approx((0.5 + 0.0 + 0.5) / 3)
+    assert kl_per_token([], []) is None

@@ -165,13 +165,15 @@ def test_rtuning_target_entropy_and_loss_by_hand() -> None:
     from selfloop.algorithms.rtuning_config import RTuningConfig
     from selfloop.training.items import TrainItem
 
+    from selfloop.judging.vote import answer_entropy
+
     cfg = RTuningConfig()
     assert rtuning.target("42", True, cfg) == ("42. Are you sure you accurately answered the question based on your "
                                                "internal knowledge? I am sure.")
     assert rtuning.target("42", False, cfg).endswith("knowledge? I am unsure.")
     # counts {a: 2, b: 1, None: 1}: -(0.5 ln 0.5 + 2 * 0.25 ln 0.25) = 1.0397
-    assert rtuning.answer_entropy(["a", "a", "b", None]) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(4))
-    assert rtuning.answer_entropy(["a"] * 5) == 0.0
+    assert answer_entropy(["a", "a", "b", None]) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(4))
+    assert answer_entropy(["a"] * 5) == 0.0
     assert rtuning.lower_half([0.3, 0.1, 0.3, 0.9, 0.0]) == [False, True, False, False, True]  # floor(5/2) = 2
     assert rtuning.lower_half([0.5, 0.5, 0.5, 0.5]) == [True, True, False, False]  # ties: in order
     items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3], reward=1.0),

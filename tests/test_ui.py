@@ -167,7 +167,9 @@ def test_loss_breaks_between_iterations_and_judge_chart_follows_the_config(store
         segments = loop_segments(s, "a")
         assert not judges_with_llm(s, ["a"]) and judges_with_llm(s, ["b"])
     charts = {c["id"]: c for c in loop_charts(segments, judged=False)}
-    assert "judge_score" not in charts  # a loop that never judges with an LLM has no judge-score panel
+    assert "judge_score" not in charts and "calibration" not in charts  # no LLM judge: no LLM-judge panel
+    assert "collapse" in charts
+    assert {c["id"] for c in loop_charts(segments, judged=True)} >= {"judge_score", "calibration", "collapse"}
     loss = [t for t in charts["loss"]["figure"]["data"] if t.get("name") == "a"][0]
     # three steps per iteration, a gap (None) between iterations, x counting steps across iterations
     assert loss["x"] == [0, 1, 2, None, 3, 4, 5, None, 6, 7, 8]

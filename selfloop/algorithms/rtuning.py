@@ -23,7 +23,6 @@ the last one is ranked); every prompt is ranked here.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -34,19 +33,13 @@ from selfloop.algorithms.rest import item_nll
 from selfloop.algorithms.rtuning_config import RTuningConfig
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import voted_samples
+from selfloop.judging.vote import answer_entropy
 from selfloop.training.items import LogpFn, TrainItem
 
 
 def target(answer: str, sure: bool, cfg: RTuningConfig) -> str:
     """The completion trained on: the answer, then the certainty question and its answer."""
     return f"{answer}. {cfg.question} I am {cfg.sure if sure else cfg.unsure}."
-
-
-def answer_entropy(answers: Sequence[str | None]) -> float:
-    """Entropy (nats) of the answers' counts; None (no answer read) is one more answer."""
-    counts = Counter("\0none" if a is None else a for a in answers)
-    n = sum(counts.values())
-    return -sum(c / n * math.log(c / n) for c in counts.values()) if n else 0.0
 
 
 def lower_half(entropies: list[float]) -> list[bool]:

@@ -469,6 +469,9 @@ class DriftConfig(Section):
         -0.02, description="Warn when the mean token log-prob rises above this (sharpening collapse, TTRL/RLSC)."
     )
     max_vote_share: Probability = Field(0.98, description="Warn when the mean vote share reaches this.")
+    kl_samples: upto(100_000, 0) = Field(
+        64, description="Rollouts scored under the loop's starting model each iteration to estimate "
+        "drift.kl_from_start, KL(current policy || start) per token (0: not measured).")
 
 
 class EvalConfig(Section):

@@ -7,19 +7,28 @@
   drift.vote_share            mean share of the majority answer
   drift.distinct_2            distinct word bigrams over all bigrams of the rollouts (diversity; RAFT's reward
                               hacking snowballed as it fell)
-Each but distinct-2 has a threshold in eval.drift; crossing it logs a warning and stores an event.
+  drift.answer_entropy        mean over prompts of the entropy (nats) of the samples' extracted answers (a
+                              prompt's answers collapsing onto one; needs the vote signal)
+  drift.duplicate_share       share of samples whose text repeats an earlier sample of the same prompt
+  drift.kl_from_start         KL(current policy || the loop's starting model) per token, estimated on the first
+                              eval.drift.kl_samples rollouts (drawn from the current policy) from their log-probs
+                              under both at temperature 1; 0 in an iteration that starts from the base model
+The length, judge-score, log-prob and vote-share monitors have thresholds in eval.drift; crossing one logs a
+warning and stores an event. The others are collapse monitors for the lab's long runs: metrics, no warnings.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from selfloop.config import Config
-from selfloop.db.models import Eval, Iteration, Metric, Sample
-from selfloop.db.queries import add_event, set_metric
+from selfloop.db.models import Eval, Iteration, Judgment, Metric, Sample
+from selfloop.db.queries import add_event, set_metric, voted_samples
+from selfloop.judging.vote import answer_entropy
 
 
 def _metric(session: Session, iteration_id: int, name: str) -> float | None:
@@ -45,10 +54,41 @@ def distinct_2(texts: Iterable[str]) -> float | None:
     return len(seen) / total if total else None
 
 
-def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, number: int) -> dict[str, float]:
+def answer_entropy_mean(session: Session, iteration_id: int) -> float | None:
+    """Mean over the iteration's voted prompts of the entropy of their samples' extracted answers."""
+    answers: dict[int, list[str | None]] = defaultdict(list)
+    for prompt_id, answer in voted_samples(session, iteration_id, Sample.prompt_id, Judgment.answer):
+        answers[prompt_id].append(answer)
+    return sum(answer_entropy(a) for a in answers.values()) / len(answers) if answers else None
+
+
+def duplicate_share(session: Session, iteration_id: int) -> float | None:
+    """Share of the iteration's samples whose text (stripped) repeats an earlier sample of the same prompt."""
+    seen: set[tuple[int, str]] = set()
+    total = repeats = 0
+    for prompt_id, text in session.execute(select(Sample.prompt_id, Sample.text).where(Sample.iteration_id == iteration_id)):
+        key = (prompt_id, text.strip())
+        repeats += key in seen
+        seen.add(key)
+        total += 1
+    return repeats / total if total else None
+
+
+def kl_per_token(current: list[list[float]], start: list[list[float]]) -> float | None:
+    """KL(current || start) per token from samples drawn from `current`: the mean over all their tokens of
+    log current - log start (the k1 estimator, unbiased for samples of the current policy)."""
+    diffs = [a - b for cur, st in zip(current, start, strict=True) for a, b in zip(cur, st, strict=True)]
+    return sum(diffs) / len(diffs) if diffs else None
+
+
+def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, number: int,
+            kl_from_start: float | None = None) -> dict[str, float]:
     length, logprob = session.execute(select(func.avg(Sample.num_tokens), func.avg(Sample.mean_logprob))
                                       .where(Sample.iteration_id == iteration_id)).one()
     now = {
+        "drift.answer_entropy": answer_entropy_mean(session, iteration_id),
+        "drift.duplicate_share": duplicate_share(session, iteration_id),
+        "drift.kl_from_start": kl_from_start,
         "drift.distinct_2": distinct_2(session.scalars(select(Sample.text).where(Sample.iteration_id == iteration_id))),
         "drift.mean_response_tokens": length,
         "drift.mean_token_logprob": logprob,

@@ -7,6 +7,7 @@ list wins, and the tie is reported.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,3 +40,11 @@ def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, float]:
     """(majority answer, its share of the valid votes); (None, 0.0) when no vote is valid."""
     result = vote(answers)
     return result.answer, result.share
+
+
+def answer_entropy(answers: Sequence[str | None]) -> float:
+    """Entropy (nats) of the answers' counts; None (no answer read) is one more answer (R-Tuning-U's uncertainty;
+    the drift monitor's collapse of a prompt's answers)."""
+    counts = Counter("\0none" if a is None else a for a in answers)
+    n = sum(counts.values())
+    return -sum(c / n * math.log(c / n) for c in counts.values()) if n else 0.0

@@ -17,12 +17,12 @@ from loguru import logger
 from sqlalchemy import select
 
 from selfloop.algorithms import spec, trainer
-from selfloop.db.models import EvalItem, Eval, Iteration, Prompt
+from selfloop.db.models import EvalItem, Eval, Iteration, Prompt, Sample
 from selfloop.db.queries import adapter_of, add_event, insert_ignore
 from selfloop.engines.base import Sampling
 from selfloop.engines.chat import user_chat
 from selfloop.errors import ConfigError
-from selfloop.evals.drift import monitor
+from selfloop.evals.drift import kl_per_token, monitor
 from selfloop.evals.stats import wilson
 from selfloop.evals.suites import Item, load_suite
 from selfloop.judging.answers import extract_answer, normalise
@@ -172,6 +172,26 @@ def _held_out(ctx: PhaseContext, policies: list[tuple[str, int | None]], adapter
     return out
 
 
+def _kl_from_start(ctx: PhaseContext) -> float | None:
+    """drift.kl_from_start: the first eval.drift.kl_samples rollouts of the iteration (drawn from its starting policy)
+    scored under that policy and under the base model, both at temperature 1."""
+    n = ctx.config.eval.drift.kl_samples
+    if not n:
+        return None
+    if ctx.policy is None:
+        return 0.0  # the iteration starts from the base model itself
+    with ctx.db.session() as session:
+        rows = session.execute(select(Prompt.text, Sample.token_ids).join(Prompt, Prompt.id == Sample.prompt_id)
+                               .where(Sample.iteration_id == ctx.iteration_id)
+                               .order_by(Prompt.source, Prompt.item_index, Sample.sample_index).limit(n)).all()
+    if not rows:
+        return None
+    chats = [user_chat(text, ctx.config.generation.system_prompt) for text, _ in rows]
+    completions = [list(ids) for _, ids in rows]
+    engine = ctx.runtime.engine()
+    return kl_per_token(engine.score(chats, completions, adapter=ctx.policy), engine.score(chats, completions, adapter=None))
+
+
 def run(ctx: PhaseContext) -> None:
     suites = {s.name: load_suite(s) for s in ctx.config.eval.suites}
     check_disjoint(ctx, suites)
@@ -191,6 +211,7 @@ def run(ctx: PhaseContext) -> None:
             else:
                 _answer(ctx, role, suite, suites[suite.name], adapters[role])
     extra = _held_out(ctx, policies, adapters) if spec(ctx.config.train.algorithm).held_out else []
+    kl = _kl_from_start(ctx)
     with ctx.db.session() as session:
         rows = [r for role, ckpt in policies for s in ctx.config.eval.suites
                 for r in _summarise(session, ctx.iteration_id, role, s, ckpt, ctx.config.judge.vote.extractors)] + extra
@@ -204,5 +225,5 @@ def run(ctx: PhaseContext) -> None:
                           f"{row['role']} scored {row['value']:.3f} on suite {row['suite']} (floor {floor:.3f}): "
                           "check the suite's answers and the answer extraction", level="warning",
                           data={"role": row["role"], "suite": row["suite"], "value": row["value"]})
-        monitor(session, ctx.config, ctx.loop_id, ctx.iteration_id, ctx.number)
+        monitor(session, ctx.config, ctx.loop_id, ctx.iteration_id, ctx.number, kl_from_start=kl)
         ctx.mark_done(session)

@@ -25,10 +25,13 @@ STARTING = ("the policy it started from", "diamond", "#555555")
 METRIC_CHARTS = [
     ("judge_score", "Mean LLM-judge score", "score (0-5)", ["judge.mean_score"]),
     ("vote", "Vote share and label/reward accuracy", "share",
-     ["judge.vote_share", "judge.label_accuracy", "judge.reward_accuracy", "judge.llm_pick_accuracy"]),
+     ["judge.vote_share", "judge.label_accuracy", "judge.reward_accuracy", "judge.rewarded_right",
+      "judge.llm_pick_accuracy"]),
     ("calibration", "LLM judge against verified correctness", "share",
      ["judge.llm_auc", "judge.llm_pair_accuracy", "judge.valid_mass"]),
     ("length", "Mean response length", "tokens", ["drift.mean_response_tokens"]),
+    ("collapse", "Collapse monitors: diversity, answer entropy, duplicates, KL from the start", "value",
+     ["drift.distinct_2", "drift.answer_entropy", "drift.duplicate_share", "drift.kl_from_start"]),
 ]
 
 
@@ -130,12 +133,12 @@ def eval_charts(segments: list[Segment], xtitle: str, compare: bool = False) -> 
 
 
 def metric_charts(segments: list[Segment], xtitle: str, judged: bool, compare: bool = False) -> list[dict[str, Any]]:
-    """Judge score, vote share and accuracies, response length. A loop whose judge has no LLM judge
-    gets no judge-score chart at all; a chart whose figures have not landed yet says so."""
+    """Judge score, vote share and accuracies, response length, collapse monitors. A loop whose judge has no LLM
+    judge gets no judge-score or calibration chart at all; a chart whose figures have not landed yet says so."""
     colours, charts = _Colours(), []
     shapes, notes = ([], []) if compare else _fork_marks(segments)
     for chart_id, title, ytitle, names in METRIC_CHARTS:
-        if chart_id == "judge_score" and not judged:
+        if chart_id in ("judge_score", "calibration") and not judged:  # LLM-judge charts: none without an LLM judge
             continue
         data = []
         for seg in segments:
