@@ -190,3 +190,34 @@ def test_verdict_tokens_refuse_a_tokenizer_without_single_value_tokens() -> None
 
     with pytest.raises(ValueError, match="scoring 'text'"):
         verdict_tokens(Pairs())
+
+
+STATED = ("boxed", "answer_is", "hash", "stated_number")
+
+
+@pytest.mark.parametrize(("text", "stated", "last"), [
+    # the TTRL demo's sentences that give no answer: last_number reads an operand copied from the prompt
+    ("To add 24 and 28, you simply add them together.", None, "28"),
+    ("To calculate 6 + 26, you simply add them together. 6 is the first digit of 6 + 26, and 26 is the last "
+     "digit of 26 + 6. So,", None, "6"),
+    ("Adding 26 to 6 twice is equivalent to multiplying it by itself", None, "6"),
+    # stated results
+    ("To calculate 6 + 26, you simply add the numbers together: 6 + 26 = 13.", "13", "13"),
+    ("6 + 0 = 6, since adding 0 changes nothing.", "6", "0"),
+    ("The sum of 3 and 4 is 7", "7", "7"),
+    ("So the total is $1,200.", "1200", "1200"),
+    ("It gives 12 apples", "12", "12"),
+    ("2 -> 4 -> 8", "8", "8"),
+    ("x: -5", "-5", "-5"),
+    (" **32**.", "32", "32"),  # a response that is a number alone
+    ("32", "32", "32"),
+    ("The answer is: 6", "6", "6"),  # answer_is comes first in both chains
+    ("3.5 is half of 7", None, "7"),
+])
+def test_stated_number_reads_only_numbers_stated_as_results(text: str, stated: str | None, last: str) -> None:
+    from selfloop.judging.answers import DEFAULT_CHAIN, answer_span, extract_answer, normalise
+
+    assert extract_answer(text, STATED) == stated
+    assert extract_answer(text, DEFAULT_CHAIN) == last
+    span = answer_span(text, STATED)
+    assert (span is None) == (stated is None) and (span is None or normalise(text[span[0]:span[1]]) == stated)

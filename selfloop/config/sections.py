@@ -322,9 +322,11 @@ class VoteConfig(Section):
         None, description="The first N samples of each prompt vote on its label (null: all samples); every sample's "
         "reward is its agreement with that label."
     )
-    extractors: list[Literal["boxed", "answer_is", "hash", "last_number"]] = Field(
+    extractors: list[Literal["boxed", "answer_is", "hash", "last_number", "stated_number"]] = Field(
         ["boxed", "answer_is", "hash", "last_number"],
-        description="Answer extraction chain, tried in order; the first that finds an answer wins.",
+        description="Answer extraction chain, tried in order; the first that finds an answer wins. 'stated_number' "
+        "in place of 'last_number' reads only a number stated as a result ('= 32', 'is 32', a bare '32'), so a "
+        "number merely mentioned (an operand copied from the prompt) is no answer.",
     )
 
 

@@ -13,6 +13,8 @@
   drift.kl_from_start         KL(current policy || the loop's starting model) per token, estimated on the first
                               eval.drift.kl_samples rollouts (drawn from the current policy) from their log-probs
                               under both at temperature 1; 0 in an iteration that starts from the base model
+                              (exact for rollouts sampled at temperature 1, as the demos; at another temperature
+                              the samples come from the tempered policy and the figure estimates on them)
 The length, judge-score, log-prob and vote-share monitors have thresholds in eval.drift; crossing one logs a
 warning and stores an event. The others are collapse monitors for the lab's long runs: metrics, no warnings.
 """

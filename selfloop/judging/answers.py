@@ -5,6 +5,10 @@ Extractors, tried in the configured order (the first that finds something wins):
   answer_is    the last "the answer is ..." / "answer: ..." up to the end of its sentence
   hash         the last "#### ..." line (GSM8K style)
   last_number  the last number in the text
+  stated_number  the last number stated as a result: right after '=', ':', 'is', 'are', 'equals', 'makes', 'gives',
+               'get(s)', 'got', 'total of', 'result of' or an arrow (markdown emphasis and '$' allowed between), or
+               a response that is a number alone. A number merely mentioned ("To add 24 and 28, you simply add
+               them together.") is no answer: last_number would read 28 there, an operand copied from the prompt.
 Normalisation makes equal answers equal strings: numbers become canonical decimals ("12", "12.0",
 "12.00" -> "12"; "1,200" -> "1200"; "3/4" and "0.75" -> "0.75"; "-0" -> "0"); text is lower-cased,
 whitespace collapsed, surrounding quotes, a leading article and trailing punctuation removed.
@@ -70,7 +74,21 @@ def _last_number(text: str) -> Span | None:
     return found[-1].span() if found else None
 
 
-EXTRACTORS = {"boxed": _boxed, "answer_is": _answer_is, "hash": _hash, "last_number": _last_number}
+_STATED = re.compile(rf"(?:=|:|→|->|\b(?:is|are|equals?|makes|gives|gets?|got|total of|result of))[\s*$]*((?<![\w.])(?:{_NUM}))(?![\w])",
+                     re.IGNORECASE)
+_ALONE = re.compile(rf"^[\s*$]*((?:{_NUM}))[\s*.]*$")
+
+
+def _stated_number(text: str) -> Span | None:
+    alone = _ALONE.match(text)
+    if alone:
+        return alone.span(1)
+    found = list(_STATED.finditer(text))
+    return found[-1].span(1) if found else None
+
+
+EXTRACTORS = {"boxed": _boxed, "answer_is": _answer_is, "hash": _hash, "last_number": _last_number,
+              "stated_number": _stated_number}
 
 
 def normalise_number(raw: str) -> str | None:
