@@ -441,6 +441,11 @@ class SuiteConfig(_FileBacked):
     phrasing: Literal["seen", "unseen"] = Field(
         "seen", description="Generators: 'seen' words problems as training prompts are worded; 'unseen' uses wordings "
         "held out from every training prompt (a format learned is not a skill learned).")
+    split: Literal["eval", "validation", "test"] = Field(
+        "eval", description="Generators: the family's whole held-out split ('eval'), or one of its two fixed halves, "
+        "by a hash of each problem's key: 'validation' (what the gate may decide on) or 'test' (reported, never "
+        "used by a decision: it cannot be eval.main_metric's suite). A suite's unseen-wording twin of the same "
+        "split holds the same problems.")
     path: Path | None = Field(None, description="jsonl: a user file with a prompt and an answer per row (.jsonl, "
                               ".parquet, or a `datasets` directory; see `fields`).")
     seed: upto(2**63 - 1, 0) = Field(1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
@@ -451,6 +456,9 @@ class SuiteConfig(_FileBacked):
     def _fits_kind(self) -> SuiteConfig:
         if self.kind == "jsonl" and self.phrasing != "seen":
             raise ValueError(f"eval suite {self.name!r}: phrasing applies to the built-in generators, not to a JSONL file")
+        if self.kind == "jsonl" and self.split != "eval":
+            raise ValueError(f"eval suite {self.name!r}: split applies to the built-in generators; a JSONL file is "
+                             "used whole (keep validation and test items in two files)")
         try:
             check_family(self.kind, self.levels, self.phrasing)
         except ValueError as exc:
@@ -501,6 +509,9 @@ class EvalConfig(Section):
             raise ValueError("two suites share a name")
         if self.suites and suite not in names:
             raise ValueError(f"main_metric {self.main_metric!r} names no suite (suites: {', '.join(names)})")
+        if any(s.name == suite and s.split == "test" for s in self.suites):
+            raise ValueError(f"main_metric {self.main_metric!r}: suite {suite!r} is a test split, which no decision "
+                             "may use; let the gate decide on a validation (or eval) suite")
         metric = self.main_metric.partition("/")[2]
         if metric not in ("greedy_accuracy", "majority_accuracy"):
             raise ValueError(f"main_metric {self.main_metric!r}: the metric must be greedy_accuracy or majority_accuracy")

@@ -1,19 +1,22 @@
 """Held-out verifiable suites: what the loop never trains on and measures itself against.
 
-A task family's suite takes its problems from the eval side of the family's fixed split, worded as training
-prompts are ('seen') or in held-out words ('unseen'); a user file of prompt/answer rows adds a suite of one's own,
+A task family's suite takes its problems from the eval side of the family's fixed split (all of it, or its fixed
+validation or test half: three splits by value), worded as training prompts are ('seen') or in held-out words
+('unseen': three splits by wording); a user file of prompt/answer rows adds a suite of one's own,
 graded by the family it names (`family`, default 'value').
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfloop.config import SuiteConfig
 from selfloop.errors import ConfigError
 from selfloop.families import family
+from selfloop.families.phrasing import stable_index
 from selfloop.tasks import read_user_tasks
 
 
@@ -23,9 +26,17 @@ class Item:
     answer: str
 
 
+def half(key: str) -> str:
+    """'validation' or 'test': the fixed half of a family's held-out split a problem belongs to, by its key without
+    the level ('arith:1:add:13:28' and 'arith:2:add:13:28' are the same question at two levels: one half)."""
+    return "test" if stable_index("holdout:" + re.sub(r"^(\w+):\d+:", r"\1:", key), 2) else "validation"
+
+
 def load_suite(cfg: SuiteConfig) -> list[Item]:
     if cfg.kind != "jsonl":
         pool = family(cfg.kind).problems(cfg.levels, "eval", cfg.phrasing)  # type: ignore[misc]
+        if cfg.split != "eval":
+            pool = [p for p in pool if half(p.key) == cfg.split]
         # The same draw for either phrasing: the pools list the same problems in the same order.
         chosen = pool if cfg.size >= len(pool) else random.Random(cfg.seed).sample(pool, cfg.size)
         return [Item(p.prompt, p.answer) for p in chosen]

@@ -25,7 +25,12 @@ ITEMS = ["apples", "marbles", "books", "stickers", "coins", "shells"]
 
 
 def split_of(key: str) -> str:
-    """'eval' for about a third of all problems, 'train' for the rest; fixed forever by the key."""
+    """'eval' for about a third of all problems, 'train' for the rest; fixed forever by the key. A level-2 sum that
+    level 1 also asks (both operands at most 30: the same words) follows its level-1 twin, so no question is a
+    training prompt at one level and held out at the other."""
+    level, op, *rest = key.split(":")[1:]
+    if level == "2" and op == "add" and all(int(x) <= 30 for x in rest):
+        key = f"arith:1:add:{rest[0]}:{rest[1]}"
     return "eval" if stable_index(key, 3) == 0 else "train"
 
 
