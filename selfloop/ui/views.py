@@ -29,8 +29,8 @@ from selfloop.db.models import (
     Vote,
 )
 from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers
-from selfloop.errors import SelfloopError
-from selfloop.judging.answers import answer_span, normalise
+from selfloop.errors import ConfigError, SelfloopError
+from selfloop.judging.answers import DEFAULT_CHAIN, answer_span, normalise
 from selfloop.render import select_columns
 
 PAGE_SIZE = 50
@@ -398,7 +398,11 @@ def answer_extractors(session: Session, name: str, family_name: str | None) -> t
             return ()
     except LookupError:
         return ()
-    return tuple(stored_config(session.scalar(select(Loop.config).where(Loop.name == name)), name).judge.vote.extractors)
+    try:
+        return tuple(stored_config(session.scalar(select(Loop.config).where(Loop.name == name)), name).judge.vote.extractors)
+    except ConfigError:  # a plug-in's loop whose algorithm is not installed here: its own chain, else the default
+        snapshot = session.scalar(select(Loop.config).where(Loop.name == name)) or {}
+        return tuple(snapshot.get("judge", {}).get("vote", {}).get("extractors") or DEFAULT_CHAIN)
 
 
 # -- held-out evaluation items --------------------------------------------------------------------
