@@ -29,7 +29,7 @@ from selfloop.db.models import (
     Vote,
 )
 from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers
-from selfloop.errors import ConfigError, SelfloopError
+from selfloop.errors import SelfloopError
 from selfloop.judging.answers import DEFAULT_CHAIN, answer_span, normalise
 from selfloop.render import select_columns
 
@@ -390,7 +390,6 @@ def prompt_detail(session: Session, prompt_id: int, page: int = 1) -> PromptDeta
 def answer_extractors(session: Session, name: str, family_name: str | None) -> tuple[str, ...]:
     """The loop's answer extractors (judge.vote.extractors) where the prompt's answers are values read from the
     text; () for a family whose grade is no extracted value (instructions) or that is not installed here."""
-    from selfloop.config import stored_config
     from selfloop.families import family
 
     try:
@@ -398,11 +397,10 @@ def answer_extractors(session: Session, name: str, family_name: str | None) -> t
             return ()
     except LookupError:
         return ()
-    try:
-        return tuple(stored_config(session.scalar(select(Loop.config).where(Loop.name == name)), name).judge.vote.extractors)
-    except ConfigError:  # a plug-in's loop whose algorithm is not installed here: its own chain, else the default
-        snapshot = session.scalar(select(Loop.config).where(Loop.name == name)) or {}
-        return tuple(snapshot.get("judge", {}).get("vote", {}).get("extractors") or DEFAULT_CHAIN)
+    # Read as stored, not validated: a plug-in's loop whose algorithm is not installed here still has its chain;
+    # a snapshot without one ran with the default (the config's default is DEFAULT_CHAIN).
+    snapshot = session.scalar(select(Loop.config).where(Loop.name == name)) or {}
+    return tuple(snapshot.get("judge", {}).get("vote", {}).get("extractors") or DEFAULT_CHAIN)
 
 
 # -- held-out evaluation items --------------------------------------------------------------------
