@@ -23,7 +23,9 @@ PREFIX = re.compile(r"^\s*(?:new\s+)?(?:task|instruction|question)\s*\d*\s*[:.)-
 
 @dataclass(frozen=True)
 class Example:
-    key: str  # "seed:12" (seed task) or "prompt:3.5" (iteration 3's self-instruct prompt 5): the new prompt's parents
+    # The new prompt's parents: "seed:12" (seed task), "prompt:3.5" (iteration 3's self-instruct prompt 5) or
+    # "hard:3.arithmetic.7" (a hard prompt of iteration 3 mined as a seed: its source and place)
+    key: str
     text: str
 
 

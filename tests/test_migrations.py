@@ -190,10 +190,16 @@ def test_families_and_correctness_migrate_with_rows_in_every_table(db_url: str) 
     with engine.connect() as conn:
         assert conn.execute(text("SELECT ref_logp FROM examples WHERE algorithm = 'rlsc'")).scalar() == -1.0
     upgrade(engine)  # 0011 drops the unused daemons table, rows and all
-    assert _counts(engine) == {**{k: v for k, v in before.items() if k != "daemons"}, "example_candidates": 0}
+    assert _counts(engine) == {**{k: v for k, v in before.items() if k != "daemons"}, "example_candidates": 0,
+                               "curations": 0}
     with engine.begin() as conn:  # a ranked example, then down past its table and up again
         conn.execute(text("INSERT INTO example_candidates (example_id, rank, sample_id, score) VALUES (1, 0, 1, 2.0), (1, 1, 2, 1.0)"))
+    with engine.begin() as conn:  # and a curation decision
+        conn.execute(text("INSERT INTO curations (iteration_id, position, filter, prompt_id, score, kept, reason) "
+                          "VALUES (1, 0, 'band', 1, 0.5, false, 'vote share 0.50 is not above 0.50')"))
     assert all(_counts(engine).values())
+    downgrade(engine, "0014")
+    assert "curations" not in _counts(engine) and all(_counts(engine).values())
     downgrade(engine, "0009")
     assert "example_candidates" not in _counts(engine)
     upgrade(engine)

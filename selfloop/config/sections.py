@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from selfloop.algorithms import specs as algorithm_specs
 from selfloop.families import specs as family_specs
 
-PHASES = ("synthesize", "rollout", "judge", "select", "train", "evaluate", "promote")
-Phase = Literal["synthesize", "rollout", "judge", "select", "train", "evaluate", "promote"]
+PHASES = ("synthesize", "rollout", "judge", "curate", "select", "train", "evaluate", "promote")
+Phase = Literal["synthesize", "rollout", "judge", "curate", "select", "train", "evaluate", "promote"]
+# The phases a loop runs when loop.phases is not given: curate joins them when curate.filters names a filter.
+DEFAULT_PHASES = tuple(p for p in PHASES if p != "curate")
 # The registered algorithms (built-in and from installed plug-ins) decide the names and option sections.
 ALGORITHMS = algorithm_specs()
 # Registered task families (built-in and from plug-ins): those with a generator are kinds of task pools (with a
@@ -56,8 +58,9 @@ class LoopConfig(Section):
         None, description="Stop the loop after this many iterations in total (null: run forever)."
     )
     phases: list[Phase] = Field(
-        list(PHASES),
-        description="Phases of an iteration, in this order; omit one to switch it off (e.g. synthesize).",
+        list(DEFAULT_PHASES),
+        description="Phases of an iteration, in this order; omit one to switch it off (e.g. synthesize). 'curate' "
+        "runs between judge and select when curate.filters names a filter (it is added here if left out).",
     )
     state_dir: Path | None = Field(
         None,
@@ -86,6 +89,8 @@ class LoopConfig(Section):
             raise ValueError("rollout cannot be switched off: every other phase reads its samples")
         if "train" in v and "select" not in v:
             raise ValueError("train needs select (it trains on the selected examples)")
+        if "curate" in v and "select" not in v:
+            raise ValueError("curate needs select (it decides which prompts select may train on)")
         return v
 
 
@@ -256,6 +261,20 @@ class GenerationConfig(Section):
     system_prompt: Annotated[str, Field(max_length=32_768)] | None = Field(None, description="System message put before every prompt (null: none).")
 
 
+class MineHardConfig(Section):
+    """Hard-prompt mining (Lion's discrimination step, without a teacher): self-instruct's few-shot seeds are the
+    prompts the policy failed or disagreed on in the previous iteration."""
+
+    enabled: bool = Field(False, description="Seed self-instruct with the previous iteration's hard prompts (the "
+                          "seed tasks fill in while there are too few).")
+    max_vote_share: Probability = Field(
+        0.5, description="Hard: the majority answer of the prompt's samples has at most this share (disagreement).")
+    max_judge_score: Annotated[float, Field(ge=0.0, le=5.0)] = Field(
+        2.5, description="Hard: the mean LLM-judge score of the prompt's samples is at most this.")
+    max_correct_share: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="Hard: at most this share of the prompt's checked samples is right (prompts with a known answer).")
+
+
 class SelfInstructConfig(Section):
     """Self-instruct synthesis of new prompts (the synthesize phase)."""
 
@@ -277,6 +296,7 @@ class SelfInstructConfig(Section):
         0, description="Checkable constraints from the instruction-following family appended to each accepted "
         "prompt (training wordings only), stored as its answer so its samples can be verified (0: none).",
     )
+    mine_hard: MineHardConfig = Field(default_factory=MineHardConfig)
 
     @model_validator(mode="after")
     def _some_examples(self) -> SelfInstructConfig:
@@ -464,6 +484,87 @@ class SuiteConfig(_FileBacked):
         except ValueError as exc:
             raise ValueError(f"eval suite {self.name!r}: {exc}") from None
         return self
+
+
+class IFDFilter(Section):
+    """IFD (Cherry LLM, Li et al. 2024): the mean cross-entropy of an answer after its question divided by the mean
+    cross-entropy of the same answer after an empty question, under the current policy; a prompt's IFD is the
+    mean over its scored samples. High: the question matters to the answer."""
+
+    keep_fraction: Probability = Field(
+        0.5, description="Keep this top fraction of the prompts by IFD, among those at most 1 (Cherry's "
+        "sample_rate; its 0.1 is for pools of 50k, a loop's iteration holds tens).")
+    drop_above_one: bool = Field(True, description="Drop IFD > 1: the answer is likelier without the question.")
+    samples: upto(64) = Field(4, description="Samples of each prompt scored (the first ones in sample order).")
+
+
+class DeitaFilter(Section):
+    """DEITA (Liu et al. 2024): complexity x quality, each the expected score over 1..6 under the policy's own
+    next-token distribution, then a greedy pass in that order that keeps a prompt only if its embedding's cosine
+    similarity to every prompt kept so far is at most `threshold`."""
+
+    threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
+        0.9, description="Largest cosine similarity to an already kept prompt (DEITA's tau).")
+    keep: upto(1_000_000) | None = Field(None, description="Stop after this many kept prompts (DEITA's data "
+                                         "size; null: every prompt that passes the similarity cut).")
+    samples: upto(64) = Field(2, description="Samples of each prompt whose quality is scored (the mean is taken).")
+
+
+class ModsFilter(Section):
+    """MoDS (Du et al. 2023): coverage by k-center greedy over the prompts' embeddings, plus necessity: the
+    prompts whose own answers the LLM judge scored low."""
+
+    centers: upto(1_000_000) = Field(8, description="Prompts kept for coverage (k of k-center greedy).")
+    necessity_below: Annotated[float, Field(ge=0.0, le=5.0)] | None = Field(
+        2.5, description="Also keep every prompt whose samples' mean LLM-judge score is below this (null: coverage "
+        "only; needs 'llm_judge' in judge.signals).")
+
+
+class BandFilter(Section):
+    """A difficulty band on the vote share (TTRL practice): drop prompts everyone agrees on (nothing to learn) and
+    prompts without a majority (the label is noise)."""
+
+    above: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.5, description="Keep a prompt whose majority answer's share of its samples is above this.")
+    below: Annotated[float, Field(gt=0.0, le=1.0)] = Field(1.0, description="... and below this.")
+    shift: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
+        0.0, description="Move both bounds by this much each iteration after the first (a curriculum; negative: "
+        "towards harder prompts), kept within 0..1.")
+
+    @model_validator(mode="after")
+    def _a_band(self) -> BandFilter:
+        if self.above >= self.below:
+            raise ValueError(f"above ({self.above}) must be below below ({self.below})")
+        return self
+
+
+CurateFilter = Literal["ifd", "deita", "mods", "band"]
+
+
+class CurateConfig(Section):
+    """Data selection (the curate phase): filters, in order, decide which of the iteration's prompts select may
+    train on; every score and decision is a row of `curations`."""
+
+    filters: list[CurateFilter] = Field(
+        [], description="Filters in the order they run, each on the prompts the one before kept: ifd, deita, mods, "
+        "band (empty: no curation, every prompt may be trained on).")
+    budget: upto(1_000_000) | None = Field(
+        None, description="Keep at most this many prompts after the filters, in the last ranking filter's order "
+        "(null: no cap).")
+    same_steps: bool = Field(
+        False, description="LIMA as a policy: train as many optimizer steps as the uncurated examples would have "
+        "taken, repeating the kept ones for more epochs.")
+    ifd: IFDFilter = Field(default_factory=IFDFilter)
+    deita: DeitaFilter = Field(default_factory=DeitaFilter)
+    mods: ModsFilter = Field(default_factory=ModsFilter)
+    band: BandFilter = Field(default_factory=BandFilter)
+
+    @field_validator("filters")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a filter is listed twice")
+        return v
 
 
 class DriftConfig(Section):
@@ -657,6 +758,7 @@ class Config(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -684,6 +786,19 @@ class Config(Section):
         for field, value in (("judge.vote.voters", self.judge.vote.voters), ("train.ttrl.n_train", self.train.ttrl.n_train)):
             if value is not None and value > n:
                 raise ValueError(f"{field} ({value}) is above generation.samples_per_prompt ({n})")
+        if self.curate.filters and "select" in self.loop.phases and "curate" not in self.loop.phases:
+            phases = list(self.loop.phases)
+            phases.insert(phases.index("select"), "curate")
+            self.loop.phases = phases
+        if self.curate.filters and "curate" in self.loop.phases:
+            needs = {"band": "vote"} | ({"mods": "llm_judge"} if self.curate.mods.necessity_below is not None else {})
+            for name, signal in needs.items():
+                if name in self.curate.filters and signal not in self.judge.signals:
+                    raise ValueError(f"curate.filters names {name!r}, which reads the {signal!r} judgments: "
+                                     f"add {signal!r} to judge.signals")
+        if self.self_instruct.mine_hard.enabled and "synthesize" not in self.loop.phases:
+            raise ValueError("self_instruct.mine_hard.enabled: hard prompts seed the synthesize phase, which is "
+                             "not in loop.phases")
         if self.engine.kind == "vllm-server" and self.judge.llm_judge.model is not None:
             raise ValueError("judge.llm_judge.model: a separate judge model is not served by engine.kind 'vllm-server' "
                              "(its servers serve the policy's base model); leave it null to judge with the policy")

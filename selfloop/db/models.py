@@ -255,6 +255,25 @@ class Example(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class Curation(Base):
+    """One score or decision of the curate phase's filters: per prompt, the filter's score and whether the prompt
+    stays (kept false: dropped here, with the reason; a dropped prompt is not trained on in its iteration); per
+    sample (sample_id set, kept null), a score the prompt's score was made from."""
+
+    __tablename__ = "curations"
+    __table_args__ = (UniqueConstraint("iteration_id", "position", "prompt_id", "sample_id"), Index(None, "prompt_id"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id"))
+    position: Mapped[int] = mapped_column(Integer, doc="the filter's place in curate.filters (the budget: after the last)")
+    filter: Mapped[str] = mapped_column(String(20), doc="ifd, deita, mods, band or budget")
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
+    sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id"), doc="set on a per-sample score row")
+    score: Mapped[float | None] = mapped_column(Float, doc="the filter's score (IFD, complexity x quality, vote share...)")
+    kept: Mapped[bool | None] = mapped_column(Boolean, doc="the decision on the prompt (null on a per-sample row)")
+    reason: Mapped[str | None] = mapped_column(Text, doc="why, in words")
+    created_at: Mapped[datetime] = _created()
+
+
 class ExampleCandidate(Base):
     """One candidate of a ranked example (list-wise methods such as RRHF): its rank within the example, best first."""
 

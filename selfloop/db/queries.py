@@ -315,8 +315,8 @@ def delete_loop_rows(session: Session, loop: Loop) -> list[str]:
     from sqlalchemy import delete, or_, update
 
     from selfloop.db.models import (
-        Checkpoint, Eval, EvalItem, Event, Example, ExampleCandidate, Iteration, Metric, PhaseRun, TrackerRun,
-        TrainStep, Vote,
+        Checkpoint, Curation, Eval, EvalItem, Event, Example, ExampleCandidate, Iteration, Metric, PhaseRun,
+        TrackerRun, TrainStep, Vote,
     )
     from selfloop.errors import SelfloopError
 
@@ -334,7 +334,7 @@ def delete_loop_rows(session: Session, loop: Loop) -> list[str]:
     session.execute(delete(Vote).where(Vote.prompt_id.in_(prompts)))
     session.execute(delete(ExampleCandidate).where(ExampleCandidate.example_id.in_(
         select(Example.id).where(Example.iteration_id.in_(its)))))
-    for model in (Example, TrainStep, EvalItem, Eval, Metric, PhaseRun):
+    for model in (Curation, Example, TrainStep, EvalItem, Eval, Metric, PhaseRun):
         session.execute(delete(model).where(model.iteration_id.in_(its)))
     session.execute(delete(Event).where(or_(Event.loop_id == loop.id, Event.iteration_id.in_(its))))
     session.execute(delete(Sample).where(Sample.iteration_id.in_(its)))

@@ -104,6 +104,11 @@ class Engine(Protocol):
         the assistant's answer given as token ids (the judge's distribution over score values)."""
         ...
 
+    def embed(self, chats: Sequence[Chat], *, adapter: Adapter | None = None) -> list[list[float]]:
+        """The last layer's hidden state at the last token of each chat rendered for the assistant's turn (the
+        curate phase's prompt embedding)."""
+        ...
+
     def sleep(self) -> None:
         """Free accelerator memory while another step (training) needs it."""
         ...

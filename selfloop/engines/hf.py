@@ -26,7 +26,7 @@ from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn,
 from selfloop.engines.chat import prompt_ids
 from selfloop.adapters import verify_checkpoint
 from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
-from selfloop.models.logprobs import completion_logprobs, next_token_logprobs, prefill
+from selfloop.models.logprobs import completion_logprobs, last_token_states, next_token_logprobs, prefill
 
 MAX_LOADED_ADAPTERS = 3
 
@@ -285,6 +285,15 @@ class HFEngine:
         with self._policy(adapter) as model:
             for start in range(0, len(seqs), self.batch_size):
                 out.extend(next_token_logprobs(model, seqs[start : start + self.batch_size], candidates, self.pad_id).tolist())
+        return out
+
+    @torch.inference_mode()
+    def embed(self, chats: Sequence[Chat], *, adapter: Adapter | None = None) -> list[list[float]]:
+        seqs = [prompt_ids(self.tokenizer, chat) for chat in chats]
+        out: list[list[float]] = []
+        with self._policy(adapter) as model:
+            for start in range(0, len(seqs), self.batch_size):
+                out.extend(last_token_states(model, seqs[start : start + self.batch_size], self.pad_id).tolist())
         return out
 
     def sleep(self) -> None:

@@ -37,6 +37,9 @@ class TransformersScorer:
                             adapter: Adapter | None = None) -> list[list[float]]:
         return self._hf().next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
 
+    def embed(self, chats: Sequence[Chat], *, adapter: Adapter | None = None) -> list[list[float]]:
+        return self._hf().embed(chats, adapter=adapter)
+
     def sleep(self) -> None:
         if self._engine is not None:  # its weights leave the GPU before training too
             self._engine.sleep()
@@ -52,7 +55,7 @@ class TransformersScorer:
 
 
 class ScoredByTransformers:
-    """`score` and `next_token_logprobs` of a vLLM engine, answered by its `_scorer` (see the module's docstring)."""
+    """`score`, `next_token_logprobs` and `embed` of a vLLM engine, answered by its `_scorer` (see the module's docstring)."""
 
     _scorer: TransformersScorer
 
@@ -63,3 +66,6 @@ class ScoredByTransformers:
     def next_token_logprobs(self, chats: Sequence[Chat], prefixes: Sequence[Sequence[int]], candidates: Sequence[int], *,
                             adapter: Adapter | None = None) -> list[list[float]]:
         return self._scorer.next_token_logprobs(chats, prefixes, candidates, adapter=adapter)
+
+    def embed(self, chats: Sequence[Chat], *, adapter: Adapter | None = None) -> list[list[float]]:
+        return self._scorer.embed(chats, adapter=adapter)

@@ -63,20 +63,29 @@ def justification(text: str) -> str:
 
 def verdict_tokens(tokenizer) -> tuple[list[int], list[int]]:  # noqa: ANN001
     """(token ids of the verdict prefix, one token id per value of POINTS) such that the prefix's text
-    followed by a value's text tokenises as the prefix ids plus exactly that token. Tokenisers differ:
-    GPT-2's has ' 4' as one token, SmolLM2's splits it into ' ' and '4', so both forms are tried."""
-    for prefix, sep in (("Score:", " "), ("Score: ", "")):
+    followed by a value's text tokenises as the prefix ids plus exactly that token."""
+    found = value_tokens(tokenizer, "Score:", POINTS)
+    if found is None:
+        raise ValueError("judge.llm_judge.scoring 'distribution': this tokenizer has no single token per score value "
+                         "after 'Score:'; use scoring 'text'")
+    return found
+
+
+def value_tokens(tokenizer, label: str, values: Sequence[int]) -> tuple[list[int], list[int]] | None:  # noqa: ANN001
+    """(token ids of `label`, one token id per value) such that the label's text followed by a value's text
+    tokenises as the label's ids plus exactly that token; None where this tokenizer has no such form.
+    Tokenisers differ: GPT-2's has ' 4' as one token, SmolLM2's splits it into ' ' and '4', so both forms are tried."""
+    for prefix, sep in ((label, " "), (label + " ", "")):
         head = tokenizer.encode(prefix, add_special_tokens=False)
-        values = []
-        for v in POINTS:
+        ids_of = []
+        for v in values:
             ids = tokenizer.encode(prefix + sep + str(v), add_special_tokens=False)
             if len(ids) != len(head) + 1 or ids[: len(head)] != head:
                 break
-            values.append(ids[-1])
-        if len(values) == len(POINTS) and len(set(values)) == len(values):
-            return head, values
-    raise ValueError("judge.llm_judge.scoring 'distribution': this tokenizer has no single token per score value "
-                     "after 'Score:'; use scoring 'text'")
+            ids_of.append(ids[-1])
+        if len(ids_of) == len(values) and len(set(ids_of)) == len(ids_of):
+            return head, ids_of
+    return None
 
 
 def expected_score(logprobs: Sequence[float]) -> tuple[float | None, float, list[float]]:

@@ -136,3 +136,13 @@ def next_token_logprobs(
     out, _, _ = prefill(model, seqs, pad_id, use_cache=False)
     logps = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
     return logps[:, torch.tensor(list(candidates), device=logps.device)]
+
+
+def last_token_states(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """The last layer's hidden state at each sequence's last token, (rows, hidden) in float32 (the sentence
+    embedding of DEITA's and MoDS's selection; left padding puts every last token in the last column)."""
+    device = next(model.parameters()).device
+    ids, mask, positions = left_padded(seqs, pad_id, device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1,
+                output_hidden_states=True)
+    return out.hidden_states[-1][:, -1].float()

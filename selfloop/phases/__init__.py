@@ -2,13 +2,14 @@
 
 from collections.abc import Callable
 
-from selfloop.phases import evaluate, judge, promote, rollout, select, synthesize, train
+from selfloop.phases import curate, evaluate, judge, promote, rollout, select, synthesize, train
 from selfloop.phases.context import PhaseContext
 
 PHASES: dict[str, Callable[[PhaseContext], None]] = {
     "synthesize": synthesize.run,
     "rollout": rollout.run,
     "judge": judge.run,
+    "curate": curate.run,
     "select": select.run,
     "train": train.run,
     "evaluate": evaluate.run,

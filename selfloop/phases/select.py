@@ -1,5 +1,6 @@
 """Phase select: the algorithm picks its training examples from the stored samples and judgments
-(and, with train.eft, judge-training examples from the judgments that agree with checked answers).
+(and, with train.eft, judge-training examples from the judgments that agree with checked answers); the examples
+of prompts the curate phase dropped are left out.
 
 One transaction: the examples (with a ranked example's candidates) and the done mark land together (or not at all).
 """
@@ -10,6 +11,7 @@ from sqlalchemy import func, select
 
 from selfloop.algorithms import spec, trainer
 from selfloop.algorithms.spec import AlgorithmSpec
+from selfloop.db.curation import dropped_prompts
 from selfloop.db.models import Example, ExampleCandidate
 from selfloop.db.queries import add_event, insert_ignore, set_metric
 from selfloop.judging.eft import ALGORITHM as EFT
@@ -23,6 +25,10 @@ def run(ctx: PhaseContext) -> None:
         if not session.scalar(select(func.count()).select_from(Example).where(Example.iteration_id == ctx.iteration_id)):
             rows = [{**row, "algorithm": name} for row in trainer(name).select(session, ctx.iteration_id, ctx.config)]
             check_shape(spec(name), rows)
+            if "curate" in ctx.config.loop.phases:  # the curate phase's dropped prompts are not trained on
+                dropped = dropped_prompts(session, ctx.iteration_id)
+                set_metric(session, ctx.iteration_id, "select.uncurated_examples", len(rows))
+                rows = [row for row in rows if row["prompt_id"] not in dropped]
             judge_rows = []
             if ctx.config.train.eft.enabled:
                 judge_rows = [{**row, "algorithm": EFT} for row in eft_examples(session, ctx.iteration_id, ctx.config)]

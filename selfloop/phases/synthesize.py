@@ -12,6 +12,7 @@ import random
 from loguru import logger
 from sqlalchemy import func, select
 
+from selfloop.db.curation import hard_prompts
 from selfloop.db.models import Iteration, Prompt
 from selfloop.db.queries import insert_ignore, metrics_of, set_metric
 from selfloop.engines.base import Sampling
@@ -33,8 +34,10 @@ def prompt_key(iteration: int, item_index: int) -> str:
 
 def run(ctx: PhaseContext) -> None:
     cfg = ctx.config.self_instruct
-    seeds = [Example(t.key, t.prompt) for t in seed_tasks()]
+    tasks = [Example(t.key, t.prompt) for t in seed_tasks()]
     with ctx.db.session() as session:
+        hard = [Example(key, text) for key, text in
+                (hard_prompts(session, ctx.loop_id, ctx.number - 1, cfg.mine_hard) if cfg.mine_hard.enabled else [])]
         state = metrics_of(session, ctx.iteration_id, M)
         generated = [
             Example(prompt_key(number, index), text)
@@ -51,7 +54,13 @@ def run(ctx: PhaseContext) -> None:
         if cfg.num_prompts == 0 or accepted >= cfg.num_prompts:
             ctx.mark_done(session)
             return
-    pool = Pool([e.text for e in seeds] + [e.text for e in generated])
+    # Hard-prompt mining: the few-shot seeds are the previous iteration's hard prompts, the seed tasks filling in
+    # while there are fewer than seed_examples; the pool the new prompts must differ from holds both.
+    seeds = hard + (tasks if len(hard) < cfg.seed_examples else [])
+    if cfg.mine_hard.enabled:
+        with ctx.db.session() as session:
+            set_metric(session, ctx.iteration_id, M + "hard_seeds", len(hard))
+    pool = Pool([e.text for e in tasks + hard] + [e.text for e in generated])
     counts = {k.removeprefix(M): int(v) for k, v in state.items()}
     first_round = counts.get("rounds", 0)
     engine = ctx.runtime.engine()

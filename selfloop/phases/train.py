@@ -11,13 +11,14 @@ only after the checkpoint directory is complete.
 from __future__ import annotations
 
 import gc
+import math
 from pathlib import Path
 
 import torch
 from loguru import logger
 
 from selfloop.algorithms import spec, trainer
-from selfloop.db.queries import add_event, set_metric
+from selfloop.db.queries import add_event, metrics_of, set_metric
 from selfloop.db.training import add_step, keep_reference, record_checkpoint, training_rows
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.judging.eft import ALGORITHM as EFT
@@ -27,7 +28,7 @@ from selfloop.models.packaged import shareable_base
 from selfloop.phases.context import PhaseContext
 from selfloop.training.checkpoint import save_adapter
 from selfloop.training.items import TrainItem, fit, lacks_reference
-from selfloop.training.loop import StepRecord, load_trainable, reference_logps, train
+from selfloop.training.loop import StepRecord, default_steps, load_trainable, reference_logps, train
 
 
 def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[TrainItem]]:  # noqa: ANN001
@@ -114,14 +115,16 @@ def run(ctx: PhaseContext) -> None:
             add_step(session, ctx.iteration_id, record)
         ctx.failpoint("after_step")
 
+    if ctx.config.curate.same_steps:
+        cfg = _same_steps(ctx, cfg, sum(1 for it in items if not it.judge))
     path = ctx.config.state_dir() / "checkpoints" / ctx.config.loop.name / f"iteration-{ctx.number:04d}"
     extra = {"loop": ctx.config.loop.name, "iteration": ctx.number, "algorithm": cfg.algorithm}
     needs_reference = contract.needs_reference and any(lacks_reference(it) for it in items)
     if cfg.processes > 1:
-        records, saved = _train_on_processes(ctx, items, init, needs_reference, path, extra,
+        records, saved = _train_on_processes(ctx, cfg, items, init, needs_reference, path, extra,
                                              store_reference, on_step)
     else:
-        records, saved = _train_here(ctx, items, init, needs_reference, path, extra,
+        records, saved = _train_here(ctx, cfg, items, init, needs_reference, path, extra,
                                      store_reference, on_step)
     with ctx.db.session() as session:
         record_checkpoint(session, ctx.iteration_id, path=ctx.config.stored_checkpoint(saved.path), sha256=saved.sha256,
@@ -135,9 +138,20 @@ def run(ctx: PhaseContext) -> None:
     logger.info("trained {} steps on {} examples; checkpoint {}", len(records), len(items), saved.path)
 
 
-def _train_here(ctx: PhaseContext, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
+def _same_steps(ctx: PhaseContext, cfg, kept: int):  # noqa: ANN001, ANN202
+    """LIMA as a policy (curate.same_steps): the optimizer steps the uncurated examples would have taken, with the
+    kept ones repeated over as many more epochs as that needs."""
+    with ctx.db.session() as session:
+        uncurated = int(metrics_of(session, ctx.iteration_id, "select.uncurated_examples").get(
+            "select.uncurated_examples", kept))
+    if kept == 0 or uncurated <= kept:
+        return cfg
+    steps = default_steps(uncurated, cfg)
+    return cfg.model_copy(update={"epochs": cfg.epochs * math.ceil(uncurated / kept), "max_steps": steps})
+
+
+def _train_here(ctx: PhaseContext, cfg, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
     """Train in this process, on engine.device."""
-    cfg = ctx.config.train
     device = pick_device(ctx.config.engine.device)
     torch.manual_seed(ctx.seed("train", "init"))
     model = load_trainable(ctx.runtime.model.path, init, cfg.lora, device, pick_dtype(ctx.config.model.dtype, device),
@@ -161,14 +175,13 @@ def _train_here(ctx: PhaseContext, items, init, needs_reference, path, extra, st
     return records, saved
 
 
-def _train_on_processes(ctx: PhaseContext, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
+def _train_on_processes(ctx: PhaseContext, cfg, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
     """Train on train.processes data-parallel worker processes (see selfloop.training.distributed)."""
     from selfloop.adapters import verify_checkpoint
     from selfloop.training.checkpoint import SavedCheckpoint
     from selfloop.training.distributed import run_workers
     from selfloop.training.loop import step_count
 
-    cfg = ctx.config.train
     device = pick_device(ctx.config.engine.device)
     total = step_count(cfg.options(), len(items), cfg)
     records: list[StepRecord] = []
