@@ -28,9 +28,11 @@ pytestmark = pytest.mark.integration
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     tmp = tmp_path_factory.mktemp("ui")
     url = f"sqlite:///{tmp / 'selfloop.db'}"
-    # "plain": one iteration without an LLM judge (no judge column or card on its pages)
+    # "plain": one iteration without an LLM judge (no judge column or card on its pages), curated by the vote-share
+    # band and a budget of 3 prompts (the dropped ones say why)
     plain = tiny_yaml(tmp, url, name="plain.yaml", loop__name="plain", loop__max_iterations=1,
-                      judge__signals=["vote", "confidence"])
+                      judge__signals=["vote", "confidence"],
+                      curate={"filters": ["band"], "band": {"above": 0.0, "below": 1.0}, "budget": 3})
     for args in (("run", "--config", str(tiny_yaml(tmp, url))),
                  ("fork", "tiny", "--at", "1", "--name", "tiny-b", "--db", url, "--set", "train.learning_rate=2e-3"),
                  ("resume", "tiny-b", "--db", url, "--iterations", "1"),
@@ -348,3 +350,36 @@ def test_what_a_researcher_asks_first(store, server, browser, shots) -> None:  #
         shown = {int(r.find_element(By.TAG_NAME, "td").text) for r in browser.find_elements(By.CSS_SELECTOR, "table.eval-items tbody tr")}
         assert shown == items, (outcome, shown, items)
         assert _errors(browser) == []
+
+
+def test_a_dropped_prompt_says_which_filter_dropped_it_and_why(store, server, browser, shots) -> None:  # noqa: ANN001
+    """"Why was this prompt (not) trained on?": the iteration page counts each filter's decisions and marks the
+    dropped prompts; one click on a dropped one shows the filter, its score and its reason, as stored."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = store
+    _open(browser, server + "/loops/plain/iterations/1")
+    steps = [[td.text for td in r.find_elements(By.TAG_NAME, "td")]
+             for r in browser.find_elements(By.CSS_SELECTOR, "table.curation tbody tr")]
+    stored = _rows(url, """SELECT c.filter, count(*), sum(CASE WHEN c.kept THEN 1 ELSE 0 END) FROM curations c
+        JOIN iterations i ON i.id = c.iteration_id JOIN loops l ON l.id = i.loop_id
+        WHERE l.name = 'plain' AND c.sample_id IS NULL GROUP BY c.position, c.filter ORDER BY c.position""")
+    assert [(f, int(seen), int(kept)) for f, seen, kept, *_ in steps] == [(f, n, k) for f, n, k in stored]
+    assert stored[-1] == ("budget", stored[-1][1], 3)
+    dropped = [r for r in browser.find_elements(By.CSS_SELECTOR, "table.prompts tbody tr")
+               if r.find_elements(By.CSS_SELECTOR, "td.dropped")]
+    assert dropped, "no prompt is marked dropped"
+    link = dropped[0].find_element(By.CSS_SELECTOR, "a[href^='/prompts/']")
+    prompt_id = int(link.get_attribute("href").rsplit("/", 1)[1])
+    link.click()
+    WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith(f"/prompts/{prompt_id}"))
+    assert "not trained on" in browser.find_element(By.XPATH, "//h2[starts-with(., 'Curation')]").text
+    shown = [[td.text for td in r.find_elements(By.TAG_NAME, "td")] for r in browser.find_elements(By.CSS_SELECTOR, "#curation tbody tr")]
+    decisions = _rows(url, "SELECT filter, kept, reason FROM curations WHERE prompt_id = ? AND sample_id IS NULL "
+                      "ORDER BY position", prompt_id)
+    assert [(f, d, reason) for f, _, d, reason in shown] == [(f, "kept" if k else "dropped", r) for f, k, r in decisions]
+    assert shown[-1][2] == "dropped" and shown[-1][3]
+    assert _rows(url, "SELECT count(*) FROM examples WHERE prompt_id = ?", prompt_id) == [(0,)]
+    _shoot(browser, shots / "curation.png")
+    assert _errors(browser) == []

@@ -176,8 +176,9 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
             suites = views.eval_suites(s, it)
             rewards = views.reward_summary(s, it)
             judged = views.judges_with_llm(s, [name])
+            curation = views.curation_steps(s, it)
         return page(request, "iteration.html", loop_name=name, iteration=it, prompts=prompts, suites=suites, source=source,
-                    rewards=rewards, judged=judged)
+                    rewards=rewards, judged=judged, curation=curation)
 
     def _prompt(request: Request) -> Response:
         with reading() as s:

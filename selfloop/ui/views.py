@@ -13,7 +13,9 @@ from typing import Any
 from sqlalchemy import Integer, and_, cast, func, select
 from sqlalchemy.orm import Session, aliased
 
+from selfloop.db.curation import curation_summary, prompt_curation
 from selfloop.db.models import (
+    Curation,
     Eval,
     EvalItem,
     Event,
@@ -28,7 +30,7 @@ from selfloop.db.models import (
     TrainStep,
     Vote,
 )
-from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers
+from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers, metrics_of
 from selfloop.errors import SelfloopError
 from selfloop.judging.answers import DEFAULT_CHAIN, answer_span, normalise
 from selfloop.render import select_columns
@@ -255,6 +257,7 @@ class PromptRow:
     vote_correct: bool | None
     mean_judge_score: float | None
     examples: int
+    dropped_by: str | None = None  # the curate filter that dropped it (None: kept, or not curated)
 
 
 def iteration_prompts(session: Session, iteration: Iteration, source: str | None = None, page: int = 1) -> Page:
@@ -268,9 +271,11 @@ def iteration_prompts(session: Session, iteration: Iteration, source: str | None
     judge = (select(func.avg(Judgment.score)).join(Sample, Sample.id == Judgment.sample_id)
              .where(Sample.prompt_id == Prompt.id, Judgment.kind == "llm_judge", Judgment.parse_ok).scalar_subquery())
     n_examples = select(func.count()).where(Example.prompt_id == Prompt.id).scalar_subquery()
+    dropped_by = (select(Curation.filter).where(Curation.prompt_id == Prompt.id, Curation.kept.is_(False))
+                  .order_by(Curation.position).limit(1).scalar_subquery())
     rows = session.execute(
         select(Prompt.id, Prompt.source, Prompt.item_index, Prompt.text, Prompt.answer, n_samples,
-               Vote.answer, Vote.share, Vote.correct, judge, n_examples)
+               Vote.answer, Vote.share, Vote.correct, judge, n_examples, dropped_by)
         .outerjoin(Vote, Vote.prompt_id == Prompt.id).where(keep)
         .order_by(Prompt.source, Prompt.item_index).limit(PAGE_SIZE).offset((_page(page) - 1) * PAGE_SIZE))
     return Page([PromptRow(*r) for r in rows], page, total)
@@ -337,6 +342,14 @@ class ExampleRow:
 
 
 @dataclass
+class CurationRow:
+    filter: str
+    score: float | None
+    kept: bool
+    reason: str | None
+
+
+@dataclass
 class PromptDetail:
     prompt: Prompt
     loop: str
@@ -344,6 +357,7 @@ class PromptDetail:
     vote: Vote | None
     samples: Page  # of SampleRow
     examples: list[ExampleRow]
+    curation: list[CurationRow] = field(default_factory=list)  # the curate filters' decisions, in the order they ran
 
 
 def prompt_detail(session: Session, prompt_id: int, page: int = 1) -> PromptDetail:
@@ -384,7 +398,23 @@ def prompt_detail(session: Session, prompt_id: int, page: int = 1) -> PromptDeta
     chain = answer_extractors(session, loop, prompt.family)
     for sample in samples if chain else ():
         sample.span = answer_span(sample.text, chain)
-    return PromptDetail(prompt, loop, number, vote, Page(samples, page, total), examples)
+    return PromptDetail(prompt, loop, number, vote, Page(samples, page, total), examples,
+                        [CurationRow(*r) for r in prompt_curation(session, prompt_id)])
+
+
+@dataclass
+class CurationStep:
+    filter: str
+    seen: int
+    kept: int
+    seconds: float | None
+
+
+def curation_steps(session: Session, iteration: Iteration) -> list[CurationStep]:
+    """What each curate filter of the iteration saw, kept and cost, in the order they ran."""
+    seconds = metrics_of(session, iteration.id, "curate.")
+    return [CurationStep(name, seen, kept, seconds.get(f"curate.{name}.seconds"))
+            for name, seen, kept in curation_summary(session, iteration.id)]
 
 
 def answer_extractors(session: Session, name: str, family_name: str | None) -> tuple[str, ...]:
