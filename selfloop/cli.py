@@ -195,6 +195,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("new", metavar="NEW")
     _add_db(p)
+
+    lab = sub.add_parser("lab", help="run a lab file's arms x seeds as loops on one store and compare them "
+                                     "(against its control and oracle arms, on the test splits)")
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    p = lab_sub.add_parser("run", help="run (or resume) every unfinished arm x seed to its end; each finished one "
+                                       "appends a line (commit, date, machine, held-out rows) to the lab's results file")
+    p.add_argument("file", type=Path, metavar="LAB", help="the lab file (YAML; see docs/lab.md)")
+    p.add_argument("--only", action="append", metavar="ARM[/SEED]", help="run only these pieces (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run N pieces at once, each in its own process (PostgreSQL stores, or SQLite on one machine)")
+    p = lab_sub.add_parser("report", help="compare the arms from the results file: gains over the control with "
+                                          "paired 95%% intervals per seed, mean and spread, fraction of the oracle")
+    p.add_argument("file", type=Path, metavar="LAB")
+    p.add_argument("--out", type=Path, metavar="DIR", help="also write report.json, report.md and index.html (offline) here")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    p = lab_sub.add_parser("status", help="each arm x seed: not started, running or stopped at iteration N, finished")
+    p.add_argument("file", type=Path, metavar="LAB")
     return parser
 
 
@@ -615,10 +632,38 @@ def cmd_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    import json
+
+    from selfloop.lab.run import Lab
+
+    lab = Lab(args.file)
+    if args.lab_command == "run":
+        if args.jobs < 1:
+            raise SelfloopError(f"--jobs {args.jobs}: must be at least 1")
+        from selfloop.signals import StopFlag
+
+        done = lab.run(args.only, args.jobs, StopFlag().install())
+        print(f"lab {lab.spec.name}: {len(done)} arm x seed piece(s) finished; results in {lab.results}")
+        return 0
+    if args.lab_command == "status":
+        for piece, state in lab.status():
+            print(f"{piece}\t{state}")
+        return 0
+    from selfloop.lab.report import compare, markdown, write_report
+
+    result = compare(lab.lines(), lab.spec.control, lab.spec.oracle)
+    if args.out:
+        index = write_report(lab.spec.name, result, args.out)
+        print(f"wrote {index}", file=sys.stderr)
+    print(json.dumps(result, indent=1, sort_keys=True) if args.json else markdown(lab.spec.name, result), end="")
+    return 0
+
+
 COMMANDS = {
     "config": cmd_config, "db": cmd_db, "sql": cmd_sql, "history": cmd_history, "run": cmd_run, "resume": cmd_resume,
     "fork": cmd_fork, "status": cmd_status, "daemon": cmd_daemon, "report": cmd_report, "ui": cmd_ui, "track": cmd_track,
-    "export": cmd_export, "merge": cmd_merge, "loop": cmd_loop,
+    "export": cmd_export, "merge": cmd_merge, "loop": cmd_loop, "lab": cmd_lab,
 }
 
 

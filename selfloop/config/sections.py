@@ -601,6 +601,11 @@ class EvalConfig(Section):
     )
     max_rejections: upto(1_000_000) = Field(3, description="Pause the loop after this many rejections in a row.")
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    reuse_from_store: bool = Field(
+        False, description="Take a policy's greedy answers to a suite from any loop in the store that evaluated the "
+        "same policy (checkpoint, or the same base model) on the same problems with the same settings (suite, system "
+        "prompt, extractors, engine, dtype) instead of answering again: a lab's arms evaluate their common start once. "
+        "Suites with majority_k > 0 (seeded sampling) are always answered again.")
 
     @model_validator(mode="after")
     def _main_metric_names_a_suite(self) -> EvalConfig:

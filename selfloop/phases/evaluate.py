@@ -14,10 +14,10 @@ adds its own figures per suite and policy from the answered items (R-Tuning: the
 from __future__ import annotations
 
 from loguru import logger
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from selfloop.algorithms import spec, trainer
-from selfloop.db.models import EvalItem, Eval, Iteration, Prompt, Sample
+from selfloop.db.models import EvalItem, Eval, Iteration, Loop, Prompt, Sample
 from selfloop.db.queries import adapter_of, add_event, insert_ignore
 from selfloop.engines.base import Sampling
 from selfloop.engines.chat import user_chat
@@ -48,26 +48,46 @@ def check_disjoint(ctx: PhaseContext, suites: dict[str, list[Item]]) -> None:
                               f"e.g. {overlap[0]!r}: held-out suites must be disjoint from them")
 
 
-def _reuse(ctx: PhaseContext, suite: str, checkpoint_id: int | None, items: list[Item]) -> list[dict] | None:
-    """Rows of an earlier evaluation of the same policy on the same problems in this loop, if any."""
+def _reuse(ctx: PhaseContext, suite, checkpoint_id: int | None, items: list[Item]) -> list[dict] | None:  # noqa: ANN001
+    """Rows of an earlier evaluation of the same policy on the same problems in this loop, else (eval.reuse_from_store,
+    a suite without sampled majorities) in another loop of the store that evaluated it with the same settings."""
+    same_policy = Eval.checkpoint_id.is_(None) if checkpoint_id is None else Eval.checkpoint_id == checkpoint_id
+    anywhere = ctx.config.eval.reuse_from_store and suite.majority_k == 0
     with ctx.db.session() as session:
-        found = session.execute(
-            select(EvalItem.iteration_id, EvalItem.role)
-            .join(Eval, (Eval.iteration_id == EvalItem.iteration_id) & (Eval.role == EvalItem.role) & (Eval.suite == EvalItem.suite))
-            .join(Iteration, Iteration.id == EvalItem.iteration_id)
-            .where(Iteration.loop_id == ctx.loop_id, Iteration.id != ctx.iteration_id, EvalItem.suite == suite,
-                   Eval.checkpoint_id.is_(None) if checkpoint_id is None else Eval.checkpoint_id == checkpoint_id)
-            .order_by(Iteration.number.desc()).limit(1)
-        ).first()
+        evaluated = session.execute(
+            select(Eval.iteration_id, Eval.role, Iteration.loop_id)
+            .join(Iteration, Iteration.id == Eval.iteration_id)
+            .where(Iteration.id != ctx.iteration_id, Eval.suite == suite.name, same_policy,
+                   true() if anywhere else Iteration.loop_id == ctx.loop_id)
+            .order_by(Iteration.loop_id != ctx.loop_id, Iteration.loop_id, Eval.iteration_id.desc())
+        ).all()
+        configs = dict(session.execute(select(Loop.id, Loop.config).where(
+            Loop.id.in_({e.loop_id for e in evaluated} - {ctx.loop_id}))).all()) if anywhere else {}
+        found = next((e for e in evaluated
+                      if e.loop_id == ctx.loop_id or _same_settings(configs[e.loop_id], ctx.config, suite)), None)
         if found is None:
             return None
         rows = session.scalars(select(EvalItem).where(
-            EvalItem.iteration_id == found.iteration_id, EvalItem.role == found.role, EvalItem.suite == suite
+            EvalItem.iteration_id == found.iteration_id, EvalItem.role == found.role, EvalItem.suite == suite.name
         ).order_by(EvalItem.item_index)).all()
     if [r.prompt for r in rows] != [it.prompt for it in items]:
         return None
     keep = ("item_index", "prompt", "answer", "response", "predicted", "correct", "majority_correct", "num_tokens")
     return [{k: getattr(r, k) for k in keep} for r in rows]
+
+
+def _same_settings(stored: dict, config, suite) -> bool:  # noqa: ANN001
+    """Whether another loop's stored config answers `suite` as this one would: the same base model, dtype, engine,
+    system prompt, answer extractors and suite definition (a base-model policy is only the same on the same base)."""
+    try:
+        theirs = next(s for s in stored["eval"]["suites"] if s.get("name") == suite.name)
+        return (stored["model"]["base"] == config.model.base and stored["model"].get("dtype") == config.model.dtype
+                and stored["engine"].get("kind") == config.engine.kind
+                and stored["generation"].get("system_prompt") == config.generation.system_prompt
+                and stored["judge"]["vote"].get("extractors") == config.judge.vote.extractors
+                and theirs == suite.model_dump(mode="json"))
+    except (KeyError, TypeError, StopIteration):
+        return False
 
 
 def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> None:  # noqa: ANN001
@@ -203,7 +223,7 @@ def run(ctx: PhaseContext) -> None:
         adapters = {role: adapter_of(session, ckpt, ctx.config) for role, ckpt in policies}
     for role, ckpt in policies:
         for suite in ctx.config.eval.suites:
-            copied = _reuse(ctx, suite.name, ckpt, suites[suite.name]) if role == "baseline" else None
+            copied = _reuse(ctx, suite, ckpt, suites[suite.name]) if role == "baseline" else None
             if copied is not None:
                 with ctx.db.session() as session:
                     insert_ignore(session, EvalItem, [{**r, "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name}

@@ -1,0 +1,60 @@
+"""What a lab reads from a finished loop: its held-out rows at the start and at the end, its curve, its cost and its
+signal's quality (one results line per arm x seed is made from these)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from selfloop.db.models import Eval, EvalItem, Iteration, Loop, Metric, PhaseRun
+
+
+def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
+    """Per suite: 'start' (iteration 1's baseline) and 'final' (the last promoted candidate, else the start) as
+    correct flags in item order, and 'curve' (each iteration's policy after its gate: the candidate if promoted,
+    else the baseline, greedy accuracy); the loop's iterations, promotions, seconds per phase, and the mean of its
+    judge.label_accuracy and judge.rewarded_right. None: no such loop or no finished iteration."""
+    loop = session.scalars(select(Loop).where(Loop.name == name)).one_or_none()
+    if loop is None:
+        return None
+    iterations = session.scalars(select(Iteration).where(Iteration.loop_id == loop.id, Iteration.status == "done")
+                                 .order_by(Iteration.number)).all()
+    if not iterations:
+        return None
+    promoted = [it for it in iterations if it.promoted]
+
+    def rows(iteration_id: int, role: str) -> dict[str, list[bool]]:
+        out: dict[str, list[bool]] = defaultdict(list)
+        for suite, correct in session.execute(select(EvalItem.suite, EvalItem.correct).where(
+                EvalItem.iteration_id == iteration_id, EvalItem.role == role).order_by(EvalItem.suite, EvalItem.item_index)):
+            out[suite].append(bool(correct))
+        return out
+
+    start = rows(iterations[0].id, "baseline")
+    final = rows(promoted[-1].id, "candidate") if promoted else start
+    curve: dict[str, list[float]] = defaultdict(list)
+    for it in iterations:
+        role = "candidate" if it.promoted else "baseline"
+        values = dict(session.execute(select(Eval.suite, Eval.value).where(
+            Eval.iteration_id == it.id, Eval.role == role, Eval.metric == "greedy_accuracy")).all())
+        for suite in start:
+            curve[suite].append(values.get(suite))
+    seconds: dict[str, float] = defaultdict(float)  # the last attempt of each phase (a crashed attempt is not counted)
+    for phase, began, ended in session.execute(
+            select(PhaseRun.phase, PhaseRun.started_at, PhaseRun.finished_at).join(Iteration, Iteration.id == PhaseRun.iteration_id)
+            .where(Iteration.loop_id == loop.id, PhaseRun.status == "done")):
+        if began is not None and ended is not None:
+            seconds[phase] += (ended - began).total_seconds()
+    signal = {}
+    for metric in ("judge.label_accuracy", "judge.rewarded_right"):
+        value = session.scalar(select(func.avg(Metric.value)).join(Iteration, Iteration.id == Metric.iteration_id)
+                               .where(Iteration.loop_id == loop.id, Metric.name == metric))
+        if value is not None:
+            signal[metric.removeprefix("judge.")] = float(value)
+    return {"created_at": loop.created_at.isoformat() if loop.created_at else None, "iterations": len(iterations),
+            "promoted": len(promoted), "status": loop.status,
+            "suites": {s: {"start": start[s], "final": final.get(s, start[s]), "curve": curve[s]} for s in start},
+            "phase_seconds": {k: round(float(v or 0.0), 1) for k, v in seconds.items()}, "signal": signal}

@@ -1,0 +1,165 @@
+"""A lab's comparison, from its results lines alone (so a table can be assembled from pieces run on different days
+and machines, each line saying which commit made it).
+
+Per arm, suite and seed: the gain of the arm's final policy over the control's on the same items, with the paired 95 %
+interval; per arm and suite: the mean and spread over seeds, how many seeds are beyond the noise, and the fraction
+of the oracle arm's mean gain. The reported suites are the test splits (no decision ever read them) when the lab
+has any; validation suites are in the JSON too.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfloop.evals.stats import paired_difference
+
+
+@dataclass
+class Cell:
+    """One arm on one suite over its seeds."""
+
+    arm: str
+    suite: str
+    gains: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # seed -> (gain, low, high)
+    promoted_worse: list[int] = field(default_factory=list)  # seeds whose promoted final is worse beyond noise
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(g for g, _, _ in self.gains.values())
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev([g for g, _, _ in self.gains.values()]) if len(self.gains) > 1 else 0.0
+
+    @property
+    def beyond_noise(self) -> int:
+        return sum(1 for _, low, _ in self.gains.values() if low > 0)
+
+
+def _flags(bits: str) -> list[bool]:
+    return [b == "1" for b in bits]
+
+
+def compare(lines: list[dict[str, Any]], control: str, oracle: str | None) -> dict[str, Any]:
+    """The comparison as a JSON-ready mapping (see the module docstring)."""
+    if not lines:
+        return {"arms": [], "suites": [], "cells": [], "missing_control": False}
+    controls = {l["seed"]: l for l in lines if l["arm"] == control}
+    suites = sorted({s for l in lines for s in l["suites"]})
+    split = {s: next(l["suites"][s].get("split", "eval") for l in lines if s in l["suites"]) for s in suites}
+    reported = [s for s in suites if split[s] == "test"] or suites
+    arms = list(dict.fromkeys(l["arm"] for l in lines))
+    cells: dict[tuple[str, str], Cell] = {}
+    for line in lines:
+        reference = controls.get(line["seed"]) or next(iter(controls.values()), None)
+        if reference is None:
+            continue
+        for suite, rows in line["suites"].items():
+            theirs = reference["suites"].get(suite)
+            if theirs is None or len(theirs["final"]) != len(rows["final"]):
+                continue
+            cell = cells.setdefault((line["arm"], suite), Cell(line["arm"], suite))
+            gain = paired_difference(_flags(rows["final"]), _flags(theirs["final"]))
+            cell.gains[line["seed"]] = gain
+            start = paired_difference(_flags(rows["final"]), _flags(rows["start"]))
+            if line.get("promoted") and start[2] < 0:
+                cell.promoted_worse.append(line["seed"])
+    out_cells = []
+    for (arm, suite), cell in cells.items():
+        ceiling = cells.get((oracle, suite)) if oracle else None
+        fraction = cell.mean / ceiling.mean if ceiling is not None and ceiling.mean > 0 else None
+        out_cells.append({
+            "arm": arm, "suite": suite, "split": split[suite], "reported": suite in reported,
+            "seeds": sorted(cell.gains), "mean_gain": cell.mean, "sd_gain": cell.sd, "beyond_noise": cell.beyond_noise,
+            "gains": {str(s): {"gain": g, "ci95": [lo, hi]} for s, (g, lo, hi) in sorted(cell.gains.items())},
+            "fraction_of_oracle": fraction, "promoted_but_worse_than_start": cell.promoted_worse})
+    by_arm = {a: [l for l in lines if l["arm"] == a] for a in arms}
+    return {
+        "control": control, "oracle": oracle, "suites": suites, "reported": reported, "splits": split,
+        "arms": [{"arm": a, "seeds": sorted(l["seed"] for l in by_arm[a]),
+                  "seconds": statistics.fmean(sum(l["phase_seconds"].values()) for l in by_arm[a]),
+                  "signal": {k: statistics.fmean(l["signal"][k] for l in by_arm[a] if k in l.get("signal", {}))
+                             for k in {k for l in by_arm[a] for k in l.get("signal", {})}},
+                  "commits": sorted({l.get("commit") or "?" for l in by_arm[a]}),
+                  "curves": {s: [l["suites"][s]["curve"] for l in by_arm[a] if s in l["suites"]] for s in suites}}
+                 for a in arms],
+        "cells": sorted(out_cells, key=lambda c: (arms.index(c["arm"]), c["suite"])),
+        "missing_control": not controls,
+    }
+
+
+def _pts(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:+.1f}"
+
+
+def markdown(name: str, result: dict[str, Any]) -> str:
+    """The table the docs' results page holds: one row per arm, a column per reported suite."""
+    if result.get("missing_control") or not result["cells"]:
+        return f"Lab {name}: no finished control arm yet, nothing to compare.\n"
+    suites = result["reported"]
+    head = "| arm | seeds | " + " | ".join(f"{s} gain, mean (sd) [beyond noise]" for s in suites) + \
+           (" | fraction of the oracle" if result["oracle"] else "") + " | label acc. | rewarded right | seconds | commits |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    cells = {(c["arm"], c["suite"]): c for c in result["cells"]}
+    for arm in result["arms"]:
+        if arm["arm"] == result["control"]:
+            continue
+        row = [arm["arm"], str(len(arm["seeds"]))]
+        for s in suites:
+            c = cells.get((arm["arm"], s))
+            row.append("" if c is None else f"{_pts(c['mean_gain'])} ({100 * c['sd_gain']:.1f}) [{c['beyond_noise']}/{len(c['seeds'])}]")
+        if result["oracle"]:
+            fractions = [cells[(arm["arm"], s)]["fraction_of_oracle"] for s in suites if (arm["arm"], s) in cells]
+            row.append(", ".join("" if f is None else f"{f:.2f}" for f in fractions))
+        sig = arm["signal"]
+        row += [f"{sig['label_accuracy']:.2f}" if "label_accuracy" in sig else "",
+                f"{sig['rewarded_right']:.2f}" if "rewarded_right" in sig else "",
+                f"{arm['seconds']:.0f}", ", ".join(c[:10] for c in arm["commits"])]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(name: str, result: dict[str, Any], out: Path) -> Path:
+    """report.json, report.md and index.html (bars with each seed's interval per arm and suite, curves per
+    iteration; opens offline: plotly.min.js is copied beside it)."""
+    import shutil
+
+    from selfloop.ui.app import plotly_js
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+    table = markdown(name, result)
+    (out / "report.md").write_text(f"# Lab {name}\n\n{table}")
+    shutil.copyfile(plotly_js(), out / "plotly.min.js")
+    bars, curves = [], []
+    for suite in result["reported"]:
+        cells = [c for c in result["cells"] if c["suite"] == suite and c["arm"] != result["control"]]
+        bars.append({"type": "bar", "name": suite, "x": [c["arm"] for c in cells], "y": [100 * c["mean_gain"] for c in cells],
+                     "error_y": {"type": "data", "array": [100 * c["sd_gain"] for c in cells]}})
+    for arm in result["arms"]:
+        for suite in result["reported"]:
+            for i, curve in enumerate(arm["curves"].get(suite, [])):
+                curves.append({"type": "scatter", "mode": "lines+markers", "name": f"{arm['arm']} s{arm['seeds'][i]} {suite}",
+                               "x": list(range(1, len(curve) + 1)), "y": curve})
+    rows = "".join(f"<pre>{_escape(table)}</pre>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>lab {_escape(name)}</title>
+<script src="plotly.min.js"></script></head><body>
+<h1>Lab {_escape(name)}</h1>
+<p>Gain of each arm's final policy over the control ({_escape(result['control'])}) on the reported suites, in points: the
+mean over seeds with one standard deviation; the table gives each arm's seeds beyond the noise (paired 95 % interval).</p>
+<div id="bars" style="height:420px"></div><div id="curves" style="height:420px"></div>{rows}
+<script>
+Plotly.newPlot("bars", {json.dumps(bars)}, {{"barmode": "group", "yaxis": {{"title": "gain (points)"}}}});
+Plotly.newPlot("curves", {json.dumps(curves)}, {{"xaxis": {{"title": "iteration"}}, "yaxis": {{"title": "greedy accuracy"}}}});
+</script></body></html>"""
+    index = out / "index.html"
+    index.write_text(page)
+    return index
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

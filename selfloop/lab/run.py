@@ -1,0 +1,265 @@
+"""Running a lab: every arm x seed is a loop on the lab's store, named <lab>.<arm>.s<seed>, run to its last
+iteration like `selfloop run` (so a killed lab resumes where each loop stopped, with the rows an uninterrupted run
+would have written). Arms start from one point: the config's base model, or a stored loop's checkpoint (each arm a
+fork of it). `eval.reuse_from_store` is on for every arm, so the start's held-out answers are computed once (the
+control runs first) and copied to the others. A finished arm x seed appends one line to the results file, with
+the commit, date and machine; the report is built from those lines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loguru import logger
+
+from selfloop.errors import SelfloopError
+from selfloop.lab.spec import overrides, read_lab
+
+
+@dataclass(frozen=True)
+class Piece:
+    arm: str
+    seed: int
+
+    def loop(self, lab: str) -> str:
+        return f"{lab}.{self.arm}.s{self.seed}"
+
+    def __str__(self) -> str:
+        return f"{self.arm}/{self.seed}"
+
+
+class Lab:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.spec, self.home = read_lab(self.path)
+        self._configs: dict[Piece, object] = {}
+
+    @property
+    def url(self) -> str:
+        if self.spec.database:
+            return self.spec.database
+        return f"sqlite:///{self.home / '.lab' / f'{self.spec.name}.db'}"
+
+    @property
+    def results(self) -> Path:
+        return self.home / (self.spec.results or Path("results") / f"{self.spec.name}.jsonl")
+
+    def config(self, piece: Piece):  # noqa: ANN201
+        """The piece's config: the base file, the budget, the arm's overlay, its seed, name and store."""
+        if piece not in self._configs:
+            from selfloop.config import apply_overrides, read_config_file, validate_config
+
+            data = read_config_file(self.home / self.spec.config)
+            data = apply_overrides(data, [*overrides(self.spec.budget), *overrides(self.spec.arms[piece.arm]),
+                                          f"loop.seed={piece.seed}", f"loop.name={piece.loop(self.spec.name)}",
+                                          f"database.url={json.dumps(self.url)}", "eval.reuse_from_store=true"])
+            self._configs[piece] = validate_config(data, source=f"lab {self.spec.name}, arm {piece.arm}")
+        return self._configs[piece]
+
+    def pieces(self, only: list[str] | None = None) -> list[Piece]:
+        """Every arm x seed (the control's first, so the others copy its start evaluation), or those `only` names
+        as ARM or ARM/SEED."""
+        arms = [self.spec.control] + [a for a in self.spec.arms if a != self.spec.control]
+        every = [Piece(arm, seed) for seed in self.spec.seeds for arm in arms]
+        if not only:
+            return every
+        chosen = []
+        for item in only:
+            arm, _, seed = item.partition("/")
+            if arm not in self.spec.arms:
+                raise SelfloopError(f"--only {item!r}: no arm {arm!r} in {self.path} (arms: {', '.join(self.spec.arms)})")
+            if seed and (not seed.isdigit() or int(seed) not in self.spec.seeds):
+                raise SelfloopError(f"--only {item!r}: seed {seed!r} is not one of the lab's seeds {self.spec.seeds}")
+            chosen += [p for p in every if p.arm == arm and (not seed or p.seed == int(seed)) and p not in chosen]
+        return sorted(chosen, key=every.index)
+
+    def check(self) -> None:
+        """Every arm's config validates, and every arm is measured on the same held-out suites."""
+        suites = None
+        for piece in self.pieces():
+            mine = [s.model_dump(mode="json") for s in self.config(piece).eval.suites]
+            if suites is None:
+                suites = mine
+            elif mine != suites:
+                raise SelfloopError(f"lab {self.spec.name}: arm {piece.arm!r} changes eval.suites; every arm is "
+                                    "measured on the same problems (set suites in the base config or the budget)")
+
+    def status(self) -> list[tuple[Piece, str]]:
+        """Each piece: 'not started', or its loop's status and iterations done."""
+        from sqlalchemy import func, select
+
+        from selfloop.db.engine import open_database
+        from selfloop.db.models import Iteration, Loop
+
+        if self.url.startswith("sqlite:///") and not Path(self.url.removeprefix("sqlite:///")).exists():
+            return [(p, "not started") for p in self.pieces()]
+        db = open_database(self.url, deferred=True)
+        try:
+            with db.session() as session:
+                found = {name: (status, done) for name, status, done in session.execute(
+                    select(Loop.name, Loop.status, func.count(Iteration.id))
+                    .outerjoin(Iteration, (Iteration.loop_id == Loop.id) & (Iteration.status == "done"))
+                    .where(Loop.name.like(f"{self.spec.name}.%")).group_by(Loop.name, Loop.status))}
+        finally:
+            db.dispose()
+        out = []
+        for p in self.pieces():
+            status, done = found.get(p.loop(self.spec.name), (None, 0))
+            out.append((p, "not started" if status is None else f"{status}, {done} iteration(s) done"))
+        return out
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def run(self, only: list[str] | None = None, jobs: int = 1, stop: Callable[[], bool] = lambda: False) -> list[Piece]:
+        """Run the pieces not finished yet (all of them in order, or `jobs` at a time in worker processes); return
+        the ones finished now."""
+        self.check()
+        todo = self.pieces(only)
+        if jobs <= 1:
+            done = []
+            for piece in todo:
+                if stop():
+                    break
+                if self.run_piece(piece, stop):
+                    done.append(piece)
+            return done
+        return self._run_in_processes(todo, jobs)
+
+    def run_piece(self, piece: Piece, stop: Callable[[], bool] = lambda: False) -> bool:
+        """Run one arm x seed to its end (resuming it if it ran before) and write its results line; whether it
+        finished."""
+        from selfloop.db.engine import open_database
+        from selfloop.db.queries import loop_by_name
+        from selfloop.runner import run_loop
+
+        config = self.config(piece)
+        name = piece.loop(self.spec.name)
+        if self.url.startswith("sqlite:///"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = open_database(self.url, init=True)
+        try:
+            with db.session() as session:
+                exists = loop_by_name(session, name) is not None
+        finally:
+            db.dispose()
+        if not exists and self.spec.start is not None:
+            from selfloop.lineage import fork_loop
+
+            fork_loop(self.url, self.spec.start.loop, self.spec.start.at, name, data=config.model_dump(mode="json"),
+                      source=f"lab {self.spec.name}, arm {piece.arm}")
+        logger.info("lab {}: {} (loop {})", self.spec.name, piece, name)
+        started = time.monotonic()
+        run_loop(config, None, stop)
+        line = self._line(piece, time.monotonic() - started)
+        if line is None:
+            return False
+        self._append(line)
+        return True
+
+    def _run_in_processes(self, todo: list[Piece], jobs: int) -> list[Piece]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(piece: Piece) -> Piece | None:
+            cmd = [sys.executable, "-m", "selfloop", "lab", "run", str(self.path), "--only", str(piece)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                logger.error("lab {}: {} failed: {}", self.spec.name, piece, out.stderr.strip().splitlines()[-1:] or "")
+                return None
+            return piece
+
+        first, rest = todo[:1], todo[1:]  # the first piece alone: the others copy its start evaluation
+        done = [p for p in map(one, first) if p]
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            done += [p for p in pool.map(one, rest) if p]
+        return done
+
+    # -- results lines ---------------------------------------------------------------------------------------
+    def _line(self, piece: Piece, seconds: float) -> dict | None:
+        from selfloop.db.engine import open_database
+        from selfloop.db.lab import loop_outcome
+
+        config = self.config(piece)
+        db = open_database(self.url, deferred=True)
+        try:
+            with db.session() as session:
+                outcome = loop_outcome(session, piece.loop(self.spec.name))
+        finally:
+            db.dispose()
+        if outcome is None or outcome["status"] != "finished":
+            return None
+        splits = {s.name: {"split": s.split, "phrasing": s.phrasing} for s in config.eval.suites}
+        for suite, rows in outcome["suites"].items():
+            rows.update(splits.get(suite, {}))
+            rows["start"] = "".join("1" if c else "0" for c in rows["start"])
+            rows["final"] = "".join("1" if c else "0" for c in rows["final"])
+        return {"lab": self.spec.name, "arm": piece.arm, "seed": piece.seed, "loop": piece.loop(self.spec.name),
+                "overlay": self.spec.arms[piece.arm], "main_metric": config.eval.main_metric,
+                "commit": _commit(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(),
+                "run_seconds": round(seconds, 1), **outcome}
+
+    def _append(self, line: dict) -> None:
+        """One line per finished loop: a re-run of a finished piece (same loop, same creation) adds none."""
+        self.results.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.results, "a+", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            for old in f:
+                try:
+                    seen = json.loads(old)
+                except json.JSONDecodeError:
+                    continue
+                if seen.get("loop") == line["loop"] and seen.get("created_at") == line["created_at"]:
+                    return
+            f.write(json.dumps(line, sort_keys=True) + "\n")
+
+    def lines(self) -> list[dict]:
+        """This lab's results lines, the last one of each arm x seed."""
+        if not self.results.is_file():
+            return []
+        last: dict[tuple[str, int], dict] = {}
+        for n, text in enumerate(self.results.read_text(encoding="utf-8").splitlines(), 1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise SelfloopError(f"{self.results}:{n}: not a JSON line ({exc.msg})") from None
+            if line.get("lab") == self.spec.name:
+                last[(line["arm"], line["seed"])] = line
+        return list(last.values())
+
+
+def _commit() -> str | None:
+    """The commit of the selfloop source this runs from, with '+dirty' if it has uncommitted changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            raise OSError
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return sha.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import version
+
+        return f"selfloop {version('selfloop')}"
+
+
+def _machine() -> str:
+    gpu = ""
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = f", {torch.cuda.get_device_name(0)}"
+    return f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores{gpu})"
+

@@ -1,0 +1,164 @@
+"""`selfloop lab`: the lab file is checked before anything runs; the comparison is the paired gain over the control
+by hand; a tiny lab evaluates its common start once, writes one results line per arm x seed, and after kill -9 and
+a re-run holds the rows and lines an uninterrupted lab holds."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selfloop.errors import ConfigError, SelfloopError
+from selfloop.lab.report import compare, markdown
+from selfloop.lab.spec import read_lab
+from tests.conftest import selfloop_cli, tiny_yaml
+
+
+def _lab(tmp_path: Path, **fields) -> Path:  # noqa: ANN003
+    data = {"name": "t", "config": "base.yaml", "seeds": [0], "arms": {"control": {}, "ttrl": {}}, **fields}
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"control": "none"}, r"control 'none' is not one of the arms \(control, ttrl\)"),
+    ({"oracle": "ceiling"}, r"oracle 'ceiling' is not one of the arms"),
+    ({"seeds": [1, 1]}, r"a seed is listed twice"),
+    ({"name": "a b"}, r"name: .*letters"),
+    ({"arms": {"x y": {}}}, r"arm 'x y'"),
+    ({"colour": "red"}, r"colour: .*not permitted"),
+])
+def test_a_bad_lab_file_is_refused_in_one_line_naming_the_field(tmp_path: Path, fields: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        read_lab(_lab(tmp_path, **fields))
+    assert "\n" not in str(err.value) and str(tmp_path / "lab.yaml") in str(err.value)
+
+
+def _line(arm: str, seed: int, final: str, start: str = "0000", promoted: int = 1, split: str = "test") -> dict:
+    return {"lab": "t", "arm": arm, "seed": seed, "promoted": promoted, "phase_seconds": {"train": 2.0},
+            "signal": {"label_accuracy": 0.5}, "commit": "abc",
+            "suites": {"s": {"split": split, "start": start, "final": final, "curve": [0.5]}}}
+
+
+def test_the_comparison_is_the_paired_gain_over_the_control_by_hand() -> None:
+    lines = [_line("control", 0, "1100", "1100", promoted=0), _line("ttrl", 0, "1110", "1100"),
+             _line("oracle", 0, "1111", "1100")]
+    result = compare(lines, "control", "oracle")
+    cells = {c["arm"]: c for c in result["cells"]}
+    # ttrl: d = (0, 0, 1, 0): mean 0.25, sd sqrt(0.25) = 0.5, half-width 1.96 * 0.5 / 2 = 0.49
+    assert cells["ttrl"]["mean_gain"] == pytest.approx(0.25)
+    assert cells["ttrl"]["gains"]["0"]["ci95"] == pytest.approx([0.25 - 0.49, 0.25 + 0.49], abs=1e-3)
+    # oracle: d = (0, 0, 1, 1): mean 0.5; ttrl reaches half of it
+    assert cells["oracle"]["mean_gain"] == pytest.approx(0.5) and cells["ttrl"]["fraction_of_oracle"] == pytest.approx(0.5)
+    # an arm that lost half of what it started with while its gate promoted it: d = four -1 and four 0, mean -0.5,
+    # sd sqrt(2/7), upper bound -0.5 + 1.96 sqrt(2/7) / sqrt(8) < 0: flagged; within the noise on 4 items it is not
+    worse = compare([_line("control", 0, "11001100", "11001100", 0), _line("worse", 0, "00000000", "11001100")], "control", None)
+    [cell] = [c for c in worse["cells"] if c["arm"] == "worse"]
+    assert cell["gains"]["0"]["ci95"][1] == pytest.approx(-0.5 + 1.96 * math.sqrt(2 / 7) / math.sqrt(8), abs=1e-4)
+    assert cell["promoted_but_worse_than_start"] == [0]
+    small = compare([_line("control", 0, "1100", "1100", 0), _line("worse", 0, "0000", "1100")], "control", None)
+    assert [c["promoted_but_worse_than_start"] for c in small["cells"] if c["arm"] == "worse"] == [[]]
+    assert cells["ttrl"]["beyond_noise"] == 0 and result["reported"] == ["s"]
+    table = markdown("t", result)
+    assert "| ttrl | 1 | +25.0 (0.0) [0/1] | 0.50 |" in table and "control |" not in table
+    # validation suites are compared too but not reported when a test split exists
+    both = [{**l, "suites": {**l["suites"], "v": {**l["suites"]["s"], "split": "validation"}}} for l in lines]
+    assert compare(both, "control", "oracle")["reported"] == ["s"]
+    assert compare([_line("ttrl", 0, "1")], "control", None)["missing_control"]
+
+
+# -- a tiny lab ---------------------------------------------------------------------------------------------------
+SUITES = [{"name": "val", "kind": "arithmetic", "size": 6, "max_new_tokens": 8, "split": "validation"},
+          {"name": "test", "kind": "arithmetic", "size": 6, "max_new_tokens": 8, "split": "test"},
+          {"name": "test-unseen", "kind": "arithmetic", "size": 6, "max_new_tokens": 8, "split": "test", "phrasing": "unseen"}]
+
+
+def _tiny_lab(tmp_path: Path) -> Path:
+    base = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}", name="base.yaml", self_instruct__num_prompts=0,
+                     loop__phases=["rollout", "judge", "select", "train", "evaluate", "promote"],
+                     eval__suites=SUITES, eval__main_metric="val/greedy_accuracy")
+    data = yaml.safe_load(base.read_text())
+    data["database"] = {}  # the lab names the store
+    base.write_text(yaml.safe_dump(data))
+    return _lab(tmp_path, seeds=[0], budget={"loop.max_iterations": 1}, oracle="oracle",
+                arms={"control": {"loop.phases": ["rollout", "judge", "evaluate", "promote"]}, "rlsc": {},
+                      "oracle": {"train.algorithm": "rest", "train.rest.reward": "ground_truth"}})
+
+
+def _lines(path: Path) -> list[dict]:
+    drop = {"date", "run_seconds", "phase_seconds", "machine", "created_at", "commit"}
+    return sorted(({k: v for k, v in json.loads(t).items() if k not in drop} for t in path.read_text().splitlines()),
+                  key=lambda l: (l["arm"], l["seed"]))
+
+
+@pytest.mark.integration
+def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Path) -> None:
+    from tests.faults.test_faults import _same, _snapshot
+
+    clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
+    clean_dir.mkdir(), killed_dir.mkdir()
+    clean = _tiny_lab(clean_dir)
+    out = selfloop_cli("lab", "run", str(clean))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "3 arm x seed piece(s) finished" in out.stdout
+    # the common start is answered once per suite (by the control, run first); the other arms copy its rows
+    for suite in ("val", "test", "test-unseen"):
+        assert out.stderr.count(f"evaluate baseline on {suite}:") == 1, out.stderr[-3000:]
+    lines = _lines(clean_dir / "results" / "t.jsonl")
+    assert [(l["arm"], l["seed"], l["iterations"]) for l in lines] == [("control", 0, 1), ("oracle", 0, 1), ("rlsc", 0, 1)]
+    assert {l["suites"]["test"]["start"] for l in lines} == {lines[0]["suites"]["test"]["start"]}
+    assert all(l["suites"]["test-unseen"]["split"] == "test" and l["suites"]["val"]["split"] == "validation" for l in lines)
+    report = selfloop_cli("lab", "report", str(clean), "--out", str(clean_dir / "report"), "--json")
+    assert report.returncode == 0, report.stderr[-2000:]
+    result = json.loads(report.stdout)
+    assert result["reported"] == ["test", "test-unseen"] and {c["arm"] for c in result["cells"]} == {"control", "rlsc", "oracle"}
+    assert (clean_dir / "report" / "index.html").read_text().count("Plotly.newPlot") == 2
+    assert (clean_dir / "report" / "plotly.min.js").stat().st_size > 100_000
+    status = selfloop_cli("lab", "status", str(clean))
+    assert status.stdout.count("finished, 1 iteration(s) done") == 3
+    again = selfloop_cli("lab", "run", str(clean))  # nothing left to run, no line added
+    assert again.returncode == 0 and len((clean_dir / "results" / "t.jsonl").read_text().splitlines()) == 3
+
+    # killed in the second arm's training, then run again: the same rows and lines
+    lab = _tiny_lab(killed_dir)
+    killed = selfloop_cli("lab", "run", str(lab), env={"SELFLOOP_FAILPOINT": "train.after_step:1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert len((killed_dir / "results" / "t.jsonl").read_text().splitlines()) == 1  # the control finished
+    resumed = selfloop_cli("lab", "run", str(lab))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _lines(killed_dir / "results" / "t.jsonl") == lines
+    got, want = _snapshot(f"sqlite:///{killed_dir / '.lab' / 't.db'}", killed_dir / "state"), \
+        _snapshot(f"sqlite:///{clean_dir / '.lab' / 't.db'}", clean_dir / "state")
+    assert got["weights"] == want["weights"]
+    for table, rows in want["tables"].items():
+        if table != "phase_runs":  # the killed phase ran twice: its attempts differ
+            assert _same(got["tables"][table], rows), f"table {table} differs from an uninterrupted lab"
+
+
+def test_only_names_arms_and_seeds_of_the_lab(tmp_path: Path) -> None:
+    from selfloop.lab.run import Lab
+
+    lab = Lab(_lab(tmp_path, seeds=[0, 1], arms={"control": {}, "ttrl": {}, "x": {}}))
+    assert [str(p) for p in lab.pieces()] == ["control/0", "ttrl/0", "x/0", "control/1", "ttrl/1", "x/1"]
+    assert [str(p) for p in lab.pieces(["x", "ttrl/1"])] == ["x/0", "ttrl/1", "x/1"]
+    with pytest.raises(SelfloopError, match="no arm 'y'"):
+        lab.pieces(["y"])
+    with pytest.raises(SelfloopError, match="seed '2' is not one of"):
+        lab.pieces(["x/2"])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "labs").glob("*.yaml")))
+def test_the_checked_in_labs_validate_every_arm(path: Path) -> None:
+    from selfloop.lab.run import Lab
+
+    lab = Lab(path)
+    lab.check()  # every arm x seed's config, and the same suites for all
+    assert lab.spec.control in lab.spec.arms and lab.spec.oracle in lab.spec.arms
+    config = lab.config(lab.pieces()[0])
+    assert any(s.split == "test" for s in config.eval.suites)
+    assert next(s for s in config.eval.suites if s.name == config.eval.main_metric.split("/")[0]).split == "validation"
