@@ -119,6 +119,20 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     assert result["reported"] == ["test", "test-unseen"] and {c["arm"] for c in result["cells"]} == {"control", "rlsc", "oracle"}
     assert (clean_dir / "report" / "index.html").read_text().count("Plotly.newPlot") == 2
     assert (clean_dir / "report" / "plotly.min.js").stat().st_size > 100_000
+    # the dashboard's lab page computes the same comparison from the store
+    from starlette.testclient import TestClient
+
+    from selfloop.ui.app import create_app
+
+    client = TestClient(create_app(f"sqlite:///{clean_dir / '.lab' / 't.db'}"), base_url="http://127.0.0.1")
+    assert 'href="/labs/t"' in client.get("/").text
+    page = client.get("/labs/t")
+    assert page.status_code == 200 and "3 of 3 arm x seed loops finished" in page.text
+    for c in result["cells"]:
+        if c["reported"] and c["arm"] != "control":
+            assert f'data-arm="{c["arm"]}" data-suite="{c["suite"]}"' in page.text
+            assert f'{100 * c["mean_gain"]:+.1f}' in page.text
+    assert client.get("/labs/nope").status_code == 404
     status = selfloop_cli("lab", "status", str(clean))
     assert status.stdout.count("finished, 1 iteration(s) done") == 3
     again = selfloop_cli("lab", "run", str(clean))  # nothing left to run, no line added

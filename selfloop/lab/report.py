@@ -40,6 +40,18 @@ class Cell:
         return sum(1 for _, low, _ in self.gains.values() if low > 0)
 
 
+def outcome_line(outcome: dict[str, Any], arm: str, seed: int, suites: list[dict[str, Any]]) -> dict[str, Any]:
+    """A results line's comparable part from a finished loop's `loop_outcome` and its suites' definitions (the split
+    and wording of each, as dumped from the config): correct flags as '0'/'1' strings."""
+    kinds = {s["name"]: {"split": s.get("split", "eval"), "phrasing": s.get("phrasing", "seen")} for s in suites}
+    line = {**outcome, "arm": arm, "seed": seed, "suites": {}}
+    for suite, rows in outcome["suites"].items():
+        line["suites"][suite] = {**rows, **kinds.get(suite, {}),
+                                 "start": "".join("1" if c else "0" for c in rows["start"]),
+                                 "final": "".join("1" if c else "0" for c in rows["final"])}
+    return line
+
+
 def _flags(bits: str) -> list[bool]:
     return [b == "1" for b in bits]
 
@@ -135,16 +147,7 @@ def write_report(name: str, result: dict[str, Any], out: Path) -> Path:
     table = markdown(name, result)
     (out / "report.md").write_text(f"# Lab {name}\n\n{table}")
     shutil.copyfile(plotly_js(), out / "plotly.min.js")
-    bars, curves = [], []
-    for suite in result["reported"]:
-        cells = [c for c in result["cells"] if c["suite"] == suite and c["arm"] != result["control"]]
-        bars.append({"type": "bar", "name": suite, "x": [c["arm"] for c in cells], "y": [100 * c["mean_gain"] for c in cells],
-                     "error_y": {"type": "data", "array": [100 * c["sd_gain"] for c in cells]}})
-    for arm in result["arms"]:
-        for suite in result["reported"]:
-            for i, curve in enumerate(arm["curves"].get(suite, [])):
-                curves.append({"type": "scatter", "mode": "lines+markers", "name": f"{arm['arm']} s{arm['seeds'][i]} {suite}",
-                               "x": list(range(1, len(curve) + 1)), "y": curve})
+    bars, curves = charts(result)
     rows = "".join(f"<pre>{_escape(table)}</pre>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>lab {_escape(name)}</title>
 <script src="plotly.min.js"></script></head><body>
@@ -159,6 +162,22 @@ Plotly.newPlot("curves", {json.dumps(curves)}, {{"xaxis": {{"title": "iteration"
     index = out / "index.html"
     index.write_text(page)
     return index
+
+
+def charts(result: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """Plotly traces: bars of each arm's mean gain (points, one standard deviation over seeds) per reported suite,
+    and each arm x seed's accuracy per iteration on them."""
+    bars, curves = [], []
+    for suite in result["reported"]:
+        cells = [c for c in result["cells"] if c["suite"] == suite and c["arm"] != result["control"]]
+        bars.append({"type": "bar", "name": suite, "x": [c["arm"] for c in cells], "y": [100 * c["mean_gain"] for c in cells],
+                     "error_y": {"type": "data", "array": [100 * c["sd_gain"] for c in cells]}})
+    for arm in result["arms"]:
+        for suite in result["reported"]:
+            for seed, curve in zip(arm["seeds"], arm["curves"].get(suite, [])):
+                curves.append({"type": "scatter", "mode": "lines+markers", "name": f"{arm['arm']} s{seed} {suite}",
+                               "x": list(range(1, len(curve) + 1)), "y": curve})
+    return bars, curves
 
 
 def _escape(text: str) -> str:

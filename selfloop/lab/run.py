@@ -23,6 +23,7 @@ from pathlib import Path
 from loguru import logger
 
 from selfloop.errors import SelfloopError
+from selfloop.lab.report import outcome_line
 from selfloop.lab.spec import overrides, read_lab
 
 
@@ -156,6 +157,7 @@ class Lab:
 
             fork_loop(self.url, self.spec.start.loop, self.spec.start.at, name, data=config.model_dump(mode="json"),
                       source=f"lab {self.spec.name}, arm {piece.arm}")
+        self._record(piece, config)
         logger.info("lab {}: {} (loop {})", self.spec.name, piece, name)
         started = time.monotonic()
         run_loop(config, None, stop)
@@ -164,6 +166,27 @@ class Lab:
             return False
         self._append(line)
         return True
+
+    def _record(self, piece: Piece, config) -> None:  # noqa: ANN001
+        """The loop (created here if new) gets a 'lab.piece' event naming its lab, arm, seed, control and oracle:
+        the dashboard's lab page groups loops by it."""
+        from sqlalchemy import select
+
+        from selfloop.db.engine import open_database
+        from selfloop.db.models import Event
+        from selfloop.db.queries import add_event
+        from selfloop.loop import open_loop
+
+        db = open_database(self.url)
+        try:
+            loop = open_loop(db, config)
+            with db.session() as session:
+                if session.scalar(select(Event.id).where(Event.loop_id == loop.id, Event.kind == "lab.piece")) is None:
+                    add_event(session, loop.id, None, "lab.piece", f"lab {self.spec.name}: arm {piece.arm}, seed {piece.seed}",
+                              data={"lab": self.spec.name, "arm": piece.arm, "seed": piece.seed,
+                                    "control": self.spec.control, "oracle": self.spec.oracle})
+        finally:
+            db.dispose()
 
     def _run_in_processes(self, todo: list[Piece], jobs: int) -> list[Piece]:
         from concurrent.futures import ThreadPoolExecutor
@@ -196,15 +219,11 @@ class Lab:
             db.dispose()
         if outcome is None or outcome["status"] != "finished":
             return None
-        splits = {s.name: {"split": s.split, "phrasing": s.phrasing} for s in config.eval.suites}
-        for suite, rows in outcome["suites"].items():
-            rows.update(splits.get(suite, {}))
-            rows["start"] = "".join("1" if c else "0" for c in rows["start"])
-            rows["final"] = "".join("1" if c else "0" for c in rows["final"])
-        return {"lab": self.spec.name, "arm": piece.arm, "seed": piece.seed, "loop": piece.loop(self.spec.name),
-                "overlay": self.spec.arms[piece.arm], "main_metric": config.eval.main_metric,
-                "commit": _commit(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(),
-                "run_seconds": round(seconds, 1), **outcome}
+        line = outcome_line(outcome, piece.arm, piece.seed, [s.model_dump(mode="json") for s in config.eval.suites])
+        return {"lab": self.spec.name, "loop": piece.loop(self.spec.name), "overlay": self.spec.arms[piece.arm],
+                "main_metric": config.eval.main_metric, "commit": _commit(),
+                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(),
+                "run_seconds": round(seconds, 1), **line}
 
     def _append(self, line: dict) -> None:
         """One line per finished loop: a re-run of a finished piece (same loop, same creation) adds none."""

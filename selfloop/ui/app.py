@@ -133,7 +133,8 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
         with reading() as s:
             states = loop_states(s)
             writers = views.writers(s)
-        return page(request, "loops.html", tree=views.loop_tree(states), states=states, writers=writers)
+            labs = sorted(views.lab_pieces(s))
+        return page(request, "loops.html", tree=views.loop_tree(states), states=states, writers=writers, labs=labs)
 
     def _loop(request: Request) -> Response:
         name = request.path_params["name"]
@@ -179,6 +180,22 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
             curation = views.curation_steps(s, it)
         return page(request, "iteration.html", loop_name=name, iteration=it, prompts=prompts, suites=suites, source=source,
                     rewards=rewards, judged=judged, curation=curation)
+
+    def _lab(request: Request) -> Response:
+        name = request.path_params["name"]
+        with reading() as s:
+            try:
+                result = views.lab_comparison(s, name)
+            except LookupError as exc:
+                return _error(request, 404, str(exc))
+        from selfloop.lab.report import charts
+
+        bars, curves = charts(result)
+        figures = [{"id": "lab-gains", "title": "gain over the control", "figure": {"data": bars, "layout": {
+                       "barmode": "group", "title": "Gain over the control on the test splits (points, sd over seeds)"}}},
+                   {"id": "lab-curves", "title": "accuracy per iteration", "figure": {"data": curves, "layout": {
+                       "title": "Greedy accuracy of each arm x seed's gated policy", "xaxis": {"title": "iteration"}}}}]
+        return page(request, "lab.html", name=name, result=result, charts=figures)
 
     def _prompt(request: Request) -> Response:
         with reading() as s:
@@ -263,6 +280,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
         route("/loops/{name}/iterations/{number:int}", _iteration),
         route("/loops/{name}/iterations/{number:int}/evals", _evals),
         route("/prompts/{id:int}", _prompt),
+        route("/labs/{name}", _lab),
         route("/api/loops", _api_loops),
         route("/api/loops/{name}", _api_state),
         route("/api/loops/{name}/charts", _api_charts),

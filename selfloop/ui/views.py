@@ -508,3 +508,37 @@ def reward_summary(session: Session, iteration: Iteration) -> list[RewardCell]:
             cell.prompt_ids.append(prompt_id)
     order = [(True, True), (True, False), (False, True), (False, False), (True, None), (False, None)]
     return [cells[k] for k in order if k in cells]
+
+
+# -- labs ------------------------------------------------------------------------------------------------------
+def lab_pieces(session: Session, name: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Lab name -> its pieces (the 'lab.piece' events `selfloop lab run` records: arm, seed, control, oracle), each
+    with its loop's name."""
+    labs: dict[str, list[dict[str, Any]]] = {}
+    for loop, data in session.execute(select(Loop.name, Event.data).join(Event, Event.loop_id == Loop.id)
+                                      .where(Event.kind == "lab.piece").order_by(Event.id)):
+        if isinstance(data, dict) and (name is None or data.get("lab") == name):
+            labs.setdefault(data["lab"], []).append({**data, "loop": loop})
+    return labs
+
+
+def lab_comparison(session: Session, name: str) -> dict[str, Any]:
+    """The lab report's comparison, from the store's finished loops of the lab (what `selfloop lab report` computes
+    from the results lines)."""
+    from selfloop.db.lab import loop_outcome
+    from selfloop.lab.report import compare, outcome_line
+
+    pieces = lab_pieces(session, name).get(name)
+    if not pieces:
+        raise LookupError(f"no lab named {name!r} in this store")
+    lines = []
+    for piece in pieces:
+        outcome = loop_outcome(session, piece["loop"])
+        if outcome is None or outcome["status"] != "finished":
+            continue
+        suites = session.scalar(select(Loop.config).where(Loop.name == piece["loop"]))["eval"]["suites"]
+        lines.append(outcome_line(outcome, piece["arm"], piece["seed"], suites))
+    result = compare(lines, pieces[0]["control"], pieces[0]["oracle"])
+    result["pieces"] = [{"arm": p["arm"], "seed": p["seed"], "loop": p["loop"]} for p in pieces]
+    result["finished"] = len(lines)
+    return result
