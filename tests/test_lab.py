@@ -21,7 +21,7 @@ from tests.conftest import selfloop_cli, tiny_yaml
 def _lab(tmp_path: Path, **fields) -> Path:  # noqa: ANN003
     data = {"name": "t", "config": "base.yaml", "seeds": [0], "arms": {"control": {}, "ttrl": {}}, **fields}
     path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
