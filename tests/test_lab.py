@@ -153,6 +153,21 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
         if table != "phase_runs":  # the killed phase ran twice: its attempts differ
             assert _same(got["tables"][table], rows), f"table {table} differs from an uninterrupted lab"
 
+    # a lab that starts from a stored checkpoint: every arm is a fork of it, in the same store
+    fork_lab = _lab(clean_dir, name="f", seeds=[0], database=f"sqlite:///{clean_dir / '.lab' / 't.db'}",
+                    start={"loop": "t.rlsc.s0", "at": 1}, budget={"loop.max_iterations": 1},
+                    arms={"control": {"loop.phases": ["rollout", "judge", "evaluate", "promote"]}, "rlsc": {}})
+    forked = selfloop_cli("lab", "run", str(fork_lab))
+    assert forked.returncode == 0, forked.stderr[-3000:]
+    from sqlalchemy import create_engine, text
+
+    with create_engine(f"sqlite:///{clean_dir / '.lab' / 't.db'}").connect() as conn:
+        starts = conn.execute(text(
+            "SELECT l.name, p.name, l.start_checkpoint_id = i.output_checkpoint_id FROM loops l JOIN loops p ON "
+            "p.id = l.parent_loop_id JOIN iterations i ON i.loop_id = p.id AND i.number = 1 WHERE l.name LIKE 'f.%' "
+            "ORDER BY l.name")).all()
+    assert starts == [("f.control.s0", "t.rlsc.s0", 1), ("f.rlsc.s0", "t.rlsc.s0", 1)]
+
 
 def test_only_names_arms_and_seeds_of_the_lab(tmp_path: Path) -> None:
     from selfloop.lab.run import Lab
