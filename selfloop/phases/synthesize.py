@@ -110,6 +110,7 @@ def run(ctx: PhaseContext) -> None:
         counts["rounds"] = round_no + 1
         counts["accepted"] = accepted + len(rows)
         last = counts["accepted"] >= cfg.num_prompts or round_no + 1 == cfg.max_rounds
+        progress.update(len(rows))  # before the commit that may mark the phase done: a kill after it leaves the count
         with ctx.db.session() as session:
             insert_ignore(session, Prompt, rows, ["iteration_id", "source", "item_index"])
             for name, value in counts.items():
@@ -119,7 +120,6 @@ def run(ctx: PhaseContext) -> None:
         ctx.failpoint("after_round")
         accepted += len(rows)
         generated += [Example(prompt_key(ctx.number, r["item_index"]), r["text"]) for r in rows]
-        progress.update(len(rows))
         if last:
             break
     progress.close()
