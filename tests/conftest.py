@@ -256,7 +256,7 @@ def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]], 
                              token_logprobs=[-0.5] * 4, num_tokens=4, sum_logprob=-2.0, mean_logprob=-0.5,
                              finish_reason="stop", seed=j, temperature=1.0))
         s.flush()
-        grade_iteration(s, it.id, config.judge.vote.extractors)
+        grade_iteration(s, it.id)
         return it.id
 
 

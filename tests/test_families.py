@@ -95,6 +95,33 @@ def test_grading_values_and_constraints() -> None:
             instructions.grade(odd, odd)
 
 
+def test_grading_is_the_familys_rule_whatever_the_loop_votes_with(tmp_path, config_factory) -> None:  # noqa: ANN001
+    """A loop voting with stated_number grades its samples with the family's chain (last_number): the vote may
+    change, the grading may not, so a lab's arms are graded alike."""
+    from sqlalchemy import select
+
+    from selfloop.db.engine import open_database
+    from selfloop.db.models import Sample
+    from selfloop.families.spec import FamilySpec
+    from selfloop.judging.answers import extract_answer
+    from tests.conftest import store_samples
+
+    mentioned = "To add 24 and 28, you simply add them together."
+    chain = ["boxed", "answer_is", "hash", "stated_number"]
+    assert extract_answer(mentioned, chain) is None and extract_answer(mentioned) == "28"
+    assert family("arithmetic").extractors == ("boxed", "answer_is", "hash", "last_number")
+    assert family("arithmetic").check(mentioned, "28").correct and not family("arithmetic").check(mentioned, "52").correct
+    for extractors in (chain, ["last_number"]):
+        db = open_database(f"sqlite:///{tmp_path / f'{len(extractors)}.db'}", init=True)
+        config = config_factory(judge={"vote": {"extractors": extractors}})
+        store_samples(db, config, [("What is 24 + 28?", "28", [mentioned, "24 + 28 = 52", "It is 28."])], "arithmetic")
+        with db.session() as s:
+            assert s.scalars(select(Sample.correct).order_by(Sample.sample_index)).all() == [True, False, True]
+        db.dispose()
+    with pytest.raises(ValueError, match="extractors must be a non-empty list of boxed, answer_is"):
+        FamilySpec(name="odd", summary="x", grade=grade, extractors=("last_word",))
+
+
 def test_families_declare_what_the_config_allows() -> None:
     from selfloop.config import validate_config
     from selfloop.errors import ConfigError

@@ -206,7 +206,7 @@ class _FileBacked(Section):
         "GSM8K-style answers that end in '#### 42').")
     family: FamilyName = Field(
         "value", description="kind 'jsonl': the task family whose grader checks the file's answers ('value': the "
-        "answer read from a response by judge.vote.extractors equals it; 'instructions': a constraint list; or a "
+        "answer read from a response by the family's extractors (boxed, answer_is, hash, last_number) equals it; 'instructions': a constraint list; or a "
         "plug-in's family).")
 
     def graded_by(self) -> str:
@@ -344,9 +344,10 @@ class VoteConfig(Section):
     )
     extractors: list[Literal["boxed", "answer_is", "hash", "last_number", "stated_number"]] = Field(
         ["boxed", "answer_is", "hash", "last_number"],
-        description="Answer extraction chain, tried in order; the first that finds an answer wins. 'stated_number' "
-        "in place of 'last_number' reads only a number stated as a result ('= 32', 'is 32', a bare '32'), so a "
-        "number merely mentioned (an operand copied from the prompt) is no answer.",
+        description="The vote's answer extraction chain, tried in order; the first that finds an answer wins. "
+        "'stated_number' in place of 'last_number' reads only a number stated as a result ('= 32', 'is 32', a bare "
+        "'32'), so a number merely mentioned (an operand copied from the prompt) is no answer. It shapes the signal "
+        "only: correctness (samples.correct, evaluations) is graded by each task family's own extractors.",
     )
 
 

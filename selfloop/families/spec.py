@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from selfloop.judging.answers import DEFAULT_CHAIN, EXTRACTORS
+
 Split = Literal["train", "eval"]
 
 
@@ -32,8 +34,8 @@ class Grade:
 
 # problems(levels, split, phrasing) -> the split's problems, in a fixed order
 Problems = Callable[[Sequence[int], Split, str], list[Problem]]
-# grade(response, answer, extractors) -> Grade; `extractors` is judge.vote.extractors, for families whose
-# answers are values read from free text
+# grade(response, answer, extractors) -> Grade; `extractors` is the family's own FamilySpec.extractors, for
+# families whose answers are values read from free text
 Grader = Callable[[str | None, str, Sequence[str]], Grade]
 
 
@@ -50,6 +52,9 @@ class FamilySpec:
     # per sample only, e.g. a constraint list; majority@k is then the majority of the k samples' verdicts).
     votable: bool = True
     part_metric: str | None = None  # a suite metric: the share of all parts passed (Grade.parts)
+    # How grading reads an answer from a response (judging.answers' extractor names, tried in order): fixed per
+    # family, never the loop's judge.vote.extractors, so loops (a lab's arms) that vote differently are graded alike.
+    extractors: tuple[str, ...] = DEFAULT_CHAIN
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", self.name) or self.name in ("seed", "jsonl"):
@@ -62,3 +67,9 @@ class FamilySpec:
             raise ValueError(f"family {self.name!r}: splits must be of train, eval")
         if not self.levels or any(not isinstance(v, int) or v < 1 for v in self.levels):
             raise ValueError(f"family {self.name!r}: levels must be positive integers")
+        if not self.extractors or any(e not in EXTRACTORS for e in self.extractors):
+            raise ValueError(f"family {self.name!r}: extractors must be a non-empty list of {', '.join(EXTRACTORS)}")
+
+    def check(self, response: str | None, answer: str) -> Grade:
+        """Grade a response against its known answer by the family's own rule (grade with its extractors)."""
+        return self.grade(response, answer, self.extractors)

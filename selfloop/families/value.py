@@ -1,4 +1,4 @@
-"""Value answers: the answer the extractor chain finds in a response (judge.vote.extractors) must equal the known
+"""Value answers: the answer the family's extractor chain finds in a response (FamilySpec.extractors) must equal the known
 one after normalisation (numbers as canonical decimals, text lower-cased). The grader of the seed tasks, of a
 user's task and suite files (their `family` defaults to it) and of the numeric families."""
 

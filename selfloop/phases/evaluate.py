@@ -78,13 +78,13 @@ def _reuse(ctx: PhaseContext, suite, checkpoint_id: int | None, items: list[Item
 
 def _same_settings(stored: dict, config, suite) -> bool:  # noqa: ANN001
     """Whether another loop's stored config answers `suite` as this one would: the same base model, dtype, engine,
-    system prompt, answer extractors and suite definition (a base-model policy is only the same on the same base)."""
+    system prompt and suite definition (a base-model policy is only the same on the same base). The grading is the
+    family's own rule whatever the loop votes with, so the vote's extractors do not matter."""
     try:
         theirs = next(s for s in stored["eval"]["suites"] if s.get("name") == suite.name)
         return (stored["model"]["base"] == config.model.base and stored["model"].get("dtype") == config.model.dtype
                 and stored["engine"].get("kind") == config.engine.kind
                 and stored["generation"].get("system_prompt") == config.generation.system_prompt
-                and stored["judge"]["vote"].get("extractors") == config.judge.vote.extractors
                 and theirs == suite.model_dump(mode="json"))
     except (KeyError, TypeError, StopIteration):
         return False
@@ -92,7 +92,6 @@ def _same_settings(stored: dict, config, suite) -> bool:  # noqa: ANN001
 
 def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> None:  # noqa: ANN001
     """Generate and store the missing eval_items of one suite for one policy."""
-    chain = ctx.config.judge.vote.extractors
     spec = family(suite.graded_by())
     system = ctx.config.generation.system_prompt
     with ctx.db.session() as session:
@@ -122,12 +121,12 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
                 votes = engine.generate(chats, sampled, seeds=seeds, adapter=adapter, progress=alive)
             rows = []
             for i, out, many in zip(chunk, outs, votes):
-                graded = spec.grade(out[0].text, items[i].answer, chain)
+                graded = spec.check(out[0].text, items[i].answer)
                 rows.append({
                     "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name, "item_index": i,
                     "prompt": items[i].prompt, "answer": items[i].answer, "response": out[0].text,
                     "predicted": graded.predicted, "correct": graded.correct,
-                    "majority_correct": _majority_correct(many, items[i].answer, chain, spec) if many else None,
+                    "majority_correct": _majority_correct(many, items[i].answer, spec) if many else None,
                     "num_tokens": out[0].num_tokens,
                 })
             with ctx.db.session() as session:
@@ -136,16 +135,17 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
             ctx.failpoint("after_chunk")
 
 
-def _majority_correct(completions, answer: str, chain, spec: FamilySpec) -> bool:  # noqa: ANN001
-    """majority@k: the most common extracted answer is right. A family whose answers are no values (a constraint
-    list) has no answer to vote on: there it is the majority of the k samples' verdicts (more than half correct)."""
+def _majority_correct(completions, answer: str, spec: FamilySpec) -> bool:  # noqa: ANN001
+    """majority@k: the most common answer (read by the family's own extractors) is right. A family whose answers are
+    no values (a constraint list) has no answer to vote on: there it is the majority of the k samples' verdicts
+    (more than half correct)."""
     if not spec.votable:
-        return 2 * sum(spec.grade(c.text, answer, chain).correct for c in completions) > len(completions)
-    majority = vote([extract_answer(c.text, chain) for c in completions]).answer
+        return 2 * sum(spec.check(c.text, answer).correct for c in completions) > len(completions)
+    majority = vote([extract_answer(c.text, spec.extractors) for c in completions]).answer
     return majority is not None and majority == normalise(answer)
 
 
-def _summarise(session, iteration_id: int, role: str, suite, checkpoint_id: int | None, chain) -> list[dict]:  # noqa: ANN001
+def _summarise(session, iteration_id: int, role: str, suite, checkpoint_id: int | None) -> list[dict]:  # noqa: ANN001
     spec = family(suite.graded_by())
     rows = session.execute(select(EvalItem.correct, EvalItem.majority_correct, EvalItem.num_tokens, EvalItem.response,
                                   EvalItem.answer).where(
@@ -158,7 +158,7 @@ def _summarise(session, iteration_id: int, role: str, suite, checkpoint_id: int 
            {**base, "metric": "mean_response_tokens", "value": sum(r.num_tokens for r in rows) / n}]
     if rows and spec.part_metric:
         # The share of all parts passed (instruction following: IFEval's instruction-level strict accuracy).
-        parts = [ok for r in rows for ok in spec.grade(r.response, r.answer, chain).parts or ()]
+        parts = [ok for r in rows for ok in spec.check(r.response, r.answer).parts or ()]
         if parts:
             low, high = wilson(sum(parts), len(parts))
             out.append({**base, "n": len(parts), "metric": spec.part_metric, "value": sum(parts) / len(parts),
@@ -234,7 +234,7 @@ def run(ctx: PhaseContext) -> None:
     kl = _kl_from_start(ctx)
     with ctx.db.session() as session:
         rows = [r for role, ckpt in policies for s in ctx.config.eval.suites
-                for r in _summarise(session, ctx.iteration_id, role, s, ckpt, ctx.config.judge.vote.extractors)] + extra
+                for r in _summarise(session, ctx.iteration_id, role, s, ckpt)] + extra
         insert_ignore(session, Eval, rows, ["iteration_id", "role", "suite", "metric"])
         floor = ctx.config.warnings.min_accuracy
         for row in rows:

@@ -159,7 +159,7 @@ SIGNALS = {"confidence": _confidence, "vote": _vote, "llm_judge": _llm_judge}
 
 def run(ctx: PhaseContext) -> None:
     with ctx.db.session() as session:
-        grade_iteration(session, ctx.iteration_id, ctx.config.judge.vote.extractors)
+        grade_iteration(session, ctx.iteration_id)
     for signal in ctx.config.judge.signals:
         SIGNALS[signal](ctx)
     with ctx.db.session() as session:
