@@ -29,6 +29,8 @@ def _lab(tmp_path: Path, **fields) -> Path:  # noqa: ANN003
     ({"control": "none"}, r"control 'none' is not one of the arms \(control, ttrl\)"),
     ({"oracle": "ceiling"}, r"oracle 'ceiling' is not one of the arms"),
     ({"seeds": [1, 1]}, r"a seed is listed twice"),
+    ({"spurious": "shuffled"}, r"spurious 'shuffled' is not one of the arms"),
+    ({"label_free": ["ttrl", "vote"]}, r"label_free 'vote' is not one of the arms"),
     ({"name": "a b"}, r"name: .*letters"),
     ({"arms": {"x y": {}}}, r"arm 'x y'"),
     ({"colour": "red"}, r"colour: .*not permitted"),
@@ -65,11 +67,51 @@ def test_the_comparison_is_the_paired_gain_over_the_control_by_hand() -> None:
     assert [c["promoted_but_worse_than_start"] for c in small["cells"] if c["arm"] == "worse"] == [[]]
     assert cells["ttrl"]["beyond_noise"] == 0 and result["reported"] == ["s"]
     table = markdown("t", result)
-    assert "| ttrl | 1 | +25.0 (0.0) [0/1] | 0.50 |" in table and "control |" not in table
+    assert "| ttrl | 1 | +25.0 (0.0) [0/1] pooled (-24.0, +74.0) | 0.50 |" in table and "control |" not in table
     # validation suites are compared too but not reported when a test split exists
     both = [{**l, "suites": {**l["suites"], "v": {**l["suites"]["s"], "split": "validation"}}} for l in lines]
     assert compare(both, "control", "oracle")["reported"] == ["s"]
     assert compare([_line("ttrl", 0, "1")], "control", None)["missing_control"]
+
+
+def _two(arm: str, seed: int, seen: str, unseen: str) -> dict:
+    """A results line on a seen-wording and an unseen-wording test suite of 8 items, started from all wrong."""
+    return {"lab": "t", "arm": arm, "seed": seed, "promoted": 1, "phase_seconds": {"train": 1.0}, "signal": {},
+            "suites": {"test": {"split": "test", "phrasing": "seen", "start": "0" * 8, "final": seen, "curve": []},
+                       "test-unseen": {"split": "test", "phrasing": "unseen", "start": "0" * 8, "final": unseen, "curve": []}}}
+
+
+def test_pooled_intervals_and_the_goals_by_hand() -> None:
+    # Pooled over seeds, by item: ttrl's per-item gains over seeds 0-2 on 4 items average to (1, 2/3, 1/3, 0): mean
+    # 0.5, sample variance 5/27, half-width 1.96 * sqrt(5/27 / 4).
+    lines = [_line("control", s, "0000", "0000", 0) for s in range(3)] + \
+            [_line("ttrl", s, final) for s, final in enumerate(("1100", "1000", "1110"))]
+    [cell] = [c for c in compare(lines, "control", None)["cells"] if c["arm"] == "ttrl"]
+    half = 1.96 * math.sqrt(5 / 27 / 4)
+    assert cell["pooled"]["gain"] == pytest.approx(0.5) and cell["pooled"]["ci95"] == pytest.approx([0.5 - half, 0.5 + half], abs=1e-3)
+    # The goals on three seeds. Per seed on 8 items: the oracle gains 6 of 8 unseen (0.75, low 0.43 > 0) on every seed;
+    # ttrl 4 of 8 (0.5, low 0.5 - 1.96 * sqrt(2/7) / sqrt(8) = 0.13 > 0), 0.67 of the oracle; stated 3 of 8; shuffled 1
+    # of 8 (low < 0: within the noise); nothing was promoted worse than its start.
+    arms = {"control": ("0" * 8, "0" * 8), "oracle": ("11111100", "11111100"), "ttrl": ("11110000", "11110000"),
+            "stated": ("11100000", "11100000"), "shuffled": ("10000000", "10000000")}
+    lines = [_two(arm, s, *finals) for s in range(3) for arm, finals in arms.items()]
+    roles = {"spurious": "shuffled", "label_free": ["ttrl", "stated"], "demo": "ttrl"}
+    goals = {g["goal"]: g for g in compare(lines, "control", "oracle", **roles)["goals"]}
+    assert [g["met"] for g in goals.values()] == [True, True, True, True, True], goals
+    assert "ttrl test-unseen: 0.67 of the oracle" in goals["a label-free arm reaches half the oracle's unseen gain"]["why"]
+    assert "best on test-unseen: ttrl" in goals["the demo is the best label-free arm"]["why"]
+    # A shuffled arm that gains beyond the noise says the gain is format; stated as the demo is not the best arm
+    # (ttrl is 1 item in 8 better on every seed: +12.5, within the noise); on two seeds nothing is claimed.
+    arms["shuffled"] = ("11110000", "11110000")
+    lines = [_two(arm, s, *finals) for s in range(3) for arm, finals in arms.items()]
+    goals = compare(lines, "control", "oracle", **{**roles, "demo": "stated"})["goals"]
+    assert goals[0]["met"] is False and "format, not the reward" in goals[0]["why"]
+    assert goals[4]["met"] is False and "+12.5 (" in goals[4]["why"] and "within the noise" in goals[4]["why"]
+    two = compare([l for l in lines if l["seed"] < 2], "control", "oracle", **roles)["goals"]
+    assert [g["met"] for g in two[:3]] == [None, False, False]  # fewer than three seeds: no claim is met
+    assert "no spurious-reward arm named" in compare(lines, "control", "oracle")["goals"][0]["why"]
+    table = markdown("t", compare(lines, "control", "oracle", **roles))
+    assert "- spurious-reward arm within noise of the control: **NOT met**" in table
 
 
 # -- a tiny lab ---------------------------------------------------------------------------------------------------
@@ -85,7 +127,7 @@ def _tiny_lab(tmp_path: Path) -> Path:
     data = yaml.safe_load(base.read_text())
     data["database"] = {}  # the lab names the store
     base.write_text(yaml.safe_dump(data))
-    return _lab(tmp_path, seeds=[0], budget={"loop.max_iterations": 1}, oracle="oracle",
+    return _lab(tmp_path, seeds=[0], budget={"loop.max_iterations": 1}, oracle="oracle", label_free=["rlsc"], demo="rlsc",
                 arms={"control": {"loop.phases": ["rollout", "judge", "evaluate", "promote"]}, "rlsc": {},
                       "oracle": {"train.algorithm": "rest", "train.rest.reward": "ground_truth"}})
 
@@ -132,6 +174,8 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
         if c["reported"] and c["arm"] != "control":
             assert f'data-arm="{c["arm"]}" data-suite="{c["suite"]}"' in page.text
             assert f'{100 * c["mean_gain"]:+.1f}' in page.text
+    assert page.text.count("<li data-met=") == 5 and "the demo is the best label-free arm: <b" in page.text
+    assert [g["met"] for g in result["goals"]][1] is False  # one seed: the oracle's claim needs three
     assert client.get("/labs/nope").status_code == 404
     status = selfloop_cli("lab", "status", str(clean))
     assert status.stdout.count("finished, 1 iteration(s) done") == 3

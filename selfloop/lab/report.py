@@ -2,20 +2,25 @@
 and machines, each line saying which commit made it).
 
 Per arm, suite and seed: the gain of the arm's final policy over the control's on the same items, with the paired 95 %
-interval; per arm and suite: the mean and spread over seeds, how many seeds are beyond the noise, and the fraction
-of the oracle arm's mean gain. The reported suites are the test splits (no decision ever read them) when the lab
-has any; validation suites are in the JSON too.
+interval; per arm and suite: the mean and spread over seeds, how many seeds are beyond the noise, the pooled
+interval over seeds (each item's gain averaged over the seeds, then a paired interval over the items: the item is
+the unit, so an item's correlation across seeds does not narrow it), and the fraction of the oracle arm's mean gain.
+The reported suites are the test splits (no decision ever read them) when the lab has any; validation suites are
+in the JSON too. `goals` marks the efficacy lab's goals met or not, from the same numbers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfloop.evals.stats import paired_difference
+from selfloop.evals.stats import Z95, paired_difference
+
+SEEDS_FOR_A_CLAIM = 3  # a goal is met only on at least this many seeds
 
 
 @dataclass
@@ -26,6 +31,7 @@ class Cell:
     suite: str
     gains: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # seed -> (gain, low, high)
     promoted_worse: list[int] = field(default_factory=list)  # seeds whose promoted final is worse beyond noise
+    diffs: dict[int, list[float]] = field(default_factory=dict)  # seed -> per-item final - control's final
 
     @property
     def mean(self) -> float:
@@ -38,6 +44,19 @@ class Cell:
     @property
     def beyond_noise(self) -> int:
         return sum(1 for _, low, _ in self.gains.values() if low > 0)
+
+    def pooled(self, minus: Cell | None = None) -> tuple[float, float, float] | None:
+        """(mean, low, high) over the seeds: each item's difference averaged over the seeds, then a 95 % interval
+        over the items. `minus`: against another arm's cell on the seeds both have (the control cancels)."""
+        seeds = sorted(self.diffs if minus is None else set(self.diffs) & set(minus.diffs))
+        if not seeds:
+            return None
+        n = len(self.diffs[seeds[0]])
+        per_item = [statistics.fmean(self.diffs[s][i] - (minus.diffs[s][i] if minus else 0.0) for s in seeds)
+                    for i in range(n)]
+        mean = statistics.fmean(per_item)
+        half = Z95 * math.sqrt(statistics.variance(per_item) / n) if n > 1 else 0.0
+        return mean, mean - half, mean + half
 
 
 def outcome_line(outcome: dict[str, Any], arm: str, seed: int, suites: list[dict[str, Any]]) -> dict[str, Any]:
@@ -56,8 +75,10 @@ def _flags(bits: str) -> list[bool]:
     return [b == "1" for b in bits]
 
 
-def compare(lines: list[dict[str, Any]], control: str, oracle: str | None) -> dict[str, Any]:
-    """The comparison as a JSON-ready mapping (see the module docstring)."""
+def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, spurious: str | None = None,
+            label_free: tuple[str, ...] | list[str] = (), demo: str | None = None) -> dict[str, Any]:
+    """The comparison as a JSON-ready mapping (see the module docstring); the goals need the arms' roles: the
+    spurious-reward control, the label-free arms and the demo's arm."""
     if not lines:
         return {"arms": [], "suites": [], "cells": [], "missing_control": False}
     controls = {l["seed"]: l for l in lines if l["arm"] == control}
@@ -77,6 +98,7 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None) -> di
             cell = cells.setdefault((line["arm"], suite), Cell(line["arm"], suite))
             gain = paired_difference(_flags(rows["final"]), _flags(theirs["final"]))
             cell.gains[line["seed"]] = gain
+            cell.diffs[line["seed"]] = [float(a) - float(b) for a, b in zip(_flags(rows["final"]), _flags(theirs["final"]))]
             start = paired_difference(_flags(rows["final"]), _flags(rows["start"]))
             if line.get("promoted") and start[2] < 0:
                 cell.promoted_worse.append(line["seed"])
@@ -84,9 +106,11 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None) -> di
     for (arm, suite), cell in cells.items():
         ceiling = cells.get((oracle, suite)) if oracle else None
         fraction = cell.mean / ceiling.mean if ceiling is not None and ceiling.mean > 0 else None
+        pooled = cell.pooled()
         out_cells.append({
             "arm": arm, "suite": suite, "split": split[suite], "reported": suite in reported,
             "seeds": sorted(cell.gains), "mean_gain": cell.mean, "sd_gain": cell.sd, "beyond_noise": cell.beyond_noise,
+            "pooled": None if pooled is None else {"gain": pooled[0], "ci95": [pooled[1], pooled[2]]},
             "gains": {str(s): {"gain": g, "ci95": [lo, hi]} for s, (g, lo, hi) in sorted(cell.gains.items())},
             "fraction_of_oracle": fraction, "promoted_but_worse_than_start": cell.promoted_worse})
     by_arm = {a: [l for l in lines if l["arm"] == a] for a in arms}
@@ -101,7 +125,79 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None) -> di
                  for a in arms],
         "cells": sorted(out_cells, key=lambda c: (arms.index(c["arm"]), c["suite"])),
         "missing_control": not controls,
+        "goals": goals(cells, lines, reported, oracle, spurious, list(label_free), demo),
     }
+
+
+def _ci(interval: tuple[float, float, float] | None) -> str:
+    return "none" if interval is None else f"{_pts(interval[0])} ({_pts(interval[1])}, {_pts(interval[2])})"
+
+
+def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], reported: list[str], oracle: str | None,
+          spurious: str | None, label_free: list[str], demo: str | None) -> list[dict[str, Any]]:
+    """The efficacy lab's goals, each {"goal", "met" (true, false, or null: not measurable from these lines), "why"}.
+    Gains are pooled over the seeds; a goal is met only on at least SEEDS_FOR_A_CLAIM seeds."""
+    phrasing = {s: next(l["suites"][s].get("phrasing", "seen") for l in lines if s in l["suites"]) for s in reported}
+    unseen = [s for s in reported if phrasing[s] == "unseen"] or reported
+    out = []
+
+    def enough(cell: Cell | None) -> bool:
+        return cell is not None and len(cell.gains) >= SEEDS_FOR_A_CLAIM
+
+    # 1. The spurious-reward arm is within the noise of the control on every reported (test) suite.
+    shuffled = [cells.get((spurious, s)) for s in reported] if spurious else []
+    if not shuffled or any(c is None for c in shuffled):
+        out.append({"goal": "spurious-reward arm within noise of the control", "met": None,
+                    "why": "no spurious-reward arm named (lab file: spurious) or not run"})
+    else:
+        beyond = [s for s, c in zip(reported, shuffled) if c.pooled()[1] > 0]
+        out.append({"goal": "spurious-reward arm within noise of the control",
+                    "met": (not beyond) if all(enough(c) for c in shuffled) else None,
+                    "why": "; ".join(f"{s}: {_ci(c.pooled())} over {len(c.gains)} seeds" for s, c in zip(reported, shuffled))
+                    + (f"; beyond the noise on {', '.join(beyond)}: that gain is format, not the reward" if beyond else "")})
+    # 2. The oracle gains beyond the noise on the unseen-wording test split, on every seed (at least three).
+    ceiling = [cells.get((oracle, s)) for s in unseen] if oracle else []
+    if not ceiling or any(c is None for c in ceiling):
+        out.append({"goal": "oracle beyond noise on unseen wordings on every seed", "met": None, "why": "no oracle arm run"})
+    else:
+        out.append({"goal": "oracle beyond noise on unseen wordings on every seed",
+                    "met": all(enough(c) and c.beyond_noise == len(c.gains) for c in ceiling),
+                    "why": "; ".join(f"{s}: beyond noise on {c.beyond_noise} of {len(c.gains)} seeds, pooled {_ci(c.pooled())}"
+                                     for s, c in zip(unseen, ceiling))})
+    # 3. A label-free arm reaches half the oracle's unseen-wording gain, beyond the noise over the seeds.
+    if not ceiling or any(c is None for c in ceiling) or not label_free:
+        out.append({"goal": "a label-free arm reaches half the oracle's unseen gain", "met": None,
+                    "why": "needs the oracle and the label-free arms (lab file: label_free)"})
+    else:
+        reached, notes = [], []
+        for arm in label_free:
+            mine = [cells.get((arm, s)) for s in unseen]
+            if any(c is None for c in mine):
+                continue
+            for s, c, top in zip(unseen, mine, ceiling):
+                fraction = c.mean / top.mean if top.mean > 0 else None
+                pooled = c.pooled()
+                ok = enough(c) and fraction is not None and fraction >= 0.5 and pooled[1] > 0
+                notes.append(f"{arm} {s}: {'' if fraction is None else f'{fraction:.2f} of the oracle, '}pooled {_ci(pooled)}")
+                if ok:
+                    reached.append(arm)
+        out.append({"goal": "a label-free arm reaches half the oracle's unseen gain",
+                    "met": bool(reached) if notes else None, "why": "; ".join(notes) or "no label-free arm run"})
+    # 4. No arm's promoted final policy is worse than the start on a test split beyond the noise.
+    worse = [f"{c.arm} on {c.suite} (seeds {c.promoted_worse})" for c in cells.values() if c.suite in reported and c.promoted_worse]
+    out.append({"goal": "no promoted final policy worse than its start beyond noise", "met": not worse,
+                "why": "; ".join(worse) or "none on the reported suites"})
+    # 5. The demo's arm is the best label-free arm measured (by the pooled unseen-wording gain).
+    ranked = sorted(((cells[(a, unseen[0])].pooled()[0], a) for a in label_free if (a, unseen[0]) in cells), reverse=True)
+    if not demo or (demo, unseen[0]) not in cells or not ranked:
+        out.append({"goal": "the demo is the best label-free arm", "met": None, "why": "needs the demo's arm (lab file: demo)"})
+    else:
+        best = ranked[0][1]
+        versus = cells[(best, unseen[0])].pooled(minus=cells[(demo, unseen[0])])
+        out.append({"goal": "the demo is the best label-free arm", "met": best == demo,
+                    "why": f"best on {unseen[0]}: {best}" + ("" if best == demo else
+                           f", {_ci(versus)} over the demo's arm {demo} ({'beyond' if versus[1] > 0 else 'within'} the noise)")})
+    return out
 
 
 def _pts(x: float | None) -> str:
@@ -113,7 +209,7 @@ def markdown(name: str, result: dict[str, Any]) -> str:
     if result.get("missing_control") or not result["cells"]:
         return f"Lab {name}: no finished control arm yet, nothing to compare.\n"
     suites = result["reported"]
-    head = "| arm | seeds | " + " | ".join(f"{s} gain, mean (sd) [beyond noise]" for s in suites) + \
+    head = "| arm | seeds | " + " | ".join(f"{s} gain, mean (sd) [seeds beyond noise] pooled 95% CI" for s in suites) + \
            (" | fraction of the oracle" if result["oracle"] else "") + " | label acc. | rewarded right | seconds | commits |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     cells = {(c["arm"], c["suite"]): c for c in result["cells"]}
@@ -123,7 +219,8 @@ def markdown(name: str, result: dict[str, Any]) -> str:
         row = [arm["arm"], str(len(arm["seeds"]))]
         for s in suites:
             c = cells.get((arm["arm"], s))
-            row.append("" if c is None else f"{_pts(c['mean_gain'])} ({100 * c['sd_gain']:.1f}) [{c['beyond_noise']}/{len(c['seeds'])}]")
+            row.append("" if c is None else f"{_pts(c['mean_gain'])} ({100 * c['sd_gain']:.1f}) [{c['beyond_noise']}/{len(c['seeds'])}]"
+                       + (f" pooled ({_pts(c['pooled']['ci95'][0])}, {_pts(c['pooled']['ci95'][1])})" if c.get("pooled") else ""))
         if result["oracle"]:
             fractions = [cells[(arm["arm"], s)]["fraction_of_oracle"] for s in suites if (arm["arm"], s) in cells]
             row.append(", ".join("" if f is None else f"{f:.2f}" for f in fractions))
@@ -132,6 +229,8 @@ def markdown(name: str, result: dict[str, Any]) -> str:
                 f"{sig['rewarded_right']:.2f}" if "rewarded_right" in sig else "",
                 f"{arm['seconds']:.0f}", ", ".join(c[:10] for c in arm["commits"])]
         lines.append("| " + " | ".join(row) + " |")
+    marks = {True: "met", False: "NOT met", None: "not measured"}
+    lines += ["", "Goals:"] + [f"- {g['goal']}: **{marks[g['met']]}** ({g['why']})" for g in result.get("goals", [])]
     return "\n".join(lines) + "\n"
 
 

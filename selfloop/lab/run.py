@@ -168,8 +168,8 @@ class Lab:
         return True
 
     def _record(self, piece: Piece, config) -> None:  # noqa: ANN001
-        """The loop (created here if new) gets a 'lab.piece' event naming its lab, arm, seed, control and oracle:
-        the dashboard's lab page groups loops by it."""
+        """The loop (created here if new) gets a 'lab.piece' event naming its lab, arm, seed and the arms' roles
+        (control, oracle, spurious, label_free, demo): the dashboard's lab page groups loops by it."""
         from sqlalchemy import select
 
         from selfloop.db.engine import open_database
@@ -184,7 +184,9 @@ class Lab:
                 if session.scalar(select(Event.id).where(Event.loop_id == loop.id, Event.kind == "lab.piece")) is None:
                     add_event(session, loop.id, None, "lab.piece", f"lab {self.spec.name}: arm {piece.arm}, seed {piece.seed}",
                               data={"lab": self.spec.name, "arm": piece.arm, "seed": piece.seed,
-                                    "control": self.spec.control, "oracle": self.spec.oracle})
+                                    "control": self.spec.control, "oracle": self.spec.oracle,
+                                    "spurious": self.spec.spurious, "label_free": self.spec.label_free,
+                                    "demo": self.spec.demo})
         finally:
             db.dispose()
 

@@ -11,10 +11,14 @@ seeds: [0, 1, 2]
 budget: {loop.max_iterations: 3}    # overrides every arm shares
 control: control
 oracle: oracle
+spurious: shuffled                  # the goals: the spurious-reward control, the label-free arms, the demo's arm
+label_free: [ttrl]
+demo: ttrl
 arms:
   control: {loop.phases: [rollout, judge, evaluate, promote]}
   ttrl: {}
   oracle: {judge.reward: verify}
+  shuffled: {judge.reward: shuffled}
 ```
 """
 
@@ -50,6 +54,11 @@ class LabFile(BaseModel):
     budget: Overlay = Field(default_factory=dict, description="Overrides every arm shares (iterations, prompts, ...).")
     control: str = Field("control", description="The arm every gain is measured against (training off).")
     oracle: str | None = Field(None, description="The ceiling arm: every gain is also given as a fraction of its.")
+    spurious: str | None = Field(None, description="The spurious-reward control (rewards with no information): its "
+                                 "gain should be within the noise of the control's.")
+    label_free: list[str] = Field(default_factory=list, max_length=100,
+                                  description="The arms that use no known answer (a goal asks one to reach half the oracle's gain).")
+    demo: str | None = Field(None, description="The arm the default demo runs (a goal asks it to be the best label-free arm).")
     arms: dict[str, Overlay] = Field(min_length=1, max_length=100)
 
     @field_validator("name")
@@ -71,10 +80,13 @@ class LabFile(BaseModel):
     def _named_arms_exist(self) -> LabFile:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("a seed is listed twice")
-        for role in ("control", "oracle"):
+        for role in ("control", "oracle", "spurious", "demo"):
             arm = getattr(self, role)
             if arm is not None and arm not in self.arms:
                 raise ValueError(f"{role} {arm!r} is not one of the arms ({', '.join(self.arms)})")
+        for arm in self.label_free:
+            if arm not in self.arms:
+                raise ValueError(f"label_free {arm!r} is not one of the arms ({', '.join(self.arms)})")
         return self
 
 

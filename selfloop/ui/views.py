@@ -512,7 +512,7 @@ def reward_summary(session: Session, iteration: Iteration) -> list[RewardCell]:
 
 # -- labs ------------------------------------------------------------------------------------------------------
 def lab_pieces(session: Session, name: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Lab name -> its pieces (the 'lab.piece' events `selfloop lab run` records: arm, seed, control, oracle), each
+    """Lab name -> its pieces (the 'lab.piece' events `selfloop lab run` records: arm, seed and the roles), each
     with its loop's name."""
     labs: dict[str, list[dict[str, Any]]] = {}
     for loop, data in session.execute(select(Loop.name, Event.data).join(Event, Event.loop_id == Loop.id)
@@ -538,7 +538,9 @@ def lab_comparison(session: Session, name: str) -> dict[str, Any]:
             continue
         suites = session.scalar(select(Loop.config).where(Loop.name == piece["loop"]))["eval"]["suites"]
         lines.append(outcome_line(outcome, piece["arm"], piece["seed"], suites))
-    result = compare(lines, pieces[0]["control"], pieces[0]["oracle"])
+    roles = pieces[-1]  # the latest piece's roles (a lab file edited since its first pieces ran says so there)
+    result = compare(lines, roles["control"], roles["oracle"], spurious=roles.get("spurious"),
+                     label_free=roles.get("label_free") or (), demo=roles.get("demo"))
     result["pieces"] = [{"arm": p["arm"], "seed": p["seed"], "loop": p["loop"]} for p in pieces]
     result["finished"] = len(lines)
     return result
