@@ -161,7 +161,7 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], repor
         out.append({"goal": "oracle beyond noise on unseen wordings on every seed", "met": None, "why": "no oracle arm run"})
     else:
         out.append({"goal": "oracle beyond noise on unseen wordings on every seed",
-                    "met": all(enough(c) and c.beyond_noise == len(c.gains) for c in ceiling),
+                    "met": all(c.beyond_noise == len(c.gains) for c in ceiling) if all(enough(c) for c in ceiling) else None,
                     "why": "; ".join(f"{s}: beyond noise on {c.beyond_noise} of {len(c.gains)} seeds, pooled {_ci(c.pooled())}"
                                      for s, c in zip(unseen, ceiling))})
     # 3. A label-free arm reaches half the oracle's unseen-wording gain, beyond the noise over the seeds.
@@ -169,11 +169,12 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], repor
         out.append({"goal": "a label-free arm reaches half the oracle's unseen gain", "met": None,
                     "why": "needs the oracle and the label-free arms (lab file: label_free)"})
     else:
-        reached, notes = [], []
+        reached, notes, measured = [], [], True
         for arm in label_free:
             mine = [cells.get((arm, s)) for s in unseen]
             if any(c is None for c in mine):
                 continue
+            measured = measured and all(enough(c) for c in mine)
             for s, c, top in zip(unseen, mine, ceiling):
                 fraction = c.mean / top.mean if top.mean > 0 else None
                 pooled = c.pooled()
@@ -182,7 +183,8 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], repor
                 if ok:
                     reached.append(arm)
         out.append({"goal": "a label-free arm reaches half the oracle's unseen gain",
-                    "met": bool(reached) if notes else None, "why": "; ".join(notes) or "no label-free arm run"})
+                    "met": True if reached else (False if notes and measured else None),
+                    "why": "; ".join(notes) or "no label-free arm run"})
     # 4. No arm's promoted final policy is worse than the start on a test split beyond the noise.
     worse = [f"{c.arm} on {c.suite} (seeds {c.promoted_worse})" for c in cells.values() if c.suite in reported and c.promoted_worse]
     out.append({"goal": "no promoted final policy worse than its start beyond noise", "met": not worse,
