@@ -63,10 +63,12 @@ demo-seeds: $(STAMP)
 	$(BIN)/python bench/seeds.py --config configs/demo-cpu.yaml --control configs/demo-cpu-control.yaml
 
 # The whole suite but GPU tests, against SQLite and a local PostgreSQL server that
-# tests/support/services.sh installs (as root, from Debian packages) and starts.
+# tests/support/services.sh installs (as root, from Debian packages) and starts. TEST_JOBS pytest-xdist
+# workers, one test module each at a time (module fixtures are built once); TEST_JOBS=0 runs in one process.
+TEST_JOBS ?= 2
 test: $(STAMP)
 	@url=$$(bash tests/support/services.sh); \
-	SELFLOOP_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	SELFLOOP_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -m "not gpu" -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # Rewrite docs/configuration.md's reference from the pydantic models.
 reference: $(STAMP)

@@ -21,6 +21,11 @@ CACHE = Path(os.environ.get("SELFLOOP_TEST_CACHE_DIR", REPO / ".cache"))
 os.environ["SELFLOOP_CACHE_DIR"] = str(CACHE)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Under pytest-xdist (`make test` runs TEST_JOBS workers) each worker's torch, and every loop it starts,
+# gets one thread: two workers of two threads each on the 2-core machine slow each other far more than 2x.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 TIERS = ("integration", "slow", "vllm", "gpu")  # a test with none of these markers is a unit test
 
