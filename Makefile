@@ -92,6 +92,6 @@ bench: $(STAMP) bench-env
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/ui.py
 
-# The unit tier only (about a minute; a test that starts a process or runs a loop iteration is marked integration).
+# The unit tier only (about 30 s on 2 cores, TEST_JOBS workers; a test that starts a process or runs a loop iteration is marked integration).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu and not integration and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not gpu and not integration and not slow" -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
