@@ -198,7 +198,8 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], repor
         versus = cells[(best, unseen[0])].pooled(minus=cells[(demo, unseen[0])])
         out.append({"goal": "the demo is the best label-free arm", "met": best == demo,
                     "why": f"best on {unseen[0]}: {best}" + ("" if best == demo else
-                           f", {_ci(versus)} over the demo's arm {demo} ({'beyond' if versus[1] > 0 else 'within'} the noise)")})
+                           f", {_ci(versus)} over the demo's arm {demo}" + ("" if versus is None else
+                           f" ({'beyond' if versus[1] > 0 else 'within'} the noise)"))})
     return out
 
 
