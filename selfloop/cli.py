@@ -652,8 +652,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         return 0
     from selfloop.lab.report import compare, markdown, write_report
 
-    result = compare(lab.lines(), lab.spec.control, lab.spec.oracle, spurious=lab.spec.spurious,
-                     label_free=lab.spec.label_free, demo=lab.spec.demo)
+    result = compare(lab.lines(), **lab.spec.roles())
     if args.out:
         index = write_report(lab.spec.name, result, args.out)
         print(f"wrote {index}", file=sys.stderr)

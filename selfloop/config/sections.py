@@ -206,8 +206,8 @@ class _FileBacked(Section):
         "GSM8K-style answers that end in '#### 42').")
     family: FamilyName = Field(
         "value", description="kind 'jsonl': the task family whose grader checks the file's answers ('value': the "
-        "answer read from a response by the family's extractors (boxed, answer_is, hash, last_number) equals it; 'instructions': a constraint list; or a "
-        "plug-in's family).")
+        "answer read from a response by the family's extractors (boxed, answer_is, hash, last_number) equals it; "
+        "'instructions': a constraint list; or a plug-in's family).")
 
     def graded_by(self) -> str:
         """The family whose grader checks this source's answers: a generator's own, else `family`."""

@@ -76,7 +76,7 @@ def _flags(bits: str) -> list[bool]:
 
 
 def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, spurious: str | None = None,
-            label_free: tuple[str, ...] | list[str] = (), demo: str | None = None) -> dict[str, Any]:
+            label_free: tuple[str, ...] | list[str] | None = (), demo: str | None = None) -> dict[str, Any]:
     """The comparison as a JSON-ready mapping (see the module docstring); the goals need the arms' roles: the
     spurious-reward control, the label-free arms and the demo's arm."""
     if not lines:
@@ -125,7 +125,7 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
                  for a in arms],
         "cells": sorted(out_cells, key=lambda c: (arms.index(c["arm"]), c["suite"])),
         "missing_control": not controls,
-        "goals": goals(cells, lines, reported, oracle, spurious, list(label_free), demo),
+        "goals": goals(cells, lines, reported, oracle, spurious, list(label_free or ()), demo),
     }
 
 

@@ -183,10 +183,7 @@ class Lab:
             with db.session() as session:
                 if session.scalar(select(Event.id).where(Event.loop_id == loop.id, Event.kind == "lab.piece")) is None:
                     add_event(session, loop.id, None, "lab.piece", f"lab {self.spec.name}: arm {piece.arm}, seed {piece.seed}",
-                              data={"lab": self.spec.name, "arm": piece.arm, "seed": piece.seed,
-                                    "control": self.spec.control, "oracle": self.spec.oracle,
-                                    "spurious": self.spec.spurious, "label_free": self.spec.label_free,
-                                    "demo": self.spec.demo})
+                              data={"lab": self.spec.name, "arm": piece.arm, "seed": piece.seed, **self.spec.roles()})
         finally:
             db.dispose()
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from selfloop.errors import ConfigError
 
 Overlay = dict[str, Any]  # dotted config keys -> values, as `--set` takes them
+ROLES = ("control", "oracle", "spurious", "label_free", "demo")  # what the report's comparison and goals read
 
 
 class LabStart(BaseModel):
@@ -56,9 +57,10 @@ class LabFile(BaseModel):
     oracle: str | None = Field(None, description="The ceiling arm: every gain is also given as a fraction of its.")
     spurious: str | None = Field(None, description="The spurious-reward control (rewards with no information): its "
                                  "gain should be within the noise of the control's.")
-    label_free: list[str] = Field(default_factory=list, max_length=100,
-                                  description="The arms that use no known answer (a goal asks one to reach half the oracle's gain).")
-    demo: str | None = Field(None, description="The arm the default demo runs (a goal asks it to be the best label-free arm).")
+    label_free: list[str] = Field(default_factory=list, max_length=100, description="The arms that use no known "
+                                  "answer (a goal asks one to reach half the oracle's gain).")
+    demo: str | None = Field(None, description="The arm the default demo runs (a goal asks it to be the best "
+                             "label-free arm).")
     arms: dict[str, Overlay] = Field(min_length=1, max_length=100)
 
     @field_validator("name")
@@ -80,14 +82,15 @@ class LabFile(BaseModel):
     def _named_arms_exist(self) -> LabFile:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("a seed is listed twice")
-        for role in ("control", "oracle", "spurious", "demo"):
-            arm = getattr(self, role)
-            if arm is not None and arm not in self.arms:
-                raise ValueError(f"{role} {arm!r} is not one of the arms ({', '.join(self.arms)})")
-        for arm in self.label_free:
-            if arm not in self.arms:
-                raise ValueError(f"label_free {arm!r} is not one of the arms ({', '.join(self.arms)})")
+        for role, named in self.roles().items():
+            for arm in named if isinstance(named, list) else [named]:
+                if arm is not None and arm not in self.arms:
+                    raise ValueError(f"{role} {arm!r} is not one of the arms ({', '.join(self.arms)})")
         return self
+
+    def roles(self) -> dict[str, Any]:
+        """The arms' roles (ROLES), as `compare` takes them and the 'lab.piece' events record them."""
+        return {role: getattr(self, role) for role in ROLES}
 
 
 def overrides(overlay: Overlay) -> list[str]:

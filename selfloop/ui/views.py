@@ -538,9 +538,10 @@ def lab_comparison(session: Session, name: str) -> dict[str, Any]:
             continue
         suites = session.scalar(select(Loop.config).where(Loop.name == piece["loop"]))["eval"]["suites"]
         lines.append(outcome_line(outcome, piece["arm"], piece["seed"], suites))
-    roles = pieces[-1]  # the latest piece's roles (a lab file edited since its first pieces ran says so there)
-    result = compare(lines, roles["control"], roles["oracle"], spurious=roles.get("spurious"),
-                     label_free=roles.get("label_free") or (), demo=roles.get("demo"))
+    from selfloop.lab.spec import ROLES
+
+    # The latest piece's roles (a lab file edited since its first pieces ran says so there; older events lack some).
+    result = compare(lines, **{role: pieces[-1].get(role) for role in ROLES})
     result["pieces"] = [{"arm": p["arm"], "seed": p["seed"], "loop": p["loop"]} for p in pieces]
     result["finished"] = len(lines)
     return result
