@@ -132,7 +132,10 @@ class WandbBackend:
     def __init__(self, config: Config) -> None:
         self.cfg, self.dir = config.tracking.wandb, config.tracking.wandb.dir or config.state_dir()
         self.run = None
-        self.step = -1
+        # W&B merges what is logged at one step into one row and drops a step below the last one logged, so
+        # each global step is shifted by `offset` where it would not grow (an iteration without training
+        # steps, a resumed run): no figure is merged away or dropped. `figures_at`: the last iteration row.
+        self.step, self.offset, self.figures_at = -1, 0, -1
 
     @property
     def is_open(self) -> bool:
@@ -151,25 +154,34 @@ class WandbBackend:
             tags=[loop], settings=wandb.Settings(silent=True, console="off", x_disable_stats=not self.cfg.system_stats),
             reinit="create_new",
         )
+        self.step = self.figures_at = max(self.step, int(getattr(self.run, "step", 0) or 0) - 1)
         self.run.define_metric("iteration")
         self.run.define_metric("iteration/*", step_metric="iteration")
         self.run.config.update({"selfloop_tags": tags}, allow_val_change=True)
         return run_id
 
+    def _at(self, global_step: int, lowest: int) -> int:
+        """The W&B step for a global step: shifted (for good) where it would fall below `lowest`."""
+        step = global_step + self.offset
+        if step < lowest:
+            self.offset += lowest - step
+            step = lowest
+        self.step = step
+        return step
+
     def log_steps(self, steps: list[tuple[int, dict[str, float]]]) -> None:
         for step, values in steps:
-            self.run.log({f"train/{k}": v for k, v in values.items()}, step=step)
-            self.step = step
+            self.run.log({f"train/{k}": v for k, v in values.items()}, step=self._at(step, self.step + 1))
 
     def log_iteration(self, iteration: int, global_step: int, values: dict[str, float]) -> None:
-        self.step = max(self.step, global_step)
+        # On its iteration's last training step's row, unless that row already holds an iteration's figures.
+        self.figures_at = self._at(global_step, self.step + 1 if self.step == self.figures_at else self.step)
         self.run.log({"iteration": iteration, **{f"iteration/{k}": v for k, v in values.items()}}, step=self.step)
 
-    def log_completions(self, iteration: int, global_step: int, rows: list[list[Any]]) -> None:
+    def log_completions(self, iteration: int, _global_step: int, rows: list[list[Any]]) -> None:
         import wandb
 
-        if rows:
-            self.step = max(self.step, global_step)
+        if rows:  # on the row of the iteration's figures, just logged
             self.run.log({f"completions/iteration-{iteration:04d}": wandb.Table(columns=COMPLETION_COLUMNS, data=rows)},
                          step=self.step)
 
@@ -285,12 +297,18 @@ def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int,
         return 0, finished  # nothing new: do not reopen a run that was closed
     if not backend.is_open:
         run_id = backend.open(run_id, config.loop.name, params, tags)
-    backend.log_steps(pending.steps)
+    # Each iteration's steps, then its figures, then the next iteration's: W&B keeps one row per step and
+    # drops a step below the last, so figures sent after every step of a batch would share the last row.
+    steps = list(pending.steps)
     for number, global_step, values, path, rows in pending.iterations:
+        upto = next((i for i, (step, _) in enumerate(steps) if step > global_step), len(steps))
+        backend.log_steps(steps[:upto])
+        steps = steps[upto:]
         backend.log_iteration(number, global_step, values)
         backend.log_completions(number, global_step, rows)
         if path:
             backend.log_adapter(config.checkpoint_dir(path), number)
+    backend.log_steps(steps)
     backend.log_events(pending.events)
     with db.session() as session:
         mark = history.tracker_mark(session, loop_id, backend_name)

@@ -106,6 +106,16 @@ def _mlflow_history(uri: str, loop: str) -> dict[str, list[float]]:
             for key in run.data.metrics}
 
 
+def _wandb_figures(rows: list[dict]) -> dict[int, dict[str, float]]:
+    """Per iteration, the figures of the W&B rows that name it; an iteration in two rows fails."""
+    out: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if "iteration" in row:
+            assert row["iteration"] not in out, f"iteration {row['iteration']} in two rows"
+            out[row["iteration"]] = {k.removeprefix("iteration/"): v for k, v in row.items() if k.startswith("iteration/")}
+    return out
+
+
 def _matches(tracked: dict[int, dict[str, float]], stored: dict[int, dict[str, float]]) -> None:
     assert set(tracked) == set(stored)
     for number, values in stored.items():
@@ -133,12 +143,7 @@ def test_mlflow_and_wandb_hold_what_the_database_holds(tmp_path: Path, sqlite_ur
     rows = history(files[0])
     wb_losses = [row["train/loss"] for row in sorted((r for r in rows if "train/loss" in r), key=lambda r: r["_step"])]
     assert len(wb_losses) == len(losses) and all(_close(a, b) for a, b in zip(wb_losses, losses, strict=True))
-    wb_figures: dict[int, dict[str, float]] = {}
-    for row in rows:
-        if "iteration" in row:
-            wb_figures.setdefault(row["iteration"], {}).update(
-                {k.removeprefix("iteration/"): v for k, v in row.items() if k.startswith("iteration/")})
-    _matches(wb_figures, figures)
+    _matches(_wandb_figures(rows), figures)
     steps = [row["_step"] for row in rows]
     assert steps == sorted(steps), "W&B steps only grow"
     # Each iteration's completions with their judgments: an MLflow JSON artifact, a W&B table.
@@ -184,6 +189,47 @@ def test_track_backfills_a_finished_loop_and_its_fork(tmp_path: Path, sqlite_url
     # A second backfill sends nothing new.
     out = selfloop_cli("track", "tiny", "--to", "mlflow", "--config", str(tracking))
     assert out.returncode == 0 and "sent 0 item(s)" in out.stdout
+    # A backfill sends both iterations in one go: W&B still gets each iteration's figures in a row of its own
+    # (sent after all the steps, they would share the last step's row and the first iteration's would be lost).
+    wb = tiny_yaml(tmp_path, sqlite_url, name="wb.yaml", tracking={"wandb": {"mode": "offline", "dir": str(tmp_path / "wb")}})
+    out = selfloop_cli("track", "tiny", "--to", "wandb", "--config", str(wb), env={"WANDB_SILENT": "true"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    [run_file] = (tmp_path / "wb" / "wandb").glob("offline-run-*/run-*.wandb")
+    rows = history(run_file)
+    losses, figures = _store(sqlite_url, "tiny")
+    assert [row["train/loss"] for row in rows if "train/loss" in row] == pytest.approx(losses)
+    _matches(_wandb_figures(rows), figures)
+
+
+def test_wandb_keeps_every_iteration_row_when_steps_would_not_grow(tmp_path: Path) -> None:
+    """An iteration without training steps, and a run resumed by a new process: each iteration's figures
+    keep a row of their own and no step is logged below the last (W&B would merge or drop it)."""
+    from selfloop.config import Config
+    from selfloop.tracking import WandbBackend
+
+    os.environ["WANDB_SILENT"] = "true"
+    config = Config.model_validate({"loop": {"name": "rows"}, "tracking": {"wandb": {"mode": "offline", "dir": str(tmp_path)}}})
+    first = WandbBackend(config)
+    run_id = first.open(None, "rows", {}, {})
+    first.log_steps([(0, {"loss": 1.0}), (1, {"loss": 0.9})])
+    first.log_iteration(1, 1, {"score": 0.1})
+    first.log_iteration(2, 1, {"score": 0.2})  # no training steps: the same global step
+    first.log_steps([(2, {"loss": 0.8})])  # would fall on iteration 2's row: shifted past it
+    first.close(True)
+    second = WandbBackend(config)
+    second.open(run_id, "rows", {}, {})
+    second.log_iteration(3, 2, {"score": 0.3})  # global step 2 again, in a new process
+    second.log_steps([(3, {"loss": 0.7})])
+    second.close(True)
+    # Offline, each process writes a run file of its own (`wandb sync` joins them); online, a resumed run's
+    # next step comes from W&B and `open` starts above it.
+    files = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"), key=lambda p: p.stat().st_mtime)
+    rows = [row for path in files for row in history(path)]
+    assert _wandb_figures(rows) == {1: {"score": 0.1}, 2: {"score": 0.2}, 3: {"score": 0.3}}
+    assert [row["train/loss"] for row in rows if "train/loss" in row] == [1.0, 0.9, 0.8, 0.7]
+    for path in files:
+        steps = [row["_step"] for row in history(path)]
+        assert steps == sorted(steps) and len(set(steps)) == len(steps), steps
 
 
 def test_an_unreachable_tracker_never_stops_the_loop(tmp_path: Path, sqlite_url: str) -> None:
