@@ -154,7 +154,7 @@ class WandbBackend:
             tags=[loop], settings=wandb.Settings(silent=True, console="off", x_disable_stats=not self.cfg.system_stats),
             reinit="create_new",
         )
-        self.step = self.figures_at = max(self.step, int(getattr(self.run, "step", 0) or 0) - 1)
+        self.step = self.figures_at = max(self.step, self.run.step - 1)  # a resumed run's next step is run.step
         self.run.define_metric("iteration")
         self.run.define_metric("iteration/*", step_metric="iteration")
         self.run.config.update({"selfloop_tags": tags}, allow_val_change=True)

@@ -201,13 +201,13 @@ def test_track_backfills_a_finished_loop_and_its_fork(tmp_path: Path, sqlite_url
     _matches(_wandb_figures(rows), figures)
 
 
-def test_wandb_keeps_every_iteration_row_when_steps_would_not_grow(tmp_path: Path) -> None:
+def test_wandb_keeps_every_iteration_row_when_steps_would_not_grow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An iteration without training steps, and a run resumed by a new process: each iteration's figures
     keep a row of their own and no step is logged below the last (W&B would merge or drop it)."""
     from selfloop.config import Config
     from selfloop.tracking import WandbBackend
 
-    os.environ["WANDB_SILENT"] = "true"
+    monkeypatch.setenv("WANDB_SILENT", "true")
     config = Config.model_validate({"loop": {"name": "rows"}, "tracking": {"wandb": {"mode": "offline", "dir": str(tmp_path)}}})
     first = WandbBackend(config)
     run_id = first.open(None, "rows", {}, {})

@@ -527,6 +527,7 @@ def lab_comparison(session: Session, name: str) -> dict[str, Any]:
     from the results lines)."""
     from selfloop.db.lab import loop_outcome
     from selfloop.lab.report import compare, outcome_line
+    from selfloop.lab.spec import ROLES
 
     pieces = lab_pieces(session, name).get(name)
     if not pieces:
@@ -538,8 +539,6 @@ def lab_comparison(session: Session, name: str) -> dict[str, Any]:
             continue
         suites = session.scalar(select(Loop.config).where(Loop.name == piece["loop"]))["eval"]["suites"]
         lines.append(outcome_line(outcome, piece["arm"], piece["seed"], suites))
-    from selfloop.lab.spec import ROLES
-
     # The latest piece's roles (a lab file edited since its first pieces ran says so there; older events lack some).
     result = compare(lines, **{role: pieces[-1].get(role) for role in ROLES})
     result["pieces"] = [{"arm": p["arm"], "seed": p["seed"], "loop": p["loop"]} for p in pieces]
