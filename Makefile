@@ -68,7 +68,7 @@ demo-seeds: $(STAMP)
 TEST_JOBS ?= 2
 test: $(STAMP)
 	@url=$$(bash tests/support/services.sh); \
-	SELFLOOP_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -m "not gpu" -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	SELFLOOP_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -m "not gpu" -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Rewrite docs/configuration.md's reference from the pydantic models.
 reference: $(STAMP)
@@ -94,4 +94,4 @@ bench: $(STAMP) bench-env
 
 # The unit tier only (about 30 s on 2 cores, TEST_JOBS workers; a test that starts a process or runs a loop iteration is marked integration).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu and not integration and not slow" -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not gpu and not integration and not slow" -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)

@@ -30,6 +30,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 TIERS = ("integration", "slow", "vllm", "gpu")  # a test with none of these markers is a unit test
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with the most costly tests run first, unit modules last (a SmolLM2 or vLLM test weighs
+    five integration tests: each loads a real model or starts a server).
+
+    `make test` hands whole modules to its workers in collection order (--dist loadfile,
+    --no-loadscope-reorder): with the long modules first, the run ends on short unit modules and
+    neither worker waits alone on a minute-long module at the end (xdist's own reorder, by test
+    count, put the few-test, minute-long modules last). The order within a module is unchanged."""
+    costly: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        weight = 5 if any(item.get_closest_marker(m) for m in ("slow", "vllm")) else 1 if any(
+            item.get_closest_marker(m) for m in TIERS) else 0
+        costly[module] = costly.get(module, 0) + weight
+    first_seen = {module: i for i, module in enumerate(dict.fromkeys(costly))}
+    items.sort(key=lambda item: (-costly[item.nodeid.split("::", 1)[0]], first_seen[item.nodeid.split("::", 1)[0]]))
+
+
 @pytest.fixture(autouse=True)
 def _unit_tests_stay_units(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A unit test (no tier marker) may not start a process or run a loop's iteration: that is what keeps
