@@ -72,8 +72,8 @@ def test_judging_on_smollm2_records_calibration(smollm2, sqlite_url: str, config
     config = config_factory(
         sqlite_url, loop={"name": "judge2", "phases": ["rollout", "judge"], "max_iterations": 1},
         model={"base": "smollm2-135m-instruct"},
-        generation={"prompts_per_iteration": 6, "samples_per_prompt": 4, "max_new_tokens": 40, "temperature": 0.7},
-        judge={"signals": ["vote", "llm_judge", "confidence"], "llm_judge": {"k": 1, "max_new_tokens": 64}},
+        generation={"prompts_per_iteration": 4, "samples_per_prompt": 4, "max_new_tokens": 32, "temperature": 0.7},
+        judge={"signals": ["vote", "llm_judge", "confidence"], "llm_judge": {"k": 1, "max_new_tokens": 32}},
     )
     db = open_database(sqlite_url, init=True)
     open_loop(db, config)

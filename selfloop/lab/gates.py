@@ -1,0 +1,100 @@
+"""The gate's decisions, re-taken under other rules (`selfloop lab gates LAB`).
+
+Every gated iteration stores both policies' answers to every suite (eval_items, roles candidate and
+baseline), so each promotion decision can be re-taken under another rule from the same rows and its
+outcome read on the test splits no decision saw: how often did the gate promote a candidate that lost on
+test, and what would a stricter rule have cost in gains it rejected?
+
+Only single decisions are exact. A loop that rejects continues from its old policy, so what it would have
+trained next is not in the store: the final policy under another rule needs a real run (an arm with that
+`eval.tolerance`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from selfloop.evals.stats import paired_difference
+
+Interval = tuple[float, float, float]  # candidate - baseline: mean, 95% low, 95% high
+EPS = 1e-9
+
+# What the gate could require of the candidate's difference over the current policy on its suite.
+RULES: dict[str, Callable[[Interval], bool]] = {
+    "tolerance 0.02": lambda d: d[0] >= -0.02 - EPS,  # the demos' eval.tolerance
+    "tolerance 0": lambda d: d[0] >= -EPS,
+    "gain >= 0.02": lambda d: d[0] >= 0.02 - EPS,
+    "95% interval above 0": lambda d: d[1] > 0,
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    loop: str
+    iteration: int
+    promoted: bool
+    diffs: dict[str, Interval]  # suite -> paired difference of the candidate over the baseline
+
+
+def decisions(session: Session, loop_prefix: str = "") -> list[Decision]:
+    """Every decided iteration that trained a candidate, with its paired differences on every suite."""
+    from selfloop.db.models import EvalItem, Iteration, Loop
+
+    found = session.execute(
+        select(Iteration.id, Iteration.number, Iteration.promoted, Loop.name).join(Loop, Loop.id == Iteration.loop_id)
+        .where(Iteration.output_checkpoint_id.is_not(None), Iteration.promoted.is_not(None),
+               Loop.name.startswith(loop_prefix, autoescape=True))
+        .order_by(Loop.name, Iteration.number)).all()
+    out = []
+    for iteration_id, number, promoted, name in found:
+        answers: dict[tuple[str, str], dict[int, bool]] = {}
+        for role, suite, index, correct in session.execute(
+                select(EvalItem.role, EvalItem.suite, EvalItem.item_index, EvalItem.correct)
+                .where(EvalItem.iteration_id == iteration_id)):
+            answers.setdefault((suite, role), {})[index] = bool(correct)
+        diffs = {}
+        for suite in sorted({s for s, _ in answers}):
+            candidate, baseline = answers.get((suite, "candidate"), {}), answers.get((suite, "baseline"), {})
+            keys = sorted(candidate.keys() & baseline.keys())
+            if keys:
+                diffs[suite] = paired_difference([candidate[k] for k in keys], [baseline[k] for k in keys])
+        out.append(Decision(name, number, bool(promoted), diffs))
+    return out
+
+
+def replay(found: Iterable[Decision], gate: str, report: list[str]) -> dict[str, dict]:
+    """Per rule: the candidates it promotes and, on each reported suite, how many of those lost (mean below 0),
+    lost beyond the noise (interval below 0), how many it rejected that gained beyond the noise, and the
+    promoted candidates' differences summed, in points. Decisions without rows on every suite are left out."""
+    found = [d for d in found if gate in d.diffs and all(s in d.diffs for s in report)]
+    out = {}
+    for name, rule in RULES.items():
+        kept = [d for d in found if rule(d.diffs[gate])]
+        dropped = [d for d in found if not rule(d.diffs[gate])]
+        row: dict = {"decisions": len(found), "promoted": len(kept)}
+        for suite in report:
+            row[suite] = {
+                "promoted_lost": sum(d.diffs[suite][0] < -EPS for d in kept),
+                "promoted_lost_beyond_noise": sum(d.diffs[suite][2] < 0 for d in kept),
+                "rejected_gained_beyond_noise": sum(d.diffs[suite][1] > 0 for d in dropped),
+                "promoted_points": round(100 * sum(d.diffs[suite][0] for d in kept), 1),
+            }
+        out[name] = row
+    return out
+
+
+def render(found: list[Decision], gate: str, report: list[str], result: dict[str, dict]) -> str:
+    used = [d for d in found if gate in d.diffs and all(s in d.diffs for s in report)]
+    lines = [f"{len(used)} decisions on {gate} ({sum(d.promoted for d in used)} promoted as the loops ran); "
+             f"each re-taken under every rule, its outcome read on {', '.join(report)}:"]
+    for name, row in result.items():
+        cells = "; ".join(f"{s}: {c['promoted_lost']} of them lost ({c['promoted_lost_beyond_noise']} beyond noise), "
+                          f"{c['promoted_points']:+.1f} points in all, {c['rejected_gained_beyond_noise']} rejected "
+                          "that gained beyond noise" for s, c in ((s, row[s]) for s in report))
+        lines.append(f"  {name:>20}: promotes {row['promoted']:3d} | {cells}")
+    lines.append("Single decisions only: a rejection changes what a loop trains next (docs/lab.md).")
+    return "\n".join(lines) + "\n"
