@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
     p = lab_sub.add_parser("status", help="each arm x seed: not started, running or stopped at iteration N, finished")
     p.add_argument("file", type=Path, metavar="LAB")
+    p = lab_sub.add_parser("gates", help="re-take every stored promotion decision under stricter gate rules and read "
+                                         "each one's outcome on the test splits: promoted candidates that lost, gains "
+                                         "a rule would have rejected (single decisions; docs/lab.md)")
+    p.add_argument("file", type=Path, metavar="LAB")
+    p.add_argument("--json", action="store_true", help="print the replay as JSON")
     return parser
 
 
@@ -649,6 +654,16 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.lab_command == "status":
         for piece, state in lab.status():
             print(f"{piece}\t{state}")
+        return 0
+    if args.lab_command == "gates":
+        from selfloop.lab.gates import render, replay
+
+        gate, report, found = lab.gate_decisions()
+        if not found:
+            raise SelfloopError(f"lab {lab.spec.name}: no promotion decision stored yet (no arm has trained and been gated)")
+        result = replay(found, gate, report)
+        print(json.dumps({"gate": gate, "reported": report, "rules": result}, indent=1) if args.json
+              else render(found, gate, report, result), end="\n" if args.json else "")
         return 0
     from selfloop.lab.report import compare, markdown, write_report
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import text
 
 from selfloop.errors import ConfigError, SelfloopError
 from selfloop.lab.report import compare, markdown
@@ -114,6 +115,34 @@ def test_pooled_intervals_and_the_goals_by_hand() -> None:
     assert "- spurious-reward arm within noise of the control: **NOT met**" in table
 
 
+def test_gate_replay_retakes_each_decision_under_every_rule_by_hand() -> None:
+    from selfloop.lab import gates
+
+    d = gates.Decision
+    found = [  # (val difference, its interval) decides; test is read
+        d("a", 1, True, {"val": (0.05, 0.01, 0.09), "test": (0.04, 0.01, 0.07)}),     # a real gain: every rule promotes
+        d("a", 2, True, {"val": (-0.01, -0.06, 0.04), "test": (-0.06, -0.10, -0.02)}),  # within tolerance, lost beyond noise
+        d("a", 3, True, {"val": (0.0, -0.03, 0.03), "test": (-0.01, -0.05, 0.03)}),   # a tie
+        d("b", 1, False, {"val": (-0.03, -0.08, 0.02), "test": (0.05, 0.02, 0.08)}),  # rejected, gained beyond noise
+        d("b", 2, True, {"val": (0.01, -0.02, 0.04)}),                                # no test rows: left out
+    ]
+    got = gates.replay(found, "val", ["test"])
+    assert got["tolerance 0.02"] == {"decisions": 4, "promoted": 3, "test": {
+        "promoted_lost": 2, "promoted_lost_beyond_noise": 1, "rejected_gained_beyond_noise": 1, "promoted_points": -3.0}}
+    assert got["tolerance 0"]["promoted"] == 2 and got["tolerance 0"]["test"]["promoted_points"] == 3.0
+    assert got["tolerance 0"]["test"]["promoted_lost_beyond_noise"] == 0
+    assert got["gain >= 0.02"]["promoted"] == 1 and got["95% interval above 0"]["promoted"] == 1
+    assert got["95% interval above 0"]["test"]["rejected_gained_beyond_noise"] == 1
+
+
+def test_lab_gates_before_any_run_says_to_run_the_lab_first(tmp_path: Path) -> None:
+    from selfloop.lab.run import Lab
+
+    tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}", name="base.yaml")
+    with pytest.raises(SelfloopError, match=r"lab t: no store at sqlite:///.*t\.db yet; `selfloop lab run .*lab\.yaml` first"):
+        Lab(_lab(tmp_path)).gate_decisions()
+
+
 # -- a tiny lab ---------------------------------------------------------------------------------------------------
 SUITES = [{"name": "val", "kind": "arithmetic", "size": 6, "max_new_tokens": 8, "split": "validation"},
           {"name": "test", "kind": "arithmetic", "size": 6, "max_new_tokens": 8, "split": "test"},
@@ -177,6 +206,25 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     assert page.text.count("<li data-met=") == 5 and "the demo is the best label-free arm: <b" in page.text
     assert [g["met"] for g in result["goals"]][1] is None  # one seed: the oracle's claim needs three
     assert client.get("/labs/nope").status_code == 404
+    # `lab gates` re-takes each stored decision from the same rows; at the gate's own tolerance it agrees with the gate
+    from selfloop.db.engine import open_database
+    from selfloop.db.queries import metrics_of
+    from selfloop.lab.run import Lab
+
+    gate, reported, found = Lab(clean).gate_decisions()
+    assert (gate, reported) == ("val", ["test", "test-unseen"])
+    assert sorted((d.loop, d.iteration) for d in found) == [("t.oracle.s0", 1), ("t.rlsc.s0", 1)]  # the control trains none
+    db = open_database(f"sqlite:///{clean_dir / '.lab' / 't.db'}")
+    with db.session() as session:
+        for decision in found:
+            it_id = session.execute(text("SELECT i.id FROM iterations i JOIN loops l ON l.id = i.loop_id WHERE l.name = :n"),
+                                    {"n": decision.loop}).scalar_one()
+            assert math.isclose(metrics_of(session, it_id, "promote.")["promote.delta"], decision.diffs["val"][0])
+    db.dispose()
+    gates = selfloop_cli("lab", "gates", str(clean), "--json")
+    assert gates.returncode == 0, gates.stderr[-2000:]
+    rules = json.loads(gates.stdout)["rules"]
+    assert rules["tolerance 0.02"]["promoted"] == sum(d.promoted for d in found) and rules["tolerance 0"]["decisions"] == 2
     status = selfloop_cli("lab", "status", str(clean))
     assert status.stdout.count("finished, 1 iteration(s) done") == 3
     again = selfloop_cli("lab", "run", str(clean))  # nothing left to run, no line added

@@ -239,6 +239,25 @@ class Lab:
                     return
             f.write(json.dumps(line, sort_keys=True) + "\n")
 
+    def gate_decisions(self) -> tuple[str, list[str], list]:
+        """The suite the gate decided on, the reported (test) suites, and every stored promotion decision of the
+        lab's loops with its paired differences (selfloop.lab.gates)."""
+        from selfloop.db.engine import open_database
+        from selfloop.lab.gates import decisions
+
+        config = self.config(self.pieces()[0])
+        gate = config.eval.main_metric.partition("/")[0]
+        names = [s.name for s in config.eval.suites]
+        report = [s.name for s in config.eval.suites if s.split == "test"] or [n for n in names if n != gate]
+        if self.url.startswith("sqlite:///") and not Path(self.url.removeprefix("sqlite:///")).exists():
+            raise SelfloopError(f"lab {self.spec.name}: no store at {self.url} yet; `selfloop lab run {self.path}` first")
+        db = open_database(self.url, deferred=True)
+        try:
+            with db.session() as session:
+                return gate, report, decisions(session, f"{self.spec.name}.")
+        finally:
+            db.dispose()
+
     def lines(self) -> list[dict]:
         """This lab's results lines, the last one of each arm x seed."""
         if not self.results.is_file():
