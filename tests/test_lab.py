@@ -110,6 +110,11 @@ def test_pooled_intervals_and_the_goals_by_hand() -> None:
     assert goals[4]["met"] is False and "+12.5 (" in goals[4]["why"] and "within the noise" in goals[4]["why"]
     two = compare([l for l in lines if l["seed"] < 2], "control", "oracle", **roles)["goals"]
     assert [g["met"] for g in two[:3]] == [None, None, None]  # fewer than three seeds: no claim is measured
+    assert two[4]["met"] is None and "not on 3 seeds yet" in two[4]["why"]
+    # An arm with a larger gain on one seed only does not outrank the demo's three: it is named as not ranked yet.
+    lucky = compare(lines + [_two("rrhf", 0, "11111111", "11111111")], "control", "oracle",
+                    **{**roles, "label_free": ["ttrl", "stated", "rrhf"]})["goals"][4]
+    assert lucky["met"] is True and "best on test-unseen: ttrl" in lucky["why"] and "fewer than 3 seeds): rrhf" in lucky["why"]
     assert "no spurious-reward arm named" in compare(lines, "control", "oracle")["goals"][0]["why"]
     table = markdown("t", compare(lines, "control", "oracle", **roles))
     assert "- spurious-reward arm within noise of the control: **NOT met**" in table

@@ -189,17 +189,24 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], repor
     worse = [f"{c.arm} on {c.suite} (seeds {c.promoted_worse})" for c in cells.values() if c.suite in reported and c.promoted_worse]
     out.append({"goal": "no promoted final policy worse than its start beyond noise", "met": not worse,
                 "why": "; ".join(worse) or "none on the reported suites"})
-    # 5. The demo's arm is the best label-free arm measured (by the pooled unseen-wording gain).
-    ranked = sorted(((cells[(a, unseen[0])].pooled()[0], a) for a in label_free if (a, unseen[0]) in cells), reverse=True)
-    if not demo or (demo, unseen[0]) not in cells or not ranked:
+    # 5. The demo's arm is the best label-free arm measured (by the pooled unseen-wording gain). An arm on fewer seeds
+    # than a claim needs is not ranked: its mean over one seed is not comparable with a mean over three.
+    run = [a for a in label_free if (a, unseen[0]) in cells]
+    short = [a for a in run if not enough(cells[(a, unseen[0])])]
+    ranked = sorted(((cells[(a, unseen[0])].pooled()[0], a) for a in run if a not in short), reverse=True)
+    pending = f"; not ranked yet (fewer than {SEEDS_FOR_A_CLAIM} seeds): {', '.join(short)}" if short else ""
+    if not demo or (demo, unseen[0]) not in cells:
         out.append({"goal": "the demo is the best label-free arm", "met": None, "why": "needs the demo's arm (lab file: demo)"})
+    elif demo in short or not ranked:
+        out.append({"goal": "the demo is the best label-free arm", "met": None,
+                    "why": f"the demo's arm {demo} is not on {SEEDS_FOR_A_CLAIM} seeds yet" + pending})
     else:
         best = ranked[0][1]
         versus = cells[(best, unseen[0])].pooled(minus=cells[(demo, unseen[0])])
         out.append({"goal": "the demo is the best label-free arm", "met": best == demo,
                     "why": f"best on {unseen[0]}: {best}" + ("" if best == demo else
                            f", {_ci(versus)} over the demo's arm {demo}" + ("" if versus is None else
-                           f" ({'beyond' if versus[1] > 0 else 'within'} the noise)"))})
+                           f" ({'beyond' if versus[1] > 0 else 'within'} the noise)")) + pending})
     return out
 
 
