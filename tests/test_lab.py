@@ -115,6 +115,10 @@ def test_pooled_intervals_and_the_goals_by_hand() -> None:
     lucky = compare(lines + [_two("rrhf", 0, "11111111", "11111111")], "control", "oracle",
                     **{**roles, "label_free": ["ttrl", "stated", "rrhf"]})["goals"][4]
     assert lucky["met"] is True and "best on test-unseen: ttrl" in lucky["why"] and "fewer than 3 seeds): rrhf" in lucky["why"]
+    # An arm that ties the demo on every item (a name sorting after it) is not better than it
+    tie = compare(lines + [_two("ttrl-twin", s, *arms["ttrl"]) for s in range(3)], "control", "oracle",
+                  **{**roles, "label_free": ["ttrl", "stated", "ttrl-twin"]})["goals"][4]
+    assert tie["met"] is True and "best on test-unseen: ttrl" in tie["why"], tie
     assert "no spurious-reward arm named" in compare(lines, "control", "oracle")["goals"][0]["why"]
     table = markdown("t", compare(lines, "control", "oracle", **roles))
     assert "- spurious-reward arm within noise of the control: **NOT met**" in table

@@ -193,7 +193,8 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], repor
     # than a claim needs is not ranked: its mean over one seed is not comparable with a mean over three.
     run = [a for a in label_free if (a, unseen[0]) in cells]
     short = [a for a in run if not enough(cells[(a, unseen[0])])]
-    ranked = sorted(((cells[(a, unseen[0])].pooled()[0], a) for a in run if a not in short), reverse=True)
+    # On an exact tie the demo ranks first: an arm is not better for equal gains
+    ranked = sorted(((round(cells[(a, unseen[0])].pooled()[0], 9), a == demo, a) for a in run if a not in short), reverse=True)
     pending = f"; not ranked yet (fewer than {SEEDS_FOR_A_CLAIM} seeds): {', '.join(short)}" if short else ""
     if not demo or (demo, unseen[0]) not in cells:
         out.append({"goal": "the demo is the best label-free arm", "met": None, "why": "needs the demo's arm (lab file: demo)"})
@@ -201,7 +202,7 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], repor
         out.append({"goal": "the demo is the best label-free arm", "met": None,
                     "why": f"the demo's arm {demo} is not on {SEEDS_FOR_A_CLAIM} seeds yet" + pending})
     else:
-        best = ranked[0][1]
+        best = ranked[0][2]
         versus = cells[(best, unseen[0])].pooled(minus=cells[(demo, unseen[0])])
         out.append({"goal": "the demo is the best label-free arm", "met": best == demo,
                     "why": f"best on {unseen[0]}: {best}" + ("" if best == demo else
