@@ -47,56 +47,35 @@ def _start(config: Path, *extra: str, env: dict | None = None) -> subprocess.Pop
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_two_loops_at_once_write_what_each_writes_alone(tmp_path: Path, request: pytest.FixtureRequest, backend: str) -> None:
-    urls: dict[str, str] = {}
-
-    def url(name: str) -> str:
-        if name not in urls:
-            urls[name] = (f"sqlite:///{tmp_path / name / 'selfloop.db'}" if backend == "sqlite" else
-                          request.getfixturevalue("postgres_url") if name == "shared" else _another_postgres(request))
-        return urls[name]
-
-    configs = {}
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Each loop run alone in its own SQLite store: its configs and the rows it wrote (what a loop writes does
+    not depend on the backend: the fault tests compare PostgreSQL runs with a SQLite one)."""
+    tmp = tmp_path_factory.mktemp("alone")
+    configs, rows = {}, {}
     for loop in ("alpha", "beta"):
-        (tmp_path / loop).mkdir()
-        configs[loop] = tiny_yaml(tmp_path / loop, url(loop), loop__name=loop, loop__max_iterations=1,
-                                  loop__seed=1 if loop == "alpha" else 2)
+        (tmp / loop).mkdir()
+        url = f"sqlite:///{tmp / loop / 'selfloop.db'}"
+        configs[loop] = tiny_yaml(tmp / loop, url, loop__name=loop, loop__max_iterations=1, loop__seed=1 if loop == "alpha" else 2)
         out = selfloop_cli("run", "--config", str(configs[loop]))
         assert out.returncode == 0, out.stderr[-2000:]
-    alone = {loop: _rows_of(url(loop), loop) for loop in configs}
-    (tmp_path / "shared").mkdir(exist_ok=True)
-    shared = url("shared")
+        rows[loop] = _rows_of(url, loop)
+    assert rows["alpha"]["samples"] != rows["beta"]["samples"]  # two different loops, really
+    return configs, rows
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_loops_at_once_write_what_each_writes_alone(alone: tuple[dict[str, Path], dict[str, dict]], tmp_path: Path,
+                                                        request: pytest.FixtureRequest, backend: str) -> None:
+    configs, rows = alone
+    shared = f"sqlite:///{tmp_path / 'selfloop.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
     procs = {loop: _start(configs[loop], "run", "--db", shared) for loop in configs}
     for loop, proc in procs.items():
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
         assert "database is locked" not in err
     for loop in configs:
-        assert _rows_of(shared, loop) == alone[loop]
-    assert alone["alpha"]["samples"] != alone["beta"]["samples"]  # two different loops, really
-
-
-def _another_postgres(request: pytest.FixtureRequest) -> str:
-    """A second fresh PostgreSQL database (the postgres_url fixture gives one per test)."""
-    import uuid
-
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-
-    base = os.environ["SELFLOOP_TEST_POSTGRES_URL"]
-    db_name = f"selfloop_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{db_name}"')
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        admin.dispose()
-
-    request.addfinalizer(drop)
-    return make_url(base).set(database=db_name).render_as_string(hide_password=False)
+        assert _rows_of(shared, loop) == rows[loop]
 
 
 def _free_port() -> int:
