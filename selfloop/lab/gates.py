@@ -66,11 +66,16 @@ def decisions(session: Session, loop_prefix: str = "") -> list[Decision]:
     return out
 
 
+def complete(found: Iterable[Decision], gate: str, report: list[str]) -> list[Decision]:
+    """The decisions with rows on the gate's suite and on every reported suite."""
+    return [d for d in found if gate in d.diffs and all(s in d.diffs for s in report)]
+
+
 def replay(found: Iterable[Decision], gate: str, report: list[str]) -> dict[str, dict]:
     """Per rule: the candidates it promotes and, on each reported suite, how many of those lost (mean below 0),
     lost beyond the noise (interval below 0), how many it rejected that gained beyond the noise, and the
     promoted candidates' differences summed, in points. Decisions without rows on every suite are left out."""
-    found = [d for d in found if gate in d.diffs and all(s in d.diffs for s in report)]
+    found = complete(found, gate, report)
     out = {}
     for name, rule in RULES.items():
         kept = [d for d in found if rule(d.diffs[gate])]
@@ -88,7 +93,7 @@ def replay(found: Iterable[Decision], gate: str, report: list[str]) -> dict[str,
 
 
 def render(found: list[Decision], gate: str, report: list[str], result: dict[str, dict]) -> str:
-    used = [d for d in found if gate in d.diffs and all(s in d.diffs for s in report)]
+    used = complete(found, gate, report)
     lines = [f"{len(used)} decisions on {gate} ({sum(d.promoted for d in used)} promoted as the loops ran); "
              f"each re-taken under every rule, its outcome read on {', '.join(report)}:"]
     for name, row in result.items():

@@ -95,6 +95,10 @@ class Lab:
                 raise SelfloopError(f"lab {self.spec.name}: arm {piece.arm!r} changes eval.suites; every arm is "
                                     "measured on the same problems (set suites in the base config or the budget)")
 
+    def _has_store(self) -> bool:
+        """False only for a SQLite store not created yet (a server's database always answers)."""
+        return not self.url.startswith("sqlite:///") or Path(self.url.removeprefix("sqlite:///")).exists()
+
     def status(self) -> list[tuple[Piece, str]]:
         """Each piece: 'not started', or its loop's status and iterations done."""
         from sqlalchemy import func, select
@@ -102,7 +106,7 @@ class Lab:
         from selfloop.db.engine import open_database
         from selfloop.db.models import Iteration, Loop
 
-        if self.url.startswith("sqlite:///") and not Path(self.url.removeprefix("sqlite:///")).exists():
+        if not self._has_store():
             return [(p, "not started") for p in self.pieces()]
         db = open_database(self.url, deferred=True)
         try:
@@ -249,7 +253,7 @@ class Lab:
         gate = config.eval.main_metric.partition("/")[0]
         names = [s.name for s in config.eval.suites]
         report = [s.name for s in config.eval.suites if s.split == "test"] or [n for n in names if n != gate]
-        if self.url.startswith("sqlite:///") and not Path(self.url.removeprefix("sqlite:///")).exists():
+        if not self._has_store():
             raise SelfloopError(f"lab {self.spec.name}: no store at {self.url} yet; `selfloop lab run {self.path}` first")
         db = open_database(self.url, deferred=True)
         try:
