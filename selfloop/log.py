@@ -33,6 +33,14 @@ def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | No
         # In the journal or a pipe, the Hub's and transformers' bars (weights loading, shards) are noise;
         # selfloop's own Progress logs a line every 30 s and a summary instead. Read at their import.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # ... and where they were imported already (a notebook, a host process), switched off in place.
+        if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+            if "huggingface_hub" in sys.modules:
+                sys.modules["huggingface_hub"].utils.disable_progress_bars()
+            if "transformers" in sys.modules:
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()
     logger.remove()
     logger.add(sys.stderr, level=level, serialize=json_lines, format="{message}" if json_lines else _HUMAN, colorize=None if not json_lines else False, backtrace=False, diagnose=False)
     if file is not None:

@@ -65,6 +65,9 @@ def _unit_tests_stay_units(request: pytest.FixtureRequest, monkeypatch: pytest.M
         return refused
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
+    from tests.support import warm
+
+    monkeypatch.setattr(warm.WarmProcess, "__init__", refuse("starts a process"))
     monkeypatch.setattr(selfloop.loop, "run_iteration", refuse("runs a loop iteration"))
     monkeypatch.setattr(selfloop.runner, "run_iteration", refuse("runs a loop iteration"))
 
@@ -298,13 +301,30 @@ def tiny_yaml(tmp_path: Path, db_url: str, name: str = "tiny.yaml", **overrides)
     return path
 
 
-def selfloop_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600):  # noqa: ANN201
-    """Run `python -m selfloop ARGS` in a subprocess (what a user or systemd runs)."""
+def selfloop_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, fresh: bool = False,  # noqa: ANN201
+                 cwd: Path | None = None):
+    """Run `python -m selfloop ARGS` in a process of its own (what a user or systemd runs), to its end; returns
+    what subprocess.run(capture_output=True, text=True) returns. The process is forked from a warm interpreter
+    that has imported torch and transformers once (tests/support/warm.py); `fresh` starts a new interpreter
+    instead, for what happens at start-up (PYTHONPATH, say)."""
     import subprocess
     import sys
 
+    if not fresh:
+        from tests.support import warm
+
+        return warm.run(*args, env=env, timeout=timeout, cwd=cwd)
     return subprocess.run([sys.executable, "-m", "selfloop", *args], env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def selfloop_process(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,  # noqa: ANN201
+                     start_new_session: bool = False):
+    """Start `python -m selfloop ARGS` (forked from the warm interpreter, as `selfloop_cli`) and return it at once:
+    a process object with Popen's pid, poll, wait, send_signal, kill and communicate, its output in files."""
+    from tests.support import warm
+
+    return warm.WarmProcess(list(args), env=env, cwd=cwd, start_new_session=start_new_session)
 
 
 def table_counts(url: str) -> dict[str, int]:

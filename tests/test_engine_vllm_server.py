@@ -7,10 +7,8 @@ Log-prob tolerance as in test_engine_vllm.py: 1e-3 nats between vLLM's CPU kerne
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from selfloop.engines.base import Sampling
-from tests.conftest import REPO, make_adapter, table_counts, tiny_yaml
+from tests.conftest import REPO, make_adapter, selfloop_cli, selfloop_process, table_counts, tiny_yaml
 from tests.support.vllm_serve import Server
 
 pytest.importorskip("vllm")
@@ -137,8 +135,7 @@ def _loop_yaml(tmp_path: Path, db_url: str, urls: list[str], name: str, **extra)
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "selfloop", *args], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, **(env or {})}, cwd=REPO)
+    return selfloop_cli(*args, env=env, timeout=900, cwd=REPO)
 
 
 def test_two_iterations_the_second_sampled_from_the_first_checkpoint(servers, tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
@@ -190,8 +187,7 @@ def test_a_server_killed_mid_rollout_fails_cleanly_and_resume_completes_the_rows
     gate = tmp_path / "gate"
     # The rollout stops after its second committed chunk until the test has killed the server.
     env = {"SELFLOOP_FAILPOINT": "rollout.after_chunk:2:wait", "SELFLOOP_FAILPOINT_GATE": str(gate)}
-    proc = subprocess.Popen([sys.executable, "-m", "selfloop", "run", "--config", str(path)], cwd=REPO,
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = selfloop_process("run", "--config", str(path), env=env, cwd=REPO)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from selfloop.db.engine import open_database
 from selfloop.db.models import Event, PhaseRun, WriterLease
 from selfloop.errors import LockedError, LockLost
 from selfloop.lock import ADVISORY_CLASS, LoopLock, lock_file
-from tests.conftest import table_counts, tiny_yaml
+from tests.conftest import selfloop_cli, selfloop_process, table_counts, tiny_yaml
 
 
 def _event(db, message: str) -> None:  # noqa: ANN001
@@ -119,9 +117,8 @@ def test_a_running_loop_that_lost_its_lock_stops_before_writing(tmp_path: Path, 
     url = f"sqlite:///{tmp_path / 'selfloop.db'}"
     config = tiny_yaml(tmp_path, url)
     gate = tmp_path / "gate"
-    env = {**os.environ, "SELFLOOP_FAILPOINT": "rollout.start:1:wait", "SELFLOOP_FAILPOINT_GATE": str(gate)}
-    a = subprocess.Popen([sys.executable, "-m", "selfloop", "run", "--config", str(config)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {"SELFLOOP_FAILPOINT": "rollout.start:1:wait", "SELFLOOP_FAILPOINT_GATE": str(gate)}
+    a = selfloop_process("run", "--config", str(config), env=env)
     db = open_database(url, init=True)
 
     def rollout_started() -> bool:
@@ -130,9 +127,7 @@ def test_a_running_loop_that_lost_its_lock_stops_before_writing(tmp_path: Path, 
 
     _wait_for(rollout_started)
     lock_file(tmp_path / "selfloop.db", "tiny").unlink()
-    b = subprocess.Popen([sys.executable, "-m", "selfloop", "run", "--config", str(config)],
-                         env={**os.environ, "SELFLOOP_FAILPOINT": "rollout.start:1:hang"},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    b = selfloop_process("run", "--config", str(config), env={"SELFLOOP_FAILPOINT": "rollout.start:1:hang"})
     try:
         def taken_over() -> bool:
             with db.session() as s:
@@ -150,13 +145,11 @@ def test_a_running_loop_that_lost_its_lock_stops_before_writing(tmp_path: Path, 
         b.send_signal(signal.SIGKILL)
         b.wait()
         db.dispose()
-    out = subprocess.run([sys.executable, "-m", "selfloop", "resume", "tiny", "--config", str(config)],
-                         capture_output=True, text=True, timeout=600)
+    out = selfloop_cli("resume", "tiny", "--config", str(config))
     assert out.returncode == 0, out.stderr[-2000:]
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
     (tmp_path / "c").mkdir()
-    clean = subprocess.run([sys.executable, "-m", "selfloop", "run", "--config", str(tiny_yaml(tmp_path / "c", clean_url))],
-                           capture_output=True, text=True, timeout=600)
+    clean = selfloop_cli("run", "--config", str(tiny_yaml(tmp_path / "c", clean_url)))
     assert clean.returncode == 0, clean.stderr[-2000:]
     counts, expected = table_counts(url), table_counts(clean_url)
     assert counts == expected and counts["samples"] > 0

@@ -5,11 +5,8 @@ failures become warnings; logs carry the loop, iteration and phase."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +17,7 @@ from sqlalchemy import func, select
 
 from selfloop.db.engine import open_database
 from selfloop.db.models import Event, Iteration, Loop, PhaseRun, Prompt, Sample, TrainStep
-from tests.conftest import make_config, selfloop_cli, tiny_yaml
+from tests.conftest import make_config, selfloop_cli, selfloop_process, tiny_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +39,8 @@ def _rows_of(url: str, loop: str) -> dict:
     return out
 
 
-def _start(config: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "selfloop", *extra, "--config", str(config)],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start(config: Path, *extra: str, env: dict | None = None):  # noqa: ANN202
+    return selfloop_process(*extra, "--config", str(config), env=env)
 
 
 @pytest.fixture(scope="module")

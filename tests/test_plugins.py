@@ -37,15 +37,15 @@ def test_an_algorithm_from_outside_the_package_trains_one_iteration(tmp_path: Pa
     config = tiny_yaml(tmp_path, url, loop__max_iterations=1, train__algorithm="toy_sft",
                        train__toy_sft={"per_prompt": 2})
 
-    shown = selfloop_cli("config", "validate", str(config), env=env)
+    shown = selfloop_cli("config", "validate", str(config), env=env, fresh=True)
     assert shown.returncode == 0, shown.stderr
     unknown = tiny_yaml(tmp_path, url, name="bad.yaml", train__algorithm="toy_sft", train__toy_sft={"per_promt": 2})
-    refused = selfloop_cli("config", "validate", str(unknown), env=env)
+    refused = selfloop_cli("config", "validate", str(unknown), env=env, fresh=True)
     assert refused.returncode == 2 and "train.toy_sft.per_promt: unknown key" in refused.stderr
     missing = selfloop_cli("config", "validate", str(config))  # without the plug-in, the name is refused
     assert missing.returncode == 2 and "train.algorithm: 'toy_sft' is not one of" in missing.stderr
 
-    ran = selfloop_cli("run", "--config", str(config), env=env)
+    ran = selfloop_cli("run", "--config", str(config), env=env, fresh=True)
     assert ran.returncode == 0, ran.stderr[-3000:]
     with create_engine(url).connect() as conn:
         examples = conn.execute(text("SELECT algorithm, count(*), count(DISTINCT prompt_id), "
@@ -61,7 +61,7 @@ def test_an_algorithm_from_outside_the_package_trains_one_iteration(tmp_path: Pa
 def test_a_broken_plugin_is_named_in_one_line(tmp_path: Path) -> None:
     env = install(tmp_path / "site", {"selfloop.algorithms": {"nothing": "toy_sft_config:NOT_THERE"}})
     config = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
-    out = selfloop_cli("config", "validate", str(config), env=env)
+    out = selfloop_cli("config", "validate", str(config), env=env, fresh=True)
     assert out.returncode != 0
     assert "entry point selfloop.algorithms:nothing (toy_sft_config:NOT_THERE) failed to load" in out.stderr
     assert "Traceback" not in out.stderr
@@ -79,10 +79,10 @@ def test_a_family_from_outside_the_package_is_task_pool_and_suite(tmp_path: Path
                                       "phrasing": "unseen"}],
                        eval__main_metric="reverse/greedy_accuracy")
     wrong_level = tiny_yaml(tmp_path, url, name="bad.yaml", generation__tasks={"kind": "reverse_word", "levels": [2]})
-    refused = selfloop_cli("config", "validate", str(wrong_level), env=env)
+    refused = selfloop_cli("config", "validate", str(wrong_level), env=env, fresh=True)
     assert refused.returncode == 2 and "levels: the reverse_word family has levels 1, not 2" in refused.stderr
 
-    ran = selfloop_cli("run", "--config", str(config), env=env)
+    ran = selfloop_cli("run", "--config", str(config), env=env, fresh=True)
     assert ran.returncode == 0, ran.stderr[-3000:]
     sys.path.insert(0, str(tmp_path / "site"))
     try:
@@ -117,7 +117,7 @@ def test_ranked_examples_are_stored_trained_exported_and_shown(tmp_path: Path) -
     env = install(tmp_path / "site", {"selfloop.algorithms": {"toy_rank": "toy_rank_config:SPEC"}})
     url = f"sqlite:///{tmp_path / 'rank.db'}"
     config = tiny_yaml(tmp_path, url, loop__max_iterations=1, train__algorithm="toy_rank")
-    ran = selfloop_cli("run", "--config", str(config), env=env)
+    ran = selfloop_cli("run", "--config", str(config), env=env, fresh=True)
     assert ran.returncode == 0, ran.stderr[-3000:]
     with create_engine(url).connect() as conn:
         ranked = conn.execute(text(
@@ -135,12 +135,12 @@ def test_ranked_examples_are_stored_trained_exported_and_shown(tmp_path: Path) -
         assert scores == sorted(scores, reverse=True) and [r[2] for r in ranked if r[0] == example_id] == [0, 1, 2, 3]
     assert steps[0] == -(-n_examples // 4) and json.loads(steps[1])["candidates"] == 4.0
 
-    out = selfloop_cli("export", "tiny", "--what", "ranked", "--db", url, env=env)
+    out = selfloop_cli("export", "tiny", "--what", "ranked", "--db", url, env=env, fresh=True)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == n_examples and all(len(r["responses"]) == len(r["scores"]) == 4 for r in rows)
     assert all(r["scores"] == sorted(r["scores"], reverse=True) and isinstance(r["query"], str) for r in rows)
-    pairs = selfloop_cli("export", "tiny", "--what", "examples", "--db", url, env=env)
+    pairs = selfloop_cli("export", "tiny", "--what", "examples", "--db", url, env=env, fresh=True)
     assert pairs.returncode != 0 and "has no examples" in pairs.stderr and "--what ranked" in pairs.stderr
 
     page = TestClient(create_app(url), base_url="http://127.0.0.1:8765").get(f"/prompts/{prompt_id}").text

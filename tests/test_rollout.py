@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -57,10 +55,9 @@ def _write(config, path: Path) -> Path:  # noqa: ANN001
 
 
 def _run_cli(config_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "selfloop", "run", "--config", str(config_path), "--iterations", "1"],
-        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300,
-    )
+    from tests.conftest import selfloop_cli
+
+    return selfloop_cli("run", "--config", str(config_path), "--iterations", "1", env=env, timeout=300)
 
 
 def test_sigkill_during_rollout_then_rerun_matches_an_uninterrupted_run(tmp_path: Path, config_factory) -> None:  # noqa: ANN001

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from selfloop.db.engine import open_database
 from selfloop.db.models import Eval, Event, Iteration, Loop, Metric, TrackerRun, TrainStep
-from tests.conftest import selfloop_cli, tiny_yaml
+from tests.conftest import selfloop_cli, selfloop_process, tiny_yaml
 from tests.wandb_records import history
 
 pytestmark = pytest.mark.integration
@@ -293,17 +293,12 @@ def test_steps_stream_while_the_train_phase_runs_and_a_rerun_follows_on_the_axis
     steps while the phase is still running. Killed there and resumed, the phase starts over: its steps follow the
     two on the global step axis, so MLflow holds the two, then every stored step once, in order."""
     import signal
-    import subprocess
-    import sys
 
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tiny_yaml(tmp_path, sqlite_url, tracking={"mlflow": {"enabled": True, "tracking_uri": mlflow_uri},
                                                        "stream_every_s": 0.5})
-    env = {**os.environ, "SELFLOOP_FAILPOINT": "train.after_step:2:wait",
-           "SELFLOOP_FAILPOINT_GATE": str(tmp_path / "never")}
-    log = tmp_path / "run.log"  # a file, not a pipe: nobody reads a pipe while the loop waits, and a full one blocks it
-    proc = subprocess.Popen([sys.executable, "-m", "selfloop", "run", "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+    env = {"SELFLOOP_FAILPOINT": "train.after_step:2:wait", "SELFLOOP_FAILPOINT_GATE": str(tmp_path / "never")}
+    proc = selfloop_process("run", "--config", str(config), env=env, start_new_session=True)
     try:
         deadline, live = time.monotonic() + 180, []
         while time.monotonic() < deadline and proc.poll() is None:
@@ -315,7 +310,7 @@ def test_steps_stream_while_the_train_phase_runs_and_a_rerun_follows_on_the_axis
                 if len(live) == 2:
                     break
             time.sleep(0.5)
-        assert len(live) == 2, log.read_text()[-3000:]
+        assert len(live) == 2, proc.output()[1][-3000:]
         assert _phase_status(sqlite_url, "train") == "running"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from sqlalchemy import func, select
 from selfloop.db.engine import make_engine, open_database
 from selfloop.db.models import Checkpoint, Iteration, PhaseRun, Sample, TrainStep, WriterLease
 from selfloop.adapters import verify_checkpoint
-from tests.conftest import selfloop_cli, tiny_yaml
+from tests.conftest import selfloop_cli, selfloop_process, tiny_yaml
 from tests.test_daemon import FakeSystemd
 
 pytestmark = pytest.mark.integration
@@ -176,9 +173,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(point: str, kind: str, 
     assert attempts == ([] if killed_done else [2])  # exactly the killed phase ran twice, unless it had finished
 
 
-def _start_daemon(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "selfloop", "daemon", "--config", str(config)],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start_daemon(config: Path, env: dict[str, str] | None = None):  # noqa: ANN202
+    return selfloop_process("daemon", "--config", str(config), env=env)
 
 
 def _wait_for(url: str, condition, timeout: float = 120) -> None:  # noqa: ANN001

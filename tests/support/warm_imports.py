@@ -1,0 +1,15 @@
+"""What the warm interpreter (tests/support/warm.py) imports before it forks: the modules a tiny loop run
+loads, so that a forked run starts with them in memory. Importing only: no computation, no thread."""
+
+import torch  # noqa: F401
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+from transformers.models.llama import modeling_llama  # noqa: F401  (the tiny model and SmolLM2 are Llamas)
+
+import peft  # noqa: F401
+import selfloop.cli  # noqa: F401
+import selfloop.engines.hf  # noqa: F401
+import selfloop.loop  # noqa: F401
+import selfloop.runner  # noqa: F401
+
+_ = transformers.__version__
