@@ -36,7 +36,9 @@ def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | No
         # ... and where they were imported already (a notebook, a host process), switched off in place.
         if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
             if "huggingface_hub" in sys.modules:
-                sys.modules["huggingface_hub"].utils.disable_progress_bars()
+                from huggingface_hub.utils import disable_progress_bars
+
+                disable_progress_bars()
             if "transformers" in sys.modules:
                 from transformers.utils import logging as transformers_logging
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import weakref
 from pathlib import Path
 
 # What the server imports before it forks anything: the modules every loop run needs.
@@ -83,6 +85,7 @@ class WarmProcess:
         if started_by:  # read when an interpreter starts: a fork of the warm one never sees them
             raise ValueError(f"{', '.join(started_by)} acts at interpreter start-up: run this one with fresh=True")
         self._dir = tempfile.mkdtemp(prefix="selfloop-warm-")
+        weakref.finalize(self, shutil.rmtree, self._dir, True)  # the output files go with the object
         self.out_path = os.path.join(self._dir, "stdout")
         self.err_path = os.path.join(self._dir, "stderr")
         for path in (self.out_path, self.err_path):
@@ -110,9 +113,6 @@ class WarmProcess:
         if self.poll() is None:
             os.kill(self.pid, sig)
 
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
-
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
@@ -123,14 +123,6 @@ class WarmProcess:
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
         return self.output()
-
-    def __enter__(self) -> WarmProcess:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.poll() is None:
-            self.kill()
-            self.wait(30)
 
 
 def run(*argv: str, env: dict[str, str] | None = None, cwd: str | Path | None = None,
