@@ -7,8 +7,12 @@ those tests skip, unless SELFLOOP_REQUIRE_POSTGRES=1 (CI) turns the skip into a 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,6 +82,54 @@ def tiny_model():
     from selfloop.models.resolve import resolve_model
 
     return resolve_model("tiny", CACHE)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedStore:
+    """A finished loop's store as tests read it: its directory (the state directory is `root / "state"`), its
+    database URL and what the run printed on stderr."""
+
+    root: Path
+    url: str
+    stderr: str
+
+
+def _fingerprint(store: FinishedStore) -> dict[str, str]:
+    """The store's content: every row of its database (as SQLite reads it, write-ahead log included) and the
+    bytes of every file under its state directory."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{store.url.removeprefix('sqlite:///')}?mode=ro", uri=True)) as conn:
+        rows = hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+    files = sorted(p for p in (store.root / "state").rglob("*") if p.is_file())
+    return {"database rows": rows, **{str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}}
+
+
+@pytest.fixture(scope="session")
+def finished_tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FinishedStore]:
+    """One finished two-iteration loop on the tiny model (configs/tiny.yaml as shipped, loop "tiny", SQLite), run
+    once per test session and shared by every xdist worker: the first worker to ask runs it under a file lock, the
+    others wait and read it. Tests only read it (a test that writes builds its own): each worker checks at its end
+    that the database's rows and the checkpoint files are as the run left them."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = shared / "finished-tiny"
+    with open(shared / "finished-tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "stderr.txt").exists():
+            root.mkdir(exist_ok=True)
+            url = f"sqlite:///{root / 'selfloop.db'}"
+            out = selfloop_cli("run", "--config", str(tiny_yaml(root, url)))
+            assert out.returncode == 0, out.stderr[-3000:]
+            (root / "stderr.txt").write_text(out.stderr)  # written last: its presence says the run finished
+    store = FinishedStore(root, f"sqlite:///{root / 'selfloop.db'}", (root / "stderr.txt").read_text())
+    before = _fingerprint(store)
+    yield store
+    after = _fingerprint(store)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test wrote to the shared finished store (build your own to write): {changed}"
 
 
 def make_config(tmp_path: Path, db_url: str | None = None, **sections):  # noqa: ANN201

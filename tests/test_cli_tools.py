@@ -14,25 +14,14 @@ from sqlalchemy import create_engine, func, select, text
 
 from selfloop.db.engine import open_database
 from selfloop.db.models import Checkpoint, Iteration, Loop
-from tests.conftest import REPO, selfloop_cli, table_counts, tiny_yaml
+from tests.conftest import REPO, FinishedStore, selfloop_cli, table_counts, tiny_yaml
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A finished two-iteration loop on the tiny model (configs/tiny.yaml: RLSC), in its own database."""
-    tmp = tmp_path_factory.mktemp("finished")
-    url = f"sqlite:///{tmp / 'selfloop.db'}"
-    config = tiny_yaml(tmp, url)
-    out = selfloop_cli("run", "--config", str(config))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return tmp, url
-
-
-def test_export_loads_with_datasets_in_trls_forms(finished: tuple[Path, str], tmp_path: Path) -> None:
+def test_export_loads_with_datasets_in_trls_forms(finished_tiny: FinishedStore, tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    _, url = finished
+    url = finished_tiny.url
     for what, required in (("samples", {"prompt", "completion", "correct", "known_answer"}), ("evals", {"prompt", "completion", "correct"}),
                            ("examples", {"prompt", "completion", "reward", "weight"})):
         path = tmp_path / f"{what}.jsonl"
@@ -85,12 +74,12 @@ def test_export_pairs_in_trls_preference_form(tmp_path: Path, sqlite_url: str, c
     assert (row["chosen_score"], row["rejected_score"], row["iteration"], row["loop"]) == (5.0, 1.0, 1, "test")
 
 
-def test_merge_writes_a_plain_model_that_matches_the_adapter(finished: tuple[Path, str], tmp_path: Path) -> None:
+def test_merge_writes_a_plain_model_that_matches_the_adapter(finished_tiny: FinishedStore, tmp_path: Path) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _, url = finished
+    url = finished_tiny.url
     db = open_database(url)
     with db.session() as s:
         path, base = s.execute(select(Checkpoint.path, Checkpoint.base_model).order_by(Checkpoint.id.desc()).limit(1)).one()
@@ -106,7 +95,7 @@ def test_merge_writes_a_plain_model_that_matches_the_adapter(finished: tuple[Pat
     from selfloop.models.resolve import resolve_model
     from tests.conftest import CACHE
 
-    state = finished[0] / "state"
+    state = finished_tiny.root / "state"
     assert not Path(path).is_absolute()  # recorded relative to the state directory
     path = state / path
     assert json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
@@ -114,9 +103,19 @@ def test_merge_writes_a_plain_model_that_matches_the_adapter(finished: tuple[Pat
     ids = tokenizer("What is 2 + 3?", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, reference(ids).logits, atol=1e-4)
-    # A damaged checkpoint is refused.
-    (path / "adapter_model.safetensors").write_bytes(b"damaged")
-    out = selfloop_cli("merge", "tiny", "--iteration", str(number), "--out", str(tmp_path / "again"), "--db", url)
+    # A damaged checkpoint is refused: a copy of the store whose newest checkpoint row names a damaged copy of
+    # its directory (the shared store itself is only read).
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(path, damaged)
+    (damaged / "adapter_model.safetensors").write_bytes(b"damaged")
+    shutil.copy(url.removeprefix("sqlite:///"), tmp_path / "copy.db")
+    copy_url = f"sqlite:///{tmp_path / 'copy.db'}"
+    with create_engine(copy_url).begin() as conn:
+        moved = conn.execute(text("UPDATE checkpoints SET path = :p WHERE path = :old"), {"p": str(damaged), "old": str(path.relative_to(state))})
+        assert moved.rowcount == 1
+    out = selfloop_cli("merge", "tiny", "--iteration", str(number), "--out", str(tmp_path / "again"), "--db", copy_url)
     assert out.returncode == 1 and "adapter_model.safetensors" in out.stderr
 
 
@@ -174,8 +173,8 @@ def test_overrides_of_list_entries_and_on_validate(tmp_path: Path) -> None:
     assert out.returncode == 2 and "index 9 is out of range" in out.stderr
 
 
-def test_history_formats_columns_and_a_closed_pipe(finished: tuple[Path, str]) -> None:
-    _, url = finished
+def test_history_formats_columns_and_a_closed_pipe(finished_tiny: FinishedStore) -> None:
+    url = finished_tiny.url
     out = selfloop_cli("history", "--db", url, "--format", "csv", "--columns", "loop,iteration,status")
     assert out.returncode == 0 and out.stdout.splitlines() == ["loop,iteration,status", "tiny,1,done", "tiny,2,done"], out.stderr
     out = selfloop_cli("history", "--db", url, "--format", "jsonl", "--columns", "iteration")
@@ -198,8 +197,8 @@ def test_history_formats_columns_and_a_closed_pipe(finished: tuple[Path, str]) -
     assert piped.returncode == 0 and "BrokenPipe" not in piped.stderr and "error" not in piped.stderr
 
 
-def test_read_commands_find_the_store(finished: tuple[Path, str], tmp_path: Path) -> None:
-    state, url = finished
+def test_read_commands_find_the_store(finished_tiny: FinishedStore, tmp_path: Path) -> None:
+    url = finished_tiny.url
     out = selfloop_cli("history", "--loop", "tiny", env={"SELFLOOP_DB": url, "SELFLOOP_STATE_DIR": str(tmp_path)})
     assert out.returncode == 0 and "tiny" in out.stdout
     out = selfloop_cli("history", env={"SELFLOOP_STATE_DIR": str(tmp_path / "empty"), "SELFLOOP_DB": ""})
@@ -273,8 +272,8 @@ def test_a_moved_state_directory_keeps_working(tmp_path: Path) -> None:
     assert len(paths) == 2 and all((tmp_path / "moved" / p / "MANIFEST.json").is_file() for p in paths)
 
 
-def test_export_to_stdout(finished: tuple[Path, str]) -> None:
-    _, url = finished
+def test_export_to_stdout(finished_tiny: FinishedStore) -> None:
+    url = finished_tiny.url
     out = selfloop_cli("export", "tiny", "--what", "samples", "--iteration", "1", "--db", url)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]

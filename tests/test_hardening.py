@@ -14,7 +14,7 @@ import pytest
 
 from selfloop.config import validate_config
 from selfloop.errors import ConfigError
-from tests.conftest import REPO, make_config, selfloop_cli, tiny_yaml
+from tests.conftest import REPO, FinishedStore, make_config, selfloop_cli, tiny_yaml
 
 
 @pytest.mark.parametrize(("key", "value", "field"), [
@@ -213,10 +213,10 @@ def test_the_store_checkpoints_and_logs_are_owner_only_and_what_is_shared_follow
 
 
 @pytest.mark.integration
-def test_a_healthy_tiny_run_warns_about_nothing(tmp_path: Path, sqlite_url: str) -> None:
-    """configs/tiny.yaml as shipped: a user should act on every warning printed, so a healthy run prints none
-    (it printed 10: a random model's zero accuracies and unreadable judge scores, every iteration)."""
-    out = selfloop_cli("run", "--config", str(tiny_yaml(tmp_path, sqlite_url)))
-    assert out.returncode == 0, out.stderr[-2000:]
-    warnings = [line for line in out.stderr.splitlines() if " WARNING " in line or "Warning" in line]
+def test_a_healthy_tiny_run_warns_about_nothing(finished_tiny: FinishedStore) -> None:
+    """configs/tiny.yaml as shipped (the session's finished tiny run): a user should act on every warning printed,
+    so a healthy run prints none (it printed 10: a random model's zero accuracies and unreadable judge scores,
+    every iteration)."""
+    assert "tiny iteration 2: " in finished_tiny.stderr, finished_tiny.stderr[-2000:]
+    warnings = [line for line in finished_tiny.stderr.splitlines() if " WARNING " in line or "Warning" in line]
     assert not warnings, warnings

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from selfloop.db.engine import make_engine, open_database
 from selfloop.db.models import Checkpoint, Iteration, PhaseRun, Sample, TrainStep, WriterLease
 from selfloop.adapters import verify_checkpoint
-from tests.conftest import selfloop_cli, selfloop_process, tiny_yaml
+from tests.conftest import FinishedStore, selfloop_cli, selfloop_process, tiny_yaml
 from tests.test_daemon import FakeSystemd
 
 pytestmark = pytest.mark.integration
@@ -125,13 +125,10 @@ def _url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The uninterrupted two-iteration run every crash is compared with (SQLite; counts are backend-free)."""
-    tmp = tmp_path_factory.mktemp("clean")
-    url = f"sqlite:///{tmp / 'selfloop.db'}"
-    out = selfloop_cli("run", "--config", str(tiny_yaml(tmp, url)))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return _snapshot(url, tmp / "state")
+def clean(finished_tiny: FinishedStore) -> dict:
+    """The uninterrupted two-iteration run every crash is compared with: the session's finished tiny store (SQLite;
+    counts are backend-free), run with the same configs/tiny.yaml as each crashed run."""
+    return _snapshot(finished_tiny.url, finished_tiny.root / "state")
 
 
 KILL_POINTS = [
