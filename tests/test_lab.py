@@ -101,6 +101,12 @@ def test_pooled_intervals_and_the_goals_by_hand() -> None:
     assert [g["met"] for g in goals.values()] == [True, True, True, True, True], goals
     assert "ttrl test-unseen: 0.67 of the oracle" in goals["a label-free arm reaches half the oracle's unseen gain"]["why"]
     assert "best on test-unseen: ttrl" in goals["the demo is the best label-free arm"]["why"]
+    # An arm on one seed that reaches the oracle's whole gain is reported with its seed count and claims nothing.
+    one = lines + [_two("raft", 0, "11111100", "11111100")]
+    goals = {g["goal"]: g for g in compare(one, "control", "oracle", **{**roles, "label_free": ["raft"]})["goals"]}
+    half_goal = goals["a label-free arm reaches half the oracle's unseen gain"]
+    assert half_goal["met"] is None and "raft test-unseen: 1.00 of the oracle" in half_goal["why"]
+    assert "(on 1 seed: not a claim yet)" in half_goal["why"]
     # A shuffled arm that gains beyond the noise says the gain is format; stated as the demo is not the best arm
     # (ttrl is 1 item in 8 better on every seed: +12.5, within the noise); on two seeds nothing is claimed.
     arms["shuffled"] = ("11110000", "11110000")

@@ -179,7 +179,8 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], repor
                 fraction = c.mean / top.mean if top.mean > 0 else None
                 pooled = c.pooled()
                 ok = enough(c) and fraction is not None and fraction >= 0.5 and pooled[1] > 0
-                notes.append(f"{arm} {s}: {'' if fraction is None else f'{fraction:.2f} of the oracle, '}pooled {_ci(pooled)}")
+                notes.append(f"{arm} {s}: {'' if fraction is None else f'{fraction:.2f} of the oracle, '}pooled {_ci(pooled)}"
+                             + ("" if enough(c) else f" (on {len(c.gains)} seed{'s' * (len(c.gains) != 1)}: not a claim yet)"))
                 if ok:
                     reached.append(arm)
         out.append({"goal": "a label-free arm reaches half the oracle's unseen gain",
