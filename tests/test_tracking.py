@@ -106,6 +106,19 @@ def _mlflow_history(uri: str, loop: str) -> dict[str, list[float]]:
             for key in run.data.metrics}
 
 
+def _live_losses(path: Path, loop: str) -> list[float]:
+    """train/loss as MLflow's SQLite file holds it now, read through a read-only connection. MlflowClient would run
+    MLflow's schema migrations on a file the loop's own client may be creating at that moment (two migrations at
+    once left a half-made table, `_alembic_tmp_tags`, and the loop's tracking failing on every retry)."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT m.value FROM metrics m JOIN tags t ON t.run_uuid = m.run_uuid "
+                            "WHERE m.key = 'train/loss' AND t.key = 'selfloop.loop' AND t.value = ? ORDER BY m.step", (loop,))
+        return [r[0] for r in rows]
+
+
 def _wandb_figures(rows: list[dict]) -> dict[int, dict[str, float]]:
     """Per iteration, the figures of the W&B rows that name it; an iteration in two rows fails."""
     out: dict[int, dict[str, float]] = {}
@@ -293,6 +306,7 @@ def test_steps_stream_while_the_train_phase_runs_and_a_rerun_follows_on_the_axis
     steps while the phase is still running. Killed there and resumed, the phase starts over: its steps follow the
     two on the global step axis, so MLflow holds the two, then every stored step once, in order."""
     import signal
+    import sqlite3
 
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tiny_yaml(tmp_path, sqlite_url, tracking={"mlflow": {"enabled": True, "tracking_uri": mlflow_uri},
@@ -304,8 +318,8 @@ def test_steps_stream_while_the_train_phase_runs_and_a_rerun_follows_on_the_axis
         while time.monotonic() < deadline and proc.poll() is None:
             if (tmp_path / "mlflow.db").exists():
                 try:
-                    live = _mlflow_history(mlflow_uri, "tiny").get("train/loss", [])
-                except Exception:  # noqa: BLE001 - the run is not created yet
+                    live = _live_losses(tmp_path / "mlflow.db", "tiny")
+                except sqlite3.Error:  # the loop's MLflow has not made its tables yet
                     live = []
                 if len(live) == 2:
                     break
