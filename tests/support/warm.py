@@ -41,11 +41,14 @@ def _ctx():  # noqa: ANN202
     return _context
 
 
-def _main(argv: list[str], env: dict[str, str], cwd: str | None, out: str, err: str, new_session: bool) -> None:
-    """The child: become `python -m selfloop ARGV` in ENV and CWD, writing to the files OUT and ERR (and lead a
+def _main(argv: list[str], env: dict[str, str], cwd: str | None, umask: int, out: str, err: str,
+          new_session: bool) -> None:
+    """The child: become `python -m selfloop ARGV` in ENV, CWD and UMASK (what a Popen child inherits from the
+    test process at its start; a fork inherits the server's), writing to the files OUT and ERR (and lead a
     session of its own when NEW_SESSION, as Popen's start_new_session)."""
     if new_session:
         os.setsid()
+    os.umask(umask)
     os.environ.clear()
     os.environ.update(env)
     if cwd:
@@ -91,9 +94,11 @@ class WarmProcess:
         for path in (self.out_path, self.err_path):
             Path(path).touch()
         self.args = ["python", "-m", "selfloop", *argv]
+        umask = os.umask(0o077)  # read it (the only way is to set it) and put it back
+        os.umask(umask)
         self._process = _ctx().Process(target=_main, args=(list(argv), {**os.environ, **(env or {})},
-                                                          str(cwd) if cwd else None, self.out_path, self.err_path,
-                                                          start_new_session))
+                                                          str(cwd) if cwd else None, umask, self.out_path,
+                                                          self.err_path, start_new_session))
         self._process.start()
         self.pid = self._process.pid
         self.returncode: int | None = None
