@@ -116,15 +116,15 @@ def finished_tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     root = shared / "finished-tiny"
+    url = f"sqlite:///{root / 'selfloop.db'}"
     with open(shared / "finished-tiny.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (root / "stderr.txt").exists():
             root.mkdir(exist_ok=True)
-            url = f"sqlite:///{root / 'selfloop.db'}"
             out = selfloop_cli("run", "--config", str(tiny_yaml(root, url)))
             assert out.returncode == 0, out.stderr[-3000:]
             (root / "stderr.txt").write_text(out.stderr)  # written last: its presence says the run finished
-    store = FinishedStore(root, f"sqlite:///{root / 'selfloop.db'}", (root / "stderr.txt").read_text())
+    store = FinishedStore(root, url, (root / "stderr.txt").read_text())
     before = _fingerprint(store)
     yield store
     after = _fingerprint(store)

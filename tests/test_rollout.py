@@ -13,6 +13,7 @@ from selfloop.db.engine import open_database
 from selfloop.db.models import PhaseRun, Prompt, Sample
 from selfloop.loop import open_loop, run_iteration
 from selfloop.runtime import Runtime
+from tests.conftest import selfloop_cli
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +56,6 @@ def _write(config, path: Path) -> Path:  # noqa: ANN001
 
 
 def _run_cli(config_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    from tests.conftest import selfloop_cli
-
     return selfloop_cli("run", "--config", str(config_path), "--iterations", "1", env=env, timeout=300)
 
 
