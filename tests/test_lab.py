@@ -300,3 +300,34 @@ def test_the_checked_in_labs_validate_every_arm(path: Path) -> None:
     config = lab.config(lab.pieces()[0])
     assert any(s.split == "test" for s in config.eval.suites)
     assert next(s for s in config.eval.suites if s.name == config.eval.main_metric.split("/")[0]).split == "validation"
+
+
+@pytest.mark.integration  # runs git
+def test_a_results_line_names_its_commit_dirty_only_for_changes_besides_the_results_file(tmp_path: Path) -> None:
+    """The lab appends to its results file, which is checked in: that alone must not mark the next piece's
+    commit '+dirty' (it did, for every piece after a checkout's first); a change anywhere else must."""
+    import subprocess
+
+    from selfloop.lab.run import _commit
+
+    repo, results = tmp_path / "repo", tmp_path / "repo" / "labs" / "results" / "lab.jsonl"
+    (repo / "pkg").mkdir(parents=True)
+    results.parent.mkdir(parents=True)
+    (repo / "pkg" / "code.py").write_text("x = 1\n")
+    results.write_text('{"arm": "control"}\n')
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    sha = git("rev-parse", "HEAD")
+    with results.open("a") as f:
+        f.write('{"arm": "x"}\n')
+    assert _commit(ignore=results, here=repo / "pkg") == sha
+    assert _commit(here=repo / "pkg") == sha + "+dirty"  # the same file, not the lab's own: a change
+    assert _commit(ignore=tmp_path / "elsewhere.jsonl", here=repo / "pkg") == sha + "+dirty"
+    (repo / "pkg" / "code.py").write_text("x = 2\n")
+    assert _commit(ignore=results, here=repo / "pkg") == sha + "+dirty"

@@ -224,7 +224,7 @@ class Lab:
             return None
         line = outcome_line(outcome, piece.arm, piece.seed, [s.model_dump(mode="json") for s in config.eval.suites])
         return {"lab": self.spec.name, "loop": piece.loop(self.spec.name), "overlay": self.spec.arms[piece.arm],
-                "main_metric": config.eval.main_metric, "commit": _commit(),
+                "main_metric": config.eval.main_metric, "commit": _commit(ignore=self.results),
                 "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(),
                 "run_seconds": round(seconds, 1), **line}
 
@@ -279,16 +279,25 @@ class Lab:
         return list(last.values())
 
 
-def _commit() -> str | None:
-    """The commit of the selfloop source this runs from, with '+dirty' if it has uncommitted changes."""
-    here = Path(__file__).resolve().parent
+def _commit(ignore: Path | None = None, here: Path | None = None) -> str | None:
+    """The commit of the selfloop source this runs from, with '+dirty' if it has uncommitted changes. `ignore`: the
+    lab's results file, which the lab itself appends to: its lines are data, not a change to what a piece computes
+    (before, every piece after a checkout's first wrote '+dirty')."""
+    here = here or Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            raise OSError(out.stderr)
+        return out.stdout.strip()
+
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            raise OSError
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return sha.stdout.strip() + ("+dirty" if dirty else "")
+        sha, top = git("rev-parse", "HEAD"), Path(git("rev-parse", "--show-toplevel"))
+        spec = [":/"]  # the whole work tree, wherever `here` is in it
+        if ignore is not None and Path(ignore).resolve().is_relative_to(top.resolve()):
+            spec.append(f":(exclude){Path(ignore).resolve()}")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *spec)
+        return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         from importlib.metadata import version
 
