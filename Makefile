@@ -47,8 +47,8 @@ demo-control: $(STAMP)
 	SELFLOOP_STATE_DIR=$(CURDIR)/.demo $(BIN)/selfloop run --config configs/demo-cpu-control.yaml --db $(DEMO_DB)
 	$(BIN)/selfloop history --loop demo-cpu-control --db $(DEMO_DB)
 
-# The second demo: Self-Rewarding DPO on instruction-following prompts (the judge is the only reward),
-# and its control; same database.
+# The second demo: self-rewarding on instruction-following prompts (the policy judges itself; RAFT fine-tunes
+# on each prompt's best judged answer; the judge is the only reward), and its control; same database.
 demo-selfreward: $(STAMP)
 	SELFLOOP_STATE_DIR=$(CURDIR)/.demo $(BIN)/selfloop run --config configs/demo-selfreward.yaml --db $(DEMO_DB)
 	$(BIN)/selfloop history --loop demo-selfreward --db $(DEMO_DB)
