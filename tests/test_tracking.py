@@ -234,8 +234,8 @@ def test_wandb_keeps_every_iteration_row_when_steps_would_not_grow(tmp_path: Pat
     second.log_iteration(3, 2, {"score": 0.3})  # global step 2 again, in a new process
     second.log_steps([(3, {"loss": 0.7})])
     second.close(True)
-    # `finish` only tells wandb-core the run is done: the run file is completed after it returns. Its end is
-    # waited for here, as a process's exit does (CI once read the second file before its last rows were in).
+    # `finish` ends by telling wandb-core the run is done without waiting for it to close the run file. Its end
+    # is waited for here, as a process's exit does (CI once read the resumed run without its last rows).
     import wandb
 
     wandb.teardown()
