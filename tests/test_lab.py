@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -306,8 +307,6 @@ def test_the_checked_in_labs_validate_every_arm(path: Path) -> None:
 def test_a_results_line_names_its_commit_dirty_only_for_changes_besides_the_results_file(tmp_path: Path) -> None:
     """The lab appends to its results file, which is checked in: that alone must not mark the next piece's
     commit '+dirty' (it did, for every piece after a checkout's first); a change anywhere else must."""
-    import subprocess
-
     from selfloop.lab.run import _commit
 
     repo, results = tmp_path / "repo", tmp_path / "repo" / "labs" / "results" / "lab.jsonl"

@@ -294,8 +294,9 @@ def _commit(ignore: Path | None = None, here: Path | None = None) -> str | None:
     try:
         sha, top = git("rev-parse", "HEAD"), Path(git("rev-parse", "--show-toplevel"))
         spec = [":/"]  # the whole work tree, wherever `here` is in it
-        if ignore is not None and Path(ignore).resolve().is_relative_to(top.resolve()):
-            spec.append(f":(exclude){Path(ignore).resolve()}")
+        ignored = Path(ignore).resolve() if ignore is not None else None
+        if ignored is not None and ignored.is_relative_to(top.resolve()):  # git refuses a path outside the tree
+            spec.append(f":(exclude){ignored}")
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", *spec)
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
