@@ -43,6 +43,11 @@ def test_a_bad_lab_file_is_refused_in_one_line_naming_the_field(tmp_path: Path, 
     assert "\n" not in str(err.value) and str(tmp_path / "lab.yaml") in str(err.value)
 
 
+def test_a_missing_lab_file_is_named_as_a_lab_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^lab file not found: .*nope\.yaml$"):
+        read_lab(tmp_path / "nope.yaml")
+
+
 def _line(arm: str, seed: int, final: str, start: str = "0000", promoted: int = 1, split: str = "test") -> dict:
     return {"lab": "t", "arm": arm, "seed": seed, "promoted": promoted, "phase_seconds": {"train": 2.0},
             "signal": {"label_accuracy": 0.5}, "commit": "abc",
@@ -74,6 +79,24 @@ def test_the_comparison_is_the_paired_gain_over_the_control_by_hand() -> None:
     both = [{**l, "suites": {**l["suites"], "v": {**l["suites"]["s"], "split": "validation"}}} for l in lines]
     assert compare(both, "control", "oracle")["reported"] == ["s"]
     assert compare([_line("ttrl", 0, "1")], "control", None)["missing_control"]
+
+
+def test_the_cost_is_each_pieces_wall_time_summed_with_the_longest_and_the_phase_shares() -> None:
+    # Three pieces: wall times 100 s, 250 s and (a line without run_seconds) its phases' 30 + 10 = 40 s: 390 s in
+    # all, the longest ttrl/1. Phases over the three: evaluate 20 + 60 + 30 = 110, train 0 + 150 + 10 = 160,
+    # rollout 70 + 0 + 0 = 70, of 340 s.
+    lines = [{**_line("control", 0, "1", "1", 0), "run_seconds": 100.0, "phase_seconds": {"evaluate": 20.0, "rollout": 70.0}},
+             {**_line("ttrl", 1, "1", "0"), "run_seconds": 250.0, "phase_seconds": {"evaluate": 60.0, "train": 150.0}},
+             {**_line("ttrl", 2, "1", "0"), "phase_seconds": {"evaluate": 30.0, "train": 10.0}}]
+    spent = compare(lines, "control", None)["cost"]
+    assert spent["pieces"] == 3 and spent["machine_seconds"] == pytest.approx(390.0)
+    assert spent["longest"] == {"arm": "ttrl", "seed": 1, "seconds": 250.0}
+    assert list(spent["phases"]) == ["train", "evaluate", "rollout"]  # the dearest first
+    assert spent["phases"]["train"]["share"] == pytest.approx(160 / 340)
+    assert spent["phases"]["rollout"]["seconds"] == pytest.approx(70.0)
+    assert "Cost: 3 pieces, 390 s of machine time (0.1 h; the longest, ttrl/1, 250 s); train 47 %, evaluate 32 %, " \
+           "rollout 21 %" in markdown("t", compare(lines, "control", None))
+    assert compare([], "control", None)["cost"] == {"pieces": 0, "machine_seconds": 0.0, "longest": None, "phases": {}}
 
 
 def _two(arm: str, seed: int, seen: str, unseen: str) -> dict:
@@ -204,6 +227,10 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     assert report.returncode == 0, report.stderr[-2000:]
     result = json.loads(report.stdout)
     assert result["reported"] == ["test", "test-unseen"] and {c["arm"] for c in result["cells"]} == {"control", "rlsc", "oracle"}
+    # the cost is each piece's wall time from its results line, summed
+    walls = [json.loads(t)["run_seconds"] for t in (clean_dir / "results" / "t.jsonl").read_text().splitlines()]
+    assert result["cost"]["pieces"] == 3 and result["cost"]["machine_seconds"] == pytest.approx(sum(walls), abs=0.2)
+    assert result["cost"]["longest"]["seconds"] == pytest.approx(max(walls))
     assert (clean_dir / "report" / "index.html").read_text().count("Plotly.newPlot") == 2
     assert (clean_dir / "report" / "plotly.min.js").stat().st_size > 100_000
     # the dashboard's lab page computes the same comparison from the store
@@ -220,6 +247,7 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
             assert f'data-arm="{c["arm"]}" data-suite="{c["suite"]}"' in page.text
             assert f'{100 * c["mean_gain"]:+.1f}' in page.text
     assert page.text.count("<li data-met=") == 5 and "the demo is the best label-free arm: <b" in page.text
+    assert 'id="lab-cost">Cost: 3 finished pieces' in page.text
     assert [g["met"] for g in result["goals"]][1] is None  # one seed: the oracle's claim needs three
     assert client.get("/labs/nope").status_code == 404
     # `lab gates` re-takes each stored decision from the same rows; at the gate's own tolerance it agrees with the gate

@@ -80,7 +80,7 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
     """The comparison as a JSON-ready mapping (see the module docstring); the goals need the arms' roles: the
     spurious-reward control, the label-free arms and the demo's arm."""
     if not lines:
-        return {"arms": [], "suites": [], "cells": [], "missing_control": False}
+        return {"arms": [], "suites": [], "cells": [], "missing_control": False, "cost": cost([])}
     controls = {l["seed"]: l for l in lines if l["arm"] == control}
     suites = sorted({s for l in lines for s in l["suites"]})
     split = {s: next(l["suites"][s].get("split", "eval") for l in lines if s in l["suites"]) for s in suites}
@@ -126,7 +126,27 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
         "cells": sorted(out_cells, key=lambda c: (arms.index(c["arm"]), c["suite"])),
         "missing_control": not controls,
         "goals": goals(cells, lines, reported, oracle, spurious, list(label_free or ()), demo),
+        "cost": cost(lines),
     }
+
+
+def cost(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the lab's machine time went, from the lines read (the last of each arm x seed): each piece's wall time
+    (`run_seconds`; the sum of its phases on a line without one) summed over the pieces, the longest piece (the
+    issue's bound is two hours a piece) and each phase's seconds and share of the phases' sum."""
+    if not lines:
+        return {"pieces": 0, "machine_seconds": 0.0, "longest": None, "phases": {}}
+    wall = {(l["arm"], l["seed"]): float(l.get("run_seconds") or sum(l.get("phase_seconds", {}).values())) for l in lines}
+    phases: dict[str, float] = {}
+    for line in lines:
+        for phase, seconds in line.get("phase_seconds", {}).items():
+            phases[phase] = phases.get(phase, 0.0) + float(seconds)
+    total = sum(phases.values())
+    (arm, seed), longest = max(wall.items(), key=lambda kv: kv[1])
+    return {"pieces": len(wall), "machine_seconds": round(sum(wall.values()), 1),
+            "longest": {"arm": arm, "seed": seed, "seconds": round(longest, 1)},
+            "phases": {p: {"seconds": round(s, 1), "share": s / total if total else 0.0}
+                       for p, s in sorted(phases.items(), key=lambda kv: -kv[1])}}
 
 
 def _ci(interval: tuple[float, float, float] | None) -> str:
@@ -243,6 +263,12 @@ def markdown(name: str, result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     marks = {True: "met", False: "NOT met", None: "not measured"}
     lines += ["", "Goals:"] + [f"- {g['goal']}: **{marks[g['met']]}** ({g['why']})" for g in result.get("goals", [])]
+    spent = result.get("cost")
+    if spent and spent["pieces"]:
+        top = spent["longest"]
+        lines += ["", f"Cost: {spent['pieces']} pieces, {spent['machine_seconds']:.0f} s of machine time "
+                  f"({spent['machine_seconds'] / 3600:.1f} h; the longest, {top['arm']}/{top['seed']}, {top['seconds']:.0f} s); "
+                  + ", ".join(f"{p} {100 * v['share']:.0f} %" for p, v in spent["phases"].items() if v["share"] >= 0.005)]
     return "\n".join(lines) + "\n"
 
 

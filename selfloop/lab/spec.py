@@ -103,6 +103,8 @@ def read_lab(path: Path | str) -> tuple[LabFile, Path]:
     from selfloop.config import read_yaml
 
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"lab file not found: {path}")
     data = read_yaml(path)
     try:
         lab = LabFile.model_validate(data)
