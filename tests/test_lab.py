@@ -32,6 +32,8 @@ def _lab(tmp_path: Path, **fields) -> Path:  # noqa: ANN003
     ({"oracle": "ceiling"}, r"oracle 'ceiling' is not one of the arms"),
     ({"seeds": [1, 1]}, r"a seed is listed twice"),
     ({"spurious": "shuffled"}, r"spurious 'shuffled' is not one of the arms"),
+    ({"ceilings": {"ttrl": "long"}}, r"ceilings 'long' is not one of the arms"),
+    ({"ceilings": {"long": "ttrl"}}, r"ceilings 'long' is not one of the arms"),
     ({"label_free": ["ttrl", "vote"]}, r"label_free 'vote' is not one of the arms"),
     ({"name": "a b"}, r"name: .*letters"),
     ({"arms": {"x y": {}}}, r"arm 'x y'"),
@@ -79,6 +81,20 @@ def test_the_comparison_is_the_paired_gain_over_the_control_by_hand() -> None:
     both = [{**l, "suites": {**l["suites"], "v": {**l["suites"]["s"], "split": "validation"}}} for l in lines]
     assert compare(both, "control", "oracle")["reported"] == ["s"]
     assert compare([_line("ttrl", 0, "1")], "control", None)["missing_control"]
+
+
+def test_an_arm_on_another_budget_takes_its_fraction_against_its_own_ceiling() -> None:
+    # control 0000; oracle and ttrl gain 1 item of 4 (0.25); the long ceiling gains all 4 (1.0)
+    lines = [_line("control", 0, "0000", promoted=0), _line("oracle", 0, "1000"), _line("ttrl", 0, "1000"),
+             _line("long", 0, "1000"), _line("oracle-long", 0, "1111")]
+    result = compare(lines, "control", "oracle", label_free=["ttrl"], ceilings={"long": "oracle-long"})
+    cells = {c["arm"]: c for c in result["cells"]}
+    assert cells["ttrl"]["fraction_of_oracle"] == pytest.approx(1.0) and cells["ttrl"]["ceiling"] == "oracle"
+    assert cells["long"]["fraction_of_oracle"] == pytest.approx(0.25) and cells["long"]["ceiling"] == "oracle-long"
+    assert cells["oracle-long"]["fraction_of_oracle"] == pytest.approx(4.0)  # against `oracle`: it names no ceiling
+    assert compare(lines, "control", "oracle", ceilings=None)["cells"] == [
+        {**c, "fraction_of_oracle": 1.0 if c["arm"] == "long" else c["fraction_of_oracle"], "ceiling": "oracle"}
+        for c in result["cells"]]
 
 
 def test_the_cost_is_each_pieces_wall_time_summed_with_the_longest_and_the_phase_shares() -> None:

@@ -4,7 +4,8 @@ and machines, each line saying which commit made it).
 Per arm, suite and seed: the gain of the arm's final policy over the control's on the same items, with the paired 95 %
 interval; per arm and suite: the mean and spread over seeds, how many seeds are beyond the noise, the pooled
 interval over seeds (each item's gain averaged over the seeds, then a paired interval over the items: the item is
-the unit, so an item's correlation across seeds does not narrow it), and the fraction of the oracle arm's mean gain.
+the unit, so an item's correlation across seeds does not narrow it), and the fraction of the oracle arm's mean gain
+(or of the arm's own ceiling, the lab file's `ceilings`).
 The reported suites are the test splits (no decision ever read them) when the lab has any; validation suites are
 in the JSON too. `goals` marks the efficacy lab's goals met or not, from the same numbers.
 """
@@ -76,9 +77,11 @@ def _flags(bits: str) -> list[bool]:
 
 
 def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, spurious: str | None = None,
-            label_free: tuple[str, ...] | list[str] | None = (), demo: str | None = None) -> dict[str, Any]:
+            label_free: tuple[str, ...] | list[str] | None = (), demo: str | None = None,
+            ceilings: dict[str, str] | None = None) -> dict[str, Any]:
     """The comparison as a JSON-ready mapping (see the module docstring); the goals need the arms' roles: the
-    spurious-reward control, the label-free arms and the demo's arm."""
+    spurious-reward control, the label-free arms and the demo's arm. `ceilings`: arm -> the arm its fraction of the
+    oracle is taken against instead of `oracle` (the goals always read `oracle`)."""
     if not lines:
         return {"arms": [], "suites": [], "cells": [], "missing_control": False, "cost": cost([])}
     controls = {l["seed"]: l for l in lines if l["arm"] == control}
@@ -104,7 +107,8 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
                 cell.promoted_worse.append(line["seed"])
     out_cells = []
     for (arm, suite), cell in cells.items():
-        ceiling = cells.get((oracle, suite)) if oracle else None
+        top = (ceilings or {}).get(arm, oracle)
+        ceiling = cells.get((top, suite)) if top else None
         fraction = cell.mean / ceiling.mean if ceiling is not None and ceiling.mean > 0 else None
         pooled = cell.pooled()
         out_cells.append({
@@ -112,7 +116,7 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
             "seeds": sorted(cell.gains), "mean_gain": cell.mean, "sd_gain": cell.sd, "beyond_noise": cell.beyond_noise,
             "pooled": None if pooled is None else {"gain": pooled[0], "ci95": [pooled[1], pooled[2]]},
             "gains": {str(s): {"gain": g, "ci95": [lo, hi]} for s, (g, lo, hi) in sorted(cell.gains.items())},
-            "fraction_of_oracle": fraction, "promoted_but_worse_than_start": cell.promoted_worse})
+            "fraction_of_oracle": fraction, "ceiling": top, "promoted_but_worse_than_start": cell.promoted_worse})
     by_arm = {a: [l for l in lines if l["arm"] == a] for a in arms}
     return {
         "control": control, "oracle": oracle, "suites": suites, "reported": reported, "splits": split,

@@ -11,6 +11,7 @@ seeds: [0, 1, 2]
 budget: {loop.max_iterations: 3}    # overrides every arm shares
 control: control
 oracle: oracle
+ceilings: {}                        # arm -> its own ceiling arm where `oracle` is not (another budget)
 spurious: shuffled                  # the goals: the spurious-reward control, the label-free arms, the demo's arm
 label_free: [ttrl]
 demo: ttrl
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from selfloop.errors import ConfigError
 
 Overlay = dict[str, Any]  # dotted config keys -> values, as `--set` takes them
-ROLES = ("control", "oracle", "spurious", "label_free", "demo")  # what the report's comparison and goals read
+ROLES = ("control", "oracle", "spurious", "label_free", "demo", "ceilings")  # what the report's comparison and goals read
 
 
 class LabStart(BaseModel):
@@ -61,6 +62,9 @@ class LabFile(BaseModel):
                                   "answer (a goal asks one to reach half the oracle's gain).")
     demo: str | None = Field(None, description="The arm the default demo runs (a goal asks it to be the best "
                              "label-free arm).")
+    ceilings: dict[str, str] = Field(default_factory=dict, max_length=100, description="arm -> the arm whose gain its "
+                                     "fraction of the oracle is taken against, where `oracle` is not its ceiling (an arm "
+                                     "on another budget: 10 iterations against an oracle of 10).")
     arms: dict[str, Overlay] = Field(min_length=1, max_length=100)
 
     @field_validator("name")
@@ -83,7 +87,7 @@ class LabFile(BaseModel):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("a seed is listed twice")
         for role, named in self.roles().items():
-            for arm in named if isinstance(named, list) else [named]:
+            for arm in [*named, *named.values()] if isinstance(named, dict) else named if isinstance(named, list) else [named]:
                 if arm is not None and arm not in self.arms:
                     raise ValueError(f"{role} {arm!r} is not one of the arms ({', '.join(self.arms)})")
         return self
