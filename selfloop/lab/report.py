@@ -136,8 +136,8 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
 
 def cost(lines: list[dict[str, Any]]) -> dict[str, Any]:
     """Where the lab's machine time went, from the lines read (the last of each arm x seed): each piece's wall time
-    (`run_seconds`; the sum of its phases on a line without one) summed over the pieces, the longest piece (the
-    issue's bound is two hours a piece) and each phase's seconds and share of the phases' sum."""
+    (`run_seconds`; the sum of its phases on a line without one) summed over the pieces, the longest piece (a piece
+    should stay under two hours) and each phase's seconds and share of the phases' sum."""
     if not lines:
         return {"pieces": 0, "machine_seconds": 0.0, "longest": None, "phases": {}}
     wall = {(l["arm"], l["seed"]): float(l.get("run_seconds") or sum(l.get("phase_seconds", {}).values())) for l in lines}

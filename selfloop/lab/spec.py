@@ -87,7 +87,7 @@ class LabFile(BaseModel):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("a seed is listed twice")
         for role, named in self.roles().items():
-            for arm in [*named, *named.values()] if isinstance(named, dict) else named if isinstance(named, list) else [named]:
+            for arm in _arms_named(named):
                 if arm is not None and arm not in self.arms:
                     raise ValueError(f"{role} {arm!r} is not one of the arms ({', '.join(self.arms)})")
         return self
@@ -95,6 +95,13 @@ class LabFile(BaseModel):
     def roles(self) -> dict[str, Any]:
         """The arms' roles (ROLES), as `compare` takes them and the 'lab.piece' events record them."""
         return {role: getattr(self, role) for role in ROLES}
+
+
+def _arms_named(role: str | list[str] | dict[str, str] | None) -> list[str | None]:
+    """The arms a role names: one arm (or None), a list of arms, or a mapping whose keys and values are both arms."""
+    if isinstance(role, dict):
+        return [*role, *role.values()]
+    return role if isinstance(role, list) else [role]
 
 
 def overrides(overlay: Overlay) -> list[str]:
