@@ -530,6 +530,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def cmd_track(args: argparse.Namespace) -> int:
     from selfloop.config import load_config, validate_config
+    from selfloop.credentials import strip
     from selfloop.db.engine import open_database
     from selfloop.lock import LoopLock
     from selfloop.tracking import BACKENDS, sync
@@ -537,11 +538,10 @@ def cmd_track(args: argparse.Namespace) -> int:
     url = _database_url(args)
     db = open_database(url)
     try:
-        data = _stored_config(db, args.loop, url)
-        if args.config:
-            data["tracking"] = load_config(args.config).tracking.model_dump(mode="json")  # one file may serve many loops
-        data.setdefault("tracking", {}).setdefault(args.to, {})["enabled"] = True
-        config = validate_config(data, source=f"loop {args.loop} (stored config)")
+        config = validate_config(_stored_config(db, args.loop, url), source=f"loop {args.loop} (stored config)")
+        if args.config:  # one file may serve many loops; taken as validated (a dump would drop its credentials)
+            config.tracking = load_config(args.config).tracking
+        getattr(config.tracking, args.to).enabled = True
         with LoopLock(db, args.loop, "track"):
             try:
                 backend, finished = BACKENDS[args.to](config), False
@@ -554,7 +554,8 @@ def cmd_track(args: argparse.Namespace) -> int:
             except SelfloopError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a tracker's failure, in one line
-                where = (config.tracking.mlflow.tracking_uri or "the local MLflow store") if args.to == "mlflow" else "W&B"
+                uri = config.tracking.mlflow.tracking_uri
+                where = (strip(uri) if uri else "the local MLflow store") if args.to == "mlflow" else "W&B"
                 text = textwrap.shorten(f"{exc.__class__.__name__}: {exc}", 400, placeholder=" ...")
                 raise SelfloopError(f"{args.to} at {where} failed ({text}); nothing more was marked as sent: run "
                                     "`selfloop track` again once it answers") from None
@@ -735,6 +736,7 @@ def _not_under_a_launcher(command: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from selfloop.credentials import redact, redact_exception
     from selfloop.log import setup_logging
 
     # The store, checkpoints, caches and logs are owner-only; what is made to share (a report, an export, a merged
@@ -748,8 +750,8 @@ def main(argv: list[str] | None = None) -> None:
         code = COMMANDS[args.command](args)
     except SelfloopError as exc:
         if args.debug:
-            raise
-        print(f"selfloop: error: {exc}", file=sys.stderr)
+            raise redact_exception(exc)
+        print(redact(f"selfloop: error: {exc}"), file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         print("selfloop: interrupted", file=sys.stderr)
@@ -761,7 +763,7 @@ def main(argv: list[str] | None = None) -> None:
         code = 0
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if args.debug:
-            raise
-        print(f"selfloop: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
+            raise redact_exception(exc)
+        print(redact(f"selfloop: {_one_line(exc)} (run with --debug for the traceback)"), file=sys.stderr)
         code = 1
     sys.exit(code)

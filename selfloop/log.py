@@ -13,6 +13,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from selfloop.credentials import redact, redact_exception
 from selfloop.private import private_dir
 
 _HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss}</green> <level>{level: <7}</level> {message}"
@@ -25,6 +26,14 @@ class _ToLoguru(logging.Handler):
         except ValueError:
             level = record.levelno
         logger.opt(exception=record.exc_info, depth=6).log(level, "{}: {}", record.name, record.getMessage())
+
+
+def _redact_record(record) -> None:  # noqa: ANN001 - loguru's Record, a TypedDict only for type checkers
+    """No secret reaches a sink: URL passwords and the secrets this process uses are masked in the message and
+    in a logged exception's message (`selfloop.credentials`)."""
+    record["message"] = redact(record["message"])
+    if record["exception"] is not None and record["exception"].value is not None:
+        redact_exception(record["exception"].value)
 
 
 def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | None = None, rotation: str = "100 MB", retention: int = 5) -> None:
@@ -44,6 +53,7 @@ def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | No
 
                 transformers_logging.disable_progress_bar()
     logger.remove()
+    logger.configure(patcher=_redact_record)
     logger.add(sys.stderr, level=level, serialize=json_lines, format="{message}" if json_lines else _HUMAN, colorize=None if not json_lines else False, backtrace=False, diagnose=False)
     if file is not None:
         private_dir(file.parent)

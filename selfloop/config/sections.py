@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer, field_validator, model_validator
 
 from selfloop.algorithms import specs as algorithm_specs
 from selfloop.families import specs as family_specs
@@ -660,12 +660,18 @@ class DatabaseConfig(Section):
 
     url: str | None = Field(
         None,
-        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user:pw@host/db. Null: <state_dir>/selfloop.db.",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host/db. Null: <state_dir>/selfloop.db. "
+        "A password written here is used but never stored, shown, sent to a tracker or logged: give it by "
+        "database.password_file, PGPASSFILE (~/.pgpass) or PGPASSWORD instead, so a resumed loop finds it too.",
+    )
+    password_file: Path | None = Field(
+        None, description="PostgreSQL: a file whose first line is the password of database.url's user (read when "
+        "connecting; the password is never stored). Null: libpq's PGPASSWORD, PGPASSFILE or ~/.pgpass.",
     )
     reader_url: str | None = Field(
         None,
         description="PostgreSQL: URL of the read-only role that user SQL runs as (`selfloop sql`, the dashboard); "
-        "`selfloop db create-reader` creates it and prints this URL. SQLite needs none.",
+        "`selfloop db create-reader` creates it and prints this URL (its password is never stored either).",
     )
     busy_timeout_ms: upto(3_600_000) = Field(30000, description="SQLite: wait this long for a lock before failing.")
     statement_timeout_ms: upto(3_600_000) = Field(30000, description="`selfloop sql`: time limit of one statement.")
@@ -675,10 +681,18 @@ class DatabaseConfig(Section):
     def _url_is_supported(cls, v: str | None) -> str | None:
         if v is None:
             return v
+        from selfloop import credentials
         from selfloop.db.engine import check_url
 
         check_url(v)
+        credentials.remember(v)
         return v
+
+    @field_serializer("url", "reader_url")
+    def _without_password(self, v: str | None) -> str | None:
+        from selfloop import credentials
+
+        return credentials.strip_optional(v)
 
 
 class MetricsConfig(Section):
@@ -707,7 +721,9 @@ class MLflowTrackingConfig(Section):
 
     enabled: bool = Field(False, description="Send the loop's history to MLflow.")
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI (a server, or sqlite:///PATH); null: sqlite:///<state_dir>/mlflow.db."
+        None, description="MLflow tracking URI (a server, or sqlite:///PATH); null: sqlite:///<state_dir>/mlflow.db. "
+        "Credentials written in it (http://user:TOKEN@host) are used but never stored, shown or logged: give them by "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead."
     )
     experiment: str = Field("selfloop", description="Experiment name; each loop is one run in it.")
     log_adapters: bool = Field(False, description="Also upload each iteration's adapter as an artifact.")
@@ -721,7 +737,16 @@ class MLflowTrackingConfig(Section):
         if v is not None and (v.startswith("file:") or "://" not in v and not v.startswith(("databricks", "sqlite:"))):
             raise ValueError(f"{v!r} is a file store, which MLflow 3 refuses: use sqlite:///PATH/mlflow.db for a "
                              "local store (or null for <state_dir>/mlflow.db), or an http(s):// tracking server")
+        from selfloop import credentials
+
+        credentials.remember(v)
         return v
+
+    @field_serializer("tracking_uri")
+    def _without_credentials(self, v: str | None) -> str | None:
+        from selfloop import credentials
+
+        return credentials.strip_optional(v)
 
 
 class WandbTrackingConfig(Section):
@@ -816,7 +841,8 @@ class Config(Section):
     @classmethod
     def _moved_fields(cls, data: Any) -> Any:
         """train.ttrl.n_vote (before 2026-11-22) is judge.vote.voters now: the judge's vote is TTRL's label."""
-        ttrl = ((data or {}).get("train") or {}).get("ttrl") if isinstance(data, dict) else None
+        train = data.get("train") if isinstance(data, dict) else None
+        ttrl = train.get("ttrl") if isinstance(train, dict) else None  # on assignment, sections are models already
         if isinstance(ttrl, dict) and "n_vote" in ttrl:
             ttrl = dict(ttrl)
             voters = ttrl.pop("n_vote")
@@ -840,7 +866,14 @@ class Config(Section):
         return default_cache_dir()
 
     def database_url(self) -> str:
-        return self.database.url or f"sqlite:///{self.state_dir() / 'selfloop.db'}"
+        """The store's URL as this process connects to it: with the password of `database.password_file` when the
+        URL carries none."""
+        url = self.database.url or f"sqlite:///{self.state_dir() / 'selfloop.db'}"
+        if self.database.password_file is not None:
+            from selfloop.credentials import with_password_file
+
+            url = with_password_file(url, self.database.password_file)
+        return url
 
     def stored_checkpoint(self, path: Path) -> str:
         """How a checkpoint directory is recorded: relative to the state directory when inside it, so that a

@@ -102,8 +102,10 @@ def add_event(session: Session, loop_id: int | None, iteration_id: int | None, k
               level: str = "info", data: dict[str, Any] | None = None) -> None:
     from loguru import logger
 
+    from selfloop.credentials import redact
     from selfloop.db.models import Event
 
+    message = redact(message)
     session.add(Event(loop_id=loop_id, iteration_id=iteration_id, level=level, kind=kind, message=message, data=data))
     logger.log("WARNING" if level == "warning" else "ERROR" if level == "error" else "INFO", "{}: {}", kind, message)
 
