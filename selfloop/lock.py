@@ -1,8 +1,10 @@
 """One writer per loop, fenced.
 
 The lock keeps a second writer of the same loop out, while other loops run beside it on the same
-database: a lock file per loop next to an SQLite database (named after the database's real path, so a
-symlinked or relative path reaches the same lock), a PostgreSQL advisory lock keyed by the loop.
+database: on SQLite, an open-file-description lock on one byte of the database file itself (at an offset
+derived from the loop's name, far above the bytes SQLite locks), so that every name of the file (a symlink, a
+bind mount of the file or of its directory) reaches the same lock; on PostgreSQL, an advisory lock keyed by
+the loop.
 
 A lock can still be lost without its holder noticing: the advisory lock's connection killed by
 `pg_terminate_backend`, a lock file deleted by hand. So the lock is also a lease with a fencing token
@@ -15,7 +17,6 @@ commit in flight; on SQLite writers' transactions are serialised by BEGIN IMMEDI
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import socket
@@ -27,6 +28,7 @@ from loguru import logger
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from selfloop.db import file_locks
 from selfloop.db.engine import Database, check_single_link, sqlite_path
 from selfloop.db.models import WriterLease
 from selfloop.errors import LockedError, LockLost
@@ -60,15 +62,12 @@ def _insert_lease(loop: str):  # noqa: ANN202
     return postgresql.insert(WriterLease).values(**values).on_conflict_do_nothing(index_elements=["loop_name"])
 
 
-def lock_file(db_path: Path, loop: str) -> Path:
-    """The lock file of `loop`, beside the database's real file (symlinks resolved), named by the file's
-    identity (device and inode) rather than its name: any path that reaches the same file reaches the same
-    lock. A file with a second hard link is refused (`check_single_link`), since SQLite would keep a WAL
-    file per name and two writers could corrupt it."""
-    real = Path(os.path.realpath(db_path))
-    check_single_link(real)
-    st = real.stat()
-    return real.with_name(f"{real.name}.{st.st_dev:x}-{st.st_ino:x}.{loop}.lock")
+def lock_offset(loop: str) -> int:
+    """The byte of the database file that stands for `loop`'s writer lock: 40 bits of the name's hash above
+    `file_locks.LOOP_BASE` (two loop names share a byte with odds of about one in 10^12)."""
+    import hashlib
+
+    return file_locks.LOOP_BASE + int.from_bytes(hashlib.sha256(loop.encode()).digest()[:5], "big")
 
 
 class LoopLock:
@@ -82,14 +81,14 @@ class LoopLock:
             raise ValueError(f"lock kind {kind!r} is not one of {', '.join(WRITER_KINDS[:-1])}")
         self.db, self.loop, self.kind = db, loop, kind
         self.token: int | None = None
-        self._file = None
+        self._fd: int | None = None
         self._conn = None
         self._key: int | None = None
 
     @property
     def path(self) -> Path | None:
-        path = sqlite_path(self.db.url)
-        return lock_file(path, self.loop) if path is not None else None
+        """The SQLite database file whose byte the lock takes (None on PostgreSQL)."""
+        return sqlite_path(self.db.url)
 
     # -- taking and giving back ------------------------------------------------------------------
     def acquire(self) -> LoopLock:
@@ -106,20 +105,28 @@ class LoopLock:
         return self
 
     def _lock_file(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        handle = os.fdopen(fd, "r+")
+        """Lock the loop's byte of the database file itself (`selfloop.db.file_locks`): the file's identity holds
+        the lock, not a name, so no second path to the file (a bind mount of the file alone included) reaches a
+        second lock."""
+        check_single_link(Path(os.path.realpath(path)))
+        fd = file_locks.descriptor(path)
+        if not file_locks.try_lock(fd, lock_offset(self.loop)):
+            file_locks.park(fd)
+            raise LockedError(f"loop {self.loop!r} is in use by {self._lease_holder()} (lock on {path}); "
+                              "one process writes a loop at a time")
+        self._fd = fd
+
+    def _lease_holder(self) -> str:
+        """Who holds the loop, as its lease row says (read without the fence: this process holds nothing yet)."""
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise LockedError(f"loop {self.loop!r} is in use by {holder} (lock {path}); "
-                              "one process writes a loop at a time") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{self.kind} pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        self._file = handle
+            with self.db.engine.connect() as conn:
+                lease = conn.execute(select(WriterLease.kind, WriterLease.pid, WriterLease.host, WriterLease.released_at)
+                                     .where(WriterLease.loop_name == self.loop)).one_or_none()
+        except Exception:  # noqa: BLE001 - the refusal stands; only its wording is lost
+            return "another process"
+        if lease is None or lease.released_at is not None:
+            return "another process"
+        return f"{lease.kind} pid {lease.pid} on {lease.host}"
 
     def _lock_advisory(self) -> None:
         """pg_try_advisory_lock on the loop's key, chosen while the loop's lease row is locked, so that writers
@@ -195,10 +202,10 @@ class LoopLock:
         self._unlock()
 
     def _unlock(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            file_locks.unlock(self._fd, lock_offset(self.loop))
+            file_locks.park(self._fd)
+            self._fd = None
         if self._conn is not None:
             try:
                 self._conn.execute(text("SELECT pg_advisory_unlock(:c, :o)"), {"c": ADVISORY_CLASS, "o": self._key})

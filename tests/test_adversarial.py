@@ -11,7 +11,7 @@ import pytest
 
 from selfloop.db.engine import open_database
 from selfloop.errors import LockedError, SelfloopError
-from selfloop.lock import LoopLock, lock_file
+from selfloop.lock import LoopLock
 
 
 # -- a second writer through a hard link -----------------------------------------------------------------
@@ -31,18 +31,88 @@ def test_a_database_with_a_second_hard_link_is_refused_to_writers(tmp_path: Path
 
 
 def test_the_lock_is_keyed_by_the_files_identity(tmp_path: Path) -> None:
-    """Two names of one directory (a bind mount shows the same inode) reach one lock; the name of the file
-    does not enter into it."""
+    """Two names of one file reach one lock: the lock is a byte of the database file itself, so neither the
+    file's name nor its directory enters into it."""
     (tmp_path / "real").mkdir()
     db = open_database(f"sqlite:///{tmp_path / 'real' / 'selfloop.db'}", init=True)
-    st = (tmp_path / "real" / "selfloop.db").stat()
-    path = lock_file(tmp_path / "real" / "selfloop.db", "a")
-    assert f"{st.st_dev:x}-{st.st_ino:x}" in path.name
     with LoopLock(db, "a"):
         other = open_database(f"sqlite:///{tmp_path / 'real' / '.' / 'selfloop.db'}")
         with pytest.raises(LockedError):
             LoopLock(other, "a").acquire()
         other.dispose()
+    db.dispose()
+
+
+def _bind_mount(source: Path, target: Path) -> bool:
+    import subprocess
+
+    target.touch()
+    return os.geteuid() == 0 and subprocess.run(["mount", "--bind", str(source), str(target)],
+                                                capture_output=True).returncode == 0
+
+
+@pytest.mark.integration
+def test_a_bind_mounted_database_file_has_one_writer_name(tmp_path: Path) -> None:
+    """Needs root (mount --bind); skipped elsewhere. The file alone bind-mounted into another directory: two
+    names, two directories, one inode, and SQLite would keep a WAL per name. While this process writes through
+    the real name, a writer in another process through the alias is refused at open (whatever loop it names);
+    readers may still look; once the real name's writer is gone, the alias may be used (and then the real name
+    is refused in turn)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "other").mkdir()
+    real = tmp_path / "real" / "store.db"
+    # Made in another process: a writer claims its name for the life of its process, and this one must not.
+    subprocess.run([sys.executable, "-m", "selfloop", "db", "upgrade", "--db", f"sqlite:///{real}"], check=True,
+                   capture_output=True, timeout=300)
+    alias = tmp_path / "other" / "alias.db"
+    if not _bind_mount(real, alias):
+        pytest.skip("mount --bind needs root")
+    probe = ("import sys; from selfloop.db.engine import open_database; from selfloop.lock import LoopLock\n"
+             "from selfloop.errors import SelfloopError\n"
+             "try:\n    db = open_database(sys.argv[1], deferred=sys.argv[3] == 'read')\n"
+             "    LoopLock(db, sys.argv[2]).acquire() if sys.argv[3] == 'write' else db.dispose()\n"
+             "except SelfloopError as e:\n    print(e); sys.exit(3)\n")
+
+    def other_process(path: Path, loop: str, mode: str = "write") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", probe, f"sqlite:///{path}", loop, mode], capture_output=True,
+                              text=True, timeout=120)
+
+    try:
+        assert os.stat(alias).st_ino == real.stat().st_ino
+        out = subprocess.Popen([sys.executable, "-c", "import sys, time; from selfloop.db.engine import open_database; "
+                                "from selfloop.lock import LoopLock; db = open_database(sys.argv[1]); "
+                                "LoopLock(db, 'a', 'daemon').acquire(); print('held', flush=True); time.sleep(600)",
+                                f"sqlite:///{real}"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert out.stdout.readline().strip() == "held"
+            for loop in ("a", "b"):
+                refused = other_process(alias, loop)
+                assert refused.returncode == 3 and "written through another path" in refused.stdout, refused.stderr[-2000:]
+            same = other_process(real, "a")  # the same name, the same loop: the loop lock (on the file) refuses it
+            assert same.returncode == 3 and "loop 'a' is in use by daemon" in same.stdout, same.stderr[-2000:]
+            assert other_process(real, "b").returncode == 0  # another loop through the same name
+            assert other_process(alias, "a", "read").returncode == 0
+        finally:
+            out.kill()
+            out.wait()
+        assert other_process(alias, "a").returncode == 0
+    finally:
+        subprocess.run(["umount", str(alias)], check=False)
+
+
+def test_two_names_of_one_file_in_one_process_are_refused(tmp_path: Path) -> None:
+    """The claim of a writer's name, in one process: a second name of the same file (here a hard link made after
+    the first writer opened it, which the link check cannot see yet) is refused."""
+    from selfloop.db.file_locks import claim_name
+
+    (tmp_path / "a").mkdir()
+    db = open_database(f"sqlite:///{tmp_path / 'a' / 'store.db'}", init=True)
+    os.link(tmp_path / "a" / "store.db", tmp_path / "second.db")
+    with pytest.raises(SelfloopError, match="through .*store.db; use one path"):
+        claim_name(tmp_path / "second.db")
     db.dispose()
 
 

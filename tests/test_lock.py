@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select, text, update
 
 from selfloop.db.engine import open_database
 from selfloop.db.models import Event, PhaseRun, WriterLease
 from selfloop.errors import LockedError, LockLost
-from selfloop.lock import ADVISORY_CLASS, LoopLock, lock_file
+from selfloop.db.file_locks import LOOP_BASE as LOCK_BASE
+from selfloop.lock import ADVISORY_CLASS, LoopLock, lock_offset
 from tests.conftest import selfloop_cli, selfloop_process, table_counts, tiny_yaml
 
 
@@ -46,7 +47,6 @@ def test_sqlite_lock_follows_the_real_file(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(real)
     db = open_database(f"sqlite:///{real / 'selfloop.db'}", init=True)
     via_link = open_database(f"sqlite:///{tmp_path / 'link' / 'selfloop.db'}")
-    assert lock_file(tmp_path / "link" / "selfloop.db", "a") == lock_file(real / "selfloop.db", "a")
     with LoopLock(db, "a"):
         with pytest.raises(LockedError):
             LoopLock(via_link, "a").acquire()
@@ -54,11 +54,14 @@ def test_sqlite_lock_follows_the_real_file(tmp_path: Path) -> None:
     via_link.dispose()
 
 
-def test_a_writer_whose_lock_file_was_deleted_is_fenced(sqlite_url: str) -> None:
+def test_a_writer_whose_lease_was_taken_is_fenced(sqlite_url: str) -> None:
+    """The SQLite lock is held on the database file itself and cannot be broken from outside the process; the
+    fence is what stops a writer whose lock went anyway. Give the lock up without the lease, as a lost lock would,
+    and let a second writer take the loop."""
     db, other = open_database(sqlite_url, init=True), open_database(sqlite_url)
     first = LoopLock(db, "a").acquire()
     _event(db, "before")
-    first.path.unlink()  # someone removes the lock file: a second process can now lock a new one
+    first._unlock()  # the lock is lost; the first writer does not know it
     second = LoopLock(other, "a").acquire()
     with pytest.raises(LockLost, match="lost the writer lock of loop 'a'"):
         _event(db, "after the take-over")
@@ -71,6 +74,14 @@ def test_a_writer_whose_lock_file_was_deleted_is_fenced(sqlite_url: str) -> None
     second.release()
     db.dispose()
     other.dispose()
+
+
+def test_sqlite_lock_bytes_are_per_loop_and_above_sqlites_own() -> None:
+    """Each loop locks its own byte of the database file, above SQLite's lock bytes (1 GiB to 1 GiB + 511) and
+    above any database size; the byte is the same for a loop's name wherever it is computed."""
+    offsets = {lock_offset(f"loop{i}") for i in range(1000)}
+    assert len(offsets) == 1000 and min(offsets) >= LOCK_BASE > (1 << 30) + 512
+    assert lock_offset("tiny") == lock_offset("tiny") and max(offsets) < LOCK_BASE + (1 << 40)
 
 
 @pytest.mark.postgres
@@ -112,8 +123,8 @@ def _wait_for(predicate, timeout: float = 120) -> None:  # noqa: ANN001
 
 @pytest.mark.integration
 def test_a_running_loop_that_lost_its_lock_stops_before_writing(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    """Real processes: A waits inside rollout; its lock is broken; B takes the loop over (and hangs);
-    A goes on and must stop at its first commit with a one-line error, having written no sample."""
+    """A real process waits inside rollout; its lease is taken over (as a writer that broke its lock would);
+    it goes on and must stop at its first commit with a one-line error, having written no sample."""
     url = f"sqlite:///{tmp_path / 'selfloop.db'}"
     config = tiny_yaml(tmp_path, url)
     gate = tmp_path / "gate"
@@ -126,24 +137,22 @@ def test_a_running_loop_that_lost_its_lock_stops_before_writing(tmp_path: Path, 
             return s.scalar(select(PhaseRun.status).where(PhaseRun.phase == "rollout")) == "running"
 
     _wait_for(rollout_started)
-    lock_file(tmp_path / "selfloop.db", "tiny").unlink()
-    b = selfloop_process("run", "--config", str(config), env={"SELFLOOP_FAILPOINT": "rollout.start:1:hang"})
     try:
-        def taken_over() -> bool:
-            with db.session() as s:
-                return s.get(WriterLease, "tiny").pid == b.pid and s.scalar(
-                    select(PhaseRun.attempts).where(PhaseRun.phase == "rollout")) == 2
-
-        _wait_for(taken_over)
+        # What a writer that took the loop over does to the lease (the lock itself cannot be broken from outside).
+        with db.session() as s:
+            s.execute(update(WriterLease).where(WriterLease.loop_name == "tiny")
+                      .values(token=WriterLease.token + 1, pid=1, kind="run", host="elsewhere"))
         gate.touch()
         _, err = a.communicate(timeout=300)
         assert a.returncode == 4, err[-2000:]
         last = err.strip().splitlines()[-1]
-        assert last.startswith("selfloop: error: lost the writer lock of loop 'tiny'") and "Traceback" not in err
+        assert last.startswith("selfloop: error: lost the writer lock of loop 'tiny' to run pid 1 on elsewhere") \
+            and "Traceback" not in err
         assert table_counts(url)["samples"] == 0
     finally:
-        b.send_signal(signal.SIGKILL)
-        b.wait()
+        if a.poll() is None:
+            a.send_signal(signal.SIGKILL)
+            a.wait()
         db.dispose()
     out = selfloop_cli("resume", "tiny", "--config", str(config))
     assert out.returncode == 0, out.stderr[-2000:]

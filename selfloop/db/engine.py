@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from selfloop.credentials import remember
 from selfloop.errors import SchemaError, SelfloopError
 from selfloop.private import private_dir
 
@@ -25,7 +26,9 @@ SUPPORTED = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
 
 
 def check_url(url: str) -> URL:
-    """Parse a database URL; raise ValueError (named by the config field) when unusable."""
+    """Parse a database URL; raise ValueError (named by the config field) when unusable. Its password, if any, is
+    remembered so that no log line or error shows it (`selfloop.credentials`)."""
+    remember(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -100,6 +103,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, deferred: bool = Fals
             _create_private_file(path)
         if not deferred:
             check_single_link(path)
+            from selfloop.db.file_locks import claim_name
+
+            claim_name(path)
         engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000})
 
         @event.listens_for(engine, "connect")
