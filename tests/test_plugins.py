@@ -146,3 +146,25 @@ def test_ranked_examples_are_stored_trained_exported_and_shown(tmp_path: Path) -
     page = TestClient(create_app(url), base_url="http://127.0.0.1:8765").get(f"/prompts/{prompt_id}").text
     listed = page.split('<ol class="ranking">')[1].split("</ol>")[0]
     assert listed.count("<li>") == 4 and "toy_rank" in page
+
+
+@pytest.mark.postgres
+@pytest.mark.integration
+def test_a_plugin_with_a_forty_character_name_runs_and_resumes_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """The registry allows 40 characters; every column that stores the name holds them (examples.algorithm held
+    20: "value too long for type character varying(20)" at the first insert, and in every select on resume)."""
+    long_name = "toy_sft_with_a_name_of_forty_characters_"
+    assert len(long_name) == 40
+    env = install(tmp_path / "site", {"selfloop.algorithms": {long_name: "toy_sft_config:LONG_SPEC"}})
+    config = tiny_yaml(tmp_path, postgres_url, loop__max_iterations=2, train__algorithm=long_name,
+                       **{f"train__{long_name}": {"per_prompt": 2}})
+    ran = selfloop_cli("run", "--config", str(config), "--iterations", "1", env=env, fresh=True)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    resumed = selfloop_cli("resume", "tiny", "--iterations", "1", "--db", postgres_url, env=env, fresh=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT i.number, e.algorithm, count(*) FROM examples e JOIN iterations i "
+                                   "ON i.id = e.iteration_id GROUP BY i.number, e.algorithm ORDER BY i.number")).all()
+    engine.dispose()
+    assert [(n, name) for n, name, _ in stored] == [(1, long_name), (2, long_name)] and all(c > 0 for *_, c in stored)

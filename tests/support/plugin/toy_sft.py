@@ -18,7 +18,7 @@ def select(session, iteration_id, config):
     ).all()
     kept = defaultdict(list)
     for prompt_id, sample_id, score in rows:
-        if len(kept[prompt_id]) < config.train.toy_sft.per_prompt:
+        if len(kept[prompt_id]) < config.train.options().per_prompt:  # its options, under whatever name it has
             kept[prompt_id].append({"prompt_id": prompt_id, "sample_id": sample_id, "reward": score})
     return [row for group in kept.values() for row in group]
 

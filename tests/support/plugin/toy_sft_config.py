@@ -23,3 +23,15 @@ SPEC = AlgorithmSpec(
     shape="rewarded",
     signal="vote",
 )
+
+# The same algorithm under a name of the registry's greatest length (40 characters), which every column that
+# stores an algorithm's name must hold (examples.algorithm held 20 and failed on PostgreSQL).
+LONG_NAME = "toy_sft_with_a_name_of_forty_characters_"[:40]
+LONG_SPEC = AlgorithmSpec(
+    name=LONG_NAME,
+    options=ToySFTOptions,
+    trainer="toy_sft",
+    summary="Toy: toy_sft under a 40-character name",
+    shape="rewarded",
+    signal="vote",
+)
