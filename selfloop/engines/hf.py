@@ -116,10 +116,14 @@ class HFEngine:
             return self._adapters[key]
         verify_checkpoint(adapter.path, adapter.sha256)  # a broken checkpoint is refused, never loaded
         name = f"ckpt{adapter.checkpoint_id}"
-        if isinstance(self.model, PeftModel):
-            self.model.load_adapter(str(adapter.path), adapter_name=name, is_trainable=False)
-        else:
-            self.model = PeftModel.from_pretrained(self.base, str(adapter.path), adapter_name=name, is_trainable=False)
+        # Loaded outside inference mode whoever calls (scoring runs under it): an adapter's tensors made there are
+        # inference tensors, and peft's next load_adapter, which sets requires_grad on every adapter, fails on them
+        # (a run resumed at the curate phase first loads its policy to score).
+        with torch.inference_mode(False):
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(adapter.path), adapter_name=name, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.base, str(adapter.path), adapter_name=name, is_trainable=False)
         self.model.eval()
         self._adapters[key] = name
         while len(self._adapters) > MAX_LOADED_ADAPTERS:

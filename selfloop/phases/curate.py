@@ -47,6 +47,7 @@ def run(ctx: PhaseContext) -> None:
             raise SelfloopError(f"curate: filter {name!r} (curate.filters[{position}]) dropped all {len(left)} prompts "
                                 f"left in iteration {ctx.number} (e.g. {example}); loosen curate.{name} or remove it")
         left = [by_id[p] for p in verdicts.kept]
+        ctx.failpoint("after_filter")
     if cfg.budget is not None and len(left) > cfg.budget:
         capped = Verdicts(kept=[c.prompt_id for c in left[: cfg.budget]])
         for rank, c in enumerate(left, 1):
