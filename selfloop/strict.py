@@ -8,7 +8,8 @@ What the standard parsers accept and a config must not:
   would replace the first section);
 - nesting deeper than `MAX_DEPTH` (the YAML composer recurses: thousands of `[` end in RecursionError);
 - a string that is not valid Unicode (a lone surrogate such as "\\ud800" parses, then fails when the
-  database encodes it);
+  database encodes it), or that holds a NUL character (PostgreSQL refuses it in text);
+- an integer of more digits than Python converts from text (its ValueError would surface as "unexpected error");
 - NaN and Infinity in JSON (not JSON at all, though Python's parser takes them).
 Each raises `StrictError` with a message that names where (a line, or a key path).
 """
@@ -33,13 +34,26 @@ class StrictError(ValueError):
         self.where = where
 
 
+MAX_DIGITS = 4300  # Python's own limit on converting an integer from text (sys.get_int_max_str_digits)
+
+
 def unicode_problem(text: str) -> str | None:
-    """Why `text` is not valid Unicode (a lone surrogate), or None."""
+    """Why `text` is not text a store can hold (a lone surrogate; a NUL character, which PostgreSQL refuses in
+    text columns), or None."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         return f"not valid Unicode text (a lone surrogate {text[exc.start]!r} at character {exc.start + 1})"
+    if "\x00" in text:
+        return f"not storable text (a NUL character at character {text.index(chr(0)) + 1})"
     return None
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("+-"))
+    if digits > MAX_DIGITS:
+        raise StrictError(f"an integer of {digits} digits (at most {MAX_DIGITS})")
+    return int(text)
 
 
 class _Loader(yaml.SafeLoader):
@@ -72,6 +86,12 @@ class _Loader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node):  # noqa: ANN001, ANN201
+        digits = len(str(node.value).replace("_", "").lstrip("+-"))
+        if digits > MAX_DIGITS:
+            raise ConstructorError(None, None, f"an integer of {digits} digits (at most {MAX_DIGITS})", node.start_mark)
+        return super().construct_yaml_int(node)
+
     def construct_yaml_str(self, node):  # noqa: ANN001, ANN201
         value = super().construct_yaml_str(node)
         problem = unicode_problem(value)
@@ -81,6 +101,7 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_constructor("tag:yaml.org,2002:str", _Loader.construct_yaml_str)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def load_yaml(text: str) -> Any:
@@ -121,7 +142,8 @@ def _finite(text: str) -> float:
 def load_json(text: str) -> Any:
     """Parse one JSON document strictly (no duplicate keys, NaN, Infinity, deep nesting or lone surrogates)."""
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite,
+                           parse_int=_bounded_int)
     except RecursionError:
         raise StrictError(f"nested more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:

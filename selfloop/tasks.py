@@ -4,6 +4,7 @@ algorithm asks for it, rewards), and a reference response (SPIN's ground truth).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from importlib.resources import files
@@ -13,7 +14,7 @@ from typing import Any
 from selfloop.config import FieldMap, TaskSource
 from selfloop.errors import ConfigError
 from selfloop.families import family
-from selfloop.strict import StrictError, load_json
+from selfloop.strict import StrictError, load_json, unicode_problem
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ def tasks_from_rows(rows: Iterable[tuple[int, Any]], source: str, prefix: str, f
         answer = row.get(fields.answer)
         if answer is not None and (isinstance(answer, bool) or not isinstance(answer, str | int | float)):
             raise ConfigError(f"{where}: {fields.answer!r} must be a string or a number, got {type(answer).__name__}")
+        if isinstance(answer, float) and not math.isfinite(answer):
+            raise ConfigError(f"{where}: {fields.answer!r} is {answer}, not an answer (a missing value in a Parquet "
+                              "or datasets column reads as NaN: drop the row or give its answer)")
         if answer is not None and answer_after is not None:
             text = str(answer)
             if answer_after not in text:
@@ -105,6 +109,9 @@ def tasks_from_rows(rows: Iterable[tuple[int, Any]], source: str, prefix: str, f
         for key, value in (("prompt", prompt), ("answer", answer), ("response", response)):
             if value is not None and len(str(value)) > MAX_FIELD_CHARS:
                 raise ConfigError(f"{where}: '{key}' is {len(str(value))} characters, above the limit of {MAX_FIELD_CHARS}")
+            problem = unicode_problem(value) if isinstance(value, str) else None
+            if problem:  # rows of Parquet and datasets files do not pass through the strict JSON reader
+                raise ConfigError(f"{where}: '{key}' is {problem}")
         tasks.append(Task(f"{prefix}:{number}", prompt, None if answer is None else str(answer), response))
     if not tasks:
         raise ConfigError(f"{source}: no tasks")
@@ -141,13 +148,31 @@ def _parquet_rows(path: Path, field: str) -> Iterator[tuple[int, Any]]:
         raise ConfigError(f"{field}: {path} is Parquet, which needs pyarrow: pip install 'selfloop[export]'") from None
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ConfigError(f"{field}: {path} is {path.stat().st_size} bytes, above the limit of {MAX_FILE_BYTES}")
+    # A small file can hold a large table (compression, repeated values): its rows and uncompressed bytes are
+    # bounded from its metadata before anything is read, and again as it is read (metadata can lie).
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
+        meta = parquet.metadata
+        expands_to = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if meta.num_rows > MAX_LINES:
+            raise ConfigError(f"{field}: {path}: {meta.num_rows} rows, above the limit of {MAX_LINES}")
+        if expands_to > MAX_FILE_BYTES:
+            raise ConfigError(f"{field}: {path} expands to {expands_to} bytes when read, above the limit of "
+                              f"{MAX_FILE_BYTES}")
+        rows, read = [], 0
+        # Small batches: a dictionary-encoded column repeats one value in every row, which the metadata's sizes
+        # do not show, so what the rows expand to is counted as they are read.
+        for batch in parquet.iter_batches(batch_size=64):
+            read += batch.nbytes
+            if read > MAX_FILE_BYTES or len(rows) + batch.num_rows > MAX_LINES:
+                raise ConfigError(f"{field}: {path} expands to more than {MAX_FILE_BYTES} bytes or {MAX_LINES} "
+                                  f"rows when read (at row {len(rows) + batch.num_rows})")
+            rows += batch.to_pylist()
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001 - pyarrow's own errors, in one line
         raise ConfigError(f"{field}: {path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-    if table.num_rows > MAX_LINES:
-        raise ConfigError(f"{field}: {path}: {table.num_rows} rows, above the limit of {MAX_LINES}")
-    return enumerate(table.to_pylist(), start=1)
+    return enumerate(rows, start=1)
 
 
 def _dataset_rows(path: Path, field: str) -> Iterator[tuple[int, Any]]:
@@ -159,6 +184,9 @@ def _dataset_rows(path: Path, field: str) -> Iterator[tuple[int, Any]]:
     except ImportError:
         raise ConfigError(f"{field}: {path} is a `datasets` directory, which needs the datasets package: "
                           "pip install datasets") from None
+    size = sum(f.stat().st_size for f in path.rglob("*.arrow") if f.is_file())  # Arrow files are not compressed
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(f"{field}: {path} holds {size} bytes of Arrow data, above the limit of {MAX_FILE_BYTES}")
     data = load_from_disk(str(path))
     if not isinstance(data, Dataset):
         raise ConfigError(f"{field}: {path} holds several splits ({', '.join(data)}): name one split's directory")

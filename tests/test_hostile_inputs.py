@@ -68,6 +68,12 @@ CASES = [
     ("nan answer", _tasks('{"prompt": "a", "answer": NaN}'), "NaN is not a JSON number"),
     ("no signals", _set("judge.signals", "[]"), "judge.signals: no signal given"),
     ("nan learning rate", _set("train.learning_rate", ".nan"), "train.learning_rate"),
+    # NUL passed the checks and failed every rollout on PostgreSQL ("text fields cannot contain NUL").
+    ("nul in a task", _tasks('{"prompt": "a\\u0000b", "answer": "1"}'), "tasks.jsonl:2: 'prompt': not storable text (a NUL"),
+    ("nul in a config string", _set("loop.name", '"a\\0b"'), "a NUL character"),
+    # A 5000-digit integer: Python refuses to convert it from text, which surfaced as "unexpected error".
+    ("5000-digit answer", _tasks('{"prompt": "a", "answer": ' + "9" * 5000 + "}"), "tasks.jsonl:2: an integer of 5000 digits"),
+    ("5000-digit config field", _set("loop.seed", "9" * 5000), "an integer of 5000 digits"),
 ]
 
 

@@ -82,3 +82,43 @@ def test_config_validate_takes_a_gsm8k_config(tmp_path: Path, run_cli) -> None: 
                     "answer_after: '####'}]\n  main_metric: gsm8k/greedy_accuracy\n")
     code, out, err = run_cli("config", "validate", str(path))
     assert code == 0 and "valid" in out, err
+
+
+def test_parquet_and_datasets_rows_with_nul_or_nan_are_refused_with_their_row(tmp_path: Path) -> None:
+    """Rows of Parquet files and datasets directories do not pass through the strict JSON reader: a NUL in a text
+    field (which PostgreSQL cannot store: every rollout of such a loop failed) and a NaN answer (a missing value,
+    which read as the answer "nan") are refused, naming the row, for task pools and suites alike."""
+    datasets = pytest.importorskip("datasets")
+    for name, rows, message in (
+            ("nul", [GSM8K[0], {**GSM8K[1], "question": "a\x00b"}], r":2: 'prompt' is not storable text \(a NUL"),
+            ("nan", [{"question": "a", "answer": 1.0}, {"question": "b", "answer": float("nan")}], r":2: 'answer' is nan")):
+        data = datasets.Dataset.from_list(rows)
+        data.to_parquet(str(tmp_path / f"{name}.parquet"))
+        data.save_to_disk(str(tmp_path / name))
+        fields = {"fields": {"prompt": "question", "answer": "answer"}}
+        for path in (tmp_path / f"{name}.parquet", tmp_path / name):
+            with pytest.raises(ConfigError, match=message):
+                load_pool(TaskSource(kind="jsonl", path=path, **fields))
+            with pytest.raises(ConfigError, match=message):
+                load_suite(SuiteConfig(name="g", kind="jsonl", path=path, **fields))
+
+
+def test_a_small_parquet_file_that_expands_beyond_the_bound_is_refused_before_it_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressed Parquet file of a few kB can expand to gigabytes (the trial's 1.1 kB file: 4.5 GB); the
+    bound applies to what it expands to as it is read (a dictionary-encoded column hides the repetition from the
+    metadata's sizes), not to its size on disk. The bound is lowered here to 1 MB so the file stays small: 2,000
+    rows of one 2,000-character prompt, 4 MB read, a few kB on disk."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from selfloop import tasks
+
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(pa.table({"prompt": ["x" * 2000] * 2000, "answer": ["1"] * 2000}), path, compression="zstd")
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(tasks, "MAX_FILE_BYTES", 1_000_000)
+    with pytest.raises(ConfigError, match=r"bomb.parquet expands to more than 1000000 bytes or 1000000 rows when read \(at row \d+\)"):
+        load_pool(TaskSource(kind="jsonl", path=path))
+    monkeypatch.setattr(tasks, "MAX_FILE_BYTES", 10_000_000)
+    assert len(load_pool(TaskSource(kind="jsonl", path=path))) == 2000
