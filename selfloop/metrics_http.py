@@ -68,13 +68,17 @@ class LoopCollector:
         yield events
 
 
-MAX_CONNECTIONS = 32  # requests served at once; a connection beyond them is closed at once
+MAX_CONNECTIONS = 32  # requests served at once (one thread each)
 CONNECTION_TIMEOUT_S = 10.0  # a client that sends nothing for this long is dropped
+REQUEST_DEADLINE_S = 5.0  # ... and one that has not sent its whole request by then (a byte every few seconds)
 
 
 class _BoundedServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with a cap on connections served at once (one thread each) and nothing logged for
-    a client that went away: idle or hostile clients cannot fill the loop's process with threads or its log."""
+    """ThreadingHTTPServer with a cap on connections served at once (one thread each), a deadline on reading each
+    request whatever the client trickles, and nothing logged for a client that went away: idle, slow or hostile
+    clients cannot fill the loop's process with threads or its log. When every slot is taken, the connection that
+    has waited longest for its request is dropped to make room, so slow clients never keep a health probe out
+    (systemd would restart a healthy daemon)."""
 
     daemon_threads = True
     request_queue_size = 128  # socketserver listens with a backlog of 5: a burst of connections then waits on SYN retries
@@ -82,14 +86,60 @@ class _BoundedServer(ThreadingHTTPServer):
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._reading: dict[object, float] = {}  # connections still reading their request -> when they came
+        self._reading_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="metrics-deadlines", daemon=True)
+        self._reaper.start()
+
+    def _drop(self, request) -> None:  # noqa: ANN001 - a socket
+        import socket
+
+        try:
+            request.shutdown(socket.SHUT_RDWR)  # its thread's read returns at once; the thread ends, the slot frees
+        except OSError:
+            pass
+
+    def _reap(self) -> None:
+        import time
+
+        while not self._closed.wait(0.25):
+            now = time.monotonic()
+            with self._reading_lock:
+                late = [r for r, since in self._reading.items() if now - since > REQUEST_DEADLINE_S]
+                for request in late:
+                    self._reading.pop(request, None)
+            for request in late:
+                self._drop(request)
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
+
+    def request_read(self, request) -> None:  # noqa: ANN001
+        """The handler has the whole request: it is no longer a slow client."""
+        with self._reading_lock:
+            self._reading.pop(request, None)
 
     def process_request(self, request, client_address) -> None:  # noqa: ANN001
+        import time
+
         if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)  # over the cap: closed, not queued
-            return
+            with self._reading_lock:  # make room: drop the connection that has waited longest for its request
+                oldest = min(self._reading, key=self._reading.__getitem__, default=None)
+                if oldest is not None:
+                    self._reading.pop(oldest)
+            if oldest is not None:
+                self._drop(oldest)
+            if not self.slots.acquire(timeout=1.0):
+                self.shutdown_request(request)  # every slot is answering a whole request: closed, not queued
+                return
+        with self._reading_lock:
+            self._reading[request] = time.monotonic()
         try:
             super().process_request(request, client_address)
         except BaseException:
+            self.request_read(request)
             self.slots.release()
             raise
 
@@ -97,6 +147,7 @@ class _BoundedServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.request_read(request)
             self.slots.release()
 
     def handle_error(self, request, client_address) -> None:  # noqa: ANN001
@@ -128,7 +179,12 @@ class MetricsServer:
         allowed = LOOPBACK_NAMES if is_loopback(host) else None if host in ("0.0.0.0", "::", "") else {host, f"[{host}]"}
 
         class Handler(BaseHTTPRequestHandler):
-            timeout = CONNECTION_TIMEOUT_S  # the socket's timeout: an idle or slow client is dropped
+            timeout = CONNECTION_TIMEOUT_S  # the socket's timeout: an idle client is dropped
+
+            def parse_request(self) -> bool:  # reads the headers; the request line was read before
+                whole = super().parse_request()
+                self.server.request_read(self.connection)  # type: ignore[attr-defined] - a _BoundedServer
+                return whole
 
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 asked = host_name(self.headers.get("Host") or "")

@@ -412,3 +412,58 @@ def test_exporting_what_a_loop_does_not_have_says_what_it_has(finished, tmp_path
     code, _, err = run_cli("export", "tiny", "--what", "pairs", "--out", str(out), "--db", url)
     assert code == 1 and "loop 'tiny' has no pairs (its algorithm, rlsc, trains on rewarded examples)" in err, err
     assert "use --what examples" in err and not out.exists()
+
+
+def test_slow_clients_never_keep_a_health_probe_out(tmp_path: Path, sqlite_url: str, monkeypatch) -> None:  # noqa: ANN001
+    """The trial: 40 clients trickling a byte every 4 s kept /metrics and /health down (10 of 10 probes over 40 s),
+    which would have had systemd restart a healthy daemon. Here 40 clients trickle a byte every 0.5 s (the socket
+    timeout never fires) while 10 probes come in: each is answered, and no trickler holds its slot past the
+    request deadline."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+
+    from selfloop import metrics_http
+    from tests.conftest import make_config
+
+    monkeypatch.setattr(metrics_http, "REQUEST_DEADLINE_S", 2.0)
+    open_database(sqlite_url, init=True).dispose()
+    config = make_config(tmp_path, sqlite_url, metrics={"enabled": True, "port": 0})
+    server = metrics_http.MetricsServer(config).start()
+    port = server.httpd.server_address[1]
+    stop = threading.Event()
+    dropped = []
+
+    def trickle() -> None:
+        sock = socket.create_connection(("127.0.0.1", port))
+        started = time.monotonic()
+        try:
+            for byte in b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 1000:
+                if stop.is_set():
+                    return
+                sock.sendall(bytes([byte]))
+                time.sleep(0.5)
+        except OSError:
+            dropped.append(time.monotonic() - started)  # the server closed it
+        finally:
+            sock.close()
+
+    slow = [threading.Thread(target=trickle, daemon=True) for _ in range(40)]
+    try:
+        for thread in slow:
+            thread.start()
+        time.sleep(1.0)
+        answered = []
+        for _ in range(10):
+            started = time.monotonic()
+            reply = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+            answered.append((reply.status_code, time.monotonic() - started))
+            time.sleep(0.5)
+        assert all(code == 200 and took < 3 for code, took in answered), answered
+        time.sleep(3.0)
+        assert len(dropped) >= 32 and max(dropped) < 2.0 + 1.5, dropped  # nobody kept a slot past the deadline
+    finally:
+        stop.set()
+        server.stop()
