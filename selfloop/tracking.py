@@ -50,6 +50,40 @@ def bound_http_requests(timeout_s: int) -> None:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
+class Deadlined:
+    """An MlflowClient whose every call ends within `seconds`, whatever the server does: MLflow's timeout is
+    per socket read, so a server that trickles a byte every half second held `selfloop track` for minutes and
+    a running loop's tracker thread past its exit. A call past its deadline raises TimeoutError (a
+    tracking.failed event, or track's error line); its thread is left to finish on its own (a daemon thread)."""
+
+    def __init__(self, client: Any, seconds: float, slow_calls: dict[str, float] | None = None) -> None:
+        self._client, self._seconds, self._slow = client, seconds, slow_calls or {}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        limit = self._slow.get(name, self._seconds)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            box: dict[str, Any] = {}
+
+            def run() -> None:
+                try:
+                    box["value"] = method(*args, **kwargs)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                    box["error"] = exc
+
+            worker = threading.Thread(target=run, name=f"mlflow-{name}", daemon=True)
+            worker.start()
+            worker.join(limit)
+            if worker.is_alive():
+                raise TimeoutError(f"MLflow's {name} did not finish within {limit:.0f} s (a slow or stuck server)")
+            if "error" in box:
+                raise box["error"]
+            return box.get("value")
+
+        return call
+
+
 class MLflowBackend:
     """An MLflow run per loop, through MlflowClient (no global state): metrics by step, params, tags."""
 
@@ -65,7 +99,10 @@ class MLflowBackend:
         # a tracking server decides for itself.
         local = uri.startswith("sqlite:///")
         self.artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlflow-artifacts").as_uri() if local else None
-        self.client, self.experiment, self.log_adapters = MlflowClient(tracking_uri=uri), cfg.experiment, cfg.log_adapters
+        # Each request waits timeout_s and is retried once: a call ends within about twice that, or fails.
+        client = Deadlined(MlflowClient(tracking_uri=uri), 2 * cfg.timeout_s + 5,
+                           {"log_artifacts": 60 * cfg.timeout_s})  # an adapter's upload may take a while
+        self.client, self.experiment, self.log_adapters = client, cfg.experiment, cfg.log_adapters
         self.run_id: str | None = None
 
     @property

@@ -342,3 +342,72 @@ def test_steps_stream_while_the_train_phase_runs_and_a_rerun_follows_on_the_axis
     assert all(_close(a, b) for a, b in zip(tracked[2:], losses, strict=True))
     assert all(_close(a, b) for a, b in zip(tracked[:2], losses[:2], strict=True)), "the same seed: the same first steps"
     _matches(_mlflow(mlflow_uri, "tiny")[1], figures)
+
+
+class _Trickler:
+    """A hostile HTTP server (a socket of the test's own, not MLflow): it answers every request one byte every
+    half second, forever, so no single read waits long enough for a socket timeout."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn) -> None:  # noqa: ANN001
+        try:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 100_000:
+                if self.stop.is_set():
+                    break
+                conn.sendall(bytes([byte]))
+                time.sleep(0.5)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_a_trickling_tracking_server_fails_within_the_deadline(tmp_path: Path, sqlite_url: str) -> None:
+    """The trial: an MLflow server trickling one byte every 0.5 s held `selfloop track` for 240 s (MLflow's timeout
+    is per socket read), wrote no tracking.failed row while the loop ran, and held its exit for 30 s. Each call
+    now ends within about twice tracking.mlflow.timeout_s (2 s here)."""
+    server = _Trickler()
+    try:
+        config = tiny_yaml(tmp_path, sqlite_url, loop__max_iterations=1,
+                           tracking={"mlflow": {"enabled": True, "tracking_uri": server.url, "timeout_s": 2}})
+        started = time.monotonic()
+        out = selfloop_cli("run", "--config", str(config))
+        took = time.monotonic() - started
+        assert out.returncode == 0, out.stderr[-3000:]
+        db = open_database(sqlite_url)
+        with db.session() as s:
+            warnings = s.scalars(select(Event.message).where(Event.kind == "tracking.failed")).all()
+        db.dispose()
+        assert len(warnings) == 1 and "did not finish within 9 s" in warnings[0], warnings
+        started = time.monotonic()
+        out = selfloop_cli("track", "tiny", "--to", "mlflow", "--config", str(config))
+        assert out.returncode == 1 and time.monotonic() - started < 30, (time.monotonic() - started, out.stderr[-2000:])
+        assert out.stderr.startswith(f"selfloop: error: mlflow at {server.url} failed") and "within 9 s" in out.stderr
+        assert took < 120, took
+    finally:
+        server.close()
