@@ -286,6 +286,35 @@ def test_sql_bounds_the_bytes_it_keeps(sqlite_url: str) -> None:
     assert small.rows == [(1,), (2,)] and not small.truncated
 
 
+def test_sql_bounds_the_first_row_too(db_url: str, request: pytest.FixtureRequest) -> None:
+    """The cap applied only after the first row: one row of 200 values of 16 MB used 3 GB (MemoryError) on SQLite,
+    a 200 MB row 1.4 GB on PostgreSQL. A first row past the cap is refused in one line, and SQLite's memory for the
+    statement is bounded (its process-wide limit is put back afterwards)."""
+    import resource
+    import sqlite3
+
+    from selfloop.db.user_sql import run_readonly
+
+    if db_url.startswith("sqlite"):
+        open_database(db_url, init=True).dispose()
+        reader_url = db_url
+        columns = ", ".join(f"zeroblob(16000000) AS c{i}" for i in range(200))  # 3.2 GB in one row
+        big = f"SELECT {columns}"
+    else:
+        reader_url = request.getfixturevalue("reader_url")  # this module's: a read-only role
+        big = "SELECT repeat('x', 200 * 1000 * 1000) AS big"  # 200 MB in one value
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(SelfloopError) as refused:
+        run_readonly(reader_url, big)
+    message = str(refused.value)
+    assert "above the limit" in message or "more than" in message, message
+    assert "\n" not in message
+    grew = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    assert grew < 800 * 1024 * 1024, grew  # the trial's 3 GB and 1.4 GB did not happen
+    assert run_readonly(reader_url, "SELECT 1 AS one").rows == [(1,)]
+    assert sqlite3.connect(":memory:").execute("PRAGMA hard_heap_limit").fetchone()[0] == 0
+
+
 @pytest.mark.postgres
 def test_copy_through_a_reader_is_one_line(reader_url: str, run_cli) -> None:
     code, _, err = run_cli("sql", "--db", reader_url, "COPY loops TO STDOUT")

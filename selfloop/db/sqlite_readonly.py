@@ -83,10 +83,32 @@ class Authorizer:
         return sqlite3.SQLITE_DENY
 
 
+def _hard_heap_limit():  # noqa: ANN202 - a ctypes function, or None
+    """sqlite3_hard_heap_limit64 of the SQLite library Python's sqlite3 module uses (looked up through the
+    module's own shared object, which links it or holds it), or None."""
+    import ctypes
+
+    import _sqlite3
+
+    try:
+        function = ctypes.CDLL(_sqlite3.__file__).sqlite3_hard_heap_limit64
+    except (OSError, AttributeError):
+        return None
+    function.restype, function.argtypes = ctypes.c_int64, [ctypes.c_int64]
+    return function
+
+
 class ReadOnlyConnection(sqlite3.Connection):
     """A connection whose progress handler stops a statement once `deadline` (monotonic) has passed."""
 
     deadline = float("inf")
+
+    def set_heap_limit(self, limit: int) -> int | None:
+        """Set SQLite's hard heap limit (process-wide; 0: none) and return the one before, or None where it
+        cannot be set (it is then left alone). Through sqlite3_hard_heap_limit64 itself: the pragma of the same
+        name can only lower it, so it could never be put back."""
+        set_limit = _hard_heap_limit()
+        return None if set_limit is None else int(set_limit(int(limit)))
 
 
 def connect_sqlite_readonly(path: Path, busy_timeout_s: float) -> tuple[ReadOnlyConnection, Authorizer]:

@@ -52,17 +52,28 @@ def _row_bytes(row: tuple[Any, ...]) -> int:
 
 def _collect(rows: Any, max_rows: int, max_bytes: int = MAX_RESULT_BYTES) -> tuple[list[tuple[Any, ...]], bool, bool]:
     """At most `max_rows` rows and about `max_bytes` from an iterator of rows, fetched one at a time so
-    that neither bound is passed in memory: (rows, truncated, cut by size)."""
+    that neither bound is passed in memory: (rows, truncated, cut by size). A first row alone above
+    `max_bytes` is refused (keeping it would pass the bound)."""
     kept: list[tuple[Any, ...]] = []
     size = 0
     for row in rows:
         if len(kept) == max_rows:
             return kept, True, False
         size += _row_bytes(tuple(row))
-        if size > max_bytes and kept:
-            return kept, True, True
+        if size > max_bytes:
+            if kept:
+                return kept, True, True
+            raise SelfloopError(f"the first row holds about {size} bytes, above the limit of {max_bytes} for a "
+                                "result: select fewer or shorter columns (substr, length)")
         kept.append(tuple(row))
     return kept, False, False
+
+
+# What SQLite may allocate while it runs a statement of user SQL (a row of 200 values of 16 MiB took 3 GB):
+# past it, the statement fails as "out of memory". Process-wide in SQLite, so set for the statement only.
+SQLITE_HEAP_LIMIT = 4 * MAX_RESULT_BYTES
+# A value PostgreSQL sends (text, JSON, bytea): larger ones are refused before Python copies them.
+MAX_VALUE_BYTES = 16 * 1024 * 1024
 
 
 def _max_rows(max_rows: int | None) -> int:
@@ -91,12 +102,16 @@ def run_readonly(url: str, sql: str, *, timeout_ms: int = 30000, max_rows: int |
 def _run_sqlite(path: Path, sql: str, timeout_ms: int, max_rows: int) -> Result:
     conn, authorizer = connect_sqlite_readonly(path, timeout_ms / 1000)
     conn.deadline = time.monotonic() + timeout_ms / 1000
+    heap = conn.set_heap_limit(SQLITE_HEAP_LIMIT)
     try:
         try:
             cur = conn.execute(sql)
             rows, truncated, by_size = _collect(cur, max_rows)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, MemoryError) as exc:
             msg = str(exc)
+            if isinstance(exc, MemoryError) or msg == "out of memory":
+                raise SelfloopError(f"the statement needs more than {SQLITE_HEAP_LIMIT} bytes of memory (a result "
+                                    "row that large cannot be shown): select fewer or shorter columns") from None
             if authorizer.refused is not None or "not authorized" in msg or "authorization denied" in msg:
                 raise ReadOnlyViolation(
                     f"refused: {authorizer.refused or msg} is not allowed; `selfloop sql` only reads") from None
@@ -110,6 +125,8 @@ def _run_sqlite(path: Path, sql: str, timeout_ms: int, max_rows: int) -> Result:
         columns = [d[0] for d in cur.description or []]
         return Result(columns, rows, truncated, by_size)
     finally:
+        if heap is not None:
+            conn.set_heap_limit(heap)
         conn.close()
 
 
@@ -123,6 +140,7 @@ def _run_postgres(url: str, sql: str, timeout_ms: int, max_rows: int) -> Result:
     except psycopg.Error as exc:
         raise SelfloopError(f"cannot connect to {safe_url(url)}: {str(exc).strip().splitlines()[0]}") from None
     try:
+        _bound_values(conn)
         cur = conn.cursor()
         check_reader_role(cur, conninfo.username or "")
         conn.rollback()
@@ -140,6 +158,8 @@ def _run_postgres(url: str, sql: str, timeout_ms: int, max_rows: int) -> Result:
                 raise ReadOnlyViolation("several statements at once are refused: give one statement") from None
             if state is None and "COPY" in msg:  # psycopg refuses COPY through stream(); the server has started it
                 raise ReadOnlyViolation("COPY is not run by `selfloop sql`: use SELECT (and --format csv for CSV)") from None
+            if isinstance(exc, psycopg.DataError) and "above the limit" in msg:
+                raise SelfloopError(msg) from None
             if state == "57014":
                 raise SelfloopError(f"the statement ran past its time limit of {timeout_ms} ms and was stopped") from None
             raise SelfloopError(f"SQL error: {msg}") from None
@@ -152,3 +172,27 @@ def _run_postgres(url: str, sql: str, timeout_ms: int, max_rows: int) -> Result:
             pass
         finally:
             conn.close()
+
+
+def _bound_values(conn: Any) -> None:
+    """Text, JSON and bytea values of this connection are refused above MAX_VALUE_BYTES before Python copies
+    them (a 200 MB row took 1.4 GB once decoded); what is below is loaded as psycopg would."""
+    import psycopg
+    from psycopg.types.json import JsonbLoader, JsonLoader
+    from psycopg.types.string import ByteaLoader, TextLoader
+
+    def bounded(base: type) -> type:
+        class Bounded(base):  # type: ignore[misc, valid-type] - psycopg's loader classes
+            def load(self, data: Any) -> Any:
+                if len(data) > MAX_VALUE_BYTES:
+                    raise psycopg.DataError(f"a value of {len(data)} bytes, above the limit of {MAX_VALUE_BYTES} "
+                                            "for one value: select a shorter part of it (substr, length)")
+                return super().load(data)
+
+        return Bounded
+
+    for names, base in ((("text", "varchar", "bpchar", "name"), TextLoader),
+                        (("json",), JsonLoader), (("jsonb",), JsonbLoader), (("bytea",), ByteaLoader)):
+        loader = bounded(base)
+        for name in names:
+            conn.adapters.register_loader(name, loader)
