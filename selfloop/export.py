@@ -21,6 +21,7 @@ transformers loads and vLLM serves.
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -174,8 +175,20 @@ def _write_jsonl(records: Iterator[dict[str, Any]], stream) -> int:  # noqa: ANN
     n = 0
     with stream as f:
         for n, record in enumerate(records, start=1):  # noqa: B007
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(json.dumps(_finite(record), ensure_ascii=False, allow_nan=False) + "\n")
     return n
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as null: JSON has no such numbers (Python writes `-Infinity`, which no JSON
+    reader takes; a store written before replies were bounded may hold -inf log-prob sums)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class _Unclosed:

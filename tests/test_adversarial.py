@@ -337,6 +337,28 @@ def finished(tmp_path_factory) -> tuple[Path, str]:  # noqa: ANN001
 
 
 @pytest.mark.integration
+def test_export_writes_json_when_a_store_holds_infinite_sums(finished, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    """A store written before replies were bounded held -inf log-prob sums (replies of -1e308); export wrote
+    `-Infinity`, which is not JSON, on 50 of 52 lines. Non-finite numbers are exported as null."""
+    import json
+    import shutil
+
+    from sqlalchemy import text
+
+    _, url = finished
+    copy = tmp_path / "copy.db"
+    shutil.copy(url.removeprefix("sqlite:///"), copy)
+    db = open_database(f"sqlite:///{copy}")
+    with db.session() as s:
+        s.execute(text("UPDATE samples SET sum_logprob = -1e999, mean_logprob = -1e999 WHERE id % 2 = 0"))
+    db.dispose()
+    code, out, err = run_cli("export", "tiny", "--what", "samples", "--db", f"sqlite:///{copy}")
+    assert code == 0, err
+    rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) for line in out.splitlines()]
+    assert rows and any(r["mean_logprob"] is None for r in rows) and "Infinity" not in out
+
+
+@pytest.mark.integration
 def test_a_failed_export_leaves_the_existing_file_and_never_follows_a_link(finished, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
     _, url = finished
     out = tmp_path / "samples.jsonl"

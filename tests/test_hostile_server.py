@@ -28,6 +28,10 @@ BAD = {
     "too many tokens": ('{"choices": [%s]}' % json.dumps({**GOOD, "token_ids": [5] * 9, "logprobs": {"token_logprobs": [-1.0] * 9}}),
                         "above max_tokens"),
     "not an object": ("[1, 2]", "not a JSON object"),
+    "log-prob of -1e308": ('{"choices": [%s]}' % json.dumps({**GOOD, "logprobs": {"token_logprobs": [-1e308, -0.1]}}),
+                           "log-prob -1e+308"),
+    "a megabyte of text for two tokens": ('{"choices": [%s]}' % json.dumps({**GOOD, "text": "x" * 1_000_000}),
+                                          "1000000 characters of text for 2 tokens"),
 }
 
 
@@ -101,3 +105,19 @@ def test_when_every_server_replies_badly_the_call_fails_in_one_line(tiny_model, 
         bad.close()
     message = str(info.value)
     assert bad.url in message and problem in message and "\n" not in message, message
+
+
+def test_the_reason_a_lone_server_left_the_rotation_is_kept(tiny_model) -> None:  # noqa: ANN001
+    """Many requests at once to the only server, which replies badly: a request that finds no server left said
+    "no vLLM server is reachable", losing why; the error names the bad reply."""
+    body, problem = BAD["log-prob of -1e308"]
+    bad = _Server(body)
+    engine = _engine(tiny_model, [bad])
+    try:
+        with pytest.raises(ServerError) as info:
+            engine.generate(CHATS * 8, SAMPLING, seeds=[[i] for i in range(8)])
+    finally:
+        engine.close()
+        bad.close()
+    message = str(info.value)
+    assert problem in message and "reachable" not in message and "\n" not in message, message

@@ -66,6 +66,7 @@ class _Server:
     url: str  # base URL without /v1
     healthy: bool = True
     failures: int = 0
+    reason: str = ""  # why it was last taken out of the rotation
 
 
 def normalize_url(url: str) -> str:
@@ -253,8 +254,9 @@ class VLLMServerEngine(ScoredByTransformers):
     def _pick(self, avoid: _Server | None) -> _Server:
         with self._lock:
             healthy = [s for s in self.servers if s.healthy and s is not avoid] or [s for s in self.servers if s.healthy]
-            if not healthy:
-                raise ServerError("no vLLM server is reachable: " + ", ".join(s.url for s in self.servers))
+            if not healthy:  # each with the reason it left the rotation: a bad reply is not "unreachable"
+                raise ServerError("no vLLM server is usable: " + ", ".join(
+                    f"{s.url} ({s.reason})" if s.reason else s.url for s in self.servers))
             return healthy[next(self._round_robin) % len(healthy)]
 
     def _complete(self, body: dict) -> list[dict]:
@@ -278,6 +280,7 @@ class VLLMServerEngine(ScoredByTransformers):
                 with self._lock:
                     server.failures += 1
                     server.healthy = False  # out of the rotation for the rest of this call
+                    server.reason = last.removeprefix(f"{server.url}: ")
                 logger.warning("vLLM server request failed (try {} of {}): {}", attempt + 1, self.retries + 1, last)
                 time.sleep(min(5.0, RETRY_BACKOFF_S * 2**attempt))
         raise ServerError(f"vLLM server request failed after {self.retries + 1} tries: {last}")
@@ -303,7 +306,7 @@ class VLLMServerEngine(ScoredByTransformers):
         started = time.monotonic()
         model = self._adapter_name(adapter)
         for server in self.servers:  # every call starts with every server in the rotation again
-            server.healthy = True
+            server.healthy, server.reason = True, ""
         prompts = [prompt_ids(self.tokenizer, chat) for chat in chats]
         base = {"model": model, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
                 "top_p": sampling.top_p, "top_k": sampling.top_k if sampling.top_k > 0 else -1, "logprobs": 0,
@@ -366,6 +369,12 @@ def vocab_size(model_dir: Path, tokenizer) -> int:  # noqa: ANN001
 
 
 LOGPROB_SLACK = 1e-4  # a processed log-prob is <= 0; a server's rounding may leave it a hair above
+# A sampled token's log-prob below this is no sample (its probability is 0 in any float): -1e308 passed, and
+# sums of such values were stored as -Infinity.
+LOGPROB_FLOOR = -1e4
+# A token's text is at most this long (the longest pieces of common vocabularies are well under 100 characters):
+# a reply of 16 token ids and 1 MB of text was stored whole.
+MAX_CHARS_PER_TOKEN = 256
 
 
 def check_choices(reply: dict, n: int, max_tokens: int, vocab: int) -> str | None:
@@ -390,11 +399,15 @@ def check_choices(reply: dict, n: int, max_tokens: int, vocab: int) -> str | Non
         if bad is not None:
             return f"choice {k} has token id {bad!r}, outside the vocabulary of {vocab}"
         wrong = next((x for x in logprobs if isinstance(x, bool) or not isinstance(x, (int, float))
-                      or not math.isfinite(x) or x > LOGPROB_SLACK), None)
+                      or not math.isfinite(x) or not LOGPROB_FLOOR <= x <= LOGPROB_SLACK), None)
         if wrong is not None or any(x is None for x in logprobs):
-            return f"choice {k} has log-prob {wrong!r} (each must be a finite number <= 0)"
-        if not isinstance(choice.get("text", ""), str):
+            return f"choice {k} has log-prob {wrong!r} (each must be a finite number from {LOGPROB_FLOOR:g} to 0)"
+        text = choice.get("text", "")
+        if not isinstance(text, str):
             return f"choice {k}'s text is not a string"
+        if len(text) > MAX_CHARS_PER_TOKEN * max(len(ids), 1):
+            return (f"choice {k} has {len(text)} characters of text for {len(ids)} tokens (at most "
+                    f"{MAX_CHARS_PER_TOKEN} a token)")
     return None
 
 
