@@ -5,13 +5,13 @@ stylesheet next to it), for sharing. It is drawn from the dashboard's views, cha
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from selfloop.errors import SelfloopError
+from selfloop.output_dir import write_folder
 
 
 def write_report(session: Session, name: str, out: Path) -> Path:
@@ -30,9 +30,7 @@ def write_report(session: Session, name: str, out: Path) -> Path:
         state=state, lineage=segments, columns=columns, rows=rows, events=views.loop_events(session, name),
         charts=loop_charts(segments, views.judges_with_llm(session, [name])), charts_url=None,
         static=".", live=False, refresh_ms=0, written=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
-    Path(out).mkdir(parents=True, exist_ok=True)  # made to share: the user's umask decides
-    for asset in (plotly_js(), HERE / "static" / "selfloop.js", HERE / "static" / "style.css"):
-        shutil.copyfile(asset, out / asset.name)
-    index = out / "index.html"
-    index.write_text(page)
-    return index
+    # Made to share: the user's umask decides; all or nothing, never through a link.
+    assets = (plotly_js(), HERE / "static" / "selfloop.js", HERE / "static" / "style.css")
+    write_folder(Path(out), {**{asset.name: asset for asset in assets}, "index.html": page})
+    return Path(out) / "index.html"

@@ -5,6 +5,7 @@ not atomic, and failures that ended in "unexpected error"."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -518,3 +519,84 @@ def test_slow_clients_never_keep_a_health_probe_out(tmp_path: Path, sqlite_url: 
     finally:
         stop.set()
         server.stop()
+
+
+# -- reports: hostile names, malformed lines, planted links, a full disk ----------------------------------------
+def _hostile_lab(tmp_path: Path, lines: list) -> Path:
+    import json
+
+    import yaml
+
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(yaml.safe_dump({"name": "t", "config": "base.yaml", "seeds": [0],
+                                   "arms": {"control": {}, "ttrl": {}}}))
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "t.jsonl").write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines))
+    return lab
+
+
+def _result(arm: str, suite: str = "s") -> dict:
+    return {"lab": "t", "arm": arm, "seed": 0, "promoted": 1, "phase_seconds": {"train": 1.0}, "run_seconds": 1.0,
+            "suites": {suite: {"split": "test", "start": "0000", "final": "1100", "curve": [0.5]}}}
+
+
+def test_lab_report_puts_no_name_raw_inside_its_script(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    """An arm or suite named `</script><script>alert(1)` ended the report's script element and ran when opened."""
+    evil = "</script><script>alert(1)</script>"
+    lab = _hostile_lab(tmp_path, [_result("control", evil), _result(evil, evil)])
+    code, _, err = run_cli("lab", "report", str(lab), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert evil not in page and "<script>alert" not in page
+    assert page.count("<script") == page.count("</script>") == 2  # plotly's and the report's own, nothing more
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"lab": "t", "arm": "ttrl"}', r"t.jsonl:2: seed: Field required"),
+    ('{"lab": "t", "arm": "ttrl", "seed": "zero", "suites": {}}', r"t.jsonl:2: seed: "),
+    ('{"lab": "t", "arm": "ttrl", "seed": 0, "suites": {"s": {"start": "01", "final": "012"}}}', r"t.jsonl:2: suites.s.final"),
+    ('[1, 2]', r"t.jsonl:2: a results line is a JSON object"),
+    ('{"lab": "t", ', r"t.jsonl:2: not a JSON line"),
+])
+def test_a_malformed_results_line_is_one_line_naming_it(tmp_path: Path, run_cli, line: str, message: str) -> None:  # noqa: ANN001
+    lab = _hostile_lab(tmp_path, [_result("control"), line])
+    for args in (["report", str(lab)], ["report", str(lab), "--json"]):
+        code, _, err = run_cli("lab", *args)
+        assert code == 1 and re.search(message, err) and len(err.strip().splitlines()) == 1, (args, err)
+        assert "unexpected error" not in err
+
+
+def test_reports_never_write_through_a_link_planted_in_their_folder(tmp_path: Path, run_cli, sqlite_url: str) -> None:  # noqa: ANN001
+    lab = _hostile_lab(tmp_path, [_result("control"), _result("ttrl")])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").symlink_to(victim)
+    code, _, err = run_cli("lab", "report", str(lab), "--out", str(out))
+    assert code == 1 and "index.html there is a symbolic link" in err, err
+    assert victim.read_text() == "keep me" and sorted(p.name for p in out.iterdir()) == ["index.html"]
+    (tmp_path / "linked").symlink_to(out)
+    code, _, err = run_cli("lab", "report", str(lab), "--out", str(tmp_path / "linked"))
+    assert code == 1 and "a symbolic link" in err
+    # `selfloop report` of a loop: the same rule.
+    from tests.test_ui import build_store
+
+    build_store(sqlite_url)
+    loop_out = tmp_path / "loop-report"
+    loop_out.mkdir()
+    (loop_out / "style.css").symlink_to(victim)
+    code, _, err = run_cli("report", "a", "--db", sqlite_url, "--out", str(loop_out))
+    assert code == 1 and "style.css there is a symbolic link" in err and victim.read_text() == "keep me", err
+
+
+@pytest.mark.integration
+def test_a_report_on_a_full_disk_names_its_folder_and_leaves_nothing(full_disk: Path, run_cli, sqlite_url: str) -> None:  # noqa: ANN001
+    """It named the package's plotly.min.js as the file being written and left a partial folder."""
+    from tests.test_ui import build_store
+
+    build_store(sqlite_url)
+    code, _, err = run_cli("report", "a", "--db", sqlite_url, "--out", str(full_disk / "report"))
+    assert code == 1 and f"no space left on device writing the report to {full_disk / 'report'}" in err, err
+    assert "plotly" not in err and len(err.strip().splitlines()) == 1
+    assert not any(full_disk.iterdir()), "nothing half-written is left"

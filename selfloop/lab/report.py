@@ -279,15 +279,10 @@ def markdown(name: str, result: dict[str, Any]) -> str:
 def write_report(name: str, result: dict[str, Any], out: Path) -> Path:
     """report.json, report.md and index.html (bars with each seed's interval per arm and suite, curves per
     iteration; opens offline: plotly.min.js is copied beside it)."""
-    import shutil
-
+    from selfloop.output_dir import write_folder
     from selfloop.ui.app import plotly_js
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(result, indent=1, sort_keys=True))
     table = markdown(name, result)
-    (out / "report.md").write_text(f"# Lab {name}\n\n{table}")
-    shutil.copyfile(plotly_js(), out / "plotly.min.js")
     bars, curves = charts(result)
     rows = "".join(f"<pre>{_escape(table)}</pre>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>lab {_escape(name)}</title>
@@ -297,12 +292,19 @@ def write_report(name: str, result: dict[str, Any], out: Path) -> Path:
 mean over seeds with one standard deviation; the table gives each arm's seeds beyond the noise (paired 95 % interval).</p>
 <div id="bars" style="height:420px"></div><div id="curves" style="height:420px"></div>{rows}
 <script>
-Plotly.newPlot("bars", {json.dumps(bars)}, {{"barmode": "group", "yaxis": {{"title": "gain (points)"}}}});
-Plotly.newPlot("curves", {json.dumps(curves)}, {{"xaxis": {{"title": "iteration"}}, "yaxis": {{"title": "greedy accuracy"}}}});
+Plotly.newPlot("bars", {script_json(bars)}, {{"barmode": "group", "yaxis": {{"title": "gain (points)"}}}});
+Plotly.newPlot("curves", {script_json(curves)}, {{"xaxis": {{"title": "iteration"}}, "yaxis": {{"title": "greedy accuracy"}}}});
 </script></body></html>"""
-    index = out / "index.html"
-    index.write_text(page)
-    return index
+    write_folder(out, {"report.json": json.dumps(result, indent=1, sort_keys=True),
+                       "report.md": f"# Lab {name}\n\n{table}", "plotly.min.js": plotly_js(), "index.html": page})
+    return out / "index.html"
+
+
+def script_json(value: Any) -> str:
+    """JSON to put inside a <script> element: no '<', '>' or '&' (an arm named `</script><script>...` would end
+    the element and run), nor the two line separators JavaScript reads as line ends."""
+    return (json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 def charts(result: dict[str, Any]) -> tuple[list[dict], list[dict]]:

@@ -263,20 +263,10 @@ class Lab:
             db.dispose()
 
     def lines(self) -> list[dict]:
-        """This lab's results lines, the last one of each arm x seed."""
-        if not self.results.is_file():
-            return []
-        last: dict[tuple[str, int], dict] = {}
-        for n, text in enumerate(self.results.read_text(encoding="utf-8").splitlines(), 1):
-            if not text.strip():
-                continue
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise SelfloopError(f"{self.results}:{n}: not a JSON line ({exc.msg})") from None
-            if line.get("lab") == self.spec.name:
-                last[(line["arm"], line["seed"])] = line
-        return list(last.values())
+        """This lab's results lines, the last one of each arm x seed (each checked: `selfloop.lab.results`)."""
+        from selfloop.lab.results import read_lines
+
+        return read_lines(self.results, self.spec.name)
 
 
 def _commit(ignore: Path | None = None, here: Path | None = None) -> str | None:
