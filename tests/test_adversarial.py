@@ -600,3 +600,34 @@ def test_a_report_on_a_full_disk_names_its_folder_and_leaves_nothing(full_disk: 
     assert code == 1 and f"no space left on device writing the report to {full_disk / 'report'}" in err, err
     assert "plotly" not in err and len(err.strip().splitlines()) == 1
     assert not any(full_disk.iterdir()), "nothing half-written is left"
+
+
+@pytest.mark.integration
+def test_a_store_on_a_read_only_filesystem_can_be_read(tmp_path: Path) -> None:
+    """Needs root (a read-only bind mount); skipped elsewhere. SQLite's WAL needs a `-shm` file it can create, so
+    `sql`, `status`, `history` and the Python API failed with "unable to open database file"; such a store is
+    opened immutable (nothing can change it while it is read-only)."""
+    import subprocess
+    import sys
+
+    from tests.test_ui import build_store
+
+    (tmp_path / "rw").mkdir()
+    build_store(f"sqlite:///{tmp_path / 'rw' / 'selfloop.db'}")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(tmp_path / "rw"), str(ro)], capture_output=True).returncode:
+        pytest.skip("a read-only bind mount needs root")
+    try:
+        assert subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], capture_output=True).returncode == 0
+        url = f"sqlite:///{ro / 'selfloop.db'}"
+        for args in (["status", "--db", url], ["history", "--loop", "a", "--db", url],
+                     ["sql", "--db", url, "SELECT count(*) AS n FROM iterations"]):
+            out = subprocess.run([sys.executable, "-m", "selfloop", *args], capture_output=True, text=True, timeout=300)
+            assert out.returncode == 0, (args, out.stderr[-2000:])
+        assert "5" in out.stdout
+        api = subprocess.run([sys.executable, "-c", f"import selfloop; print(len(selfloop.open_store({url!r}).loops()))"],
+                             capture_output=True, text=True, timeout=300)
+        assert api.returncode == 0 and api.stdout.strip() == "2", api.stderr[-2000:]
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)

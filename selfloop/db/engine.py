@@ -64,6 +64,25 @@ def sqlite_path(url: URL | str) -> Path | None:
     return Path(parsed.database) if parsed.get_backend_name() == "sqlite" else None
 
 
+def unchanging(path: Path) -> bool:
+    """Whether the SQLite file at `path` can only be read as it is: on a read-only filesystem, or in a directory
+    this user cannot write with no shared-memory file beside it (no writer has it open). SQLite's WAL needs a
+    `-shm` file it can create, so such a store is opened `immutable` (nothing can change it under the reader)."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        return False
+    return not os.access(path.parent, os.W_OK) and not Path(f"{path}-shm").exists()
+
+
+def read_only_uri(path: Path) -> str:
+    """The URI that opens `path` for reading only (immutable when `unchanging`)."""
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if unchanging(path) else "")
+
+
 def check_single_link(path: Path) -> None:
     """Refuse an SQLite file with more than one hard link: each name gets its own WAL file and lock, so two
     writers through two names corrupt it (SQLite's "How to corrupt" page, section 2.5)."""
@@ -106,7 +125,14 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, deferred: bool = Fals
             from selfloop.db.file_locks import claim_name
 
             claim_name(path)
-        engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000})
+        if deferred and unchanging(path):  # a reader of a store on read-only media (or a folder it cannot write)
+            import sqlite3
+
+            uri = read_only_uri(path)
+            engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
+                uri, uri=True, timeout=busy_timeout_ms / 1000, check_same_thread=False))
+        else:
+            engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from selfloop.db.engine import read_only_uri
 from selfloop.errors import SelfloopError
 
 MAX_VALUE_BYTES = 16 * 1024 * 1024  # the largest string or blob a statement may build (SQLite)
@@ -117,7 +118,7 @@ def connect_sqlite_readonly(path: Path, busy_timeout_s: float) -> tuple[ReadOnly
     if not path.exists():
         raise SelfloopError(f"no database at {path}")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=busy_timeout_s, isolation_level=None,
+        conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=busy_timeout_s, isolation_level=None,
                                factory=ReadOnlyConnection, check_same_thread=False)
     except sqlite3.Error as exc:
         raise SelfloopError(f"cannot open {path} read-only: {exc}") from None
