@@ -9,19 +9,35 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+# Entry points that failed to load, by group and entry point name: the reason, said where a config names one.
+BROKEN: dict[str, dict[str, str]] = {}
+
+
 def with_entry_points(group: str, kind: type[T], builtin: dict[str, T]) -> dict[str, T]:
-    """`builtin` and, by entry point name, every spec the group's entry points name; a broken or clashing
-    plug-in is an ImportError that names its entry point in one line."""
+    """`builtin` and, by entry point name, every spec the group's entry points name. A plug-in that fails to load
+    (or names no spec, or clashes with a name) is left out and recorded in BROKEN with its reason in one line,
+    not raised: a broken package must not stop commands that do not use it (`selfloop status` of another store).
+    A config that names it is refused with that reason (`broken_plugin`)."""
     found = dict(builtin)
     for point in sorted(entry_points(group=group), key=lambda p: p.name):
         where = f"entry point {group}:{point.name} ({point.value})"
         try:
             spec = point.load()
         except Exception as exc:  # noqa: BLE001 - whatever the plug-in raises, said in one line
-            raise ImportError(f"{where} failed to load: {type(exc).__name__}: {exc}") from None
+            BROKEN.setdefault(group, {})[point.name] = f"{where} failed to load: {type(exc).__name__}: {exc}"
+            continue
         if not isinstance(spec, kind):
-            raise ImportError(f"{where} is not a {kind.__name__}")
-        if spec.name in found:  # type: ignore[attr-defined]
-            raise ImportError(f"{where}: {spec.name!r} is already defined")  # type: ignore[attr-defined]
-        found[spec.name] = spec  # type: ignore[attr-defined]
+            BROKEN.setdefault(group, {})[point.name] = f"{where} is not a {kind.__name__}"
+        elif spec.name in found:  # type: ignore[attr-defined]
+            BROKEN.setdefault(group, {})[point.name] = f"{where}: {spec.name!r} is already defined"  # type: ignore[attr-defined]
+        else:
+            found[spec.name] = spec  # type: ignore[attr-defined]
     return found
+
+
+def broken_plugin(name: object) -> str | None:
+    """Why the plug-in `name` (an entry point's name in any group) is not available, or None."""
+    for failures in BROKEN.values():
+        if isinstance(name, str) and name in failures:
+            return failures[name]
+    return None

@@ -58,13 +58,23 @@ def test_an_algorithm_from_outside_the_package_trains_one_iteration(tmp_path: Pa
 
 
 @pytest.mark.integration
-def test_a_broken_plugin_is_named_in_one_line(tmp_path: Path) -> None:
-    env = install(tmp_path / "site", {"selfloop.algorithms": {"nothing": "toy_sft_config:NOT_THERE"}})
-    config = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
-    out = selfloop_cli("config", "validate", str(config), env=env, fresh=True)
-    assert out.returncode != 0
-    assert "entry point selfloop.algorithms:nothing (toy_sft_config:NOT_THERE) failed to load" in out.stderr
-    assert "Traceback" not in out.stderr
+def test_a_broken_plugin_breaks_only_what_names_it(tmp_path: Path) -> None:
+    """A plug-in that fails to import broke every command ("entry point selfloop.algorithms:wsft ... failed to
+    load"), `status` of an unrelated store included. It is loaded when needed and named there, in one line."""
+    env = install(tmp_path / "site", {"selfloop.algorithms": {"nothing": "toy_sft_config:NOT_THERE",
+                                                              "boom": "no_such_module:SPEC"}})
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    config = tiny_yaml(tmp_path, url)
+    assert selfloop_cli("config", "validate", str(config), env=env, fresh=True).returncode == 0
+    assert selfloop_cli("db", "upgrade", "--db", url, env=env, fresh=True).returncode == 0
+    status = selfloop_cli("status", "--db", url, env=env, fresh=True)
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
+    naming = tiny_yaml(tmp_path, url, name="naming.yaml", train__algorithm="nothing")
+    out = selfloop_cli("config", "validate", str(naming), env=env, fresh=True)
+    assert out.returncode == 2, out.stderr
+    assert "train.algorithm: 'nothing' is not available: entry point selfloop.algorithms:nothing " \
+           "(toy_sft_config:NOT_THERE) failed to load" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) <= 2
 
 
 @pytest.mark.integration

@@ -41,6 +41,11 @@ def _format_error(err: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{path}: required, but missing"
     if kind == "literal_error":
+        from selfloop.plugins import broken_plugin
+
+        why = broken_plugin(value)
+        if why:  # the name of an installed plug-in that did not load: the reason, not the list of names
+            return f"{path}: {value!r} is not available: {why}"
         expected = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
         return f"{path}: {value!r} is not one of {expected}"
     msg = err["msg"].removeprefix("Value error, ")
