@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", metavar="ARM[/SEED]", help="run only these pieces (repeatable)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run N pieces at once, each in its own process (PostgreSQL stores, or SQLite on one machine)")
+    p.add_argument("--checked", action="store_true", help=argparse.SUPPRESS)  # a --jobs worker: its parent checked the file
     p = lab_sub.add_parser("report", help="compare the arms from the results file: gains over the control with "
                                           "paired 95%% intervals per seed, mean and spread, fraction of the oracle")
     p.add_argument("file", type=Path, metavar="LAB")
@@ -649,7 +650,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
             raise SelfloopError(f"--jobs {args.jobs}: must be at least 1")
         from selfloop.signals import StopFlag
 
-        done = lab.run(args.only, args.jobs, StopFlag().install())
+        done = lab.run(args.only, args.jobs, StopFlag().install(), checked=args.checked)
         print(f"lab {lab.spec.name}: {len(done)} arm x seed piece(s) finished; results in {lab.results}")
         return 0
     if args.lab_command == "status":

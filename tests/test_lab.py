@@ -374,3 +374,58 @@ def test_a_results_line_names_its_commit_dirty_only_for_changes_besides_the_resu
     assert _commit(ignore=tmp_path / "elsewhere.jsonl", here=repo / "pkg") == sha + "+dirty"
     (repo / "pkg" / "code.py").write_text("x = 2\n")
     assert _commit(ignore=results, here=repo / "pkg") == sha + "+dirty"
+
+
+def test_a_relative_sqlite_database_is_the_lab_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It resolved against the working directory, so the same lab file found another store from elsewhere."""
+    from selfloop.lab.run import Lab
+
+    (tmp_path / "labs").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    path = _lab(tmp_path / "labs", database="sqlite:///stores/t.db")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Lab(path).url == f"sqlite:///{tmp_path / 'labs' / 'stores' / 't.db'}"
+    assert Lab(_lab(tmp_path / "labs", database="sqlite:////abs/t.db")).url == "sqlite:////abs/t.db"
+
+
+def test_a_bad_only_is_refused_before_any_config_is_read_and_arms_are_checked_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 10,000-piece lab validated every piece's config before rejecting a bad --only, and each --jobs worker
+    validated them all again. --only is checked first; the check reads one config per arm; a worker skips it."""
+    from selfloop.lab.run import Lab
+
+    arms = {"control": {}, **{f"a{i}": {} for i in range(99)}}
+    lab = Lab(_lab(tmp_path, seeds=list(range(100)), arms=arms))
+    read = []
+    monkeypatch.setattr(Lab, "config", lambda self, piece: read.append(piece) or pytest.fail("a config was read"))
+    with pytest.raises(SelfloopError, match="no arm 'nope'"):
+        lab.run(["nope"])
+    assert read == []
+    checked = []
+    monkeypatch.setattr(Lab, "check", lambda self: checked.append(True))
+    monkeypatch.setattr(Lab, "run_piece", lambda self, piece, stop: False)
+    lab.run(["a1/3"], checked=True)
+    assert checked == []  # a worker of a --jobs run: its parent checked the lab file
+
+
+def test_the_check_reads_one_config_per_arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfloop.lab.run import Lab
+
+    class Suites:
+        eval = type("E", (), {"suites": []})()
+
+    lab = Lab(_lab(tmp_path, seeds=[0, 1, 2, 3]))
+    read = []
+    monkeypatch.setattr(Lab, "config", lambda self, piece: read.append(str(piece)) or Suites())
+    lab.check()
+    assert read == ["control/0", "ttrl/0"]
+
+
+def test_a_missing_start_loop_is_refused_before_the_store_is_made(tmp_path: Path) -> None:
+    from selfloop.lab.run import Lab
+
+    lab = Lab(_lab(tmp_path, start={"loop": "base", "at": 1}))
+    lab.check = lambda: None  # the base config is not what is tested
+    with pytest.raises(SelfloopError, match=r"start.loop 'base': the lab's store .* does not exist yet"):
+        lab.run()
+    assert not (tmp_path / ".lab").exists(), "nothing may be created before the start is known to exist"

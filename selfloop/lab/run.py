@@ -47,8 +47,13 @@ class Lab:
 
     @property
     def url(self) -> str:
+        """The lab's store: `database` (a relative sqlite:/// path is the lab file's, as every path in it is), or
+        .lab/<name>.db beside the lab file."""
         if self.spec.database:
-            return self.spec.database
+            database = self.spec.database
+            if database.startswith("sqlite:///") and not database.removeprefix("sqlite:///").startswith("/"):
+                return f"sqlite:///{self.home / database.removeprefix('sqlite:///')}"
+            return database
         return f"sqlite:///{self.home / '.lab' / f'{self.spec.name}.db'}"
 
     @property
@@ -85,9 +90,11 @@ class Lab:
         return sorted(chosen, key=every.index)
 
     def check(self) -> None:
-        """Every arm's config validates, and every arm is measured on the same held-out suites."""
+        """Every arm's config validates, and every arm is measured on the same held-out suites: one seed's config per
+        arm (the seeds differ only in loop.seed and the loop's name)."""
         suites = None
-        for piece in self.pieces():
+        first = self.spec.seeds[0]
+        for piece in (p for p in self.pieces() if p.seed == first):
             mine = [s.model_dump(mode="json") for s in self.config(piece).eval.suites]
             if suites is None:
                 suites = mine
@@ -124,11 +131,15 @@ class Lab:
         return out
 
     # -- running ---------------------------------------------------------------------------------------------
-    def run(self, only: list[str] | None = None, jobs: int = 1, stop: Callable[[], bool] = lambda: False) -> list[Piece]:
+    def run(self, only: list[str] | None = None, jobs: int = 1, stop: Callable[[], bool] = lambda: False,
+            checked: bool = False) -> list[Piece]:
         """Run the pieces not finished yet (all of them in order, or `jobs` at a time in worker processes); return
-        the ones finished now."""
-        self.check()
-        todo = self.pieces(only)
+        the ones finished now. `checked`: the lab file was checked already (a worker process of a run with
+        --jobs, whose parent checked it once)."""
+        todo = self.pieces(only)  # a bad --only is refused before any config is read
+        if not checked:
+            self.check()
+            self._check_start()
         if jobs <= 1:
             done = []
             for piece in todo:
@@ -138,6 +149,26 @@ class Lab:
                     done.append(piece)
             return done
         return self._run_in_processes(todo, jobs)
+
+    def _check_start(self) -> None:
+        """A stored start (`start.loop`) must be in the lab's store already: nothing is created before that is
+        known (the store was made, then the fork failed)."""
+        if self.spec.start is None:
+            return
+        from selfloop.db.engine import open_database
+        from selfloop.db.queries import loop_by_name
+
+        where = f"lab {self.spec.name}: start.loop {self.spec.start.loop!r}"
+        if not self._has_store():
+            raise SelfloopError(f"{where}: the lab's store {self.url} does not exist yet; run that loop into it "
+                                "first (or set `start: null` to start from the config's model.base)")
+        db = open_database(self.url, deferred=True)
+        try:
+            with db.session() as session:
+                if loop_by_name(session, self.spec.start.loop) is None:
+                    raise SelfloopError(f"{where} is not a loop of the lab's store {self.url}")
+        finally:
+            db.dispose()
 
     def run_piece(self, piece: Piece, stop: Callable[[], bool] = lambda: False) -> bool:
         """Run one arm x seed to its end (resuming it if it ran before) and write its results line; whether it
@@ -195,7 +226,7 @@ class Lab:
         from concurrent.futures import ThreadPoolExecutor
 
         def one(piece: Piece) -> Piece | None:
-            cmd = [sys.executable, "-m", "selfloop", "lab", "run", str(self.path), "--only", str(piece)]
+            cmd = [sys.executable, "-m", "selfloop", "lab", "run", str(self.path), "--only", str(piece), "--checked"]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 logger.error("lab {}: {} failed: {}", self.spec.name, piece, out.stderr.strip().splitlines()[-1:] or "")
