@@ -95,6 +95,12 @@ class MLflowBackend:
         cfg = config.tracking.mlflow
         bound_http_requests(cfg.timeout_s)
         uri = cfg.tracking_uri or f"sqlite:///{config.state_dir() / 'mlflow.db'}"
+        from selfloop.db.engine import same_database
+        from selfloop.errors import SelfloopError
+
+        if not uri.startswith(("http:", "https:", "databricks")) and same_database(uri, config.database_url()):
+            raise SelfloopError("tracking.mlflow.tracking_uri is selfloop's own store: MLflow would create its tables "
+                                "inside it; give MLflow a database of its own")
         # A local store keeps its artifacts beside it (MLflow's default is the working directory);
         # a tracking server decides for itself.
         local = uri.startswith("sqlite:///")

@@ -240,3 +240,16 @@ def test_relative_paths_in_a_config_are_the_files_not_the_working_directorys(tmp
     assert config.tracking.wandb.dir == here / "wandb"
     assert config.model.cache_dir == Path("cache")  # an override: as typed
     assert load_config(REPO / "configs" / "tiny.yaml").model.base == "tiny"  # names are not paths
+
+
+@pytest.mark.parametrize("uri", ["postgresql+psycopg://mlflow:pw@db.example:5432/selfloop",
+                                 "postgresql://other@db.example/selfloop"])
+def test_an_mlflow_store_inside_selfloops_own_database_is_refused(uri: str) -> None:
+    """MLflow created its tables inside selfloop's PostgreSQL store when pointed at it; another database is fine."""
+    from selfloop.config import validate_config
+    from selfloop.errors import ConfigError
+
+    base = {"loop": {"name": "x"}, "database": {"url": "postgresql+psycopg://owner@db.example/selfloop"}}
+    with pytest.raises(ConfigError, match="tracking.mlflow.tracking_uri is selfloop's own store"):
+        validate_config({**base, "tracking": {"mlflow": {"tracking_uri": uri}}})
+    validate_config({**base, "tracking": {"mlflow": {"tracking_uri": uri.replace("/selfloop", "/mlflow")}}})

@@ -832,6 +832,13 @@ class Config(Section):
         if self.self_instruct.mine_hard.enabled and "synthesize" not in self.loop.phases:
             raise ValueError("self_instruct.mine_hard.enabled: hard prompts seed the synthesize phase, which is "
                              "not in loop.phases")
+        mlflow_uri = self.tracking.mlflow.tracking_uri
+        if mlflow_uri and "://" in mlflow_uri and not mlflow_uri.startswith(("http:", "https:", "databricks")):
+            from selfloop.db.engine import same_database
+
+            if same_database(mlflow_uri, self.database.url or f"sqlite:///{self.state_dir() / 'selfloop.db'}"):
+                raise ValueError("tracking.mlflow.tracking_uri is selfloop's own store (database.url): MLflow would "
+                                 "create its tables inside it; give MLflow a database of its own")
         if self.engine.kind == "vllm-server" and self.judge.llm_judge.model is not None:
             raise ValueError("judge.llm_judge.model: a separate judge model is not served by engine.kind 'vllm-server' "
                              "(its servers serve the policy's base model); leave it null to judge with the policy")

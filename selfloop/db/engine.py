@@ -47,6 +47,20 @@ def check_url(url: str) -> URL:
     return parsed
 
 
+def same_database(a: str, b: str) -> bool:
+    """Whether two URLs reach the same database: one SQLite file (by its real path), or one PostgreSQL database
+    (host, port and name, whatever the driver, user or password)."""
+    try:
+        x, y = make_url(a), make_url(b)
+    except ArgumentError:
+        return False
+    if x.get_backend_name() != y.get_backend_name():
+        return False
+    if x.get_backend_name() == "sqlite":
+        return bool(x.database and y.database) and os.path.realpath(x.database) == os.path.realpath(y.database)
+    return ((x.host or "localhost"), x.port or 5432, x.database) == ((y.host or "localhost"), y.port or 5432, y.database)
+
+
 def as_url(text: str) -> str:
     """A store as a user names it: a URL as given, a plain file path as the SQLite URL of its absolute path."""
     return text if "://" in text or not text.strip() else f"sqlite:///{Path(text).expanduser().resolve()}"
