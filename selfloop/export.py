@@ -40,8 +40,12 @@ from selfloop.errors import SelfloopError
 WHAT = ("pairs", "samples", "examples", "ranked", "evals")
 
 
-def _chat_prompt(text: str, system: str | None) -> list[dict[str, str]]:
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+def _chat_prompt(text: str, system: str | None, messages: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+    """The prompt as the policy was asked it (TRL's conversational form): its stored conversation, or the user turn
+    after the config's system turn."""
+    from selfloop.engines.chat import prompt_chat
+
+    return prompt_chat(text, system, messages)
 
 
 def _assistant(text: str) -> list[dict[str, str]]:
@@ -78,11 +82,11 @@ def rows(session: Session, loop_name: str, what: str, iteration: int | None = No
                    "majority_correct": item.majority_correct}
     elif what == "samples":
         found = history.samples_of(session, list(its))
-        scores = history.mean_judge_scores(session, {s.id for s, _, _ in found})
-        votes = history.votes_of(session, [s.id for s, _, _ in found])
-        for sample, prompt, answer in found:
+        scores = history.mean_judge_scores(session, {s.id for s, *_ in found})
+        votes = history.votes_of(session, [s.id for s, *_ in found])
+        for sample, prompt, answer, messages in found:
             vote_answer, reward = votes.get(sample.id, (None, None))
-            yield {**base, "iteration": its[sample.iteration_id], "prompt": _chat_prompt(prompt, system),
+            yield {**base, "iteration": its[sample.iteration_id], "prompt": _chat_prompt(prompt, system, messages),
                    "completion": _assistant(sample.text), "sample_index": sample.sample_index,
                    "judge_score": scores.get(sample.id), "vote_answer": vote_answer,
                    "vote_reward": reward, "known_answer": answer, "correct": sample.correct,
@@ -103,12 +107,12 @@ def _examples(session: Session, its: dict[int, int], base: dict[str, Any], syste
     found = history.examples_of(session, list(its))
     scores = history.mean_judge_scores(session, {e.sample_id for e, *_ in found if e.sample_id} |
                                        {e.rejected_sample_id for e, *_ in found if e.rejected_sample_id})
-    for example, prompt, chosen_text, rejected_text, ranked in found:
+    for example, prompt, chosen_text, rejected_text, ranked, messages in found:
         if (example.rejected_sample_id is not None) != pairs or ranked:
             continue
         completion = chosen_text if chosen_text is not None else example.text
         row = {**base, "iteration": its[example.iteration_id], "algorithm": example.algorithm,
-               "prompt": _chat_prompt(prompt, system)}
+               "prompt": _chat_prompt(prompt, system, messages)}
         if pairs:
             row |= {"chosen": _assistant(completion), "rejected": _assistant(rejected_text),
                     "chosen_score": scores.get(example.sample_id), "rejected_score": scores.get(example.rejected_sample_id)}

@@ -21,11 +21,32 @@ def check_inputs(config: Config) -> None:
     from selfloop.tasks import load_pool
 
     check_paths(config)
+    check_engine(config)
     load_pool(config.generation.tasks)
     for suite in config.eval.suites:
         load_suite(suite)
     if "llm_judge" in config.judge.signals:
         load_template(config.judge.llm_judge.template)
+
+
+def check_engine(config: Config) -> None:
+    """What the engine needs of this machine, checked before a loop is created: vLLM installed for the vllm
+    engine, a CUDA GPU for what only runs on one (vLLM's sleep mode, engine.device cuda). A config for a GPU
+    machine run on a CPU one failed inside vLLM ("ValidationError ... ModelConfig") after the loop was written."""
+    import importlib.util
+
+    e = config.engine
+    on_cpu_instead = "on this machine use engine.kind: hf (--set engine.kind=hf)"
+    if e.kind == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"engine.kind: 'vllm' needs vLLM, which is not installed here (pip install "
+                          f"'selfloop[vllm]' on a GPU machine); {on_cpu_instead}")
+    if (e.kind == "vllm" and e.enable_sleep_mode) or e.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            field = "engine.enable_sleep_mode" if e.kind == "vllm" and e.enable_sleep_mode else "engine.device"
+            raise ConfigError(f"{field}: needs a CUDA GPU and none is visible here; {on_cpu_instead}"
+                              + (" or set engine.enable_sleep_mode: false" if field == "engine.enable_sleep_mode" else ""))
 
 
 def check_model_limits(config: Config, model_dir: Path) -> None:

@@ -25,7 +25,10 @@ from sqlalchemy.orm import Session
 from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import Iteration, Loop, PhaseRun
-from selfloop.db.queries import adapter_of, add_event, last_iteration, loop_by_name, phase_run, phase_summary
+from selfloop.db.queries import (
+    adapter_of, add_event, delete_iteration_rows, has_results, last_iteration, lineage_offset, loop_by_name, phase_run,
+    phase_summary,
+)
 from selfloop.db.training import clear_steps
 from selfloop.errors import Interrupted, SelfloopError
 from selfloop.phases import PHASES
@@ -82,6 +85,15 @@ def open_loop(db: Database, config: Config) -> Loop:
         if loop.config != snapshot:
             changed = changed_fields(_with_defaults(loop.config), snapshot)
             semantic = [f for f in changed if _semantic(f)]
+            if semantic and not has_results(session, loop) and (loop.parent_loop_id is None or loop.base_model == config.model.base):
+                # Nothing finished and no checkpoint: what ran was a false start (an engine that could not start
+                # here, say). The new config replaces the old, and the false start's rows go.
+                delete_iteration_rows(session, loop, with_iterations=True)
+                loop.config, loop.config_hash, loop.status = snapshot, digest, "ready"
+                loop.base_model, loop.main_metric, loop.seed = config.model.base, config.eval.main_metric, config.loop.seed
+                add_event(session, loop.id, None, "loop.config_replaced",
+                          f"config of {loop.name} replaced before any iteration finished: {', '.join(semantic[:10])}")
+                return loop
             if semantic:
                 raise SelfloopError(
                     f"loop {loop.name!r} exists with a different config (changed: {', '.join(semantic[:6])}); "
@@ -152,6 +164,7 @@ def run_iteration(
         if loop.status == "finished":  # max_iterations was raised since: the loop runs again
             loop.status = "ready"
         loop_id, iteration_id, number = loop.id, it.id, it.number
+        offset = lineage_offset(session, loop.id)
         policy = adapter_of(session, it.base_checkpoint_id, config)
         ITERATION.start(_last_duration_s(session, loop_id))
     for phase in config.loop.phases:
@@ -160,7 +173,8 @@ def run_iteration(
             continue  # done earlier
         if on_phase is not None:
             on_phase(config.loop.name, number, phase)
-        ctx = PhaseContext(db, config, runtime, loop_id, iteration_id, number, phase, phase_run_id, policy, stop_requested)
+        ctx = PhaseContext(db, config, runtime, loop_id, iteration_id, number, phase, phase_run_id, policy, stop_requested,
+                           offset)
         with logger.contextualize(loop=config.loop.name, iteration=number, phase=phase):
             logger.info("{} iteration {}: {}{}", config.loop.name, number, phase, ITERATION.eta())
             started = time.monotonic()

@@ -20,10 +20,13 @@ from selfloop.strict import StrictError, load_json, unicode_problem
 @dataclass(frozen=True)
 class Task:
     key: str
-    prompt: str
+    prompt: str  # the (last) user turn
     answer: str | None = None
     reference: str | None = None
     family: str = "value"  # the task family whose grader checks `answer`
+    # A row given as a conversation: every turn up to and including the last user turn (a system turn and earlier
+    # turns kept as given); None for a plain prompt.
+    chat: tuple[dict[str, str], ...] | None = None
 
 
 # Bounds on user files: a task or eval file is read whole into memory and every prompt is tokenised.
@@ -69,30 +72,37 @@ def read_jsonl_tasks(text: str, source: str, prefix: str, fields: FieldMap | Non
     return tasks_from_rows(rows(), source, prefix, fields, answer_after)
 
 
+# Keys a row may have with the default field map: ours, and TRL's dataset forms (conversational or standard).
+DEFAULT_KEYS = ("prompt", "answer", "response", "messages", "completion", "chosen", "rejected")
+ROLES = ("system", "user", "assistant")
+
+
 def tasks_from_rows(rows: Iterable[tuple[int, Any]], source: str, prefix: str, fields: FieldMap | None = None,
                     answer_after: str | None = None) -> list[Task]:
-    """Tasks from (row number, row) pairs, the prompt, answer and response found under `fields`' keys (a
-    'messages' list gives its last user turn as the prompt and the assistant turn after it as the response).
-    With the default keys a row's other keys are errors (a typo is not ignored); with a user's mapping they are
-    the dataset's own columns and ignored."""
+    """Tasks from (row number, row) pairs. A row holds its prompt as text under `fields.prompt`, or as a
+    conversation as TRL's datasets have them: `messages` (a chat whose last user turn is the prompt and whose
+    assistant turn after it, if any, the reference response), or `fields.prompt` as a list of turns with an
+    optional `completion` (prompt-completion) or `chosen` (preference; `rejected` is not used). A conversation's
+    system turn and earlier turns are kept with the prompt (`Task.chat`) and are what the policy is asked.
+    With the default keys a row's other keys are errors (a typo is not ignored); with a user's mapping they are the
+    dataset's own columns and ignored, but a mapped key that no row has is refused."""
     fields = fields or FieldMap()
     strict = fields == FieldMap()
     tasks = []
+    seen: set[str] = set()
     for number, row in rows:
         where = f"{source}:{number}"
         if not isinstance(row, dict):
             raise ConfigError(f"{where}: each row must be an object with a {fields.prompt!r}")
-        prompt, response = row.get(fields.prompt), row.get(fields.response)
-        if prompt is None and isinstance(row.get("messages"), list):
-            prompt, response = _from_messages(row["messages"], where)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ConfigError(f"{where}: each line needs a non-empty string {fields.prompt!r}"
-                              + ("" if strict else " (generation.tasks.fields / eval.suites[].fields name the keys)"))
+        seen |= set(row)
+        prompt, chat, response = _prompt_of(row, fields, where, strict)
         if strict:
-            unknown = set(row) - {"prompt", "answer", "response"}
+            unknown = set(row) - set(DEFAULT_KEYS)
             if unknown:
                 raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (expected prompt, answer, "
-                                  "response; `fields` maps other names, and then other keys are ignored)")
+                                  "response, or TRL's messages, completion, chosen, rejected; `fields` maps other "
+                                  "names, and then other keys are ignored)")
+        response = row.get(fields.response) if row.get(fields.response) is not None else response
         answer = row.get(fields.answer)
         if answer is not None and (isinstance(answer, bool) or not isinstance(answer, str | int | float)):
             raise ConfigError(f"{where}: {fields.answer!r} must be a string or a number, got {type(answer).__name__}")
@@ -106,26 +116,85 @@ def tasks_from_rows(rows: Iterable[tuple[int, Any]], source: str, prefix: str, f
             answer = text.rsplit(answer_after, 1)[1].strip()
         if response is not None and not isinstance(response, str):
             raise ConfigError(f"{where}: {fields.response!r} must be a string, got {type(response).__name__}")
-        for key, value in (("prompt", prompt), ("answer", answer), ("response", response)):
+        texts = [("prompt", prompt), ("answer", answer), ("response", response),
+                 *((f"messages[{i}]", turn["content"]) for i, turn in enumerate(chat or ()))]
+        for key, value in texts:
             if value is not None and len(str(value)) > MAX_FIELD_CHARS:
                 raise ConfigError(f"{where}: '{key}' is {len(str(value))} characters, above the limit of {MAX_FIELD_CHARS}")
             problem = unicode_problem(value) if isinstance(value, str) else None
             if problem:  # rows of Parquet and datasets files do not pass through the strict JSON reader
                 raise ConfigError(f"{where}: '{key}' is {problem}")
-        tasks.append(Task(f"{prefix}:{number}", prompt, None if answer is None else str(answer), response))
+        tasks.append(Task(f"{prefix}:{number}", prompt, None if answer is None else str(answer), response, chat=chat))
     if not tasks:
         raise ConfigError(f"{source}: no tasks")
+    if not strict:
+        for name in ("answer", "response"):
+            key = getattr(fields, name)
+            if key != getattr(FieldMap(), name) and key not in seen:
+                raise ConfigError(f"{source}: fields.{name} names {key!r}, which no row has (keys: "
+                                  f"{', '.join(sorted(seen))})")
     return tasks
 
 
-def _from_messages(messages: list[Any], where: str) -> tuple[str | None, str | None]:
-    """The last user turn of a chat (role/content dicts) and the assistant turn after it, if any."""
-    turns = [m for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
-    users = [i for i, m in enumerate(turns) if m.get("role") == "user"]
+def _prompt_of(row: dict[str, Any], fields: FieldMap, where: str,
+               strict: bool) -> tuple[str, tuple[dict[str, str], ...] | None, str | None]:
+    """(the prompt's text, its conversation or None, a reference response the conversation holds or None)."""
+    given = row.get(fields.prompt)
+    if given is None and isinstance(row.get("messages"), list):
+        return _from_messages(row["messages"], where, "messages")
+    if isinstance(given, list):  # TRL's conversational prompt (prompt-only, prompt-completion, preference)
+        text, chat, _ = _from_messages(given, where, fields.prompt, needs_last_user=True)
+        after = row.get("completion", row.get("chosen"))
+        response = _assistant_text(after, where) if after is not None else None
+        return text, chat, response
+    if not isinstance(given, str) or not given.strip():
+        if given is None and not strict:
+            raise ConfigError(f"{where}: no key {fields.prompt!r} (fields.prompt) and no 'messages' list: the mapping "
+                              f"names a key this row does not have (its keys: {', '.join(sorted(row))})")
+        raise ConfigError(f"{where}: each line needs a non-empty string {fields.prompt!r} or a 'messages' list"
+                          + ("" if strict else " (generation.tasks.fields / eval.suites[].fields name the keys)"))
+    after = row.get("completion", row.get("chosen"))  # TRL's standard prompt-completion and preference forms
+    return given, None, _assistant_text(after, where) if after is not None else None
+
+
+def _turns(messages: Any, where: str, key: str) -> list[dict[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        raise ConfigError(f"{where}: {key!r} must be a non-empty list of turns")
+    turns = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise ConfigError(f"{where}: {key}[{i}] must be a turn {{\"role\": system|user|assistant, \"content\": "
+                              f"text}}, got {str(m)[:80]!r}")
+        turns.append({"role": m["role"], "content": m["content"]})
+    return turns
+
+
+def _from_messages(messages: Any, where: str, key: str,
+                   needs_last_user: bool = False) -> tuple[str, tuple[dict[str, str], ...], str | None]:
+    """A conversation split at its last user turn: (that turn's text, the turns up to it, the assistant turn right
+    after it or None). A prompt list must end with its user turn."""
+    turns = _turns(messages, where, key)
+    users = [i for i, m in enumerate(turns) if m["role"] == "user"]
     if not users:
-        raise ConfigError(f"{where}: 'messages' has no user turn")
-    after = [m["content"] for m in turns[users[-1] + 1:] if m.get("role") == "assistant"]
-    return turns[users[-1]]["content"], (after[0] if after else None)
+        raise ConfigError(f"{where}: {key!r} has no user turn")
+    last = users[-1]
+    if needs_last_user and last != len(turns) - 1:
+        raise ConfigError(f"{where}: {key!r} must end with the user turn the policy answers")
+    after = [m["content"] for m in turns[last + 1:] if m["role"] == "assistant"]
+    if not turns[last]["content"].strip():
+        raise ConfigError(f"{where}: the last user turn of {key!r} is empty")
+    return turns[last]["content"], tuple(turns[: last + 1]), after[0] if after else None
+
+
+def _assistant_text(value: Any, where: str) -> str:
+    """A completion as TRL gives it: text, or a list of turns whose first assistant turn is the answer."""
+    if isinstance(value, str):
+        return value
+    turns = _turns(value, where, "completion")
+    said = [m["content"] for m in turns if m["role"] == "assistant"]
+    if not said:
+        raise ConfigError(f"{where}: 'completion' has no assistant turn")
+    return said[0]
 
 
 def read_user_tasks(path: Path, field: str, prefix: str, fields: FieldMap | None = None,

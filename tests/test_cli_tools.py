@@ -300,3 +300,36 @@ def test_resume_config_is_the_loops_config_file(tmp_path: Path, sqlite_url: str)
     named = tiny_yaml(tmp_path, sqlite_url, name="named.yaml", loop__name="another")
     out = selfloop_cli("resume", "tiny", "--config", str(named))
     assert out.returncode == 1 and f"--config {named} configures loop 'another', not 'tiny'" in out.stderr
+
+
+@pytest.mark.integration
+def test_a_loop_that_failed_before_its_first_checkpoint_may_run_again_with_changes(tmp_path: Path) -> None:
+    """The user trial: a loop whose first run failed before any checkpoint was left with no way out ("fork it at
+    N", with nothing to fork). With no finished iteration and no checkpoint, a changed config replaces the old
+    one: the false start's rows go, and what runs equals a clean run of the new config. Once an iteration has
+    finished, a changed config is refused (fork) as before."""
+    url = f"sqlite:///{tmp_path / 'selfloop.db'}"
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=1)
+    killed = selfloop_cli("run", "--config", str(config), env={"SELFLOOP_FAILPOINT": "judge.start"})
+    assert killed.returncode == -9 and table_counts(url)["samples"] > 0  # a false start with rows
+    changed = tiny_yaml(tmp_path, url, name="changed.yaml", loop__max_iterations=1, generation__temperature=0.7)
+    out = selfloop_cli("run", "--config", str(changed))
+    assert out.returncode == 0, out.stderr[-3000:]
+    (tmp_path / "clean").mkdir()
+    clean_url = f"sqlite:///{tmp_path / 'clean' / 'selfloop.db'}"
+    clean = selfloop_cli("run", "--config", str(tiny_yaml(tmp_path / "clean", clean_url, loop__max_iterations=1,
+                                                          generation__temperature=0.7)))
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    mine, theirs = table_counts(url), table_counts(clean_url)
+    assert mine["events"] == theirs["events"] + 1  # loop.config_replaced
+    assert {k: v for k, v in mine.items() if k not in ("events", "writer_leases")} == \
+        {k: v for k, v in theirs.items() if k not in ("events", "writer_leases")}
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        temperature = conn.execute(text("SELECT DISTINCT temperature FROM samples")).scalars().all()
+        replaced = conn.execute(text("SELECT message FROM events WHERE kind = 'loop.config_replaced'")).scalar()
+    engine.dispose()
+    assert temperature == [0.7] and "generation.temperature" in replaced
+    again = selfloop_cli("run", "--config", str(tiny_yaml(tmp_path, url, name="third.yaml", loop__max_iterations=2,
+                                                          generation__temperature=0.9)))
+    assert again.returncode != 0 and "fork it to run the new config" in again.stderr, again.stderr[-2000:]

@@ -88,3 +88,39 @@ def test_hostile_config_is_one_line_before_anything_is_written(tmp_path: Path, r
         assert code == 2 and message in err, (command, err)
         assert len(lines) <= 2 and "Traceback" not in err and "unexpected error" not in err, err
         assert not db.exists(), "nothing may be written for a bad input"
+
+
+def test_a_gpu_config_on_a_cpu_machine_is_refused_before_anything_is_written(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    """The user trial: configs/gpu-dpo.yaml with the packaged model on a CPU machine printed "unexpected error:
+    ValidationError: 1 validation error for ModelConfig" from inside vLLM, after the loop was written."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: sleep mode can run here")
+    db = tmp_path / "out" / "selfloop.db"
+    config = tiny_yaml(tmp_path, f"sqlite:///{db}", engine={"kind": "vllm", "enable_sleep_mode": True})
+    for command in (["config", "validate", str(config)], ["run", "--config", str(config)]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and "engine.enable_sleep_mode: needs a CUDA GPU and none is visible here" in err, err
+        assert "--set engine.kind=hf" in err and "unexpected error" not in err
+        assert not db.exists()
+
+
+def test_vllms_own_errors_are_said_in_one_line_with_the_fix() -> None:
+    from pydantic import BaseModel, field_validator
+
+    from selfloop.engines import _reason
+
+    class ModelConfig(BaseModel):  # what vLLM raises: its config's ValidationError, the reason in its first error
+        sleep: bool
+
+        @field_validator("sleep")
+        @classmethod
+        def _platform(cls, v: bool) -> bool:
+            raise ValueError("Sleep mode is not supported on current platform.")
+
+    try:
+        ModelConfig(sleep=True)
+    except Exception as exc:  # noqa: BLE001
+        assert _reason(exc) == "Sleep mode is not supported on current platform."
+    assert _reason(RuntimeError("no CUDA\nmore")) == "RuntimeError: no CUDA"

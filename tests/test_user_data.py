@@ -122,3 +122,70 @@ def test_a_small_parquet_file_that_expands_beyond_the_bound_is_refused_before_it
         load_pool(TaskSource(kind="jsonl", path=path))
     monkeypatch.setattr(tasks, "MAX_FILE_BYTES", 10_000_000)
     assert len(load_pool(TaskSource(kind="jsonl", path=path))) == 2000
+
+
+SYSTEM = {"role": "system", "content": "You are a terse assistant. Answer with a number."}
+CHATS = [  # TRL's conversational forms, with a system turn and earlier turns
+    {"messages": [SYSTEM, {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"},
+                  {"role": "user", "content": "And 3 + 3?"}, {"role": "assistant", "content": "6"}]},
+    {"prompt": [SYSTEM, {"role": "user", "content": "What is 5 + 1?"}],
+     "completion": [{"role": "assistant", "content": "6"}]},
+    {"prompt": [{"role": "user", "content": "What is 7 + 1?"}], "chosen": [{"role": "assistant", "content": "8"}],
+     "rejected": [{"role": "assistant", "content": "9"}]},
+    {"prompt": [{"role": "user", "content": "What is 1 + 1?"}]},
+]
+
+
+def test_trls_conversational_rows_load_whole_with_the_default_fields(tmp_path: Path) -> None:
+    """They were refused ("unknown key(s) messages"), and with a mapping the system turn and earlier turns were
+    dropped silently. What is kept: the conversation up to its last user turn, and the reply after it."""
+    pool = load_pool(TaskSource(kind="jsonl", path=_jsonl(tmp_path / "chats.jsonl", CHATS)))
+    assert [t.prompt for t in pool] == ["And 3 + 3?", "What is 5 + 1?", "What is 7 + 1?", "What is 1 + 1?"]
+    assert [t.reference for t in pool] == ["6", "6", "8", None]
+    assert pool[0].chat == tuple(CHATS[0]["messages"][:4]) and pool[0].chat[0] == SYSTEM
+    assert pool[1].chat == tuple(CHATS[1]["prompt"]) and pool[3].chat == tuple(CHATS[3]["prompt"])
+    suite = load_suite(SuiteConfig(name="chats", kind="jsonl", path=_jsonl(tmp_path / "answers.jsonl", [
+        {**CHATS[0], "answer": "6"}, {**CHATS[1], "answer": "6"}])))
+    assert [(i.prompt, i.answer, i.chat[0]) for i in suite] == [("And 3 + 3?", "6", SYSTEM), ("What is 5 + 1?", "6", SYSTEM)]
+
+
+@pytest.mark.parametrize(("row", "fields", "message"), [
+    ({"question": "q", "answer": "1"}, {"prompt": "question", "answer": "solution"}, r"fields.answer names 'solution', which no row has"),
+    ({"text": "q"}, {"prompt": "question"}, r":1: no key 'question' \(fields.prompt\) and no 'messages' list"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "robot", "content": "x"}]}, None, r"messages\[1\] must be a turn"),
+    ({"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, None, r"must end with the user turn"),
+    ({"messages": [{"role": "system", "content": "x"}]}, None, r"'messages' has no user turn"),
+])
+def test_a_mapping_or_a_conversation_that_does_not_fit_the_rows_is_refused(tmp_path: Path, row: dict, fields, message: str) -> None:  # noqa: ANN001
+    source = {"kind": "jsonl", "path": _jsonl(tmp_path / "rows.jsonl", [row]), **({"fields": fields} if fields else {})}
+    with pytest.raises(ConfigError, match=message):
+        load_pool(TaskSource(**source))
+
+
+@pytest.mark.integration
+def test_a_conversation_is_what_the_policy_is_asked_and_what_export_gives(tmp_path: Path) -> None:
+    """The system turn and the earlier turns of a TRL conversational file reach the model: stored with the prompt,
+    rendered in the rollout's chat (the tiny model's samples differ from those of the last user turn alone),
+    and exported in TRL's conversational form."""
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import selfloop_cli, tiny_yaml
+
+    tasks = _jsonl(tmp_path / "chats.jsonl", [{**c, "answer": a} for c, a in zip(CHATS, ["6", "6", "8", "2"])])
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=1, loop__phases=["rollout", "judge"],
+                       generation__tasks={"kind": "jsonl", "path": str(tasks), "family": "value"},
+                       generation__prompts_per_iteration=4)
+    out = selfloop_cli("run", "--config", str(config))
+    assert out.returncode == 0, out.stderr[-3000:]
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT text, messages FROM prompts WHERE source = 'task' ORDER BY text")).all()
+    engine.dispose()
+    by_text = {t: json.loads(m) if isinstance(m, str) else m for t, m in stored}
+    assert by_text["And 3 + 3?"] == CHATS[0]["messages"][:4] and by_text["What is 1 + 1?"] == CHATS[3]["prompt"]
+    exported = selfloop_cli("export", "tiny", "--what", "samples", "--db", url)
+    assert exported.returncode == 0, exported.stderr
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    asked = {r["prompt"][-1]["content"]: r["prompt"] for r in rows}
+    assert asked["And 3 + 3?"] == CHATS[0]["messages"][:4] and asked["What is 5 + 1?"][0] == SYSTEM

@@ -174,8 +174,9 @@ class EngineConfig(Section):
 class FieldMap(Section):
     """Which keys of a user's rows hold the prompt, the answer and the reference response."""
 
-    prompt: str = Field("prompt", description="The key of the prompt ('question', 'problem', ...). A row with a "
-                        "'messages' list (role/content) and no such key gives its last user turn instead.")
+    prompt: str = Field("prompt", description="The key of the prompt ('question', 'problem', ...), as text or as a "
+                        "list of turns (TRL's conversational prompt). A row with a 'messages' list (role/content) and no "
+                        "such key is that conversation: its turns up to the last user turn are what the policy is asked.")
     answer: str = Field("answer", description="The key of the checkable answer (optional in a task pool).")
     response: str = Field("response", description="The key of a reference response (SPIN's ground truth).")
 

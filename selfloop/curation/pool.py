@@ -49,7 +49,7 @@ class Verdicts:
 @dataclass
 class FilterContext:
     """The policy the filters score with (the iteration's starting policy, as the samples were drawn from it),
-    the iteration's number and a seed for any draw."""
+    the iteration's place in its lineage (a fork continues its parent's count) and a seed for any draw."""
 
     engine: Any  # selfloop.engines.base.Engine
     adapter: Any  # selfloop.adapters.Adapter | None

@@ -96,8 +96,8 @@ def eval_items_of(session: Session, iteration_ids: list[int]) -> list[EvalItem]:
 
 
 def samples_of(session: Session, iteration_ids: list[int]) -> list[Any]:
-    """(Sample, prompt text, known answer) in iteration, prompt, sample order."""
-    return session.execute(select(Sample, Prompt.text, Prompt.answer).join(Prompt, Prompt.id == Sample.prompt_id)
+    """(Sample, prompt text, known answer, the prompt's conversation or None) in iteration, prompt, sample order."""
+    return session.execute(select(Sample, Prompt.text, Prompt.answer, Prompt.messages).join(Prompt, Prompt.id == Sample.prompt_id)
                            .where(Sample.iteration_id.in_(iteration_ids))
                            .order_by(Sample.iteration_id, Prompt.source, Prompt.item_index, Sample.sample_index)).all()
 
@@ -109,10 +109,11 @@ def votes_of(session: Session, sample_ids: list[int]) -> dict[int, tuple[str | N
 
 
 def examples_of(session: Session, iteration_ids: list[int]) -> list[Any]:
-    """(Example, prompt text, chosen text, rejected text, whether it is a ranking) in iteration, item order."""
+    """(Example, prompt text, chosen text, rejected text, whether it is a ranking, the prompt's conversation or None)
+    in iteration, item order."""
     chosen, rejected = aliased(Sample), aliased(Sample)
     ranked = select(ExampleCandidate.id).where(ExampleCandidate.example_id == Example.id).exists()
-    return session.execute(select(Example, Prompt.text, chosen.text, rejected.text, ranked)
+    return session.execute(select(Example, Prompt.text, chosen.text, rejected.text, ranked, Prompt.messages)
                            .join(Prompt, Prompt.id == Example.prompt_id)
                            .outerjoin(chosen, chosen.id == Example.sample_id)
                            .outerjoin(rejected, rejected.id == Example.rejected_sample_id)

@@ -163,6 +163,9 @@ class Prompt(Base):
     family: Mapped[str | None] = mapped_column(
         String(40), doc="the task family whose grader checks `answer` (value, arithmetic, instructions, a plug-in's)")
     reference: Mapped[str | None] = mapped_column(Text, doc="ground-truth response, if any (SPIN)")
+    messages: Mapped[list[dict[str, str]] | None] = mapped_column(
+        Json, doc="a task given as a conversation: its turns up to and including the user turn `text` holds (a system "
+        "turn and earlier turns, as the task file gave them); null for a plain prompt")
     parent_ids: Mapped[list[str] | None] = mapped_column(
         Json, doc="self-instruct: the examples shown in its few-shot prompt, as keys: 'seed:K' (seed task K) or "
         "'prompt:I.J' (self-instruct prompt J of iteration I of the same loop)")

@@ -64,6 +64,18 @@ def loop_by_name(session: Session, name: str) -> Loop | None:
     return session.scalars(select(Loop).where(Loop.name == name)).one_or_none()
 
 
+def lineage_offset(session: Session, loop_id: int) -> int:
+    """How many iterations a loop's lineage ran before its first one: 0 for a loop of its own, the fork point
+    plus its parent's offset for a fork (a fork at N of a fork at M starts after M + N)."""
+    offset, seen = 0, set()
+    loop = session.get(Loop, loop_id)
+    while loop is not None and loop.parent_loop_id is not None and loop.id not in seen:
+        seen.add(loop.id)
+        offset += loop.parent_iteration or 0
+        loop = session.get(Loop, loop.parent_loop_id)
+    return offset
+
+
 def _insert(session: Session):  # noqa: ANN202
     """The dialect's INSERT construct (both SQLite and PostgreSQL have ON CONFLICT)."""
     if session.get_bind().dialect.name == "postgresql":
@@ -311,25 +323,26 @@ def loop_writers(session: Session) -> list[tuple[str, str, int, str, Any]]:
     return writers
 
 
-def delete_loop_rows(session: Session, loop: Loop) -> list[str]:
-    """Delete every row of `loop` (children first) and return the paths of the checkpoints it made.
-    Refused while another loop starts from, or currently uses, one of those checkpoints."""
-    from sqlalchemy import delete, or_, update
+def has_results(session: Session, loop: Loop) -> bool:
+    """Whether any iteration of `loop` finished or made a checkpoint (what a changed config may not discard)."""
+    from selfloop.db.models import Iteration
+
+    return session.scalar(select(Iteration.id).where(
+        Iteration.loop_id == loop.id, (Iteration.status == "done") | Iteration.output_checkpoint_id.is_not(None))
+        .limit(1)) is not None
+
+
+def delete_iteration_rows(session: Session, loop: Loop, *, with_iterations: bool = False) -> None:
+    """Delete the rows every iteration of `loop` wrote (prompts, samples, judgments, votes, examples, steps, evals,
+    metrics, phase runs, their events), children first; with `with_iterations`, the iterations too. Checkpoint rows
+    are left to the caller."""
+    from sqlalchemy import delete
 
     from selfloop.db.models import (
-        Checkpoint, Curation, Eval, EvalItem, Event, Example, ExampleCandidate, Iteration, Metric, PhaseRun,
-        TrackerRun, TrainStep, Vote,
+        Curation, Eval, EvalItem, Event, Example, ExampleCandidate, Iteration, Metric, PhaseRun, TrainStep, Vote,
     )
-    from selfloop.errors import SelfloopError
 
     its = select(Iteration.id).where(Iteration.loop_id == loop.id)
-    own = set(session.scalars(select(Iteration.output_checkpoint_id).where(
-        Iteration.loop_id == loop.id, Iteration.output_checkpoint_id.is_not(None))))
-    users = session.scalars(select(Loop.name).where(Loop.id != loop.id, or_(
-        Loop.start_checkpoint_id.in_(own), Loop.current_checkpoint_id.in_(own), Loop.parent_loop_id == loop.id))).all()
-    if users:
-        raise SelfloopError(f"loop {loop.name!r} has forks ({', '.join(sorted(users))}) that start from its checkpoints: "
-                            "remove those first")
     samples = select(Sample.id).where(Sample.iteration_id.in_(its))
     prompts = select(Prompt.id).where(Prompt.iteration_id.in_(its))
     session.execute(delete(Judgment).where(Judgment.sample_id.in_(samples)))
@@ -338,9 +351,30 @@ def delete_loop_rows(session: Session, loop: Loop) -> list[str]:
         select(Example.id).where(Example.iteration_id.in_(its)))))
     for model in (Curation, Example, TrainStep, EvalItem, Eval, Metric, PhaseRun):
         session.execute(delete(model).where(model.iteration_id.in_(its)))
-    session.execute(delete(Event).where(or_(Event.loop_id == loop.id, Event.iteration_id.in_(its))))
+    session.execute(delete(Event).where(Event.iteration_id.in_(its)))
     session.execute(delete(Sample).where(Sample.iteration_id.in_(its)))
     session.execute(delete(Prompt).where(Prompt.iteration_id.in_(its)))
+    if with_iterations:
+        session.execute(delete(Iteration).where(Iteration.loop_id == loop.id))
+
+
+def delete_loop_rows(session: Session, loop: Loop) -> list[str]:
+    """Delete every row of `loop` (children first) and return the paths of the checkpoints it made.
+    Refused while another loop starts from, or currently uses, one of those checkpoints."""
+    from sqlalchemy import delete, or_, update
+
+    from selfloop.db.models import Checkpoint, Event, Iteration, TrackerRun
+    from selfloop.errors import SelfloopError
+
+    own = set(session.scalars(select(Iteration.output_checkpoint_id).where(
+        Iteration.loop_id == loop.id, Iteration.output_checkpoint_id.is_not(None))))
+    users = session.scalars(select(Loop.name).where(Loop.id != loop.id, or_(
+        Loop.start_checkpoint_id.in_(own), Loop.current_checkpoint_id.in_(own), Loop.parent_loop_id == loop.id))).all()
+    if users:
+        raise SelfloopError(f"loop {loop.name!r} has forks ({', '.join(sorted(users))}) that start from its checkpoints: "
+                            "remove those first")
+    delete_iteration_rows(session, loop)
+    session.execute(delete(Event).where(Event.loop_id == loop.id))
     session.execute(delete(TrackerRun).where(TrackerRun.loop_id == loop.id))
     paths = list(session.scalars(select(Checkpoint.path).where(Checkpoint.id.in_(own))))
     session.execute(update(Loop).where(Loop.id == loop.id).values(current_checkpoint_id=None, start_checkpoint_id=None))
@@ -403,7 +437,7 @@ def unjudged_query(iteration_id: int, kind: str) -> Select:
     judged = select(Judgment.id).where(Judgment.sample_id == Sample.id, Judgment.kind == kind).exists()
     return (select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text, Sample.token_ids,
                    Sample.sum_logprob, Sample.mean_logprob, Sample.num_tokens, Prompt.text.label("prompt"),
-                   Prompt.source, Prompt.item_index)
+                   Prompt.messages, Prompt.source, Prompt.item_index)
             .join(Prompt, Prompt.id == Sample.prompt_id)
             .where(Sample.iteration_id == iteration_id, ~judged)
             .order_by(Prompt.source, Prompt.item_index, Sample.sample_index))

@@ -20,6 +20,7 @@ class TrainingRows:
     candidates: dict[int, list[Any]] = field(default_factory=dict)  # example id -> (sample_id, score) rows, best first
     samples: dict[int, Any] = field(default_factory=dict)  # sample id -> (id, token_ids, policy logprobs, policy id, text)
     prompts: dict[int, str] = field(default_factory=dict)  # prompt id -> text
+    conversations: dict[int, list[dict[str, str]]] = field(default_factory=dict)  # prompt id -> its turns, if a chat
 
 
 def training_rows(session: Session, iteration_id: int) -> TrainingRows:
@@ -35,8 +36,11 @@ def training_rows(session: Session, iteration_id: int) -> TrainingRows:
     samples = {row.id: row for row in session.execute(
         select(Sample.id, Sample.token_ids, Sample.policy_token_logprobs, Sample.policy_checkpoint_id, Sample.text)
         .where(Sample.id.in_(sample_ids)))}
-    prompts = dict(session.execute(select(Prompt.id, Prompt.text).where(Prompt.id.in_({e.prompt_id for e in examples}))).all())
-    return TrainingRows(examples, dict(candidates), samples, prompts)  # type: ignore[arg-type]
+    asked = session.execute(select(Prompt.id, Prompt.text, Prompt.messages)
+                            .where(Prompt.id.in_({e.prompt_id for e in examples}))).all()
+    prompts = {row.id: row.text for row in asked}
+    conversations = {row.id: row.messages for row in asked if row.messages}
+    return TrainingRows(examples, dict(candidates), samples, prompts, conversations)  # type: ignore[arg-type]
 
 
 def keep_reference(session: Session, items: Iterable[Any]) -> None:

@@ -20,3 +20,15 @@ def completion_ids(tokenizer, text: str, end_id: int | None) -> list[int]:  # no
 def user_chat(prompt: str, system: str | None = None) -> Chat:
     chat: Chat = [{"role": "system", "content": system}] if system else []
     return chat + [{"role": "user", "content": prompt}]
+
+
+def prompt_chat(text: str, system: str | None = None, messages: list[dict[str, str]] | tuple | None = None) -> Chat:
+    """What the policy is asked for a prompt: its stored conversation (`prompts.messages`: a task given as a chat,
+    with its own system turn and earlier turns), the config's system turn put first when the conversation has
+    none; or the plain user turn `text` after the system turn."""
+    if not messages:
+        return user_chat(text, system)
+    turns: Chat = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if system and turns[0]["role"] != "system":
+        turns.insert(0, {"role": "system", "content": system})
+    return turns

@@ -22,8 +22,9 @@ from selfloop.tasks import read_user_tasks
 
 @dataclass(frozen=True)
 class Item:
-    prompt: str
+    prompt: str  # the (last) user turn
     answer: str
+    chat: tuple[dict[str, str], ...] | None = None  # a conversation's turns up to that user turn (a user file's chat rows)
 
 
 def half(key: str) -> str:
@@ -45,4 +46,4 @@ def load_suite(cfg: SuiteConfig) -> list[Item]:
     missing = [t.key for t in tasks if t.answer is None]
     if missing:
         raise ConfigError(f"{path}: every eval line needs an 'answer' ({missing[0]} has none)")
-    return [Item(t.prompt, t.answer) for t in tasks]  # type: ignore[arg-type]
+    return [Item(t.prompt, t.answer, t.chat) for t in tasks]  # type: ignore[arg-type]

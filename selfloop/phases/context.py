@@ -37,10 +37,18 @@ class PhaseContext:
     phase_run_id: int
     policy: Adapter | None  # the iteration's starting policy (None: the base model)
     stop_requested: Callable[[], bool] = field(default=lambda: False)
+    offset: int = 0  # iterations the loop's lineage ran before its first (a fork at N: N, plus its parent's offset)
+
+    @property
+    def step(self) -> int:
+        """The iteration's place in its lineage: a fork at N continues at N + 1, so its draw, samples and
+        curriculum are those its parent's next iteration would have had."""
+        return self.offset + self.number
 
     def seed(self, *parts: object) -> int:
-        """A seed for (this loop's seed, this iteration, *parts): identical on every re-run."""
-        return derive_seed(self.config.loop.seed, self.number, *parts)
+        """A seed for (this loop's seed, this iteration's place in its lineage, *parts): identical on every re-run,
+        and a fork's iteration 1 after N gets the seeds of its parent's iteration N + 1."""
+        return derive_seed(self.config.loop.seed, self.step, *parts)
 
     def check_stop(self) -> None:
         """Between batches: stop here (committed rows stay) when a stop was requested."""

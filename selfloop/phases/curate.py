@@ -33,7 +33,7 @@ def run(ctx: PhaseContext) -> None:
     for position, name in enumerate(cfg.filters):
         ctx.check_stop()
         started = time.monotonic()
-        fctx = FilterContext(engine, ctx.policy, ctx.config.generation.system_prompt, ctx.number,
+        fctx = FilterContext(engine, ctx.policy, ctx.config.generation.system_prompt, ctx.step,
                              ctx.seed("curate", name))
         verdicts = curate_fn(name)(left, getattr(cfg, name), fctx)
         by_id = {c.prompt_id: c for c in left}

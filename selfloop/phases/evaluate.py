@@ -20,7 +20,7 @@ from selfloop.algorithms import spec, trainer
 from selfloop.db.models import EvalItem, Eval, Iteration, Loop, Prompt, Sample
 from selfloop.db.queries import adapter_of, add_event, insert_ignore
 from selfloop.engines.base import Sampling
-from selfloop.engines.chat import user_chat
+from selfloop.engines.chat import prompt_chat
 from selfloop.errors import ConfigError
 from selfloop.evals.drift import kl_per_token, monitor
 from selfloop.evals.stats import wilson
@@ -112,7 +112,7 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
         for start in range(0, len(todo), per_call):
             ctx.check_stop()
             chunk = todo[start : start + per_call]
-            chats = [user_chat(items[i].prompt, system) for i in chunk]
+            chats = [prompt_chat(items[i].prompt, system, items[i].chat) for i in chunk]
             alive = lambda _done, tokens: progress.update(0, tokens)  # noqa: E731 - tok/s and the heartbeat
             outs = engine.generate(chats, greedy, adapter=adapter, progress=alive)
             votes = [None] * len(chunk)
@@ -182,10 +182,13 @@ def _held_out(ctx: PhaseContext, policies: list[tuple[str, int | None]], adapter
         ctx.set_progress(done, len(jobs), f"{name} held-out figures")
         logger.info("evaluate: {}'s held-out figures, {} on {} ({}/{})", name, role, suite.name, done + 1, len(jobs))
         with ctx.db.session() as session:
-            items = session.execute(select(EvalItem.prompt, EvalItem.response, EvalItem.correct).where(
-                EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)
-                .order_by(EvalItem.item_index)).all()
-        values = figures(ctx.runtime.engine(), [user_chat(i.prompt, system) for i in items], [i.response for i in items],
+            items = session.execute(select(EvalItem.item_index, EvalItem.prompt, EvalItem.response, EvalItem.correct)
+                                    .where(EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role,
+                                           EvalItem.suite == suite.name).order_by(EvalItem.item_index)).all()
+        asked = load_suite(suite)  # a suite of conversations: the turns each item was asked with
+        chats = [prompt_chat(i.prompt, system, asked[i.item_index].chat if i.item_index < len(asked) else None)
+                 for i in items]
+        values = figures(ctx.runtime.engine(), chats, [i.response for i in items],
                          [bool(i.correct) for i in items], adapters[role], options)
         out += [{"iteration_id": ctx.iteration_id, "role": role, "checkpoint_id": ckpt, "suite": suite.name,
                  "n": len(items), "metric": metric, "value": value} for metric, value in values.items()]
@@ -201,13 +204,14 @@ def _kl_from_start(ctx: PhaseContext) -> float | None:
     if ctx.policy is None:
         return 0.0  # the iteration starts from the base model itself
     with ctx.db.session() as session:
-        rows = session.execute(select(Prompt.text, Sample.token_ids).join(Prompt, Prompt.id == Sample.prompt_id)
+        rows = session.execute(select(Prompt.text, Prompt.messages, Sample.token_ids)
+                               .join(Prompt, Prompt.id == Sample.prompt_id)
                                .where(Sample.iteration_id == ctx.iteration_id)
                                .order_by(Prompt.source, Prompt.item_index, Sample.sample_index).limit(n)).all()
     if not rows:
         return None
-    chats = [user_chat(text, ctx.config.generation.system_prompt) for text, _ in rows]
-    completions = [list(ids) for _, ids in rows]
+    chats = [prompt_chat(text, ctx.config.generation.system_prompt, messages) for text, messages, _ in rows]
+    completions = [list(ids) for *_, ids in rows]
     engine = ctx.runtime.engine()
     return kl_per_token(engine.score(chats, completions, adapter=ctx.policy), engine.score(chats, completions, adapter=None))
 

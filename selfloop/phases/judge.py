@@ -45,11 +45,12 @@ def _confidence(ctx: PhaseContext) -> None:
     todo = _missing(ctx, "confidence")
     rescored: list[list[float] | None] = [None] * len(todo)
     if todo and ctx.config.judge.confidence.rescore:
-        from selfloop.engines.chat import user_chat
+        from selfloop.engines.chat import prompt_chat
 
         engine = ctx.runtime.engine()
         system = ctx.config.generation.system_prompt
-        rescored = engine.score([user_chat(s.prompt, system) for s in todo], [s.token_ids for s in todo], adapter=ctx.policy)
+        rescored = engine.score([prompt_chat(s.prompt, system, s.messages) for s in todo], [s.token_ids for s in todo],
+                                adapter=ctx.policy)
     rows = []
     for s, again in zip(todo, rescored):
         details = {"sum_logprob": s.sum_logprob, "mean_logprob": s.mean_logprob, "num_tokens": s.num_tokens}
@@ -164,7 +165,7 @@ def run(ctx: PhaseContext) -> None:
         SIGNALS[signal](ctx)
     with ctx.db.session() as session:
         if ctx.config.judge.reward != "judged":  # in the done mark's transaction: transformed once, or not at all
-            changed = transform(session, ctx.iteration_id, ctx.config.judge.reward, ctx.config.loop.seed, ctx.number)
+            changed = transform(session, ctx.iteration_id, ctx.config.judge.reward, ctx.config.loop.seed, ctx.step)
             set_metric(session, ctx.iteration_id, f"judge.{ctx.config.judge.reward}_judgments", changed)
         metrics = calibrate(session, ctx.iteration_id)
         rate, floor = metrics.get("judge.parse_rate"), ctx.config.warnings.min_judge_parse_rate

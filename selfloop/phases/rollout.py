@@ -14,7 +14,7 @@ from sqlalchemy import select
 from selfloop.db.models import Prompt, Sample
 from selfloop.db.queries import insert_ignore
 from selfloop.engines.base import Sampling
-from selfloop.engines.chat import user_chat
+from selfloop.engines.chat import prompt_chat
 from selfloop.phases.context import PhaseContext
 from selfloop.progress import Progress
 from selfloop.tasks import load_pool
@@ -28,6 +28,7 @@ def draw_task_prompts(ctx: PhaseContext) -> None:
     rows = [
         {"iteration_id": ctx.iteration_id, "source": "task", "item_index": i, "task_key": pool[k].key,
          "text": pool[k].prompt, "answer": pool[k].answer, "reference": pool[k].reference,
+         "messages": list(pool[k].chat) if pool[k].chat else None,
          "family": pool[k].family if pool[k].answer is not None else None}
         for i, k in enumerate(picks)
     ]
@@ -53,7 +54,7 @@ def run(ctx: PhaseContext) -> None:
     sampling = sampling_of(ctx)
     with ctx.db.session() as session:
         prompts = session.execute(
-            select(Prompt.id, Prompt.source, Prompt.item_index, Prompt.text)
+            select(Prompt.id, Prompt.source, Prompt.item_index, Prompt.text, Prompt.messages)
             .where(Prompt.iteration_id == ctx.iteration_id)
             .order_by(Prompt.source, Prompt.item_index)
         ).all()
@@ -72,7 +73,7 @@ def run(ctx: PhaseContext) -> None:
             chunk = todo[start : start + per_call]
             seeds = [[ctx.seed("rollout", p.source, p.item_index, j) for j in range(sampling.n)] for p in chunk]
             outs = engine.generate(
-                [user_chat(p.text, system) for p in chunk], sampling, seeds=seeds, adapter=ctx.policy,
+                [prompt_chat(p.text, system, p.messages) for p in chunk], sampling, seeds=seeds, adapter=ctx.policy,
                 progress=progress.update,
             )
             rows = [

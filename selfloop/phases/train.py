@@ -20,7 +20,7 @@ from loguru import logger
 from selfloop.algorithms import spec, trainer
 from selfloop.db.queries import add_event, metrics_of, set_metric
 from selfloop.db.training import add_step, keep_reference, record_checkpoint, training_rows
-from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
+from selfloop.engines.chat import completion_ids, prompt_chat, prompt_ids, user_chat
 from selfloop.judging.eft import ALGORITHM as EFT
 from selfloop.judging.judge import judge_chat, load_template
 from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
@@ -49,7 +49,8 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
             continue
         completion = samples[e.sample_id].token_ids if e.sample_id is not None else completion_ids(tokenizer, e.text, end_id)
         item = TrainItem(
-            example_id=e.id, prompt_id=e.prompt_id, prompt=prompt_ids(tokenizer, user_chat(prompts[e.prompt_id], system)),
+            example_id=e.id, prompt_id=e.prompt_id,
+            prompt=prompt_ids(tokenizer, prompt_chat(prompts[e.prompt_id], system, rows.conversations.get(e.prompt_id))),
             completion=list(completion), rejected=list(samples[e.rejected_sample_id].token_ids) if e.rejected_sample_id else None,
             reward=e.reward, weight=e.weight, ref_logp=e.ref_logp, ref_rejected_logp=e.ref_rejected_logp,
             ref_token_logps=e.ref_token_logps, sampling_logp=e.sampling_logp,

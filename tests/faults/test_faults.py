@@ -362,6 +362,30 @@ def test_fork_starts_from_the_parent_checkpoint_and_leaves_the_parent_alone(tmp_
         verify_checkpoint(tmp_path / "state" / start.path, parent_ckpt.sha256)
         assert set(s.scalars(select(Sample.policy_checkpoint_id).where(Sample.iteration_id == first.id))) == {parent_ckpt.id}
         assert fork.config["train"]["learning_rate"] == 0.002
+        # What a fork draws: its parent's next iteration's task prompts, prompt by prompt (it re-drew the parent's
+        # first iteration's), and, from the same checkpoint, the same samples of them. (Self-instruct prompts grow
+        # from the loop's own earlier ones, which a fork does not copy.)
+        from selfloop.db.models import Loop, Prompt
+
+        parent_second = s.scalars(select(Iteration).join(Loop, Loop.id == Iteration.loop_id)
+                                  .where(Loop.name == "tiny", Iteration.number == 2)).one()
+        parent_first = s.scalars(select(Iteration).join(Loop, Loop.id == Iteration.loop_id)
+                                 .where(Loop.name == "tiny", Iteration.number == 1)).one()
+
+        def drawn(iteration_id: int) -> list[tuple[int, str]]:
+            return s.execute(select(Prompt.item_index, Prompt.text).where(
+                Prompt.iteration_id == iteration_id, Prompt.source == "task").order_by(Prompt.item_index)).all()
+
+        assert drawn(first.id) == drawn(parent_second.id) != drawn(parent_first.id)
+        assert parent_second.base_checkpoint_id == first.base_checkpoint_id  # the parent promoted iteration 1
+
+        def sampled(iteration_id: int) -> list[tuple]:
+            return s.execute(select(Prompt.source, Prompt.item_index, Sample.sample_index, Sample.text)
+                             .join(Prompt, Prompt.id == Sample.prompt_id)
+                             .where(Sample.iteration_id == iteration_id, Prompt.source == "task")
+                             .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)).all()
+
+        assert sampled(first.id) == sampled(parent_second.id)
     db.dispose()
     after = _snapshot(url, tmp_path / "state")
     for table, rows in before["tables"].items():  # the parent's rows are untouched
