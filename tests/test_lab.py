@@ -247,7 +247,8 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     walls = [json.loads(t)["run_seconds"] for t in (clean_dir / "results" / "t.jsonl").read_text().splitlines()]
     assert result["cost"]["pieces"] == 3 and result["cost"]["machine_seconds"] == pytest.approx(sum(walls), abs=0.2)
     assert result["cost"]["longest"]["seconds"] == pytest.approx(max(walls))
-    assert (clean_dir / "report" / "index.html").read_text().count("Plotly.newPlot") == 2
+    # the gains, then one chart of the arms' curves per reported suite
+    assert (clean_dir / "report" / "index.html").read_text().count("Plotly.newPlot") == 1 + len(result["reported"])
     assert (clean_dir / "report" / "plotly.min.js").stat().st_size > 100_000
     # the dashboard's lab page computes the same comparison from the store
     from starlette.testclient import TestClient
@@ -262,7 +263,7 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
         if c["reported"] and c["arm"] != "control":
             assert f'data-arm="{c["arm"]}" data-suite="{c["suite"]}"' in page.text
             assert f'{100 * c["mean_gain"]:+.1f}' in page.text
-    assert page.text.count("<li data-met=") == 5 and "the demo is the best label-free arm: <b" in page.text
+    assert page.text.count("<tr data-met=") == 5 and "<td>the demo is the best label-free arm</td><td><b" in page.text
     assert 'id="lab-cost">Cost: 3 finished pieces' in page.text
     assert [g["met"] for g in result["goals"]][1] is None  # one seed: the oracle's claim needs three
     assert client.get("/labs/nope").status_code == 404

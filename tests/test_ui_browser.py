@@ -103,10 +103,11 @@ def _errors(browser) -> list[dict]:  # noqa: ANN001
 
 
 def _shoot(browser, path: Path) -> None:  # noqa: ANN001
+    width = browser.get_window_size()["width"]  # the width the page was drawn at
     height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1280, min(max(height, 800), 4000))
+    browser.set_window_size(width, min(max(height, 800), 4000))
     browser.save_screenshot(str(path))
-    browser.set_window_size(1280, 1000)
+    browser.set_window_size(width, 1000)
 
 
 def _rows(url: str, sql: str, *params) -> list[tuple]:  # noqa: ANN002
@@ -383,3 +384,80 @@ def test_a_dropped_prompt_says_which_filter_dropped_it_and_why(store, server, br
     assert _rows(url, "SELECT count(*) FROM examples WHERE prompt_id = ?", prompt_id) == [(0,)]
     _shoot(browser, shots / "curation.png")
     assert _errors(browser) == []
+
+
+@pytest.fixture(scope="module")
+def lab_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A tiny lab on two seeds (control and RLSC, one iteration each): (the lab file, its store's URL)."""
+    from tests.test_lab import _tiny_lab
+
+    tmp = tmp_path_factory.mktemp("lab")
+    lab = _tiny_lab(tmp)
+    import yaml
+
+    data = yaml.safe_load(lab.read_text())
+    data["seeds"], data["arms"].pop("oracle"), data.pop("oracle")
+    data["seeds"] = [0, 1]
+    lab.write_text(yaml.safe_dump(data))
+    out = selfloop_cli("lab", "run", str(lab))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return lab, f"sqlite:///{tmp / '.lab' / 't.db'}"
+
+
+def _lab_charts(browser) -> list[dict]:  # noqa: ANN001
+    return browser.execute_script("""
+        return [...document.querySelectorAll('.chart')].map(el => ({id: el.id,
+            height: el.getBoundingClientRect().height,
+            title: (el.querySelector('.gtitle') || {}).textContent || '',
+            xtitle: (el.querySelector('.xtitle') || {}).textContent || '',
+            ytitle: (el.querySelector('.ytitle') || {}).textContent || '',
+            traces: el.querySelectorAll('.trace').length}));""")
+
+
+def test_the_lab_reads_at_a_glance_on_the_dashboard_and_in_its_report(lab_store, browser, shots) -> None:  # noqa: ANN001
+    """The user trial: both lab charts were squashed to about 120 px, showed no title or axis label (string titles,
+    which the bundled plotly.js ignores), the report printed its markdown in a <pre> and drew 60+ lines in one plot.
+    At 1400 px: bars of each arm's gain per suite with intervals, each arm's mean curve with its spread per suite,
+    titled, labelled and tall enough to read; the goals as a table."""
+    lab, url = lab_store
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "selfloop", "ui", "--db", url, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "selfloop ui: http://127.0.0.1:" in proc.stdout.readline()
+        browser.set_window_size(1400, 1000)
+        _open(browser, f"http://127.0.0.1:{port}/labs/t", charts=True)
+        assert _errors(browser) == []
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 1400
+        dashboard = _lab_charts(browser)
+        _shoot(browser, shots / "lab-page.png")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        browser.set_window_size(1280, 1000)
+    out = selfloop_cli("lab", "report", str(lab), "--out", str(lab.parent / "report"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    browser.set_window_size(1400, 1000)
+    try:
+        _open(browser, (lab.parent / "report" / "index.html").as_uri())
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return document.querySelectorAll('.chart svg.main-svg').length >= 3"))
+        assert _errors(browser) == []
+        report = _lab_charts(browser)
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 1400
+        goals = browser.execute_script("return [...document.querySelectorAll('#lab-goals tbody tr')].map(r => r.cells.length)")
+        assert goals and set(goals) == {3} and "<pre>" not in browser.page_source and "**met**" not in browser.page_source
+        _shoot(browser, shots / "lab-report.png")
+    finally:
+        browser.set_window_size(1280, 1000)
+    for where, charts in (("dashboard", dashboard), ("report", report)):
+        ids = [c["id"] for c in charts]
+        assert any("lab-gains" in i for i in ids) and sum("lab-curve-" in i for i in ids) == 2, (where, ids)
+        for chart in charts:
+            assert chart["height"] >= 300 and chart["title"] and chart["ytitle"] and chart["xtitle"], (where, chart)
+            assert chart["traces"] >= 1, (where, chart)
+        curves = [c for c in charts if "lab-curve-" in c["id"]]
+        assert all(c["traces"] <= 3 * 2 for c in curves), curves  # per arm: its mean and the band's two edges

@@ -277,27 +277,68 @@ def markdown(name: str, result: dict[str, Any]) -> str:
 
 
 def write_report(name: str, result: dict[str, Any], out: Path) -> Path:
-    """report.json, report.md and index.html (bars with each seed's interval per arm and suite, curves per
-    iteration; opens offline: plotly.min.js is copied beside it)."""
+    """report.json, report.md and index.html (the lab at a glance: bars of each arm's gain with its interval per
+    suite, each arm's mean curve with its spread, the arms and the goals as tables; opens offline: plotly.min.js is
+    copied beside it)."""
     from selfloop.output_dir import write_folder
-    from selfloop.ui.app import plotly_js
+    from selfloop.plots import plotly_js
 
-    table = markdown(name, result)
-    bars, curves = charts(result)
-    rows = "".join(f"<pre>{_escape(table)}</pre>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>lab {_escape(name)}</title>
-<script src="plotly.min.js"></script></head><body>
-<h1>Lab {_escape(name)}</h1>
-<p>Gain of each arm's final policy over the control ({_escape(result['control'])}) on the reported suites, in points: the
-mean over seeds with one standard deviation; the table gives each arm's seeds beyond the noise (paired 95 % interval).</p>
-<div id="bars" style="height:420px"></div><div id="curves" style="height:420px"></div>{rows}
-<script>
-Plotly.newPlot("bars", {script_json(bars)}, {{"barmode": "group", "yaxis": {{"title": "gain (points)"}}}});
-Plotly.newPlot("curves", {script_json(curves)}, {{"xaxis": {{"title": "iteration"}}, "yaxis": {{"title": "greedy accuracy"}}}});
-</script></body></html>"""
     write_folder(out, {"report.json": json.dumps(result, indent=1, sort_keys=True),
-                       "report.md": f"# Lab {name}\n\n{table}", "plotly.min.js": plotly_js(), "index.html": page})
+                       "report.md": f"# Lab {name}\n\n{markdown(name, result)}", "plotly.min.js": plotly_js(),
+                       "index.html": html_page(name, result)})
     return out / "index.html"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1360px;padding:0 16px;color:#222}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px}.muted{color:#666}.chart{min-height:380px;margin:12px 0}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{border-bottom:1px solid #ddd;padding:4px 8px;
+text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.met{color:#17803d;font-weight:600}.not-met{color:#b3261e;font-weight:600}.unmeasured{color:#666}"""
+MET = {True: ("met", "met"), False: ("not met", "not-met"), None: ("not measured", "unmeasured")}
+
+
+def html_page(name: str, result: dict[str, Any]) -> str:
+    """The offline page: every name and figure escaped (HTML text, or JSON escapes inside the script)."""
+    from selfloop.plots import lab_figures
+
+    charts = lab_figures(result)
+    control = _escape(str(result.get("control")))
+    rows = "".join(
+        f"<tr><td>{_escape(c['arm'])}</td><td>{_escape(c['suite'])}</td><td class=n>{len(c['seeds'])}</td>"
+        f"<td class=n>{_pts(c['mean_gain'])} ({100 * c['sd_gain']:.1f})</td><td class=n>{c['beyond_noise']}/{len(c['seeds'])}</td>"
+        f"<td class=n>{_ci_cell(c.get('pooled'))}</td>"
+        f"<td class=n>{'' if c.get('fraction_of_oracle') is None else format(c['fraction_of_oracle'], '.2f')}</td></tr>"
+        for c in result.get("cells", []) if c.get("reported") and c["arm"] != result.get("control"))
+    goals = "".join(
+        f"<tr><td>{_escape(g['goal'])}</td><td class={MET[g['met']][1]}>{MET[g['met']][0]}</td>"
+        f"<td>{_escape(g['why'])}</td></tr>" for g in result.get("goals", []))
+    spent = result.get("cost") or {}
+    cost = (f"<p class=muted>Cost: {spent['pieces']} finished pieces, {spent['machine_seconds']:.0f} s of machine time; the "
+            f"longest {_escape(spent['longest']['arm'])}/{spent['longest']['seed']}, {spent['longest']['seconds']:.0f} s.</p>"
+            if spent.get("pieces") else "")
+    divs = "".join(f'<div class="chart" id="{_escape(c["id"])}"></div>' for c in charts)
+    draw = "".join(f"Plotly.newPlot({script_json(c['id'])}, {script_json(c['figure']['data'])}, "
+                   f"{script_json(c['figure']['layout'])}, {{displaylogo: false, responsive: true}});\n" for c in charts)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>lab {_escape(name)}</title>
+<style>{STYLE}</style><script src="plotly.min.js"></script></head><body>
+<h1>Lab {_escape(name)}</h1>
+<p class=muted>Each arm's final policy against the control ({control}) on the same held-out items of the reported
+suites, in points: pooled over seeds with the paired 95 % interval, the mean over seeds (sd), and the seeds whose own
+interval is beyond the noise.</p>
+{divs}
+<h2>Arms</h2><table id="lab-arms"><thead><tr><th>arm</th><th>suite</th><th>seeds</th><th>mean gain (sd)</th>
+<th>beyond noise</th><th>pooled (95 % interval)</th><th>fraction of the oracle</th></tr></thead><tbody>{rows}</tbody></table>
+<h2>Goals</h2><table id="lab-goals"><thead><tr><th>goal</th><th>result</th><th>why</th></tr></thead><tbody>{goals}</tbody></table>
+{cost}
+<script>
+{draw}</script></body></html>"""
+
+
+def _ci_cell(pooled: dict[str, Any] | None) -> str:
+    if not pooled:
+        return ""
+    low, high = pooled["ci95"]
+    return f"{_pts(pooled['gain'])} ({_pts(low)}, {_pts(high)})"
 
 
 def script_json(value: Any) -> str:
@@ -307,21 +348,7 @@ def script_json(value: Any) -> str:
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def charts(result: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """Plotly traces: bars of each arm's mean gain (points, one standard deviation over seeds) per reported suite,
-    and each arm x seed's accuracy per iteration on them."""
-    bars, curves = [], []
-    for suite in result["reported"]:
-        cells = [c for c in result["cells"] if c["suite"] == suite and c["arm"] != result["control"]]
-        bars.append({"type": "bar", "name": suite, "x": [c["arm"] for c in cells], "y": [100 * c["mean_gain"] for c in cells],
-                     "error_y": {"type": "data", "array": [100 * c["sd_gain"] for c in cells]}})
-    for arm in result["arms"]:
-        for suite in result["reported"]:
-            for seed, curve in zip(arm["seeds"], arm["curves"].get(suite, [])):
-                curves.append({"type": "scatter", "mode": "lines+markers", "name": f"{arm['arm']} s{seed} {suite}",
-                               "x": list(range(1, len(curve) + 1)), "y": curve})
-    return bars, curves
-
-
 def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    import html
+
+    return html.escape(text, quote=True)

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from sqlalchemy.orm import sessionmaker
 
 from selfloop.errors import SelfloopError
+from selfloop.plots import lab_figures, plotly_js
 
 HERE = Path(__file__).resolve().parent
 TOKEN_ENV = "SELFLOOP_UI_TOKEN"
@@ -30,16 +31,6 @@ MAX_COMPARED = 8  # loops on one comparison
 MAX_ROW_ID = 2**63 - 1  # the largest id or number a row can have
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-
-
-def plotly_js() -> Path:
-    """plotly.min.js as the installed `plotly` package ships it."""
-    import plotly
-
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    if not path.is_file():
-        raise SelfloopError(f"the plotly package has no {path.name} (reinstall plotly)")
-    return path
 
 
 def is_loopback(host: str) -> bool:
@@ -188,14 +179,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
                 result = views.lab_comparison(s, name)
             except LookupError as exc:
                 return _error(request, 404, str(exc))
-        from selfloop.lab.report import charts
-
-        bars, curves = charts(result)
-        figures = [{"id": "lab-gains", "title": "gain over the control", "figure": {"data": bars, "layout": {
-                       "barmode": "group", "title": "Gain over the control on the test splits (points, sd over seeds)"}}},
-                   {"id": "lab-curves", "title": "accuracy per iteration", "figure": {"data": curves, "layout": {
-                       "title": "Greedy accuracy of each arm x seed's gated policy", "xaxis": {"title": "iteration"}}}}]
-        return page(request, "lab.html", name=name, result=result, charts=figures)
+        return page(request, "lab.html", name=name, result=result, charts=lab_figures(result))
 
     def _prompt(request: Request) -> Response:
         with reading() as s:

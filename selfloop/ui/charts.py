@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from selfloop.plots import Colours, figure, rgba
 from selfloop.ui.views import Segment
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 DECISIONS = {True: ("promoted", "triangle-up", "#2ca02c"), False: ("rejected", "x", "#d62728"),
              None: ("no decision yet", "circle", "#888888")}
 MAX_BOUNDARY_LABELS = 12
@@ -35,42 +35,10 @@ METRIC_CHARTS = [
 ]
 
 
-def _rgba(colour: str, alpha: float) -> str:
-    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
-class _Colours:
-    def __init__(self) -> None:
-        self.assigned: dict[str, str] = {}
-
-    def __call__(self, key: str) -> str:
-        return self.assigned.setdefault(key, PALETTE[len(self.assigned) % len(PALETTE)])
-
-
 def _label(seg: Segment, name: str, compare: bool) -> str:
     if compare:
         return f"{seg.loop}: {name}"
     return name if seg.own else f"{name} ({seg.loop}, before the fork)"
-
-
-def _iteration_ticks(data: list[dict[str, Any]]) -> dict[str, Any]:
-    """Whole-number ticks (iterations, steps), at most about a dozen: a tick per iteration is slow to
-    draw for hundreds, and Plotly's own choice puts ticks at halves."""
-    xs = [x for trace in data for x in trace["x"] if x is not None]
-    span = (max(xs) - min(xs)) if xs else 1
-    return {"tick0": 0, "dtick": max(1, -(-span // 12))}
-
-
-def _figure(data: list[dict[str, Any]], title: str, xtitle: str, ytitle: str, **extra: Any) -> dict[str, Any]:
-    """The figure of `data`, with whole-number x ticks and one look for every chart."""
-    return {"data": data, "layout": {
-            "title": {"text": title, "font": {"size": 15}, "x": 0.01, "xanchor": "left"},
-            "xaxis": {"title": {"text": xtitle, "font": {"size": 12}}, "zeroline": False, "automargin": True,
-                      **_iteration_ticks(data)},
-            "yaxis": {"title": {"text": ytitle}, "automargin": True}, "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
-            "height": 380, "legend": {"orientation": "h", "yanchor": "top", "y": -0.22, "font": {"size": 11}},
-            "hovermode": "closest", **extra}}
 
 
 def _fork_marks(segments: list[Segment]) -> tuple[list[dict], list[dict]]:
@@ -97,7 +65,7 @@ def eval_charts(segments: list[Segment], xtitle: str, compare: bool = False) -> 
                 continue
             if metric not in suites.setdefault(suite, []):
                 suites[suite].append(metric)
-    colours, charts = _Colours(), []
+    colours, charts = Colours(), []
     shapes, notes = ([], []) if compare else _fork_marks(segments)
     for suite, metrics in sorted(suites.items()):
         data: list[dict[str, Any]] = []
@@ -115,7 +83,7 @@ def eval_charts(segments: list[Segment], xtitle: str, compare: bool = False) -> 
                     data.append({"type": "scatter", "x": bx, "y": [p.ci_high for p in banded], "mode": "lines",
                                  "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False, "legendgroup": label})
                     data.append({"type": "scatter", "x": bx, "y": [p.ci_low for p in banded], "mode": "lines",
-                                 "line": {"width": 0}, "fill": "tonexty", "fillcolor": _rgba(colour, 0.15 if seg.own else 0.07),
+                                 "line": {"width": 0}, "fill": "tonexty", "fillcolor": rgba(colour, 0.15 if seg.own else 0.07),
                                  "hoverinfo": "skip", "name": f"{label} 95% CI", "showlegend": False, "legendgroup": label})
                 decisions = [DECISIONS[seg.promoted[p.iteration]] if p.iteration in seg.promoted else STARTING for p in points]
                 text = [f"{seg.loop} iteration {p.iteration}<br>{metric} {p.value:.3f}"
@@ -128,14 +96,14 @@ def eval_charts(segments: list[Segment], xtitle: str, compare: bool = False) -> 
                              "marker": {"symbol": [d[1] for d in decisions], "color": [d[2] for d in decisions], "size": 10,
                                         "line": {"color": colour, "width": 1}}})
         charts.append({"id": f"eval-{suite}", "title": f"Held-out {suite}",
-                       "figure": _figure(data, f"Held-out {suite}", xtitle, "accuracy", shapes=shapes, annotations=notes)})
+                       "figure": figure(data, f"Held-out {suite}", xtitle, "accuracy", shapes=shapes, annotations=notes)})
     return charts
 
 
 def metric_charts(segments: list[Segment], xtitle: str, judged: bool, compare: bool = False) -> list[dict[str, Any]]:
     """Judge score, vote share and accuracies, response length, collapse monitors. A loop whose judge has no LLM
     judge gets no judge-score or calibration chart at all; a chart whose figures have not landed yet says so."""
-    colours, charts = _Colours(), []
+    colours, charts = Colours(), []
     shapes, notes = ([], []) if compare else _fork_marks(segments)
     for chart_id, title, ytitle, names in METRIC_CHARTS:
         if chart_id in ("judge_score", "calibration") and not judged:  # LLM-judge charts: none without an LLM judge
@@ -156,7 +124,7 @@ def metric_charts(segments: list[Segment], xtitle: str, judged: bool, compare: b
                              "line": {"color": colour, "dash": "solid" if seg.own else "dash"}, "opacity": 1.0 if seg.own else 0.6})
         chart: dict[str, Any] = {"id": chart_id, "title": title}
         if data:
-            chart["figure"] = _figure(data, title, xtitle, ytitle, shapes=shapes, annotations=notes)
+            chart["figure"] = figure(data, title, xtitle, ytitle, shapes=shapes, annotations=notes)
         else:
             chart["note"] = (f"{title}: nothing stored yet (these figures land when an iteration's judge phase ends; "
                              "a judge score needs at least one judgment the parser could read).")
@@ -168,7 +136,7 @@ def loss_chart(segments: list[Segment], compare: bool = False) -> dict[str, Any]
     """Loss per training step; x counts steps from the first segment's start (thinned evenly when long).
     Iteration boundaries are one dotted trace (cheap to draw for hundreds of iterations), labelled at
     most `MAX_BOUNDARY_LABELS` times."""
-    colours = _Colours()
+    colours = Colours()
     data: list[dict[str, Any]] = []
     boundaries: list[tuple[int, str]] = []
     origin = 0  # on a loop page an ancestor's steps come first and the loop's follow them
@@ -219,7 +187,7 @@ def loss_chart(segments: list[Segment], compare: bool = False) -> dict[str, Any]
         notes = [{"x": x, "yref": "paper", "y": 1, "text": label, "showarrow": False, "font": {"size": 9},
                   "xanchor": "left", "yanchor": "top"} for x, label in boundaries[::every]]
     xtitle = "training step from each loop's start" if compare else "training step (dotted lines: iteration boundaries)"
-    chart["figure"] = _figure(data, title, xtitle, "loss", annotations=notes)
+    chart["figure"] = figure(data, title, xtitle, "loss", annotations=notes)
     return chart
 
 
