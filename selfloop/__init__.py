@@ -6,13 +6,28 @@ judgment, pair, training step, checkpoint and evaluation is stored in a SQL data
 
 __version__ = "0.1.0"
 
-# The Python API (selfloop.api), imported on first use so that `import selfloop` stays light.
-__all__ = ["Rows", "Store", "load_config", "open_store"]
+from typing import TYPE_CHECKING
+
+# The Python API (selfloop.api), imported on first use so that `import selfloop` stays light; type checkers and
+# `dir()` (tab completion) see the names as they are.
+__all__ = ["Rows", "SelfloopError", "Store", "load_config", "open_store"]
+
+if TYPE_CHECKING:
+    from selfloop.api import Rows, Store, load_config, open_store
+    from selfloop.errors import SelfloopError
 
 
-def __getattr__(name: str):  # noqa: ANN202
+def __getattr__(name: str) -> object:
+    if name == "SelfloopError":
+        from selfloop.errors import SelfloopError
+
+        return SelfloopError
     if name in __all__:
         from selfloop import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'selfloop' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfloop.config import Config, LoopConfig, apply_overrides, read_config_file, stored_config, validate_config
+from selfloop.config import (
+    Config, LoopConfig, apply_overrides, keep_secrets, read_config_file, stored_config, validate_config,
+)
 from selfloop.errors import SelfloopError
 
 if TYPE_CHECKING:
@@ -56,8 +58,11 @@ class Rows(list[dict[str, Any]]):
 def load_config(source: str | Path | dict[str, Any] | Config, overrides: list[str] | None = None) -> Config:
     """A validated config from a YAML file, a mapping or a Config; `overrides` as the CLI's --set key.path=value."""
     if isinstance(source, Config):
+        if not overrides:
+            return source.model_copy(deep=True)  # as given: a dump would drop the secrets its URLs may carry
         data = source.model_dump(mode="json")
         where = f"config of loop {source.loop.name!r}"
+        return keep_secrets(validate_config(apply_overrides(data, list(overrides)), source=where), source)
     elif isinstance(source, dict):
         data, where = dict(source), "config"
     else:
@@ -132,9 +137,17 @@ class Store:
         return Rows(*self._read(lambda session: queries.suite_results(session, loop)))
 
     def _export(self, loop: str, what: str, iteration: int | None) -> Rows:
-        from selfloop.export import rows
+        """The export's rows; none is an error that says what the loop has instead, as `selfloop export` says it
+        (an RLSC loop has no pairs: an empty list would read as "nothing happened")."""
+        from selfloop.export import nothing_to_export, rows
 
-        return Rows.of(self._read(lambda session: list(rows(session, loop, what, iteration))))
+        def query(session: Any) -> list[dict[str, Any]]:
+            found = list(rows(session, loop, what, iteration))
+            if not found:
+                raise SelfloopError(nothing_to_export(session, loop, what, iteration))
+            return found
+
+        return Rows.of(self._read(query))
 
     def samples(self, loop: str, iteration: int | None = None) -> Rows:
         """Every sample with its prompt, judge score, vote and known answer (`selfloop export --what samples`)."""

@@ -36,6 +36,9 @@ def test_a_notebook_runs_the_tiny_loop_and_reads_it_back(tmp_path: Path) -> None
     loops = store.loops()
     assert [(row["loop"], row["iterations_done"]) for row in loops] == [("nb", 1)]
 
+    # What a loop does not have is explained, as `selfloop export` explains it (RLSC trains on rewarded examples).
+    with pytest.raises(SelfloopError, match=r"loop 'nb' has no pairs .*rewarded examples.*use --what examples"):
+        store.pairs("nb")
     # resume continues it; fork starts another loop from its checkpoint, with its own callbacks
     assert [o.iteration for o in store.resume("nb", iterations=1)] == [2]
     assert store.fork("nb", at=1, name="nb-lr", overrides=["train.learning_rate=2e-3"]) == "nb-lr"
@@ -59,3 +62,22 @@ def test_the_api_refuses_what_the_cli_refuses(tmp_path: Path) -> None:
 def test_the_package_is_typed() -> None:
     assert (Path(selfloop.__file__).parent / "py.typed").is_file()
     assert selfloop.Store is selfloop.api.Store
+
+
+def test_the_top_level_names_are_listed_and_typed(tmp_path: Path) -> None:
+    """`dir(selfloop)` was empty (no tab completion) and mypy typed `selfloop.open_store` as Any (the names came
+    from a module __getattr__). A user's file checked by mypy sees each name's real type."""
+    import subprocess
+    import sys
+
+    assert {"Rows", "SelfloopError", "Store", "load_config", "open_store"} <= set(dir(selfloop))
+    assert selfloop.SelfloopError is SelfloopError
+    user = tmp_path / "notebook.py"
+    user.write_text("import selfloop\nreveal_type(selfloop.open_store)\nreveal_type(selfloop.load_config)\n"
+                    "store = selfloop.open_store('x.db')\nstore.history(3)\n")
+    out = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / ".mypy"), str(user)],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert 'Revealed type is "def (where: builtins.str | pathlib.Path | None =) -> selfloop.api.Store"' in out.stdout \
+        or "-> selfloop.api.Store" in out.stdout, out.stdout[-3000:]
+    assert "selfloop.config.sections.Config" in out.stdout, out.stdout[-3000:]
+    assert 'Argument 1 to "history" of "Store" has incompatible type "int"' in out.stdout, out.stdout[-3000:]

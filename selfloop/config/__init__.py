@@ -3,6 +3,7 @@ reference (`reference`). Loading a config imports no torch."""
 
 from selfloop.config.loading import (
     apply_overrides,
+    keep_secrets,
     load_config,
     read_config_file,
     read_yaml,
@@ -24,6 +25,6 @@ from selfloop.config.sections import (
 
 __all__ = [
     "PHASES", "Config", "FieldMap", "LoopConfig", "LoraConfig", "SuiteConfig", "TaskSource", "TrainConfig",
-    "apply_overrides", "config_reference", "default_cache_dir", "load_config", "read_config_file", "read_yaml",
+    "apply_overrides", "config_reference", "default_cache_dir", "keep_secrets", "load_config", "read_config_file", "read_yaml",
     "stored_config", "validate_config",
 ]

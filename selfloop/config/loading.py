@@ -164,3 +164,17 @@ def load_config(path: Path | str, overrides: list[str] | None = None) -> Config:
     if overrides:
         data = apply_overrides(data, overrides)
     return validate_config(data, source=str(path))
+
+
+def keep_secrets(config: Config, source: Config) -> Config:
+    """`config` (validated from `source`'s dump, which strips the secrets its URLs carry) with those URLs as
+    `source` holds them, where an override did not change them."""
+    from selfloop.credentials import strip
+
+    pairs = ((config.database, source.database, "url"), (config.database, source.database, "reader_url"),
+             (config.tracking.mlflow, source.tracking.mlflow, "tracking_uri"))
+    for new, old, field in pairs:
+        before = getattr(old, field)
+        if before is not None and getattr(new, field) == strip(before):
+            setattr(new, field, before)
+    return config
