@@ -470,3 +470,21 @@ def test_the_iteration_page_says_what_the_loop_rewarded(store) -> None:  # noqa:
     rows = re.findall(r"<tr[^>]*><td>(rewarded|not rewarded)</td>\s*<td>(right|wrong|unchecked)</td><td class=\"n\">(\d+)</td>", page)
     assert {(a == "rewarded", b == "right"): int(n) for a, b, n in rows} == expected and expected[(True, False)] == 1
     assert f'href="/prompts/{ids["first_prompt"]}"' in page.split("What the loop rewarded")[1].split("<h2>")[0]
+
+
+def test_the_config_page_shows_what_was_set_first_and_what_a_fork_changed(store) -> None:  # noqa: ANN001
+    """It listed about 250 rows in the models' order. Now: a fork's differences from its parent, then the fields set
+    to other values than the defaults, then the defaults (folded)."""
+    url, _ = store
+    page = _client(url).get("/loops/b/config").text
+    changed = page.split('id="config-changed"')[1].split("</table>")[0]
+    assert "<code>judge.signals</code>" in changed and "<code>train.algorithm</code>" in changed
+    assert "<code>loop.name</code>" not in changed and changed.count("<code>") == 2  # what every fork differs in is no choice
+    assert 'href="/loops/a/config"' in page
+    set_ = page.split('id="config-set"')[1].split("</table>")[0]
+    folded = page.split('id="config-defaults"')[1].split("</details>")[0]
+    assert "<code>judge.signals</code>" in set_ and "<code>train.learning_rate</code>" not in set_
+    assert "<code>train.learning_rate</code>" in folded and "<code>judge.signals</code>" not in folded
+    assert page.index('id="config-changed"') < page.index('id="config-set"') < page.index('id="config-defaults"')
+    a = _client(url).get("/loops/a/config").text
+    assert 'id="fork-differences"' not in a and "<code>train.algorithm</code>" in a.split('id="config-set"')[1].split("</table>")[0]

@@ -141,8 +141,8 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
     def _config(request: Request) -> Response:
         name = request.path_params["name"]
         with reading() as s:
-            fields = views.config_fields(s, name)
-        return page(request, "config.html", loop_name=name, fields=fields)
+            config = views.config_fields(s, name)
+        return page(request, "config.html", loop_name=name, config=config)
 
     def compared(request: Request) -> list[str]:
         names = list(dict.fromkeys(n for n in request.query_params.getlist("loop") if n))

@@ -476,13 +476,54 @@ def eval_items(session: Session, iteration: Iteration, suite: str, role: str = "
 
 
 
-def config_fields(session: Session, name: str) -> list[tuple[str, str]]:
-    """A loop's stored config as (section.field, value) rows, validated (a field added since the loop was stored
-    shows its default), in the models' order."""
-    from selfloop.config import stored_config
+@dataclass
+class ConfigField:
+    key: str  # section.field
+    value: Any
+    default: bool  # the value is the default
+    parent: Any = None  # a fork's parent's value, where it differs
+
+
+@dataclass
+class ConfigView:
+    fields: list[ConfigField]  # non-default first, then the defaults; the models' order within each
+    parent: str | None = None  # a fork's parent
+    changed: list[ConfigField] = field(default_factory=list)  # a fork's differences from its parent
+
+    @property
+    def set(self) -> list[ConfigField]:
+        return [f for f in self.fields if not f.default]
+
+    @property
+    def defaults(self) -> list[ConfigField]:
+        return [f for f in self.fields if f.default]
+
+
+# What every loop holds differently and says nothing about a fork's choices.
+NOT_A_CHOICE = ("loop.name", "database.", "loop.state_dir")
+
+
+def config_fields(session: Session, name: str) -> ConfigView:
+    """A loop's stored config, validated (a field added since the loop was stored shows its default): the fields
+    set to other values than the defaults first, then the defaults, and a fork's differences from its parent."""
+    from selfloop.config import Config, LoopConfig, stored_config
     from selfloop.render import flat
 
-    return list(flat(stored_config(get_loop(session, name).config, name).model_dump(mode="json")).items())
+    loop = get_loop(session, name)
+    mine = flat(stored_config(loop.config, name).model_dump(mode="json"))
+    defaults = flat(Config(loop=LoopConfig(name=name)).model_dump(mode="json"))
+    fields = [ConfigField(k, v, k in defaults and defaults[k] == v) for k, v in mine.items()]
+    fields.sort(key=lambda f: f.default)  # stable: the models' order within each group
+    view = ConfigView(fields)
+    if loop.parent_loop_id is not None:
+        parent = session.get(Loop, loop.parent_loop_id)
+        if parent is not None:
+            theirs = flat(stored_config(parent.config, parent.name).model_dump(mode="json"))
+            view.parent = parent.name
+            view.changed = [ConfigField(f.key, f.value, f.default, theirs.get(f.key)) for f in fields
+                            if theirs.get(f.key) != f.value and not f.key.startswith(NOT_A_CHOICE)]
+            view.changed.sort(key=lambda f: list(mine).index(f.key))
+    return view
 
 
 @dataclass
