@@ -109,6 +109,9 @@ class MLflowBackend:
         client = Deadlined(MlflowClient(tracking_uri=uri), 2 * cfg.timeout_s + 5,
                            {"log_artifacts": 60 * cfg.timeout_s})  # an adapter's upload may take a while
         self.client, self.experiment, self.log_adapters = client, cfg.experiment, cfg.log_adapters
+        self.uri, self.system_metrics = uri, cfg.system_metrics
+        self.live = False  # set by a running loop's Tracking: system metrics describe the machine running it
+        self.monitor: Any = None
         self.run_id: str | None = None
 
     @property
@@ -129,7 +132,21 @@ class MLflowBackend:
         else:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.run_id = run_id
+        if self.live and self.system_metrics and self.monitor is None:
+            self._start_system_metrics(run_id)
         return run_id
+
+    def _start_system_metrics(self, run_id: str) -> None:
+        """MLflow's own monitor (a thread sampling psutil) on this run, while the loop runs; a missing psutil is a
+        warning, never a failure of the tracker."""
+        try:
+            import psutil  # noqa: F401 - MLflow's monitor needs it
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError as exc:
+            logger.warning("tracking.mlflow.system_metrics: {} is not installed (pip install psutil)", exc.name)
+            return
+        self.monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=self.uri)
+        self.monitor.start()
 
     def log_steps(self, steps: list[tuple[int, dict[str, float]]]) -> None:
         from mlflow.entities import Metric as MlflowMetric
@@ -162,6 +179,9 @@ class MLflowBackend:
             self.client.log_artifacts(self.run_id, str(path), f"adapters/iteration-{iteration:04d}")
 
     def close(self, finished: bool) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
         if self.run_id is not None and finished:
             self.client.set_terminated(self.run_id)
         self.run_id = None
@@ -402,6 +422,7 @@ class Tracking:
                 continue
             try:
                 backend = self._backends.get(name) or BACKENDS[name](self.config)
+                backend.live = True
                 self._backends[name] = backend
                 _, self._finished = sync(self.db, self.config, name, backend)
                 if name in self._failing:

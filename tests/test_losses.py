@@ -379,3 +379,27 @@ def test_coin_states_are_the_last_tokens_of_the_packed_rows(tiny_model) -> None:
             assert torch.allclose(out.hidden_states[-1][0, -1], h, atol=1e-5)
             full = torch.log_softmax(out.logits[0, len(p) - 1:-1].float(), -1).gather(-1, torch.tensor(c)[:, None])[:, 0]
             assert torch.allclose(full, lp, atol=1e-5)
+
+
+def test_dpo_logs_trls_figures_by_hand() -> None:
+    """TRL's DPOTrainer logs rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen and
+    logps/rejected per step; a TRL user looks for them. Two pairs, beta 0.5, a policy whose summed log-probs are
+    given: chosen -2, -3 (reference -2.5, -2.5), rejected -4, -1 (reference -3, -3).
+        rewards/chosen   = 0.5 * mean(-2 + 2.5, -3 + 2.5) = 0.5 * mean(0.5, -0.5) = 0
+        rewards/rejected = 0.5 * mean(-4 + 3, -1 + 3)     = 0.5 * mean(-1, 2)    = 0.25
+        margins          = mean(0.25 - (-0.5), -0.25 - 1) = mean(0.75, -1.25)    = -0.25
+        accuracies       = 1/2;  logps/chosen = -2.5;  logps/rejected = -2.5"""
+    from selfloop.algorithms.dpo_config import DPOConfig
+    from selfloop.training.items import TrainItem
+
+    sums = {(1,): [-2.0], (2,): [-3.0], (3,): [-4.0], (4,): [-1.0]}  # completion -> its token log-probs
+
+    def policy(prompts, completions):  # noqa: ANN001, ANN202
+        return [torch.tensor(sums[tuple(c)], requires_grad=True) for c in completions]
+
+    items = [TrainItem(0, 0, [9], [1], rejected=[3], ref_logp=-2.5, ref_rejected_logp=-3.0),
+             TrainItem(1, 1, [9], [2], rejected=[4], ref_logp=-2.5, ref_rejected_logp=-3.0)]
+    _, figures = dpo.batch_loss(items, policy, DPOConfig(beta=0.5))
+    expected = {"rewards/chosen": 0.0, "rewards/rejected": 0.25, "rewards/margins": -0.25, "rewards/accuracies": 0.5,
+                "logps/chosen": -2.5, "logps/rejected": -2.5}
+    assert {k: figures[k] for k in expected} == pytest.approx(expected)

@@ -411,3 +411,30 @@ def test_a_trickling_tracking_server_fails_within_the_deadline(tmp_path: Path, s
         assert took < 120, took
     finally:
         server.close()
+
+
+def test_what_a_trl_user_looks_for_reaches_mlflow(tmp_path: Path, sqlite_url: str) -> None:
+    """TRL's DPO figures per step (rewards/chosen, rewards/rejected, rewards/margins, logps/...), a `correct` column in
+    each iteration's completions table, and MLflow's system metrics while the loop runs."""
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # The judge scores by its distribution over the score tokens, so the random tiny model's samples get distinct
+    # scores and DPO has pairs (as in test_algorithms_loop.py).
+    config = tiny_yaml(tmp_path, sqlite_url, loop__max_iterations=1, train__algorithm="dpo",
+                       judge__llm_judge={"k": 1, "max_new_tokens": 0, "scoring": "distribution"},
+                       tracking={"mlflow": {"enabled": True, "tracking_uri": mlflow_uri, "system_metrics": True}})
+    # Sampled every 0.1 s here: the tiny loop takes a few seconds (MLflow publishes nothing before its first interval).
+    out = selfloop_cli("run", "--config", str(config), env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.1"}, fresh=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    history = _mlflow_history(mlflow_uri, "tiny")
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                "logps/rejected"):
+        assert f"train/{key}" in history, sorted(history)
+    stored = _step_metrics(sqlite_url)
+    assert [round(v, 4) for v in history["train/rewards/margins"]] == [round(v, 4) for v in stored["rewards/margins"]]
+    table = _mlflow_artifact(mlflow_uri, "tiny", "completions/iteration-0001.json")
+    assert table["columns"][-1] == "correct" and {row[-1] for row in table["data"]} <= {True, False, None}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("selfloop").experiment_id])
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), (sorted(run.data.metrics), out.stderr[-3000:])

@@ -69,5 +69,12 @@ def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: DPOConfig) -> tuple[
     device = logps.device
     ref_c, ref_r = stack([it.ref_logp for it in items], device), stack([it.ref_rejected_logp for it in items], device)
     losses = loss(logps[:n], logps[n:], ref_c, ref_r, beta=cfg.beta, kind=cfg.kind)
-    margin = ((logps[:n] - ref_c) - (logps[n:] - ref_r)).detach()
-    return losses.mean(), {"reward_margin": cfg.beta * margin.mean().item(), "reward_accuracy": (margin > 0).float().mean().item()}
+    chosen, rejected = (cfg.beta * (logps[:n] - ref_c)).detach(), (cfg.beta * (logps[n:] - ref_r)).detach()
+    margin = chosen - rejected
+    # The figures TRL's DPOTrainer logs, under its names (implicit rewards beta * (log pi - log ref), summed
+    # log-probs), beside selfloop's older two (reward_margin and reward_accuracy: the same margin and accuracy).
+    return losses.mean(), {
+        "rewards/chosen": chosen.mean().item(), "rewards/rejected": rejected.mean().item(),
+        "rewards/margins": margin.mean().item(), "rewards/accuracies": (margin > 0).float().mean().item(),
+        "logps/chosen": logps[:n].detach().mean().item(), "logps/rejected": logps[n:].detach().mean().item(),
+        "reward_margin": margin.mean().item(), "reward_accuracy": (margin > 0).float().mean().item()}

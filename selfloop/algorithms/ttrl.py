@@ -88,12 +88,14 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: TTRLConfig) -> tuple[torch.Tensor, dict[str, float]]:
     token_logps = policy([it.prompt for it in items], [it.completion for it in items])
     per_sample = []
-    clipped = 0.0
+    clipped = kl = 0.0
     for it, lp in zip(items, token_logps):
         old = torch.tensor(it.ref_token_logps, dtype=lp.dtype, device=lp.device)
         adv = torch.full_like(lp, float(it.weight))
         per_sample.append(loss(lp, old, adv, cfg.clip_eps, ref_logps=old, kl_coef=cfg.kl_coef).mean())
         with torch.no_grad():
             clipped += ((lp - old).exp().sub(1).abs() > cfg.clip_eps).float().mean().item()
-    return torch.stack(per_sample).mean(), {"clip_fraction": clipped / len(items),
+            delta = old - lp
+            kl += (torch.exp(delta) - delta - 1.0).mean().item()  # k3, per token, to the rollout policy (the reference)
+    return torch.stack(per_sample).mean(), {"clip_fraction": clipped / len(items), "kl": kl / len(items),
                                             "mean_reward": sum(it.reward for it in items) / len(items)}

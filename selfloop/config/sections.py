@@ -728,6 +728,9 @@ class MLflowTrackingConfig(Section):
     )
     experiment: str = Field("selfloop", description="Experiment name; each loop is one run in it.")
     log_adapters: bool = Field(False, description="Also upload each iteration's adapter as an artifact.")
+    system_metrics: bool = Field(False, description="MLflow's system metrics (CPU, memory, disk, network, GPU) on the "
+                                 "loop's run while it runs, every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL); "
+                                 "needs psutil (and pynvml for GPUs).")
     timeout_s: upto(600) = Field(
         10, description="Each request to an MLflow server waits at most this long and is retried once, so an "
         "outage is recorded (a tracking.failed event) within about twice this, and `selfloop track` fails by then.")

@@ -386,14 +386,14 @@ def delete_loop_rows(session: Session, loop: Loop) -> list[str]:
     return paths
 
 
-COMPLETION_COLUMNS = ["prompt", "completion", "judge_score", "vote_answer", "vote_reward", "known_answer"]
+COMPLETION_COLUMNS = ["prompt", "completion", "judge_score", "vote_answer", "vote_reward", "known_answer", "correct"]
 
 
 def completions(session: Session, iteration_id: int, limit: int = 64, max_chars: int = 2000) -> list[list[Any]]:
     """An iteration's first `limit` samples (by prompt, then sample) with their judgments, in COMPLETION_COLUMNS
     order, texts cut at `max_chars`: the table a tracker shows of what the loop generated and how it judged it."""
     found = session.execute(
-        select(Sample.id, Prompt.text, Sample.text, Prompt.answer).join(Prompt, Prompt.id == Sample.prompt_id)
+        select(Sample.id, Prompt.text, Sample.text, Prompt.answer, Sample.correct).join(Prompt, Prompt.id == Sample.prompt_id)
         .where(Sample.iteration_id == iteration_id).order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
         .limit(limit)).all()
     ids = [row[0] for row in found]
@@ -402,8 +402,8 @@ def completions(session: Session, iteration_id: int, limit: int = 64, max_chars:
     votes = {sid: (answer, score) for sid, answer, score in session.execute(select(
         Judgment.sample_id, Judgment.answer, Judgment.score).where(Judgment.sample_id.in_(ids), Judgment.kind == "vote"))}
     return [[prompt[:max_chars], text[:max_chars], None if sid not in scores else float(scores[sid]),
-             votes.get(sid, (None, None))[0], votes.get(sid, (None, None))[1], answer]
-            for sid, prompt, text, answer in found]
+             votes.get(sid, (None, None))[0], votes.get(sid, (None, None))[1], answer, correct]
+            for sid, prompt, text, answer, correct in found]
 
 
 def ungraded_samples(session: Session, iteration_id: int) -> list[Any]:
