@@ -27,6 +27,10 @@ def check_inputs(config: Config) -> None:
         load_suite(suite)
     if "llm_judge" in config.judge.signals:
         load_template(config.judge.llm_judge.template)
+    if config.judge.reward_function is not None:
+        from selfloop.judging.reward_function import load
+
+        load(config.judge.reward_function)  # importable here, before anything is written
 
 
 def check_engine(config: Config) -> None:

@@ -121,3 +121,48 @@ def test_the_judge_phase_trains_on_the_transformed_reward(db, config_factory, mo
         assert metrics["judge.reward_accuracy"] == 1.0 and metrics["judge.rewarded_right"] == 1.0
     else:  # the majority's agreement (5: 1 0 1 0 1; 9: 0 1 1 1), permuted within each prompt
         assert sorted(scores[:5]) == [0.0, 0.0, 1.0, 1.0, 1.0] and sorted(scores[5:]) == [0.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.integration
+def test_a_reward_function_named_in_the_config_is_the_reward_trained_on(tmp_path: Path) -> None:
+    """TRL's `reward_funcs` for users who do not want a whole task family: a Python function in the config. Each
+    vote judgment's score is the function's reward of its sample, the judged value kept in the details; a
+    function that cannot be imported, or returns a value outside [0, 1], is one line."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import selfloop_cli, tiny_yaml
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "my_rewards.py").write_text(
+        "def digits(prompts, completions, answers):\n"
+        "    # the share of digits among a completion's characters\n"
+        "    return [sum(ch.isdigit() for ch in c) / max(1, len(c)) for c in completions]\n"
+        "def broken(prompts, completions, answers):\n    return [2.0] * len(completions)\n")
+    env = {"PYTHONPATH": f"{tmp_path / 'site'}"}
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=1, train__algorithm="ttrl",
+                       judge__reward="function", judge__reward_function="my_rewards:digits")
+    out = selfloop_cli("run", "--config", str(config), env=env, fresh=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT s.text, j.score, j.details FROM judgments j JOIN samples s ON s.id = j.sample_id "
+                                 "WHERE j.kind = 'vote'")).all()
+        trained = conn.execute(text("SELECT count(*) FROM examples")).scalar()
+    engine.dispose()
+    assert rows and trained is not None
+    for sample, score, details in rows:
+        details = json.loads(details) if isinstance(details, str) else details
+        assert score == pytest.approx(sum(ch.isdigit() for ch in sample) / max(1, len(sample)))
+        assert details["reward"] == "function" and "judged_score" in details
+    missing = tiny_yaml(tmp_path, url, name="missing.yaml", judge__reward="function", judge__reward_function="nope:f")
+    refused = selfloop_cli("config", "validate", str(missing), env=env, fresh=True)
+    assert refused.returncode == 2 and "judge.reward_function 'nope:f': cannot import 'nope'" in refused.stderr
+    (tmp_path / "b").mkdir()
+    broken = tiny_yaml(tmp_path / "b", f"sqlite:///{tmp_path / 'b' / 'r.db'}", loop__max_iterations=1,
+                       judge__reward="function", judge__reward_function="my_rewards:broken")
+    failed = selfloop_cli("run", "--config", str(broken), env=env, fresh=True)
+    assert failed.returncode != 0 and "returned 2.0 for completion 0 (a number from 0 to 1 is a reward)" in failed.stderr
+    assert "Traceback" not in failed.stderr

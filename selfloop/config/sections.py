@@ -367,12 +367,32 @@ class JudgeConfig(Section):
     llm_judge: LLMJudgeConfig = Field(default_factory=LLMJudgeConfig)
     vote: VoteConfig = Field(default_factory=VoteConfig)
     confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
-    reward: Literal["judged", "verify", "shuffled"] = Field(
+    reward: Literal["judged", "verify", "shuffled", "function"] = Field(
         "judged", description="What the LLM-judge and vote scores that training reads are. 'judged': as judged; "
         "'verify' (the oracle ceiling): the task family's checker, 1 or 0 for a vote and 5 or 0 points for the judge, "
         "none where a prompt has no known answer; 'shuffled' (the spurious-reward control): the judged values "
-        "permuted among the samples of each prompt, seeded (same statistics, no information). The judged value "
-        "stays in the judgment's details; judge.* metrics describe the reward trained on.")
+        "permuted among the samples of each prompt, seeded (same statistics, no information); 'function': your own "
+        "Python function (judge.reward_function) scores each sample from 0 to 1 (x1 for a vote, x5 points for the "
+        "judge). The judged value stays in the judgment's details; judge.* metrics describe the reward trained on.")
+    reward_function: str | None = Field(
+        None, description="With reward 'function': 'module:function', importable where the loop runs, called as "
+        "TRL's reward functions are: function(prompts=[...], completions=[...], answers=[...]) -> a list of floats "
+        "from 0 to 1, one per completion (answers: the known answers, None where a prompt has none).")
+
+    @field_validator("reward_function")
+    @classmethod
+    def _a_function_path(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            raise ValueError(f"{v!r} is not 'module:function' (e.g. 'my_rewards:exact_match')")
+        return v
+
+    @model_validator(mode="after")
+    def _function_named(self) -> JudgeConfig:
+        if self.reward == "function" and self.reward_function is None:
+            raise ValueError("reward 'function' needs judge.reward_function: 'module:function'")
+        if self.reward != "function" and self.reward_function is not None:
+            raise ValueError("judge.reward_function is read only with judge.reward: function")
+        return self
 
     @field_validator("signals")
     @classmethod

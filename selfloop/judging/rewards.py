@@ -7,6 +7,8 @@ ends); a sample without a known answer gets no score (parse_ok false), so no alg
 the samples (a sample takes all of another's judgments, judge index by judge index), by a seeded permutation
 (loop seed, iteration, prompt, signal): every prompt keeps the same multiset of values, each sample loses the
 information its own values carried.
+'function': a user's Python function (`judge.reward_function`, TRL's reward-function form) scores each sample
+from 0 to 1; its judgments take that reward (x1 for a vote, x5 points for the judge).
 Either way the judged value stays in the judgment's details (`judged_score`, `judged_parse_ok`), and `reward`
 names the transform, so a judgment is transformed at most once (a re-run or a signal added later only transforms
 what is new). Every algorithm that reads these scores (DPO, RRHF, RSO, RAFT, CUT through the LLM judge; TTRL,
@@ -35,9 +37,12 @@ def permutation(n: int, seed: str) -> list[int]:
     return order
 
 
-def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, number: int) -> int:
-    """Apply `mode` ('verify' or 'shuffled') to the iteration's untransformed LLM-judge and vote judgments; the
-    number of judgments changed."""
+def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, number: int,
+              function: str | None = None) -> int:
+    """Apply `mode` ('verify', 'shuffled' or 'function') to the iteration's untransformed LLM-judge and vote
+    judgments; the number of judgments changed."""
+    if mode == "function":
+        return _by_function(session, iteration_id, function or "")
     rows = session.execute(
         select(Judgment, Sample.prompt_id, Sample.sample_index, Sample.correct, Prompt.source, Prompt.item_index)
         .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
@@ -62,6 +67,28 @@ def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, nu
             for n, judgment in enumerate(by_sample[i]):
                 score, ok = source[n] if n < len(source) else (None, False)
                 _set(judgment, mode, score, ok, from_sample=samples[k])
+    return len(fresh)
+
+
+def _by_function(session: Session, iteration_id: int, function: str) -> int:
+    """'function': the user's function scores each sample once (0 to 1); each of its judgments takes that reward in
+    its signal's units (x1 for a vote, x5 points for the judge)."""
+    from selfloop.judging.reward_function import rewards
+
+    rows = session.execute(
+        select(Judgment, Sample.id, Sample.text, Prompt.text, Prompt.answer)
+        .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
+        .where(Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))
+        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)).all()
+    fresh = [r for r in rows if "reward" not in (r[0].details or {})]
+    samples = {sid: (prompt, text, answer) for _, sid, text, prompt, answer in fresh}
+    if not samples:
+        return 0
+    ids = list(samples)
+    values = dict(zip(ids, rewards(function, [samples[i][0] for i in ids], [samples[i][1] for i in ids],
+                                   [samples[i][2] for i in ids]), strict=True))
+    for judgment, sid, *_ in fresh:
+        _set(judgment, "function", values[sid] * TOP[judgment.kind], True)
     return len(fresh)
 
 

@@ -165,7 +165,8 @@ def run(ctx: PhaseContext) -> None:
         SIGNALS[signal](ctx)
     with ctx.db.session() as session:
         if ctx.config.judge.reward != "judged":  # in the done mark's transaction: transformed once, or not at all
-            changed = transform(session, ctx.iteration_id, ctx.config.judge.reward, ctx.config.loop.seed, ctx.step)
+            changed = transform(session, ctx.iteration_id, ctx.config.judge.reward, ctx.config.loop.seed, ctx.step,
+                                function=ctx.config.judge.reward_function)
             set_metric(session, ctx.iteration_id, f"judge.{ctx.config.judge.reward}_judgments", changed)
         metrics = calibrate(session, ctx.iteration_id)
         rate, floor = metrics.get("judge.parse_rate"), ctx.config.warnings.min_judge_parse_rate
