@@ -64,6 +64,16 @@ def loop_by_name(session: Session, name: str) -> Loop | None:
     return session.scalars(select(Loop).where(Loop.name == name)).one_or_none()
 
 
+def ancestor_ids(session: Session, loop_id: int) -> list[int]:
+    """A fork's parent, its parent's parent, and so on (empty for a loop of its own)."""
+    out: list[int] = []
+    loop = session.get(Loop, loop_id)
+    while loop is not None and loop.parent_loop_id is not None and loop.parent_loop_id not in out:
+        out.append(loop.parent_loop_id)
+        loop = session.get(Loop, loop.parent_loop_id)
+    return out
+
+
 def lineage_offset(session: Session, loop_id: int) -> int:
     """How many iterations a loop's lineage ran before its first one: 0 for a loop of its own, the fork point
     plus its parent's offset for a fork (a fork at N of a fork at M starts after M + N)."""

@@ -18,7 +18,7 @@ from sqlalchemy import select, true
 
 from selfloop.algorithms import spec, trainer
 from selfloop.db.models import EvalItem, Eval, Iteration, Loop, Prompt, Sample
-from selfloop.db.queries import adapter_of, add_event, insert_ignore
+from selfloop.db.queries import adapter_of, add_event, ancestor_ids, insert_ignore
 from selfloop.engines.base import Sampling
 from selfloop.engines.chat import prompt_chat
 from selfloop.errors import ConfigError
@@ -49,20 +49,23 @@ def check_disjoint(ctx: PhaseContext, suites: dict[str, list[Item]]) -> None:
 
 
 def _reuse(ctx: PhaseContext, suite, checkpoint_id: int | None, items: list[Item]) -> list[dict] | None:  # noqa: ANN001
-    """Rows of an earlier evaluation of the same policy on the same problems in this loop, else (eval.reuse_from_store,
-    a suite without sampled majorities) in another loop of the store that evaluated it with the same settings."""
+    """Rows of an earlier evaluation of the same policy on the same problems in this loop, else (a suite without
+    sampled majorities, answered greedily) in a loop it was forked from, or with eval.reuse_from_store in any loop of
+    the store, that evaluated it with the same settings: a fork's start is its parent's candidate, answered already."""
     same_policy = Eval.checkpoint_id.is_(None) if checkpoint_id is None else Eval.checkpoint_id == checkpoint_id
-    anywhere = ctx.config.eval.reuse_from_store and suite.majority_k == 0
+    greedy_only = suite.majority_k == 0
+    anywhere = ctx.config.eval.reuse_from_store and greedy_only
     with ctx.db.session() as session:
+        ancestors = ancestor_ids(session, ctx.loop_id) if greedy_only else []
         evaluated = session.execute(
             select(Eval.iteration_id, Eval.role, Iteration.loop_id)
             .join(Iteration, Iteration.id == Eval.iteration_id)
             .where(Iteration.id != ctx.iteration_id, Eval.suite == suite.name, same_policy,
-                   true() if anywhere else Iteration.loop_id == ctx.loop_id)
+                   true() if anywhere else Iteration.loop_id.in_([ctx.loop_id, *ancestors]))
             .order_by(Iteration.loop_id != ctx.loop_id, Iteration.loop_id, Eval.iteration_id.desc())
         ).all()
         configs = dict(session.execute(select(Loop.id, Loop.config).where(
-            Loop.id.in_({e.loop_id for e in evaluated} - {ctx.loop_id}))).all()) if anywhere else {}
+            Loop.id.in_({e.loop_id for e in evaluated} - {ctx.loop_id}))).all())
         found = next((e for e in evaluated
                       if e.loop_id == ctx.loop_id or _same_settings(configs[e.loop_id], ctx.config, suite)), None)
         if found is None:

@@ -352,6 +352,9 @@ def test_fork_starts_from_the_parent_checkpoint_and_leaves_the_parent_alone(tmp_
     assert out.returncode == 0, out.stderr
     out = selfloop_cli("resume", "tiny-fork", "--db", url, "--iterations", "1")
     assert out.returncode == 0, out.stderr[-3000:]
+    # The fork's start is its parent's iteration-1 candidate, answered already: a greedy suite is copied, not
+    # answered again (the suite with sampled majorities is: its samples follow the fork's own seeds).
+    assert "evaluate baseline on units:" not in out.stderr and "evaluate baseline on arithmetic:" in out.stderr
     with db.session() as s:
         from selfloop.db.models import Loop
 
