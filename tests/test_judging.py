@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from selfloop.judging import extract_answer, majority_vote, parse_score, vote
+from selfloop.judging.answers import DEFAULT_CHAIN
 
 SCORES = [
     ("Score: 4", 4.0),
@@ -221,3 +222,18 @@ def test_stated_number_reads_only_numbers_stated_as_results(text: str, stated: s
     assert extract_answer(text, DEFAULT_CHAIN) == last
     span = answer_span(text, STATED)
     assert (span is None) == (stated is None) and (span is None or normalise(text[span[0]:span[1]]) == stated)
+
+
+@pytest.mark.parametrize(("text", "chain", "expected"), [
+    # the user trial: the sentence after "the answer is" was the answer, and an operand read as a stated result
+    ("The answer is 5 + 25, which indeed equals 11.", DEFAULT_CHAIN, "11"),
+    ("The answer is 5 + 25 = 30.", DEFAULT_CHAIN, "30"),
+    ("The answer is 5 + 25.", ("answer_is",), None),  # an expression with no result states none
+    ("the result of 5 multiplied by 25", ("stated_number",), None),
+    ("The result of 5 multiplied by 25 is 125.", ("stated_number",), "125"),
+    ("6 + 26 = 32", ("stated_number",), "32"),
+    ("The sum is 52 and that is all.", ("stated_number",), "52"),
+    ("The answer is 12 apples.", DEFAULT_CHAIN, "12"),
+])
+def test_an_expression_and_an_operand_are_no_answer(text: str, chain, expected) -> None:  # noqa: ANN001
+    assert extract_answer(text, chain) == expected

@@ -2,13 +2,15 @@
 
 Extractors, tried in the configured order (the first that finds something wins):
   boxed        the last \\boxed{...} (nested braces allowed)
-  answer_is    the last "the answer is ..." / "answer: ..." up to the end of its sentence
+  answer_is    the last "the answer is ..." / "answer: ..." up to the end of its sentence; when that sentence is an
+               expression ("5 + 25, which equals 30"), the result it states
   hash         the last "#### ..." line (GSM8K style)
   last_number  the last number in the text
   stated_number  the last number stated as a result: right after '=', ':', 'is', 'are', 'equals', 'makes', 'gives',
                'get(s)', 'got', 'total of', 'result of' or an arrow (markdown emphasis and '$' allowed between), or
                a response that is a number alone. A number merely mentioned ("To add 24 and 28, you simply add
-               them together.") is no answer: last_number would read 28 there, an operand copied from the prompt.
+               them together.") is no answer: last_number would read 28 there, an operand copied from the prompt;
+               nor is one an operation follows ("the result of 5 multiplied by 25": 5 is an operand).
 Normalisation makes equal answers equal strings: numbers become canonical decimals ("12", "12.0",
 "12.00" -> "12"; "1,200" -> "1200"; "3/4" and "0.75" -> "0.75"; "-0" -> "0"); text is lower-cased,
 whitespace collapsed, surrounding quotes, a leading article and trailing punctuation removed.
@@ -61,7 +63,13 @@ def _answer_is(text: str) -> Span | None:
         return None
     # The sentence ends at a newline or at a full stop followed by space (not a decimal point).
     end = re.search(r"\n|(?<=[.!?])\s", text[tail[0]:tail[1]])
-    return (tail[0], tail[0] + end.start()) if end else tail
+    span = (tail[0], tail[0] + end.start()) if end else tail
+    # "The answer is 5 + 25, which indeed equals 11.": an expression, then its result: the stated result is the
+    # answer, not the sentence (nor 5, an operand).
+    if _EXPRESSION.match(text[span[0]:span[1]]):
+        stated = list(_STATED.finditer(text, span[0], span[1]))
+        return stated[-1].span(1) if stated else None
+    return span
 
 
 def _hash(text: str) -> Span | None:
@@ -74,8 +82,13 @@ def _last_number(text: str) -> Span | None:
     return found[-1].span() if found else None
 
 
-_STATED = re.compile(rf"(?:=|:|→|->|\b(?:is|are|equals?|makes|gives|gets?|got|total of|result of))[\s*$]*((?<![\w.])(?:{_NUM}))(?![\w])",
-                     re.IGNORECASE)
+# An operand, not a result: a number followed by an operator or an operation's word ("the result of 5 multiplied
+# by 25" states no result; 5 is an operand).
+_OPERATION = r"\s*(?:[-+*/×÷^]|x\s*\d|(?:plus|minus|times|multiplied|divided|added|subtracted|over)\b)"
+_STATED = re.compile(rf"(?:=|:|→|->|\b(?:is|are|equals?|makes|gives|gets?|got|total of|result of))[\s*$]*"
+                     rf"((?<![\w.])(?:{_NUM}))(?![\w])(?!{_OPERATION})", re.IGNORECASE)
+# An expression of numbers (5 + 25, 3 × 4): what "the answer is" sometimes names before its result.
+_EXPRESSION = re.compile(rf"^\s*(?:{_NUM}){_OPERATION}", re.IGNORECASE)
 _ALONE = re.compile(rf"^[\s*$]*((?:{_NUM}))[\s*.]*$")
 
 
