@@ -253,3 +253,20 @@ def test_an_mlflow_store_inside_selfloops_own_database_is_refused(uri: str) -> N
     with pytest.raises(ConfigError, match="tracking.mlflow.tracking_uri is selfloop's own store"):
         validate_config({**base, "tracking": {"mlflow": {"tracking_uri": uri}}})
     validate_config({**base, "tracking": {"mlflow": {"tracking_uri": uri.replace("/selfloop", "/mlflow")}}})
+
+
+@pytest.mark.parametrize(("override", "suggested"), [
+    ("train.lr=1e-4", "train.lr: unknown key (value '1e-4'); did you mean 'learning_rate'?"),
+    ("train.gradient_accumulation_steps=4", "did you mean 'grad_accum'?"),
+    ("train.lora.r=8", "train.lora.r: unknown key (value 8); did you mean 'rank'?"),
+    ("generation.max_tokens=64", "did you mean 'max_new_tokens'?"),
+    ("train.learning_rat=1e-4", "did you mean 'learning_rate'?"),
+])
+def test_other_tools_names_for_a_field_suggest_ours(override: str, suggested: str) -> None:
+    """`--set train.lr=...` suggested `lora` (closer in spelling); a TRL or Trainer name now suggests its field."""
+    from selfloop.config import apply_overrides, validate_config
+    from selfloop.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        validate_config(apply_overrides({"loop": {"name": "x"}}, [override]))
+    assert suggested in str(refused.value)

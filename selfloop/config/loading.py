@@ -32,11 +32,24 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
+# Names other tools use for a field (TRL's, the transformers Trainer's, common abbreviations): spelling does not
+# bring them close ("lr" is nearer "lora" than "learning_rate"), so they are looked up first.
+ALIASES = {
+    "lr": "learning_rate", "learningrate": "learning_rate", "bs": "batch_size", "per_device_train_batch_size": "batch_size",
+    "num_train_epochs": "epochs", "n_epochs": "epochs", "max_tokens": "max_new_tokens", "max_completion_length":
+    "max_new_tokens", "num_generations": "samples_per_prompt", "n": "samples_per_prompt", "num_samples":
+    "samples_per_prompt", "r": "rank", "lora_r": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout",
+    "gradient_accumulation_steps": "grad_accum", "model": "base", "model_name_or_path": "base", "temp": "temperature",
+}
+
+
 def _format_error(err: dict[str, Any]) -> str:
     path = ".".join(str(p) for p in err["loc"]) or "(top level)"
     kind, value = err["type"], err.get("input")
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(err["loc"][-1]), _known_keys(err["loc"][:-1]), n=1, cutoff=0.6)
+        known = _known_keys(err["loc"][:-1])
+        alias = ALIASES.get(str(err["loc"][-1]).lower())
+        close = [alias] if alias in known else difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
         return f"{path}: unknown key (value {value!r})" + (f"; did you mean {close[0]!r}?" if close else "")
     if kind == "missing":
         return f"{path}: required, but missing"
