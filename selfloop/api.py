@@ -125,7 +125,7 @@ class Store:
 
         def query(session: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
             if loop is not None and queries.loop_by_name(session, loop) is None:
-                raise SelfloopError(f"no loop named {loop!r} in this store")
+                raise SelfloopError(queries.no_loop(session, loop, " in this store"))
             return queries.iteration_summary(session, loop)
 
         return Rows(*self._read(query))
@@ -197,7 +197,7 @@ class Store:
         def query(session: Any) -> dict[str, Any]:
             found = queries.loop_by_name(session, loop)
             if found is None:
-                raise SelfloopError(f"no loop named {loop!r} in this store")
+                raise SelfloopError(queries.no_loop(session, loop, " in this store"))
             return found.config
 
         return stored_config(self._read(query), loop)

@@ -320,7 +320,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:
         with db.session() as session:
             if args.loop and queries.loop_by_name(session, args.loop) is None:
-                raise SelfloopError(f"no loop named {args.loop!r} in this database")
+                raise SelfloopError(queries.no_loop(session, args.loop, " in this database"))
             columns, rows = queries.iteration_summary(session, args.loop)
             scols, srows = queries.suite_results(session, args.loop)
             lcols, lrows = queries.lineage(session)
@@ -425,11 +425,12 @@ def _run_foreground(config, iterations: int | None) -> int:  # noqa: ANN001
 def _stored_config(db, name: str, url: str) -> dict:  # noqa: ANN001
     """The config snapshot a loop was created with; resume and fork start from it."""
     from selfloop.db import queries
+    from selfloop.db.engine import safe_url
 
     with db.session() as session:
         loop = queries.loop_by_name(session, name)
         if loop is None:
-            raise SelfloopError(f"no loop named {name!r} in {url}")
+            raise SelfloopError(queries.no_loop(session, name, f" in {safe_url(url)}"))
         return loop.config  # a mapping: resume and fork apply --set to it before validating
 
 

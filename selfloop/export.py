@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from selfloop.config import stored_config
 from selfloop.db import history
 from selfloop.db.models import Loop
-from selfloop.db.queries import loop_by_name
+from selfloop.db.queries import loop_by_name, no_loop
 from selfloop.errors import SelfloopError
 
 WHAT = ("pairs", "samples", "examples", "ranked", "evals")
@@ -55,7 +55,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
 def _loop(session: Session, loop_name: str) -> Loop:
     loop = loop_by_name(session, loop_name)
     if loop is None:
-        raise SelfloopError(f"no loop named {loop_name!r}")
+        raise SelfloopError(no_loop(session, loop_name))
     return loop
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import Iteration, Loop
-from selfloop.db.queries import add_event, loop_by_name
+from selfloop.db.queries import add_event, loop_by_name, no_loop
 from selfloop.errors import SelfloopError
 from selfloop.loop import fingerprint
 
@@ -33,7 +33,7 @@ def fork_loop(url: str, parent: str, at: int, name: str, data: dict[str, Any] | 
             with db.session() as session:
                 found = loop_by_name(session, parent)
                 if found is None:
-                    raise SelfloopError(f"no loop named {parent!r} in {url}")
+                    raise SelfloopError(no_loop(session, parent))
                 data = dict(found.config)
         data = apply_overrides(data, [*(overrides or []), f"loop.name={name}"])
         config = validate_config(data, source=source or f"loop {parent} (stored config)")
@@ -57,7 +57,7 @@ def fork(db: Database, parent_name: str, at: int, config: Config) -> Loop:
     with db.session() as session:
         parent = loop_by_name(session, parent_name)
         if parent is None:
-            raise SelfloopError(f"no loop named {parent_name!r}")
+            raise SelfloopError(no_loop(session, parent_name))
         if loop_by_name(session, config.loop.name) is not None:
             raise SelfloopError(f"a loop named {config.loop.name!r} already exists: pick another --name")
         if at == 0:  # the parent's starting point: its own start checkpoint, or the base model
@@ -119,7 +119,7 @@ def remove_loop(db: Database, name: str, config: Config) -> int:
         with db.session() as session:
             loop = loop_by_name(session, name)
             if loop is None:
-                raise SelfloopError(f"no loop named {name!r}")
+                raise SelfloopError(no_loop(session, name))
             paths = queries.delete_loop_rows(session, loop)
         removed = 0
         for stored in paths:
@@ -154,7 +154,7 @@ def rename_loop(db: Database, old: str, new: str, config: Config) -> int:
         with db.session() as session:
             loop = loop_by_name(session, old)
             if loop is None:
-                raise SelfloopError(f"no loop named {old!r}")
+                raise SelfloopError(no_loop(session, old))
             if loop_by_name(session, new) is not None:
                 raise SelfloopError(f"a loop named {new!r} already exists")
             stored = dict(session.execute(select(Checkpoint.id, Checkpoint.path).join(
@@ -179,7 +179,8 @@ def rename_loop(db: Database, old: str, new: str, config: Config) -> int:
                     session.execute(update(Checkpoint).where(Checkpoint.id == cid).values(
                         path=config.stored_checkpoint(new_dir / Path(path).name)))
                 add_event(session, loop.id, None, "loop.renamed", f"loop {old} renamed to {new}"
-                          + (f"; {len(moving)} checkpoint(s) moved to {new_dir}" if moving else ""))
+                          + (f"; {len(moving)} checkpoint(s) moved to {new_dir}" if moving else ""),
+                          data={"from": old, "to": new})
         except BaseException:
             if moved:
                 new_dir.rename(old_dir)

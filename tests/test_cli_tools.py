@@ -148,6 +148,11 @@ def test_fork_from_the_base_model_then_remove_and_rename(tmp_path: Path, sqlite_
     assert out.returncode == 0 and "1 checkpoint(s) moved with it" in out.stdout, out.stderr
     moved = sorted(p.name for p in (tmp_path / "state" / "checkpoints" / "renamed").iterdir())
     assert moved == ["iteration-0001"] and not list((tmp_path / "state" / "checkpoints" / "tiny").glob("iteration-*"))
+    # The old name says where the loop went (it said only "no loop named 'tiny'"), renamed again included.
+    assert selfloop_cli("loop", "rename", "renamed", "again", "--db", sqlite_url).returncode == 0
+    gone = selfloop_cli("history", "--loop", "tiny", "--db", sqlite_url)
+    assert gone.returncode == 1 and "no loop named 'tiny' in this database: it was renamed to 'again'" in gone.stderr
+    assert selfloop_cli("loop", "rename", "again", "renamed", "--db", sqlite_url).returncode == 0
     # A new loop of the old name trains into its own free directory (it used to fail on checkpoints.path).
     out = selfloop_cli("run", "--config", str(config))
     assert out.returncode == 0, out.stderr[-2000:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +64,27 @@ def phase_run(session: Session, iteration_id: int, phase: str) -> PhaseRun | Non
 
 def loop_by_name(session: Session, name: str) -> Loop | None:
     return session.scalars(select(Loop).where(Loop.name == name)).one_or_none()
+
+
+def no_loop(session: Session, name: str, where: str = "") -> str:
+    """The message for a loop name that is not in the store: where it went, if it was renamed (and renamed again),
+    as the `loop.renamed` events say, followed in the order they happened."""
+    from selfloop.db.models import Event
+
+    current = name
+    for message, data in session.execute(select(Event.message, Event.data).where(Event.kind == "loop.renamed")
+                                         .order_by(Event.id)):
+        found = data if isinstance(data, dict) else {}
+        old, new = found.get("from"), found.get("to")
+        if old is None:  # events written before they carried their names
+            m = re.match(r"loop (\S+) renamed to (\S+?)(?:;|$)", message or "")
+            old, new = (m.group(1), m.group(2)) if m else (None, None)
+        if old == current and new:
+            current = new
+    text = f"no loop named {name!r}{where}"
+    if current != name:
+        text += f": it was renamed to {current!r}" + (" (and is gone since)" if loop_by_name(session, current) is None else "")
+    return text
 
 
 def ancestor_ids(session: Session, loop_id: int) -> list[int]:

@@ -30,7 +30,7 @@ from selfloop.db.models import (
     TrainStep,
     Vote,
 )
-from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers, metrics_of
+from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers, metrics_of, no_loop
 from selfloop.errors import SelfloopError
 from selfloop.judging.answers import DEFAULT_CHAIN, answer_span, normalise
 from selfloop.render import select_columns
@@ -60,7 +60,7 @@ def _page(page: int) -> int:
 def get_loop(session: Session, name: str) -> Loop:
     loop = loop_by_name(session, name)
     if loop is None:
-        raise LookupError(f"no loop named {name!r}")
+        raise LookupError(no_loop(session, name))
     return loop
 
 
