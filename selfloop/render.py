@@ -21,6 +21,8 @@ def cell_text(value: Any, width: int | None = 60) -> str:
     text = str(value)
     if re.match(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\.\d+$", text):  # SQLite's text timestamps
         text = text[:19]
+    # A table's cell is one line: line breaks and tabs shown as escapes (a sample's text broke the table's rows).
+    text = text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
     return text if width is None or len(text) <= width else text[: width - 3] + "..."
 
 

@@ -328,3 +328,16 @@ def test_reads_run_beside_a_busy_writer(sqlite_url: str) -> None:
     thread.join()
     assert run_readonly(sqlite_url, "SELECT count(*) FROM loops").rows == [(20,)]
     db.dispose()
+
+
+def test_a_table_keeps_one_line_per_row_when_cells_hold_line_breaks(sqlite_url: str, run_cli) -> None:  # noqa: ANN001
+    """A sample's text with line breaks broke `selfloop sql`'s table into lines that were not rows."""
+    from selfloop.db.engine import open_database
+
+    open_database(sqlite_url, init=True).dispose()
+    code, out, err = run_cli("sql", "--db", sqlite_url, "SELECT 'first line' || char(10) || 'second' || char(9) || 'tab' AS text, 2 AS n")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 4 and lines[2].startswith("first line\\nsecond\\ttab") and lines[2].rstrip().endswith("2")
+    code, out, _ = run_cli("sql", "--db", sqlite_url, "--format", "json", "SELECT 'a' || char(10) || 'b' AS text")
+    assert code == 0 and '"a\\nb"' in out  # the other formats keep the text as it is
