@@ -8,6 +8,13 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING
 
+from loguru import logger
+
+# A library logs nothing unless asked: in a notebook or a host process, selfloop's lines (with loguru's
+# module:function:line prefix) would land on stderr uninvited. The CLI and the daemon turn them on with their own
+# format (`selfloop.log.setup_logging`), which a Python user may call too.
+logger.disable("selfloop")
+
 # The Python API (selfloop.api), imported on first use so that `import selfloop` stays light; type checkers and
 # `dir()` (tab completion) see the names as they are.
 __all__ = ["Rows", "SelfloopError", "Store", "load_config", "open_store"]

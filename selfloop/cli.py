@@ -19,8 +19,9 @@ from selfloop.render import FORMATS
 DESCRIPTION = """\
 selfloop makes a language model improve itself: each iteration synthesises prompts, samples
 N completions, judges them with the model itself (LLM judge, majority vote, confidence),
-trains a LoRA adapter (DPO, SPIN, TTRL, RLSC, ReST-EM, ORPO), evaluates it on held-out
-verifiable suites and promotes it only if it is not worse. Everything lands in SQL.
+trains a LoRA adapter by one of its {count} algorithms, evaluates it on held-out verifiable
+suites and promotes it only if it is not worse. Everything lands in SQL.
+Algorithms (train.algorithm): {algorithms}.
 
 Database: --db URL, else the config's database.url, else <state_dir>/selfloop.db
 (state_dir: $SELFLOOP_STATE_DIR, systemd's $STATE_DIRECTORY, or ~/.local/share/selfloop)."""
@@ -34,6 +35,15 @@ examples:
   selfloop daemon --config /etc/selfloop/loop.yaml     (see systemd/selfloop.service)"""
 
 
+def _description() -> str:
+    """DESCRIPTION with the algorithms the registry holds (built-ins and installed plug-ins), wrapped."""
+    from selfloop.algorithms import specs
+
+    names = list(specs())
+    listed = textwrap.fill(", ".join(names), width=92, initial_indent=" " * 30, subsequent_indent="  ").strip()
+    return DESCRIPTION.format(count=len(names), algorithms=listed)
+
+
 def _add_db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="URL", help="database URL (sqlite:///PATH or postgresql+psycopg://...), or an SQLite file's path")
     p.add_argument("--config", type=Path, metavar="FILE", help="take the database (and state dir) from this config")
@@ -41,7 +51,7 @@ def _add_db(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="selfloop", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="selfloop", description=_description(), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"selfloop {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

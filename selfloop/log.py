@@ -53,6 +53,7 @@ def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | No
 
                 transformers_logging.disable_progress_bar()
     logger.remove()
+    logger.enable("selfloop")  # a library is quiet until asked (selfloop/__init__.py)
     logger.configure(patcher=_redact_record)
     logger.add(sys.stderr, level=level, serialize=json_lines, format="{message}" if json_lines else _HUMAN, colorize=None if not json_lines else False, backtrace=False, diagnose=False)
     if file is not None:

@@ -81,3 +81,26 @@ def test_the_top_level_names_are_listed_and_typed(tmp_path: Path) -> None:
         or "-> selfloop.api.Store" in out.stdout, out.stdout[-3000:]
     assert "selfloop.config.sections.Config" in out.stdout, out.stdout[-3000:]
     assert 'Argument 1 to "history" of "Store" has incompatible type "int"' in out.stdout, out.stdout[-3000:]
+
+
+def test_the_library_is_quiet_until_asked(tmp_path: Path) -> None:
+    """In library use, loguru printed selfloop's lines with its module:function:line prefix on stderr."""
+    import subprocess
+    import sys
+
+    script = ("import selfloop\n"
+              "from loguru import logger\n"
+              "store = selfloop.open_store({db!r})\n"
+              "logger.info('before')\n"
+              "from selfloop.db.engine import open_database\n"
+              "from selfloop.db.queries import add_event\n"
+              "db = open_database(store.url, init=True)\n"
+              "with db.session() as s: add_event(s, None, None, 'test.quiet', 'an event')\n"
+              "from selfloop.log import setup_logging\n"
+              "setup_logging('INFO')\n"
+              "with db.session() as s: add_event(s, None, None, 'test.loud', 'another event')\n")
+    out = subprocess.run([sys.executable, "-c", script.format(db=str(tmp_path / "s.db"))], capture_output=True,
+                         text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test.quiet" not in out.stderr and "selfloop.db.queries:add_event" not in out.stderr
+    assert "test.loud: another event" in out.stderr  # asked for: the CLI's lines

@@ -338,3 +338,13 @@ def test_a_loop_that_failed_before_its_first_checkpoint_may_run_again_with_chang
     again = selfloop_cli("run", "--config", str(tiny_yaml(tmp_path, url, name="third.yaml", loop__max_iterations=2,
                                                           generation__temperature=0.9)))
     assert again.returncode != 0 and "fork it to run the new config" in again.stderr, again.stderr[-2000:]
+
+
+def test_help_lists_every_algorithm_of_the_registry() -> None:
+    """`--help` named 6 algorithms where there were 12."""
+    from selfloop.algorithms import specs
+    from selfloop.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert f"one of its {len(specs())} algorithms" in text
+    assert all(name in text for name in specs())
