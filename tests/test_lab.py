@@ -430,3 +430,15 @@ def test_a_missing_start_loop_is_refused_before_the_store_is_made(tmp_path: Path
     with pytest.raises(SelfloopError, match=r"start.loop 'base': the lab's store .* does not exist yet"):
         lab.run()
     assert not (tmp_path / ".lab").exists(), "nothing may be created before the start is known to exist"
+
+
+def test_the_choosing_guides_lab_file_is_a_valid_lab(tmp_path: Path) -> None:
+    """docs/choosing.md shows a lab file for a user's own task: it must be one `selfloop lab` reads."""
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / "choosing.md").read_text()
+    block = re.search(r"```yaml\n(# labs/mine.yaml\n.*?)```", text, flags=re.S).group(1)
+    (tmp_path / "mine.yaml").write_text(block)
+    lab, _ = read_lab(tmp_path / "mine.yaml")
+    assert lab.control == "control" and lab.oracle == "oracle" and lab.spurious == "shuffled"
+    assert set(lab.label_free) <= set(lab.arms)
