@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfloop.evals.stats import Z95, paired_difference
+from selfloop.evals.stats import Z95, bootstrap_ratio, holm, paired_difference, two_sided_p
 
 SEEDS_FOR_A_CLAIM = 3  # a goal is met only on at least this many seeds
 
@@ -88,6 +88,7 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
     suites = sorted({s for l in lines for s in l["suites"]})
     split = {s: next(l["suites"][s].get("split", "eval") for l in lines if s in l["suites"]) for s in suites}
     reported = [s for s in suites if split[s] == "test"] or suites
+    chosen = [s for s in suites if split[s] == "validation"]  # what goals and rankings read
     arms = list(dict.fromkeys(l["arm"] for l in lines))
     cells: dict[tuple[str, str], Cell] = {}
     for line in lines:
@@ -119,7 +120,7 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
             "fraction_of_oracle": fraction, "ceiling": top, "promoted_but_worse_than_start": cell.promoted_worse})
     by_arm = {a: [l for l in lines if l["arm"] == a] for a in arms}
     return {
-        "control": control, "oracle": oracle, "suites": suites, "reported": reported, "splits": split,
+        "control": control, "oracle": oracle, "suites": suites, "reported": reported, "chosen_on": chosen, "splits": split,
         "arms": [{"arm": a, "seeds": sorted(l["seed"] for l in by_arm[a]),
                   "seconds": statistics.fmean(sum(l["phase_seconds"].values()) for l in by_arm[a]),
                   "signal": {k: statistics.fmean(l["signal"][k] for l in by_arm[a] if k in l.get("signal", {}))
@@ -129,7 +130,7 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
                  for a in arms],
         "cells": sorted(out_cells, key=lambda c: (arms.index(c["arm"]), c["suite"])),
         "missing_control": not controls,
-        "goals": goals(cells, lines, reported, oracle, spurious, list(label_free or ()), demo),
+        "goals": goals(cells, lines, chosen, reported, oracle, spurious, list(label_free or ()), demo),
         "cost": cost(lines),
     }
 
@@ -157,83 +158,124 @@ def _ci(interval: tuple[float, float, float] | None) -> str:
     return "none" if interval is None else f"{_pts(interval[0])} ({_pts(interval[1])}, {_pts(interval[2])})"
 
 
-def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], reported: list[str], oracle: str | None,
-          spurious: str | None, label_free: list[str], demo: str | None) -> list[dict[str, Any]]:
-    """The efficacy lab's goals, each {"goal", "met" (true, false, or null: not measurable from these lines), "why"}.
-    Gains are pooled over the seeds; a goal is met only on at least SEEDS_FOR_A_CLAIM seeds."""
-    phrasing = {s: next(l["suites"][s].get("phrasing", "seen") for l in lines if s in l["suites"]) for s in reported}
-    unseen = [s for s in reported if phrasing[s] == "unseen"] or reported
-    out = []
+def _primary(suites: list[str], phrasing: dict[str, str]) -> list[str]:
+    """The suites a goal reads: those in wordings never trained on when there are any, else all of them."""
+    return [s for s in suites if phrasing.get(s) == "unseen"] or suites
+
+
+def _p(cell: Cell, minus: Cell) -> tuple[tuple[float, float, float] | None, float]:
+    """The pooled paired difference cell - minus, and its two-sided p-value."""
+    pooled = cell.pooled(minus=minus)
+    if pooled is None:
+        return None, 1.0
+    mean, low, high = pooled
+    return pooled, two_sided_p(mean, (high - low) / (2 * Z95))
+
+
+def _ratio(cell: Cell | None, top: Cell | None) -> tuple[float | None, float | None, float | None, float]:
+    if cell is None or top is None:
+        return None, None, None, 1.0
+    return bootstrap_ratio(cell.diffs, top.diffs)
+
+
+def _fmt_ratio(r: tuple[float | None, float | None, float | None, float]) -> str:
+    ratio, low, high, undefined = r
+    if ratio is None:
+        return "no ratio (the oracle gains nothing)"
+    text = f"{ratio:.2f}" + (f" ({low:.2f}, {high:.2f})" if low is not None else "")
+    return text + (f", {100 * undefined:.0f} % of draws without an oracle gain" if undefined >= 0.005 else "")
+
+
+def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], chosen: list[str], reported: list[str],
+          oracle: str | None, spurious: str | None, label_free: list[str], demo: str | None) -> list[dict[str, Any]]:
+    """The efficacy lab's goals, each {"goal", "met" (true, false, or null: not measurable from these lines), "why",
+    "split", "test"}: marked on the `chosen` (validation) suites, which decisions may read; "test" gives the same
+    figures on the `reported` (test) suites beside, never used to mark or rank. Gains are pooled over the seeds; a
+    goal is met only on at least SEEDS_FOR_A_CLAIM seeds. Claims are paired comparisons with their intervals: an arm
+    against the shuffled-reward control on the same items and seeds (Holm-adjusted over the label-free arms compared),
+    an arm's share of the oracle's gain with a bootstrap interval over seeds and items."""
+    phrasing = {s: next(l["suites"][s].get("phrasing", "seen") for l in lines if s in l["suites"]) for s in chosen + reported}
 
     def enough(cell: Cell | None) -> bool:
         return cell is not None and len(cell.gains) >= SEEDS_FOR_A_CLAIM
 
-    # 1. The spurious-reward arm is within the noise of the control on every reported (test) suite.
-    shuffled = [cells.get((spurious, s)) for s in reported] if spurious else []
-    if not shuffled or any(c is None for c in shuffled):
-        out.append({"goal": "spurious-reward arm within noise of the control", "met": None,
-                    "why": "no spurious-reward arm named (lab file: spurious) or not run"})
-    else:
-        beyond = [s for s, c in zip(reported, shuffled) if c.pooled()[1] > 0]
-        out.append({"goal": "spurious-reward arm within noise of the control",
-                    "met": (not beyond) if all(enough(c) for c in shuffled) else None,
-                    "why": "; ".join(f"{s}: {_ci(c.pooled())} over {len(c.gains)} seeds" for s, c in zip(reported, shuffled))
-                    + (f"; beyond the noise on {', '.join(beyond)}: that gain is format, not the reward" if beyond else "")})
-    # 2. The oracle gains beyond the noise on the unseen-wording test split, on every seed (at least three).
-    ceiling = [cells.get((oracle, s)) for s in unseen] if oracle else []
-    if not ceiling or any(c is None for c in ceiling):
-        out.append({"goal": "oracle beyond noise on unseen wordings on every seed", "met": None, "why": "no oracle arm run"})
-    else:
-        out.append({"goal": "oracle beyond noise on unseen wordings on every seed",
-                    "met": all(c.beyond_noise == len(c.gains) for c in ceiling) if all(enough(c) for c in ceiling) else None,
-                    "why": "; ".join(f"{s}: beyond noise on {c.beyond_noise} of {len(c.gains)} seeds, pooled {_ci(c.pooled())}"
-                                     for s, c in zip(unseen, ceiling))})
-    # 3. A label-free arm reaches half the oracle's unseen-wording gain, beyond the noise over the seeds.
-    if not ceiling or any(c is None for c in ceiling) or not label_free:
-        out.append({"goal": "a label-free arm reaches half the oracle's unseen gain", "met": None,
-                    "why": "needs the oracle and the label-free arms (lab file: label_free)"})
-    else:
-        reached, notes, measured = [], [], True
-        for arm in label_free:
-            mine = [cells.get((arm, s)) for s in unseen]
-            if any(c is None for c in mine):
-                continue
-            measured = measured and all(enough(c) for c in mine)
-            for s, c, top in zip(unseen, mine, ceiling):
-                fraction = c.mean / top.mean if top.mean > 0 else None
-                pooled = c.pooled()
-                ok = enough(c) and fraction is not None and fraction >= 0.5 and pooled[1] > 0
-                notes.append(f"{arm} {s}: {'' if fraction is None else f'{fraction:.2f} of the oracle, '}pooled {_ci(pooled)}"
-                             + ("" if enough(c) else f" (on {len(c.gains)} seed{'s' * (len(c.gains) != 1)}: not a claim yet)"))
-                if ok:
-                    reached.append(arm)
-        out.append({"goal": "a label-free arm reaches half the oracle's unseen gain",
-                    "met": True if reached else (False if notes and measured else None),
-                    "why": "; ".join(notes) or "no label-free arm run"})
-    # 4. No arm's promoted final policy is worse than the start on a test split beyond the noise.
-    worse = [f"{c.arm} on {c.suite} (seeds {c.promoted_worse})" for c in cells.values() if c.suite in reported and c.promoted_worse]
-    out.append({"goal": "no promoted final policy worse than its start beyond noise", "met": not worse,
-                "why": "; ".join(worse) or "none on the reported suites"})
-    # 5. The demo's arm is the best label-free arm measured (by the pooled unseen-wording gain). An arm on fewer seeds
-    # than a claim needs is not ranked: its mean over one seed is not comparable with a mean over three.
-    run = [a for a in label_free if (a, unseen[0]) in cells]
-    short = [a for a in run if not enough(cells[(a, unseen[0])])]
-    # On an exact tie the demo ranks first: an arm is not better for equal gains
-    ranked = sorted(((round(cells[(a, unseen[0])].pooled()[0], 9), a == demo, a) for a in run if a not in short), reverse=True)
-    pending = f"; not ranked yet (fewer than {SEEDS_FOR_A_CLAIM} seeds): {', '.join(short)}" if short else ""
-    if not demo or (demo, unseen[0]) not in cells:
-        out.append({"goal": "the demo is the best label-free arm", "met": None, "why": "needs the demo's arm (lab file: demo)"})
-    elif demo in short or not ranked:
-        out.append({"goal": "the demo is the best label-free arm", "met": None,
-                    "why": f"the demo's arm {demo} is not on {SEEDS_FOR_A_CLAIM} seeds yet" + pending})
-    else:
-        best = ranked[0][2]
-        versus = cells[(best, unseen[0])].pooled(minus=cells[(demo, unseen[0])])
-        out.append({"goal": "the demo is the best label-free arm", "met": best == demo,
-                    "why": f"best on {unseen[0]}: {best}" + ("" if best == demo else
-                           f", {_ci(versus)} over the demo's arm {demo}" + ("" if versus is None else
-                           f" ({'beyond' if versus[1] > 0 else 'within'} the noise)")) + pending})
-    return out
+    def on(suites: list[str]) -> dict[str, Any]:
+        """Every goal's (met, why) on `suites`."""
+        primary = _primary(suites, phrasing)
+        out: dict[str, Any] = {}
+        run = [a for a in label_free if all((a, s) in cells for s in primary)]
+        # 1. The gain is the reward's: each label-free arm against the shuffled control, paired, Holm over the arms.
+        if not spurious or not run or any((spurious, s) not in cells for s in primary):
+            out["reward"] = (None, "needs the spurious-reward arm (lab file: spurious) and the label-free arms, run")
+        else:
+            tests = {(a, s): _p(cells[(a, s)], cells[(spurious, s)]) for a in run for s in primary}
+            adjusted = holm({f"{a}|{s}": p for (a, s), (_, p) in tests.items()})
+            beyond = {a: all(tests[(a, s)][0] is not None and tests[(a, s)][0][0] > 0
+                             and adjusted[f"{a}|{s}"] < 0.05 for s in primary) for a in run}
+            measured = all(enough(cells[(a, s)]) and enough(cells[(spurious, s)]) for a in run for s in primary)
+            target = [demo] if demo in run else run
+            met = (all(beyond[a] for a in target) if demo in run else any(beyond.values())) if measured else None
+            out["reward"] = (met, "; ".join(
+                f"{a} - {spurious} on {s}: {_ci(tests[(a, s)][0])}, Holm-adjusted p {adjusted[f'{a}|{s}']:.3f}"
+                for a in run for s in primary) + f" ({len(tests)} comparisons)")
+        # 2. The oracle gains beyond the noise on every seed.
+        ceiling = [cells.get((oracle, s)) for s in primary] if oracle else []
+        if not ceiling or any(c is None for c in ceiling):
+            out["oracle"] = (None, "no oracle arm run")
+        else:
+            out["oracle"] = (all(c.beyond_noise == len(c.gains) for c in ceiling) if all(enough(c) for c in ceiling) else None,
+                             "; ".join(f"{s}: beyond noise on {c.beyond_noise} of {len(c.gains)} seeds, pooled {_ci(c.pooled())}"
+                                       for s, c in zip(primary, ceiling)))
+        # 3. A label-free arm reaches half the oracle's gain: the bootstrap interval's lower bound at least 0.5.
+        if not ceiling or any(c is None for c in ceiling) or not run:
+            out["half"] = (None, "needs the oracle and the label-free arms (lab file: label_free)")
+        else:
+            ratios = {(a, s): _ratio(cells[(a, s)], cells[(oracle, s)]) for a in run for s in primary}
+            reached = [a for a in run if all(ratios[(a, s)][1] is not None and ratios[(a, s)][1] >= 0.5 for s in primary)]
+            measured = all(enough(cells[(a, s)]) for a in run for s in primary)
+            out["half"] = (bool(reached) if measured else None, "; ".join(
+                f"{a} on {s}: {_fmt_ratio(ratios[(a, s)])} of the oracle" for a in run for s in primary)
+                + f" ({len(run)} arm{'s' * (len(run) != 1)} compared)")
+        # 4. No arm's promoted final policy is worse than its start beyond the noise.
+        worse = [f"{c.arm} on {c.suite} (seeds {c.promoted_worse})" for c in cells.values() if c.suite in suites and c.promoted_worse]
+        out["worse"] = (not worse, "; ".join(worse) or "none")
+        # 5. The demo's arm is the best label-free arm (by its pooled gain); an arm on fewer seeds is not ranked.
+        first = primary[0]
+        ranked_arms = [a for a in run if enough(cells[(a, first)])]
+        short = [a for a in run if a not in ranked_arms]
+        ranked = sorted(((round(cells[(a, first)].pooled()[0], 9), a == demo, a) for a in ranked_arms), reverse=True)
+        pending = f"; not ranked yet (fewer than {SEEDS_FOR_A_CLAIM} seeds): {', '.join(short)}" if short else ""
+        if not demo or (demo, first) not in cells:
+            out["demo"] = (None, "needs the demo's arm (lab file: demo)")
+        elif demo in short or not ranked:
+            out["demo"] = (None, f"the demo's arm {demo} is not on {SEEDS_FOR_A_CLAIM} seeds yet" + pending)
+        else:
+            # Best: no other arm beats it beyond the noise, paired, Holm-adjusted over the arms it is compared with
+            # (the top of a ranking by point estimates is one pick among many).
+            others = [a for _, _, a in ranked if a != demo]
+            tests = {a: _p(cells[(a, first)], cells[(demo, first)]) for a in others}
+            adjusted = holm({a: p for a, (_, p) in tests.items()}) if tests else {}
+            beats = [a for a in others if tests[a][0] is not None and tests[a][0][0] > 0 and adjusted[a] < 0.05]
+            order = " > ".join(f"{a} {_pts(g)}" for g, _, a in ranked)
+            out["demo"] = (not beats, f"on {first}: {order}; " + ("; ".join(
+                f"{a} - {demo}: {_ci(tests[a][0])}, Holm-adjusted p {adjusted[a]:.3f}" for a in others)
+                or "no other arm") + f" ({len(others)} comparison{'s' * (len(others) != 1)})"
+                + (f": beaten beyond the noise by {', '.join(beats)}" if beats else "") + pending)
+        return out
+
+    names = {"reward": "the gain is the reward's: the label-free arm beats the shuffled control, paired",
+             "oracle": "oracle beyond noise on every seed",
+             "half": "a label-free arm reaches half the oracle's gain (bootstrap lower bound >= 0.5)",
+             "worse": "no promoted final policy worse than its start beyond noise",
+             "demo": "the demo is the best label-free arm (no arm beats it beyond the noise)"}
+    if not chosen:
+        return [{"goal": text, "met": None, "split": "validation", "test": "",
+                 "why": "no validation suite (split: validation): goals are marked only where decisions may read"}
+                for text in names.values()]
+    marked, beside = on(chosen), on(reported) if reported else {}
+    return [{"goal": names[k], "met": marked[k][0], "why": marked[k][1], "split": "validation",
+             "test": "" if k not in beside else f"{ {True: 'met', False: 'not met', None: 'not measured'}[beside[k][0]] }: {beside[k][1]}"}
+            for k in names]
 
 
 def _pts(x: float | None) -> str:
@@ -266,7 +308,10 @@ def markdown(name: str, result: dict[str, Any]) -> str:
                 f"{arm['seconds']:.0f}", ", ".join(c[:10] for c in arm["commits"])]
         lines.append("| " + " | ".join(row) + " |")
     marks = {True: "met", False: "NOT met", None: "not measured"}
-    lines += ["", "Goals:"] + [f"- {g['goal']}: **{marks[g['met']]}** ({g['why']})" for g in result.get("goals", [])]
+    lines += ["", f"Goals, marked on the validation split ({', '.join(result.get('chosen_on') or []) or 'none'}); the test "
+              "split's figures beside them were not used to mark or rank:"]
+    lines += [f"- {g['goal']}: **{marks[g['met']]}** ({g['why']})" + (f"; on test: {g['test']}" if g.get("test") else "")
+              for g in result.get("goals", [])]
     spent = result.get("cost")
     if spent and spent["pieces"]:
         top = spent["longest"]
@@ -311,7 +356,7 @@ def html_page(name: str, result: dict[str, Any]) -> str:
         for c in result.get("cells", []) if c.get("reported") and c["arm"] != result.get("control"))
     goals = "".join(
         f"<tr><td>{_escape(g['goal'])}</td><td class={MET[g['met']][1]}>{MET[g['met']][0]}</td>"
-        f"<td>{_escape(g['why'])}</td></tr>" for g in result.get("goals", []))
+        f"<td>{_escape(g['why'])}</td><td class=muted>{_escape(g.get('test', ''))}</td></tr>" for g in result.get("goals", []))
     spent = result.get("cost") or {}
     cost = (f"<p class=muted>Cost: {spent['pieces']} finished pieces, {spent['machine_seconds']:.0f} s of machine time; the "
             f"longest {_escape(spent['longest']['arm'])}/{spent['longest']['seed']}, {spent['longest']['seconds']:.0f} s.</p>"
@@ -328,7 +373,9 @@ interval is beyond the noise.</p>
 {divs}
 <h2>Arms</h2><table id="lab-arms"><thead><tr><th>arm</th><th>suite</th><th>seeds</th><th>mean gain (sd)</th>
 <th>beyond noise</th><th>pooled (95 % interval)</th><th>fraction of the oracle</th></tr></thead><tbody>{rows}</tbody></table>
-<h2>Goals</h2><table id="lab-goals"><thead><tr><th>goal</th><th>result</th><th>why</th></tr></thead><tbody>{goals}</tbody></table>
+<h2>Goals</h2><p class=muted>Marked on the validation split ({_escape(", ".join(result.get("chosen_on") or []) or "none")}),
+which decisions may read; the test split's figures beside them were not used to mark or rank.</p>
+<table id="lab-goals"><thead><tr><th>goal</th><th>result (validation)</th><th>why</th><th>on test</th></tr></thead><tbody>{goals}</tbody></table>
 {cost}
 <script>
 {draw}</script></body></html>"""
