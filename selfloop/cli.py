@@ -216,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run N pieces at once, each in its own process (PostgreSQL stores, or SQLite on one machine)")
     p.add_argument("--checked", action="store_true", help=argparse.SUPPRESS)  # a --jobs worker: its parent checked the file
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run from a source tree with uncommitted changes (refused otherwise: a line must be reproducible "
+                        "from its commit); the lines record the diff's sha256")
+    p.add_argument("--archive", action="store_true",
+                   help="after each piece, keep the lab's SQLite store compressed beside the results (stores/LAB.db.gz) "
+                        "so the collapse monitors, promotions and gate replays can be checked")
     p = lab_sub.add_parser("report", help="compare the arms from the results file: gains over the control with "
                                           "paired 95%% intervals per seed, mean and spread, fraction of the oracle")
     p.add_argument("file", type=Path, metavar="LAB")
@@ -655,13 +661,13 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
     from selfloop.lab.run import Lab
 
-    lab = Lab(args.file)
+    lab = Lab(args.file, archive=getattr(args, "archive", False))
     if args.lab_command == "run":
         if args.jobs < 1:
             raise SelfloopError(f"--jobs {args.jobs}: must be at least 1")
         from selfloop.signals import StopFlag
 
-        done = lab.run(args.only, args.jobs, StopFlag().install(), checked=args.checked)
+        done = lab.run(args.only, args.jobs, StopFlag().install(), checked=args.checked, allow_dirty=args.allow_dirty)
         print(f"lab {lab.spec.name}: {len(done)} arm x seed piece(s) finished; results in {lab.results}")
         return 0
     if args.lab_command == "status":

@@ -46,16 +46,21 @@ NON_SEMANTIC = {
 }
 
 
-def fingerprint(config: Config) -> tuple[dict[str, Any], str]:
-    """(snapshot stored with the loop, hash of its semantic part)."""
-    snapshot = config.model_dump(mode="json")
+def semantic_part(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config snapshot that decides what a loop computes (NON_SEMANTIC left out)."""
     semantic = {}
     for section, body in snapshot.items():
         skip = NON_SEMANTIC.get(section, set())
         if skip is None:
             continue
         semantic[section] = {k: v for k, v in body.items() if k not in skip} if isinstance(body, dict) else body
-    digest = hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()
+    return semantic
+
+
+def fingerprint(config: Config) -> tuple[dict[str, Any], str]:
+    """(snapshot stored with the loop, hash of its semantic part)."""
+    snapshot = config.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(semantic_part(snapshot), sort_keys=True).encode()).hexdigest()
     return snapshot, digest
 
 

@@ -226,7 +226,7 @@ def _tiny_lab(tmp_path: Path) -> Path:
 
 
 def _lines(path: Path) -> list[dict]:
-    drop = {"date", "run_seconds", "phase_seconds", "machine", "created_at", "commit"}
+    drop = {"date", "run_seconds", "phase_seconds", "machine", "created_at", "commit", "diff_sha256", "store"}
     return sorted(({k: v for k, v in json.loads(t).items() if k not in drop} for t in path.read_text().splitlines()),
                   key=lambda l: (l["arm"], l["seed"]))
 
@@ -238,7 +238,7 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
     clean_dir.mkdir(), killed_dir.mkdir()
     clean = _tiny_lab(clean_dir)
-    out = selfloop_cli("lab", "run", str(clean))
+    out = selfloop_cli("lab", "run", "--allow-dirty", str(clean))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "3 arm x seed piece(s) finished" in out.stdout
     # the common start is answered once per suite (by the control, run first); the other arms copy its rows
@@ -248,6 +248,19 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     assert [(l["arm"], l["seed"], l["iterations"]) for l in lines] == [("control", 0, 1), ("oracle", 0, 1), ("rlsc", 0, 1)]
     assert {l["suites"]["test"]["start"] for l in lines} == {lines[0]["suites"]["test"]["start"]}
     assert all(l["suites"]["test-unseen"]["split"] == "test" and l["suites"]["val"]["split"] == "validation" for l in lines)
+    # What reproduces a line: its resolved config (a hash, and the snapshot beside the results), the versions, the CPU
+    # and the model's weights.
+    import hashlib
+
+    from selfloop.lab.provenance import cpu_model
+
+    for line in lines:
+        snapshot = clean_dir / "results" / "configs" / f"{line['config_sha256']}.json"
+        assert hashlib.sha256(snapshot.read_text().rstrip("\n").encode()).hexdigest() == line["config_sha256"]
+        assert json.loads(snapshot.read_text())["loop"]["name"] == f"t.{line['arm']}.s0"
+        assert set(line["versions"]) == {"selfloop", "torch", "transformers", "peft", "python"}
+        assert line["cpu"] == cpu_model() and len(line["model_sha256"]) == 64
+    assert len({l["model_sha256"] for l in lines}) == 1 and len({l["config_sha256"] for l in lines}) == 3
     report = selfloop_cli("lab", "report", str(clean), "--out", str(clean_dir / "report"), "--json")
     assert report.returncode == 0, report.stderr[-2000:]
     result = json.loads(report.stdout)
@@ -299,15 +312,15 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     assert rules["tolerance 0.02"]["promoted"] == sum(d.promoted for d in found) and rules["tolerance 0"]["decisions"] == len(found)
     status = selfloop_cli("lab", "status", str(clean))
     assert status.stdout.count("finished, 1 iteration(s) done") == 3
-    again = selfloop_cli("lab", "run", str(clean))  # nothing left to run, no line added
+    again = selfloop_cli("lab", "run", "--allow-dirty", str(clean))  # nothing left to run, no line added
     assert again.returncode == 0 and len((clean_dir / "results" / "t.jsonl").read_text().splitlines()) == 3
 
     # killed in the second arm's training, then run again: the same rows and lines
     lab = _tiny_lab(killed_dir)
-    killed = selfloop_cli("lab", "run", str(lab), env={"SELFLOOP_FAILPOINT": "train.after_step:1"})
+    killed = selfloop_cli("lab", "run", "--allow-dirty", str(lab), env={"SELFLOOP_FAILPOINT": "train.after_step:1"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert len((killed_dir / "results" / "t.jsonl").read_text().splitlines()) == 1  # the control finished
-    resumed = selfloop_cli("lab", "run", str(lab))
+    resumed = selfloop_cli("lab", "run", "--allow-dirty", str(lab))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _lines(killed_dir / "results" / "t.jsonl") == lines
     got, want = _snapshot(f"sqlite:///{killed_dir / '.lab' / 't.db'}", killed_dir / "state"), \
@@ -321,7 +334,7 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     fork_lab = _lab(clean_dir, name="f", seeds=[0], database=f"sqlite:///{clean_dir / '.lab' / 't.db'}",
                     start={"loop": "t.rlsc.s0", "at": 1}, budget={"loop.max_iterations": 1},
                     arms={"control": {"loop.phases": ["rollout", "judge", "evaluate", "promote"]}, "rlsc": {}})
-    forked = selfloop_cli("lab", "run", str(fork_lab))
+    forked = selfloop_cli("lab", "run", "--allow-dirty", str(fork_lab))
     assert forked.returncode == 0, forked.stderr[-3000:]
     from sqlalchemy import create_engine
 
@@ -482,3 +495,52 @@ def test_a_two_sided_p_by_hand() -> None:
 
     assert two_sided_p(1.959964, 1.0) == pytest.approx(0.05, abs=1e-6)
     assert two_sided_p(0.0, 1.0) == 1.0 and two_sided_p(0.3, 0.0) == 0.0
+
+
+def test_a_lab_refuses_a_dirty_tree_unless_told(tmp_path: Path) -> None:
+    """27 of 72 lines carried '+dirty', which nobody could reproduce from their commit: a lab refuses to run from a
+    tree with uncommitted changes unless --allow-dirty, and then the line records the diff's sha256."""
+    from selfloop.lab.provenance import refuse_dirty
+
+    with pytest.raises(SelfloopError, match=r"lab t: the source has uncommitted changes \(abc\+dirty\).*--allow-dirty"):
+        refuse_dirty("abc+dirty", False, "t")
+    refuse_dirty("abc+dirty", True, "t")
+    refuse_dirty("abc", False, "t")
+
+
+def test_the_provenance_of_a_line_by_hand(tmp_path: Path) -> None:
+    """The model's hash is over each weights file's own sha256, in name order; the config's hash is over the part
+    that decides what a loop computes (not the store, not the state directory: the same piece elsewhere has it)."""
+    import hashlib
+
+    from selfloop.lab.provenance import config_snapshot, model_sha256
+    from tests.conftest import make_config
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "b.safetensors").write_bytes(b"bbb")
+    (tmp_path / "m" / "a.safetensors").write_bytes(b"aa")
+    (tmp_path / "m" / "config.json").write_text("{}")
+    files = "".join(f"{n} {hashlib.sha256(b).hexdigest()}\n" for n, b in (("a.safetensors", b"aa"), ("b.safetensors", b"bbb")))
+    assert model_sha256(str(tmp_path / "m")) == hashlib.sha256(files.encode()).hexdigest()
+    one = config_snapshot(make_config(tmp_path, f"sqlite:///{tmp_path / 'one.db'}"))
+    other = config_snapshot(make_config(tmp_path / "elsewhere", f"sqlite:///{tmp_path / 'other.db'}"))
+    changed = config_snapshot(make_config(tmp_path, f"sqlite:///{tmp_path / 'one.db'}", train={"learning_rate": 0.5}))
+    assert one == other and one[0] != changed[0] and "learning_rate" in one[1]
+
+
+@pytest.mark.integration
+def test_a_piece_can_archive_the_store_beside_its_results(tmp_path: Path) -> None:
+    """The lab stores were not kept: nobody could check the collapse table, the promotions or the gate replays."""
+    import gzip
+    import sqlite3
+
+    lab = _tiny_lab(tmp_path)
+    out = selfloop_cli("lab", "run", "--allow-dirty", "--archive", "--only", "control", str(lab))
+    assert out.returncode == 0, out.stderr[-3000:]
+    [line] = [json.loads(t) for t in (tmp_path / "results" / "t.jsonl").read_text().splitlines()]
+    archived = tmp_path / "results" / line["store"]
+    assert line["store"] == "stores/t.db.gz" and archived.is_file()
+    (tmp_path / "copy.db").write_bytes(gzip.decompress(archived.read_bytes()))
+    with sqlite3.connect(tmp_path / "copy.db") as conn:
+        assert conn.execute("SELECT name FROM loops").fetchall() == [("t.control.s0",)]
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -399,7 +399,7 @@ def lab_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     data["seeds"], data["arms"].pop("oracle"), data.pop("oracle")
     data["seeds"] = [0, 1]
     lab.write_text(yaml.safe_dump(data))
-    out = selfloop_cli("lab", "run", str(lab))
+    out = selfloop_cli("lab", "run", "--allow-dirty", str(lab))
     assert out.returncode == 0, out.stderr[-3000:]
     return lab, f"sqlite:///{tmp / '.lab' / 't.db'}"
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from loguru import logger
 
 from selfloop.errors import SelfloopError
+from selfloop.lab import provenance
 from selfloop.lab.report import outcome_line
 from selfloop.lab.spec import overrides, read_lab
 
@@ -40,10 +41,11 @@ class Piece:
 
 
 class Lab:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, archive: bool = False) -> None:
         self.path = Path(path)
         self.spec, self.home = read_lab(self.path)
         self._configs: dict[Piece, object] = {}
+        self.archive = True if archive else None  # keep the store beside the results after each piece
 
     @property
     def url(self) -> str:
@@ -132,12 +134,13 @@ class Lab:
 
     # -- running ---------------------------------------------------------------------------------------------
     def run(self, only: list[str] | None = None, jobs: int = 1, stop: Callable[[], bool] = lambda: False,
-            checked: bool = False) -> list[Piece]:
+            checked: bool = False, allow_dirty: bool = False) -> list[Piece]:
         """Run the pieces not finished yet (all of them in order, or `jobs` at a time in worker processes); return
         the ones finished now. `checked`: the lab file was checked already (a worker process of a run with
         --jobs, whose parent checked it once)."""
         todo = self.pieces(only)  # a bad --only is refused before any config is read
         if not checked:
+            provenance.refuse_dirty(_commit(ignore=self.results), allow_dirty, self.spec.name)
             self.check()
             self._check_start()
         if jobs <= 1:
@@ -226,7 +229,8 @@ class Lab:
         from concurrent.futures import ThreadPoolExecutor
 
         def one(piece: Piece) -> Piece | None:
-            cmd = [sys.executable, "-m", "selfloop", "lab", "run", str(self.path), "--only", str(piece), "--checked"]
+            cmd = [sys.executable, "-m", "selfloop", "lab", "run", str(self.path), "--only", str(piece), "--checked",
+                   *(["--archive"] if self.archive else [])]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 logger.error("lab {}: {} failed: {}", self.spec.name, piece, out.stderr.strip().splitlines()[-1:] or "")
@@ -254,10 +258,46 @@ class Lab:
         if outcome is None or outcome["status"] != "finished":
             return None
         line = outcome_line(outcome, piece.arm, piece.seed, [s.model_dump(mode="json") for s in config.eval.suites])
+        commit = _commit(ignore=self.results)
+        sha, text = provenance.config_snapshot(config)
+        provenance.keep_snapshot(self.results, sha, text)
+        from selfloop.models.resolve import resolve_model
+
+        model = resolve_model(config.model.base, config.cache_dir(), config.model.revision)
+        reproduce = {"config_sha256": sha, "versions": provenance.versions(), "cpu": provenance.cpu_model(),
+                     "model_sha256": provenance.model_sha256(str(model.path))}
+        if commit and commit.endswith("+dirty"):
+            reproduce["diff_sha256"] = provenance.diff_sha256(Path(__file__).resolve().parent, ignore=self.results)
+        if self.archive is not None:
+            reproduce["store"] = self._archive()
         return {"lab": self.spec.name, "loop": piece.loop(self.spec.name), "overlay": self.spec.arms[piece.arm],
-                "main_metric": config.eval.main_metric, "commit": _commit(ignore=self.results),
+                "main_metric": config.eval.main_metric, "commit": commit,
                 "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(),
-                "run_seconds": round(seconds, 1), **line}
+                "run_seconds": round(seconds, 1), **reproduce, **line}
+
+    def _archive(self) -> str:
+        """The lab's store as it is now, compressed beside the results (`stores/<lab>.db.gz`, replaced each time): the
+        collapse monitors, promotions and gate replays a line summarises, for anyone to check. SQLite stores only."""
+        import gzip
+        import shutil
+        import sqlite3
+
+        from selfloop.db.engine import sqlite_path
+
+        source = sqlite_path(self.url)
+        if source is None:
+            raise SelfloopError(f"lab {self.spec.name}: --archive copies an SQLite store; back a PostgreSQL one up "
+                                "with pg_dump")
+        target = self.results.parent / "stores" / f"{self.spec.name}.db.gz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        copy = target.with_name(f".{self.spec.name}.db.tmp")
+        with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as live, sqlite3.connect(copy) as snapshot:
+            live.backup(snapshot)  # a consistent copy while nothing else need stop
+        with open(copy, "rb") as raw, gzip.open(target.with_name(f".{target.name}.tmp"), "wb", compresslevel=6) as packed:
+            shutil.copyfileobj(raw, packed)
+        copy.unlink()
+        target.with_name(f".{target.name}.tmp").replace(target)
+        return str(target.relative_to(self.results.parent))
 
     def _append(self, line: dict) -> None:
         """One line per finished loop: a re-run of a finished piece (same loop, same creation) adds none."""
