@@ -270,10 +270,14 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     config = load_config(args.file, getattr(args, "set", None))
     if args.config_command == "validate":
-        from selfloop.inputs import check_inputs
+        from selfloop.inputs import check_engine, check_inputs
 
-        check_inputs(config)  # the task, eval and template files it names, line by line
+        check_inputs(config, this_machine=False)  # the task, eval and template files it names, line by line
         print(f"{args.file}: valid (loop {config.loop.name!r}, algorithm {config.train.algorithm})")
+        try:  # a config for another machine (a GPU one) is valid; `run` refuses it here, before anything is written
+            check_engine(config)
+        except ConfigError as exc:
+            print(f"selfloop: warning: {args.file} cannot run on this machine: {exc}", file=sys.stderr)
         return 0
     import yaml
 

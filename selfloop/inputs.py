@@ -13,15 +13,17 @@ from selfloop.config import Config
 from selfloop.errors import ConfigError
 
 
-def check_inputs(config: Config) -> None:
+def check_inputs(config: Config, *, this_machine: bool = True) -> None:
     """Check the state directory and a local model path, load the task pool, every held-out suite and the
-    judge template; raise ConfigError on the first bad one."""
+    judge template, and (`this_machine`) what the engine needs of the machine; raise ConfigError on the first bad
+    one."""
     from selfloop.evals.suites import load_suite
     from selfloop.judging.judge import load_template
     from selfloop.tasks import load_pool
 
     check_paths(config)
-    check_engine(config)
+    if this_machine:
+        check_engine(config)
     load_pool(config.generation.tasks)
     for suite in config.eval.suites:
         load_suite(suite)
