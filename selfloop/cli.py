@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, metavar="LAB")
     p.add_argument("--out", type=Path, metavar="DIR", help="also write report.json, report.md and index.html (offline) here")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    p.add_argument("--update", type=Path, action="append", metavar="FILE",
+                   help="rewrite this lab's generated blocks in FILE (between <!-- lab-report:NAME:full|readme:start --> "
+                        "and its end marker), as docs/results.md and the README embed them (repeatable)")
     p = lab_sub.add_parser("status", help="each arm x seed: not started, running or stopped at iteration N, finished")
     p.add_argument("file", type=Path, metavar="LAB")
     p = lab_sub.add_parser("gates", help="re-take every stored promotion decision under stricter gate rules and read "
@@ -694,6 +697,16 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.out:
         index = write_report(lab.spec.name, result, args.out)
         print(f"wrote {index}", file=sys.stderr)
+    for path in args.update or []:
+        from selfloop.lab.report import update_docs
+
+        if not Path(path).is_file():
+            raise SelfloopError(f"--update {path}: no such file")
+        command = f"selfloop lab report {args.file} --update {path}"
+        if not update_docs(Path(path), lab.spec.name, result, lab.lines(), command):
+            raise SelfloopError(f"--update {path}: no block of lab {lab.spec.name} there (add the markers "
+                                f"<!-- lab-report:{lab.spec.name}:full:start --> and <!-- lab-report:{lab.spec.name}:full:end -->)")
+        print(f"{path}: lab {lab.spec.name}'s blocks rewritten", file=sys.stderr)
     print(json.dumps(result, indent=1, sort_keys=True) if args.json else markdown(lab.spec.name, result), end="")
     return 0
 
