@@ -444,13 +444,14 @@ def test_the_check_reads_one_config_per_arm(tmp_path: Path, monkeypatch: pytest.
     assert read == ["control/0", "ttrl/0"]
 
 
+@pytest.mark.integration  # the dirty check runs git
 def test_a_missing_start_loop_is_refused_before_the_store_is_made(tmp_path: Path) -> None:
     from selfloop.lab.run import Lab
 
     lab = Lab(_lab(tmp_path, start={"loop": "base", "at": 1}))
     lab.check = lambda: None  # the base config is not what is tested
     with pytest.raises(SelfloopError, match=r"start.loop 'base': the lab's store .* does not exist yet"):
-        lab.run()
+        lab.run(allow_dirty=True)
     assert not (tmp_path / ".lab").exists(), "nothing may be created before the start is known to exist"
 
 
