@@ -480,9 +480,11 @@ class SuiteConfig(_FileBacked):
         + ") or 'jsonl', a user file graded by its `family`.")
     size: upto(100_000) = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
     levels: list[Annotated[int, Field(ge=1, le=100)]] = Field([1], description="The family's difficulty levels (arithmetic: 1-3; instructions: 1 or 2 constraints).")
-    phrasing: Literal["seen", "unseen"] = Field(
+    phrasing: Literal["seen", "unseen", "transfer", "novel"] = Field(
         "seen", description="Generators: 'seen' words problems as training prompts are worded; 'unseen' uses wordings "
-        "held out from every training prompt (a format learned is not a skill learned).")
+        "held out from every training prompt (a format learned is not a skill learned); 'transfer' (arithmetic) asks "
+        "held-out problems in forms no training prompt has (word problems, other notations, subtraction); 'novel' "
+        "(instruction following) new tasks and topics with constraint kinds never trained.")
     split: Literal["eval", "validation", "test"] = Field(
         "eval", description="Generators: the family's whole held-out split ('eval'), or one of its two fixed halves, "
         "by a hash of each problem's key: 'validation' (what the gate may decide on) or 'test' (reported, never "

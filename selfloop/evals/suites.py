@@ -28,8 +28,9 @@ class Item:
 
 
 def half(key: str) -> str:
-    """'validation' or 'test': the fixed half of a family's held-out split a problem belongs to, by its key without
-    the level ('arith:1:add:13:28' and 'arith:2:add:13:28' are the same question at two levels: one half)."""
+    """'validation' or 'test': the fixed half of a family's held-out split a problem belongs to, by its canonical key
+    (`Problem.canonical`) without a level ('arith:1:add:13:28' and 'arith:2:add:13:28' are the same question at two
+    levels: one half)."""
     return "test" if stable_index("holdout:" + re.sub(r"^(\w+):\d+:", r"\1:", key), 2) else "validation"
 
 
@@ -37,7 +38,7 @@ def load_suite(cfg: SuiteConfig) -> list[Item]:
     if cfg.kind != "jsonl":
         pool = family(cfg.kind).problems(cfg.levels, "eval", cfg.phrasing)  # type: ignore[misc]
         if cfg.split != "eval":
-            pool = [p for p in pool if half(p.key) == cfg.split]
+            pool = [p for p in pool if half(p.canonical) == cfg.split]
         # The same draw for either phrasing: the pools list the same problems in the same order.
         chosen = pool if cfg.size >= len(pool) else random.Random(cfg.seed).sample(pool, cfg.size)
         return [Item(p.prompt, p.answer) for p in chosen]

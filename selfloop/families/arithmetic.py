@@ -9,7 +9,12 @@ Levels: 1: a + b with a, b in 1..30. 2: a + b or a - b with a, b in 10..99 (no n
 Phrasings: training prompts use one wording per operation ('seen'), or with 'varied' (a task pool
 option) that wording and the training-only variants in VARIED, picked per problem by a hash of its key.
 The 'unseen' wordings are held out from every training prompt; a suite built with them asks the same
-problems (same keys, so the same draw for a given seed) in words the loop never trained on.
+problems (same keys, so the same draw for a given seed) in words the loop never trained on. 'transfer' (level 1,
+suites only) asks held-out sums and differences of level 1's numbers in forms no training prompt uses: word problems,
+other instructions and notations, and subtraction, reported as transfer.
+
+The split is by a problem's canonical form (`canonical`): 7 + 12, 12 + 7 and a word problem adding 7 and 12 are
+one question, on one side of the split.
 """
 
 from __future__ import annotations
@@ -24,14 +29,29 @@ NAMES = ["Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo"]
 ITEMS = ["apples", "marbles", "books", "stickers", "coins", "shells"]
 
 
+COMMUTATIVE = {"add": "add", "mul": "mul", "word-add": "add"}
+ORDERED = {"sub": "sub", "word-sub": "sub"}
+
+
+def canonical(key: str) -> str:
+    """A problem's canonical form: its operation and operands, whatever the level, the wording or the story around
+    them, with the operands of a sum or a product sorted (7 + 12 and 12 + 7 are one question; so is a word problem
+    adding the same two numbers)."""
+    parts = key.split(":")[1:]
+    if parts[0].isdigit():  # a problem's key has its level; a canonical form has none (canonical is idempotent)
+        parts = parts[1:]
+    op, *rest = parts
+    op = op.removesuffix("-transfer")
+    a, b = (int(x) for x in rest[-2:])
+    if op in COMMUTATIVE:
+        return f"arith:{COMMUTATIVE[op]}:{min(a, b)}:{max(a, b)}"
+    return f"arith:{ORDERED.get(op, op)}:{a}:{b}"
+
+
 def split_of(key: str) -> str:
-    """'eval' for about a third of all problems, 'train' for the rest; fixed forever by the key. A level-2 sum that
-    level 1 also asks (both operands at most 30: the same words) follows its level-1 twin, so no question is a
-    training prompt at one level and held out at the other."""
-    level, op, *rest = key.split(":")[1:]
-    if level == "2" and op == "add" and all(int(x) <= 30 for x in rest):
-        key = f"arith:1:add:{rest[0]}:{rest[1]}"
-    return "eval" if stable_index(key, 3) == 0 else "train"
+    """'eval' for about a third of all problems, 'train' for the rest; fixed forever by the problem's canonical
+    form (`canonical`), so a question held out is held out in every order, level and wording of its operands."""
+    return "eval" if stable_index(canonical(key), 3) == 0 else "train"
 
 
 # Per operation: the training wording first, then the held-out ones.
@@ -67,7 +87,36 @@ def _wording(op: str, key: str, phrasing: str) -> str:
 
 def _problem(level: int, op: str, answer: int, phrasing: str, name: str = "", item: str = "", **v: int) -> Problem:
     key = f"arith:{level}:{op}:" + (f"{name}:{item}:" if name else "") + f"{v['a']}:{v['b']}"
-    return Problem(key, _wording(op, key, phrasing).format(name=name, item=item, **v), str(answer), level)
+    return Problem(key, _wording(op, key, phrasing).format(name=name, item=item, **v), str(answer), level,
+                   group=canonical(key))
+
+
+# Transfer: level 1's numbers in forms no training prompt and no held-out wording uses: word problems, other
+# instructions and notations, and subtraction (never trained at level 1).
+TRANSFER = {
+    "add": ("{name} has {a} {item}. A friend gives {name} {b} more. How many {item} does {name} have now?",
+            "There are {a} {item} in one box and {b} in another. How many {item} are there altogether?",
+            "Work out {a} + {b} and reply with the result.", "Find the total of {a} and {b}.", "{a}+{b}="),
+    "sub": ("What is {a} - {b}?", "{name} had {a} {item} and lost {b}. How many {item} are left?",
+            "Take {b} from {a}. What remains?"),
+}
+
+
+@cache
+def transfer_universe() -> tuple[Problem, ...]:
+    """Level 1's sums, and differences of its numbers, each in one transfer form picked by its key."""
+    out = []
+    for a in range(1, 31):
+        for b in range(1, 31):
+            for op, answer in (("add", a + b), ("sub", a - b)):
+                if op == "sub" and a <= b:
+                    continue
+                key = f"arith:1:{op}:{a}:{b}"
+                name, item = NAMES[stable_index(key + "name", len(NAMES))], ITEMS[stable_index(key + "item", len(ITEMS))]
+                form = TRANSFER[op][stable_index(key + "transfer", len(TRANSFER[op]))]
+                out.append(Problem(f"arith:1:{op}-transfer:{a}:{b}", form.format(a=a, b=b, name=name, item=item),
+                                   str(answer), 1, group=canonical(key)))
+    return tuple(out)
 
 
 @cache
@@ -99,6 +148,8 @@ def universe(level: int, phrasing: str = "seen") -> tuple[Problem, ...]:
 
 
 def problems(levels: list[int], split: str, phrasing: str = "seen") -> list[Problem]:
+    if phrasing == "transfer":  # held out whole: no training prompt has these forms
+        return [p for p in transfer_universe() if split == "eval" and split_of(p.canonical) == "eval"] if 1 in levels else []
     return [p for level in sorted(set(levels)) for p in universe(level, phrasing) if split_of(p.key) == split]
 
 
@@ -113,5 +164,5 @@ SPEC = FamilySpec(
     problems=problems,
     grade=grade_value,
     levels=(1, 2, 3),
-    phrasings=("seen", "unseen", "varied"),
+    phrasings=("seen", "unseen", "varied", "transfer"),
 )

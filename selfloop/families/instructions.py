@@ -7,8 +7,10 @@ double quotes. Each constraint has a verifier, a pure function of the response t
 phrasings; the last phrasing of each kind is held out (`phrasing="unseen"`) and never appears in a
 training prompt, so a suite can tell a constraint learned from a wording learned.
 
-Like the arithmetic family, the universe is fixed and split once by a hash of each problem's key
-(task, topic and constraints, not the wording): an eval problem never shows up as a training prompt.
+Like the arithmetic family, the universe is fixed and split once by a hash of each problem's canonical form (task,
+topic and constraint kinds: not the wording, not a constraint's value): an eval problem never shows up as a
+training prompt, nor does one that differs from it only in a value. The 'novel' suite holds tasks, topics and five
+constraint kinds (uppercase, a title, paragraphs, the first word, placeholders) that no training prompt has.
 A problem's answer is its constraint list as JSON (`{"follow": [...]}`); a response is correct when it follows
 every constraint (IFEval's strict accuracy), and each constraint's verdict is kept (instruction-level accuracy).
 """
@@ -23,7 +25,6 @@ from dataclasses import dataclass
 from functools import cache
 from itertools import combinations
 
-from selfloop.families.arithmetic import split_of
 from selfloop.families.phrasing import pick, stable_index
 from selfloop.families.spec import FamilySpec, Grade, Problem
 
@@ -145,7 +146,7 @@ def compatible(kinds: list[str] | tuple[str, ...]) -> bool:
 
 def followed(response: str, constraints: list[list]) -> list[bool]:
     """Per constraint `[kind, value]` (value null for kinds without one), whether the response follows it."""
-    return [bool(KINDS[kind].check(response, value)) for kind, value in constraints]
+    return [bool(GRADED[kind].check(response, value)) for kind, value in constraints]
 
 
 def parse_answer(answer: str | None) -> list[list] | None:
@@ -159,7 +160,7 @@ def parse_answer(answer: str | None) -> list[list] | None:
     if not isinstance(spec, list) or not spec:
         return None
     for entry in spec:
-        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in KINDS):
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in GRADED):
             return None
     return spec
 
@@ -190,12 +191,90 @@ def universe(level: int, phrasing: str = "seen") -> tuple[Problem, ...]:
                     wordings = KINDS[kind].phrasings
                     texts.append(pick(wordings, key + kind, phrasing, seen=len(wordings) - 1).format(value=value))
                 answer = json.dumps({"follow": [[k, v] for k, v in chosen]})
-                out.append(Problem(key, " ".join([task.format(topic=topic), *texts]), answer, level))
+                out.append(Problem(key, " ".join([task.format(topic=topic), *texts]), answer, level,
+                                   group=canonical(t, topic, [k for k, _ in chosen])))
+    return tuple(out)
+
+
+def canonical(task: int | str, topic: str, kinds: Sequence[str]) -> str:
+    """A problem's canonical form: its task, its topic and its constraints' kinds, not their values: two problems
+    that differ only in a word count or the word to include are one question, on one side of the split."""
+    return f"if:{task}:{topic}:" + "+".join(sorted(kinds))
+
+
+def split_of(key: str) -> str:
+    """'eval' for about a third of the canonical forms, 'train' for the rest (the arithmetic family's rule)."""
+    return "eval" if stable_index(key, 3) == 0 else "train"
+
+
+# The novel suite (phrasing 'novel'): tasks, topics and constraint kinds no training prompt has, held out whole.
+NOVEL_TASKS = [
+    "Write a product description for {topic}.",
+    "Draft a short speech about {topic} for a school assembly.",
+    "Write a review of {topic}.",
+    "Compose a short dialogue between two people about {topic}.",
+]
+NOVEL_TOPICS = ["electric cars", "a farmers market", "solar panels", "a thunderstorm", "origami", "a marathon",
+                "penguins", "a street festival"]
+
+
+def _paragraphs(text: str) -> int:
+    return len([p for p in re.split(r"\n\s*\*\*\*\s*\n|\n\s*\n", text.strip()) if p.strip()])
+
+
+NOVEL_KINDS = {k.name: k for k in [
+    Kind("uppercase", (), (
+        "Your entire response must be in English capital letters only.",
+    ), lambda r, _: any(c.isalpha() for c in r) and r == r.upper()),
+    Kind("title", (), (
+        "Give your answer a title wrapped in double angular brackets, such as <<my title>>.",
+    ), lambda r, _: re.search(r"<<[^<>\n]+>>", r) is not None),
+    Kind("paragraphs", (2, 3), (
+        "Write exactly {value} paragraphs, separated from each other by the markdown divider ***.",
+    ), lambda r, n: _paragraphs(r) == n and r.count("***") == n - 1),
+    Kind("start_with", ("Today", "Imagine"), (
+        "The first word of your response must be '{value}'.",
+    ), lambda r, w: (_words(r) or [""])[0].lower() == str(w).lower()),
+    Kind("placeholders", (2, 3), (
+        "Include at least {value} placeholders in square brackets, such as [name].",
+    ), lambda r, n: len(re.findall(r"\[[^\[\]\n]+\]", r)) >= n),
+]}
+GRADED = {**KINDS, **NOVEL_KINDS}  # what grading knows; training prompts use KINDS only
+# Novel kinds beside which no known kind can be followed.
+NOVEL_CONFLICTS = {frozenset(p) for p in [("uppercase", "lowercase"), ("uppercase", "start_with"), ("paragraphs", "json"),
+                                          ("paragraphs", "bullets"), ("title", "json"), ("start_with", "json"),
+                                          ("start_with", "quotation"), ("placeholders", "json"), ("paragraphs", "max_words")]}
+
+
+@cache
+def novel_universe(level: int) -> tuple[Problem, ...]:
+    """Novel tasks x novel topics, with one novel constraint (level 1) or a novel one and a known one (level 2),
+    each worded once (novel kinds have no training wording to hold out)."""
+    novel = [opt for kind in NOVEL_KINDS.values() for opt in _options(kind)]
+    known = [opt for kind in KINDS.values() for opt in _options(kind)]
+    if level == 1:
+        sets = [(opt,) for opt in novel]
+    else:
+        sets = [(a, b) for a in novel for b in known if frozenset((a[0], b[0])) not in NOVEL_CONFLICTS
+                and compatible((b[0],))]
+        sets = [s for s in sets if stable_index(repr(s), 6) == 0]
+    out = []
+    for t, task in enumerate(NOVEL_TASKS):
+        for topic in NOVEL_TOPICS:
+            for chosen in sets:
+                key = f"if:{level}:novel{t}:{topic}:" + "+".join(f"{k}={v}" for k, v in chosen)
+                texts = [pick(GRADED[k].phrasings, key + k, "unseen", seen=len(GRADED[k].phrasings) - 1).format(value=v) if k in KINDS else
+                         GRADED[k].phrasings[0].format(value=v) for k, v in chosen]
+                answer = json.dumps({"follow": [[k, v] for k, v in chosen]})
+                out.append(Problem(key, " ".join([task.format(topic=topic), *texts]), answer, level,
+                                   group=canonical(f"novel{t}", topic, [k for k, _ in chosen])))
     return tuple(out)
 
 
 def problems(levels: list[int], split: str, phrasing: str = "seen") -> list[Problem]:
-    return [p for level in sorted(set(levels)) for p in universe(level, phrasing) if split_of(p.key) == split]
+    if phrasing == "novel":  # held out whole: every problem is held out
+        return [p for level in sorted(set(levels)) for p in novel_universe(level)] if split == "eval" else []
+    return [p for level in sorted(set(levels)) for p in universe(level, phrasing) if split_of(p.canonical) == split]
 
 
 def sample_constraints(rng: random.Random, count: int) -> tuple[str, str]:
@@ -225,7 +304,7 @@ SPEC = FamilySpec(
     problems=problems,
     grade=grade,
     levels=(1, 2),
-    phrasings=("seen", "unseen"),
+    phrasings=("seen", "unseen", "novel"),
     votable=False,
     part_metric="constraint_accuracy",
 )

@@ -19,10 +19,18 @@ Split = Literal["train", "eval"]
 
 @dataclass(frozen=True)
 class Problem:
-    key: str  # canonical and stable (the split is a hash of it), e.g. "arith:1:add:7:12"
+    key: str  # stable: identifies the problem (its wordings share it), e.g. "arith:1:add:7:12"
     prompt: str
     answer: str
     level: int = 1
+    # The problem's canonical form, which the split is a hash of: problems that are one question (7 + 12 and 12 + 7;
+    # the same operands as a word problem; an instruction that differs only in a constraint's value) share it, so
+    # they fall on the same side of every split. None: the key itself.
+    group: str | None = None
+
+    @property
+    def canonical(self) -> str:
+        return self.group or self.key
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,10 @@ Problems = Callable[[Sequence[int], Split, str], list[Problem]]
 Grader = Callable[[str | None, str, Sequence[str]], Grade]
 
 
+PHRASINGS = ("seen", "unseen", "varied", "transfer", "novel")
+HELD_OUT_WHOLE = ("transfer", "novel")  # suites only: nothing of these is ever a training prompt
+
+
 @dataclass(frozen=True)
 class FamilySpec:
     name: str  # the config's kind (`generation.tasks.kind`, `eval.suites[].kind`) and `prompts.family`
@@ -46,7 +58,9 @@ class FamilySpec:
     grade: Grader
     problems: Problems | None = None  # None: no generator; its answers come from a user's file (`family: NAME`)
     levels: tuple[int, ...] = (1,)
-    phrasings: tuple[str, ...] = ("seen",)  # of: seen, unseen (held-out wordings), varied (training-only variants)
+    # Of: seen, unseen (held-out wordings), varied (training-only variants); and for suites only, held out whole:
+    # transfer (the problems' content in forms no training prompt uses), novel (new tasks, topics and kinds).
+    phrasings: tuple[str, ...] = ("seen",)
     splits: tuple[Split, ...] = ("train", "eval")  # a family without 'train' is evaluation only
     # Its answers are values a majority vote over extracted answers can be checked against (False: a verdict
     # per sample only, e.g. a constraint list; majority@k is then the majority of the k samples' verdicts).
@@ -61,8 +75,8 @@ class FamilySpec:
             raise ValueError(f"family name {self.name!r}: 1-40 lower-case letters, digits or '_' (not seed or jsonl)")
         if not callable(self.grade) or (self.problems is not None and not callable(self.problems)):
             raise ValueError(f"family {self.name!r}: grade (and problems, where given) must be functions")
-        if not set(self.phrasings) <= {"seen", "unseen", "varied"} or "seen" not in self.phrasings:
-            raise ValueError(f"family {self.name!r}: phrasings must include 'seen' and be of seen, unseen, varied")
+        if not set(self.phrasings) <= set(PHRASINGS) or "seen" not in self.phrasings:
+            raise ValueError(f"family {self.name!r}: phrasings must include 'seen' and be of {', '.join(PHRASINGS)}")
         if not self.splits or not set(self.splits) <= {"train", "eval"}:
             raise ValueError(f"family {self.name!r}: splits must be of train, eval")
         if not self.levels or any(not isinstance(v, int) or v < 1 for v in self.levels):
