@@ -27,30 +27,8 @@ from selfloop.algorithms.coin_config import CoINConfig
 from selfloop.algorithms.rest import kept_samples
 from selfloop.db.models import Prompt
 from selfloop.families import family
+from selfloop.families.paraphrase import paraphrases
 from selfloop.training.items import LogpFn, TrainItem
-
-
-def paraphrases(rows: list[tuple[int, str | None, str | None, str]], levels: list[int]) -> dict[int, str]:
-    """prompt id -> the same problem in another training wording, for (id, family, task key, text) rows."""
-    worded: dict[str, dict[str, dict[str, str]]] = {}
-    out = {}
-    for prompt_id, name, key, text in rows:
-        if name is None or key is None:
-            continue
-        try:
-            spec = family(name)
-        except LookupError:
-            continue
-        if spec.problems is None or "varied" not in spec.phrasings or "train" not in spec.splits:
-            continue
-        if name not in worded:
-            worded[name] = {ph: {p.key: p.prompt for p in spec.problems(levels, "train", ph)} for ph in ("varied", "seen")}
-        for phrasing in ("varied", "seen"):
-            other = worded[name][phrasing].get(key)
-            if other is not None and other != text:
-                out[prompt_id] = other
-                break
-    return out
 
 
 def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001

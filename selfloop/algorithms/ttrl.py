@@ -72,7 +72,8 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
     rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.score)
     groups: dict[int, list] = defaultdict(list)
     for row in rows:
-        groups[row.prompt_id].append(row)
+        if row.score is not None:  # no reward (a transformed reward without a value): not trained on
+            groups[row.prompt_id].append(row)
     out = []
     for prompt_id, samples in groups.items():
         trained = samples[: cfg.n_train]

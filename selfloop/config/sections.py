@@ -358,22 +358,54 @@ class ConfidenceConfig(Section):
     rescore: bool = Field(False, description="Also score every sample under the current policy (one forward pass).")
 
 
+class SemanticEntropyConfig(Section):
+    """EMPO's semantic entropy: a prompt is trained on only when its samples' answers are neither all alike nor too
+    scattered."""
+
+    band_low: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.0, description="Train on a prompt only when its semantic entropy is at least this share of log N (N samples; "
+        "0: no lower end, as the official code).")
+    band_high: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        1.0, description="... and below this share of log N (1: only prompts whose every answer differs are dropped, "
+        "as the official code).")
+
+    @model_validator(mode="after")
+    def _a_band(self) -> SemanticEntropyConfig:
+        if self.band_low >= self.band_high:
+            raise ValueError(f"band_low ({self.band_low}) must be below band_high ({self.band_high})")
+        return self
+
+
+class CrossViewConfig(Section):
+    """Co-rewarding's cross-view agreement: each prompt asked again in another training wording."""
+
+    samples: upto(64) = Field(4, description="Samples drawn for each prompt's paraphrase (its majority is the label).")
+
+
 class JudgeConfig(Section):
     """Self-judging: which signals are computed for every sample."""
 
-    signals: list[Literal["llm_judge", "vote", "confidence"]] = Field(
-        ["llm_judge", "vote", "confidence"], description="Self-judging signals computed for every sample."
-    )
+    signals: list[Literal["llm_judge", "vote", "confidence", "self_certainty", "entropy", "semantic_entropy", "cross_view"]] = Field(
+        ["llm_judge", "vote", "confidence"], description="Self-judging signals computed for every sample. The "
+        "label-free signals of 2025 research (judging/intrinsic.py): 'self_certainty' (Intuitor: mean KL from uniform "
+        "of the next-token distributions), 'entropy' (EM-RL: minus the mean token entropy), 'semantic_entropy' (EMPO: "
+        "the probability of the sample's answer cluster), 'cross_view' (co-rewarding: agreement with the majority of "
+        "a paraphrase's samples); judge.reward makes one of them the reward.")
     llm_judge: LLMJudgeConfig = Field(default_factory=LLMJudgeConfig)
     vote: VoteConfig = Field(default_factory=VoteConfig)
     confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)
-    reward: Literal["judged", "verify", "shuffled", "function"] = Field(
+    semantic_entropy: SemanticEntropyConfig = Field(default_factory=lambda: SemanticEntropyConfig())
+    cross_view: CrossViewConfig = Field(default_factory=lambda: CrossViewConfig())
+    reward: Literal["judged", "verify", "shuffled", "function", "self_certainty", "entropy", "semantic_entropy",
+                    "cross_view"] = Field(
         "judged", description="What the LLM-judge and vote scores that training reads are. 'judged': as judged; "
         "'verify' (the oracle ceiling): the task family's checker, 1 or 0 for a vote and 5 or 0 points for the judge, "
         "none where a prompt has no known answer; 'shuffled' (the spurious-reward control): the judged values "
         "permuted among the samples of each prompt, seeded (same statistics, no information); 'function': your own "
         "Python function (judge.reward_function) scores each sample from 0 to 1 (x1 for a vote, x5 points for the "
-        "judge). The judged value stays in the judgment's details; judge.* metrics describe the reward trained on.")
+        "judge); a label-free signal's name (self_certainty, entropy, semantic_entropy, cross_view; it must be in "
+        "judge.signals): its score, within each prompt put on 0 to 1 where it has no scale of its own. The judged "
+        "value stays in the judgment's details; judge.* metrics describe the reward trained on.")
     reward_function: str | None = Field(
         None, description="With reward 'function': 'module:function', importable where the loop runs, called as "
         "TRL's reward functions are: function(prompts=[...], completions=[...], answers=[...]) -> a list of floats "
@@ -388,6 +420,8 @@ class JudgeConfig(Section):
 
     @model_validator(mode="after")
     def _function_named(self) -> JudgeConfig:
+        if self.reward in ("self_certainty", "entropy", "semantic_entropy", "cross_view") and self.reward not in self.signals:
+            raise ValueError(f"reward {self.reward!r} is a signal's score: add {self.reward!r} to judge.signals")
         if self.reward == "function" and self.reward_function is None:
             raise ValueError("reward 'function' needs judge.reward_function: 'module:function'")
         if self.reward != "function" and self.reward_function is not None:

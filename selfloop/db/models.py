@@ -187,6 +187,12 @@ class Sample(Base):
     policy_token_logprobs: Mapped[list[float] | None] = mapped_column(
         Json, doc="the same tokens' log-probs under the sampling policy itself (temperature 1, unfiltered), where the "
         "engine gives them (hf); training takes them as reference log-probs instead of a forward pass")
+    token_entropies: Mapped[list[float] | None] = mapped_column(
+        Json, doc="each step's next-token entropy under the sampling policy (temperature 1, unfiltered, nats), from the "
+        "logits it sampled with, where the engine records them (hf): the entropy signal's input")
+    token_self_certainties: Mapped[list[float] | None] = mapped_column(
+        Json, doc="each step's self-certainty, logsumexp(z) - mean(z) of the same logits (KL from uniform plus log V): "
+        "the self_certainty signal's input")
     num_tokens: Mapped[int] = mapped_column(Integer)
     sum_logprob: Mapped[float] = mapped_column(Float)
     mean_logprob: Mapped[float] = mapped_column(Float)

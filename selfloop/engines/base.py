@@ -42,6 +42,10 @@ class Completion:
     # The same tokens' log-probs under the policy itself (temperature 1, no top-k/top-p), where the
     # engine has them for free; training uses them as the starting policy's reference log-probs.
     policy_logprobs: list[float] | None = None
+    # Each step's next-token distribution under the policy (temperature 1, unfiltered), where the engine has the
+    # logits at no extra cost: its entropy and its self-certainty (judging/intrinsic.py; None: not recorded).
+    token_entropies: list[float] | None = None
+    token_self_certainties: list[float] | None = None
 
     def __post_init__(self) -> None:
         # A model can emit NUL bytes; no text column (PostgreSQL's least of all) should store them.
@@ -107,6 +111,13 @@ class Engine(Protocol):
     def embed(self, chats: Sequence[Chat], *, adapter: Adapter | None = None) -> list[list[float]]:
         """The last layer's hidden state at the last token of each chat rendered for the assistant's turn (the
         curate phase's prompt embedding)."""
+        ...
+
+    def token_stats(
+        self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *, adapter: Adapter | None = None
+    ) -> list[tuple[list[float], list[float]]]:
+        """Per completion token, the entropy and the self-certainty of the next-token distribution (temperature 1)
+        after its chat, teacher-forced: the intrinsic signals of samples whose engine did not record them."""
         ...
 
     def sleep(self) -> None:

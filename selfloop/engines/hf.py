@@ -26,7 +26,9 @@ from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn,
 from selfloop.engines.chat import prompt_ids
 from selfloop.adapters import verify_checkpoint
 from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
-from selfloop.models.logprobs import completion_logprobs, last_token_states, next_token_logprobs, prefill
+from selfloop.models.logprobs import (
+    completion_logprobs, completion_token_stats, distribution_stats, last_token_states, next_token_logprobs, prefill,
+)
 
 MAX_LOADED_ADAPTERS = 3
 
@@ -207,18 +209,23 @@ class HFEngine:
         toks: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
         policy_lps: list[list[float]] = [[] for _ in range(n)]
+        entropies: list[list[float]] = [[] for _ in range(n)]
+        certainties: list[list[float]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
         stop_at: list[int | None] = [None] * n
         active = list(range(n))
         for step in range(sampling.max_new_tokens):
             new_tokens, new_logps, new_policy = sample_next(logits, sampling, [gens[i] for i in active])
             new_list, lp_list, policy_list = new_tokens.tolist(), new_logps.tolist(), new_policy.tolist()
+            step_entropy, step_certainty = (t.tolist() for t in distribution_stats(logits))  # the same logits: free
             keep = []
             for row, seq in enumerate(active):
                 tok = new_list[row]
                 toks[seq].append(tok)
                 lps[seq].append(lp_list[row])
                 policy_lps[seq].append(policy_list[row])
+                entropies[seq].append(round(step_entropy[row], 5))
+                certainties[seq].append(round(step_certainty[row], 5))
                 if tok in self.end_ids:
                     finish[seq] = "stop"
                 elif sampling.stop and (cut := self._stop_cut(toks[seq], sampling.stop)) is not None:
@@ -243,8 +250,11 @@ class HFEngine:
                 past_key_values=cache, use_cache=True,
             )
             logits = out.logits[:, -1, :]
-        return [self._completion(toks[i], lps[i], policy_lps[i], finish[i] or "length", stop_at[i], seeds[i])
+        done = [self._completion(toks[i], lps[i], policy_lps[i], finish[i] or "length", stop_at[i], seeds[i])
                 for i in range(n)]
+        for completion, entropy, certainty in zip(done, entropies, certainties, strict=True):
+            completion.token_entropies, completion.token_self_certainties = entropy, certainty
+        return done
 
     def _stop_cut(self, tokens: list[int], stops: tuple[str, ...]) -> int | None:
         """Character offset where a stop string begins in the decoded text, if one has appeared."""
@@ -289,6 +299,18 @@ class HFEngine:
         with self._policy(adapter) as model:
             for start in range(0, len(seqs), self.batch_size):
                 out.extend(next_token_logprobs(model, seqs[start : start + self.batch_size], candidates, self.pad_id).tolist())
+        return out
+
+    @torch.inference_mode()
+    def token_stats(self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *,
+                    adapter: Adapter | None = None) -> list[tuple[list[float], list[float]]]:
+        """Each completion token's next-token entropy and self-certainty, teacher-forced under `adapter`'s policy."""
+        prompts = [prompt_ids(self.tokenizer, chat) for chat in chats]
+        out: list[tuple[list[float], list[float]]] = []
+        with self._policy(adapter) as model:
+            for start in range(0, len(prompts), self.batch_size):
+                out.extend(completion_token_stats(model, prompts[start : start + self.batch_size],
+                                                  completions[start : start + self.batch_size], self.pad_id))
         return out
 
     @torch.inference_mode()

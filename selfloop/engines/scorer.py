@@ -40,6 +40,10 @@ class TransformersScorer:
     def embed(self, chats: Sequence[Chat], *, adapter: Adapter | None = None) -> list[list[float]]:
         return self._hf().embed(chats, adapter=adapter)
 
+    def token_stats(self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *,
+                    adapter: Adapter | None = None) -> list[tuple[list[float], list[float]]]:
+        return self._hf().token_stats(chats, completions, adapter=adapter)
+
     def sleep(self) -> None:
         if self._engine is not None:  # its weights leave the GPU before training too
             self._engine.sleep()
@@ -69,3 +73,7 @@ class ScoredByTransformers:
 
     def embed(self, chats: Sequence[Chat], *, adapter: Adapter | None = None) -> list[list[float]]:
         return self._scorer.embed(chats, adapter=adapter)
+
+    def token_stats(self, chats: Sequence[Chat], completions: Sequence[Sequence[int]], *,
+                    adapter: Adapter | None = None) -> list[tuple[list[float], list[float]]]:
+        return self._scorer.token_stats(chats, completions, adapter=adapter)

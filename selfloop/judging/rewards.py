@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.judging.intrinsic import INTRINSIC
 
 KINDS = ("llm_judge", "vote")
 TOP = {"llm_judge": 5.0, "vote": 1.0}  # the verdict "right" in each signal's units
@@ -43,6 +44,8 @@ def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, nu
     judgments; the number of judgments changed."""
     if mode == "function":
         return _by_function(session, iteration_id, function or "")
+    if mode in INTRINSIC:
+        return _by_signal(session, iteration_id, mode)
     rows = session.execute(
         select(Judgment, Sample.prompt_id, Sample.sample_index, Sample.correct, Prompt.source, Prompt.item_index)
         .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
@@ -67,6 +70,33 @@ def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, nu
             for n, judgment in enumerate(by_sample[i]):
                 score, ok = source[n] if n < len(source) else (None, False)
                 _set(judgment, mode, score, ok, from_sample=samples[k])
+    return len(fresh)
+
+
+def _by_signal(session: Session, iteration_id: int, signal: str) -> int:
+    """A label-free signal as the reward: each sample's score of that signal (judging/intrinsic.py), on 0 to 1 (the
+    signals without a scale of their own min-max within the prompt), becomes its LLM-judge and vote judgments' score
+    in their units (x5 points, x1). A sample without a score (no answer, no paraphrase) gets none: no algorithm
+    trains on it."""
+    from selfloop.judging.intrinsic import per_prompt_unit
+
+    scored = session.execute(
+        select(Sample.id, Sample.prompt_id, Judgment.score, Judgment.parse_ok)
+        .join(Judgment, Judgment.sample_id == Sample.id)
+        .where(Sample.iteration_id == iteration_id, Judgment.kind == signal).order_by(Sample.prompt_id, Sample.sample_index)).all()
+    by_prompt: dict[int, list[tuple[int, float | None]]] = defaultdict(list)
+    for sample_id, prompt_id, score, ok in scored:
+        by_prompt[prompt_id].append((sample_id, score if ok else None))
+    reward: dict[int, float | None] = {}
+    for rows in by_prompt.values():
+        values = [v for _, v in rows]
+        unit = per_prompt_unit(values) if signal in ("self_certainty", "entropy") else values
+        reward |= {sample_id: r for (sample_id, _), r in zip(rows, unit)}
+    fresh = [j for j in session.scalars(select(Judgment).join(Sample, Sample.id == Judgment.sample_id).where(
+        Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))) if "reward" not in (j.details or {})]
+    for judgment in fresh:
+        r = reward.get(judgment.sample_id)
+        _set(judgment, signal, None if r is None else r * TOP[judgment.kind], r is not None)
     return len(fresh)
 
 

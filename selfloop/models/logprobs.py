@@ -146,3 +146,31 @@ def last_token_states(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1,
                 output_hidden_states=True)
     return out.hidden_states[-1][:, -1].float()
+
+
+def distribution_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of next-token logits (temperature 1, nothing filtered): (the entropy H(p) = -sum_j p_j log p_j, in nats;
+    the self-certainty logsumexp(z) - mean_j z_j = -mean_j log p_j = KL(U || p) + log V, Intuitor's per-token score
+    without its constant log V, which no advantage or ranking sees)."""
+    z = logits.float()
+    logp = torch.log_softmax(z, dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    certainty = torch.logsumexp(z, dim=-1) - z.mean(-1)
+    return entropy, certainty
+
+
+def completion_token_stats(
+    model: torch.nn.Module, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
+) -> list[tuple[list[float], list[float]]]:
+    """`distribution_stats` at every completion token's position, teacher-forced: for samples whose engine did not
+    record them while sampling (the vLLM engines)."""
+    device = next(model.parameters()).device
+    seqs = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
+    ids, mask, positions = left_padded(seqs, pad_id, device)
+    longest = max((len(c) for c in completions), default=0)
+    if longest == 0:
+        return [([], []) for _ in completions]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=longest + 1, use_cache=False)
+    entropy, certainty = distribution_stats(out.logits[:, :-1, :])
+    return [(entropy[i, longest - len(c):].tolist(), certainty[i, longest - len(c):].tolist())
+            for i, c in enumerate(completions)]

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import add_event, insert_ignore, set_metric, unjudged_samples
 from selfloop.engines.base import Completion, Sampling
+from selfloop.judging import intrinsic
 from selfloop.judging.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
 from selfloop.judging.correctness import grade_iteration
@@ -155,7 +156,130 @@ def _by_distribution(engine, adapter, chunk, chats, outs) -> list[dict]:  # noqa
     return rows
 
 
-SIGNALS = {"confidence": _confidence, "vote": _vote, "llm_judge": _llm_judge}
+def _token_stats(ctx: PhaseContext, todo: list) -> dict[int, tuple[list[float], list[float]]]:
+    """Each sample's per-token entropy and self-certainty: as the rollout recorded them (the hf engine, from the
+    logits it sampled with), else teacher-forced under the policy that sampled them and stored on the sample."""
+    from selfloop.engines.chat import prompt_chat
+
+    ids = [s.id for s in todo]
+    with ctx.db.session() as session:
+        stored = {row.id: row for row in session.execute(
+            select(Sample.id, Sample.token_entropies, Sample.token_self_certainties).where(Sample.id.in_(ids)))}
+    out = {i: (stored[i].token_entropies, stored[i].token_self_certainties) for i in ids
+           if stored[i].token_entropies is not None and stored[i].token_self_certainties is not None}
+    missing = [s for s in todo if s.id not in out]
+    if missing:
+        engine, system = ctx.runtime.engine(), ctx.config.generation.system_prompt
+        per_call = max(1, ctx.config.engine.batch_size)
+        for start in range(0, len(missing), per_call):
+            ctx.check_stop()
+            chunk = missing[start : start + per_call]
+            stats = engine.token_stats([prompt_chat(s.prompt, system, s.messages) for s in chunk],
+                                       [s.token_ids for s in chunk], adapter=ctx.policy)
+            rounded = {s.id: ([round(x, 5) for x in e], [round(x, 5) for x in c]) for s, (e, c) in zip(chunk, stats)}
+            with ctx.db.session() as session:
+                for sample_id, (e, c) in rounded.items():
+                    session.execute(update(Sample).where(Sample.id == sample_id).values(
+                        token_entropies=e, token_self_certainties=c))
+            out |= rounded
+    return out
+
+
+def _per_token(ctx: PhaseContext, kind: str) -> None:
+    """self_certainty (Intuitor) or entropy (EM-RL): one score per sample from its tokens' distributions."""
+    todo = _missing(ctx, kind)
+    if not todo:
+        return
+    stats = _token_stats(ctx, todo)
+    rows = []
+    for s in todo:
+        entropies, certainties = stats[s.id]
+        score = intrinsic.self_certainty(certainties) if kind == "self_certainty" else intrinsic.negative_entropy(entropies)
+        rows.append({"sample_id": s.id, "kind": kind, "judge_index": 0, "score": score, "parse_ok": score is not None,
+                     "details": {"tokens": len(certainties or [])}})
+    with ctx.db.session() as session:
+        insert_ignore(session, Judgment, rows, ["sample_id", "kind", "judge_index"])
+
+
+def _self_certainty(ctx: PhaseContext) -> None:
+    _per_token(ctx, "self_certainty")
+
+
+def _entropy(ctx: PhaseContext) -> None:
+    _per_token(ctx, "entropy")
+
+
+def _semantic_entropy(ctx: PhaseContext) -> None:
+    """EMPO: each sample's reward is its answer cluster's probability, on prompts whose semantic entropy is in the
+    band (judging/intrinsic.py)."""
+    todo = _missing(ctx, "semantic_entropy")
+    cfg, chain = ctx.config.judge.semantic_entropy, ctx.config.judge.vote.extractors
+    by_prompt: dict[int, list] = defaultdict(list)
+    for s in todo:
+        by_prompt[s.prompt_id].append(s)
+    rows = []
+    for samples in by_prompt.values():
+        answers = [extract_answer(s.text, chain) for s in samples]
+        probs, entropy = intrinsic.semantic_clusters(answers)
+        kept = intrinsic.in_band(entropy, len(samples), cfg.band_low, cfg.band_high)
+        for s, answer, p in zip(samples, answers, probs):
+            rows.append({"sample_id": s.id, "kind": "semantic_entropy", "judge_index": 0, "answer": answer,
+                         "score": p if kept else 0.0, "parse_ok": answer is not None,
+                         "details": {"cluster_probability": p, "semantic_entropy": entropy, "in_band": kept}})
+    with ctx.db.session() as session:
+        insert_ignore(session, Judgment, rows, ["sample_id", "kind", "judge_index"])
+
+
+def _cross_view(ctx: PhaseContext) -> None:
+    """Co-rewarding: each prompt is asked again in another training wording; a sample's reward is its agreement
+    with the majority of the paraphrase's own samples (judging/intrinsic.py)."""
+    from selfloop.engines.chat import user_chat
+    from selfloop.families.paraphrase import paraphrases
+
+    todo = _missing(ctx, "cross_view")
+    if not todo:
+        return
+    cfg, chain = ctx.config.judge.cross_view, ctx.config.judge.vote.extractors
+    by_prompt: dict[int, list] = defaultdict(list)
+    for s in todo:
+        by_prompt[s.prompt_id].append(s)
+    with ctx.db.session() as session:
+        prompts = session.execute(select(Prompt.id, Prompt.family, Prompt.task_key, Prompt.text)
+                                  .where(Prompt.id.in_(list(by_prompt)))).all()
+    other = paraphrases([tuple(p) for p in prompts], ctx.config.generation.tasks.levels)
+    g = ctx.config.generation
+    sampling = Sampling(n=cfg.samples, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
+                        max_new_tokens=g.max_new_tokens, stop=tuple(g.stop))
+    asked = [pid for pid in by_prompt if pid in other]
+    engine = ctx.runtime.engine() if asked else None
+    views: dict[int, list[str | None]] = {}
+    per_call = max(1, 2 * ctx.config.engine.batch_size // cfg.samples)
+    for start in range(0, len(asked), per_call):
+        ctx.check_stop()
+        chunk = asked[start : start + per_call]
+        first = {pid: by_prompt[pid][0] for pid in chunk}
+        seeds = [[ctx.seed("cross_view", first[pid].source, first[pid].item_index, j) for j in range(cfg.samples)]
+                 for pid in chunk]
+        outs = engine.generate([user_chat(other[pid], g.system_prompt) for pid in chunk], sampling, seeds=seeds,
+                               adapter=ctx.policy)
+        views |= {pid: [extract_answer(c.text, chain) for c in completions] for pid, completions in zip(chunk, outs)}
+    rows = []
+    for pid, samples in by_prompt.items():
+        answers = [extract_answer(s.text, chain) for s in samples]
+        if pid not in views:  # no other training wording: no second view, no reward
+            rows += [{"sample_id": s.id, "kind": "cross_view", "judge_index": 0, "answer": a, "score": None,
+                      "parse_ok": False, "details": {"paraphrase": None}} for s, a in zip(samples, answers)]
+            continue
+        rewards, label = intrinsic.cross_view(answers, views[pid])
+        rows += [{"sample_id": s.id, "kind": "cross_view", "judge_index": 0, "answer": a, "score": r, "parse_ok": True,
+                  "details": {"paraphrase": other[pid], "label": label, "other_view": views[pid]}}
+                 for s, a, r in zip(samples, answers, rewards)]
+    with ctx.db.session() as session:
+        insert_ignore(session, Judgment, rows, ["sample_id", "kind", "judge_index"])
+
+
+SIGNALS = {"confidence": _confidence, "vote": _vote, "llm_judge": _llm_judge, "self_certainty": _self_certainty,
+           "entropy": _entropy, "semantic_entropy": _semantic_entropy, "cross_view": _cross_view}
 
 
 def run(ctx: PhaseContext) -> None:

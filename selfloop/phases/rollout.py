@@ -82,6 +82,7 @@ def run(ctx: PhaseContext) -> None:
                     "policy_checkpoint_id": ctx.policy.checkpoint_id if ctx.policy else None,
                     "text": c.text, "token_ids": c.token_ids, "token_logprobs": [round(x, 6) for x in c.token_logprobs],
                     "policy_token_logprobs": None if c.policy_logprobs is None else [round(x, 6) for x in c.policy_logprobs],
+                    "token_entropies": c.token_entropies, "token_self_certainties": c.token_self_certainties,
                     "num_tokens": c.num_tokens, "sum_logprob": c.sum_logprob, "mean_logprob": c.mean_logprob,
                     "finish_reason": c.finish_reason, "seed": c.seed, "temperature": sampling.temperature,
                 }
