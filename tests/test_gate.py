@@ -217,3 +217,54 @@ def test_collapse_monitors_by_hand(sqlite_url: str, config_factory) -> None:  # 
     # samples drawn from the current policy: log-probs under it and under the start, token by token
     assert kl_per_token([[-1.0, -2.0], [-0.5]], [[-1.5, -2.0], [-1.0]]) == pytest.approx((0.5 + 0.0 + 0.5) / 3)
     assert kl_per_token([], []) is None
+
+
+@pytest.mark.integration
+def test_a_gate_without_labels_decides_on_self_consistency(tmp_path) -> None:  # noqa: ANN001
+    """For users with no labelled suite: held-out prompts without answers (labelled: false), answered greedily and k
+    times; the gate compares each policy's self-consistency (its greedy answer agrees with the majority of its k
+    samples), paired over the same prompts."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    from tests.conftest import selfloop_cli, tiny_yaml
+
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps({"prompt": f"What is {a} + {a + 1}?"}) + "\n" for a in range(40, 52)))
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=1,
+                       eval__suites=[{"name": "mine", "kind": "jsonl", "path": str(held), "labelled": False,
+                                      "majority_k": 2, "max_new_tokens": 8}],
+                       eval__main_metric="mine/self_consistency")
+    out = selfloop_cli("run", "--config", str(config))
+    assert out.returncode == 0, out.stderr[-3000:]
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        metrics = set(conn.execute(text("SELECT metric FROM evals WHERE suite = 'mine'")).scalars())
+        decided = conn.execute(text("SELECT data FROM events WHERE kind IN ('promote.accepted', 'promote.rejected')")).scalar()
+        items = conn.execute(text("SELECT role, predicted, majority_answer FROM eval_items")).all()
+    engine.dispose()
+    assert metrics == {"self_consistency", "mean_response_tokens"}  # no accuracy without labels
+    data = json.loads(decided) if isinstance(decided, str) else decided
+    assert data["metric"] == "mine/self_consistency" and "delta" in data
+    from selfloop.phases.evaluate import consistent
+
+    for role in ("candidate", "baseline"):
+        mine = [consistent(p, m) for r, p, m in items if r == role]
+        assert len(mine) == 12
+        assert data[role] == pytest.approx(sum(mine) / 12)
+
+
+def test_an_unlabelled_suite_is_refused_where_it_cannot_serve() -> None:
+    from selfloop.config import validate_config
+    from selfloop.errors import ConfigError
+
+    base = {"loop": {"name": "x"}}
+    with pytest.raises(ConfigError, match="labelled: false is for a jsonl file .* majority_k >= 2"):
+        validate_config({**base, "eval": {"suites": [{"name": "a", "kind": "arithmetic", "labelled": False}]}})
+    with pytest.raises(ConfigError, match="suite 'u' has no labels; the gate can decide on its self_consistency only"):
+        validate_config({**base, "eval": {"main_metric": "u/greedy_accuracy", "suites": [
+            {"name": "u", "kind": "jsonl", "path": "/dev/null", "labelled": False, "majority_k": 4}]}})
+    with pytest.raises(ConfigError, match="needs majority_k >= 2"):
+        validate_config({**base, "eval": {"main_metric": "a/self_consistency", "suites": [{"name": "a", "kind": "arithmetic"}]}})

@@ -527,11 +527,18 @@ class SuiteConfig(_FileBacked):
     path: Path | None = Field(None, description="jsonl: a user file with a prompt and an answer per row (.jsonl, "
                               ".parquet, or a `datasets` directory; see `fields`).")
     seed: upto(2**63 - 1, 0) = Field(1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
-    majority_k: upto(1024, 0) = Field(0, description="Also sample k answers per problem for majority@k (0: off).")
+    majority_k: upto(1024, 0) = Field(0, description="Also sample k answers per problem for majority@k (0: off), and "
+                                      "the label-free self_consistency (the greedy answer agrees with the k samples' majority).")
     max_new_tokens: upto(32_768) = Field(64, description="Longest answer in tokens.")
+    labelled: bool = Field(True, description="jsonl: false for held-out prompts without answers (a user with no labels): "
+                           "only the label-free metrics are computed (self_consistency, with majority_k >= 2), and the "
+                           "gate may decide on them (eval.main_metric: <suite>/self_consistency).")
 
     @model_validator(mode="after")
     def _fits_kind(self) -> SuiteConfig:
+        if not self.labelled and (self.kind != "jsonl" or self.majority_k < 2):
+            raise ValueError(f"eval suite {self.name!r}: labelled: false is for a jsonl file of prompts without answers, "
+                             "with majority_k >= 2 (self_consistency needs a majority)")
         if self.kind == "jsonl" and self.phrasing != "seen":
             raise ValueError(f"eval suite {self.name!r}: phrasing applies to the built-in generators, not to a JSONL file")
         if self.kind == "jsonl" and self.split != "eval":
@@ -655,7 +662,10 @@ class EvalConfig(Section):
         ],
         description="Held-out verifiable suites, never trained on.",
     )
-    main_metric: str = Field("arithmetic/greedy_accuracy", description="'<suite>/<metric>' the promotion gate compares.")
+    main_metric: str = Field("arithmetic/greedy_accuracy", description="'<suite>/<metric>' the promotion gate compares: "
+                             "greedy_accuracy, majority_accuracy, or the label-free self_consistency (the share of "
+                             "problems whose greedy answer agrees with the majority of k samples: a gate for users "
+                             "without labels, on a suite with majority_k >= 2, labelled or not).")
     tolerance: Annotated[float, Field(ge=0.0)] = Field(
         0.02, description="Promote unless the candidate is worse than the current policy by more than this."
     )
@@ -679,10 +689,15 @@ class EvalConfig(Section):
             raise ValueError(f"main_metric {self.main_metric!r}: suite {suite!r} is a test split, which no decision "
                              "may use; let the gate decide on a validation (or eval) suite")
         metric = self.main_metric.partition("/")[2]
-        if metric not in ("greedy_accuracy", "majority_accuracy"):
-            raise ValueError(f"main_metric {self.main_metric!r}: the metric must be greedy_accuracy or majority_accuracy")
-        if metric == "majority_accuracy" and not next(s for s in self.suites if s.name == suite).majority_k:
-            raise ValueError(f"main_metric {self.main_metric!r} needs majority_k > 0 on suite {suite!r}")
+        if metric not in ("greedy_accuracy", "majority_accuracy", "self_consistency"):
+            raise ValueError(f"main_metric {self.main_metric!r}: the metric must be greedy_accuracy, majority_accuracy or "
+                             "the label-free self_consistency")
+        chosen = next((s for s in self.suites if s.name == suite), None)
+        if chosen is not None and metric in ("majority_accuracy", "self_consistency") and chosen.majority_k < 2:
+            raise ValueError(f"main_metric {self.main_metric!r} needs majority_k >= 2 on suite {suite!r}")
+        if chosen is not None and not chosen.labelled and metric != "self_consistency":
+            raise ValueError(f"main_metric {self.main_metric!r}: suite {suite!r} has no labels; the gate can decide on "
+                             "its self_consistency only")
         return self
 
 
@@ -750,6 +765,31 @@ class DatabaseConfig(Section):
         from selfloop import credentials
 
         return credentials.strip_optional(v)
+
+
+class GuardConfig(Section):
+    """A guard against the collapse of label-free training (selfloop/guard.py): after each iteration's evaluation it
+    reads monitors that need no labels and, on the first rule that holds, rolls back, pauses or stops the loop."""
+
+    enabled: bool = Field(False, description="Run the guard after every iteration's promotion decision.")
+    action: Literal["rollback", "pause", "stop"] = Field(
+        "rollback", description="'rollback': the loop's policy becomes the last good iteration's checkpoint and the loop "
+        "pauses; 'pause': it pauses where it is; 'stop': it finishes.")
+    monitor: Literal["drift.vote_share", "drift.self_certainty", "drift.judge_score"] = Field(
+        "drift.vote_share", description="The label-free reward whose rise, then fall, the 'fall' rule watches (the vote's "
+        "share for TTRL-like loops, self-certainty for Intuitor's).")
+    fall: Annotated[float, Field(gt=0.0, le=10.0)] = Field(
+        0.1, description="The 'fall' rule: the monitor more than this below its peak (after rising above its first "
+        "iteration's value)...")
+    patience: upto(100) = Field(1, description="... for this many iterations in a row.")
+    entropy_floor: Annotated[float, Field(ge=0.0)] = Field(
+        0.05, description="'collapse': the mean answer entropy (nats) at or below this.")
+    duplicate_ceiling: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.9, description="'collapse': the share of samples repeating an earlier one of their prompt at or above this.")
+    diversity_floor: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="'collapse': distinct-2 below this share of its first iteration's value.")
+    max_kl: Annotated[float, Field(gt=0.0)] | None = Field(
+        None, description="'drift': the KL from the starting model per token above this (null: off).")
 
 
 class MetricsConfig(Section):
@@ -860,6 +900,7 @@ class Config(Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     warnings: WarningsConfig = Field(default_factory=WarningsConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
 
     @model_validator(mode="after")
     def _cross_section(self) -> Config:

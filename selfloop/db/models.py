@@ -344,6 +344,9 @@ class EvalItem(Base):
     predicted: Mapped[str | None] = mapped_column(Text)
     correct: Mapped[bool] = mapped_column(Boolean)
     majority_correct: Mapped[bool | None] = mapped_column(Boolean)
+    majority_answer: Mapped[str | None] = mapped_column(
+        Text, doc="the majority of the k sampled answers (majority_k > 0, families with value answers): with predicted, "
+        "the label-free self_consistency")
     num_tokens: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = _created()
 

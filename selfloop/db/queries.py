@@ -87,6 +87,33 @@ def no_loop(session: Session, name: str, where: str = "") -> str:
     return text
 
 
+def monitor_history(session: Session, loop_id: int, upto: int) -> list[tuple[int, dict[str, float]]]:
+    """(iteration number, its label-free monitors: the drift.* metrics) of the loop's iterations up to `upto`, in
+    order: what the collapse guard reads."""
+    from selfloop.db.models import Iteration, Metric
+
+    found: dict[int, dict[str, float]] = {}
+    for number, name, value in session.execute(
+            select(Iteration.number, Metric.name, Metric.value).join(Metric, Metric.iteration_id == Iteration.id)
+            .where(Iteration.loop_id == loop_id, Iteration.number <= upto, Metric.name.like("drift.%"))
+            .order_by(Iteration.number)):
+        found.setdefault(number, {})[name] = value
+    return sorted(found.items())
+
+
+def policy_after(session: Session, loop: Loop, number: int | None) -> int | None:
+    """The checkpoint that was the loop's policy after iteration `number` (None: the loop's start): its output if it
+    was promoted, else the policy it started from."""
+    from selfloop.db.models import Iteration
+
+    if number is None:
+        return loop.start_checkpoint_id
+    it = session.scalars(select(Iteration).where(Iteration.loop_id == loop.id, Iteration.number == number)).one_or_none()
+    if it is None:
+        return loop.start_checkpoint_id
+    return it.output_checkpoint_id if it.promoted and it.output_checkpoint_id is not None else it.base_checkpoint_id
+
+
 def ancestor_ids(session: Session, loop_id: int) -> list[int]:
     """A fork's parent, its parent's parent, and so on (empty for a loop of its own)."""
     out: list[int] = []

@@ -10,6 +10,8 @@
   drift.answer_entropy        mean over prompts of the entropy (nats) of the samples' extracted answers (a
                               prompt's answers collapsing onto one; needs the vote signal)
   drift.duplicate_share       share of samples whose text repeats an earlier sample of the same prompt
+  drift.self_certainty        mean over the samples of their mean token self-certainty (Intuitor's score: the
+                              distributions' distance from uniform; it rises as the policy sharpens)
   drift.kl_from_start         KL(current policy || the loop's starting model) per token, estimated on the first
                               eval.drift.kl_samples rollouts (drawn from the current policy) from their log-probs
                               under both at temperature 1; 0 in an iteration that starts from the base model
@@ -64,6 +66,13 @@ def answer_entropy_mean(session: Session, iteration_id: int) -> float | None:
     return sum(answer_entropy(a) for a in answers.values()) / len(answers) if answers else None
 
 
+def self_certainty_mean(session: Session, iteration_id: int) -> float | None:
+    """Mean over the iteration's samples of their mean token self-certainty (Intuitor's score), where recorded."""
+    scores = [sum(v) / len(v) for v in session.scalars(select(Sample.token_self_certainties).where(
+        Sample.iteration_id == iteration_id, Sample.token_self_certainties.is_not(None))) if v]
+    return sum(scores) / len(scores) if scores else None
+
+
 def duplicate_share(session: Session, iteration_id: int) -> float | None:
     """Share of the iteration's samples whose text (stripped) repeats an earlier sample of the same prompt."""
     seen: set[tuple[int, str]] = set()
@@ -96,6 +105,7 @@ def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, n
         "drift.mean_token_logprob": logprob,
         "drift.judge_score": _metric(session, iteration_id, "judge.mean_score"),
         "drift.vote_share": _metric(session, iteration_id, "judge.vote_share"),
+        "drift.self_certainty": self_certainty_mean(session, iteration_id),
     }
     now = {k: float(v) for k, v in now.items() if v is not None}
     for name, value in now.items():

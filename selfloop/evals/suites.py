@@ -45,6 +45,7 @@ def load_suite(cfg: SuiteConfig) -> list[Item]:
     path = Path(cfg.path).expanduser()  # type: ignore[arg-type]
     tasks = read_user_tasks(path, f"eval.suites[{cfg.name}].path", "eval", cfg.fields, cfg.answer_after)
     missing = [t.key for t in tasks if t.answer is None]
-    if missing:
-        raise ConfigError(f"{path}: every eval line needs an 'answer' ({missing[0]} has none)")
-    return [Item(t.prompt, t.answer, t.chat) for t in tasks]  # type: ignore[arg-type]
+    if missing and cfg.labelled:
+        raise ConfigError(f"{path}: every eval line needs an 'answer' ({missing[0]} has none; a suite of prompts without "
+                          "answers is labelled: false)")
+    return [Item(t.prompt, t.answer or "", t.chat) for t in tasks]

@@ -75,7 +75,8 @@ def _reuse(ctx: PhaseContext, suite, checkpoint_id: int | None, items: list[Item
         ).order_by(EvalItem.item_index)).all()
     if [r.prompt for r in rows] != [it.prompt for it in items]:
         return None
-    keep = ("item_index", "prompt", "answer", "response", "predicted", "correct", "majority_correct", "num_tokens")
+    keep = ("item_index", "prompt", "answer", "response", "predicted", "correct", "majority_correct", "majority_answer",
+            "num_tokens")
     return [{k: getattr(r, k) for k in keep} for r in rows]
 
 
@@ -124,18 +125,31 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
                 votes = engine.generate(chats, sampled, seeds=seeds, adapter=adapter, progress=alive)
             rows = []
             for i, out, many in zip(chunk, outs, votes):
-                graded = spec.check(out[0].text, items[i].answer)
+                if suite.labelled:
+                    graded = spec.check(out[0].text, items[i].answer)
+                    predicted, correct = graded.predicted, graded.correct
+                else:  # no label: the answer the family's extractors read, never right or wrong
+                    predicted, correct = extract_answer(out[0].text, spec.extractors), False
+                majority = _majority_answer(many, spec) if many else None
                 rows.append({
                     "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name, "item_index": i,
                     "prompt": items[i].prompt, "answer": items[i].answer, "response": out[0].text,
-                    "predicted": graded.predicted, "correct": graded.correct,
-                    "majority_correct": _majority_correct(many, items[i].answer, spec) if many else None,
-                    "num_tokens": out[0].num_tokens,
+                    "predicted": predicted, "correct": correct,
+                    "majority_correct": _majority_correct(many, items[i].answer, spec) if many and suite.labelled else None,
+                    "majority_answer": majority, "num_tokens": out[0].num_tokens,
                 })
             with ctx.db.session() as session:
                 insert_ignore(session, EvalItem, rows, ["iteration_id", "role", "suite", "item_index"])
             progress.update(len(chunk))
             ctx.failpoint("after_chunk")
+
+
+def _majority_answer(completions, spec: FamilySpec) -> str | None:  # noqa: ANN001
+    """The majority of the k samples' answers, read by the family's own extractors (None: a family whose answers
+    are no values)."""
+    if not spec.votable:
+        return None
+    return vote([extract_answer(c.text, spec.extractors) for c in completions]).answer
 
 
 def _majority_correct(completions, answer: str, spec: FamilySpec) -> bool:  # noqa: ANN001
@@ -148,17 +162,29 @@ def _majority_correct(completions, answer: str, spec: FamilySpec) -> bool:  # no
     return majority is not None and majority == normalise(answer)
 
 
+def consistent(predicted: str | None, majority: str | None) -> bool:
+    """An item's label-free self-consistency: its greedy answer is the majority of its k samples' answers."""
+    return predicted is not None and majority is not None and normalise(predicted) == majority
+
+
 def _summarise(session, iteration_id: int, role: str, suite, checkpoint_id: int | None) -> list[dict]:  # noqa: ANN001
     spec = family(suite.graded_by())
     rows = session.execute(select(EvalItem.correct, EvalItem.majority_correct, EvalItem.num_tokens, EvalItem.response,
-                                  EvalItem.answer).where(
+                                  EvalItem.answer, EvalItem.predicted, EvalItem.majority_answer).where(
         EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)).all()
     n = len(rows)
     correct = sum(1 for r in rows if r.correct)
     base = {"iteration_id": iteration_id, "role": role, "checkpoint_id": checkpoint_id, "suite": suite.name, "n": n}
     low, high = wilson(correct, n)
-    out = [{**base, "metric": "greedy_accuracy", "value": correct / n, "ci_low": low, "ci_high": high},
-           {**base, "metric": "mean_response_tokens", "value": sum(r.num_tokens for r in rows) / n}]
+    out = [{**base, "metric": "mean_response_tokens", "value": sum(r.num_tokens for r in rows) / n}]
+    if rows and any(r.majority_answer is not None for r in rows):
+        # Label-free: the greedy answer agrees with the majority of the k samples (Self-Consistency's agreement).
+        agree = sum(1 for r in rows if consistent(r.predicted, r.majority_answer))
+        c_low, c_high = wilson(agree, n)
+        out.append({**base, "metric": "self_consistency", "value": agree / n, "ci_low": c_low, "ci_high": c_high})
+    if not suite.labelled:
+        return out
+    out.insert(0, {**base, "metric": "greedy_accuracy", "value": correct / n, "ci_low": low, "ci_high": high})
     if rows and spec.part_metric:
         # The share of all parts passed (instruction following: IFEval's instruction-level strict accuracy).
         parts = [ok for r in rows for ok in spec.check(r.response, r.answer).parts or ()]

@@ -12,16 +12,25 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from selfloop.db.models import Eval, EvalItem, Iteration, Loop
-from selfloop.db.queries import add_event, set_metric
+from selfloop.db.queries import add_event, monitor_history, policy_after, set_metric
+from selfloop.guard import decide
 from selfloop.evals.stats import paired_difference
 from selfloop.phases.context import PhaseContext
 
 
 def _paired(session, iteration_id: int, suite: str, metric: str) -> tuple[float, float, float] | None:  # noqa: ANN001
-    column = EvalItem.majority_correct if metric == "majority_accuracy" else EvalItem.correct
-    rows = {role: dict(session.execute(select(EvalItem.item_index, column).where(
-        EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all())
-        for role in ("candidate", "baseline")}
+    from selfloop.phases.evaluate import consistent
+
+    def flags(role: str) -> dict[int, bool]:
+        if metric == "self_consistency":  # label-free: greedy answer == majority of k samples
+            found = session.execute(select(EvalItem.item_index, EvalItem.predicted, EvalItem.majority_answer).where(
+                EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all()
+            return {i: consistent(p, m) for i, p, m in found}
+        column = EvalItem.majority_correct if metric == "majority_accuracy" else EvalItem.correct
+        return dict(session.execute(select(EvalItem.item_index, column).where(
+            EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all())
+
+    rows = {role: flags(role) for role in ("candidate", "baseline")}
     keys = sorted(rows["candidate"].keys() & rows["baseline"].keys())
     if not keys:
         return None
@@ -47,11 +56,13 @@ def run(ctx: PhaseContext) -> None:
         loop = session.get(Loop, ctx.loop_id)
         if it.output_checkpoint_id is None:
             add_event(session, loop.id, it.id, "promote.nothing", f"iteration {it.number} trained no checkpoint; the policy stays")
+            _guard(ctx, session, loop, it)
             ctx.mark_done(session)
             return
         if "evaluate" not in ctx.config.loop.phases:
             it.promoted, loop.current_checkpoint_id = True, it.output_checkpoint_id
             add_event(session, loop.id, it.id, "promote.ungated", f"iteration {it.number}: promoted without evaluation (no evaluate phase)")
+            _guard(ctx, session, loop, it)
             ctx.mark_done(session)
             return
         suite, _, metric = cfg.main_metric.partition("/")
@@ -84,4 +95,33 @@ def run(ctx: PhaseContext) -> None:
                 loop.status_reason = (f"paused after {cfg.max_rejections} rejected candidates in a row "
                                       f"(last: {summary}); change the config and fork, or `selfloop resume {loop.name} --unpause`")
                 add_event(session, loop.id, it.id, "loop.paused", loop.status_reason, level="error")
+        _guard(ctx, session, loop, it)
         ctx.mark_done(session)
+
+
+def _guard(ctx: PhaseContext, session, loop: Loop, it: Iteration) -> None:  # noqa: ANN001
+    """The collapse guard (selfloop/guard.py), in the promotion's transaction: its decision and its action commit with
+    the phase's done mark, or not at all."""
+    cfg = ctx.config.guard
+    if not cfg.enabled:
+        return
+    session.flush()
+    decision = decide(monitor_history(session, loop.id, it.number), cfg)
+    set_metric(session, it.id, "guard.fired", 1.0 if decision is not None else 0.0)
+    if decision is None:
+        return
+    data: dict = {"rule": decision.rule, "action": cfg.action, "kept_iteration": decision.kept, **decision.values}
+    if cfg.action == "rollback":
+        kept = policy_after(session, loop, decision.kept)
+        loop.current_checkpoint_id = kept
+        loop.status, data["kept_checkpoint_id"] = "paused", kept
+        where = f"iteration {decision.kept}'s policy" if decision.kept else "the loop's start"
+        loop.status_reason = (f"guard: {decision.why}; rolled back to {where} and paused "
+                              f"(`selfloop resume {loop.name} --unpause` goes on from there)")
+    elif cfg.action == "pause":
+        loop.status = "paused"
+        loop.status_reason = f"guard: {decision.why}; paused (`selfloop resume {loop.name} --unpause` goes on)"
+    else:
+        loop.status = "finished"
+        loop.status_reason = f"guard: {decision.why}; stopped"
+    add_event(session, loop.id, it.id, "guard.fired", loop.status_reason, level="warning", data=data)

@@ -31,7 +31,7 @@ METRIC_CHARTS = [
      ["judge.llm_auc", "judge.llm_pair_accuracy", "judge.valid_mass"]),
     ("length", "Mean response length", "tokens", ["drift.mean_response_tokens"]),
     ("collapse", "Collapse monitors: diversity, answer entropy, duplicates, KL from the start", "value",
-     ["drift.distinct_2", "drift.answer_entropy", "drift.duplicate_share", "drift.kl_from_start"]),
+     ["drift.distinct_2", "drift.answer_entropy", "drift.duplicate_share", "drift.kl_from_start", "guard.fired"]),
 ]
 
 
