@@ -41,7 +41,7 @@ NON_SEMANTIC = {
     "loop": {"max_iterations", "state_dir", "stall_timeout_s"},
     "engine": {"batch_size", "device", "gpu_memory_utilization", "tensor_parallel_size", "enable_sleep_mode",
                "max_model_len", "max_lora_rank", "enforce_eager"},
-    "eval": {"reuse_from_store"},  # the rows are the same either way
+    "eval": {"reuse_from_store", "cache_dir"},  # the rows are the same either way
     "schedule": None, "database": None, "logging": None, "metrics": None, "warnings": None, "tracking": None,  # None: the whole section
 }
 

@@ -50,7 +50,11 @@ def test_recorded_statistics_equal_teacher_forced_ones(tiny_model) -> None:  # n
 
     engine = HFEngine(tiny_model.path, batch_size=4)
     chats = [[{"role": "user", "content": "What is 2 + 3?"}], [{"role": "user", "content": "Name a colour."}]]
-    outs = engine.generate(chats, Sampling(n=2, temperature=1.0, max_new_tokens=6), seeds=[[1, 2], [3, 4]])
+    outs = engine.generate(chats, Sampling(n=2, temperature=1.0, max_new_tokens=6, token_stats=True), seeds=[[1, 2], [3, 4]])
+    # Asked for nothing (evaluation, judging), it records nothing, and samples the same tokens.
+    plain = engine.generate(chats, Sampling(n=2, temperature=1.0, max_new_tokens=6), seeds=[[1, 2], [3, 4]])
+    assert [[c.token_ids for c in cs] for cs in plain] == [[c.token_ids for c in cs] for cs in outs]
+    assert all(c.token_entropies is None and c.token_self_certainties is None for cs in plain for c in cs)
     flat = [(chat, c) for chat, cs in zip(chats, outs) for c in cs]
     forced = engine.token_stats([chat for chat, _ in flat], [c.token_ids for _, c in flat])
     for (_, c), (entropies, certainties) in zip(flat, forced):

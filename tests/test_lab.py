@@ -221,7 +221,7 @@ def _tiny_lab(tmp_path: Path) -> Path:
     data["database"] = {}  # the lab names the store
     base.write_text(yaml.safe_dump(data))
     return _lab(tmp_path, seeds=[0], budget={"loop.max_iterations": 1}, oracle="oracle", label_free=["rlsc"], demo="rlsc",
-                arms={"control": {"loop.phases": ["rollout", "judge", "evaluate", "promote"]}, "rlsc": {},
+                arms={"control": {"loop.phases": ["evaluate", "promote"]}, "rlsc": {},
                       "oracle": {"train.algorithm": "rest", "train.rest.reward": "ground_truth"}})
 
 
@@ -333,7 +333,7 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     # a lab that starts from a stored checkpoint: every arm is a fork of it, in the same store
     fork_lab = _lab(clean_dir, name="f", seeds=[0], database=f"sqlite:///{clean_dir / '.lab' / 't.db'}",
                     start={"loop": "t.rlsc.s0", "at": 1}, budget={"loop.max_iterations": 1},
-                    arms={"control": {"loop.phases": ["rollout", "judge", "evaluate", "promote"]}, "rlsc": {}})
+                    arms={"control": {"loop.phases": ["evaluate", "promote"]}, "rlsc": {}})
     forked = selfloop_cli("lab", "run", "--allow-dirty", str(fork_lab))
     assert forked.returncode == 0, forked.stderr[-3000:]
     from sqlalchemy import create_engine
@@ -514,7 +514,8 @@ def test_the_provenance_of_a_line_by_hand(tmp_path: Path) -> None:
     that decides what a loop computes (not the store, not the state directory: the same piece elsewhere has it)."""
     import hashlib
 
-    from selfloop.lab.provenance import config_snapshot, model_sha256
+    from selfloop.lab.provenance import config_snapshot
+    from selfloop.models.resolve import weights_sha256
     from tests.conftest import make_config
 
     (tmp_path / "m").mkdir()
@@ -522,7 +523,7 @@ def test_the_provenance_of_a_line_by_hand(tmp_path: Path) -> None:
     (tmp_path / "m" / "a.safetensors").write_bytes(b"aa")
     (tmp_path / "m" / "config.json").write_text("{}")
     files = "".join(f"{n} {hashlib.sha256(b).hexdigest()}\n" for n, b in (("a.safetensors", b"aa"), ("b.safetensors", b"bbb")))
-    assert model_sha256(str(tmp_path / "m")) == hashlib.sha256(files.encode()).hexdigest()
+    assert weights_sha256(str(tmp_path / "m")) == hashlib.sha256(files.encode()).hexdigest()
     one = config_snapshot(make_config(tmp_path, f"sqlite:///{tmp_path / 'one.db'}"))
     other = config_snapshot(make_config(tmp_path / "elsewhere", f"sqlite:///{tmp_path / 'other.db'}"))
     changed = config_snapshot(make_config(tmp_path, f"sqlite:///{tmp_path / 'one.db'}", train={"learning_rate": 0.5}))

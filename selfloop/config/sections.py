@@ -60,7 +60,8 @@ class LoopConfig(Section):
     phases: list[Phase] = Field(
         list(DEFAULT_PHASES),
         description="Phases of an iteration, in this order; omit one to switch it off (e.g. synthesize). 'curate' "
-        "runs between judge and select when curate.filters names a filter (it is added here if left out).",
+        "runs between judge and select when curate.filters names a filter (it is added here if left out). "
+        "[evaluate, promote]: a loop that only measures its policy (a lab's control, training off).",
     )
     state_dir: Path | None = Field(
         None,
@@ -85,8 +86,10 @@ class LoopConfig(Section):
             raise ValueError("a phase is listed twice")
         if [p for p in PHASES if p in v] != v:
             raise ValueError(f"phases must keep the order {', '.join(PHASES)}")
-        if "rollout" not in v:
-            raise ValueError("rollout cannot be switched off: every other phase reads its samples")
+        readers = [p for p in ("judge", "curate", "select", "train") if p in v]
+        if "rollout" not in v and readers:
+            raise ValueError(f"rollout cannot be switched off while {', '.join(readers)} run(s): they read its samples "
+                             "(a loop that only measures a policy lists [evaluate, promote])")
         if "train" in v and "select" not in v:
             raise ValueError("train needs select (it trains on the selected examples)")
         if "curate" in v and "select" not in v:
@@ -676,6 +679,12 @@ class EvalConfig(Section):
         "same policy (checkpoint, or the same base model) on the same problems with the same settings (suite, system "
         "prompt, extractors, engine, dtype) instead of answering again: a lab's arms evaluate their common start once. "
         "Suites with majority_k > 0 (seeded sampling) are always answered again.")
+    cache_dir: Path | None = Field(
+        None, description="Keep each policy's greedy answers to a suite in this directory, keyed by their content (the "
+        "weights' and adapter's sha256, the problems, system prompt, token budget, dtype and the torch, transformers "
+        "and peft versions), and take them from there in any store on this machine instead of answering again: every "
+        "lab store evaluates a common start once (`selfloop lab` sets <lab dir>/.lab/eval-cache). The hf engine and "
+        "greedy suites (majority_k 0) only; null: off.")
 
     @model_validator(mode="after")
     def _main_metric_names_a_suite(self) -> EvalConfig:

@@ -30,6 +30,9 @@ class Sampling:
     top_k: int = 0  # 0: off
     max_new_tokens: int = 256
     stop: tuple[str, ...] = ()
+    # Record each token's entropy and self-certainty (Completion.token_entropies...): the rollout's samples keep them
+    # for the label-free signals; evaluation and judging read none, and skip the vocabulary-wide sums.
+    token_stats: bool = False
 
 
 @dataclass

@@ -217,15 +217,17 @@ class HFEngine:
         for step in range(sampling.max_new_tokens):
             new_tokens, new_logps, new_policy = sample_next(logits, sampling, [gens[i] for i in active])
             new_list, lp_list, policy_list = new_tokens.tolist(), new_logps.tolist(), new_policy.tolist()
-            step_entropy, step_certainty = (t.tolist() for t in distribution_stats(logits))  # the same logits: free
+            if sampling.token_stats:  # the same logits: no forward pass, only vocabulary-wide sums
+                step_entropy, step_certainty = (t.tolist() for t in distribution_stats(logits))
             keep = []
             for row, seq in enumerate(active):
                 tok = new_list[row]
                 toks[seq].append(tok)
                 lps[seq].append(lp_list[row])
                 policy_lps[seq].append(policy_list[row])
-                entropies[seq].append(round(step_entropy[row], 5))
-                certainties[seq].append(round(step_certainty[row], 5))
+                if sampling.token_stats:
+                    entropies[seq].append(round(step_entropy[row], 5))
+                    certainties[seq].append(round(step_certainty[row], 5))
                 if tok in self.end_ids:
                     finish[seq] = "stop"
                 elif sampling.stop and (cut := self._stop_cut(toks[seq], sampling.stop)) is not None:
@@ -252,8 +254,9 @@ class HFEngine:
             logits = out.logits[:, -1, :]
         done = [self._completion(toks[i], lps[i], policy_lps[i], finish[i] or "length", stop_at[i], seeds[i])
                 for i in range(n)]
-        for completion, entropy, certainty in zip(done, entropies, certainties, strict=True):
-            completion.token_entropies, completion.token_self_certainties = entropy, certainty
+        if sampling.token_stats:
+            for completion, entropy, certainty in zip(done, entropies, certainties, strict=True):
+                completion.token_entropies, completion.token_self_certainties = entropy, certainty
         return done
 
     def _stop_cut(self, tokens: list[int], stops: tuple[str, ...]) -> int | None:

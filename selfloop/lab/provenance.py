@@ -65,19 +65,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-@cache
-def model_sha256(model_dir: str) -> str:
-    """The sha256 of a model directory's weights: over each .safetensors file's own sha256, in name order."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        file_hash = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                file_hash.update(block)
-        digest.update(f"{path.name} {file_hash.hexdigest()}\n".encode())
-    return digest.hexdigest()
-
-
 def diff_sha256(here: Path, ignore: Path | None = None) -> str | None:
     """The sha256 of the work tree's uncommitted diff (tracked files), the results file left out; None outside git."""
     spec = [":/"]

@@ -2,7 +2,8 @@
 iteration like `selfloop run` (so a killed lab resumes where each loop stopped, with the rows an uninterrupted run
 would have written). Arms start from one point: the config's base model, or a stored loop's checkpoint (each arm a
 fork of it). `eval.reuse_from_store` is on for every arm, so the start's held-out answers are computed once (the
-control runs first) and copied to the others. A finished arm x seed appends one line to the results file, with
+control runs first) and copied to the others; `eval.cache_dir` (.lab/eval-cache beside the lab file unless the
+config names one) keeps them by content for every other store and lab on the machine. A finished arm x seed appends one line to the results file, with
 the commit, date and machine; the report is built from those lines.
 """
 
@@ -68,7 +69,11 @@ class Lab:
             from selfloop.config import apply_overrides, read_config_file, validate_config
 
             data = read_config_file(self.home / self.spec.config)
-            data = apply_overrides(data, [*overrides(self.spec.budget), *overrides(self.spec.arms[piece.arm]),
+            # Every lab's stores share one eval cache beside the lab files (the base config, budget or arm may name
+            # another, or null): a start evaluated once on this machine is evaluated for all of them.
+            named = isinstance(data.get("eval"), dict) and "cache_dir" in data["eval"]
+            cache = {} if named else {"eval.cache_dir": str(self.home / ".lab" / "eval-cache")}
+            data = apply_overrides(data, [*overrides(cache), *overrides(self.spec.budget), *overrides(self.spec.arms[piece.arm]),
                                           f"loop.seed={piece.seed}", f"loop.name={piece.loop(self.spec.name)}",
                                           f"database.url={json.dumps(self.url)}", "eval.reuse_from_store=true"])
             self._configs[piece] = validate_config(data, source=f"lab {self.spec.name}, arm {piece.arm}")
@@ -261,11 +266,11 @@ class Lab:
         commit = _commit(ignore=self.results)
         sha, text = provenance.config_snapshot(config)
         provenance.keep_snapshot(self.results, sha, text)
-        from selfloop.models.resolve import resolve_model
+        from selfloop.models.resolve import resolve_model, weights_sha256
 
         model = resolve_model(config.model.base, config.cache_dir(), config.model.revision)
         reproduce = {"config_sha256": sha, "versions": provenance.versions(), "cpu": provenance.cpu_model(),
-                     "model_sha256": provenance.model_sha256(str(model.path))}
+                     "model_sha256": weights_sha256(str(model.path))}
         if commit and commit.endswith("+dirty"):
             reproduce["diff_sha256"] = provenance.diff_sha256(Path(__file__).resolve().parent, ignore=self.results)
         if self.archive is not None:

@@ -16,7 +16,7 @@ spurious: shuffled                  # the goals: the spurious-reward control, th
 label_free: [ttrl]
 demo: ttrl
 arms:
-  control: {loop.phases: [rollout, judge, evaluate, promote]}
+  control: {loop.phases: [evaluate, promote]}
   ttrl: {}
   oracle: {judge.reward: verify}
   shuffled: {judge.reward: shuffled}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from selfloop.errors import SelfloopError
@@ -82,3 +84,17 @@ def _download(repo_id: str, revision: str | None, cache_dir: Path) -> Path:
                             "use a local directory, or check network access and the id") from None
     check_model_dir(path)
     return path
+
+
+@cache
+def weights_sha256(model_dir: str) -> str:
+    """The sha256 of a model directory's weights: over each .safetensors file's own sha256, in name order (what a
+    results line records, and what keys the evaluation cache)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        file_hash = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                file_hash.update(block)
+        digest.update(f"{path.name} {file_hash.hexdigest()}\n".encode())
+    return digest.hexdigest()

@@ -22,6 +22,7 @@ from selfloop.db.queries import adapter_of, add_event, ancestor_ids, insert_igno
 from selfloop.engines.base import Sampling
 from selfloop.engines.chat import prompt_chat
 from selfloop.errors import ConfigError
+from selfloop.evals import cache as eval_cache
 from selfloop.evals.drift import kl_per_token, monitor
 from selfloop.evals.stats import wilson
 from selfloop.evals.suites import Item, load_suite
@@ -78,6 +79,24 @@ def _reuse(ctx: PhaseContext, suite, checkpoint_id: int | None, items: list[Item
     keep = ("item_index", "prompt", "answer", "response", "predicted", "correct", "majority_correct", "majority_answer",
             "num_tokens")
     return [{k: getattr(r, k) for k in keep} for r in rows]
+
+
+def _cache_key(ctx: PhaseContext, suite, adapter, items: list[Item]) -> str:  # noqa: ANN001
+    from selfloop.models.resolve import weights_sha256
+
+    model = ctx.runtime.model
+    return eval_cache.key(ctx.config, model.sha256 or weights_sha256(str(model.path)),
+                          adapter.sha256 if adapter is not None else None, suite, items)
+
+
+def _keep(ctx: PhaseContext, role: str, suite, digest: str) -> None:  # noqa: ANN001
+    """The suite's rows for `role`, now complete in the store, kept in the eval cache."""
+    with ctx.db.session() as session:
+        rows = session.scalars(select(EvalItem).where(
+            EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role, EvalItem.suite == suite.name
+        ).order_by(EvalItem.item_index)).all()
+        found = [{f: getattr(r, f) for f in eval_cache.ROW_FIELDS} for r in rows]
+    eval_cache.save(ctx.config.eval.cache_dir, digest, found)
 
 
 def _same_settings(stored: dict, config, suite) -> bool:  # noqa: ANN001
@@ -256,13 +275,25 @@ def run(ctx: PhaseContext) -> None:
         adapters = {role: adapter_of(session, ckpt, ctx.config) for role, ckpt in policies}
     for role, ckpt in policies:
         for suite in ctx.config.eval.suites:
-            copied = _reuse(ctx, suite, ckpt, suites[suite.name]) if role == "baseline" else None
+            items = suites[suite.name]
+            copied = _reuse(ctx, suite, ckpt, items) if role == "baseline" else None
+            digest = _cache_key(ctx, suite, adapters[role], items) if eval_cache.cacheable(ctx.config, suite) else None
+            answered = kept = False
+            if copied is None and digest is not None:
+                copied = eval_cache.load(ctx.config.eval.cache_dir, digest, items)
+                kept = copied is not None
+                if kept:
+                    logger.info("evaluate: {} on {} from the eval cache ({} items)", role, suite.name, len(items))
             if copied is not None:
                 with ctx.db.session() as session:
                     insert_ignore(session, EvalItem, [{**r, "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name}
                                                       for r in copied], ["iteration_id", "role", "suite", "item_index"])
             else:
-                _answer(ctx, role, suite, suites[suite.name], adapters[role])
+                _answer(ctx, role, suite, items, adapters[role])
+                answered = True
+            # Answered here (replacing a kept file that failed its checks), or copied in the store but not kept yet.
+            if digest is not None and not kept and (answered or not eval_cache.has(ctx.config.eval.cache_dir, digest)):
+                _keep(ctx, role, suite, digest)
     extra = _held_out(ctx, policies, adapters) if spec(ctx.config.train.algorithm).held_out else []
     kl = _kl_from_start(ctx)
     with ctx.db.session() as session:

@@ -39,7 +39,7 @@ def draw_task_prompts(ctx: PhaseContext) -> None:
 def sampling_of(ctx: PhaseContext) -> Sampling:
     g = ctx.config.generation
     return Sampling(n=g.samples_per_prompt, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
-                    max_new_tokens=g.max_new_tokens, stop=tuple(g.stop))
+                    max_new_tokens=g.max_new_tokens, stop=tuple(g.stop), token_stats=True)
 
 
 def chunk_prompts(engine, n: int) -> int:  # noqa: ANN001
