@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-v1
 
-.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast reference bench-env bench gpu-check
+.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast lint reference bench-env bench gpu-check
 
 env: $(STAMP)
 
@@ -66,9 +66,13 @@ demo-seeds: $(STAMP)
 # tests/support/services.sh installs (as root, from Debian packages) and starts. TEST_JOBS pytest-xdist
 # workers, one test module each at a time (module fixtures are built once); TEST_JOBS=0 runs in one process.
 TEST_JOBS ?= 2
-test: $(STAMP)
+test: $(STAMP) lint
 	@url=$$(bash tests/support/services.sh); \
 	SELFLOOP_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -m "not gpu" -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+# The linter, with the rules pyproject.toml chooses ([tool.ruff]): part of `make test`, so CI runs it.
+lint: $(STAMP)
+	$(BIN)/ruff check selfloop tests bench migrations
 
 # Rewrite docs/configuration.md's reference from the pydantic models.
 reference: $(STAMP)

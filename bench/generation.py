@@ -33,7 +33,7 @@ from selfloop.loop import open_loop, run_iteration
 from selfloop.runtime import Runtime
 
 
-def bare_generate(engine, texts: list[str], n: int, temperature: float, max_new: int, batch_size: int) -> int:  # noqa: ANN001
+def bare_generate(engine, texts: list[str], n: int, temperature: float, max_new: int, batch_size: int) -> int:
     """transformers' own generate, batched like our engine (batch_size sequences per call); returns tokens."""
     tok = engine.tokenizer
     ids = [prompt_ids(tok, user_chat(t)) for t in texts]
@@ -56,7 +56,7 @@ def bare_generate(engine, texts: list[str], n: int, temperature: float, max_new:
     return tokens
 
 
-def store_rows(db, template: dict, count: int) -> float:  # noqa: ANN001
+def store_rows(db, template: dict, count: int) -> float:
     """Seconds to insert `count` sample rows shaped like `template` (committed in chunks of 1000)."""
     with db.session() as s:
         iteration_id, prompt_id = template["iteration_id"], template["prompt_id"]
@@ -116,7 +116,8 @@ def main() -> None:
         started = time.perf_counter()
         bare_tokens += bare_generate(runtime.engine(), loop_prompts, args.samples, 0.8, args.max_new_tokens, 16)
         bare_time += time.perf_counter() - started
-        print(f"round {r}: ours {tokens} tokens, cumulative {ours_tokens / ours_time:.1f} tok/s | bare cumulative {bare_tokens / bare_time:.1f} tok/s", flush=True)
+        print(f"round {r}: ours {tokens} tokens, cumulative {ours_tokens / ours_time:.1f} tok/s | "
+              f"bare cumulative {bare_tokens / bare_time:.1f} tok/s", flush=True)
 
     with db.session() as s:
         template = s.execute(select(Sample).limit(1)).scalar_one()
@@ -139,8 +140,10 @@ def main() -> None:
         "generate_s_for_rows": round(generate_s, 1),
         "store_share": round(store_s / generate_s, 5),
     }
-    print(f"ours {result['ours_tokens_per_s']} tok/s vs bare transformers.generate {result['bare_tokens_per_s']} tok/s: ratio {result['ratio']}")
-    print(f"storing {args.store_rows} sample rows took {store_s:.1f}s; generating them takes ~{generate_s:.0f}s: share {result['store_share']:.4%}")
+    print(f"ours {result['ours_tokens_per_s']} tok/s vs bare transformers.generate {result['bare_tokens_per_s']} tok/s: "
+          f"ratio {result['ratio']}")
+    print(f"storing {args.store_rows} sample rows took {store_s:.1f}s; generating them takes ~{generate_s:.0f}s: "
+          f"share {result['store_share']:.4%}")
     runtime.close()
     db.dispose()
     print(json.dumps(result))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
 CHATS = [[{"role": "user", "content": f"What is {a} + {b}? Answer with the number."}] for a, b in
          [(3, 4), (12, 9), (25, 17), (8, 8), (40, 2), (7, 30), (11, 11), (19, 5)]]
@@ -70,7 +70,7 @@ def check_train(model_dir: Path, device: str, dtype: str, result: dict) -> None:
     from selfloop.config import TrainConfig
     from selfloop.engines.chat import prompt_ids
     from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
-    from selfloop.training.items import TrainItem
+    from selfloop.algorithms.items import TrainItem
     from selfloop.training.loop import load_trainable, reference_logps, train
 
     cfg = TrainConfig.model_validate({"algorithm": "dpo", "batch_size": 8, "epochs": 3, "max_steps": 6, "learning_rate": 1e-4,
@@ -90,7 +90,7 @@ def check_train(model_dir: Path, device: str, dtype: str, result: dict) -> None:
     times: list[float] = []
     last = [time.perf_counter()]
 
-    def on_step(_record) -> None:  # noqa: ANN001
+    def on_step(_record) -> None:
         now = time.perf_counter()
         times.append(now - last[0])
         last[0] = now

@@ -41,7 +41,7 @@ def _count(kind: str, n: int) -> None:
     phase[kind] += n
 
 
-def count_work(engine) -> None:  # noqa: ANN001
+def count_work(engine) -> None:
     """Count tokens where the work happens: the engine's generate calls and every log-prob forward pass."""
     import torch
 
@@ -52,15 +52,15 @@ def count_work(engine) -> None:  # noqa: ANN001
 
     original_generate = engine.generate
 
-    def generate(chats, sampling, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    def generate(chats, sampling, **kwargs):
         outs = original_generate(chats, sampling, **kwargs)
         _count("prompt", sum(len(prompt_ids(engine.tokenizer, chat)) for chat in chats))  # one prefill per prompt
         _count("generated", sum(c.num_tokens for row in outs for c in row))
         return outs
 
     engine.generate = generate
-    def counted(original):  # noqa: ANN001, ANN202
-        def call(model, prompts, completions, *args):  # noqa: ANN001, ANN002, ANN202
+    def counted(original):
+        def call(model, prompts, completions, *args):
             tokens = sum(len(p) + len(c) for p, c in zip(prompts, completions))
             _count("trained" if torch.is_grad_enabled() else "forward", tokens)
             return original(model, prompts, completions, *args)
@@ -70,7 +70,7 @@ def count_work(engine) -> None:  # noqa: ANN001
     training_loop.packed_completion_logprobs = counted(training_loop.packed_completion_logprobs)  # training (packed)
     original_load = train_module.load_trainable
 
-    def load_trainable(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def load_trainable(*args, **kwargs):
         model = original_load(*args, **kwargs)
         lora_params[0] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         return model
@@ -86,7 +86,7 @@ def instrument() -> None:
     original_session = db_engine.Database.session
 
     @contextmanager
-    def timed_session(self):  # noqa: ANN001, ANN202
+    def timed_session(self):
         started = time.perf_counter()
         with original_session(self) as session:
             yield session
@@ -95,7 +95,7 @@ def instrument() -> None:
     db_engine.Database.session = timed_session
     original_save = train_phase.save_adapter
 
-    def timed_save(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def timed_save(*args, **kwargs):
         started = time.perf_counter()
         try:
             return original_save(*args, **kwargs)
@@ -104,7 +104,7 @@ def instrument() -> None:
 
     train_phase.save_adapter = timed_save
     for name, fn in list(phases.PHASES.items()):
-        def timed(ctx, fn=fn, name=name):  # noqa: ANN001, ANN202
+        def timed(ctx, fn=fn, name=name):
             current[0] = name
             started = time.perf_counter()
             try:

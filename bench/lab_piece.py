@@ -50,6 +50,12 @@ def old_tree(ref: str, where: Path | None) -> Path:
         if path.exists():
             shutil.rmtree(path)
         git("worktree", "add", "--detach", str(path), ref)
+    # The installed package maps selfloop.migrations and selfloop.prompts to this tree's folders (package-dir): links
+    # inside the old tree's package come first on its PYTHONPATH, so the old code reads its own.
+    for name in ("migrations", "prompts"):
+        link = path / "selfloop" / name
+        if not link.exists():
+            link.symlink_to(Path("..") / name)
     return path
 
 

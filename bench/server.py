@@ -23,13 +23,13 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from selfloop.config import validate_config  # noqa: E402
-from selfloop.db.engine import open_database  # noqa: E402
-from selfloop.db.models import Prompt, Sample  # noqa: E402
-from selfloop.engines.chat import prompt_ids, user_chat  # noqa: E402
-from selfloop.loop import open_loop, run_iteration  # noqa: E402
-from selfloop.models.resolve import resolve_model  # noqa: E402
-from selfloop.runtime import Runtime  # noqa: E402
+from selfloop.config import validate_config
+from selfloop.db.engine import open_database
+from selfloop.db.models import Prompt, Sample
+from selfloop.engines.chat import prompt_ids, user_chat
+from selfloop.loop import open_loop, run_iteration
+from selfloop.models.resolve import resolve_model
+from selfloop.runtime import Runtime
 
 
 def bare_rollout(url: str, model: str, prompts: list[list[int]], seeds: list[list[int]], params: dict, in_flight: int) -> int:

@@ -27,7 +27,7 @@ from selfloop.config import LoraConfig, TrainConfig, default_cache_dir
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.models.loading import load_tokenizer
 from selfloop.models.resolve import resolve_model
-from selfloop.training.items import TrainItem, fit
+from selfloop.algorithms.items import TrainItem, fit
 from selfloop.training.loop import load_trainable, reference_logps, train
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -56,7 +56,7 @@ def context_for(name: str, prompt: str, i: int) -> str | None:
     return None
 
 
-def items_for(name: str, shape: str, tok, data, max_length: int) -> list[TrainItem]:  # noqa: ANN001
+def items_for(name: str, shape: str, tok, data, max_length: int) -> list[TrainItem]:
     out = []
     for i, (prompt, texts) in enumerate(data):
         ids = [completion_ids(tok, t, tok.eos_token_id) for t in texts]
@@ -71,7 +71,7 @@ def items_for(name: str, shape: str, tok, data, max_length: int) -> list[TrainIt
     return out
 
 
-def measure(name: str, model_dir, data, args) -> dict:  # noqa: ANN001
+def measure(name: str, model_dir, data, args) -> dict:
     spec = specs()[name]
     tok = load_tokenizer(model_dir)
     items = items_for(name, spec.shape, tok, data, args.max_length)
@@ -92,7 +92,7 @@ def measure(name: str, model_dir, data, args) -> dict:  # noqa: ANN001
     times: list[float] = []
     last = [time.perf_counter()]
 
-    def on_step(record) -> None:  # noqa: ANN001
+    def on_step(record) -> None:
         now = time.perf_counter()
         times.append(now - last[0])
         last[0] = now

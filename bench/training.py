@@ -31,7 +31,7 @@ from selfloop.config import LoraConfig, TrainConfig, default_cache_dir
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.models.loading import load_causal_lm, load_tokenizer
 from selfloop.models.resolve import resolve_model
-from selfloop.training.items import TrainItem, fit
+from selfloop.algorithms.items import TrainItem, fit
 from selfloop.training.loop import load_trainable, reference_logps, train
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -46,7 +46,7 @@ def pairs(n: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def run_ours(model_dir, data, args) -> tuple[float, float, dict]:  # noqa: ANN001
+def run_ours(model_dir, data, args) -> tuple[float, float, dict]:
     tok = load_tokenizer(model_dir)
     items = [fit(TrainItem(i, i, prompt_ids(tok, user_chat(p)), completion_ids(tok, c, tok.eos_token_id),
                            completion_ids(tok, r, tok.eos_token_id)), args.max_length)
@@ -68,7 +68,7 @@ def run_ours(model_dir, data, args) -> tuple[float, float, dict]:  # noqa: ANN00
     return seconds, records[0].loss, settings
 
 
-def run_trl(model_dir, data, args, fair: bool) -> tuple[float, float, dict]:  # noqa: ANN001
+def run_trl(model_dir, data, args, fair: bool) -> tuple[float, float, dict]:
     from datasets import Dataset
     from peft import LoraConfig as PeftLora
     from trl import DPOConfig, DPOTrainer

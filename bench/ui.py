@@ -134,7 +134,7 @@ def build_store(path: Path, samples: int) -> dict[str, int]:
 
 def counts(path: Path) -> dict[str, int]:
     with sqlite3.connect(path) as conn:
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed names
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                 for t in ("loops", "iterations", "prompts", "samples", "judgments", "votes", "examples", "eval_items",
                           "train_steps", "metrics", "events")}
 

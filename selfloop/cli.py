@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     p.add_argument("--db", metavar="URL", help="database URL")
 
-    p = sub.add_parser("status", help="each loop's state, iteration, phase and progress, every process running a loop, and what its vLLM servers hold")
+    p = sub.add_parser("status", help="each loop's state, iteration, phase and progress, every process running a loop, "
+                       "and what its vLLM servers hold")
     _add_db(p)
 
     p = sub.add_parser("daemon", help="run the config's loop until stopped (systemd: see systemd/selfloop.service)")
@@ -294,7 +295,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     url = _database_url(args)
     if args.db_command == "create-reader":
-        from selfloop.db.reader_role import create_reader
+        from selfloop.db.create_reader import create_reader
 
         print(create_reader(url, args.role))
         return 0
@@ -484,6 +485,18 @@ def cmd_fork(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server_fleets(configs: list[tuple[str, dict]]) -> dict[tuple[str, ...], tuple[str | None, list[str]]]:
+    """The vLLM server fleets that loops not yet finished generate on: servers -> (API key variable, loops)."""
+    from selfloop.config import stored_config
+
+    fleets: dict[tuple[str, ...], tuple[str | None, list[str]]] = {}
+    for name, snapshot in configs:
+        engine = stored_config(snapshot, name).engine
+        if engine.kind == "vllm-server" and engine.servers:
+            fleets.setdefault(tuple(engine.servers), (engine.api_key_env, []))[1].append(name)
+    return fleets
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from selfloop.db import queries
     from selfloop.db.engine import open_database
@@ -494,9 +507,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         with db.session() as session:
             columns, rows = queries.loop_status(session)
             writers = queries.loop_writers(session)
-            fleets = queries.server_fleets(session)
+            unfinished = queries.unfinished_configs(session)
     finally:
         db.dispose()
+    fleets = _server_fleets(unfinished)
     print(render(columns, rows))
     if fleets:
         from selfloop.engines.vllm_server import api_key_from_env, server_holdings
@@ -785,7 +799,7 @@ def main(argv: list[str] | None = None) -> None:
         code = COMMANDS[args.command](args)
     except SelfloopError as exc:
         if args.debug:
-            raise redact_exception(exc)
+            raise redact_exception(exc)  # noqa: B904 - the same exception, its message masked, with its own chain
         print(redact(f"selfloop: error: {exc}"), file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
@@ -796,9 +810,9 @@ def main(argv: list[str] | None = None) -> None:
         # interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 0
-    except Exception as exc:  # an unexpected failure: still one line unless --debug
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure: still one line unless --debug
         if args.debug:
-            raise redact_exception(exc)
+            raise redact_exception(exc)  # noqa: B904 - the same exception, its message masked, with its own chain
         print(redact(f"selfloop: {_one_line(exc)} (run with --debug for the traceback)"), file=sys.stderr)
         code = 1
     sys.exit(code)

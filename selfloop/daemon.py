@@ -115,7 +115,7 @@ def _logged(name: str, job):  # noqa: ANN001, ANN202
     def run() -> None:
         try:
             job()
-        except Exception as exc:  # a failed maintenance pass must not take the daemon down
+        except Exception as exc:  # noqa: BLE001 - a failed maintenance pass must not take the daemon down
             logger.error("maintenance job {} failed: {}: {}", name, exc.__class__.__name__, exc)
 
     return run

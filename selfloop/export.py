@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterator
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy.orm import Session
 
@@ -147,7 +147,9 @@ def write(records: Iterator[dict[str, Any]], out: Path | None, fmt: str) -> int:
     if out is None:
         import sys
 
-        return _write_jsonl(records, _Unclosed(sys.stdout))
+        n = _write_jsonl(records, sys.stdout)
+        sys.stdout.flush()
+        return n
     out = Path(out)
     if out.is_symlink():
         raise SelfloopError(f"--out {out}: a symbolic link; give the path of the file itself (export does not write through links)")
@@ -163,7 +165,8 @@ def write(records: Iterator[dict[str, Any]], out: Path | None, fmt: str) -> int:
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         if fmt == "jsonl":
-            n = _write_jsonl(records, open(tmp, "x", encoding="utf-8"))
+            with open(tmp, "x", encoding="utf-8") as stream:
+                n = _write_jsonl(records, stream)
         else:
             table = pa.Table.from_pylist(list(records))
             pq.write_table(table, tmp)
@@ -175,11 +178,10 @@ def write(records: Iterator[dict[str, Any]], out: Path | None, fmt: str) -> int:
     return n
 
 
-def _write_jsonl(records: Iterator[dict[str, Any]], stream) -> int:  # noqa: ANN001
+def _write_jsonl(records: Iterator[dict[str, Any]], stream: TextIO) -> int:
     n = 0
-    with stream as f:
-        for n, record in enumerate(records, start=1):  # noqa: B007
-            f.write(json.dumps(_finite(record), ensure_ascii=False, allow_nan=False) + "\n")
+    for n, record in enumerate(records, start=1):  # noqa: B007 - n is the count written, read after the loop
+        stream.write(json.dumps(_finite(record), ensure_ascii=False, allow_nan=False) + "\n")
     return n
 
 
@@ -193,19 +195,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-class _Unclosed:
-    """stdout as a context manager that leaves it open."""
-
-    def __init__(self, stream) -> None:  # noqa: ANN001
-        self.stream = stream
-
-    def __enter__(self):  # noqa: ANN204
-        return self.stream
-
-    def __exit__(self, *exc: object) -> None:
-        self.stream.flush()
 
 
 def merge(session: Session, loop_name: str, iteration: int | None, out: Path, config) -> tuple[Path, int]:  # noqa: ANN001

@@ -196,7 +196,7 @@ class LoopLock:
                     session.execute(update(WriterLease)
                                     .where(WriterLease.loop_name == self.loop, WriterLease.token == self.token)
                                     .values(released_at=datetime.now(UTC)))
-            except Exception:  # noqa: BLE001 - the lock below must go even when the database is unreachable
+            except Exception:  # noqa: BLE001, S110 - the lock below must go even when the database is unreachable
                 pass
             self.token = None
         self._unlock()

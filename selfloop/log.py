@@ -36,7 +36,8 @@ def _redact_record(record) -> None:  # noqa: ANN001 - loguru's Record, a TypedDi
         redact_exception(record["exception"].value)
 
 
-def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | None = None, rotation: str = "100 MB", retention: int = 5) -> None:
+def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | None = None, rotation: str = "100 MB",
+                  retention: int = 5) -> None:
     """JSON lines carry the loop, iteration and phase as fields (`record.extra`), set by the loop per phase."""
     if not sys.stderr.isatty():
         # In the journal or a pipe, the Hub's and transformers' bars (weights loading, shards) are noise;
@@ -55,7 +56,8 @@ def setup_logging(level: str = "INFO", json_lines: bool = False, file: Path | No
     logger.remove()
     logger.enable("selfloop")  # a library is quiet until asked (selfloop/__init__.py)
     logger.configure(patcher=_redact_record)
-    logger.add(sys.stderr, level=level, serialize=json_lines, format="{message}" if json_lines else _HUMAN, colorize=None if not json_lines else False, backtrace=False, diagnose=False)
+    logger.add(sys.stderr, level=level, serialize=json_lines, format="{message}" if json_lines else _HUMAN,
+               colorize=None if not json_lines else False, backtrace=False, diagnose=False)
     if file is not None:
         private_dir(file.parent)
         logger.add(file, level=level, serialize=json_lines, rotation=rotation, retention=retention, backtrace=False, diagnose=False)

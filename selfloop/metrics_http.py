@@ -174,9 +174,11 @@ class MetricsServer:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(LoopCollector(self.db, loop))
 
-        from selfloop.ui.app import LOOPBACK_NAMES, host_name, is_loopback
+        from selfloop.hosts import LOOPBACK_NAMES, host_name, is_loopback
 
-        allowed = LOOPBACK_NAMES if is_loopback(host) else None if host in ("0.0.0.0", "::", "") else {host, f"[{host}]"}
+        # An address bound on every interface answers any Host name; only the names of that address otherwise.
+        anywhere = host in ("0.0.0.0", "::", "")  # noqa: S104 - comparing, not binding
+        allowed = LOOPBACK_NAMES if is_loopback(host) else None if anywhere else {host, f"[{host}]"}
 
         class Handler(BaseHTTPRequestHandler):
             timeout = CONNECTION_TIMEOUT_S  # the socket's timeout: an idle client is dropped
@@ -186,7 +188,7 @@ class MetricsServer:
                 self.server.request_read(self.connection)  # type: ignore[attr-defined] - a _BoundedServer
                 return whole
 
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 asked = host_name(self.headers.get("Host") or "")
                 if allowed is not None and asked not in allowed:
                     body, code, kind = f"host {asked!r} refused\n".encode(), 421, "text/plain"
@@ -209,7 +211,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_POST(self) -> None:  # noqa: N802 - nothing here writes
+            def do_POST(self) -> None:
                 self.send_error(405, "read-only endpoint")
 
             do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815

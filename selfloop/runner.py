@@ -89,7 +89,8 @@ class Held:
 
     def iteration(self, stop: StopFlag, on_phase: Callable[[str, int, str], None] | None = None) -> Outcome:
         """One iteration; trackers catch up as each phase starts and after the iteration."""
-        assert self.runtime is not None and self.tracking is not None, "start() first"
+        if self.runtime is None or self.tracking is None:
+            raise RuntimeError("Runner.iteration before start()")
         tracking = self.tracking
 
         def phase_started(loop: str, number: int, phase: str) -> None:

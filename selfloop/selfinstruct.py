@@ -33,7 +33,8 @@ def template() -> str:
     return (files("selfloop.prompts") / "self_instruct.txt").read_text()
 
 
-def few_shot_prompt(seeds: list[Example], generated: list[Example], n_seed: int, n_generated: int, rng: random.Random) -> tuple[str, list[str]]:
+def few_shot_prompt(seeds: list[Example], generated: list[Example], n_seed: int, n_generated: int,
+                    rng: random.Random) -> tuple[str, list[str]]:
     """The request for one new task, and the keys of the examples shown in it."""
     shown = rng.sample(seeds, min(n_seed, len(seeds))) + rng.sample(generated, min(n_generated, len(generated)))
     rng.shuffle(shown)

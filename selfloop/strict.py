@@ -61,7 +61,7 @@ class _Loader(yaml.SafeLoader):
 
     depth = 0
 
-    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's API
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             raise ComposerError(None, None, "YAML aliases (*name) are not allowed here: write the value out",
                                 self.peek_event().start_mark)
@@ -73,7 +73,7 @@ class _Loader(yaml.SafeLoader):
         finally:
             self.depth -= 1
 
-    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201, FBT002 - PyYAML's API
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
@@ -86,13 +86,13 @@ class _Loader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
-    def construct_yaml_int(self, node):  # noqa: ANN001, ANN201
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         digits = len(str(node.value).replace("_", "").lstrip("+-"))
         if digits > MAX_DIGITS:
             raise ConstructorError(None, None, f"an integer of {digits} digits (at most {MAX_DIGITS})", node.start_mark)
         return super().construct_yaml_int(node)
 
-    def construct_yaml_str(self, node):  # noqa: ANN001, ANN201
+    def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
         value = super().construct_yaml_str(node)
         problem = unicode_problem(value)
         if problem:

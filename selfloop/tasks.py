@@ -15,6 +15,7 @@ from selfloop.config import FieldMap, TaskSource
 from selfloop.errors import ConfigError
 from selfloop.families import family
 from selfloop.strict import StrictError, load_json, unicode_problem
+from selfloop.user_files import MAX_FILE_BYTES, read_user_file
 
 
 @dataclass(frozen=True)
@@ -30,28 +31,8 @@ class Task:
 
 
 # Bounds on user files: a task or eval file is read whole into memory and every prompt is tokenised.
-MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_LINES = 1_000_000
 MAX_FIELD_CHARS = 32_768  # a prompt, answer or reference response
-
-
-def read_user_file(path: Path, field: str, max_bytes: int = MAX_FILE_BYTES) -> str:
-    """A user's text file, whole; ConfigError naming the config field and the file when it cannot be used."""
-    path = Path(path).expanduser()
-    try:
-        if not path.is_file():
-            raise ConfigError(f"{field}: {path} does not exist" if not path.exists() else f"{field}: {path} is not a file")
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ConfigError(f"{field}: {path} is {size} bytes, above the limit of {max_bytes}")
-        data = path.read_bytes()
-    except PermissionError:
-        raise ConfigError(f"{field}: {path} is not readable (permission denied)") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{field}: {path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
 
 
 def read_jsonl_tasks(text: str, source: str, prefix: str, fields: FieldMap | None = None,

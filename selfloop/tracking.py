@@ -444,7 +444,7 @@ class Tracking:
                 loop = loop_by_name(session, self.config.loop.name)
                 add_event(session, loop.id if loop else None, None, "tracking.failed",
                           f"{name}: {text}; retried later, `selfloop track` backfills", level="warning")
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - the store itself is failing: the log line above stands
             pass
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -458,5 +458,5 @@ class Tracking:
         for backend in self._backends.values():
             try:
                 backend.close(self._finished)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110 - a tracker failing to close must not fail the loop's end
                 pass

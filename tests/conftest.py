@@ -63,7 +63,7 @@ def _unit_tests_stay_units(request: pytest.FixtureRequest, monkeypatch: pytest.M
     import selfloop.loop
     import selfloop.runner
 
-    def refuse(what: str):  # noqa: ANN202
+    def refuse(what: str):
         def refused(*_args: object, **_kwargs: object) -> None:
             pytest.fail(f"{request.node.nodeid} is a unit test but {what}: mark it @pytest.mark.integration")
         return refused
@@ -132,7 +132,7 @@ def finished_tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished
     assert not changed, f"a test wrote to the shared finished store (build your own to write): {changed}"
 
 
-def make_config(tmp_path: Path, db_url: str | None = None, **sections):  # noqa: ANN201
+def make_config(tmp_path: Path, db_url: str | None = None, **sections):
     """A validated config on the tiny model with small sizes; sections override (dicts are merged)."""
     from selfloop.config import validate_config
 
@@ -159,7 +159,7 @@ def make_config(tmp_path: Path, db_url: str | None = None, **sections):  # noqa:
 
 @pytest.fixture
 def config_factory(tmp_path: Path):
-    def factory(db_url: str | None = None, **sections):  # noqa: ANN202
+    def factory(db_url: str | None = None, **sections):
         return make_config(tmp_path, db_url, **sections)
 
     return factory
@@ -232,7 +232,7 @@ def postgres_superuser_url(postgres_url: str) -> str:
     return url
 
 
-def _reader(db_url: str, request: pytest.FixtureRequest):  # noqa: ANN202
+def _reader(db_url: str, request: pytest.FixtureRequest):
     """The schema, then where user SQL runs: the SQLite file itself, or a fresh read-only role of the
     PostgreSQL test database made by `selfloop db create-reader` (dropped afterwards)."""
     from selfloop.db.engine import make_engine
@@ -246,7 +246,7 @@ def _reader(db_url: str, request: pytest.FixtureRequest):  # noqa: ANN202
         return
     from sqlalchemy import create_engine
 
-    from selfloop.db.reader_role import create_reader
+    from selfloop.db.create_reader import create_reader
 
     superuser = request.getfixturevalue("postgres_superuser_url")
     role = f"selfloop_r_{uuid.uuid4().hex[:10]}"
@@ -259,13 +259,13 @@ def _reader(db_url: str, request: pytest.FixtureRequest):  # noqa: ANN202
 
 
 @pytest.fixture
-def reader_url(db_url: str, request: pytest.FixtureRequest):  # noqa: ANN201
+def reader_url(db_url: str, request: pytest.FixtureRequest):
     """For each database of `db_url`: a URL that can only read it (the schema is created first)."""
     yield from _reader(db_url, request)
 
 
 @pytest.fixture
-def postgres_reader_url(postgres_url: str, request: pytest.FixtureRequest):  # noqa: ANN201
+def postgres_reader_url(postgres_url: str, request: pytest.FixtureRequest):
     yield from _reader(postgres_url, request)
 
 
@@ -287,7 +287,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
     return run
 
 
-def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, checkpoint_id: int = 1, rank: int = 4):  # noqa: ANN201
+def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, checkpoint_id: int = 1, rank: int = 4):
     """A LoRA checkpoint on the tiny model with random (non-zero) B matrices, so it changes outputs."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -298,7 +298,8 @@ def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, ch
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
-    peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=modules))
     with torch.no_grad():
         for name, param in peft.named_parameters():
             if "lora_B" in name:
@@ -307,7 +308,7 @@ def make_adapter(model_dir: Path, out: Path, seed: int = 0, std: float = 0.3, ch
     return Adapter(checkpoint_id, saved.path, saved.sha256)
 
 
-def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]], family: str = "value") -> int:  # noqa: ANN001
+def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]], family: str = "value") -> int:
     """Create the config's loop, iteration 1 and the given (prompt, answer, sample texts) rows, the prompts with an
     answer of the given task family, and grade the samples as the judge phase does.
 
@@ -338,22 +339,24 @@ def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]], 
         return it.id
 
 
-def tiny_yaml(tmp_path: Path, db_url: str, name: str = "tiny.yaml", **overrides) -> Path:  # noqa: ANN003
+def tiny_yaml(tmp_path: Path, db_url: str, name: str = "tiny.yaml", **overrides) -> Path:
     """configs/tiny.yaml with a state dir under tmp_path, the given database and `key.path=value` overrides."""
     import yaml
 
     from selfloop.config import apply_overrides, read_yaml
 
     data = read_yaml(REPO / "configs" / "tiny.yaml")
+    def flow(value: object) -> str:
+        return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
     data = apply_overrides(data, [f"loop.state_dir={tmp_path / 'state'}", f"database.url={db_url}",
-                                  *[f"{k.replace('__', '.')}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                                    for k, v in overrides.items()]])
+                                  *[f"{k.replace('__', '.')}={flow(v)}" for k, v in overrides.items()]])
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return path
 
 
-def selfloop_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, fresh: bool = False,  # noqa: ANN201
+def selfloop_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, fresh: bool = False,
                  cwd: Path | None = None):
     """Run `python -m selfloop ARGS` in a process of its own (what a user or systemd runs), to its end; returns
     what subprocess.run(capture_output=True, text=True) returns. The process is forked from a warm interpreter
@@ -370,7 +373,7 @@ def selfloop_cli(*args: str, env: dict[str, str] | None = None, timeout: float =
                           capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
-def selfloop_process(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,  # noqa: ANN201
+def selfloop_process(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
                      start_new_session: bool = False):
     """Start `python -m selfloop ARGS` (forked from the warm interpreter, as `selfloop_cli`) and return it at once:
     a process object with Popen's pid, poll, wait, send_signal, kill and communicate, its output in files."""

@@ -16,7 +16,7 @@ from selfloop.lock import LoopLock
 
 
 # -- a second writer through a hard link -----------------------------------------------------------------
-def test_a_database_with_a_second_hard_link_is_refused_to_writers(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_a_database_with_a_second_hard_link_is_refused_to_writers(tmp_path: Path, run_cli) -> None:
     db_path = tmp_path / "a" / "selfloop.db"
     db = open_database(f"sqlite:///{db_path}", init=True)
     db.dispose()
@@ -118,7 +118,7 @@ def test_two_names_of_one_file_in_one_process_are_refused(tmp_path: Path) -> Non
 
 
 # -- PostgreSQL readers ----------------------------------------------------------------------------------
-def _psycopg(url: str, autocommit: bool = True):  # noqa: ANN202
+def _psycopg(url: str, autocommit: bool = True):
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -151,7 +151,8 @@ def test_a_reader_that_can_become_a_powerful_role_is_refused(reader_url: str, po
     with _psycopg(postgres_superuser_url) as su:
         su.execute(f"GRANT {granted} TO {_role(reader_url)}")
     try:
-        with pytest.raises(ReadOnlyViolation, match=f"(member of {granted}|can become role {granted}|is \\(or is a member of\\) a superuser)"):
+        refused = f"(member of {granted}|can become role {granted}|is \\(or is a member of\\) a superuser)"
+        with pytest.raises(ReadOnlyViolation, match=refused):
             run_readonly(reader_url, "SELECT set_config('role', 'pg_signal_backend', true), pg_terminate_backend(pg_backend_pid())")
     finally:
         with _psycopg(postgres_superuser_url) as su:
@@ -182,7 +183,7 @@ def test_a_reader_holding_the_loops_lock_key_cannot_keep_a_writer_out(postgres_u
 
 # -- the metrics server ----------------------------------------------------------------------------------
 def test_the_metrics_server_bounds_connections_and_checks_the_host(tmp_path: Path, sqlite_url: str,
-                                                                   monkeypatch, capfd) -> None:  # noqa: ANN001
+                                                                   monkeypatch, capfd) -> None:
     """The trial: 1,000 idle connections made 1,007 threads and, closed, 1,300 BrokenPipe tracebacks."""
     import socket
     import threading
@@ -257,7 +258,7 @@ def test_the_metrics_server_reads_through_connections_that_cannot_write(db_url: 
 
 
 # -- selfloop sql ----------------------------------------------------------------------------------------
-def test_sql_honours_selfloop_db(tmp_path: Path, run_cli, monkeypatch) -> None:  # noqa: ANN001
+def test_sql_honours_selfloop_db(tmp_path: Path, run_cli, monkeypatch) -> None:
     """With another store in the state directory, `selfloop sql` read that one instead of $SELFLOOP_DB."""
     from tests.conftest import store_samples  # noqa: F401 - the fixture module, for its helpers' imports
 
@@ -325,7 +326,7 @@ def test_copy_through_a_reader_is_one_line(reader_url: str, run_cli) -> None:
 
 # -- export, merge and the dashboard on a finished tiny loop ----------------------------------------------
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, str]:  # noqa: ANN001
+def finished(tmp_path_factory) -> tuple[Path, str]:
     """One iteration of the tiny loop (it has a checkpoint, samples and evals)."""
     from tests.conftest import selfloop_cli, tiny_yaml
 
@@ -338,7 +339,7 @@ def finished(tmp_path_factory) -> tuple[Path, str]:  # noqa: ANN001
 
 
 @pytest.mark.integration
-def test_export_writes_json_when_a_store_holds_infinite_sums(finished, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_export_writes_json_when_a_store_holds_infinite_sums(finished, tmp_path: Path, run_cli) -> None:
     """A store written before replies were bounded held -inf log-prob sums (replies of -1e308); export wrote
     `-Infinity`, which is not JSON, on 50 of 52 lines. Non-finite numbers are exported as null."""
     import json
@@ -360,7 +361,7 @@ def test_export_writes_json_when_a_store_holds_infinite_sums(finished, tmp_path:
 
 
 @pytest.mark.integration
-def test_a_failed_export_leaves_the_existing_file_and_never_follows_a_link(finished, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_a_failed_export_leaves_the_existing_file_and_never_follows_a_link(finished, tmp_path: Path, run_cli) -> None:
     _, url = finished
     out = tmp_path / "samples.jsonl"
     out.write_text("yesterday's export\n")
@@ -379,7 +380,7 @@ def test_a_failed_export_leaves_the_existing_file_and_never_follows_a_link(finis
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path):  # noqa: ANN201
+def full_disk(tmp_path: Path):
     """A 64 KiB tmpfs (root only: mount), full after a few writes."""
     import subprocess
 
@@ -394,7 +395,7 @@ def full_disk(tmp_path: Path):  # noqa: ANN201
 
 
 @pytest.mark.integration
-def test_merge_and_export_on_a_full_disk_are_one_line(finished, full_disk: Path) -> None:  # noqa: ANN001
+def test_merge_and_export_on_a_full_disk_are_one_line(finished, full_disk: Path) -> None:
     from tests.conftest import selfloop_cli
 
     config, url = finished
@@ -409,7 +410,7 @@ def test_merge_and_export_on_a_full_disk_are_one_line(finished, full_disk: Path)
 
 
 @pytest.mark.integration
-def test_the_dashboard_answers_404_for_an_id_beyond_64_bits(finished) -> None:  # noqa: ANN001
+def test_the_dashboard_answers_404_for_an_id_beyond_64_bits(finished) -> None:
     from starlette.testclient import TestClient
 
     from selfloop.ui.app import create_app
@@ -423,7 +424,7 @@ def test_the_dashboard_answers_404_for_an_id_beyond_64_bits(finished) -> None:  
 
 
 @pytest.mark.integration
-def test_track_to_an_mlflow_file_store_says_what_to_use(finished, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_track_to_an_mlflow_file_store_says_what_to_use(finished, tmp_path: Path, run_cli) -> None:
     """MLflow 3 refuses file stores: said at once, with the fix, not as "unexpected error" from MLflow."""
     from tests.conftest import tiny_yaml
 
@@ -435,7 +436,7 @@ def test_track_to_an_mlflow_file_store_says_what_to_use(finished, tmp_path: Path
 
 
 # -- paper cuts of the user trial (issue 32, item 6) ------------------------------------------------------
-def test_db_takes_a_plain_path_as_an_sqlite_store(tmp_path: Path, run_cli, monkeypatch) -> None:  # noqa: ANN001
+def test_db_takes_a_plain_path_as_an_sqlite_store(tmp_path: Path, run_cli, monkeypatch) -> None:
     open_database(f"sqlite:///{tmp_path / 'store.db'}", init=True).dispose()
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli("status", "--db", "store.db")
@@ -444,7 +445,7 @@ def test_db_takes_a_plain_path_as_an_sqlite_store(tmp_path: Path, run_cli, monke
     assert code == 0, err
 
 
-def test_a_mistyped_key_gets_a_suggestion(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_a_mistyped_key_gets_a_suggestion(tmp_path: Path, run_cli) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("loop: {name: a, seeed: 1}\ntrian: {}\neval: {suites: [{name: s, kind: arithmetic, szie: 3}]}\n")
     code, _, err = run_cli("config", "validate", str(path))
@@ -457,7 +458,7 @@ def test_a_mistyped_key_gets_a_suggestion(tmp_path: Path, run_cli) -> None:  # n
 
 
 @pytest.mark.integration
-def test_exporting_what_a_loop_does_not_have_says_what_it_has(finished, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_exporting_what_a_loop_does_not_have_says_what_it_has(finished, tmp_path: Path, run_cli) -> None:
     """The tiny loop trains RLSC on rewarded examples: no pairs. An empty file would fail later, in load_dataset."""
     _, url = finished
     out = tmp_path / "pairs.jsonl"
@@ -466,7 +467,7 @@ def test_exporting_what_a_loop_does_not_have_says_what_it_has(finished, tmp_path
     assert "use --what examples" in err and not out.exists()
 
 
-def test_slow_clients_never_keep_a_health_probe_out(tmp_path: Path, sqlite_url: str, monkeypatch) -> None:  # noqa: ANN001
+def test_slow_clients_never_keep_a_health_probe_out(tmp_path: Path, sqlite_url: str, monkeypatch) -> None:
     """The trial: 40 clients trickling a byte every 4 s kept /metrics and /health down (10 of 10 probes over 40 s),
     which would have had systemd restart a healthy daemon. Here 40 clients trickle a byte every 0.5 s (the socket
     timeout never fires) while 10 probes come in: each is answered, and no trickler holds its slot past the
@@ -540,7 +541,7 @@ def _result(arm: str, suite: str = "s") -> dict:
             "suites": {suite: {"split": "test", "start": "0000", "final": "1100", "curve": [0.5]}}}
 
 
-def test_lab_report_puts_no_name_raw_inside_its_script(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_lab_report_puts_no_name_raw_inside_its_script(tmp_path: Path, run_cli) -> None:
     """An arm or suite named `</script><script>alert(1)` ended the report's script element and ran when opened."""
     evil = "</script><script>alert(1)</script>"
     lab = _hostile_lab(tmp_path, [_result("control", evil), _result(evil, evil)])
@@ -558,7 +559,7 @@ def test_lab_report_puts_no_name_raw_inside_its_script(tmp_path: Path, run_cli) 
     ('[1, 2]', r"t.jsonl:2: a results line is a JSON object"),
     ('{"lab": "t", ', r"t.jsonl:2: not a JSON line"),
 ])
-def test_a_malformed_results_line_is_one_line_naming_it(tmp_path: Path, run_cli, line: str, message: str) -> None:  # noqa: ANN001
+def test_a_malformed_results_line_is_one_line_naming_it(tmp_path: Path, run_cli, line: str, message: str) -> None:
     lab = _hostile_lab(tmp_path, [_result("control"), line])
     for args in (["report", str(lab)], ["report", str(lab), "--json"]):
         code, _, err = run_cli("lab", *args)
@@ -566,7 +567,7 @@ def test_a_malformed_results_line_is_one_line_naming_it(tmp_path: Path, run_cli,
         assert "unexpected error" not in err
 
 
-def test_reports_never_write_through_a_link_planted_in_their_folder(tmp_path: Path, run_cli, sqlite_url: str) -> None:  # noqa: ANN001
+def test_reports_never_write_through_a_link_planted_in_their_folder(tmp_path: Path, run_cli, sqlite_url: str) -> None:
     lab = _hostile_lab(tmp_path, [_result("control"), _result("ttrl")])
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
@@ -591,7 +592,7 @@ def test_reports_never_write_through_a_link_planted_in_their_folder(tmp_path: Pa
 
 
 @pytest.mark.integration
-def test_a_report_on_a_full_disk_names_its_folder_and_leaves_nothing(full_disk: Path, run_cli, sqlite_url: str) -> None:  # noqa: ANN001
+def test_a_report_on_a_full_disk_names_its_folder_and_leaves_nothing(full_disk: Path, run_cli, sqlite_url: str) -> None:
     """It named the package's plotly.min.js as the file being written and left a partial folder."""
     from tests.test_ui import build_store
 

@@ -13,12 +13,22 @@ from sqlalchemy import create_engine, text
 from selfloop.algorithms import specs
 from tests.conftest import selfloop_cli, tiny_yaml
 
-# Those that select on any stored samples with distinct judge scores or log-probs: they must train.
-MUST_TRAIN = {"dpo", "orpo", "rlsc", "rrhf", "raft", "rso", "rtuning", "cut", "coin"}
 # CUT trains on the judge's written reasons: its judge writes a few tokens before the verdict.
 JUDGE = {"cut": {"k": 1, "max_new_tokens": 8, "scoring": "distribution"}}
-# The random tiny model is never right: CoIN keeps the majority's samples instead of the known answer's.
-OPTIONS = {"coin": {"train__coin": {"reward": "majority"}}}
+# The random tiny model is never right and its votes rarely agree: the vote-trained algorithms get a binary reward
+# that varies within a prompt (a digit or none: judge.reward function); CoIN keeps the majority's samples.
+BY_FUNCTION = {"judge__reward": "function", "judge__reward_function": "tests.support.rewards:has_digit"}
+OPTIONS = {"coin": {"train__coin": {"reward": "majority"}}, "ttrl": BY_FUNCTION,
+           "rest": {**BY_FUNCTION, "train__rest": {"reward": "majority"}}}
+
+
+def _references(tmp_path: Path) -> dict:
+    """SPIN's ground truth: prompts with a reference response each (generation.tasks of kind jsonl)."""
+    path = tmp_path / "references.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Compute {a} plus {a + 2}, please.", "answer": str(2 * a + 2),
+                                        "response": f"{a} + {a + 2} = {2 * a + 2}. The answer is {2 * a + 2}."}) + "\n"
+                            for a in range(1, 40)))
+    return {"generation__tasks": {"kind": "jsonl", "path": str(path)}}
 
 
 @pytest.mark.integration
@@ -28,7 +38,7 @@ def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None
     config = tiny_yaml(tmp_path, url, loop__max_iterations=2, train__algorithm=algorithm,
                        judge__llm_judge=JUDGE.get(algorithm, {"k": 1, "max_new_tokens": 0, "scoring": "distribution"}),
                        self_instruct__num_prompts=0, loop__phases=["rollout", "judge", "select", "train", "evaluate", "promote"],
-                       **OPTIONS.get(algorithm, {}))
+                       **OPTIONS.get(algorithm, {}), **(_references(tmp_path) if algorithm == "spin" else {}))
     out = selfloop_cli("run", "--config", str(config))
     assert out.returncode == 0, out.stderr[-3000:]
     with create_engine(url).connect() as conn:
@@ -43,14 +53,14 @@ def test_two_iterations_of_the_tiny_loop(algorithm: str, tmp_path: Path) -> None
         kl = dict(conn.execute(text("SELECT i.number, m.value FROM metrics m JOIN iterations i ON i.id = m.iteration_id "
                                     "WHERE m.name = 'drift.kl_from_start'")).all())
     assert done == 2
-    if algorithm in MUST_TRAIN:
-        assert steps > 0 and shapes[0] > 0
-        # iteration 1 starts from the base model; iteration 2 from the trained adapter, measurably elsewhere
-        assert kl[1] == 0.0 and kl[2] != 0.0
+    # Every registered algorithm trains: examples stored, steps taken, and iteration 2 (from the trained adapter)
+    # measurably elsewhere than iteration 1 (from the base model).
+    assert steps > 0 and shapes[0] > 0
+    assert kl[1] == 0.0 and kl[2] != 0.0
+    # The stored examples have the declared shape.
     shape = specs()[algorithm].shape
-    if shapes[0]:  # the stored examples have the declared shape
-        assert (shapes[1] == shapes[0]) if shape == "pair" else (shapes[1] == 0)
-        assert (shapes[2] == shapes[0]) if shape == "ranked" else (shapes[2] == 0)
+    assert (shapes[1] == shapes[0]) if shape == "pair" else (shapes[1] == 0)
+    assert (shapes[2] == shapes[0]) if shape == "ranked" else (shapes[2] == 0)
     # An algorithm's own held-out figures (R-Tuning's): every suite, both policies, both iterations.
     assert held_out == (2 * 2 * 2 if specs()[algorithm].held_out else 0)
     if algorithm == "rtuning":  # its export form: prompt-completion rows whose completion ends with the certainty answer

@@ -60,7 +60,13 @@ def test_the_api_refuses_what_the_cli_refuses(tmp_path: Path) -> None:
 
 
 def test_the_package_is_typed() -> None:
+    """PEP 561: the marker is in the package and ships in its wheel (the package data names it), so a user's type
+    checker reads selfloop's annotations (what it then sees: the next test)."""
+    import tomllib
+
     assert (Path(selfloop.__file__).parent / "py.typed").is_file()
+    shipped = tomllib.loads((Path(selfloop.__file__).parent.parent / "pyproject.toml").read_text())
+    assert "py.typed" in shipped["tool"]["setuptools"]["package-data"]["selfloop"]
     assert selfloop.Store is selfloop.api.Store
 
 

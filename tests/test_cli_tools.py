@@ -34,21 +34,22 @@ def test_export_loads_with_datasets_in_trls_forms(finished_tiny: FinishedStore, 
         assert row["prompt"][-1]["role"] == "user" and row["loop"] == "tiny"
         assert [m["role"] for m in row["completion"]] == ["assistant"]
     table_rows = table_counts(url)
-    exported = [json.loads(line) for line in open(tmp_path / "samples.jsonl")]
+    exported = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     with create_engine(url).connect() as conn:  # the judge phase's verdicts, as stored
         stored = [r[0] for r in conn.execute(text("SELECT s.correct FROM samples s JOIN prompts p ON p.id = s.prompt_id "
                                                   "ORDER BY s.iteration_id, p.source, p.item_index, s.sample_index"))]
     assert [r["correct"] for r in exported] == [None if v is None else bool(v) for v in stored]
     assert any(v is not None for v in stored) and all((r["correct"] is None) == (r["known_answer"] is None) for r in exported)
     assert len(exported) == table_rows["samples"]
-    assert sum(1 for _ in open(tmp_path / "examples.jsonl")) == table_rows["examples"]
+    assert len((tmp_path / "examples.jsonl").read_text().splitlines()) == table_rows["examples"]
     out = selfloop_cli("export", "tiny", "--what", "samples", "--format", "parquet", "--out", str(tmp_path / "s.parquet"), "--db", url)
-    assert out.returncode == 0 and len(datasets.load_dataset("parquet", data_files=str(tmp_path / "s.parquet"), split="train")) == table_rows["samples"]
+    assert out.returncode == 0
+    assert len(datasets.load_dataset("parquet", data_files=str(tmp_path / "s.parquet"), split="train")) == table_rows["samples"]
     out = selfloop_cli("export", "tiny", "--what", "samples", "--iteration", "7", "--out", str(tmp_path / "x.jsonl"), "--db", url)
     assert out.returncode == 1 and "has no iteration 7" in out.stderr
 
 
-def test_export_pairs_in_trls_preference_form(tmp_path: Path, sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_export_pairs_in_trls_preference_form(tmp_path: Path, sqlite_url: str, config_factory) -> None:
     """Pairs as DPOTrainer reads them: prompt (user turn), chosen and rejected (one assistant turn each)."""
     datasets = pytest.importorskip("datasets")
     from selfloop.db.models import Example, Judgment, Sample
@@ -83,7 +84,8 @@ def test_merge_writes_a_plain_model_that_matches_the_adapter(finished_tiny: Fini
     db = open_database(url)
     with db.session() as s:
         path, base = s.execute(select(Checkpoint.path, Checkpoint.base_model).order_by(Checkpoint.id.desc()).limit(1)).one()
-        number = s.scalar(select(Iteration.number).where(Iteration.output_checkpoint_id.is_not(None)).order_by(Iteration.number.desc()).limit(1))
+        number = s.scalar(select(Iteration.number).where(Iteration.output_checkpoint_id.is_not(None))
+                          .order_by(Iteration.number.desc()).limit(1))
     db.dispose()
     out_dir = tmp_path / "merged"
     out = selfloop_cli("merge", "tiny", "--iteration", str(number), "--out", str(out_dir), "--db", url)
@@ -113,7 +115,8 @@ def test_merge_writes_a_plain_model_that_matches_the_adapter(finished_tiny: Fini
     shutil.copy(url.removeprefix("sqlite:///"), tmp_path / "copy.db")
     copy_url = f"sqlite:///{tmp_path / 'copy.db'}"
     with create_engine(copy_url).begin() as conn:
-        moved = conn.execute(text("UPDATE checkpoints SET path = :p WHERE path = :old"), {"p": str(damaged), "old": str(path.relative_to(state))})
+        moved = conn.execute(text("UPDATE checkpoints SET path = :p WHERE path = :old"),
+                             {"p": str(damaged), "old": str(path.relative_to(state))})
         assert moved.rowcount == 1
     out = selfloop_cli("merge", "tiny", "--iteration", str(number), "--out", str(tmp_path / "again"), "--db", copy_url)
     assert out.returncode == 1 and "adapter_model.safetensors" in out.stderr
@@ -235,7 +238,7 @@ def test_a_long_download_feeds_the_watchdog(tmp_path: Path, monkeypatch: pytest.
 
     beats = []
 
-    def fake_snapshot_download(repo_id, revision=None, cache_dir=None, allow_patterns=None, tqdm_class=None):  # noqa: ANN001, ANN202
+    def fake_snapshot_download(repo_id, revision=None, cache_dir=None, allow_patterns=None, tqdm_class=None):
         bar = tqdm_class(total=3, disable=True)
         for _ in range(3):
             HEARTBEAT.last -= 100  # as if long without progress

@@ -52,8 +52,10 @@ BAD = [
     ("loop: {name: a}\nschedule: {cron: 'every night'}", ["schedule.cron:", "crontab"]),
     ("loop: {name: a}\neval: {main_metric: nosuch/greedy_accuracy}", ["eval:", "names no suite"]),
     ("loop: {name: a}\ngeneration: {tasks: {kind: jsonl}}", ["generation.tasks:", "needs a path"]),
-    ("loop: {name: a}\ntrain: {algorithm: ttrl, ttrl: {n_train: 64}}\ngeneration: {samples_per_prompt: 8}", ["n_train (64)", "samples_per_prompt (8)"]),
-    ("loop: {name: a}\njudge: {vote: {voters: 9}}\ngeneration: {samples_per_prompt: 8}", ["judge.vote.voters (9)", "samples_per_prompt (8)"]),
+    ("loop: {name: a}\ntrain: {algorithm: ttrl, ttrl: {n_train: 64}}\ngeneration: {samples_per_prompt: 8}",
+     ["n_train (64)", "samples_per_prompt (8)"]),
+    ("loop: {name: a}\njudge: {vote: {voters: 9}}\ngeneration: {samples_per_prompt: 8}",
+     ["judge.vote.voters (9)", "samples_per_prompt (8)"]),
     ("loop: {name: a}\ntrain: {algorithm: dpo}\njudge: {signals: [vote]}", ["needs judge.signals to include 'llm_judge'"]),
     ("loop: {name: a}\nself_instruct: {min_words: 50, max_words: 10}", ["min_words (50) is above max_words (10)"]),
     ("loop: {name: a}\nloop: {seed: 1.5}", ["c.yaml:2:1: the key 'loop' is given twice"]),  # not a silent replacement
@@ -124,8 +126,8 @@ def test_every_shipped_config_validates(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_passes_validate_with_its_files_from_anywhere(path: Path, run_cli, tmp_path: Path,  # noqa: ANN001
-                                                                           monkeypatch) -> None:  # noqa: ANN001
+def test_every_shipped_config_passes_validate_with_its_files_from_anywhere(path: Path, run_cli, tmp_path: Path,
+                                                                           monkeypatch) -> None:
     """The GPU configs named task files under /var/lib/selfloop that exist only on a deployed server: they name
     the small example files shipped beside them, found from any working directory."""
     monkeypatch.chdir(tmp_path)
@@ -222,7 +224,7 @@ def test_read_commands_do_not_import_torch(tmp_path: Path, argv: list[str]) -> N
     assert out.stdout.strip().splitlines()[-1] == "NO-TORCH 0", out.stdout + out.stderr
 
 
-def test_relative_paths_in_a_config_are_the_files_not_the_working_directorys(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_relative_paths_in_a_config_are_the_files_not_the_working_directorys(tmp_path: Path, monkeypatch) -> None:
     """The same file means the same loop from wherever it is run; --set values stay relative to where it is typed."""
     (tmp_path / "project").mkdir()
     path = tmp_path / "project" / "loop.yaml"

@@ -95,7 +95,7 @@ def test_notifier_and_watchdog_stop_when_progress_stops(tmp_path: Path, monkeypa
     assert lines[0] == "READY=1" and "STATUS=tiny: started" in lines and lines.count("WATCHDOG=1") == dog.pings
 
 
-def _checkpoint(session, loop_id: int, number: int, path: Path, promoted: bool | None, status: str = "done") -> int:  # noqa: ANN001
+def _checkpoint(session, loop_id: int, number: int, path: Path, promoted: bool | None, status: str = "done") -> int:
     path.mkdir(parents=True)
     (path / "adapter_model.safetensors").write_bytes(b"x")
     ckpt = Checkpoint(path=str(path), sha256="0" * 64, kind="lora", base_model="tiny", size_bytes=1)

@@ -42,7 +42,7 @@ def test_every_generated_block_is_what_the_lines_give(lab_file: Path) -> None:
                                       f"run `{command}`")
 
 
-def test_update_rewrites_a_block_and_refuses_a_file_without_one(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_update_rewrites_a_block_and_refuses_a_file_without_one(tmp_path: Path, run_cli) -> None:
     import shutil
 
     for name in ("methods.yaml",):

@@ -17,7 +17,7 @@ CHATS = [[{"role": "user", "content": f"What is {i} + 3?"}] for i in range(3)]
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model) -> HFEngine:  # noqa: ANN001
+def engine(tiny_model) -> HFEngine:
     return HFEngine(tiny_model.path, batch_size=4)
 
 
@@ -46,7 +46,8 @@ def test_sample_next_logprobs_follow_the_sampling_distribution() -> None:
 
 
 def test_generation_and_scoring_agree(engine: HFEngine) -> None:
-    outs = engine.generate(CHATS, Sampling(n=2, temperature=1.0, max_new_tokens=10), seeds=[[i * 10 + j for j in range(2)] for i in range(3)])
+    outs = engine.generate(CHATS, Sampling(n=2, temperature=1.0, max_new_tokens=10),
+                           seeds=[[i * 10 + j for j in range(2)] for i in range(3)])
     flat = [c for row in outs for c in row]
     scores = engine.score([c for c in CHATS for _ in range(2)], [c.token_ids for c in flat])
     for c, s in zip(flat, scores):
@@ -54,7 +55,8 @@ def test_generation_and_scoring_agree(engine: HFEngine) -> None:
         assert max(abs(a - b) for a, b in zip(c.token_logprobs, s)) < 1e-4
         assert c.policy_logprobs == c.token_logprobs  # temperature 1, nothing filtered: the same distribution
     # At another temperature the engine still records the policy's own log-probs, which scoring recomputes.
-    outs = engine.generate(CHATS, Sampling(n=2, temperature=0.7, max_new_tokens=10), seeds=[[i * 10 + j for j in range(2)] for i in range(3)])
+    outs = engine.generate(CHATS, Sampling(n=2, temperature=0.7, max_new_tokens=10),
+                           seeds=[[i * 10 + j for j in range(2)] for i in range(3)])
     flat = [c for row in outs for c in row]
     scores = engine.score([c for c in CHATS for _ in range(2)], [c.token_ids for c in flat])
     for c, s in zip(flat, scores):
@@ -63,7 +65,7 @@ def test_generation_and_scoring_agree(engine: HFEngine) -> None:
         assert c.sum_logprob == pytest.approx(sum(c.token_logprobs)) and c.mean_logprob == pytest.approx(c.sum_logprob / c.num_tokens)
 
 
-def test_seeds_reproduce_samples_whatever_the_batching(tiny_model, engine: HFEngine) -> None:  # noqa: ANN001
+def test_seeds_reproduce_samples_whatever_the_batching(tiny_model, engine: HFEngine) -> None:
     sampling = Sampling(n=3, temperature=1.0, max_new_tokens=8)
     seeds = [[100 * i + j for j in range(3)] for i in range(3)]
     a = engine.generate(CHATS, sampling, seeds=seeds)
@@ -94,7 +96,7 @@ def test_stop_strings_cut_the_text(engine: HFEngine) -> None:
     assert cut.token_ids == free.token_ids[: cut.num_tokens] and cut.num_tokens < free.num_tokens
 
 
-def test_adapters_change_outputs_and_base_is_restored(tiny_model, engine: HFEngine, tmp_path: Path) -> None:  # noqa: ANN001
+def test_adapters_change_outputs_and_base_is_restored(tiny_model, engine: HFEngine, tmp_path: Path) -> None:
     adapter = make_adapter(tiny_model.path, tmp_path / "a1", seed=1)
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=8)
     base = engine.generate(CHATS, greedy)
@@ -106,7 +108,7 @@ def test_adapters_change_outputs_and_base_is_restored(tiny_model, engine: HFEngi
     assert all(max(abs(a - b) for a, b in zip(x, y)) > 1e-3 for x, y in zip(s_base, s_tuned))
 
 
-def test_decoding_with_an_adapter_folds_it_into_the_weights_and_restores_them(tiny_model, engine: HFEngine, tmp_path: Path) -> None:  # noqa: ANN001
+def test_decoding_with_an_adapter_folds_it_into_the_weights_and_restores_them(tiny_model, engine: HFEngine, tmp_path: Path) -> None:
     """Decoding runs the adapter merged (W + scale * B @ A): the sampled tokens and their log-probs equal the
     unmerged model's scoring, the base model's own weight tensors come back untouched (same objects, same
     bits), and the adapter's layers stay unmerged."""
@@ -134,7 +136,7 @@ def test_decoding_with_an_adapter_folds_it_into_the_weights_and_restores_them(ti
         assert max(abs(a - b) for a, b in zip(c.policy_logprobs, s)) < 1e-4
 
 
-def test_a_broken_adapter_is_refused(tiny_model, engine: HFEngine, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_broken_adapter_is_refused(tiny_model, engine: HFEngine, tmp_path: Path) -> None:
     adapter = make_adapter(tiny_model.path, tmp_path / "bad", seed=2, checkpoint_id=77)
     weights = adapter.path / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-3])
@@ -155,7 +157,7 @@ def test_next_token_logprobs_equal_the_last_scored_token(engine: HFEngine) -> No
         assert all(lp < 0 for lp in row) and sum(math.exp(lp) for lp in row) < 1.0
 
 
-def test_a_long_common_prefix_is_computed_once_with_the_same_results(engine: HFEngine, monkeypatch) -> None:  # noqa: ANN001
+def test_a_long_common_prefix_is_computed_once_with_the_same_results(engine: HFEngine, monkeypatch) -> None:
     """A rubric-like prefix shared by every prompt: one prefill of it, then the rows' own tokens. Greedy
     tokens and their log-probs, and next-token distributions, match the plain left-padded prefill."""
     from selfloop.models import logprobs

@@ -21,7 +21,7 @@ CHATS = [[{"role": "user", "content": f"What is {i} + 4?"}] for i in range(3)]
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_model):  # noqa: ANN001, ANN201
+def engines(tiny_model):
     """A vLLM engine (started once for the module) and an hf engine on the same tiny model."""
     from selfloop.engines.hf import HFEngine
     from selfloop.engines.vllm import VLLMEngine
@@ -31,11 +31,11 @@ def engines(tiny_model):  # noqa: ANN001, ANN201
     v.close()
 
 
-def _max_diff(completions, scores) -> float:  # noqa: ANN001
+def _max_diff(completions, scores) -> float:
     return max(abs(a - b) for c, s in zip(completions, scores) for a, b in zip(c.token_logprobs, s))
 
 
-def test_vllm_logprobs_match_hf_scoring(engines) -> None:  # noqa: ANN001
+def test_vllm_logprobs_match_hf_scoring(engines) -> None:
     v, hf = engines
     outs = v.generate(CHATS, Sampling(n=2, temperature=1.0, max_new_tokens=12), seeds=[[i, i + 50] for i in range(3)])
     flat = [c for row in outs for c in row]
@@ -45,7 +45,7 @@ def test_vllm_logprobs_match_hf_scoring(engines) -> None:  # noqa: ANN001
     assert _max_diff(flat, v.score(chats, [c.token_ids for c in flat])) < TOL
 
 
-def test_vllm_seeds_reproduce_under_reordering(engines) -> None:  # noqa: ANN001
+def test_vllm_seeds_reproduce_under_reordering(engines) -> None:
     v, _ = engines
     sampling = Sampling(n=2, temperature=1.0, max_new_tokens=8)
     seeds = [[11, 12], [13, 14], [15, 16]]
@@ -55,7 +55,7 @@ def test_vllm_seeds_reproduce_under_reordering(engines) -> None:  # noqa: ANN001
     assert [[c.seed for c in r] for r in a] == seeds
 
 
-def test_each_checkpoint_gets_a_fresh_lora_id(engines, tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
+def test_each_checkpoint_gets_a_fresh_lora_id(engines, tiny_model, tmp_path: Path) -> None:
     """A new checkpoint written where an old one was must not be served from vLLM's adapter cache."""
     v, hf = engines
     greedy = Sampling(n=1, temperature=1.0, max_new_tokens=10)
@@ -73,7 +73,7 @@ def test_each_checkpoint_gets_a_fresh_lora_id(engines, tiny_model, tmp_path: Pat
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_vllm_rollout_rows_land_in_the_database(engines, backend: str, request: pytest.FixtureRequest, config_factory) -> None:  # noqa: ANN001
+def test_vllm_rollout_rows_land_in_the_database(engines, backend: str, request: pytest.FixtureRequest, config_factory) -> None:
     from sqlalchemy import func, select
 
     from selfloop.db.engine import open_database

@@ -28,7 +28,7 @@ SEEDS = [[10 * i + j for j in range(2)] for i in range(6)]
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_model, tmp_path_factory):  # noqa: ANN001, ANN201
+def servers(tiny_model, tmp_path_factory):
     logs = tmp_path_factory.mktemp("vllm-logs")
     fleet = [Server(tiny_model.path, logs / f"server{i}.log") for i in range(2)]
     try:
@@ -42,7 +42,7 @@ def servers(tiny_model, tmp_path_factory):  # noqa: ANN001, ANN201
             server.stop()
 
 
-def _engine(tiny_model, servers, **kwargs):  # noqa: ANN001, ANN003, ANN202
+def _engine(tiny_model, servers, **kwargs):
     from selfloop.engines.vllm_server import VLLMServerEngine
 
     return VLLMServerEngine(tiny_model.path, [s.url for s in servers], **kwargs)
@@ -54,11 +54,11 @@ def _completions_served(server: Server) -> float:
     return sum(float(m) for m in re.findall(r'^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
 
 
-def _max_diff(completions, scores) -> float:  # noqa: ANN001
+def _max_diff(completions, scores) -> float:
     return max(abs(a - b) for c, s in zip(completions, scores) for a, b in zip(c.token_logprobs, s))
 
 
-def test_samples_carry_the_adapters_logprobs_and_spread_over_servers(servers, tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
+def test_samples_carry_the_adapters_logprobs_and_spread_over_servers(servers, tiny_model, tmp_path: Path) -> None:
     from selfloop.engines.hf import HFEngine
 
     engine, hf = _engine(tiny_model, servers), HFEngine(tiny_model.path)
@@ -78,7 +78,7 @@ def test_samples_carry_the_adapters_logprobs_and_spread_over_servers(servers, ti
     assert _max_diff(flat, hf.score(chats, [c.token_ids for c in flat])) > 0.05  # not the base model's
 
 
-def test_fresh_adapter_names_bounded_on_every_server(servers, tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
+def test_fresh_adapter_names_bounded_on_every_server(servers, tiny_model, tmp_path: Path) -> None:
     from selfloop.engines.hf import HFEngine
     from selfloop.engines.vllm_server import server_holdings
 
@@ -96,7 +96,7 @@ def test_fresh_adapter_names_bounded_on_every_server(servers, tiny_model, tmp_pa
                 assert f"selfloop-bounded-c{k + 1}-" in holds
         names = engine.loaded_adapters()
     finally:
-        engine._client.close()  # noqa: SLF001 - leave the adapters loaded, as a killed process would
+        engine._client.close()
     assert len(names) == 2 and len(set(names)) == 2
     again = _engine(tiny_model, servers, loop="bounded")  # a new process of the same loop unloads the leftovers
     try:
@@ -105,7 +105,7 @@ def test_fresh_adapter_names_bounded_on_every_server(servers, tiny_model, tmp_pa
         again.close()
 
 
-def test_an_adapter_a_server_cannot_load_is_a_one_line_error(servers, tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
+def test_an_adapter_a_server_cannot_load_is_a_one_line_error(servers, tiny_model, tmp_path: Path) -> None:
     from selfloop.engines.vllm_server import ServerError
 
     too_big = make_adapter(tiny_model.path, tmp_path / "rank16", rank=16)  # the servers allow rank 8
@@ -120,7 +120,7 @@ def test_an_adapter_a_server_cannot_load_is_a_one_line_error(servers, tiny_model
     assert "shared filesystem" in message
 
 
-def test_a_server_without_the_model_or_unreachable_is_refused(servers, tiny_model) -> None:  # noqa: ANN001
+def test_a_server_without_the_model_or_unreachable_is_refused(servers, tiny_model) -> None:
     from selfloop.engines.vllm_server import ServerError, VLLMServerEngine
 
     with pytest.raises(ServerError, match="does not serve 'another-model'"):
@@ -129,7 +129,7 @@ def test_a_server_without_the_model_or_unreachable_is_refused(servers, tiny_mode
         VLLMServerEngine(tiny_model.path, ["http://127.0.0.1:9"])
 
 
-def _loop_yaml(tmp_path: Path, db_url: str, urls: list[str], name: str, **extra) -> Path:  # noqa: ANN003
+def _loop_yaml(tmp_path: Path, db_url: str, urls: list[str], name: str, **extra) -> Path:
     return tiny_yaml(tmp_path, db_url, name=f"{name}.yaml", engine={"kind": "vllm-server", "servers": urls, **extra.pop("engine", {})},
                      generation__temperature=1.0, train__learning_rate=0.05, **extra)
 
@@ -138,7 +138,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return selfloop_cli(*args, env=env, timeout=900, cwd=REPO)
 
 
-def test_two_iterations_the_second_sampled_from_the_first_checkpoint(servers, tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
+def test_two_iterations_the_second_sampled_from_the_first_checkpoint(servers, tiny_model, tmp_path: Path) -> None:
     from selfloop.config import load_config
     from selfloop.db.engine import open_database
     from selfloop.db.models import Checkpoint, Iteration, Prompt, Sample
@@ -175,7 +175,7 @@ DATA_TABLES = ("iterations", "prompts", "samples", "judgments", "votes", "exampl
                "evals", "eval_items", "metrics")
 
 
-def test_a_server_killed_mid_rollout_fails_cleanly_and_resume_completes_the_rows(servers, tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_server_killed_mid_rollout_fails_cleanly_and_resume_completes_the_rows(servers, tiny_model, tmp_path: Path) -> None:
     overrides = {"loop__max_iterations": 1, "generation__prompts_per_iteration": 8, "engine": {"max_in_flight": 1, "retries": 1}}
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
     clean = _cli("run", "--config", str(_loop_yaml(tmp_path, clean_url, [servers[0].url], "clean", **overrides)))
@@ -218,7 +218,7 @@ def test_a_server_killed_mid_rollout_fails_cleanly_and_resume_completes_the_rows
     assert {t: a[t] for t in DATA_TABLES if t in a} == {t: b[t] for t in DATA_TABLES if t in b}
 
 
-def test_requests_to_a_dead_server_go_to_the_live_one(servers, tiny_model) -> None:  # noqa: ANN001
+def test_requests_to_a_dead_server_go_to_the_live_one(servers, tiny_model) -> None:
     """A server that stops answering mid-call: its requests are retried on the others and the call completes
     (here the dead one never answered; the kill test covers a fleet of one, where the call must fail)."""
     from selfloop.engines.vllm_server import VLLMServerEngine
@@ -236,7 +236,7 @@ def test_requests_to_a_dead_server_go_to_the_live_one(servers, tiny_model) -> No
     assert engine.servers[1].failures >= 1 and not engine.servers[1].healthy
 
 
-def test_an_adapter_a_restarted_server_forgot_is_loaded_again(servers, tiny_model, tmp_path: Path) -> None:  # noqa: ANN001
+def test_an_adapter_a_restarted_server_forgot_is_loaded_again(servers, tiny_model, tmp_path: Path) -> None:
     from selfloop.engines.hf import HFEngine
 
     engine, hf = _engine(tiny_model, servers[:1], loop="forgot"), HFEngine(tiny_model.path)

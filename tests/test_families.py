@@ -95,7 +95,7 @@ def test_grading_values_and_constraints() -> None:
             instructions.grade(odd, odd)
 
 
-def test_grading_is_the_familys_rule_whatever_the_loop_votes_with(tmp_path, config_factory) -> None:  # noqa: ANN001
+def test_grading_is_the_familys_rule_whatever_the_loop_votes_with(tmp_path, config_factory) -> None:
     """A loop voting with stated_number grades its samples with the family's chain (last_number): the vote may
     change, the grading may not, so a lab's arms are graded alike."""
     from sqlalchemy import select
@@ -103,7 +103,7 @@ def test_grading_is_the_familys_rule_whatever_the_loop_votes_with(tmp_path, conf
     from selfloop.db.engine import open_database
     from selfloop.db.models import Sample
     from selfloop.families.spec import FamilySpec
-    from selfloop.judging.answers import extract_answer
+    from selfloop.families.answers import extract_answer
     from tests.conftest import store_samples
 
     mentioned = "To add 24 and 28, you simply add them together."

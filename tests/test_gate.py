@@ -46,7 +46,7 @@ def test_wilson_and_paired_difference_by_hand() -> None:
     assert wilson(0, 0) == (0.0, 1.0)
 
 
-def _iteration_with_evals(db, loop_id: int, number: int, candidate: list[bool], baseline: list[bool]) -> int:  # noqa: ANN001
+def _iteration_with_evals(db, loop_id: int, number: int, candidate: list[bool], baseline: list[bool]) -> int:
     with db.session() as s:
         ckpt = Checkpoint(path=f"/nonexistent/{loop_id}/{number}", sha256="0" * 64, base_model="tiny", size_bytes=1)
         s.add(ckpt)
@@ -64,13 +64,13 @@ def _iteration_with_evals(db, loop_id: int, number: int, candidate: list[bool], 
         return it.id
 
 
-def _promote(db, config, loop_id: int, iteration_id: int, number: int) -> None:  # noqa: ANN001
+def _promote(db, config, loop_id: int, iteration_id: int, number: int) -> None:
     with db.session() as s:
         run_id = s.scalar(select(PhaseRun.id).where(PhaseRun.iteration_id == iteration_id))
     promote(PhaseContext(db, config, Runtime(config), loop_id, iteration_id, number, "promote", run_id, None))
 
 
-def test_gate_refuses_worse_beyond_tolerance_and_promotes_otherwise(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_gate_refuses_worse_beyond_tolerance_and_promotes_otherwise(sqlite_url: str, config_factory) -> None:
     config = config_factory(sqlite_url, eval={"tolerance": 0.05, "max_rejections": 2,
                                               "suites": [{"name": "arithmetic", "kind": "arithmetic", "size": 10}]})
     db = open_database(sqlite_url, init=True)
@@ -92,7 +92,7 @@ def test_gate_refuses_worse_beyond_tolerance_and_promotes_otherwise(sqlite_url: 
 
 
 @pytest.mark.integration
-def test_the_loop_pauses_after_m_rejections_in_a_row(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_the_loop_pauses_after_m_rejections_in_a_row(sqlite_url: str, config_factory) -> None:
     from selfloop.loop import run_iteration
 
     config = config_factory(sqlite_url, eval={"tolerance": 0.0, "max_rejections": 2,
@@ -112,7 +112,7 @@ def test_the_loop_pauses_after_m_rejections_in_a_row(sqlite_url: str, config_fac
     db.dispose()
 
 
-def test_drift_monitors_store_metrics_and_warn(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_drift_monitors_store_metrics_and_warn(sqlite_url: str, config_factory) -> None:
     from tests.conftest import store_samples
 
     config = config_factory(sqlite_url, eval={"drift": {"max_length_growth": 1.5, "judge_inflation": 0.5,
@@ -148,7 +148,7 @@ def test_drift_monitors_store_metrics_and_warn(sqlite_url: str, config_factory) 
     db.dispose()
 
 
-def test_overlapping_eval_suite_is_refused(tmp_path: Path, sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_overlapping_eval_suite_is_refused(tmp_path: Path, sqlite_url: str, config_factory) -> None:
     from selfloop.phases.evaluate import check_disjoint
     from selfloop.evals.suites import Item
 
@@ -195,7 +195,7 @@ def test_distinct_2_by_hand() -> None:
     assert distinct_2(["the cat sat", "a dog ran"]) == 1.0
 
 
-def test_collapse_monitors_by_hand(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_collapse_monitors_by_hand(sqlite_url: str, config_factory) -> None:
     """answer entropy per prompt, duplicate share, and the k1 estimate of KL(current || start) per token."""
     import math
 
@@ -220,7 +220,7 @@ def test_collapse_monitors_by_hand(sqlite_url: str, config_factory) -> None:  # 
 
 
 @pytest.mark.integration
-def test_a_gate_without_labels_decides_on_self_consistency(tmp_path) -> None:  # noqa: ANN001
+def test_a_gate_without_labels_decides_on_self_consistency(tmp_path) -> None:
     """For users with no labelled suite: held-out prompts without answers (labelled: false), answered greedily and k
     times; the gate compares each policy's self-consistency (its greedy answer agrees with the majority of its k
     samples), paired over the same prompts."""

@@ -11,7 +11,7 @@ from selfloop.config import validate_config
 from selfloop.guard import decide
 
 
-def _cfg(**guard):  # noqa: ANN003, ANN202
+def _cfg(**guard):
     return validate_config({"loop": {"name": "g"}, "guard": {"enabled": True, **guard}}).guard
 
 

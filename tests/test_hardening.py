@@ -72,7 +72,7 @@ def _jsonl(tmp_path: Path, body: bytes, name: str = "tasks.jsonl") -> Path:
     (b'{"prompt": "' + b"x" * 10_000_000 + b'"}\n', "{path}:1: 'prompt' is 10000000 characters, above the limit"),
     (b"\n\n", "{path}: no tasks"),
 ])
-def test_bad_task_files_are_found_before_anything_is_written(tmp_path: Path, run_cli, body: bytes | None,  # noqa: ANN001
+def test_bad_task_files_are_found_before_anything_is_written(tmp_path: Path, run_cli, body: bytes | None,
                                                             message: str) -> None:
     """In-process (the CLI's own main): these fail long before a model is loaded."""
     path = tmp_path / "tasks.jsonl" if body is None else _jsonl(tmp_path, body)
@@ -86,7 +86,7 @@ def test_bad_task_files_are_found_before_anything_is_written(tmp_path: Path, run
     assert not (tmp_path / "state" / "selfloop.db").exists(), "nothing may be written for a bad input"
 
 
-def test_bad_eval_file_is_named_with_its_suite(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_bad_eval_file_is_named_with_its_suite(tmp_path: Path, run_cli) -> None:
     path = _jsonl(tmp_path, b'{"prompt": "2+2?", "answer": "4"}\n{"prompt": "no answer"}\n', "eval.jsonl")
     config = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'x.db'}",
                        eval={"suites": [{"name": "mine", "kind": "jsonl", "path": str(path)}], "main_metric": "mine/greedy_accuracy"})
@@ -105,7 +105,7 @@ def test_bad_eval_file_is_named_with_its_suite(tmp_path: Path, run_cli) -> None:
     (["run", "--config", "{config}", "--db", "sqlite:////proc/selfloop/x.db"], "cannot"),
     (["run", "--config", "{config}", "--set", "loop.seed=18446744073709551616"], "loop.seed: 18446744073709551616"),
 ])
-def test_bad_input_is_one_line(tmp_path: Path, run_cli, args: list[str], message: str) -> None:  # noqa: ANN001
+def test_bad_input_is_one_line(tmp_path: Path, run_cli, args: list[str], message: str) -> None:
     config = tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'state.db'}")
     code, _, err = run_cli(*[a.format(config=config) for a in args])
     assert code != 0
@@ -163,7 +163,7 @@ def test_a_refused_process_leaves_the_holders_unfinished_checkpoint_alone(tmp_pa
 
 
 @pytest.mark.integration
-def test_identical_trainings_give_identical_manifests(tmp_path: Path, tiny_model) -> None:  # noqa: ANN001
+def test_identical_trainings_give_identical_manifests(tmp_path: Path, tiny_model) -> None:
     """peft keeps target_modules in a set: with different hash seeds its order used to differ."""
     script = (
         "import sys, torch\n"

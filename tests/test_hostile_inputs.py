@@ -14,11 +14,11 @@ ALIAS_BOMB = "bomb:\n  a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"  {chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9))
 
 
-def _append(text: str):  # noqa: ANN202
+def _append(text: str):
     return lambda path, tmp: path.write_text(path.read_text() + text)
 
 
-def _replace(old: str, new: str):  # noqa: ANN202
+def _replace(old: str, new: str):
     def edit(path: Path, _tmp: Path) -> None:
         body = path.read_text()
         assert old in body, old
@@ -26,7 +26,7 @@ def _replace(old: str, new: str):  # noqa: ANN202
     return edit
 
 
-def _tasks(line: str):  # noqa: ANN202
+def _tasks(line: str):
     """Point the task pool at a JSONL file whose second line is `line`."""
     def edit(path: Path, tmp: Path) -> None:
         import yaml
@@ -39,7 +39,7 @@ def _tasks(line: str):  # noqa: ANN202
     return edit
 
 
-def _set(key: str, value: str):  # noqa: ANN202
+def _set(key: str, value: str):
     """Set `key` (a.b) to raw YAML `value`, appended as a section of its own after removing the old one."""
     def edit(path: Path, _tmp: Path) -> None:
         import yaml
@@ -78,7 +78,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("edit", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_hostile_config_is_one_line_before_anything_is_written(tmp_path: Path, run_cli, edit, message: str) -> None:  # noqa: ANN001
+def test_hostile_config_is_one_line_before_anything_is_written(tmp_path: Path, run_cli, edit, message: str) -> None:
     db = tmp_path / "out" / "selfloop.db"
     config = tiny_yaml(tmp_path, f"sqlite:///{db}")
     edit(config, tmp_path)
@@ -90,7 +90,7 @@ def test_hostile_config_is_one_line_before_anything_is_written(tmp_path: Path, r
         assert not db.exists(), "nothing may be written for a bad input"
 
 
-def test_a_gpu_config_on_a_cpu_machine_is_refused_before_anything_is_written(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_a_gpu_config_on_a_cpu_machine_is_refused_before_anything_is_written(tmp_path: Path, run_cli) -> None:
     """The user trial: configs/gpu-dpo.yaml with the packaged model on a CPU machine printed "unexpected error:
     ValidationError: 1 validation error for ModelConfig" from inside vLLM, after the loop was written."""
     import torch
@@ -111,7 +111,7 @@ def test_a_gpu_config_on_a_cpu_machine_is_refused_before_anything_is_written(tmp
 def test_vllms_own_errors_are_said_in_one_line_with_the_fix() -> None:
     from pydantic import BaseModel, field_validator
 
-    from selfloop.engines import _reason
+    from selfloop.runtime import _reason
 
     class ModelConfig(BaseModel):  # what vLLM raises: its config's ValidationError, the reason in its first error
         sleep: bool

@@ -41,7 +41,7 @@ class _Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 outer.requests += 1
                 data = outer.body.encode()
@@ -70,7 +70,7 @@ def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vllm_server, "RETRY_BACKOFF_S", 0.0)  # the waits between tries are not what is tested
 
 
-def _engine(tiny_model, servers) -> VLLMServerEngine:  # noqa: ANN001
+def _engine(tiny_model, servers) -> VLLMServerEngine:
     return VLLMServerEngine(tiny_model.path, [s.url for s in servers], served_model="m", retries=1, check=False)
 
 
@@ -79,7 +79,7 @@ SAMPLING = Sampling(n=1, temperature=1.0, max_new_tokens=4)
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_a_bad_reply_fails_over_to_a_good_server(tiny_model, case: str) -> None:  # noqa: ANN001
+def test_a_bad_reply_fails_over_to_a_good_server(tiny_model, case: str) -> None:
     bad, good = _Server(BAD[case][0]), _Server(json.dumps({"choices": [GOOD]}))
     engine = _engine(tiny_model, [bad, good])
     try:
@@ -93,7 +93,7 @@ def test_a_bad_reply_fails_over_to_a_good_server(tiny_model, case: str) -> None:
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_when_every_server_replies_badly_the_call_fails_in_one_line(tiny_model, case: str) -> None:  # noqa: ANN001
+def test_when_every_server_replies_badly_the_call_fails_in_one_line(tiny_model, case: str) -> None:
     body, problem = BAD[case]
     bad = _Server(body)
     engine = _engine(tiny_model, [bad])
@@ -107,7 +107,7 @@ def test_when_every_server_replies_badly_the_call_fails_in_one_line(tiny_model, 
     assert bad.url in message and problem in message and "\n" not in message, message
 
 
-def test_the_reason_a_lone_server_left_the_rotation_is_kept(tiny_model) -> None:  # noqa: ANN001
+def test_the_reason_a_lone_server_left_the_rotation_is_kept(tiny_model) -> None:
     """Many requests at once to the only server, which replies badly: a request that finds no server left said
     "no vLLM server is reachable", losing why; the error names the bad reply."""
     body, problem = BAD["log-prob of -1e308"]

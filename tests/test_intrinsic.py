@@ -42,7 +42,7 @@ def test_the_scores_by_hand() -> None:
     assert intrinsic.per_prompt_unit([1.0, 1.0]) == [0.5, 0.5]
 
 
-def test_recorded_statistics_equal_teacher_forced_ones(tiny_model) -> None:  # noqa: ANN001
+def test_recorded_statistics_equal_teacher_forced_ones(tiny_model) -> None:
     """What the hf engine records from the logits it sampled with is what a forward pass over the finished sample
     computes: the signal needs no second model call, and the vLLM engines' fallback gives the same numbers."""
     from selfloop.engines.base import Sampling

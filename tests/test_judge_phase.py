@@ -15,7 +15,7 @@ from selfloop.runtime import Runtime
 from tests.conftest import store_samples
 
 
-def _context(db, config, iteration_id: int, runtime=None) -> PhaseContext:  # noqa: ANN001
+def _context(db, config, iteration_id: int, runtime=None) -> PhaseContext:
     from selfloop.db.models import PhaseRun
 
     with db.session() as s:
@@ -28,7 +28,7 @@ def _context(db, config, iteration_id: int, runtime=None) -> PhaseContext:  # no
     return PhaseContext(db, config, runtime or Runtime(config), 1, iteration_id, 1, "judge", run_id, None)
 
 
-def test_vote_and_calibration_by_hand(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_vote_and_calibration_by_hand(sqlite_url: str, config_factory) -> None:
     config = config_factory(sqlite_url, judge={"signals": ["vote", "confidence"]})
     db = open_database(sqlite_url, init=True)
     it = store_samples(db, config, [
@@ -62,7 +62,7 @@ def test_vote_and_calibration_by_hand(sqlite_url: str, config_factory) -> None: 
     db.dispose()
 
 
-def test_llm_pick_accuracy_by_hand(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_llm_pick_accuracy_by_hand(sqlite_url: str, config_factory) -> None:
     config = config_factory(sqlite_url, judge={"signals": ["vote"]})
     db = open_database(sqlite_url, init=True)
     it = store_samples(db, config, [
@@ -86,7 +86,7 @@ def test_llm_pick_accuracy_by_hand(sqlite_url: str, config_factory) -> None:  # 
 
 
 @pytest.mark.integration
-def test_tiny_model_judges_every_sample_and_signals_compose(db_url: str, config_factory) -> None:  # noqa: ANN001
+def test_tiny_model_judges_every_sample_and_signals_compose(db_url: str, config_factory) -> None:
     """Signals can be added later to the same stored samples: nothing is regenerated or duplicated."""
     from selfloop.loop import open_loop, run_iteration
 
@@ -115,7 +115,7 @@ def test_tiny_model_judges_every_sample_and_signals_compose(db_url: str, config_
 
 
 @pytest.mark.integration
-def test_distribution_scoring_gives_every_judgment_its_expected_points(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_distribution_scoring_gives_every_judgment_its_expected_points(sqlite_url: str, config_factory) -> None:
     """G-Eval scoring on the tiny model: each stored score is the expectation of its stored distribution,
     and that distribution is the judge's own (re-scored here token by token)."""
     import math
@@ -161,7 +161,7 @@ def test_distribution_scoring_gives_every_judgment_its_expected_points(sqlite_ur
     db.dispose()
 
 
-def test_judge_calibration_on_instruction_following_by_hand(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_judge_calibration_on_instruction_following_by_hand(sqlite_url: str, config_factory) -> None:
     """No vote signal: correctness comes from the verifiers. Prompt A (lowercase): samples right, wrong,
     right scored 4, 4.5, 2; prompt B (at most 3 words): right, wrong scored 3, 1.
     Within prompts: A (4 vs 4.5) 0, (2 vs 4.5) 0; B (3 vs 1) 1 -> 1/3.
@@ -190,7 +190,7 @@ def test_judge_calibration_on_instruction_following_by_hand(sqlite_url: str, con
     db.dispose()
 
 
-def test_eft_keeps_judgments_that_agree_with_the_checked_truth(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_eft_keeps_judgments_that_agree_with_the_checked_truth(sqlite_url: str, config_factory) -> None:
     """Samples: right (lowercase), wrong, right, right, wrong. Scores 4.4 -> 4 agrees, 3.0 -> 3 disagrees
     (wrong sample above 2.5), 1.6 -> 2 disagrees (right sample at or below 2.5), 2.6 -> 3 agrees,
     0.2 -> 0 agrees. max_examples 2: one right, one wrong, in sample order."""
@@ -223,7 +223,7 @@ def test_eft_keeps_judgments_that_agree_with_the_checked_truth(sqlite_url: str, 
 
 
 @pytest.mark.integration
-def test_a_self_rewarding_loop_with_eft_trains_judge_examples(sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_a_self_rewarding_loop_with_eft_trains_judge_examples(sqlite_url: str, config_factory) -> None:
     from selfloop.db.models import Example, TrainStep
     from selfloop.loop import open_loop, run_iteration
 
@@ -249,7 +249,7 @@ def test_a_self_rewarding_loop_with_eft_trains_judge_examples(sqlite_url: str, c
     db.dispose()
 
 
-def test_the_not_yet_judged_query_is_a_not_exists_on_the_index(db_url: str, config_factory) -> None:  # noqa: ANN001
+def test_the_not_yet_judged_query_is_a_not_exists_on_the_index(db_url: str, config_factory) -> None:
     """It was `sample_id NOT IN (every judgment of the kind)`, whose cost grows with the whole store."""
     from sqlalchemy.dialects import postgresql, sqlite
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from selfloop.judging import extract_answer, majority_vote, parse_score, vote
-from selfloop.judging.answers import DEFAULT_CHAIN
+from selfloop.families.answers import DEFAULT_CHAIN
 
 SCORES = [
     ("Score: 4", 4.0),
@@ -216,7 +216,7 @@ STATED = ("boxed", "answer_is", "hash", "stated_number")
     ("3.5 is half of 7", None, "7"),
 ])
 def test_stated_number_reads_only_numbers_stated_as_results(text: str, stated: str | None, last: str) -> None:
-    from selfloop.judging.answers import DEFAULT_CHAIN, answer_span, extract_answer, normalise
+    from selfloop.families.answers import DEFAULT_CHAIN, answer_span, extract_answer, normalise
 
     assert extract_answer(text, STATED) == stated
     assert extract_answer(text, DEFAULT_CHAIN) == last
@@ -235,5 +235,5 @@ def test_stated_number_reads_only_numbers_stated_as_results(text: str, stated: s
     ("The sum is 52 and that is all.", ("stated_number",), "52"),
     ("The answer is 12 apples.", DEFAULT_CHAIN, "12"),
 ])
-def test_an_expression_and_an_operand_are_no_answer(text: str, chain, expected) -> None:  # noqa: ANN001
+def test_an_expression_and_an_operand_are_no_answer(text: str, chain, expected) -> None:
     assert extract_answer(text, chain) == expected

@@ -20,7 +20,7 @@ from selfloop.lab.spec import read_lab
 from tests.conftest import selfloop_cli, tiny_yaml
 
 
-def _lab(tmp_path: Path, **fields) -> Path:  # noqa: ANN003
+def _lab(tmp_path: Path, **fields) -> Path:
     data = {"name": "t", "config": "base.yaml", "seeds": [0], "arms": {"control": {}, "ttrl": {}}, **fields}
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -285,7 +285,8 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
         if c["reported"] and c["arm"] != "control":
             assert f'data-arm="{c["arm"]}" data-suite="{c["suite"]}"' in page.text
             assert f'{100 * c["mean_gain"]:+.1f}' in page.text
-    assert page.text.count("<tr data-met=") == 5 and "<td>the demo is the best label-free arm (no arm beats it beyond the noise)</td><td><b" in page.text
+    assert page.text.count("<tr data-met=") == 5
+    assert "<td>the demo is the best label-free arm (no arm beats it beyond the noise)</td><td><b" in page.text
     assert 'id="lab-cost">Cost: 3 finished pieces' in page.text
     assert [g["met"] for g in result["goals"]][1] is None  # one seed: the oracle's claim needs three
     assert client.get("/labs/nope").status_code == 404

@@ -19,7 +19,7 @@ from selfloop.lock import ADVISORY_CLASS, LoopLock, lock_offset
 from tests.conftest import selfloop_cli, selfloop_process, table_counts, tiny_yaml
 
 
-def _event(db, message: str) -> None:  # noqa: ANN001
+def _event(db, message: str) -> None:
     with db.session() as s:
         s.add(Event(level="info", kind="test", message=message))
 
@@ -114,7 +114,7 @@ def test_a_writer_whose_lock_connection_was_killed_is_fenced(postgres_url: str, 
     other.dispose()
 
 
-def _wait_for(predicate, timeout: float = 120) -> None:  # noqa: ANN001
+def _wait_for(predicate, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"

@@ -131,14 +131,14 @@ def test_rrhf_gradient_pushes_the_better_candidate_up() -> None:
 def test_rso_loss_is_dpos_normalised_hinge_with_gamma() -> None:
     from selfloop.algorithms import rso
     from selfloop.algorithms.rso_config import RSOConfig
-    from selfloop.training.items import TrainItem
+    from selfloop.algorithms.items import TrainItem
 
     # D = (-1 - -2) - (-3 - -2) = 2; hinge-norm max(0, 1 - 0.05 * 2) = 0.9; sigmoid-norm -log sigma(0.1) = 0.64440
     item = TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2], rejected=[3], ref_logp=-2.0,
                      ref_rejected_logp=-2.0)
     logps = {2: -1.0, 3: -3.0}
 
-    def policy(prompts, completions):  # noqa: ANN001, ANN202
+    def policy(prompts, completions):
         return [torch.tensor([logps[c[0]]]) for c in completions]
 
     assert rso.batch_loss([item], policy, RSOConfig())[0].item() == pytest.approx(0.9)
@@ -149,12 +149,12 @@ def test_rso_loss_is_dpos_normalised_hinge_with_gamma() -> None:
 def test_raft_loss_is_the_token_mean_nll() -> None:
     from selfloop.algorithms import raft
     from selfloop.algorithms.raft_config import RAFTConfig
-    from selfloop.training.items import TrainItem
+    from selfloop.algorithms.items import TrainItem
 
     items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3]),
              TrainItem(example_id=2, prompt_id=1, prompt=[1], completion=[4])]
 
-    def policy(prompts, completions):  # noqa: ANN001, ANN202
+    def policy(prompts, completions):
         return [torch.tensor([-1.0, -3.0]), torch.tensor([-0.5])]
 
     assert raft.batch_loss(items, policy, RAFTConfig())[0].item() == pytest.approx((2.0 + 0.5) / 2)  # (4/2 + 0.5/1) / 2
@@ -163,7 +163,7 @@ def test_raft_loss_is_the_token_mean_nll() -> None:
 def test_rtuning_target_entropy_and_loss_by_hand() -> None:
     from selfloop.algorithms import rtuning
     from selfloop.algorithms.rtuning_config import RTuningConfig
-    from selfloop.training.items import TrainItem
+    from selfloop.algorithms.items import TrainItem
 
     from selfloop.judging.vote import answer_entropy
 
@@ -179,7 +179,7 @@ def test_rtuning_target_entropy_and_loss_by_hand() -> None:
     items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3], reward=1.0),
              TrainItem(example_id=2, prompt_id=2, prompt=[1], completion=[4], reward=0.0)]
 
-    def policy(prompts, completions):  # noqa: ANN001, ANN202
+    def policy(prompts, completions):
         return [torch.tensor([-1.0, -3.0]), torch.tensor([-0.5])]
 
     loss, metrics = rtuning.batch_loss(items, policy, cfg)
@@ -201,7 +201,7 @@ def test_rtuning_confidence_and_average_precision_by_hand() -> None:
     assert rtuning.average_precision([0.9, 0.1], [True, False]) == 1.0
 
 
-def test_rtuning_held_out_reads_sure_and_unsure_after_the_response(tiny_model) -> None:  # noqa: ANN001
+def test_rtuning_held_out_reads_sure_and_unsure_after_the_response(tiny_model) -> None:
     """On the tiny model through the HF engine: the confidence equals one computed by hand from the model's
     log-probabilities after '{response}. {question} I am' of the first tokens of ' sure' and ' unsure' (the paper's
     reading), or of the whole words where their first tokens are the same."""
@@ -273,14 +273,14 @@ def test_cut_justification_and_positive_draw() -> None:
     assert cut.keep_positives([1, 2], 8, 0.25, random.Random(0)) == [1, 2]
 
 
-def test_cut_flags_the_tokens_a_judgment_makes_likelier_on_the_tiny_model(tiny_model) -> None:  # noqa: ANN001
+def test_cut_flags_the_tokens_a_judgment_makes_likelier_on_the_tiny_model(tiny_model) -> None:
     """batch_loss on the tiny model with a fixed judgment: its flagged share is the share of the response's tokens
     whose probability after the judged prompt exceeds 1.1 times that after the plain prompt, computed here apart."""
     from selfloop.algorithms import cut
     from selfloop.algorithms.cut_config import CUTConfig
     from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
     from selfloop.models.loading import load_causal_lm, load_tokenizer
-    from selfloop.training.items import TrainItem, fit
+    from selfloop.algorithms.items import TrainItem, fit
     from selfloop.training.loop import policy_logps
 
     tok = load_tokenizer(tiny_model.path)
@@ -323,14 +323,14 @@ def test_coin_info_nce_and_scaling_by_hand() -> None:
 def test_coin_batch_loss_adds_both_cross_entropies_and_the_scaled_contrast() -> None:
     from selfloop.algorithms import coin
     from selfloop.algorithms.coin_config import CoINConfig
-    from selfloop.training.items import TrainItem
+    from selfloop.algorithms.items import TrainItem
 
     items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3], context=[9]),
              TrainItem(example_id=2, prompt_id=2, prompt=[4], completion=[5], context=[8]),
              TrainItem(example_id=3, prompt_id=3, prompt=[6], completion=[7])]  # no paraphrase: CE only
     states = {1: [1.0, 0.0], 4: [1.0, 1.0], 6: [0.0, 1.0], 9: [1.0, 0.0], 8: [0.0, 1.0]}
 
-    def policy(prompts, completions):  # noqa: ANN001, ANN202
+    def policy(prompts, completions):
         return [torch.full((len(c),), -1.0 if p[0] < 8 else -2.0) for p, c in zip(prompts, completions)]
 
     policy.with_hidden = lambda p, c: (policy(p, c), torch.tensor([states[x[0]] for x in p]))
@@ -364,7 +364,7 @@ def test_coin_paraphrases_are_other_training_wordings_never_held_out_ones() -> N
     assert coin.paraphrases([(0, "nonesuch", key, text), (1, "arithmetic", "arith:9:x", "?"), (2, None, None, "x")], [1]) == {}
 
 
-def test_coin_states_are_the_last_tokens_of_the_packed_rows(tiny_model) -> None:  # noqa: ANN001
+def test_coin_states_are_the_last_tokens_of_the_packed_rows(tiny_model) -> None:
     """`policy.with_hidden` on the tiny model: the packed forward's last-token states equal a plain forward's."""
     from selfloop.models.loading import load_causal_lm
     from selfloop.training.loop import policy_logps
@@ -390,11 +390,11 @@ def test_dpo_logs_trls_figures_by_hand() -> None:
         margins          = mean(0.25 - (-0.5), -0.25 - 1) = mean(0.75, -1.25)    = -0.25
         accuracies       = 1/2;  logps/chosen = -2.5;  logps/rejected = -2.5"""
     from selfloop.algorithms.dpo_config import DPOConfig
-    from selfloop.training.items import TrainItem
+    from selfloop.algorithms.items import TrainItem
 
     sums = {(1,): [-2.0], (2,): [-3.0], (3,): [-4.0], (4,): [-1.0]}  # completion -> its token log-probs
 
-    def policy(prompts, completions):  # noqa: ANN001, ANN202
+    def policy(prompts, completions):
         return [torch.tensor(sums[tuple(c)], requires_grad=True) for c in completions]
 
     items = [TrainItem(0, 0, [9], [1], rejected=[3], ref_logp=-2.5, ref_rejected_logp=-3.0),

@@ -39,7 +39,7 @@ def _rows_of(url: str, loop: str) -> dict:
     return out
 
 
-def _start(config: Path, *extra: str, env: dict | None = None):  # noqa: ANN202
+def _start(config: Path, *extra: str, env: dict | None = None):
     return selfloop_process(*extra, "--config", str(config), env=env)
 
 
@@ -66,7 +66,7 @@ def test_two_loops_at_once_write_what_each_writes_alone(alone: tuple[dict[str, P
     configs, rows = alone
     shared = f"sqlite:///{tmp_path / 'selfloop.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
     procs = {loop: _start(configs[loop], "run", "--db", shared) for loop in configs}
-    for loop, proc in procs.items():
+    for proc in procs.values():
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
         assert "database is locked" not in err
@@ -88,7 +88,7 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def _wait_for(predicate, timeout: float = 180) -> None:  # noqa: ANN001
+def _wait_for(predicate, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"

@@ -13,7 +13,7 @@ from selfloop.models import packaged
 from selfloop.models.resolve import resolve_model
 
 
-def test_tiny_model_is_small_and_real(tiny_model) -> None:  # noqa: ANN001
+def test_tiny_model_is_small_and_real(tiny_model) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model.path, use_safetensors=True)
@@ -27,13 +27,13 @@ def test_tiny_model_is_small_and_real(tiny_model) -> None:  # noqa: ANN001
     assert not any(Path(tiny_model.path).glob("*.bin"))
 
 
-def test_tiny_model_build_is_deterministic(tmp_path: Path, tiny_model) -> None:  # noqa: ANN001
+def test_tiny_model_build_is_deterministic(tmp_path: Path, tiny_model) -> None:
     again = resolve_model("tiny", tmp_path)
     assert again.path != tiny_model.path and again.sha256 == tiny_model.sha256
 
 
 def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def missing(name: str):  # noqa: ANN202
+    def missing(name: str):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)

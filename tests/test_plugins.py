@@ -78,6 +78,36 @@ def test_a_broken_plugin_breaks_only_what_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_a_curate_filter_from_outside_the_package_decides_what_is_trained(tmp_path: Path) -> None:
+    """Filters are declared as algorithms are: a spec beside its options, an entry point; the config names none of
+    them. The plug-in's options are checked, the signal it reads is required, and its decisions are rows."""
+    env = install(tmp_path / "site", {"selfloop.filters": {"toy_shortest": "toy_filter_config:SPEC"}})
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=1, curate__filters=["toy_shortest"],
+                       curate__toy_shortest={"keep": 2})
+    typo = tiny_yaml(tmp_path, url, name="typo.yaml", curate__filters=["toy_shortest"], curate__toy_shortest={"kep": 2})
+    refused = selfloop_cli("config", "validate", str(typo), env=env, fresh=True)
+    assert refused.returncode == 2 and "curate.toy_shortest.kep: unknown key" in refused.stderr
+    unvoted = tiny_yaml(tmp_path, url, name="unvoted.yaml", curate__filters=["toy_shortest"], judge__signals=["llm_judge"])
+    refused = selfloop_cli("config", "validate", str(unvoted), env=env, fresh=True)
+    assert refused.returncode == 2 and "curate.filters names 'toy_shortest', which reads the 'vote' judgments" in refused.stderr
+    missing = selfloop_cli("config", "validate", str(config))  # without the plug-in, the name is refused
+    assert missing.returncode == 2 and "curate.filters.0: 'toy_shortest' is not one of" in missing.stderr
+
+    ran = selfloop_cli("run", "--config", str(config), env=env, fresh=True)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    with create_engine(url).connect() as conn:
+        decided = conn.execute(text("SELECT prompt_id, score, kept FROM curations WHERE filter = 'toy_shortest' "
+                                    "AND sample_id IS NULL")).all()
+        prompts = conn.execute(text("SELECT count(*) FROM prompts")).scalar()
+        trained = {p for p, in conn.execute(text("SELECT DISTINCT prompt_id FROM examples"))}
+    kept = {p for p, _, ok in decided if ok}
+    assert len(decided) == prompts and len(kept) == 2
+    assert max(score for p, score, _ in decided if p in kept) <= min(score for p, score, _ in decided if p not in kept)
+    assert trained <= kept  # select trained only on what the filter kept
+
+
+@pytest.mark.integration
 def test_a_family_from_outside_the_package_is_task_pool_and_suite(tmp_path: Path) -> None:
     import sys
 
@@ -138,7 +168,7 @@ def test_ranked_examples_are_stored_trained_exported_and_shown(tmp_path: Path) -
         steps = conn.execute(text("SELECT count(*), min(metrics) FROM train_steps")).one()
         prompt_id = conn.execute(text("SELECT prompt_id FROM examples ORDER BY item_index LIMIT 1")).scalar()
     assert len(ranked) == samples and n_examples * 4 == samples  # every sample, four to an example
-    for example_id, top, rank, sample_id, score, logprob in ranked:
+    for _example, top, rank, sample_id, score, logprob in ranked:
         assert score == logprob and (rank != 0 or sample_id == top)  # the example's sample is its best candidate
     for example_id in {r[0] for r in ranked}:
         scores = [r[4] for r in ranked if r[0] == example_id]

@@ -39,7 +39,9 @@ def _snapshot(url: str) -> tuple:
         counts = {t: conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar() for t in tables}
         schema = {t: [(c["name"], str(c["type"])) for c in insp.get_columns(t)] for t in tables}
         views = sorted(insp.get_view_names())
-        roles = (sorted(r for (r,) in conn.execute(text("SELECT rolname FROM pg_roles")))
+        # Roles are the server's, shared with tests running beside this one, whose fixtures make and drop reader
+        # roles named selfloop_r_<hex>: those come and go; no hostile statement here names one.
+        roles = (sorted(r for (r,) in conn.execute(text("SELECT rolname FROM pg_roles WHERE rolname !~ '^selfloop_r_[0-9a-f]+$'")))
                  if engine.dialect.name == "postgresql" else None)
     engine.dispose()
     return counts, schema, views, roles
@@ -330,7 +332,7 @@ def test_reads_run_beside_a_busy_writer(sqlite_url: str) -> None:
     db.dispose()
 
 
-def test_a_table_keeps_one_line_per_row_when_cells_hold_line_breaks(sqlite_url: str, run_cli) -> None:  # noqa: ANN001
+def test_a_table_keeps_one_line_per_row_when_cells_hold_line_breaks(sqlite_url: str, run_cli) -> None:
     """A sample's text with line breaks broke `selfloop sql`'s table into lines that were not rows."""
     from selfloop.db.engine import open_database
 

@@ -5,6 +5,7 @@ judgment is transformed once."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -18,7 +19,7 @@ from tests.test_judge_phase import _context
 
 
 @pytest.fixture
-def db(sqlite_url: str):  # noqa: ANN201
+def db(sqlite_url: str):
     database = open_database(sqlite_url, init=True)
     yield database
     database.dispose()
@@ -28,7 +29,7 @@ PROMPTS = [("What is 2 + 3?", "5", ["5", "6", "5", "7", "5"]), ("What is 4 + 4?"
            ("Say a word", None, ["a", "b", "c"])]
 
 
-def _judged(db, it: int) -> dict[tuple[int, int, str, int], tuple]:  # noqa: ANN001
+def _judged(db, it: int) -> dict[tuple[int, int, str, int], tuple]:
     """(prompt item, sample index, kind, judge index) -> (score, parse_ok, details)."""
     with db.session() as s:
         return {(p, i, k, j): (score, ok, details) for p, i, k, j, score, ok, details in s.execute(
@@ -37,7 +38,7 @@ def _judged(db, it: int) -> dict[tuple[int, int, str, int], tuple]:  # noqa: ANN
             .join(Prompt, Prompt.id == Sample.prompt_id).where(Sample.iteration_id == it))}
 
 
-def _add_llm_scores(db, it: int) -> None:  # noqa: ANN001
+def _add_llm_scores(db, it: int) -> None:
     """Two made-up LLM-judge scores per sample: (prompt + sample) and its half, the second unparsed for sample 0."""
     with db.session() as s:
         for sid, p, i in s.execute(select(Sample.id, Prompt.item_index, Sample.sample_index)
@@ -47,7 +48,7 @@ def _add_llm_scores(db, it: int) -> None:  # noqa: ANN001
                            parse_ok=i != 0))
 
 
-def test_shuffled_is_a_seeded_permutation_within_each_prompt(db, config_factory) -> None:  # noqa: ANN001
+def test_shuffled_is_a_seeded_permutation_within_each_prompt(db, config_factory) -> None:
     config = config_factory(db.url, judge={"signals": ["vote"]}, train={"algorithm": "ttrl"})
     it = store_samples(db, config, PROMPTS)
     judge_run(_context(db, config, it))
@@ -81,7 +82,7 @@ def test_shuffled_is_a_seeded_permutation_within_each_prompt(db, config_factory)
     assert _judged(db, it) == after
 
 
-def test_verify_is_the_familys_checker(db, config_factory) -> None:  # noqa: ANN001
+def test_verify_is_the_familys_checker(db, config_factory) -> None:
     config = config_factory(db.url, judge={"signals": ["vote"]}, train={"algorithm": "ttrl"})
     it = store_samples(db, config, PROMPTS)
     judge_run(_context(db, config, it))
@@ -101,7 +102,7 @@ def test_verify_is_the_familys_checker(db, config_factory) -> None:  # noqa: ANN
 
 
 @pytest.mark.parametrize("mode", ["verify", "shuffled"])
-def test_the_judge_phase_trains_on_the_transformed_reward(db, config_factory, mode: str) -> None:  # noqa: ANN001
+def test_the_judge_phase_trains_on_the_transformed_reward(db, config_factory, mode: str) -> None:
     """Through the judge phase: TTRL's selection reads the transformed vote scores, and judge.* describes them
     (verify: every reward right, judge.reward_accuracy 1)."""
     from selfloop.algorithms import trainer
@@ -115,7 +116,7 @@ def test_the_judge_phase_trains_on_the_transformed_reward(db, config_factory, mo
         scores = [score for score, in s.execute(select(Judgment.score).join(Sample, Sample.id == Judgment.sample_id)
                   .join(Prompt, Prompt.id == Sample.prompt_id).order_by(Prompt.item_index, Sample.sample_index))]
     assert metrics[f"judge.{mode}_judgments"] == 9
-    assert rewards == scores[: len(rewards)]
+    assert rewards and rewards == scores[: len(rewards)]  # selection read the transformed scores, and selected some
     if mode == "verify":
         assert scores == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
         assert metrics["judge.reward_accuracy"] == 1.0 and metrics["judge.rewarded_right"] == 1.0
@@ -152,7 +153,7 @@ def test_a_reward_function_named_in_the_config_is_the_reward_trained_on(tmp_path
                                  "WHERE j.kind = 'vote'")).all()
         trained = conn.execute(text("SELECT count(*) FROM examples")).scalar()
     engine.dispose()
-    assert rows and trained is not None
+    assert rows and trained > 0
     for sample, score, details in rows:
         details = json.loads(details) if isinstance(details, str) else details
         assert score == pytest.approx(sum(ch.isdigit() for ch in sample) / max(1, len(sample)))

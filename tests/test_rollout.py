@@ -30,7 +30,7 @@ def _rows(url: str) -> list[tuple]:
     return [(a, b, c, d, tuple(e), f) for a, b, c, d, e, f in rows]
 
 
-def test_rollout_stores_every_sample(db_url: str, config_factory) -> None:  # noqa: ANN001
+def test_rollout_stores_every_sample(db_url: str, config_factory) -> None:
     config = config_factory(db_url, loop={"name": "roll", "phases": ["rollout"], "max_iterations": 1})
     db = open_database(db_url, init=True)
     open_loop(db, config)
@@ -50,7 +50,7 @@ def test_rollout_stores_every_sample(db_url: str, config_factory) -> None:  # no
     db.dispose()
 
 
-def _write(config, path: Path) -> Path:  # noqa: ANN001
+def _write(config, path: Path) -> Path:
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     return path
 
@@ -59,7 +59,7 @@ def _run_cli(config_path: Path, env: dict[str, str] | None = None) -> subprocess
     return selfloop_cli("run", "--config", str(config_path), "--iterations", "1", env=env, timeout=300)
 
 
-def test_sigkill_during_rollout_then_rerun_matches_an_uninterrupted_run(tmp_path: Path, config_factory) -> None:  # noqa: ANN001
+def test_sigkill_during_rollout_then_rerun_matches_an_uninterrupted_run(tmp_path: Path, config_factory) -> None:
     sections = dict(loop={"name": "kill", "phases": ["rollout"], "max_iterations": 1},
                     generation={"prompts_per_iteration": 8, "samples_per_prompt": 3, "max_new_tokens": 10},
                     engine={"batch_size": 3})  # 2 prompts per chunk: 4 chunks

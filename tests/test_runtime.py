@@ -17,18 +17,18 @@ class Recorded:
     (on a GPU: whether its weights were off the device). On this CPU machine sleeping moves nothing, so
     the record is what shows a generate call made while asleep."""
 
-    def __init__(self, engine, name: str, log: list, phase: list) -> None:  # noqa: ANN001
+    def __init__(self, engine, name: str, log: list, phase: list) -> None:
         self.engine, self.name, self.log, self.phase = engine, name, log, phase
         self.asleep = False
 
-    def _call(self, what: str):  # noqa: ANN202
+    def _call(self, what: str):
         self.log.append((self.phase[0], self.name, what, self.asleep))
         return getattr(self.engine, what)
 
-    def generate(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def generate(self, *args, **kwargs):
         return self._call("generate")(*args, **kwargs)
 
-    def score(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def score(self, *args, **kwargs):
         return self._call("score")(*args, **kwargs)
 
     def sleep(self) -> None:
@@ -45,7 +45,7 @@ class Recorded:
 
 def test_a_separate_judge_is_awake_whenever_it_judges(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from selfloop import runtime as runtime_module
-    from selfloop.engines import build_engine
+    from selfloop.runtime import build_engine
     from selfloop.loop import run_iteration
     from selfloop.runner import prepare, start_runtime, take_loop
 
@@ -53,7 +53,7 @@ def test_a_separate_judge_is_awake_whenever_it_judges(tmp_path: Path, sqlite_url
     phase = ["-"]
     built: list[str] = []
 
-    def recording_build(config, model_dir):  # noqa: ANN001, ANN202
+    def recording_build(config, model_dir):
         name = "policy" if not built else "judge"
         built.append(name)
         return Recorded(build_engine(config, model_dir), name, log, phase)

@@ -129,7 +129,7 @@ def owner_with_a_secret(postgres_superuser_url: str) -> tuple[str, str]:
 @pytest.mark.postgres
 @pytest.mark.integration
 def test_a_planted_password_and_token_reach_no_table_page_tracker_event_or_log(
-        tmp_path: Path, owner_with_a_secret: tuple[str, str], run_cli) -> None:  # noqa: ANN001
+        tmp_path: Path, owner_with_a_secret: tuple[str, str], run_cli) -> None:
     url, password = owner_with_a_secret
     token = f"tok-{secrets.token_hex(8)}"
     log = tmp_path / "selfloop.log"

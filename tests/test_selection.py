@@ -13,7 +13,7 @@ from tests.test_judge_phase import _context
 from selfloop.phases.judge import run as judge_run
 
 
-def _judge_scores(db, scores: dict[tuple[int, int], list[float | None]]) -> None:  # noqa: ANN001
+def _judge_scores(db, scores: dict[tuple[int, int], list[float | None]]) -> None:
     """LLM-judge rows for (prompt item, sample index) -> scores (None: unparsed)."""
     with db.session() as s:
         ids = {(p, i): sid for sid, p, i in s.execute(
@@ -23,20 +23,20 @@ def _judge_scores(db, scores: dict[tuple[int, int], list[float | None]]) -> None
                 s.add(Judgment(sample_id=ids[key], kind="llm_judge", judge_index=j, score=v, parse_ok=v is not None))
 
 
-def _index(db) -> dict[int, tuple[int, int]]:  # noqa: ANN001
+def _index(db) -> dict[int, tuple[int, int]]:
     with db.session() as s:
         return {sid: (p, i) for sid, p, i in s.execute(
             select(Sample.id, Prompt.item_index, Sample.sample_index).join(Prompt, Prompt.id == Sample.prompt_id))}
 
 
 @pytest.fixture
-def db(sqlite_url: str):  # noqa: ANN201
+def db(sqlite_url: str):
     database = open_database(sqlite_url, init=True)
     yield database
     database.dispose()
 
 
-def test_dpo_pairs_best_against_worst(db, config_factory) -> None:  # noqa: ANN001
+def test_dpo_pairs_best_against_worst(db, config_factory) -> None:
     config = config_factory(db.url, train={"algorithm": "dpo"})
     it = store_samples(db, config, [("p0", None, ["a", "b", "c"]), ("p1", None, ["a", "b"]), ("p2", None, ["a", "b"]),
                                     ("p3", None, ["a", "b", "c"])])
@@ -56,7 +56,7 @@ def test_dpo_pairs_best_against_worst(db, config_factory) -> None:  # noqa: ANN0
         assert len(trainer("dpo").select(s, it, config)) == 1
 
 
-def test_spin_pairs_ground_truth_against_the_policy(db, config_factory) -> None:  # noqa: ANN001
+def test_spin_pairs_ground_truth_against_the_policy(db, config_factory) -> None:
     config = config_factory(db.url, train={"algorithm": "spin"})
     it = store_samples(db, config, [("p0", None, ["gen a", "gen b"]), ("p1", None, ["gen c"])])
     with db.session() as s:
@@ -67,7 +67,7 @@ def test_spin_pairs_ground_truth_against_the_policy(db, config_factory) -> None:
     assert [(r["text"], idx[r["rejected_sample_id"]]) for r in rows] == [("the real answer", (0, 0))]
 
 
-def test_ttrl_rewards_majority_agreement_over_the_voters_and_trains_n_train(db, config_factory) -> None:  # noqa: ANN001
+def test_ttrl_rewards_majority_agreement_over_the_voters_and_trains_n_train(db, config_factory) -> None:
     config = config_factory(db.url, train={"algorithm": "ttrl", "ttrl": {"n_train": 2}},
                             judge={"vote": {"voters": 3}})
     it = store_samples(db, config, [
@@ -104,7 +104,7 @@ def test_a_config_naming_only_the_algorithm_is_valid() -> None:
         assert validate_config({"loop": {"name": "a"}, "train": {"algorithm": algorithm}}).train.algorithm == algorithm
 
 
-def test_rest_keeps_rewarded_samples_up_to_k(db, config_factory) -> None:  # noqa: ANN001
+def test_rest_keeps_rewarded_samples_up_to_k(db, config_factory) -> None:
     config = config_factory(db.url, train={"algorithm": "rest", "rest": {"max_per_prompt": 2}})
     it = store_samples(db, config, [
         ("What is 2 + 3?", "5", ["5", "6", "6", "5", "5"]),  # truth known: samples 0, 3 (K = 2 of 3 correct)
@@ -119,7 +119,7 @@ def test_rest_keeps_rewarded_samples_up_to_k(db, config_factory) -> None:  # noq
         assert [idx[r["sample_id"]] for r in trainer("rest").select(s, it, config)] == [(0, 0), (0, 3), (1, 1), (1, 2)]
 
 
-def test_rest_rewards_the_known_answer_where_the_majority_is_wrong(db, config_factory) -> None:  # noqa: ANN001
+def test_rest_rewards_the_known_answer_where_the_majority_is_wrong(db, config_factory) -> None:
     """The majority (6) is wrong: 'auto' and 'ground_truth' reward the correct samples, 'majority' the majority's."""
     config = config_factory(db.url, train={"algorithm": "rest", "rest": {"max_per_prompt": 3}})
     it = store_samples(db, config, [("What is 2 + 3?", "5", ["6", "5", "6", "6", "5"])])
@@ -132,7 +132,7 @@ def test_rest_rewards_the_known_answer_where_the_majority_is_wrong(db, config_fa
             assert [idx[r["sample_id"]] for r in trainer("rest").select(s, it, config)] == expected, mode
 
 
-def test_rlsc_takes_every_sample_with_its_rollout_logprob(db, config_factory) -> None:  # noqa: ANN001
+def test_rlsc_takes_every_sample_with_its_rollout_logprob(db, config_factory) -> None:
     config = config_factory(db.url, train={"algorithm": "rlsc"})
     it = store_samples(db, config, [("p0", None, ["a", "b"]), ("p1", None, ["c"])])
     with db.session() as s:
@@ -140,7 +140,7 @@ def test_rlsc_takes_every_sample_with_its_rollout_logprob(db, config_factory) ->
     assert len(rows) == 3 and all(r["sampling_logp"] == -2.0 and "ref_logp" not in r for r in rows)
 
 
-def test_rrhf_ranks_each_prompts_scored_samples(db, config_factory) -> None:  # noqa: ANN001
+def test_rrhf_ranks_each_prompts_scored_samples(db, config_factory) -> None:
     config = config_factory(db.url, train={"algorithm": "rrhf"})
     it = store_samples(db, config, [("p0", None, ["a", "b", "c", "d"]), ("p1", None, ["a", "b"]),
                                     ("p2", None, ["a", "b", "c"])])
@@ -160,7 +160,7 @@ def test_rrhf_ranks_each_prompts_scored_samples(db, config_factory) -> None:  # 
         assert trainer("rrhf").select(s, it, config) == []
 
 
-def test_raft_keeps_the_best_sample_or_the_top_share_and_discards_by_rule(db, config_factory) -> None:  # noqa: ANN001
+def test_raft_keeps_the_best_sample_or_the_top_share_and_discards_by_rule(db, config_factory) -> None:
     config = config_factory(db.url, train={"algorithm": "raft", "raft": {"discard_patterns": ["#"]}})
     it = store_samples(db, config, [("p0", None, ["a", "b #", "c"]), ("p1", None, ["d", "e", "f"]),
                                     ("p2", None, ["g", "h"])])
@@ -201,7 +201,7 @@ def test_rso_rejection_sampling_with_fixed_draws_by_hand() -> None:
     assert [k for k, _ in rejection_sample([(1, 1.0), (2, 0.0)], 8, 0.5, lambda: next(draws))] == [1, 2]
 
 
-def test_rso_selection_is_seeded_and_pairs_judged_samples(db, config_factory) -> None:  # noqa: ANN001
+def test_rso_selection_is_seeded_and_pairs_judged_samples(db, config_factory) -> None:
     config = config_factory(db.url, train={"algorithm": "rso", "rso": {"num_accept": 4, "beta": 1.0e6}})
     it = store_samples(db, config, [("p0", None, ["a", "b", "c", "d"])])
     _judge_scores(db, {(0, 0): [1], (0, 1): [2], (0, 2): [3], (0, 3): [4]})
@@ -214,7 +214,7 @@ def test_rso_selection_is_seeded_and_pairs_judged_samples(db, config_factory) ->
         [((0, 1), (0, 0), 1.0), ((0, 3), (0, 2), 1.0)]
 
 
-def test_rtuning_labels_sure_by_the_checked_majority_and_trains_the_known_answer(db, config_factory) -> None:  # noqa: ANN001
+def test_rtuning_labels_sure_by_the_checked_majority_and_trains_the_known_answer(db, config_factory) -> None:
     """'checked': sure where the majority equals the known answer; the known answer is trained for unsure prompts
     too (prompt 1's majority 6 is wrong: the target still says 5); a prompt without a known answer is skipped."""
     from selfloop.algorithms.rtuning_config import QUESTION
@@ -233,7 +233,7 @@ def test_rtuning_labels_sure_by_the_checked_majority_and_trains_the_known_answer
         (0, f"5. {QUESTION} I am sure.", 1.0), (1, f"5. {QUESTION} I am unsure.", 0.0)]
 
 
-def test_rtuning_u_ranks_every_prompt_by_answer_entropy(db, config_factory) -> None:  # noqa: ANN001
+def test_rtuning_u_ranks_every_prompt_by_answer_entropy(db, config_factory) -> None:
     """'entropy': the lower half of the prompts by the entropy of their answers is sure, the majority trained.
     Entropies: prompt 0 [3,3,3,3] -> 0; prompt 1 [3,3,4,None] -> 1.040; prompt 2 [7,8,8,9] -> 1.040; prompt 3
     [2,2,2,1] -> 0.562. Lower half (2 of 4): prompts 0 and 3."""
@@ -250,7 +250,7 @@ def test_rtuning_u_ranks_every_prompt_by_answer_entropy(db, config_factory) -> N
     assert got == [(0, "3", 1.0), (1, "3", 0.0), (2, "8", 0.0), (3, "2", 1.0)]
 
 
-def test_cut_negatives_carry_their_lowest_judgment_and_positives_are_down_sampled(db, config_factory) -> None:  # noqa: ANN001
+def test_cut_negatives_carry_their_lowest_judgment_and_positives_are_down_sampled(db, config_factory) -> None:
     from selfloop.algorithms.cut_config import TEMPLATE
 
     config = config_factory(db.url, train={"algorithm": "cut"})
@@ -278,7 +278,7 @@ def test_cut_negatives_carry_their_lowest_judgment_and_positives_are_down_sample
     assert [idx[r["sample_id"]] for r in rows] == [(0, 1), (1, 0), (0, 0)] and "context" not in rows[2]
 
 
-def test_coin_keeps_rests_samples_with_a_paraphrase_of_their_prompt(db, config_factory) -> None:  # noqa: ANN001
+def test_coin_keeps_rests_samples_with_a_paraphrase_of_their_prompt(db, config_factory) -> None:
     from sqlalchemy import update
 
     from selfloop.algorithms.coin import paraphrases

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smollm2():  # noqa: ANN201
+def smollm2():
     from selfloop.models.resolve import resolve_model
 
     first = resolve_model("smollm2-135m-instruct", CACHE)
@@ -35,19 +35,19 @@ def smollm2():  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def engine(smollm2):  # noqa: ANN001, ANN201
+def engine(smollm2):
     from selfloop.engines.hf import HFEngine
 
     return HFEngine(smollm2.path, batch_size=8)
 
 
-def test_smollm2_answers_two_plus_three(engine) -> None:  # noqa: ANN001
+def test_smollm2_answers_two_plus_three(engine) -> None:
     outs = engine.generate([user_chat("What is 2 + 3?")], Sampling(n=8, temperature=0.7, max_new_tokens=48), seeds=[list(range(8))])
     texts = [c.text for c in outs[0]]
     assert any(re.search(r"(?<!\d)5(?!\d)", t) for t in texts), texts
 
 
-def test_synthesis_on_smollm2_yields_new_prompts_and_counts_rejections(smollm2, sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_synthesis_on_smollm2_yields_new_prompts_and_counts_rejections(smollm2, sqlite_url: str, config_factory) -> None:
     config = config_factory(
         sqlite_url, loop={"name": "syn2", "phases": ["synthesize"] + ["rollout"], "max_iterations": 1},
         model={"base": "smollm2-135m-instruct"},
@@ -68,7 +68,7 @@ def test_synthesis_on_smollm2_yields_new_prompts_and_counts_rejections(smollm2, 
     db.dispose()
 
 
-def test_judging_on_smollm2_records_calibration(smollm2, sqlite_url: str, config_factory) -> None:  # noqa: ANN001
+def test_judging_on_smollm2_records_calibration(smollm2, sqlite_url: str, config_factory) -> None:
     config = config_factory(
         sqlite_url, loop={"name": "judge2", "phases": ["rollout", "judge"], "max_iterations": 1},
         model={"base": "smollm2-135m-instruct"},

@@ -46,7 +46,7 @@ def test_no_decision_may_use_a_test_suite() -> None:
 
 @pytest.mark.parametrize(("kind", "levels", "held_out"), [("arithmetic", [1, 2, 3], ("seen", "unseen", "transfer")),
                                                          ("instructions", [1, 2], ("seen", "unseen", "novel"))])
-def test_no_held_out_item_shares_a_canonical_form_with_a_training_prompt(kind: str, levels: list[int], held_out) -> None:  # noqa: ANN001
+def test_no_held_out_item_shares_a_canonical_form_with_a_training_prompt(kind: str, levels: list[int], held_out) -> None:
     """The arithmetic split hashed the ordered pair, so 88 of 136 test problems had their commuted twin among the
     training prompts; 158 of 200 instruction-following test items differed from a training sibling only in a
     constraint's value. Problems are now split by their canonical form, in every wording, level and suite."""

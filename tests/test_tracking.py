@@ -369,7 +369,7 @@ class _Trickler:
                 return
             threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
 
-    def _trickle(self, conn) -> None:  # noqa: ANN001
+    def _trickle(self, conn) -> None:
         try:
             conn.recv(65536)
             for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 100_000:

@@ -16,7 +16,7 @@ from selfloop.errors import CheckpointError
 from selfloop.models.loading import load_tokenizer
 from selfloop.adapters import verify_checkpoint
 from selfloop.training.checkpoint import save_adapter
-from selfloop.training.items import TrainItem, fit, sums, truncate
+from selfloop.algorithms.items import TrainItem, fit, sums, truncate
 from selfloop.training.loop import load_trainable, policy_logps, reference_logps, train
 
 pytestmark = pytest.mark.integration
@@ -25,33 +25,33 @@ LORA = LoraConfig(rank=4, alpha=8)
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_model):  # noqa: ANN001, ANN201
+def tok(tiny_model):
     return load_tokenizer(tiny_model.path)
 
 
-def _model(tiny_model, seed: int = 0, init: Adapter | None = None):  # noqa: ANN001, ANN202
+def _model(tiny_model, seed: int = 0, init: Adapter | None = None):
     torch.manual_seed(seed)
     return load_trainable(tiny_model.path, init, LORA, CPU, torch.float32)
 
 
-def _cfg(**kw) -> TrainConfig:  # noqa: ANN003
+def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**{"batch_size": 4, "learning_rate": 1e-2, "max_steps": 1, "scheduler": "constant", **kw})
 
 
-def _item(tok, i: int, prompt: str, answer: str, rejected: str | None = None, **kw) -> TrainItem:  # noqa: ANN001, ANN003
+def _item(tok, i: int, prompt: str, answer: str, rejected: str | None = None, **kw) -> TrainItem:
     eos = tok.eos_token_id
     return TrainItem(i, i, prompt_ids(tok, user_chat(prompt)), completion_ids(tok, answer, eos),
                      completion_ids(tok, rejected, eos) if rejected else None, **kw)
 
 
-def _logps(model, tok, items, rejected: bool = False) -> torch.Tensor:  # noqa: ANN001
+def _logps(model, tok, items, rejected: bool = False) -> torch.Tensor:
     with torch.no_grad():
         model.eval()
         return sums(policy_logps(model)([i.prompt for i in items],
                                                           [i.rejected if rejected else i.completion for i in items]))
 
 
-def test_one_dpo_step_raises_the_margin(tiny_model, tok) -> None:  # noqa: ANN001
+def test_one_dpo_step_raises_the_margin(tiny_model, tok) -> None:
     items = [_item(tok, i, f"What is {i} + 2?", f"The answer is {i + 2}.", f"The answer is {i + 7}.") for i in range(4)]
     model = _model(tiny_model)
     reference_logps(model, items, 4)
@@ -62,7 +62,7 @@ def test_one_dpo_step_raises_the_margin(tiny_model, tok) -> None:  # noqa: ANN00
     assert after > before + 1e-3
 
 
-def test_one_rest_step_lowers_its_loss(tiny_model, tok) -> None:  # noqa: ANN001
+def test_one_rest_step_lowers_its_loss(tiny_model, tok) -> None:
     items = [_item(tok, i, f"What is {i} + 1?", f"{i} + 1 = {i + 1}") for i in range(4)]
     model = _model(tiny_model)
     lengths = torch.tensor([len(i.completion) for i in items], dtype=torch.float32)
@@ -71,7 +71,7 @@ def test_one_rest_step_lowers_its_loss(tiny_model, tok) -> None:  # noqa: ANN001
     assert rest.loss(_logps(model, tok, items), lengths).mean() < before - 1e-3
 
 
-def test_one_rlsc_step_raises_the_samples_logprob(tiny_model, tok) -> None:  # noqa: ANN001
+def test_one_rlsc_step_raises_the_samples_logprob(tiny_model, tok) -> None:
     items = [_item(tok, i, f"Count to {i}.", " ".join(str(k) for k in range(i + 1))) for i in range(4)]
     model = _model(tiny_model)
     before = _logps(model, tok, items)
@@ -81,7 +81,7 @@ def test_one_rlsc_step_raises_the_samples_logprob(tiny_model, tok) -> None:  # n
     assert _logps(model, tok, items).mean() > before.mean() + 1e-3
 
 
-def test_ttrl_raises_the_majority_answer(tiny_model, tok) -> None:  # noqa: ANN001
+def test_ttrl_raises_the_majority_answer(tiny_model, tok) -> None:
     """One prompt, four samples: three agree on 5 (the majority, reward 1), one says 6 (reward 0)."""
     answers = ["The answer is 5.", "The answer is 5.", "The answer is 5.", "The answer is 6."]
     rewards = torch.tensor([1.0, 1.0, 1.0, 0.0])
@@ -95,7 +95,7 @@ def test_ttrl_raises_the_majority_answer(tiny_model, tok) -> None:  # noqa: ANN0
     assert after[0] > before[0] + 1e-3 and after[3] < before[3]
 
 
-def test_training_is_reproducible_and_changes_only_the_adapter(tiny_model, tok) -> None:  # noqa: ANN001
+def test_training_is_reproducible_and_changes_only_the_adapter(tiny_model, tok) -> None:
     items = [_item(tok, i, f"What is {i} + 1?", f"{i + 1}") for i in range(6)]
 
     def run() -> dict[str, torch.Tensor]:
@@ -119,7 +119,7 @@ def test_truncation_keeps_the_completion() -> None:
     assert item.prompt == [7, 8, 9] and item.completion == [100, 101] and item.rejected == [200, 201, 202]
 
 
-def test_checkpoint_round_trip_and_damage(tiny_model, tok, tmp_path: Path) -> None:  # noqa: ANN001
+def test_checkpoint_round_trip_and_damage(tiny_model, tok, tmp_path: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -155,8 +155,8 @@ def test_checkpoint_round_trip_and_damage(tiny_model, tok, tmp_path: Path) -> No
         verify_checkpoint(saved.path, saved.sha256)
 
 
-def test_the_rollout_s_own_log_probs_stand_in_for_the_reference_pass(tiny_model, tmp_path: Path, sqlite_url: str,  # noqa: ANN001
-                                                                     monkeypatch) -> None:  # noqa: ANN001
+def test_the_rollout_s_own_log_probs_stand_in_for_the_reference_pass(tiny_model, tmp_path: Path, sqlite_url: str,
+                                                                     monkeypatch) -> None:
     """TTRL sampled at temperature 0.7: the hf engine records each token's log-prob under the policy at
     temperature 1, and training takes those as its reference instead of a forward pass. They agree with
     that forward pass (run here for comparison) to float noise, and end up on the example rows."""
@@ -174,7 +174,7 @@ def test_the_rollout_s_own_log_probs_stand_in_for_the_reference_pass(tiny_model,
     computed: list[int] = []
     real = train_phase.reference_logps
 
-    def counting(model, items, batch_size):  # noqa: ANN001, ANN202
+    def counting(model, items, batch_size):
         computed.append(sum(1 for it in items if train_phase.lacks_reference(it)))
         return real(model, items, batch_size)
 
@@ -210,12 +210,12 @@ def test_rollout_log_probs_are_used_only_for_samples_of_the_starting_policy() ->
     from types import SimpleNamespace
 
     from selfloop.phases.train import _reference_from_rollout
-    from selfloop.training.items import lacks_reference
+    from selfloop.algorithms.items import lacks_reference
 
-    def sample(policy, logps):  # noqa: ANN001, ANN202
+    def sample(policy, logps):
         return SimpleNamespace(policy_checkpoint_id=policy, policy_token_logprobs=logps)
 
-    def item(rejected=None) -> TrainItem:  # noqa: ANN001
+    def item(rejected=None) -> TrainItem:
         return TrainItem(1, 1, [5, 6], [7, 8, 9], rejected=rejected)
 
     it = item()
@@ -234,7 +234,7 @@ def test_rollout_log_probs_are_used_only_for_samples_of_the_starting_policy() ->
     assert lacks_reference(pair) and pair.ref_logp is None
 
 
-def test_judge_examples_add_their_weighted_nll_to_the_algorithm_s_loss(tiny_model, tok) -> None:  # noqa: ANN001
+def test_judge_examples_add_their_weighted_nll_to_the_algorithm_s_loss(tiny_model, tok) -> None:
     """EFT beside DPO: the batch loss is (sum of DPO losses + sum of weight x mean token NLL) / items,
     computed here by hand from the same model; a step on it raises the judge target's log-prob."""
     from selfloop.training.loop import mixed_loss
@@ -260,7 +260,7 @@ def test_judge_examples_add_their_weighted_nll_to_the_algorithm_s_loss(tiny_mode
 
 
 @pytest.mark.parametrize("shared", [0, 20])
-def test_packed_log_probs_equal_padded_ones_with_their_gradients(tiny_model, shared: int) -> None:  # noqa: ANN001
+def test_packed_log_probs_equal_padded_ones_with_their_gradients(tiny_model, shared: int) -> None:
     """Training packs a batch into one row (no padding; each sequence attends to itself only, grouped KV heads
     included: the tiny model has 3 query heads on 1 KV head), with a prefix every prompt shares (a system turn:
     20 tokens here) held once. Values and LoRA gradients equal the padded computation's up to rounding, for
@@ -282,7 +282,7 @@ def test_packed_log_probs_equal_padded_ones_with_their_gradients(tiny_model, sha
         for p in lora:
             p.normal_(std=0.2)  # B non-zero too: the adapter takes part in the prefix's keys and values
 
-    def run(fn):  # noqa: ANN001, ANN202
+    def run(fn):
         model.zero_grad()
         rows = fn(prompts, completions)
         torch.stack([r.sum() * (i + 1) for i, r in enumerate(rows)]).sum().backward()  # rows weighted unequally
@@ -301,7 +301,7 @@ def test_packed_log_probs_equal_padded_ones_with_their_gradients(tiny_model, sha
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_addmm_lora_updates_equal_peft_s_own_sum(tiny_model, dtype: torch.dtype) -> None:  # noqa: ANN001
+def test_addmm_lora_updates_equal_peft_s_own_sum(tiny_model, dtype: torch.dtype) -> None:
     """The training model adds each LoRA update by addmm (selfloop.models.fused_lora): outputs and adapter
     gradients equal peft's plain `base + B(A(x)) * scaling`, for a float32 model and for a bf16 base with
     float32 adapters (peft's default there); the saved adapter holds the same tensors."""
@@ -319,7 +319,7 @@ def test_addmm_lora_updates_equal_peft_s_own_sum(tiny_model, dtype: torch.dtype)
     ids = torch.tensor([[5, 9, 14, 3, 22, 7, 11]])
     lora = [p for p in model.parameters() if p.requires_grad]
 
-    def run():  # noqa: ANN202
+    def run():
         model.zero_grad()
         logits = model(input_ids=ids).logits.float()
         logits.logsumexp(-1).sum().backward()

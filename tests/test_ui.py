@@ -119,7 +119,7 @@ def store(sqlite_url: str) -> tuple[str, dict[str, int]]:
     return sqlite_url, build_store(sqlite_url)
 
 
-def _session(url: str):  # noqa: ANN202
+def _session(url: str):
     from sqlalchemy.orm import Session
 
     from selfloop.db.reader_engine import reader_engine
@@ -127,7 +127,7 @@ def _session(url: str):  # noqa: ANN202
     return Session(reader_engine(url))
 
 
-def test_fork_curves_sit_on_the_fork_s_own_iteration_axis(store) -> None:  # noqa: ANN001
+def test_fork_curves_sit_on_the_fork_s_own_iteration_axis(store) -> None:
     from selfloop.ui.charts import loop_charts
     from selfloop.ui.views import loop_segments
 
@@ -158,7 +158,7 @@ def test_fork_curves_sit_on_the_fork_s_own_iteration_axis(store) -> None:  # noq
     assert accuracy["layout"]["shapes"][0]["x0"] == 0
 
 
-def test_loss_breaks_between_iterations_and_judge_chart_follows_the_config(store) -> None:  # noqa: ANN001
+def test_loss_breaks_between_iterations_and_judge_chart_follows_the_config(store) -> None:
     from selfloop.ui.charts import loop_charts
     from selfloop.ui.views import judges_with_llm, loop_segments
 
@@ -180,7 +180,7 @@ def test_loss_breaks_between_iterations_and_judge_chart_follows_the_config(store
     assert vote["x"] == [1, 2, 3] and vote["y"] == pytest.approx([0.6, 0.7, 0.8])
 
 
-def test_two_loops_compared_on_one_axis(store) -> None:  # noqa: ANN001
+def test_two_loops_compared_on_one_axis(store) -> None:
     from selfloop.ui.charts import loop_charts
     from selfloop.ui.views import compared_segments
 
@@ -194,7 +194,7 @@ def test_two_loops_compared_on_one_axis(store) -> None:  # noqa: ANN001
     assert [t["x"] for t in charts["eval-arithmetic"]["figure"]["data"] if t.get("mode") == "lines+markers"][1] == [2, 3]
 
 
-def test_sample_browser_pages_and_rows(store) -> None:  # noqa: ANN001
+def test_sample_browser_pages_and_rows(store) -> None:
     from selfloop.ui import views
 
     url, ids = store
@@ -228,7 +228,7 @@ def test_sample_browser_pages_and_rows(store) -> None:  # noqa: ANN001
             views.prompt_detail(s, 10**9)
 
 
-def test_pages_read_big_tables_only_through_indexes(store) -> None:  # noqa: ANN001
+def test_pages_read_big_tables_only_through_indexes(store) -> None:
     """Every statement the sample browser runs, explained by SQLite: no full scan of the tables that
     grow with the store (a page costs the same with a million samples; bench/ui.py measures it)."""
     from sqlalchemy import event
@@ -259,7 +259,7 @@ def test_pages_read_big_tables_only_through_indexes(store) -> None:  # noqa: ANN
     conn.close()
 
 
-def _client(url: str, token: str | None = None, host: str = "127.0.0.1"):  # noqa: ANN202
+def _client(url: str, token: str | None = None, host: str = "127.0.0.1"):
     from starlette.testclient import TestClient
 
     from selfloop.ui.app import create_app
@@ -271,7 +271,7 @@ def _digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def test_no_request_writes_and_bad_parameters_are_one_line_errors(store) -> None:  # noqa: ANN001
+def test_no_request_writes_and_bad_parameters_are_one_line_errors(store) -> None:
     url, ids = store
     path = url.removeprefix("sqlite:///")
     before = _digest(path)
@@ -303,7 +303,7 @@ def test_no_request_writes_and_bad_parameters_are_one_line_errors(store) -> None
     assert _digest(path) == before
 
 
-def test_loopback_hosts_only_and_a_token_beyond_127_0_0_1(store, run_cli) -> None:  # noqa: ANN001
+def test_loopback_hosts_only_and_a_token_beyond_127_0_0_1(store, run_cli) -> None:
     url, _ = store
     assert _client(url, host="evil.example").get("/").status_code == 421  # DNS rebinding onto 127.0.0.1
     assert _client(url, host="localhost").get("/").status_code == 200
@@ -316,7 +316,7 @@ def test_loopback_hosts_only_and_a_token_beyond_127_0_0_1(store, run_cli) -> Non
     assert given.status_code == 303 and given.headers["location"].endswith("/loops/a")
     assert "httponly" in given.headers["set-cookie"].lower()
     assert client.get("/loops/a").status_code == 200  # the cookie now carries it
-    code, _, err = run_cli("ui", "--db", url, "--host", "0.0.0.0", "--port", "8765")
+    code, _, err = run_cli("ui", "--db", url, "--host", "0.0.0.0", "--port", "8765")  # noqa: S104 - refused without a token
     assert code == 1 and "SELFLOOP_UI_TOKEN" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("ui", "--db", url, "--port", "70000")
     assert code == 1 and "--port 70000" in err
@@ -352,7 +352,7 @@ def test_the_dashboard_refuses_a_postgres_role_that_can_write(postgres_url: str,
         client.app.state.engine.dispose()
 
 
-def test_report_is_an_offline_folder_drawn_from_the_dashboard_charts(store, tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_report_is_an_offline_folder_drawn_from_the_dashboard_charts(store, tmp_path: Path, run_cli) -> None:
     import json
 
     url, _ = store
@@ -374,7 +374,7 @@ def test_report_is_an_offline_folder_drawn_from_the_dashboard_charts(store, tmp_
     assert code == 1 and "no loop named 'nope'" in err
 
 
-def test_a_store_with_an_older_schema_is_refused_with_the_upgrade_command(sqlite_url: str, run_cli) -> None:  # noqa: ANN001
+def test_a_store_with_an_older_schema_is_refused_with_the_upgrade_command(sqlite_url: str, run_cli) -> None:
     from selfloop.db.engine import make_engine
     from selfloop.db.migrate import downgrade
 
@@ -388,7 +388,7 @@ def test_a_store_with_an_older_schema_is_refused_with_the_upgrade_command(sqlite
     assert code == 1 and "no database at" in err
 
 
-def test_a_loop_page_links_to_its_config(store) -> None:  # noqa: ANN001
+def test_a_loop_page_links_to_its_config(store) -> None:
     """What a researcher asks first of a loop: its learning rate, beta, algorithm."""
     url, _ = store
     client = _client(url)
@@ -402,14 +402,14 @@ def test_a_loop_page_links_to_its_config(store) -> None:  # noqa: ANN001
 
 
 @pytest.mark.integration
-def test_a_loop_whose_phase_failed_looks_failed(sqlite_url: str, config_factory, monkeypatch, run_cli) -> None:  # noqa: ANN001
+def test_a_loop_whose_phase_failed_looks_failed(sqlite_url: str, config_factory, monkeypatch, run_cli) -> None:
     """It showed as 'ready' with a full progress bar; `selfloop status` and the dashboard say it failed, and why."""
     from selfloop import loop as loop_module
     from selfloop.db.engine import open_database
     from selfloop.loop import open_loop, run_iteration
     from selfloop.runtime import Runtime
 
-    def boom(ctx) -> None:  # noqa: ANN001
+    def boom(ctx) -> None:
         raise RuntimeError("the judge ran out of memory")
 
     config = config_factory(sqlite_url, loop={"name": "broken", "phases": ["rollout", "judge"], "max_iterations": 1})
@@ -426,7 +426,7 @@ def test_a_loop_whose_phase_failed_looks_failed(sqlite_url: str, config_factory,
     assert "judge failed: RuntimeError: the judge ran out of memory" in page.text
 
 
-def test_the_items_that_flipped_between_the_start_and_the_candidate(store) -> None:  # noqa: ANN001
+def test_the_items_that_flipped_between_the_start_and_the_candidate(store) -> None:
     """Which held-out items did training win or lose? (a researcher's first question after the gain itself)"""
     from sqlalchemy import select, update
 
@@ -450,7 +450,7 @@ def test_the_items_that_flipped_between_the_start_and_the_candidate(store) -> No
     assert 'outcome=gained"' in client.get("/loops/a/iterations/1/evals?suite=arithmetic").text
 
 
-def test_the_iteration_page_says_what_the_loop_rewarded(store) -> None:  # noqa: ANN001
+def test_the_iteration_page_says_what_the_loop_rewarded(store) -> None:
     """Rewarded-and-right against rewarded-and-wrong, with example prompts one click away (the TTRL demo's vote
     rewarded operands copied from sentences that gave no answer, and no page said so)."""
     from sqlalchemy import select, update
@@ -472,7 +472,7 @@ def test_the_iteration_page_says_what_the_loop_rewarded(store) -> None:  # noqa:
     assert f'href="/prompts/{ids["first_prompt"]}"' in page.split("What the loop rewarded")[1].split("<h2>")[0]
 
 
-def test_the_config_page_shows_what_was_set_first_and_what_a_fork_changed(store) -> None:  # noqa: ANN001
+def test_the_config_page_shows_what_was_set_first_and_what_a_fork_changed(store) -> None:
     """It listed about 250 rows in the models' order. Now: a fork's differences from its parent, then the fields set
     to other values than the defaults, then the defaults (folded)."""
     url, _ = store

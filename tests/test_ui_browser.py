@@ -58,7 +58,7 @@ def server(store: tuple[str, Path]) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser():  # noqa: ANN201
+def browser():
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
         if os.environ.get("SELFLOOP_REQUIRE_BROWSER") == "1":
@@ -87,7 +87,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _open(browser, url: str, charts: bool = False) -> None:  # noqa: ANN001
+def _open(browser, url: str, charts: bool = False) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get_log("browser")  # drop what earlier pages logged
@@ -98,11 +98,11 @@ def _open(browser, url: str, charts: bool = False) -> None:  # noqa: ANN001
         wait.until(lambda b: b.execute_script("const c = document.getElementById('charts'); return c && c.dataset.drawn"))
 
 
-def _errors(browser) -> list[dict]:  # noqa: ANN001
+def _errors(browser) -> list[dict]:
     return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def _shoot(browser, path: Path) -> None:  # noqa: ANN001
+def _shoot(browser, path: Path) -> None:
     width = browser.get_window_size()["width"]  # the width the page was drawn at
     height = browser.execute_script("return document.documentElement.scrollHeight")
     browser.set_window_size(width, min(max(height, 800), 4000))
@@ -110,7 +110,7 @@ def _shoot(browser, path: Path) -> None:  # noqa: ANN001
     browser.set_window_size(width, 1000)
 
 
-def _rows(url: str, sql: str, *params) -> list[tuple]:  # noqa: ANN002
+def _rows(url: str, sql: str, *params) -> list[tuple]:
     conn = sqlite3.connect(url.removeprefix("sqlite:///"))
     try:
         return conn.execute(sql, params).fetchall()
@@ -118,7 +118,7 @@ def _rows(url: str, sql: str, *params) -> list[tuple]:  # noqa: ANN002
         conn.close()
 
 
-def test_every_page_loads_without_console_errors_and_its_charts_draw(store, server, browser, shots) -> None:  # noqa: ANN001
+def test_every_page_loads_without_console_errors_and_its_charts_draw(store, server, browser, shots) -> None:
     url, _ = store
     prompt = _rows(url, "SELECT p.id FROM prompts p JOIN iterations i ON i.id = p.iteration_id JOIN loops l ON "
                         "l.id = i.loop_id WHERE l.name = 'tiny' AND i.number = 1 ORDER BY p.source, p.item_index")[0][0]
@@ -143,7 +143,7 @@ def test_every_page_loads_without_console_errors_and_its_charts_draw(store, serv
     print(f"screenshots: {shots}")
 
 
-def test_the_sample_browser_shows_the_rows_the_database_holds(store, server, browser) -> None:  # noqa: ANN001
+def test_the_sample_browser_shows_the_rows_the_database_holds(store, server, browser) -> None:
     from selenium.webdriver.common.by import By
 
     url, _ = store
@@ -166,7 +166,7 @@ def test_the_sample_browser_shows_the_rows_the_database_holds(store, server, bro
                                "ORDER BY kind, judge_index", sample_id)
         rows = article.find_elements(By.CSS_SELECTOR, "table.judgments tbody tr")
         assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == [j[0] for j in judgments]
-        for (kind, score, raw, extracted), row in zip(judgments, rows):
+        for (_kind, score, raw, extracted), row in zip(judgments, rows):
             cells = row.find_elements(By.TAG_NAME, "td")
             assert cells[2].text == ("" if score is None else f"{score:.3g}")
             assert cells[4].text == (extracted or "")
@@ -195,7 +195,7 @@ def _digest(url: str) -> str:
     return hashlib.sha256(b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())).hexdigest()
 
 
-def test_a_request_that_tries_to_write_is_refused(store, server, browser) -> None:  # noqa: ANN001
+def test_a_request_that_tries_to_write_is_refused(store, server, browser) -> None:
     url, _ = store
     before = _digest(url)
     _open(browser, server + "/loops/tiny")
@@ -213,7 +213,7 @@ def test_a_request_that_tries_to_write_is_refused(store, server, browser) -> Non
     assert _digest(url) == before
 
 
-def test_the_static_report_opens_offline_and_draws(store, browser, shots) -> None:  # noqa: ANN001
+def test_the_static_report_opens_offline_and_draws(store, browser, shots) -> None:
     url, tmp = store
     out = selfloop_cli("report", "tiny-b", "--db", url, "--out", str(tmp / "report"))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -226,7 +226,7 @@ def test_the_static_report_opens_offline_and_draws(store, browser, shots) -> Non
     _shoot(browser, shots / "report.png")
 
 
-def test_live_progress_refreshes_by_itself(store, server, browser) -> None:  # noqa: ANN001
+def test_live_progress_refreshes_by_itself(store, server, browser) -> None:
     """A writer moves a running phase along; the open pages follow without being reloaded."""
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -251,7 +251,7 @@ def test_live_progress_refreshes_by_itself(store, server, browser) -> None:  # n
             for done in (2, 5):
                 with db.session() as s:
                     s.get(PhaseRun, ids[1]).progress_done = done
-                WebDriverWait(browser, 20).until(lambda b: f"{done}/9" in b.execute_script(
+                WebDriverWait(browser, 20).until(lambda b, done=done, selector=selector: f"{done}/9" in b.execute_script(
                     "return document.querySelector(arguments[0]).textContent", selector))
             assert browser.execute_script("return window.__same_page === true"), "the page reloaded instead of updating"
             assert "iteration 99" in browser.execute_script("return document.querySelector(arguments[0]).textContent", selector)
@@ -262,18 +262,18 @@ def test_live_progress_refreshes_by_itself(store, server, browser) -> None:  # n
         db.dispose()
 
 
-def _text(browser, selector: str) -> str:  # noqa: ANN001
+def _text(browser, selector: str) -> str:
     return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.textContent : null", selector)
 
 
-def test_what_a_researcher_asks_first(store, server, browser, shots) -> None:  # noqa: ANN001
+def test_what_a_researcher_asks_first(store, server, browser, shots) -> None:
     """A finished loop says so (and still does after a live refresh); a sample's extracted answer is marked where
     the loop's extractors read it; a loop without an LLM judge shows no judge column; the config page, the
     rewarded-right/wrong summary and the items that flipped are one click from the pages that name them."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from selfloop.judging.answers import extract_answer, normalise
+    from selfloop.families.answers import extract_answer, normalise
 
     url, _ = store
     _open(browser, server + "/")
@@ -283,8 +283,8 @@ def test_what_a_researcher_asks_first(store, server, browser, shots) -> None:  #
         expected = f"finished: {done} iteration{'' if done == 1 else 's'} done"
         assert _text(browser, selector).strip() == expected
         browser.execute_script("window.__same_page = true;")
-        WebDriverWait(browser, 20).until(lambda b: b.execute_script(  # the live refresh keeps it (it rewrites the cell)
-            "return document.querySelector(arguments[0]).firstChild.nodeType === 1", selector))
+        WebDriverWait(browser, 20).until(lambda b, selector=selector: b.execute_script(  # the live refresh keeps it
+            "return document.querySelector(arguments[0]).firstChild.nodeType === 1", selector))  # (it rewrites the cell)
         assert _text(browser, selector).strip() == expected and browser.execute_script("return window.__same_page === true")
     # The answer the vote read, marked in each sample's text.
     prompt_id = _rows(url, """SELECT p.id FROM prompts p JOIN iterations i ON i.id = p.iteration_id JOIN loops l ON l.id = i.loop_id
@@ -353,7 +353,7 @@ def test_what_a_researcher_asks_first(store, server, browser, shots) -> None:  #
         assert _errors(browser) == []
 
 
-def test_a_dropped_prompt_says_which_filter_dropped_it_and_why(store, server, browser, shots) -> None:  # noqa: ANN001
+def test_a_dropped_prompt_says_which_filter_dropped_it_and_why(store, server, browser, shots) -> None:
     """"Why was this prompt (not) trained on?": the iteration page counts each filter's decisions and marks the
     dropped prompts; one click on a dropped one shows the filter, its score and its reason, as stored."""
     from selenium.webdriver.common.by import By
@@ -404,7 +404,7 @@ def lab_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return lab, f"sqlite:///{tmp / '.lab' / 't.db'}"
 
 
-def _lab_charts(browser) -> list[dict]:  # noqa: ANN001
+def _lab_charts(browser) -> list[dict]:
     return browser.execute_script("""
         return [...document.querySelectorAll('.chart')].map(el => ({id: el.id,
             height: el.getBoundingClientRect().height,
@@ -414,7 +414,7 @@ def _lab_charts(browser) -> list[dict]:  # noqa: ANN001
             traces: el.querySelectorAll('.trace').length}));""")
 
 
-def test_the_lab_reads_at_a_glance_on_the_dashboard_and_in_its_report(lab_store, browser, shots) -> None:  # noqa: ANN001
+def test_the_lab_reads_at_a_glance_on_the_dashboard_and_in_its_report(lab_store, browser, shots) -> None:
     """The user trial: both lab charts were squashed to about 120 px, showed no title or axis label (string titles,
     which the bundled plotly.js ignores), the report printed its markdown in a <pre> and drew 60+ lines in one plot.
     At 1400 px: bars of each arm's gain per suite with intervals, each arm's mean curve with its spread per suite,

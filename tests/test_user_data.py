@@ -72,7 +72,7 @@ def test_parquet_and_datasets_directories(tmp_path: Path) -> None:
         load_pool(TaskSource(kind="jsonl", path=tmp_path / "bad.parquet"))
 
 
-def test_config_validate_takes_a_gsm8k_config(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_config_validate_takes_a_gsm8k_config(tmp_path: Path, run_cli) -> None:
     _jsonl(tmp_path / "train.jsonl", GSM8K)
     _jsonl(tmp_path / "test.jsonl", GSM8K)
     path = tmp_path / "gsm8k.yaml"
@@ -156,7 +156,7 @@ def test_trls_conversational_rows_load_whole_with_the_default_fields(tmp_path: P
     ({"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, None, r"must end with the user turn"),
     ({"messages": [{"role": "system", "content": "x"}]}, None, r"'messages' has no user turn"),
 ])
-def test_a_mapping_or_a_conversation_that_does_not_fit_the_rows_is_refused(tmp_path: Path, row: dict, fields, message: str) -> None:  # noqa: ANN001
+def test_a_mapping_or_a_conversation_that_does_not_fit_the_rows_is_refused(tmp_path: Path, row: dict, fields, message: str) -> None:
     source = {"kind": "jsonl", "path": _jsonl(tmp_path / "rows.jsonl", [row]), **({"fields": fields} if fields else {})}
     with pytest.raises(ConfigError, match=message):
         load_pool(TaskSource(**source))

@@ -12,7 +12,7 @@ BLOCK = 32 * 1024
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def records(path: Path):  # noqa: ANN201
+def records(path: Path):
     from wandb.proto import wandb_internal_pb2
 
     data = Path(path).read_bytes()

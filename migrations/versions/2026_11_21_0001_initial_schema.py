@@ -2,7 +2,7 @@
 train steps, checkpoints, evals, eval items, metrics, events, daemons; and the views users query.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-21
 """
 

@@ -34,9 +34,9 @@ SIGNALS = """
         FROM samples s JOIN iterations i ON i.id = s.iteration_id JOIN loops l ON l.id = i.loop_id"""
 
 
-def _grade_existing(conn) -> None:  # noqa: ANN001
+def _grade_existing(conn) -> None:
     from selfloop.families import family
-    from selfloop.judging.answers import DEFAULT_CHAIN
+    from selfloop.families.answers import DEFAULT_CHAIN
 
     chains = {}
     for loop_id, config in conn.execute(sa.text("SELECT id, config FROM loops")):

@@ -31,7 +31,7 @@ CHECKS = {
 }
 
 
-def _alter(change) -> None:  # noqa: ANN001
+def _alter(change) -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
     if sqlite:
         op.execute("PRAGMA legacy_alter_table = ON")

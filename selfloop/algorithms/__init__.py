@@ -17,12 +17,15 @@ from selfloop.plugins import with_entry_points
 ENTRY_POINT_GROUP = "selfloop.algorithms"
 # Built-in algorithms, in the order the docs list them: selfloop.algorithms.<name>_config.SPEC
 BUILTIN = ("dpo", "spin", "ttrl", "rlsc", "rest", "orpo", "rrhf", "raft", "rso", "rtuning", "cut", "coin")
+# train.algorithm when a config names none: Self-Rewarding's DPO on the judge's best and worst samples.
+DEFAULT = "dpo"
 
 
 @cache
 def specs() -> dict[str, AlgorithmSpec]:
     """Every algorithm this installation knows: the built-ins, then those of installed entry points."""
-    return with_entry_points(ENTRY_POINT_GROUP, AlgorithmSpec, {name: import_module(f"selfloop.algorithms.{name}_config").SPEC for name in BUILTIN})
+    builtin = {name: import_module(f"selfloop.algorithms.{name}_config").SPEC for name in BUILTIN}
+    return with_entry_points(ENTRY_POINT_GROUP, AlgorithmSpec, builtin)
 
 
 def spec(name: str) -> AlgorithmSpec:

@@ -26,9 +26,8 @@ from sqlalchemy.orm import Session
 from selfloop.algorithms.coin_config import CoINConfig
 from selfloop.algorithms.rest import kept_samples
 from selfloop.db.models import Prompt
-from selfloop.families import family
 from selfloop.families.paraphrase import paraphrases
-from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem
 
 
 def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001

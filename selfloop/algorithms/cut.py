@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from selfloop.algorithms.cut_config import CUTConfig
 from selfloop.db.models import Iteration, Judgment, Prompt, Sample
-from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem
 
 _VERDICT = re.compile(r"\s*score\s*:\s*(?:\d+(?:\.\d+)?\s*(?:/\s*5)?\s*\.?)?\s*$", re.IGNORECASE)
 

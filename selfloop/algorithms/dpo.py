@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from sqlalchemy.orm import Session
 
 from selfloop.db.queries import judged_means
-from selfloop.training.items import LogpFn, TrainItem, stack, sums
+from selfloop.algorithms.items import LogpFn, TrainItem, stack, sums
 from selfloop.algorithms.dpo_config import DPOConfig
 
 

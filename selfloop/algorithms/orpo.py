@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.dpo import judged_pairs
-from selfloop.training.items import LogpFn, TrainItem, means
+from selfloop.algorithms.items import LogpFn, TrainItem, means
 from selfloop.algorithms.orpo_config import ORPOConfig
 
 

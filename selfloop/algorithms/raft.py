@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from selfloop.algorithms.raft_config import RAFTConfig
 from selfloop.algorithms.rest import item_nll
 from selfloop.db.models import Judgment, Prompt, Sample
-from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem
 
 
 def rewards(session: Session, iteration_id: int, cfg: RAFTConfig) -> list[tuple[int, int, float]]:

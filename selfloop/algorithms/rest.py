@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import voted_samples
-from selfloop.training.items import LogpFn, TrainItem, sums
+from selfloop.algorithms.items import LogpFn, TrainItem, sums
 from selfloop.algorithms.rest_config import RestConfig
 
 

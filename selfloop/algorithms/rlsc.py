@@ -18,7 +18,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Prompt, Sample
-from selfloop.training.items import LogpFn, TrainItem, stack, sums
+from selfloop.algorithms.items import LogpFn, TrainItem, stack, sums
 from selfloop.algorithms.rlsc_config import RLSCConfig
 
 

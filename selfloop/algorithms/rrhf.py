@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from selfloop.algorithms.rrhf_config import RRHFConfig
 from selfloop.db.queries import judged_means
-from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem
 
 
 def rank_loss(scores: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:

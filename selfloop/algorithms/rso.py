@@ -29,7 +29,7 @@ from selfloop.algorithms.dpo_config import DPOConfig
 from selfloop.algorithms.rso_config import RSOConfig
 from selfloop.db.models import Iteration, Prompt
 from selfloop.db.queries import judged_means
-from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem
 
 
 def rejection_sample(candidates: list[tuple[int, float]], num_accept: int, beta: float,

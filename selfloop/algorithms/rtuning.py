@@ -15,9 +15,10 @@ word's whole token sequence where the two share their first token), confidence
 c = P(sure) / (P(sure) + P(unsure)); stored as `sure_ap`, the average precision of c against the items' correctness
 (sklearn's average_precision_score: sum over thresholds of (R_n - R_{n-1}) * P_n), and `mean_sure`, the mean c.
 Where we depart: the paper's 'sure' is its greedy answer (15 tokens, cut at '.') containing the gold answer; here the
-loop's sampled rollouts vote, and the majority answer stands for what the policy answers. Its AP script averages P(sure) with the answer's geometric-mean token probability: we
-report P(sure)'s average precision alone. Its R-Tuning-U script resets its list inside the loop over questions (only
-the last one is ranked); every prompt is ranked here.
+loop's sampled rollouts vote, and the majority answer stands for what the policy answers. Its AP script averages
+P(sure) with the answer's geometric-mean token probability: we report P(sure)'s average precision alone. Its
+R-Tuning-U script resets its list inside the loop over questions (only the last one is ranked); every prompt is
+ranked here.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from selfloop.algorithms.rtuning_config import RTuningConfig
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import voted_samples
 from selfloop.judging.vote import answer_entropy
-from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem
 
 
 def target(answer: str, sure: bool, cfg: RTuningConfig) -> str:

@@ -8,8 +8,9 @@ Torch-free: a config loads without importing any trainer.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -33,6 +34,11 @@ class AlgorithmSpec:
     # Its trainer module has `held_out_metrics(engine, chats, responses, correct, adapter, options) -> dict[str, float]`:
     # figures the evaluate phase adds for each suite and policy (R-Tuning's average precision of P(sure)).
     held_out: bool = False
+    # A check of the whole validated config when this algorithm is chosen: a problem in one line, or None (TTRL:
+    # n_train within samples_per_prompt).
+    check: Callable[[Any], str | None] | None = None
+    # Old keys of its section moved elsewhere: the raw config mapping in, the mapping with today's keys out.
+    moved: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", self.name):

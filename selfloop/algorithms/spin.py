@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from selfloop.algorithms import dpo
 from selfloop.db.models import Example, Iteration, Prompt, Sample
-from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.spin_config import SPINConfig
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import voted_samples
-from selfloop.training.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.ttrl_config import TTRLConfig
 
 

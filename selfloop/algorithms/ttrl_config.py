@@ -4,7 +4,7 @@ and its SPEC: what the rest of selfloop needs to know about the algorithm."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,26 @@ class TTRLConfig(BaseModel):
     kl_coef: Annotated[float, Field(ge=0.0)] = Field(0.0, description="Weight of the KL penalty to the reference.")
 
 
+def _check(config: Any) -> str | None:
+    n_train, n = config.train.ttrl.n_train, config.generation.samples_per_prompt
+    if n_train is not None and n_train > n:
+        return f"train.ttrl.n_train ({n_train}) is above generation.samples_per_prompt ({n})"
+    return None
+
+
+def _moved(data: dict[str, Any]) -> dict[str, Any]:
+    """train.ttrl.n_vote (before 2026-11-22) is judge.vote.voters now: the judge's vote is TTRL's label."""
+    train = data.get("train")
+    ttrl = train.get("ttrl") if isinstance(train, dict) else None  # on assignment, sections are models already
+    if isinstance(ttrl, dict) and "n_vote" in ttrl:
+        ttrl = dict(ttrl)
+        voters = ttrl.pop("n_vote")
+        judge = dict(data.get("judge") or {})
+        judge["vote"] = {"voters": voters, **(judge.get("vote") or {})}
+        data = {**data, "train": {**data["train"], "ttrl": ttrl}, "judge": judge}
+    return data
+
+
 SPEC = AlgorithmSpec(
     name="ttrl",
     options=TTRLConfig,
@@ -30,4 +50,6 @@ SPEC = AlgorithmSpec(
     shape="rewarded",
     signal="vote",
     needs_reference=True,
+    check=_check,
+    moved=_moved,
 )

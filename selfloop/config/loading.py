@@ -62,7 +62,8 @@ def _format_error(err: dict[str, Any]) -> str:
         expected = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
         return f"{path}: {value!r} is not one of {expected}"
     msg = err["msg"].removeprefix("Value error, ")
-    if kind.endswith("_parsing") or kind.endswith("_type") or kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+    bounds = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+    if kind.endswith("_parsing") or kind.endswith("_type") or kind in bounds:
         return f"{path}: {value!r}: {msg.lower()}"
     return f"{path}: {msg} (got {value!r})" if not isinstance(value, dict) else f"{path}: {msg}"
 

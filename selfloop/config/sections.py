@@ -1,8 +1,8 @@
 """The whole configuration as one tree of pydantic models, one class per YAML section.
 
 Every field has a default where one makes sense, so a minimal YAML names only the loop. Unknown keys are errors.
-The algorithm and task-family registries decide the names `train.algorithm`, `generation.tasks.kind` and
-`eval.suites[].kind` accept and the `train.<algorithm>` option sections.
+The algorithm, task-family and filter registries decide the names `train.algorithm`, `generation.tasks.kind`,
+`eval.suites[].kind` and `curate.filters` accept and the `train.<algorithm>` and `curate.<filter>` option sections.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer, field_validator, model_validator
 
+from selfloop.algorithms import DEFAULT as DEFAULT_ALGORITHM
 from selfloop.algorithms import specs as algorithm_specs
+from selfloop.curation import specs as filter_specs
 from selfloop.families import specs as family_specs
 
 PHASES = ("synthesize", "rollout", "judge", "curate", "select", "train", "evaluate", "promote")
@@ -26,6 +28,8 @@ ALGORITHMS = algorithm_specs()
 # Registered task families (built-in and from plug-ins): those with a generator are kinds of task pools (with a
 # training split) and of held-out suites (with an eval split); any family may grade a user file's answers.
 FAMILIES = family_specs()
+# Registered curate filters (built-in and from plug-ins): the names curate.filters accepts and their sections.
+FILTERS = filter_specs()
 PoolKind = Literal[("seed", "jsonl", *(n for n, f in FAMILIES.items() if f.problems and "train" in f.splits))]  # type: ignore[valid-type]
 SuiteKind = Literal[(*(n for n, f in FAMILIES.items() if f.problems and "eval" in f.splits), "jsonl")]  # type: ignore[valid-type]
 FamilyName = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
@@ -261,8 +265,10 @@ class GenerationConfig(Section):
     top_p: Probability = Field(1.0, description="Nucleus sampling mass (1: off).")
     top_k: upto(1_000_000, 0) = Field(0, description="Top-k sampling (0: off).")
     max_new_tokens: upto(32_768) = Field(256, description="Longest completion in tokens.")
-    stop: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=32)] = Field([], description="Strings that end a completion (besides the end-of-turn token).")
-    system_prompt: Annotated[str, Field(max_length=32_768)] | None = Field(None, description="System message put before every prompt (null: none).")
+    stop: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=32)] = Field(
+        [], description="Strings that end a completion (besides the end-of-turn token).")
+    system_prompt: Annotated[str, Field(max_length=32_768)] | None = Field(
+        None, description="System message put before every prompt (null: none).")
 
 
 class MineHardConfig(Section):
@@ -470,7 +476,7 @@ class EFTConfig(Section):
 class _TrainOptions(Section):
     """The training phase: algorithm, optimiser and per-algorithm options."""
 
-    algorithm: Algorithm = Field("dpo", description="Training algorithm: " + ", ".join(ALGORITHMS) + ".")
+    algorithm: Algorithm = Field(DEFAULT_ALGORITHM, description="Training algorithm: " + ", ".join(ALGORITHMS) + ".")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     eft: EFTConfig = Field(default_factory=EFTConfig)
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = Field(5e-5, description="Peak AdamW learning rate.")
@@ -516,7 +522,8 @@ class SuiteConfig(_FileBacked):
                                                                 if f.problems and "eval" in f.splits)
         + ") or 'jsonl', a user file graded by its `family`.")
     size: upto(100_000) = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
-    levels: list[Annotated[int, Field(ge=1, le=100)]] = Field([1], description="The family's difficulty levels (arithmetic: 1-3; instructions: 1 or 2 constraints).")
+    levels: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        [1], description="The family's difficulty levels (arithmetic: 1-3; instructions: 1 or 2 constraints).")
     phrasing: Literal["seen", "unseen", "transfer", "novel"] = Field(
         "seen", description="Generators: 'seen' words problems as training prompts are worded; 'unseen' uses wordings "
         "held out from every training prompt (a format learned is not a skill learned); 'transfer' (arithmetic) asks "
@@ -554,80 +561,22 @@ class SuiteConfig(_FileBacked):
         return self
 
 
-class IFDFilter(Section):
-    """IFD (Cherry LLM, Li et al. 2024): the mean cross-entropy of an answer after its question divided by the mean
-    cross-entropy of the same answer after an empty question, under the current policy; a prompt's IFD is the
-    mean over its scored samples. High: the question matters to the answer."""
-
-    keep_fraction: Probability = Field(
-        0.5, description="Keep this top fraction of the prompts by IFD, among those at most 1 (Cherry's "
-        "sample_rate; its 0.1 is for pools of 50k, a loop's iteration holds tens).")
-    drop_above_one: bool = Field(True, description="Drop IFD > 1: the answer is likelier without the question.")
-    samples: upto(64) = Field(
-        2, description="Samples of each prompt scored (the first ones in sample order). Each costs two forward "
-        "passes: 4 made the TTRL demo's iteration 20-26 % slower on 2 CPU cores, 2 halves that.")
+CurateFilter = Literal[tuple(FILTERS)]  # type: ignore[valid-type]
 
 
-class DeitaFilter(Section):
-    """DEITA (Liu et al. 2024): complexity x quality, each the expected score over 1..6 under the policy's own
-    next-token distribution, then a greedy pass in that order that keeps a prompt only if its embedding's cosine
-    similarity to every prompt kept so far is at most `threshold`."""
-
-    threshold: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
-        0.9, description="Largest cosine similarity to an already kept prompt (DEITA's tau).")
-    keep: upto(1_000_000) | None = Field(None, description="Stop after this many kept prompts (DEITA's data "
-                                         "size; null: every prompt that passes the similarity cut).")
-    samples: upto(64) = Field(2, description="Samples of each prompt whose quality is scored (the mean is taken).")
-
-
-class ModsFilter(Section):
-    """MoDS (Du et al. 2023): coverage by k-center greedy over the prompts' embeddings, plus necessity: the
-    prompts whose own answers the LLM judge scored low."""
-
-    centers: upto(1_000_000) = Field(8, description="Prompts kept for coverage (k of k-center greedy).")
-    necessity_below: Annotated[float, Field(ge=0.0, le=5.0)] | None = Field(
-        2.5, description="Also keep every prompt whose samples' mean LLM-judge score is below this (null: coverage "
-        "only; needs 'llm_judge' in judge.signals).")
-
-
-class BandFilter(Section):
-    """A difficulty band on the vote share (TTRL practice): drop prompts everyone agrees on (nothing to learn) and
-    prompts without a majority (the label is noise)."""
-
-    above: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
-        0.5, description="Keep a prompt whose majority answer's share of its samples is above this.")
-    below: Annotated[float, Field(gt=0.0, le=1.0)] = Field(1.0, description="... and below this.")
-    shift: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
-        0.0, description="Move both bounds by this much each iteration after the first (a curriculum; negative: "
-        "towards harder prompts), kept within 0..1.")
-
-    @model_validator(mode="after")
-    def _a_band(self) -> BandFilter:
-        if self.above >= self.below:
-            raise ValueError(f"above ({self.above}) must be below below ({self.below})")
-        return self
-
-
-CurateFilter = Literal["ifd", "deita", "mods", "band"]
-
-
-class CurateConfig(Section):
+class _CurateOptions(Section):
     """Data selection (the curate phase): filters, in order, decide which of the iteration's prompts select may
     train on; every score and decision is a row of `curations`."""
 
     filters: list[CurateFilter] = Field(
-        [], description="Filters in the order they run, each on the prompts the one before kept: ifd, deita, mods, "
-        "band (empty: no curation, every prompt may be trained on).")
+        [], description="Filters in the order they run, each on the prompts the one before kept: "
+        + ", ".join(FILTERS) + " (empty: no curation, every prompt may be trained on).")
     budget: upto(1_000_000) | None = Field(
         None, description="Keep at most this many prompts after the filters, in the last ranking filter's order "
         "(null: no cap).")
     same_steps: bool = Field(
         False, description="LIMA as a policy: train as many optimizer steps as the uncurated examples would have "
         "taken, repeating the kept ones for more epochs.")
-    ifd: IFDFilter = Field(default_factory=IFDFilter)
-    deita: DeitaFilter = Field(default_factory=DeitaFilter)
-    mods: ModsFilter = Field(default_factory=ModsFilter)
-    band: BandFilter = Field(default_factory=BandFilter)
 
     @field_validator("filters")
     @classmethod
@@ -635,6 +584,17 @@ class CurateConfig(Section):
         if len(set(v)) != len(v):
             raise ValueError("a filter is listed twice")
         return v
+
+    def options(self, name: str) -> BaseModel:
+        """A filter's options section (curate.<name>)."""
+        return getattr(self, name)
+
+
+# One options section per registered filter, curate.<name>, described by the filter's summary.
+CurateConfig = create_model(  # type: ignore[call-overload]
+    "CurateConfig", __base__=_CurateOptions, __module__=__name__, __doc__=_CurateOptions.__doc__,
+    **{name: (spec.options, Field(default_factory=spec.options, description=spec.summary)) for name, spec in FILTERS.items()},
+)
 
 
 class DriftConfig(Section):
@@ -925,18 +885,21 @@ class Config(Section):
         if "evaluate" in self.loop.phases and not self.eval.suites:
             raise ValueError("eval.suites is empty, but the evaluate phase needs at least one held-out suite "
                              "(or remove 'evaluate' from loop.phases)")
-        n = self.generation.samples_per_prompt
-        for field, value in (("judge.vote.voters", self.judge.vote.voters), ("train.ttrl.n_train", self.train.ttrl.n_train)):
-            if value is not None and value > n:
-                raise ValueError(f"{field} ({value}) is above generation.samples_per_prompt ({n})")
+        n, voters = self.generation.samples_per_prompt, self.judge.vote.voters
+        if voters is not None and voters > n:
+            raise ValueError(f"judge.vote.voters ({voters}) is above generation.samples_per_prompt ({n})")
+        check = ALGORITHMS[self.train.algorithm].check
+        problem = check(self) if check is not None else None
+        if problem:
+            raise ValueError(problem)
         if self.curate.filters and "select" in self.loop.phases and "curate" not in self.loop.phases:
             phases = list(self.loop.phases)
             phases.insert(phases.index("select"), "curate")
             self.loop.phases = phases
         if self.curate.filters and "curate" in self.loop.phases:
-            needs = {"band": "vote"} | ({"mods": "llm_judge"} if self.curate.mods.necessity_below is not None else {})
-            for name, signal in needs.items():
-                if name in self.curate.filters and signal not in self.judge.signals:
+            for name in self.curate.filters:
+                signal = FILTERS[name].reads(self.curate.options(name))
+                if signal is not None and signal not in self.judge.signals:
                     raise ValueError(f"curate.filters names {name!r}, which reads the {signal!r} judgments: "
                                      f"add {signal!r} to judge.signals")
         if self.self_instruct.mine_hard.enabled and "synthesize" not in self.loop.phases:
@@ -957,15 +920,12 @@ class Config(Section):
     @model_validator(mode="before")
     @classmethod
     def _moved_fields(cls, data: Any) -> Any:
-        """train.ttrl.n_vote (before 2026-11-22) is judge.vote.voters now: the judge's vote is TTRL's label."""
-        train = data.get("train") if isinstance(data, dict) else None
-        ttrl = train.get("ttrl") if isinstance(train, dict) else None  # on assignment, sections are models already
-        if isinstance(ttrl, dict) and "n_vote" in ttrl:
-            ttrl = dict(ttrl)
-            voters = ttrl.pop("n_vote")
-            judge = dict(data.get("judge") or {})
-            judge["vote"] = {"voters": voters, **(judge.get("vote") or {})}
-            data = {**data, "train": {**data["train"], "ttrl": ttrl}, "judge": judge}
+        """Keys an algorithm's section had once, moved where they live now (each algorithm's `moved`)."""
+        if not isinstance(data, dict):
+            return data
+        for spec in ALGORITHMS.values():
+            if spec.moved is not None:
+                data = spec.moved(data)
         return data
 
     # Paths that depend on the environment, resolved once here so every module agrees.

@@ -7,29 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from selfloop.db.curation import Candidate, PooledSample
 from selfloop.engines.chat import user_chat
 
-
-@dataclass(frozen=True)
-class PooledSample:
-    id: int
-    text: str
-    token_ids: list[int]
-    correct: bool | None  # as the judge phase graded it (None: no known answer or no answer)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    prompt_id: int
-    text: str
-    samples: list[PooledSample]
-    vote_share: float | None  # the majority answer's share (None: no vote)
-    judge_mean: float | None  # the mean valid LLM-judge score of its samples (None: not judged)
-
-    @property
-    def correct_share(self) -> float | None:
-        checked = [s.correct for s in self.samples if s.correct is not None]
-        return sum(checked) / len(checked) if checked else None
+__all__ = ["Candidate", "FilterContext", "PooledSample", "Verdicts"]
 
 
 @dataclass

@@ -1,16 +1,39 @@
-"""The curate phase's queries: the pool of prompts it scores, its rows, and what they decided."""
+"""The curate phase's queries: the pool of prompts it scores (what the filters see: Candidate), its rows, and what
+they decided."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String as String_
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from selfloop.curation.pool import Candidate, PooledSample
 from selfloop.db.models import Curation, Iteration, Judgment, Prompt, Sample, Vote
+
+
+@dataclass(frozen=True)
+class PooledSample:
+    id: int
+    text: str
+    token_ids: list[int]
+    correct: bool | None  # as the judge phase graded it (None: no known answer or no answer)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    prompt_id: int
+    text: str
+    samples: list[PooledSample]
+    vote_share: float | None  # the majority answer's share (None: no vote)
+    judge_mean: float | None  # the mean valid LLM-judge score of its samples (None: not judged)
+
+    @property
+    def correct_share(self) -> float | None:
+        checked = [s.correct for s in self.samples if s.correct is not None]
+        return sum(checked) / len(checked) if checked else None
 
 
 def curation_pool(session: Session, iteration_id: int) -> list[Candidate]:

@@ -30,7 +30,8 @@ def _script() -> ScriptDirectory:
 
 def head_revision() -> str:
     head = _script().get_current_head()
-    assert head is not None, "the package ships no migrations"
+    if head is None:
+        raise RuntimeError("the package ships no migrations")
     return head
 
 

@@ -354,16 +354,10 @@ def phase_summary(session: Session, iteration_id: int, phase: str) -> str:
     return ""
 
 
-def server_fleets(session: Session) -> dict[tuple[str, ...], tuple[str | None, list[str]]]:
-    """The vLLM server fleets that loops not yet finished generate on: servers -> (API key variable, loops)."""
-    fleets: dict[tuple[str, ...], tuple[str | None, list[str]]] = {}
-    from selfloop.config import stored_config
-
-    for name, snapshot in session.execute(select(Loop.name, Loop.config).where(Loop.status != "finished").order_by(Loop.name)):
-        engine = stored_config(snapshot, name).engine
-        if engine.kind == "vllm-server" and engine.servers:
-            fleets.setdefault(tuple(engine.servers), (engine.api_key_env, []))[1].append(name)
-    return fleets
+def unfinished_configs(session: Session) -> list[tuple[str, dict[str, Any]]]:
+    """(name, stored config snapshot) of every loop not finished, by name."""
+    return [(name, snapshot) for name, snapshot in session.execute(
+        select(Loop.name, Loop.config).where(Loop.status != "finished").order_by(Loop.name))]
 
 
 def loop_writers(session: Session) -> list[tuple[str, str, int, str, Any]]:

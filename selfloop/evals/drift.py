@@ -114,12 +114,14 @@ def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, n
     first = {k: _metric(session, first_id, k) for k in now} if first_id != iteration_id else {}
     d = config.eval.drift
     warnings = []
-    if first.get("drift.mean_response_tokens") and now["drift.mean_response_tokens"] > d.max_length_growth * first["drift.mean_response_tokens"]:
+    start_length = first.get("drift.mean_response_tokens")
+    if start_length and now["drift.mean_response_tokens"] > d.max_length_growth * start_length:
         warnings.append(("drift.length", f"mean response length {now['drift.mean_response_tokens']:.1f} tokens is over "
                          f"{d.max_length_growth}x the first iteration's {first['drift.mean_response_tokens']:.1f}"))
     if first.get("drift.judge_score") is not None and "drift.judge_score" in now:
         rise = now["drift.judge_score"] - first["drift.judge_score"]
-        held_now = _main(session, iteration_id, config.eval.main_metric, "candidate") or _main(session, iteration_id, config.eval.main_metric, "baseline")
+        metric = config.eval.main_metric
+        held_now = _main(session, iteration_id, metric, "candidate") or _main(session, iteration_id, metric, "baseline")
         held_first = _main(session, first_id, config.eval.main_metric, "baseline")
         if rise >= d.judge_inflation and held_now is not None and held_first is not None and held_now <= held_first:
             warnings.append(("drift.judge_inflation", f"mean judge score rose by {rise:.2f} since iteration 1 while "

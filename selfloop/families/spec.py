@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from selfloop.judging.answers import DEFAULT_CHAIN, EXTRACTORS
+from selfloop.families.answers import DEFAULT_CHAIN, EXTRACTORS
 
 Split = Literal["train", "eval"]
 

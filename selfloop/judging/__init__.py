@@ -3,7 +3,7 @@
 The small public API: `parse_score`, `extract_answer`, `majority_vote`.
 """
 
-from selfloop.judging.answers import extract_answer
+from selfloop.families.answers import extract_answer
 from selfloop.judging.scores import parse_score
 from selfloop.judging.vote import majority_vote, vote
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from selfloop.engines.base import Chat
 from selfloop.errors import ConfigError
+from selfloop.user_files import read_user_file
 
 
 @cache
@@ -18,8 +19,6 @@ def load_template(name: str) -> str:
     if bundled.is_file():
         text = bundled.read_text()
     elif path.exists():
-        from selfloop.tasks import read_user_file
-
         text = read_user_file(path, "judge.llm_judge.template", max_bytes=1024 * 1024)
     else:
         raise ConfigError(f"judge.llm_judge.template: {name!r} is neither a file under prompts/ nor a path")

@@ -374,7 +374,8 @@ def update_docs(path: Path, name: str, result: dict[str, Any], lines: list[dict[
     for style in STYLES:
         start, end = MARKER.format(name=name, style=style, end="start"), MARKER.format(name=name, style=style, end="end")
         pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(end), re.S)
-        text, n = pattern.subn(lambda _: f"{start}\n{generated_block(name, style, result, lines, command)}{end}", text)
+        block = f"{start}\n{generated_block(name, style, result, lines, command)}{end}"
+        text, n = pattern.subn(lambda _, block=block: block, text)
         count += n
     if count:
         path.write_text(text, encoding="utf-8")
@@ -435,7 +436,8 @@ interval is beyond the noise.</p>
 <th>beyond noise</th><th>pooled (95 % interval)</th><th>fraction of the oracle</th></tr></thead><tbody>{rows}</tbody></table>
 <h2>Goals</h2><p class=muted>Marked on the validation split ({_escape(", ".join(result.get("chosen_on") or []) or "none")}),
 which decisions may read; the test split's figures beside them were not used to mark or rank.</p>
-<table id="lab-goals"><thead><tr><th>goal</th><th>result (validation)</th><th>why</th><th>on test</th></tr></thead><tbody>{goals}</tbody></table>
+<table id="lab-goals"><thead><tr><th>goal</th><th>result (validation)</th><th>why</th><th>on test</th></tr></thead>
+<tbody>{goals}</tbody></table>
 {cost}
 <script>
 {draw}</script></body></html>"""

@@ -3,8 +3,8 @@ iteration like `selfloop run` (so a killed lab resumes where each loop stopped, 
 would have written). Arms start from one point: the config's base model, or a stored loop's checkpoint (each arm a
 fork of it). `eval.reuse_from_store` is on for every arm, so the start's held-out answers are computed once (the
 control runs first) and copied to the others; `eval.cache_dir` (.lab/eval-cache beside the lab file unless the
-config names one) keeps them by content for every other store and lab on the machine. A finished arm x seed appends one line to the results file, with
-the commit, date and machine; the report is built from those lines.
+config names one) keeps them by content for every other store and lab on the machine. A finished arm x seed
+appends one line to the results file, with the commit, date and machine; the report is built from those lines.
 """
 
 from __future__ import annotations

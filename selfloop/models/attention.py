@@ -13,12 +13,14 @@ Anything else (prefill: several query positions) goes to transformers' SDPA unch
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 NAME = "selfloop_sdpa"
 
 
-def grouped_decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):  # noqa: ANN001, ANN201
+def grouped_decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs: Any):  # noqa: ANN001, ANN201
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)

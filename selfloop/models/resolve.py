@@ -74,7 +74,7 @@ def _download(repo_id: str, revision: str | None, cache_dir: Path) -> Path:
             allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"],
             tqdm_class=_Beating,
         ))
-    except Exception as exc:  # network, auth, missing repo: all end the same way for the user
+    except Exception as exc:  # noqa: BLE001 - network, auth, missing repo: all end the same way for the user
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
             # A config error (exit 2): systemd does not restart it, since only the environment can fix it.
             raise ConfigError(f"model.base {repo_id!r} is not in the model cache and HF_HUB_OFFLINE is set, which "

@@ -1,5 +1,5 @@
 """Phase curate: the filters of `curate.filters` decide, in order, which of the iteration's prompts select may
-train on (data selection: IFD, DEITA, MoDS, the vote-share band), then `curate.budget` caps what is left.
+train on (data selection: IFD, DEITA, MoDS, the vote-share band, a plug-in's filter), then `curate.budget` caps what is left.
 
 Every score and decision is a row of `curations`, written with the done mark in one transaction: a crash before
 it leaves nothing, and the re-run scores again with the same policy and seeds. A filter that drops every prompt
@@ -12,7 +12,7 @@ import time
 
 from loguru import logger
 
-from selfloop.curation import curate_fn
+from selfloop.curation import curate_fn, specs
 from selfloop.curation.pool import FilterContext, Verdicts
 from selfloop.db.curation import curation_pool, has_curation, store_curation
 from selfloop.db.queries import set_metric
@@ -28,14 +28,14 @@ def run(ctx: PhaseContext) -> None:
             ctx.mark_done(session)
             return
     rows, metrics = [], {"curate.prompts": len(pool)}
-    engine = ctx.runtime.engine() if any(f in ("ifd", "deita", "mods") for f in cfg.filters) else None
+    engine = ctx.runtime.engine() if any(specs()[f].uses_policy for f in cfg.filters) else None
     left = pool
     for position, name in enumerate(cfg.filters):
         ctx.check_stop()
         started = time.monotonic()
         fctx = FilterContext(engine, ctx.policy, ctx.config.generation.system_prompt, ctx.step,
                              ctx.seed("curate", name))
-        verdicts = curate_fn(name)(left, getattr(cfg, name), fctx)
+        verdicts = curate_fn(name)(left, cfg.options(name), fctx)
         by_id = {c.prompt_id: c for c in left}
         rows += [{**row, "position": position, "filter": name} for row in verdicts.rows]
         metrics[f"curate.{name}.seconds"] = time.monotonic() - started

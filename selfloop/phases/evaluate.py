@@ -26,7 +26,7 @@ from selfloop.evals import cache as eval_cache
 from selfloop.evals.drift import kl_per_token, monitor
 from selfloop.evals.stats import wilson
 from selfloop.evals.suites import Item, load_suite
-from selfloop.judging.answers import extract_answer, normalise
+from selfloop.families.answers import extract_answer, normalise
 from selfloop.families import family
 from selfloop.families.spec import FamilySpec
 from selfloop.judging.vote import vote

@@ -25,7 +25,7 @@ from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import add_event, insert_ignore, set_metric, unjudged_samples
 from selfloop.engines.base import Completion, Sampling
 from selfloop.judging import intrinsic
-from selfloop.judging.answers import extract_answer, normalise
+from selfloop.families.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
 from selfloop.judging.correctness import grade_iteration
 from selfloop.families import family
@@ -148,7 +148,7 @@ def _by_distribution(engine, adapter, chunk, chats, outs) -> list[dict]:  # noqa
     prefixes = [engine.tokenizer.encode(t + "\n" if t else "", add_special_tokens=False) + head for t in texts]
     logprobs = engine.next_token_logprobs([chat for _, chat, _, _ in flat], prefixes, values, adapter=adapter)
     rows = []
-    for (s, _, j, c), text, lps in zip(flat, texts, logprobs):
+    for (s, _, j, c), lps in zip(flat, logprobs):
         score, mass, probs = expected_score(lps)
         rows.append({"sample_id": s.id, "kind": "llm_judge", "judge_index": j, "score": score,
                      "parse_ok": score is not None, "raw": c.text,

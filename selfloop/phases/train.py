@@ -1,11 +1,10 @@
 """Phase train: LoRA training on the iteration's examples, then an atomic checkpoint.
 
 A re-run (after a crash or a stop) starts training over with the same seed: its partial train_steps
-rows are deleted when the new attempt is marked running (`loop._start_phase`). Reference log-probs come from the rollout where the engine recorded them for
-samples of the starting policy (`samples.policy_token_logprobs`), else from a forward pass; once
-known they are kept on the example rows. The new
-checkpoint's row, the iteration's output checkpoint and the done mark are one transaction, written
-only after the checkpoint directory is complete.
+rows are deleted when the new attempt is marked running (`loop._start_phase`). Reference log-probs come from
+the rollout where the engine recorded them for samples of the starting policy (`samples.policy_token_logprobs`),
+else from a forward pass; once known they are kept on the example rows. The new checkpoint's row, the iteration's
+output checkpoint and the done mark are one transaction, written only after the checkpoint directory is complete.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
 from selfloop.models.packaged import shareable_base
 from selfloop.phases.context import PhaseContext
 from selfloop.training.checkpoint import save_adapter
-from selfloop.training.items import TrainItem, fit, lacks_reference
+from selfloop.algorithms.items import TrainItem, fit, lacks_reference
 from selfloop.training.loop import StepRecord, default_steps, load_trainable, reference_logps, train
 
 
@@ -99,7 +98,8 @@ def run(ctx: PhaseContext) -> None:
     items, from_rollout = _items(ctx, tokenizer, init)
     if not items:
         with ctx.db.session() as session:
-            add_event(session, ctx.loop_id, ctx.iteration_id, "train.skipped", "no training examples: no checkpoint this iteration", level="warning")
+            add_event(session, ctx.loop_id, ctx.iteration_id, "train.skipped", "no training examples: no checkpoint this iteration",
+                      level="warning")
             ctx.mark_done(session)
         return
     ctx.runtime.release_accelerator()

@@ -30,7 +30,7 @@ from pathlib import Path
 from selfloop.errors import Interrupted, SelfloopError
 from selfloop.manifest import TMP_PREFIX
 from selfloop.private import private_dir
-from selfloop.training.items import TrainItem, set_reference
+from selfloop.algorithms.items import TrainItem, set_reference
 
 POLL_S = 0.2
 

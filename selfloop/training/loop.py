@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -34,7 +35,12 @@ from selfloop.models.loading import load_causal_lm
 from selfloop.models.logprobs import packed_completion_logprobs
 from selfloop.progress import Progress
 from selfloop.adapters import verify_checkpoint
-from selfloop.training.items import LogpFn, TrainItem, lacks_reference, means
+from selfloop.algorithms.items import LogpFn, TrainItem, lacks_reference, means
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+    from selfloop.config.sections import LoraConfig as LoraSection
 
 
 def default_steps(n_examples: int, train) -> int:  # noqa: ANN001
@@ -66,8 +72,8 @@ class StepRecord:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def load_trainable(model_dir: Path, init: Adapter | None, lora, device: torch.device, dtype: torch.dtype,  # noqa: ANN001
-                   gradient_checkpointing: bool = False):  # noqa: ANN201
+def load_trainable(model_dir: Path, init: Adapter | None, lora: LoraSection, device: torch.device, dtype: torch.dtype,
+                   gradient_checkpointing: bool = False) -> PeftModel:
     """The base model with a trainable LoRA adapter: `init`'s weights to continue from, or a fresh one (its
     updates added by one addmm per layer: selfloop.models.fused_lora)."""
     from peft import LoraConfig, PeftModel, get_peft_model

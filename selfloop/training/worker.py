@@ -25,7 +25,7 @@ def main(job_path: str) -> int:
     from selfloop.models.loading import pick_dtype
     from selfloop.processes import alive
     from selfloop.training.checkpoint import save_adapter
-    from selfloop.training.items import TrainItem, reference_rows, set_reference
+    from selfloop.algorithms.items import TrainItem, reference_rows, set_reference
     from selfloop.training.loop import load_trainable, reference_logps, train
 
     job = json.loads(Path(job_path).read_text())

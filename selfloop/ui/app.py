@@ -11,7 +11,6 @@ All JavaScript is served from here: Plotly from the installed `plotly` package, 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,33 +19,17 @@ from urllib.parse import quote
 from sqlalchemy.orm import sessionmaker
 
 from selfloop.errors import SelfloopError
+from selfloop.hosts import LOOPBACK_NAMES, host_name, is_loopback
 from selfloop.plots import lab_figures, plotly_js
 
 HERE = Path(__file__).resolve().parent
-TOKEN_ENV = "SELFLOOP_UI_TOKEN"
+TOKEN_ENV = "SELFLOOP_UI_TOKEN"  # noqa: S105 - the variable's name, not its value
 COOKIE = "selfloop_ui_token"
-LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 REFRESH_MS = 3000  # how often open pages poll for live progress
 MAX_COMPARED = 8  # loops on one comparison
 MAX_ROW_ID = 2**63 - 1  # the largest id or number a row can have
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def host_name(header: str) -> str:
-    """The name in a Host header, without its port ("[::1]:8765" -> "[::1]")."""
-    if header.startswith("["):
-        return header.split("]", 1)[0] + "]"
-    return header.rsplit(":", 1)[0]
 
 
 def templates():  # noqa: ANN201

@@ -32,7 +32,7 @@ from selfloop.db.models import (
 )
 from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers, metrics_of, no_loop
 from selfloop.errors import SelfloopError
-from selfloop.judging.answers import DEFAULT_CHAIN, answer_span, normalise
+from selfloop.families.answers import DEFAULT_CHAIN, answer_span, normalise
 from selfloop.render import select_columns
 
 PAGE_SIZE = 50

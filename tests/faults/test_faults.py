@@ -33,7 +33,7 @@ SKIPPED_TABLES = {"alembic_version", "writer_leases"}
 SKIPPED_COLUMNS = {("train_steps", "tokens_per_s"), ("phase_runs", "attempts")}
 
 
-def _normal(value, root: str):  # noqa: ANN001, ANN202
+def _normal(value, root: str):
     """A comparable form: floats to 5 decimals (batching may move the last bits), JSON with sorted keys,
     the test's own directory replaced (config snapshots hold the state directory)."""
     if isinstance(value, float):
@@ -59,7 +59,7 @@ def _normal(value, root: str):  # noqa: ANN001, ANN202
 FLOAT_TOLERANCE = 1e-5  # what rounding to 5 decimals allowed, without its false alarms at a rounding boundary
 
 
-def _exact(value, root: str):  # noqa: ANN001, ANN202
+def _exact(value, root: str):
     """As `_normal`, but floats kept whole and JSON parsed (not re-dumped), for `_same`."""
     if isinstance(value, str):
         try:
@@ -76,7 +76,7 @@ def _exact(value, root: str):  # noqa: ANN001, ANN202
     return value
 
 
-def _same(a, b) -> bool:  # noqa: ANN001
+def _same(a, b) -> bool:
     """Equal, floats within FLOAT_TOLERANCE (batching may move the last bits: rounding both to 5 decimals failed
     now and then on two values a hair either side of a boundary)."""
     if isinstance(a, float) or isinstance(b, float):
@@ -209,11 +209,11 @@ def _untimed(rows: list) -> list:
     return [r for r in rows if not (isinstance(r[0], str) and r[0].startswith("curate.") and r[0].endswith(".seconds"))]
 
 
-def _start_daemon(config: Path, env: dict[str, str] | None = None):  # noqa: ANN202
+def _start_daemon(config: Path, env: dict[str, str] | None = None):
     return selfloop_process("daemon", "--config", str(config), env=env)
 
 
-def _wait_for(url: str, condition, timeout: float = 120) -> None:  # noqa: ANN001
+def _wait_for(url: str, condition, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -223,7 +223,7 @@ def _wait_for(url: str, condition, timeout: float = 120) -> None:  # noqa: ANN00
             db.dispose()
             if ok:
                 return
-        except Exception:  # the database may not exist yet
+        except Exception:  # noqa: BLE001 - the database may not exist yet
             pass
         time.sleep(0.2)
     raise AssertionError("condition not reached")
@@ -231,7 +231,8 @@ def _wait_for(url: str, condition, timeout: float = 120) -> None:  # noqa: ANN00
 
 def test_sigterm_during_rollout_exits_0_and_resume_completes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'selfloop.db'}"
-    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "max_iterations": 1, "phases": ["rollout", "judge"]},
+    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "max_iterations": 1,
+                                          "phases": ["rollout", "judge"]},
                        generation={"prompts_per_iteration": 40, "samples_per_prompt": 4, "max_new_tokens": 48,
                                    "tasks": {"kind": "arithmetic"}}, engine={"batch_size": 4})
     daemon = _start_daemon(config)
@@ -254,7 +255,8 @@ def test_sigterm_during_rollout_exits_0_and_resume_completes(tmp_path: Path) -> 
 
 
 def _training_config(tmp_path: Path, url: str) -> Path:
-    return tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "max_iterations": 1, "phases": ["rollout", "judge", "select", "train"]},
+    return tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "max_iterations": 1,
+                                          "phases": ["rollout", "judge", "select", "train"]},
                      train={"algorithm": "rlsc", "rlsc": {"steps": 400}, "batch_size": 4, "lora": {"rank": 4, "alpha": 8},
                             "learning_rate": 1e-4})
 
@@ -400,7 +402,8 @@ def test_fork_starts_from_the_parent_checkpoint_and_leaves_the_parent_alone(tmp_
 
 def test_fork_from_an_iteration_without_checkpoint_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'selfloop.db'}"
-    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "max_iterations": 1, "phases": ["rollout"]})
+    config = tiny_yaml(tmp_path, url, loop={"name": "tiny", "state_dir": str(tmp_path / "state"), "max_iterations": 1,
+                                          "phases": ["rollout"]})
     assert selfloop_cli("run", "--config", str(config)).returncode == 0
     out = selfloop_cli("fork", "tiny", "--at", "1", "--name", "f", "--db", url)
     assert out.returncode == 1 and "has no checkpoint" in out.stderr and "Traceback" not in out.stderr

@@ -33,7 +33,7 @@ PRELOAD = ["tests.support.warm_imports"]
 _context = None
 
 
-def _ctx():  # noqa: ANN202
+def _ctx():
     global _context
     if _context is None:
         _context = multiprocessing.get_context("forkserver")

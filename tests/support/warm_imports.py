@@ -7,9 +7,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 from transformers.models.llama import modeling_llama  # noqa: F401  (the tiny model and SmolLM2 are Llamas)
 
 import peft  # noqa: F401
-import selfloop.cli  # noqa: F401
-import selfloop.engines.hf  # noqa: F401
-import selfloop.loop  # noqa: F401
+import selfloop.cli
+import selfloop.engines.hf
+import selfloop.loop
 import selfloop.runner  # noqa: F401
 
 _ = transformers.__version__

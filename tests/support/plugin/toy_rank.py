@@ -7,7 +7,7 @@ import torch
 from sqlalchemy import select as sql_select
 
 from selfloop.db.models import Sample
-from selfloop.training.items import means
+from selfloop.algorithms.items import means
 
 
 def select(session, iteration_id, config):

@@ -6,7 +6,7 @@ from collections import defaultdict
 from sqlalchemy import select as sql_select
 
 from selfloop.db.models import Judgment, Sample
-from selfloop.training.items import means
+from selfloop.algorithms.items import means
 
 
 def select(session, iteration_id, config):
