@@ -70,9 +70,11 @@ test: $(STAMP) lint
 	@url=$$(bash tests/support/services.sh); \
 	SELFLOOP_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -m "not gpu" -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
-# The linter, with the rules pyproject.toml chooses ([tool.ruff]): part of `make test`, so CI runs it.
+# The linter and the type checker, with the rules pyproject.toml chooses ([tool.ruff], [tool.mypy]): part of
+# `make test`, so CI runs them.
 lint: $(STAMP)
 	$(BIN)/ruff check selfloop tests bench migrations
+	$(BIN)/mypy selfloop
 
 # Rewrite docs/configuration.md's reference from the pydantic models.
 reference: $(STAMP)

@@ -27,6 +27,8 @@ from selfloop.config import (
 from selfloop.errors import SelfloopError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from selfloop.loop import Outcome
 
 PhaseCallback = Callable[[str, int, str], None]  # (loop, iteration, phase), as each phase starts
@@ -47,7 +49,7 @@ class Rows(list[dict[str, Any]]):
         out.extend(records)
         return out
 
-    def to_pandas(self):  # noqa: ANN201 - pandas is optional
+    def to_pandas(self) -> pd.DataFrame:
         try:
             import pandas as pd
         except ImportError:

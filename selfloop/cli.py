@@ -465,7 +465,7 @@ def _unpause(url: str, name: str) -> None:
     db = open_database(url)
     try:
         with db.session() as session:
-            loop = queries.loop_by_name(session, name)
+            loop = queries.loop_named(session, name)
             if loop.status == "paused":
                 loop.status, loop.status_reason = "ready", None
                 queries.add_event(session, loop.id, None, "loop.unpaused", f"loop {name} unpaused by the user")
@@ -767,12 +767,13 @@ def _disk_full(exc: BaseException) -> str | None:
     import errno
 
     seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            return str(exc.filename or "")
-        if "No space left on device" in str(exc) or "StorageFull" in str(exc):
+    cause: BaseException | None = exc
+    while cause is not None and seen < 10:
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return str(cause.filename or "")
+        if "No space left on device" in str(cause) or "StorageFull" in str(cause):
             return ""
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
     return None
 
 

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from selfloop.config import stored_config
 from selfloop.db import history
 from selfloop.db.models import Loop
-from selfloop.db.queries import loop_by_name, no_loop
+from selfloop.db.queries import loop_by_name, no_loop, row
 from selfloop.errors import SelfloopError
 
 WHAT = ("pairs", "samples", "examples", "ranked", "evals")
@@ -213,7 +213,7 @@ def merge(session: Session, loop_name: str, iteration: int | None, out: Path, co
         which = f"iteration {iteration}"
         if checkpoint_id is None:
             raise SelfloopError(f"iteration {iteration} of {loop_name!r} has no checkpoint")
-    ckpt = session.get(Checkpoint, checkpoint_id)
+    ckpt = row(session, Checkpoint, checkpoint_id)
     if ckpt.status != "ok":
         raise SelfloopError(f"the checkpoint of {which} of {loop_name!r} was deleted by retention")
     if out.exists() and any(out.iterdir()):

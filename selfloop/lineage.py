@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import Iteration, Loop
-from selfloop.db.queries import add_event, loop_by_name, no_loop
+from selfloop.db.queries import add_event, loop_by_name, loop_named, no_loop, row
 from selfloop.errors import SelfloopError
 from selfloop.loop import fingerprint
 
@@ -71,7 +71,7 @@ def fork(db: Database, parent_name: str, at: int, config: Config) -> Loop:
         if it.output_checkpoint_id is None:
             raise SelfloopError(f"iteration {at} of {parent_name!r} has no checkpoint (it trained nothing or has not "
                                 "finished training): fork from an iteration with one")
-        ckpt = session.get(Checkpoint, it.output_checkpoint_id)
+        ckpt = row(session, Checkpoint, it.output_checkpoint_id)
         if ckpt.status != "ok":
             raise SelfloopError(f"the checkpoint of iteration {at} of {parent_name!r} was deleted by retention")
         verify_checkpoint(config.checkpoint_dir(ckpt.path), ckpt.sha256)
@@ -88,7 +88,7 @@ def _new_fork(session: Session, parent: Loop, at: int, checkpoint_id: int | None
     if checkpoint_id is not None:
         from selfloop.adapters import verify_checkpoint
 
-        ckpt = session.get(Checkpoint, checkpoint_id)
+        ckpt = row(session, Checkpoint, checkpoint_id)
         verify_checkpoint(config.checkpoint_dir(ckpt.path), ckpt.sha256)
     loop = Loop(
         name=config.loop.name, parent_loop_id=parent.id, parent_iteration=at, start_checkpoint_id=checkpoint_id,
@@ -171,7 +171,7 @@ def rename_loop(db: Database, old: str, new: str, config: Config) -> int:
             moved = True
         try:
             with db.session() as session:
-                loop = loop_by_name(session, old)
+                loop = loop_named(session, old)
                 snapshot = {**loop.config, "loop": {**loop.config["loop"], "name": new}}
                 loop.name = new
                 loop.config, loop.config_hash = fingerprint(validate_config(snapshot, source=f"loop {old} (stored config)"))

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loguru import logger
-from sqlalchemy import select, text, update
+from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session
 
 from selfloop.db import file_locks
@@ -82,7 +82,7 @@ class LoopLock:
         self.db, self.loop, self.kind = db, loop, kind
         self.token: int | None = None
         self._fd: int | None = None
-        self._conn = None
+        self._conn: Connection | None = None
         self._key: int | None = None
 
     @property

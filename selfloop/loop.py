@@ -27,7 +27,7 @@ from selfloop.db.engine import Database
 from selfloop.db.models import Iteration, Loop, PhaseRun
 from selfloop.db.queries import (
     adapter_of, add_event, delete_iteration_rows, has_results, last_iteration, lineage_offset, loop_by_name, phase_run,
-    phase_summary,
+    phase_summary, row,
 )
 from selfloop.db.training import clear_steps
 from selfloop.errors import Interrupted, SelfloopError
@@ -200,9 +200,9 @@ def run_iteration(
             logger.info("{} iteration {}: {} done in {:.1f} s{}", config.loop.name, number, phase,
                         time.monotonic() - started, f" ({summary})" if summary else "")
     with db.session() as session:
-        it = session.get(Iteration, iteration_id)
+        it = row(session, Iteration, iteration_id)
         it.status, it.finished_at = "done", datetime.now(UTC)
-        loop = session.get(Loop, loop_id)
+        loop = row(session, Loop, loop_id)
         last = config.loop.max_iterations is not None and number >= config.loop.max_iterations
         if last:
             loop.status = "finished"
@@ -237,15 +237,15 @@ def _start_phase(db: Database, iteration_id: int, phase: str) -> int | None:
             run.started_at, run.finished_at = datetime.now(UTC), None
             if phase == "train":  # training starts over: in the same transaction, so every step row of a running
                 clear_steps(session, iteration_id)  # train phase is its current attempt's (trackers stream them)
-        session.get(Iteration, iteration_id).phase = phase
+        row(session, Iteration, iteration_id).phase = phase
         session.flush()
         return run.id
 
 
 def _end_phase(db: Database, phase_run_id: int, status: str, error: str | None = None) -> None:
     with db.session() as session:
-        run = session.get(PhaseRun, phase_run_id)
+        run = row(session, PhaseRun, phase_run_id)
         run.status, run.error, run.finished_at = status, error, datetime.now(UTC)
         if error:
-            it = session.get(Iteration, run.iteration_id)
+            it = row(session, Iteration, run.iteration_id)
             add_event(session, it.loop_id, it.id, "phase.failed", f"{run.phase} failed: {error}", level="error")

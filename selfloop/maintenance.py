@@ -86,7 +86,7 @@ def wal_checkpoint(db: Database) -> None:
         return
     raw = db.engine.raw_connection()  # outside any transaction: a checkpoint cannot run inside one
     try:
-        busy, _, _ = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        busy, _, _ = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             logger.info("wal_checkpoint: readers busy; the log will be folded on a later pass")
     finally:

@@ -185,7 +185,7 @@ class MetricsServer:
 
             def parse_request(self) -> bool:  # reads the headers; the request line was read before
                 whole = super().parse_request()
-                self.server.request_read(self.connection)  # type: ignore[attr-defined] - a _BoundedServer
+                self.server.request_read(self.connection)  # type: ignore[attr-defined]  # a _BoundedServer
                 return whole
 
             def do_GET(self) -> None:

@@ -18,7 +18,6 @@ from selfloop.loop import Outcome, open_loop, run_iteration
 from selfloop.manifest import remove_stale_temporaries
 from selfloop.private import private_dir
 from selfloop.runtime import Runtime
-from selfloop.signals import StopFlag
 from selfloop.tracking import Tracking
 
 
@@ -87,7 +86,7 @@ class Held:
         open_loop(self.db, self.config)
         self.tracking = Tracking(self.db, self.config)
 
-    def iteration(self, stop: StopFlag, on_phase: Callable[[str, int, str], None] | None = None) -> Outcome:
+    def iteration(self, stop: Callable[[], bool], on_phase: Callable[[str, int, str], None] | None = None) -> Outcome:
         """One iteration; trackers catch up as each phase starts and after the iteration."""
         if self.runtime is None or self.tracking is None:
             raise RuntimeError("Runner.iteration before start()")
@@ -127,7 +126,7 @@ def held(config: Config, kind: str) -> Iterator[Held]:
         db.dispose()
 
 
-def run_loop(config: Config, iterations: int | None, stop: StopFlag, *,
+def run_loop(config: Config, iterations: int | None, stop: Callable[[], bool], *,
              on_phase: Callable[[str, int, str], None] | None = None,
              on_iteration: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Run up to `iterations` iterations (None: until the loop finishes or a stop is requested).

@@ -209,7 +209,8 @@ def _parquet_rows(path: Path, field: str) -> Iterator[tuple[int, Any]]:
         if expands_to > MAX_FILE_BYTES:
             raise ConfigError(f"{field}: {path} expands to {expands_to} bytes when read, above the limit of "
                               f"{MAX_FILE_BYTES}")
-        rows, read = [], 0
+        rows: list[dict[str, Any]] = []
+        read = 0
         # Small batches: a dictionary-encoded column repeats one value in every row, which the metadata's sizes
         # do not show, so what the rows expand to is counted as they are read.
         for batch in parquet.iter_batches(batch_size=64):

@@ -23,6 +23,7 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db import history
 from selfloop.db.models import Loop, TrackerRun
-from selfloop.db.queries import COMPLETION_COLUMNS, add_event, completions, loop_by_name
+from selfloop.db.queries import COMPLETION_COLUMNS, add_event, completions, loop_by_name, row
 from selfloop.render import flat
 
 
@@ -194,7 +195,7 @@ class WandbBackend:
 
     def __init__(self, config: Config) -> None:
         self.cfg, self.dir = config.tracking.wandb, config.tracking.wandb.dir or config.state_dir()
-        self.run = None
+        self.run: Any = None  # a wandb Run once open
         # W&B merges what is logged at one step into one row and drops a step below the last one logged, so
         # each global step is shifted by `offset` where it would not grow (an iteration without training
         # steps, a resumed run): no figure is merged away or dropped. `figures_at`: the last iteration row.
@@ -266,7 +267,7 @@ class WandbBackend:
             self.run = None
 
 
-BACKENDS = {"mlflow": MLflowBackend, "wandb": WandbBackend}
+BACKENDS: dict[str, Callable[[Config], Any]] = {"mlflow": MLflowBackend, "wandb": WandbBackend}
 
 
 def enabled_backends(config: Config) -> list[str]:
@@ -343,7 +344,7 @@ def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int,
         mark = history.tracker_mark(session, loop.id, backend_name)
         tags = {"selfloop.loop": loop.name, "selfloop.seed": str(loop.seed)}
         if loop.parent_loop_id is not None:
-            parent = session.get(Loop, loop.parent_loop_id)
+            parent = row(session, Loop, loop.parent_loop_id)
             parent_mark = history.tracker_mark(session, parent.id, backend_name)
             parent_run = parent_mark.run_id if parent_mark else None
             tags |= {"selfloop.parent_loop": parent.name, "selfloop.fork_iteration": str(loop.parent_iteration)}

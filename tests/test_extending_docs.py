@@ -1,7 +1,8 @@
 """docs/extending.md's examples are complete and run as written (the user trial: `select()`'s body was elided and
 the imports never shown, so writing a plug-in needed the test fixtures). Every `# file: NAME.py` block of the page
 becomes a module of a package in a temporary directory, every ```toml entry-point block its entry points, and a
-tiny loop trains with the page's algorithm on the page's task family, from a fresh interpreter."""
+tiny loop trains with the page's algorithm on the page's task family, curated by the page's filter, from a fresh
+interpreter."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def install(target: Path) -> dict[str, str]:
 
 def test_the_page_names_whole_files() -> None:
     named = [b.splitlines()[0] for b in blocks("python") if b.startswith("# file: ")]
-    assert named == ["# file: toy_sft_config.py", "# file: toy_sft.py", "# file: reverse_word.py"]
+    assert named == ["# file: toy_sft_config.py", "# file: toy_sft.py", "# file: reverse_word.py",
+                     "# file: shortest_config.py", "# file: shortest.py"]
     for block in blocks("python"):
         if block.startswith("# file: "):
             assert "..." not in block, "an example with an elided body does not run"
@@ -62,6 +64,7 @@ def test_the_pages_algorithm_trains_on_the_pages_family(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'docs.db'}"
     config = tiny_yaml(tmp_path, url, loop__max_iterations=1, train__algorithm="toy_sft",
                        train__toy_sft={"per_prompt": 2}, judge__signals=["vote", "confidence"],
+                       curate__filters=["shortest"], curate__shortest={"keep": 3},
                        generation__tasks={"kind": "reverse_word"},
                        eval__suites=[{"name": "reverse", "kind": "reverse_word", "size": 4, "max_new_tokens": 8}],
                        eval__main_metric="reverse/greedy_accuracy")
@@ -73,5 +76,8 @@ def test_the_pages_algorithm_trains_on_the_pages_family(tmp_path: Path) -> None:
         families = conn.execute(text("SELECT DISTINCT family FROM prompts WHERE source = 'task'")).scalars().all()
         steps = conn.execute(text("SELECT count(*) FROM train_steps")).scalar()
         suites = conn.execute(text("SELECT DISTINCT suite FROM evals")).scalars().all()
+        kept = conn.execute(text("SELECT count(*) FROM curations WHERE filter = 'shortest' AND kept")).scalar()
+        trained = conn.execute(text("SELECT count(DISTINCT prompt_id) FROM examples")).scalar()
     engine.dispose()
     assert algorithms == ["toy_sft"] and families == ["reverse_word"] and steps > 0 and suites == ["reverse"]
+    assert kept == 3 and 0 < trained <= 3  # the page's filter chose what the page's algorithm trained on

@@ -27,7 +27,7 @@ from selfloop.algorithms.coin_config import CoINConfig
 from selfloop.algorithms.rest import kept_samples
 from selfloop.db.models import Prompt
 from selfloop.families.paraphrase import paraphrases
-from selfloop.algorithms.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem, known
 
 
 def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
@@ -35,7 +35,7 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
     out = kept_samples(session, iteration_id, cfg.reward, cfg.max_per_prompt)
     prompts = session.execute(sql_select(Prompt.id, Prompt.family, Prompt.task_key, Prompt.text)
                               .where(Prompt.id.in_({r["prompt_id"] for r in out}))).all()
-    other = paraphrases([tuple(p) for p in prompts], config.generation.tasks.levels)
+    other = paraphrases([(p.id, p.family, p.task_key, p.text) for p in prompts], config.generation.tasks.levels)
     return [{**r, "context": other[r["prompt_id"]]} if r["prompt_id"] in other else r for r in out]
 
 
@@ -62,7 +62,8 @@ def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: CoINConfig) -> tuple
     metrics = {"ce": ce.item(), "ce_paraphrase": 0.0, "info_nce": 0.0, "contrastive": 0.0, "paired": float(len(paired))}
     if not paired:
         return ce, metrics
-    para_logps, para_hidden = policy.with_hidden([items[i].context for i in paired], [completions[i] for i in paired])
+    para_logps, para_hidden = policy.with_hidden([known(items[i].context, "paraphrase") for i in paired],
+                                                 [completions[i] for i in paired])
     generation = ce - torch.cat(para_logps).mean()
     c = info_nce(hidden[paired], para_hidden, cfg.temperature)
     contrastive = scaled(c, generation, cfg.contrastive_weight)

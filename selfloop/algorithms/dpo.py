@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from sqlalchemy.orm import Session
 
 from selfloop.db.queries import judged_means
-from selfloop.algorithms.items import LogpFn, TrainItem, stack, sums
+from selfloop.algorithms.items import LogpFn, TrainItem, known, stack, sums
 from selfloop.algorithms.dpo_config import DPOConfig
 
 
@@ -65,7 +65,8 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: DPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
     n = len(items)
-    logps = sums(policy([it.prompt for it in items] * 2, [it.completion for it in items] + [it.rejected for it in items]))
+    rejected = [known(it.rejected, "rejected") for it in items]
+    logps = sums(policy([it.prompt for it in items] * 2, [it.completion for it in items] + rejected))
     device = logps.device
     ref_c, ref_r = stack([it.ref_logp for it in items], device), stack([it.ref_rejected_logp for it in items], device)
     losses = loss(logps[:n], logps[n:], ref_c, ref_r, beta=cfg.beta, kind=cfg.kind)

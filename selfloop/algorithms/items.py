@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import torch
 
-# policy(prompts, completions) -> per-token log-probs, one tensor per row (gradients flow)
-LogpFn = Callable[[Sequence[Sequence[int]], Sequence[Sequence[int]]], list[torch.Tensor]]
+T = TypeVar("T")
+
+
+class LogpFn(Protocol):
+    """The policy in training: policy(prompts, completions) -> per-token log-probs, one tensor per row (gradients
+    flow); `with_hidden` also gives each row's last-token hidden state (an algorithm that contrasts representations:
+    CoIN). A loss test may pass a plain function where its algorithm asks for no states."""
+
+    def __call__(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], /) -> list[torch.Tensor]: ...
+
+    def with_hidden(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], /
+                    ) -> tuple[list[torch.Tensor], torch.Tensor]: ...
+
+
+def known(value: T | None, what: str) -> T:
+    """A field of a training item that its algorithm's selection always sets (a reward, a weight, the rejected
+    completion of a pair): a missing one is a broken example, said in one line."""
+    if value is None:
+        raise ValueError(f"a training item lacks its {what}")
+    return value
 
 
 @dataclass
@@ -39,12 +58,12 @@ def lacks_reference(item: TrainItem) -> bool:
     return item.ref_logp is None or item.ref_token_logps is None or (item.rejected is not None and item.ref_rejected_logp is None)
 
 
-def reference_rows(items: Sequence[TrainItem]) -> list[dict]:
+def reference_rows(items: Sequence[TrainItem]) -> list[dict[str, Any]]:
     """Items' reference log-probs as JSON-ready rows keyed by example id (what training processes exchange)."""
     return [{"example_id": it.example_id, **{k: getattr(it, k) for k in REFERENCE}} for it in items]
 
 
-def set_reference(items: Sequence[TrainItem], rows: Sequence[dict]) -> None:
+def set_reference(items: Sequence[TrainItem], rows: Sequence[dict[str, Any]]) -> None:
     by_id = {r["example_id"]: r for r in rows}
     for it in items:
         for k in REFERENCE:
@@ -73,7 +92,10 @@ def fit(item: TrainItem, max_length: int) -> TrainItem:
 
 
 def stack(values: Sequence[float | None], device: torch.device) -> torch.Tensor:
-    return torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
+    """Stored per-item figures (reference log-probs, rewards) as one tensor: each must be known by now."""
+    if any(v is None for v in values):
+        raise ValueError("a training item lacks a stored value (reference log-prob or reward)")
+    return torch.tensor([float(v) for v in values if v is not None], dtype=torch.float32, device=device)
 
 
 def sums(token_logps: list[torch.Tensor]) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.dpo import judged_pairs
-from selfloop.algorithms.items import LogpFn, TrainItem, means
+from selfloop.algorithms.items import LogpFn, TrainItem, known, means
 from selfloop.algorithms.orpo_config import ORPOConfig
 
 
@@ -41,7 +41,7 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: ORPOConfig) -> tuple[torch.Tensor, dict[str, float]]:
     n = len(items)
-    m = means(policy([it.prompt for it in items] * 2, [it.completion for it in items] + [it.rejected for it in items]))
+    m = means(policy([it.prompt for it in items] * 2, [it.completion for it in items] + [known(it.rejected, "rejected") for it in items]))
     losses = loss(m[:n], m[n:], lam=cfg.lam)
     with torch.no_grad():
         accuracy = (_log_odds(m[:n]) > _log_odds(m[n:])).float().mean().item()

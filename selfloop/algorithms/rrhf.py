@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from selfloop.algorithms.rrhf_config import RRHFConfig
 from selfloop.db.queries import judged_means
-from selfloop.algorithms.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem, known
 
 
 def rank_loss(scores: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
@@ -64,10 +64,11 @@ def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RRHFConfig) -> tuple
     token_logps = policy(prompts, completions)  # one call for every candidate of the batch
     totals, rankings, sfts, right, pairs, start = [], [], [], 0, 0, 0
     for it in items:
-        k = len(it.candidates)  # type: ignore[arg-type]
+        k = len(known(it.candidates, "candidates"))
         mine = token_logps[start : start + k]
         start += k
-        rewards = torch.tensor([float(s) for s in it.candidate_scores], device=mine[0].device)  # type: ignore[union-attr]
+        rewards = torch.tensor([float(known(s, "candidate score")) for s in known(it.candidate_scores, "candidate scores")],
+                               device=mine[0].device)
         total, ranking, sft = loss(mine, rewards, cfg.weight, cfg.length_penalty)
         totals.append(total)
         rankings.append(ranking.detach())

@@ -64,7 +64,7 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
         kept = [p for p in answers if p in votes and votes[p].answer is not None]
         sure = lower_half([answer_entropy(answers[p]) for p in kept])
         rows = [(p, votes[p].answer, s) for p, s in zip(kept, sure)]
-    return [{"prompt_id": p, "text": target(a, s, cfg), "reward": 1.0 if s else 0.0} for p, a, s in rows]
+    return [{"prompt_id": p, "text": target(a, s, cfg), "reward": 1.0 if s else 0.0} for p, a, s in rows if a is not None]
 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RTuningConfig) -> tuple[torch.Tensor, dict[str, float]]:
@@ -106,6 +106,8 @@ def held_out_metrics(engine, chats: list, responses: list[str], correct: list[bo
     words = [tok(f" {w}", add_special_tokens=False)["input_ids"] for w in (cfg.sure, cfg.unsure)]
     prefixes = [tok(f"{r.strip().rstrip('.')}. {cfg.question} I am", add_special_tokens=False)["input_ids"] for r in responses]
     n = len(chats)
+    sure: Sequence[float]
+    unsure: Sequence[float]
     if words[0][0] != words[1][0]:  # the paper's reading: the two words' first tokens, one forward pass per item
         sure, unsure = zip(*engine.next_token_logprobs(chats, prefixes, [words[0][0], words[1][0]], adapter=adapter))
     else:  # the same first token: each whole word's log-probability

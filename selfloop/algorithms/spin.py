@@ -18,6 +18,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms import dpo
+from selfloop.db.queries import row
 from selfloop.db.models import Example, Iteration, Prompt, Sample
 from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.spin_config import SPINConfig
@@ -45,7 +46,7 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
     ).all()
     out = [{"prompt_id": p, "text": ref, "rejected_sample_id": s} for p, ref, s in rows]
     if config.train.spin.mix_previous:
-        it = session.get(Iteration, iteration_id)
+        it = row(session, Iteration, iteration_id)
         previous = session.scalar(
             sql_select(Iteration.id).where(Iteration.loop_id == it.loop_id, Iteration.number == it.number - 1)
         )

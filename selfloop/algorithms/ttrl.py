@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import voted_samples
-from selfloop.algorithms.items import LogpFn, TrainItem
+from selfloop.algorithms.items import LogpFn, TrainItem, known
 from selfloop.algorithms.ttrl_config import TTRLConfig
 
 
@@ -92,11 +92,11 @@ def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: TTRLConfig) -> tuple
     clipped = kl = 0.0
     for it, lp in zip(items, token_logps):
         old = torch.tensor(it.ref_token_logps, dtype=lp.dtype, device=lp.device)
-        adv = torch.full_like(lp, float(it.weight))
+        adv = torch.full_like(lp, float(known(it.weight, "advantage")))
         per_sample.append(loss(lp, old, adv, cfg.clip_eps, ref_logps=old, kl_coef=cfg.kl_coef).mean())
         with torch.no_grad():
             clipped += ((lp - old).exp().sub(1).abs() > cfg.clip_eps).float().mean().item()
             delta = old - lp
             kl += (torch.exp(delta) - delta - 1.0).mean().item()  # k3, per token, to the rollout policy (the reference)
     return torch.stack(per_sample).mean(), {"clip_fraction": clipped / len(items), "kl": kl / len(items),
-                                            "mean_reward": sum(it.reward for it in items) / len(items)}
+                                            "mean_reward": sum(known(it.reward, "reward") for it in items) / len(items)}

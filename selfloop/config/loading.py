@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from selfloop.config.sections import Config, DatabaseConfig, ModelConfig, section_type
 from selfloop.errors import ConfigError
@@ -27,7 +28,7 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
         if field is None:
             return []
         ann = field.annotation
-        args = [a for a in get_args(ann) if isinstance(a, type)] or [ann]
+        args: list[Any] = [a for a in get_args(ann) if isinstance(a, type)] or [ann]
         model = next((a for a in args if section_type(a)), None)
     return list(model.model_fields) if model is not None else []
 
@@ -43,7 +44,7 @@ ALIASES = {
 }
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _format_error(err: ErrorDetails) -> str:
     path = ".".join(str(p) for p in err["loc"]) or "(top level)"
     kind, value = err["type"], err.get("input")
     if kind == "extra_forbidden":
@@ -151,7 +152,7 @@ def _absolute_paths(data: dict[str, Any], model: type[BaseModel], base: Path) ->
         if field is None:
             continue
         ann = field.annotation
-        args = [a for a in get_args(ann) if isinstance(a, type)] or [ann]
+        args: list[Any] = [a for a in get_args(ann) if isinstance(a, type)] or [ann]
         section = next((a for a in args if section_type(a)), None)
         if isinstance(value, dict) and section is not None:
             data[key] = _absolute_paths(dict(value), section, base)

@@ -22,15 +22,16 @@ def config_reference() -> str:
             sub = section_type(ann)
             path = f"{prefix}{name}"
             if sub is not None:
-                doc = field.description or (sub.__doc__ or "").strip().splitlines()[0]
+                # A section's description, or its docstring's first paragraph as one line.
+                doc = field.description or " ".join((sub.__doc__ or "").strip().split("\n\n")[0].split())
                 lines.append(f"| **`{path}`** | section | | {doc} |")
                 walk(sub, path + ".")
                 continue
             default = "required" if field.is_required() else _show_default(field.get_default(call_default_factory=True))
             type_name = _type_name(Annotated[(ann, *field.metadata)] if field.metadata else ann)
             lines.append(f"| `{path}` | {type_name} | {default} | {field.description or ''} |")
-            item = get_args(ann)[0] if get_origin(ann) is list else None
-            if section_type(item) is not None:
+            item = section_type(get_args(ann)[0]) if get_origin(ann) is list else None
+            if item is not None:
                 walk(item, path + "[].")
 
     walk(Config, "")

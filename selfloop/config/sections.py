@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
+from annotated_types import Interval
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_serializer, field_validator, model_validator
 
 from selfloop.algorithms import DEFAULT as DEFAULT_ALGORITHM
@@ -19,8 +20,8 @@ from selfloop.algorithms import specs as algorithm_specs
 from selfloop.curation import specs as filter_specs
 from selfloop.families import specs as family_specs
 
-PHASES = ("synthesize", "rollout", "judge", "curate", "select", "train", "evaluate", "promote")
 Phase = Literal["synthesize", "rollout", "judge", "curate", "select", "train", "evaluate", "promote"]
+PHASES: tuple[Phase, ...] = ("synthesize", "rollout", "judge", "curate", "select", "train", "evaluate", "promote")
 # The phases a loop runs when loop.phases is not given: curate joins them when curate.filters names a filter.
 DEFAULT_PHASES = tuple(p for p in PHASES if p != "curate")
 # The registered algorithms (built-in and from installed plug-ins) decide the names and option sections.
@@ -30,18 +31,29 @@ ALGORITHMS = algorithm_specs()
 FAMILIES = family_specs()
 # Registered curate filters (built-in and from plug-ins): the names curate.filters accepts and their sections.
 FILTERS = filter_specs()
-PoolKind = Literal[("seed", "jsonl", *(n for n, f in FAMILIES.items() if f.problems and "train" in f.splits))]  # type: ignore[valid-type]
-SuiteKind = Literal[(*(n for n, f in FAMILIES.items() if f.problems and "eval" in f.splits), "jsonl")]  # type: ignore[valid-type]
-FamilyName = Literal[tuple(FAMILIES)]  # type: ignore[valid-type]
-Algorithm = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]
+# The names the registries hold, as Literal types pydantic checks; a type checker, which cannot know what is
+# installed, reads them as str.
+if TYPE_CHECKING:
+    PoolKind: TypeAlias = str
+    SuiteKind: TypeAlias = str
+    FamilyName: TypeAlias = str
+    Algorithm: TypeAlias = str
+    CurateFilter: TypeAlias = str
+else:
+    PoolKind = Literal[("seed", "jsonl", *(n for n, f in FAMILIES.items() if f.problems and "train" in f.splits))]
+    SuiteKind = Literal[(*(n for n, f in FAMILIES.items() if f.problems and "eval" in f.splits), "jsonl")]
+    FamilyName = Literal[tuple(FAMILIES)]
+    Algorithm = Literal[tuple(ALGORITHMS)]
+    CurateFilter = Literal[tuple(FILTERS)]
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
-def upto(limit: int, low: int = 1) -> Any:
-    """An int from `low` to `limit`: every size in the config is bounded, so a typo such as 10**9
-    samples is refused at validation instead of running until killed or failing on a huge allocation."""
-    return Annotated[int, Field(ge=low, le=limit)]
+def upto(limit: int, low: int = 1) -> Interval:
+    """The bounds of an int from `low` to `limit` (`Annotated[int, Annotated[int, upto(N)]]`): every size in the config is bounded,
+    so a typo such as 10**9 samples is refused at validation instead of running until killed or failing on a huge
+    allocation."""
+    return Interval(ge=low, le=limit)
 
 
 Probability = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -57,8 +69,9 @@ class LoopConfig(Section):
     """The loop: name, seed, length, which phases run, where its state lives."""
 
     name: str = Field(description="Loop name, unique in the database; `selfloop run` creates or continues it.")
-    seed: upto(2**63 - 1, 0) = Field(0, description="Loop seed (0 to 2^63-1); every sample, draw and training seed derives from it.")
-    max_iterations: upto(1_000_000) | None = Field(
+    seed: Annotated[int, upto(2**63 - 1, 0)] = Field(
+        0, description="Loop seed (0 to 2^63-1); every sample, draw and training seed derives from it.")
+    max_iterations: Annotated[int, upto(1_000_000)] | None = Field(
         None, description="Stop the loop after this many iterations in total (null: run forever)."
     )
     phases: list[Phase] = Field(
@@ -72,7 +85,7 @@ class LoopConfig(Section):
         description="Database, checkpoints, backups and lock live here. Default: $SELFLOOP_STATE_DIR, "
         "systemd's $STATE_DIRECTORY, or ~/.local/share/selfloop.",
     )
-    stall_timeout_s: upto(7 * 24 * 3600) = Field(
+    stall_timeout_s: Annotated[int, upto(7 * 24 * 3600)] = Field(
         900, description="The systemd watchdog stops being fed when no progress is made for this long."
     )
 
@@ -137,14 +150,14 @@ class EngineConfig(Section):
         "(running `vllm serve` servers, listed in `servers`)."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device of the hf engine and of training.")
-    batch_size: upto(4096) = Field(16, description="hf engine: sequences decoded together (n samples count each).")
+    batch_size: Annotated[int, upto(4096)] = Field(16, description="hf engine: sequences decoded together (n samples count each).")
     gpu_memory_utilization: Probability = Field(0.85, description="vllm: share of GPU memory vLLM may take.")
-    tensor_parallel_size: upto(64) = Field(1, description="vllm: GPUs one model is split over.")
+    tensor_parallel_size: Annotated[int, upto(64)] = Field(1, description="vllm: GPUs one model is split over.")
     enable_sleep_mode: bool = Field(
         False, description="vllm: free GPU memory while training on the same GPU (vLLM sleep mode)."
     )
-    max_model_len: upto(1_048_576) = Field(2048, description="vllm: longest prompt + completion in tokens.")
-    max_lora_rank: upto(1024) = Field(64, description="vllm: the largest LoRA rank it must serve.")
+    max_model_len: Annotated[int, upto(1_048_576)] = Field(2048, description="vllm: longest prompt + completion in tokens.")
+    max_lora_rank: Annotated[int, upto(1024)] = Field(64, description="vllm: the largest LoRA rank it must serve.")
     enforce_eager: bool = Field(False, description="vllm: skip CUDA graph capture (slower, starts faster).")
     servers: list[str] = Field(
         [], description="vllm-server: base URLs of `vllm serve` servers of the same base model (http://host:port); "
@@ -154,10 +167,11 @@ class EngineConfig(Section):
     api_key_env: str | None = Field(
         None, description="vllm-server: environment variable holding the servers' API key (`vllm serve --api-key`)."
     )
-    max_in_flight: upto(4096) = Field(32, description="vllm-server: requests outstanding per server at a time.")
-    request_timeout_s: upto(86_400) = Field(600, description="vllm-server: seconds one request may take.")
-    retries: upto(20, 0) = Field(2, description="vllm-server: tries a failed request gets on other servers before the call fails.")
-    max_adapters_loaded: upto(64) = Field(
+    max_in_flight: Annotated[int, upto(4096)] = Field(32, description="vllm-server: requests outstanding per server at a time.")
+    request_timeout_s: Annotated[int, upto(86_400)] = Field(600, description="vllm-server: seconds one request may take.")
+    retries: Annotated[int, upto(20, 0)] = Field(
+        2, description="vllm-server: tries a failed request gets on other servers before the call fails.")
+    max_adapters_loaded: Annotated[int, upto(64)] = Field(
         2, description="vllm-server: LoRA adapters kept loaded per server; older ones are unloaded."
     )
 
@@ -259,12 +273,12 @@ class GenerationConfig(Section):
     """Rollouts: prompts per iteration and N samples per prompt."""
 
     tasks: TaskSource = Field(default_factory=TaskSource, description="Pool the iteration's task prompts are drawn from.")
-    prompts_per_iteration: upto(100_000) = Field(32, description="Task prompts drawn from the pool each iteration.")
-    samples_per_prompt: upto(1024) = Field(4, description="N completions per prompt (N-sample rollouts).")
+    prompts_per_iteration: Annotated[int, upto(100_000)] = Field(32, description="Task prompts drawn from the pool each iteration.")
+    samples_per_prompt: Annotated[int, upto(1024)] = Field(4, description="N completions per prompt (N-sample rollouts).")
     temperature: Annotated[float, Field(ge=0.0, le=5.0)] = Field(0.8, description="Sampling temperature (0: greedy).")
     top_p: Probability = Field(1.0, description="Nucleus sampling mass (1: off).")
-    top_k: upto(1_000_000, 0) = Field(0, description="Top-k sampling (0: off).")
-    max_new_tokens: upto(32_768) = Field(256, description="Longest completion in tokens.")
+    top_k: Annotated[int, upto(1_000_000, 0)] = Field(0, description="Top-k sampling (0: off).")
+    max_new_tokens: Annotated[int, upto(32_768)] = Field(256, description="Longest completion in tokens.")
     stop: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=32)] = Field(
         [], description="Strings that end a completion (besides the end-of-turn token).")
     system_prompt: Annotated[str, Field(max_length=32_768)] | None = Field(
@@ -288,21 +302,21 @@ class MineHardConfig(Section):
 class SelfInstructConfig(Section):
     """Self-instruct synthesis of new prompts (the synthesize phase)."""
 
-    num_prompts: upto(10_000, 0) = Field(
+    num_prompts: Annotated[int, upto(10_000, 0)] = Field(
         16, description="New prompts to accept per iteration (0: the synthesize phase adds nothing)."
     )
-    seed_examples: upto(64, 0) = Field(6, description="Seed tasks shown in each few-shot prompt.")
-    generated_examples: upto(64, 0) = Field(
+    seed_examples: Annotated[int, upto(64, 0)] = Field(6, description="Seed tasks shown in each few-shot prompt.")
+    generated_examples: Annotated[int, upto(64, 0)] = Field(
         2, description="Earlier accepted generated prompts shown in each few-shot prompt."
     )
     rouge_threshold: Probability = Field(0.7, description="Reject a prompt whose ROUGE-L against the pool reaches this.")
-    min_words: upto(10_000) = Field(3, description="Reject shorter instructions.")
-    max_words: upto(10_000) = Field(150, description="Reject longer instructions.")
+    min_words: Annotated[int, upto(10_000)] = Field(3, description="Reject shorter instructions.")
+    max_words: Annotated[int, upto(10_000)] = Field(150, description="Reject longer instructions.")
     temperature: Annotated[float, Field(gt=0.0, le=5.0)] = Field(1.0, description="Sampling temperature of synthesis.")
     top_p: Probability = Field(0.95, description="Nucleus mass of synthesis.")
-    max_new_tokens: upto(4096) = Field(96, description="Longest generated instruction in tokens.")
-    max_rounds: upto(1000) = Field(8, description="Give up after this many generate calls without enough prompts.")
-    constraints: upto(2, 0) = Field(
+    max_new_tokens: Annotated[int, upto(4096)] = Field(96, description="Longest generated instruction in tokens.")
+    max_rounds: Annotated[int, upto(1000)] = Field(8, description="Give up after this many generate calls without enough prompts.")
+    constraints: Annotated[int, upto(2, 0)] = Field(
         0, description="Checkable constraints from the instruction-following family appended to each accepted "
         "prompt (training wordings only), stored as its answer so its samples can be verified (0: none).",
     )
@@ -320,9 +334,9 @@ class SelfInstructConfig(Section):
 class LLMJudgeConfig(Section):
     """LLM-as-a-Judge with the additive 5-point rubric (Self-Rewarding LMs)."""
 
-    k: upto(32) = Field(3, description="Judgments per sample; the valid scores are averaged.")
+    k: Annotated[int, upto(32)] = Field(3, description="Judgments per sample; the valid scores are averaged.")
     temperature: Annotated[float, Field(ge=0.0, le=5.0)] = Field(0.7, description="Judge sampling temperature.")
-    max_new_tokens: upto(4096, 0) = Field(
+    max_new_tokens: Annotated[int, upto(4096, 0)] = Field(
         192, description="Longest judge justification in tokens (0, with scoring 'distribution': no justification, the "
         "verdict's distribution right after the rubric prompt, one forward pass per judgment).")
     model: str | None = Field(
@@ -348,7 +362,7 @@ class LLMJudgeConfig(Section):
 class VoteConfig(Section):
     """Majority vote over extracted answers (Self-Consistency, TTRL)."""
 
-    voters: upto(1024) | None = Field(
+    voters: Annotated[int, upto(1024)] | None = Field(
         None, description="The first N samples of each prompt vote on its label (null: all samples); every sample's "
         "reward is its agreement with that label."
     )
@@ -388,7 +402,7 @@ class SemanticEntropyConfig(Section):
 class CrossViewConfig(Section):
     """Co-rewarding's cross-view agreement: each prompt asked again in another training wording."""
 
-    samples: upto(64) = Field(4, description="Samples drawn for each prompt's paraphrase (its majority is the label).")
+    samples: Annotated[int, upto(64)] = Field(4, description="Samples drawn for each prompt's paraphrase (its majority is the label).")
 
 
 class JudgeConfig(Section):
@@ -449,7 +463,7 @@ class JudgeConfig(Section):
 class LoraConfig(Section):
     """The LoRA adapter trained each iteration."""
 
-    rank: upto(1024) = Field(16, description="LoRA rank; higher: more capacity, more memory.")
+    rank: Annotated[int, upto(1024)] = Field(16, description="LoRA rank; higher: more capacity, more memory.")
     alpha: Annotated[float, Field(gt=0)] = Field(32.0, description="LoRA scaling numerator (scale = alpha / rank).")
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="Dropout on the LoRA input.")
     target_modules: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=64)] = Field(
@@ -465,7 +479,7 @@ class EFTConfig(Section):
         False, description="Also train on the iteration's own judgments that agree with the checked truth (prompts "
         "with a known answer only): the rubric prompt as the prompt, the justification and its verdict as the target.",
     )
-    max_examples: upto(100_000) = Field(16, description="Judge examples per iteration, half on correct samples and half "
+    max_examples: Annotated[int, upto(100_000)] = Field(16, description="Judge examples per iteration, half on correct samples and half "
                                         "on wrong ones where there are enough.")
     threshold: Annotated[float, Field(ge=0.0, le=5.0)] = Field(
         2.5, description="A verdict agrees with the truth when it is above this for a correct sample, at or below it for a wrong one.")
@@ -481,16 +495,17 @@ class _TrainOptions(Section):
     eft: EFTConfig = Field(default_factory=EFTConfig)
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = Field(5e-5, description="Peak AdamW learning rate.")
     weight_decay: Annotated[float, Field(ge=0.0)] = Field(0.0, description="AdamW weight decay.")
-    epochs: upto(1000) = Field(1, description="Passes over the iteration's examples.")
-    max_steps: upto(10_000_000) | None = Field(None, description="Stop after this many optimizer steps (null: epochs decide).")
-    batch_size: upto(4096) = Field(4, description="Examples per forward pass.")
-    grad_accum: upto(4096) = Field(1, description="Forward passes per optimizer step.")
-    max_length: upto(1_048_576) = Field(1024, description="Prompt + completion tokens; longer examples are truncated.")
+    epochs: Annotated[int, upto(1000)] = Field(1, description="Passes over the iteration's examples.")
+    max_steps: Annotated[int, upto(10_000_000)] | None = Field(
+        None, description="Stop after this many optimizer steps (null: epochs decide).")
+    batch_size: Annotated[int, upto(4096)] = Field(4, description="Examples per forward pass.")
+    grad_accum: Annotated[int, upto(4096)] = Field(1, description="Forward passes per optimizer step.")
+    max_length: Annotated[int, upto(1_048_576)] = Field(1024, description="Prompt + completion tokens; longer examples are truncated.")
     max_grad_norm: Annotated[float, Field(gt=0.0)] = Field(1.0, description="Gradient clipping norm.")
     scheduler: Literal["constant", "linear", "cosine"] = Field("cosine", description="Learning rate schedule.")
     warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.0, description="Share of steps spent warming up.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
-    processes: upto(1024) = Field(
+    processes: Annotated[int, upto(1024)] = Field(
         1, description="Training processes: 1 trains in the loop's process; N > 1 launches N data-parallel processes "
         "(accelerate DDP; one per GPU, or CPU processes over gloo), each taking batch_size / N of every batch."
     )
@@ -521,7 +536,7 @@ class SuiteConfig(_FileBacked):
         description="A task family's held-out split (" + "; ".join(f"'{n}': {f.summary}" for n, f in FAMILIES.items()
                                                                 if f.problems and "eval" in f.splits)
         + ") or 'jsonl', a user file graded by its `family`.")
-    size: upto(100_000) = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
+    size: Annotated[int, upto(100_000)] = Field(200, description="Problems in the suite (generators); a JSONL file is used whole.")
     levels: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         [1], description="The family's difficulty levels (arithmetic: 1-3; instructions: 1 or 2 constraints).")
     phrasing: Literal["seen", "unseen", "transfer", "novel"] = Field(
@@ -536,10 +551,11 @@ class SuiteConfig(_FileBacked):
         "split holds the same problems.")
     path: Path | None = Field(None, description="jsonl: a user file with a prompt and an answer per row (.jsonl, "
                               ".parquet, or a `datasets` directory; see `fields`).")
-    seed: upto(2**63 - 1, 0) = Field(1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
-    majority_k: upto(1024, 0) = Field(0, description="Also sample k answers per problem for majority@k (0: off), and "
+    seed: Annotated[int, upto(2**63 - 1, 0)] = Field(
+        1234, description="Generator seed (the split against training prompts is fixed, not seeded).")
+    majority_k: Annotated[int, upto(1024, 0)] = Field(0, description="Also sample k answers per problem for majority@k (0: off), and "
                                       "the label-free self_consistency (the greedy answer agrees with the k samples' majority).")
-    max_new_tokens: upto(32_768) = Field(64, description="Longest answer in tokens.")
+    max_new_tokens: Annotated[int, upto(32_768)] = Field(64, description="Longest answer in tokens.")
     labelled: bool = Field(True, description="jsonl: false for held-out prompts without answers (a user with no labels): "
                            "only the label-free metrics are computed (self_consistency, with majority_k >= 2), and the "
                            "gate may decide on them (eval.main_metric: <suite>/self_consistency).")
@@ -561,9 +577,6 @@ class SuiteConfig(_FileBacked):
         return self
 
 
-CurateFilter = Literal[tuple(FILTERS)]  # type: ignore[valid-type]
-
-
 class _CurateOptions(Section):
     """Data selection (the curate phase): filters, in order, decide which of the iteration's prompts select may
     train on; every score and decision is a row of `curations`."""
@@ -571,7 +584,7 @@ class _CurateOptions(Section):
     filters: list[CurateFilter] = Field(
         [], description="Filters in the order they run, each on the prompts the one before kept: "
         + ", ".join(FILTERS) + " (empty: no curation, every prompt may be trained on).")
-    budget: upto(1_000_000) | None = Field(
+    budget: Annotated[int, upto(1_000_000)] | None = Field(
         None, description="Keep at most this many prompts after the filters, in the last ranking filter's order "
         "(null: no cap).")
     same_steps: bool = Field(
@@ -610,7 +623,7 @@ class DriftConfig(Section):
         -0.02, description="Warn when the mean token log-prob rises above this (sharpening collapse, TTRL/RLSC)."
     )
     max_vote_share: Probability = Field(0.98, description="Warn when the mean vote share reaches this.")
-    kl_samples: upto(100_000, 0) = Field(
+    kl_samples: Annotated[int, upto(100_000, 0)] = Field(
         64, description="Rollouts scored under the loop's starting model each iteration to estimate "
         "drift.kl_from_start, KL(current policy || start) per token (0: not measured).")
 
@@ -632,7 +645,7 @@ class EvalConfig(Section):
     tolerance: Annotated[float, Field(ge=0.0)] = Field(
         0.02, description="Promote unless the candidate is worse than the current policy by more than this."
     )
-    max_rejections: upto(1_000_000) = Field(3, description="Pause the loop after this many rejections in a row.")
+    max_rejections: Annotated[int, upto(1_000_000)] = Field(3, description="Pause the loop after this many rejections in a row.")
     drift: DriftConfig = Field(default_factory=DriftConfig)
     reuse_from_store: bool = Field(
         False, description="Take a policy's greedy answers to a suite from any loop in the store that evaluated the "
@@ -676,13 +689,14 @@ class ScheduleConfig(Section):
     mode: Literal["continuous", "interval", "cron"] = Field(
         "continuous", description="When the daemon starts iterations: back to back, every N minutes, or in a cron window."
     )
-    every_minutes: upto(366 * 24 * 60) = Field(60, description="interval: minutes between iteration starts.")
+    every_minutes: Annotated[int, upto(366 * 24 * 60)] = Field(60, description="interval: minutes between iteration starts.")
     cron: str = Field("0 1 * * *", description="cron: crontab expression (minute hour day month weekday) that starts iterations.")
-    backup_every_minutes: upto(366 * 24 * 60, 0) = Field(360, description="SQLite backup period (0: off).")
-    backups_keep: upto(10_000) = Field(5, description="Newest backups kept.")
-    keep_checkpoints: upto(1_000_000) = Field(3, description="Retention: keep promoted checkpoints and the newest K others.")
-    retention_every_minutes: upto(366 * 24 * 60, 0) = Field(60, description="Checkpoint retention period (0: off).")
-    wal_checkpoint_every_minutes: upto(366 * 24 * 60, 0) = Field(30, description="SQLite WAL checkpoint period (0: off).")
+    backup_every_minutes: Annotated[int, upto(366 * 24 * 60, 0)] = Field(360, description="SQLite backup period (0: off).")
+    backups_keep: Annotated[int, upto(10_000)] = Field(5, description="Newest backups kept.")
+    keep_checkpoints: Annotated[int, upto(1_000_000)] = Field(
+        3, description="Retention: keep promoted checkpoints and the newest K others.")
+    retention_every_minutes: Annotated[int, upto(366 * 24 * 60, 0)] = Field(60, description="Checkpoint retention period (0: off).")
+    wal_checkpoint_every_minutes: Annotated[int, upto(366 * 24 * 60, 0)] = Field(30, description="SQLite WAL checkpoint period (0: off).")
 
     @field_validator("cron")
     @classmethod
@@ -714,8 +728,8 @@ class DatabaseConfig(Section):
         description="PostgreSQL: URL of the read-only role that user SQL runs as (`selfloop sql`, the dashboard); "
         "`selfloop db create-reader` creates it and prints this URL (its password is never stored either).",
     )
-    busy_timeout_ms: upto(3_600_000) = Field(30000, description="SQLite: wait this long for a lock before failing.")
-    statement_timeout_ms: upto(3_600_000) = Field(30000, description="`selfloop sql`: time limit of one statement.")
+    busy_timeout_ms: Annotated[int, upto(3_600_000)] = Field(30000, description="SQLite: wait this long for a lock before failing.")
+    statement_timeout_ms: Annotated[int, upto(3_600_000)] = Field(30000, description="`selfloop sql`: time limit of one statement.")
 
     @field_validator("url", "reader_url")
     @classmethod
@@ -750,7 +764,7 @@ class GuardConfig(Section):
     fall: Annotated[float, Field(gt=0.0, le=10.0)] = Field(
         0.1, description="The 'fall' rule: the monitor more than this below its peak (after rising above its first "
         "iteration's value)...")
-    patience: upto(100) = Field(1, description="... for this many iterations in a row.")
+    patience: Annotated[int, upto(100)] = Field(1, description="... for this many iterations in a row.")
     entropy_floor: Annotated[float, Field(ge=0.0)] = Field(
         0.05, description="'collapse': the mean answer entropy (nats) at or below this.")
     duplicate_ceiling: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
@@ -766,7 +780,7 @@ class MetricsConfig(Section):
 
     enabled: bool = Field(False, description="Serve /metrics and /health while the loop runs.")
     host: str = Field("127.0.0.1", description="Address to bind; anything but loopback exposes the loop's figures to the network.")
-    port: upto(65535, 0) = Field(9464, description="TCP port (0: any free port, logged at start).")
+    port: Annotated[int, upto(65535, 0)] = Field(9464, description="TCP port (0: any free port, logged at start).")
 
 
 class WarningsConfig(Section):
@@ -775,7 +789,7 @@ class WarningsConfig(Section):
     min_judge_parse_rate: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.2, description="Warn when fewer LLM-judge answers than this share carry a readable score."
     )
-    min_examples: upto(1_000_000, 0) = Field(1, description="Warn when an iteration selects fewer training examples.")
+    min_examples: Annotated[int, upto(1_000_000, 0)] = Field(1, description="Warn when an iteration selects fewer training examples.")
     min_accuracy: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         0.0, description="Warn when a held-out suite's greedy accuracy is at or below this (0: only a suite at zero; "
         "null: never). The starting policy is warned about once, in the loop's first iteration."
@@ -796,7 +810,7 @@ class MLflowTrackingConfig(Section):
     system_metrics: bool = Field(False, description="MLflow's system metrics (CPU, memory, disk, network, GPU) on the "
                                  "loop's run while it runs, every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL); "
                                  "needs psutil (and pynvml for GPUs).")
-    timeout_s: upto(600) = Field(
+    timeout_s: Annotated[int, upto(600)] = Field(
         10, description="Each request to an MLflow server waits at most this long and is retried once, so an "
         "outage is recorded (a tracking.failed event) within about twice this, and `selfloop track` fails by then.")
 
@@ -835,7 +849,7 @@ class TrackingConfig(Section):
 
     mlflow: MLflowTrackingConfig = Field(default_factory=MLflowTrackingConfig)
     wandb: WandbTrackingConfig = Field(default_factory=WandbTrackingConfig)
-    retry_every_s: upto(86_400) = Field(60, description="A failed tracker is retried (and caught up) this often.")
+    retry_every_s: Annotated[int, upto(86_400)] = Field(60, description="A failed tracker is retried (and caught up) this often.")
     stream_every_s: Annotated[float, Field(ge=0.0, le=3600.0)] = Field(
         10.0, description="While a phase runs, what the store gained is sent this often: a running train phase's steps "
         "make a live curve (0: send only when a phase ends).")
@@ -848,7 +862,7 @@ class LoggingConfig(Section):
     json_lines: bool = Field(False, description="Log JSON lines instead of human-readable text (same as --log-json).")
     file: Path | None = Field(None, description="Also log to this file, rotated.")
     rotation: str = Field("100 MB", description="Rotate the log file at this size or interval.")
-    retention: upto(10_000) = Field(5, description="Rotated log files kept.")
+    retention: Annotated[int, upto(10_000)] = Field(5, description="Rotated log files kept.")
 
 
 class Config(Section):
@@ -898,10 +912,10 @@ class Config(Section):
             self.loop.phases = phases
         if self.curate.filters and "curate" in self.loop.phases:
             for name in self.curate.filters:
-                signal = FILTERS[name].reads(self.curate.options(name))
-                if signal is not None and signal not in self.judge.signals:
-                    raise ValueError(f"curate.filters names {name!r}, which reads the {signal!r} judgments: "
-                                     f"add {signal!r} to judge.signals")
+                read = FILTERS[name].reads(self.curate.options(name))
+                if read is not None and read not in self.judge.signals:
+                    raise ValueError(f"curate.filters names {name!r}, which reads the {read!r} judgments: "
+                                     f"add {read!r} to judge.signals")
         if self.self_instruct.mine_hard.enabled and "synthesize" not in self.loop.phases:
             raise ValueError("self_instruct.mine_hard.enabled: hard prompts seed the synthesize phase, which is "
                              "not in loop.phases")

@@ -90,7 +90,7 @@ def curate(pool: list[Candidate], options, ctx: FilterContext) -> Verdicts:  # n
             continue
         why, sim, other = dropped[i]
         reason = (f"{what}: cosine similarity {sim:.3f} > {options.threshold} to kept prompt {pool[other].prompt_id}"
-                  if why == "similar" else f"{what}: beyond curate.deita.keep ({options.keep})")
+                  if why == "similar" and other is not None else f"{what}: beyond curate.deita.keep ({options.keep})")
         out.decide(c.prompt_id, score[i], False, reason)
     out.kept = [pool[i].prompt_id for i in kept]
     return out

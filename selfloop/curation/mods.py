@@ -25,7 +25,8 @@ def kcenter_greedy(points: torch.Tensor, k: int, first: int) -> tuple[list[int],
     """(the k centres' rows in the order chosen, each one's distance to its nearest earlier centre when chosen,
     None for the first)."""
     points = points.double()
-    centres, gaps = [first], [None]
+    centres: list[int] = [first]
+    gaps: list[float | None] = [None]
     nearest = torch.cdist(points, points[first : first + 1]).squeeze(1)
     while len(centres) < min(k, len(points)):
         row = int(torch.argmax(nearest))

@@ -49,7 +49,7 @@ def create_reader(admin_url: str, role: str = "selfloop_reader", statement_timeo
                                    ("statement_timeout", str(int(statement_timeout_ms))),
                                    ("idle_in_transaction_session_timeout", "60000")):
                 cur.execute(pgsql.SQL("ALTER ROLE {} SET {} = {}").format(ident, pgsql.Identifier(setting), pgsql.Literal(value)))
-            database = pgsql.Identifier(parsed.database)
+            database = pgsql.Identifier(parsed.database or "")
             cur.execute(pgsql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, ident))
             cur.execute(pgsql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
             cur.execute(pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(ident))

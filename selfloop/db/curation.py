@@ -51,7 +51,7 @@ def curation_pool(session: Session, iteration_id: int) -> list[Candidate]:
         .where(Sample.iteration_id == iteration_id).order_by(Sample.prompt_id, Sample.sample_index)
     ):
         samples[prompt_id].append(PooledSample(sample_id, text, list(token_ids), correct))
-    judged = dict(session.execute(
+    judged: dict[int, float] = dict(session.execute(
         select(Sample.prompt_id, func.avg(Judgment.score)).join(Judgment, Judgment.sample_id == Sample.id)
         .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True))
         .group_by(Sample.prompt_id)).all())
@@ -83,7 +83,7 @@ def curation_summary(session: Session, iteration_id: int) -> list[tuple[str, int
 
 def prompt_curation(session: Session, prompt_id: int) -> list[tuple[str, float | None, bool, str | None]]:
     """(filter, score, kept, reason) of every decision on one prompt, in the order the filters ran."""
-    return [tuple(r) for r in session.execute(
+    return [(name, score, bool(kept), reason) for name, score, kept, reason in session.execute(
         select(Curation.filter, Curation.score, Curation.kept, Curation.reason)
         .where(Curation.prompt_id == prompt_id, Curation.sample_id.is_(None)).order_by(Curation.position))]
 

@@ -57,7 +57,8 @@ def same_database(a: str, b: str) -> bool:
     if x.get_backend_name() != y.get_backend_name():
         return False
     if x.get_backend_name() == "sqlite":
-        return bool(x.database and y.database) and os.path.realpath(x.database) == os.path.realpath(y.database)
+        return x.database is not None and y.database is not None and bool(x.database and y.database) \
+            and os.path.realpath(x.database) == os.path.realpath(y.database)
     return ((x.host or "localhost"), x.port or 5432, x.database) == ((y.host or "localhost"), y.port or 5432, y.database)
 
 
@@ -75,7 +76,7 @@ def normalise_url(url: str) -> URL:
 
 def sqlite_path(url: URL | str) -> Path | None:
     parsed = make_url(url) if isinstance(url, str) else url
-    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" else None
+    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database is not None else None
 
 
 def unchanging(path: Path) -> bool:
@@ -227,23 +228,29 @@ def open_database(url: str, *, busy_timeout_ms: int = 30000, deferred: bool = Fa
     if revision is None and init and init_schema(engine):  # the check is repeated under the schema lock
         return Database(url, engine)
     engine.dispose()
-    refuse_schema(url, revision)
+    raise schema_error(url, revision)
 
 
 def refuse_schema(url: str, revision: str | None) -> None:
     """Raise the SchemaError that says how to bring `url`'s schema to this code's head (if it is not there)."""
+    from selfloop.db.migrate import head_revision
+
+    if revision != head_revision():
+        raise schema_error(url, revision)
+
+
+def schema_error(url: str, revision: str | None) -> SchemaError:
+    """What a schema not at this code's head (`revision`) needs, as the error to raise."""
     from selfloop.db.migrate import head_revision, known_revisions
 
     head = head_revision()
-    if revision == head:
-        return
     if revision is None:
-        raise SchemaError(f"database {safe_url(url)} has no selfloop schema: run `selfloop db upgrade --db {safe_url(url)}`")
+        return SchemaError(f"database {safe_url(url)} has no selfloop schema: run `selfloop db upgrade --db {safe_url(url)}`")
     if revision not in known_revisions():
-        raise SchemaError(
+        return SchemaError(
             f"database {safe_url(url)} has schema revision {revision}, newer than this selfloop knows (head {head}): upgrade selfloop"
         )
-    raise SchemaError(
+    return SchemaError(
         f"database {safe_url(url)} has schema revision {revision}, older than this selfloop's {head}: "
         f"run `selfloop db upgrade --db {safe_url(url)}`"
     )

@@ -61,11 +61,11 @@ def train_steps(session: Session, iteration_id: int) -> list[TrainStep]:
 def iteration_figures(session: Session, iteration: Iteration) -> dict[str, float]:
     """An iteration's metrics, its held-out results (eval.ROLE.SUITE.METRIC, with .ci_low and .ci_high) and whether
     it was promoted."""
-    values = dict(session.execute(select(Metric.name, Metric.value).where(Metric.iteration_id == iteration.id)).all())
+    values: dict[str, float] = dict(session.execute(select(Metric.name, Metric.value).where(Metric.iteration_id == iteration.id)).all())
     for role, suite, metric, value, low, high in session.execute(select(
             Eval.role, Eval.suite, Eval.metric, Eval.value, Eval.ci_low, Eval.ci_high).where(Eval.iteration_id == iteration.id)):
         values[f"eval.{role}.{suite}.{metric}"] = value
-        if low is not None:
+        if low is not None and high is not None:
             values[f"eval.{role}.{suite}.{metric}.ci_low"], values[f"eval.{role}.{suite}.{metric}.ci_high"] = low, high
     if iteration.promoted is not None:
         values["promoted"] = float(iteration.promoted)
@@ -97,9 +97,9 @@ def eval_items_of(session: Session, iteration_ids: list[int]) -> list[EvalItem]:
 
 def samples_of(session: Session, iteration_ids: list[int]) -> list[Any]:
     """(Sample, prompt text, known answer, the prompt's conversation or None) in iteration, prompt, sample order."""
-    return session.execute(select(Sample, Prompt.text, Prompt.answer, Prompt.messages).join(Prompt, Prompt.id == Sample.prompt_id)
-                           .where(Sample.iteration_id.in_(iteration_ids))
-                           .order_by(Sample.iteration_id, Prompt.source, Prompt.item_index, Sample.sample_index)).all()
+    return list(session.execute(select(Sample, Prompt.text, Prompt.answer, Prompt.messages).join(Prompt, Prompt.id == Sample.prompt_id)
+                                .where(Sample.iteration_id.in_(iteration_ids))
+                                .order_by(Sample.iteration_id, Prompt.source, Prompt.item_index, Sample.sample_index)))
 
 
 def votes_of(session: Session, sample_ids: list[int]) -> dict[int, tuple[str | None, float | None]]:
@@ -113,21 +113,21 @@ def examples_of(session: Session, iteration_ids: list[int]) -> list[Any]:
     in iteration, item order."""
     chosen, rejected = aliased(Sample), aliased(Sample)
     ranked = select(ExampleCandidate.id).where(ExampleCandidate.example_id == Example.id).exists()
-    return session.execute(select(Example, Prompt.text, chosen.text, rejected.text, ranked, Prompt.messages)
-                           .join(Prompt, Prompt.id == Example.prompt_id)
-                           .outerjoin(chosen, chosen.id == Example.sample_id)
-                           .outerjoin(rejected, rejected.id == Example.rejected_sample_id)
-                           .where(Example.iteration_id.in_(iteration_ids)).order_by(Example.iteration_id, Example.item_index)).all()
+    return list(session.execute(select(Example, Prompt.text, chosen.text, rejected.text, ranked, Prompt.messages)
+                                .join(Prompt, Prompt.id == Example.prompt_id)
+                                .outerjoin(chosen, chosen.id == Example.sample_id)
+                                .outerjoin(rejected, rejected.id == Example.rejected_sample_id)
+                                .where(Example.iteration_id.in_(iteration_ids)).order_by(Example.iteration_id, Example.item_index)))
 
 
 def rankings_of(session: Session, iteration_ids: list[int]) -> list[Any]:
     """(example id, iteration id, algorithm, prompt text, candidate text, score), candidates best first."""
-    return session.execute(
+    return list(session.execute(
         select(Example.id, Example.iteration_id, Example.algorithm, Prompt.text, Sample.text, ExampleCandidate.score)
         .join(ExampleCandidate, ExampleCandidate.example_id == Example.id)
         .join(Prompt, Prompt.id == Example.prompt_id).join(Sample, Sample.id == ExampleCandidate.sample_id)
         .where(Example.iteration_id.in_(iteration_ids)).order_by(Example.iteration_id, Example.item_index, ExampleCandidate.rank)
-    ).all()
+    ).all())
 
 
 def export_counts(session: Session, iteration_ids: list[int]) -> dict[str, int]:

@@ -35,7 +35,7 @@ def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
 
     start = rows(iterations[0].id, "baseline")
     final = rows(promoted[-1].id, "candidate") if promoted else start
-    curve: dict[str, list[float]] = defaultdict(list)
+    curve: dict[str, list[float | None]] = defaultdict(list)
     for it in iterations:
         role = "candidate" if it.promoted else "baseline"
         values = dict(session.execute(select(Eval.suite, Eval.value).where(

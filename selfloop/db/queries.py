@@ -5,13 +5,27 @@ from __future__ import annotations
 import re
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, bindparam, func, select, text, update
+from sqlalchemy import Select, Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Iteration, Judgment, Loop, PhaseRun, Prompt, Sample
+
+T = TypeVar("T")
+
+
+def row(session: Session, model: type[T], key: int) -> T:
+    """The row of `model` with primary key `key`, which the caller knows exists (an id read from another row or a
+    phase's context): a missing one is a broken store, said in one line."""
+    found = session.get(model, key)
+    if found is None:
+        from selfloop.errors import SelfloopError
+
+        raise SelfloopError(f"{getattr(model, '__tablename__', model.__name__)} row {key} does not exist in this store")
+    return found
 
 
 def iteration_summary(session: Session, loop: str | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -64,6 +78,16 @@ def phase_run(session: Session, iteration_id: int, phase: str) -> PhaseRun | Non
 
 def loop_by_name(session: Session, name: str) -> Loop | None:
     return session.scalars(select(Loop).where(Loop.name == name)).one_or_none()
+
+
+def loop_named(session: Session, name: str) -> Loop:
+    """The loop `name`, which must be in the store: else the one-line error that says where it went."""
+    loop = loop_by_name(session, name)
+    if loop is None:
+        from selfloop.errors import SelfloopError
+
+        raise SelfloopError(no_loop(session, name))
+    return loop
 
 
 def no_loop(session: Session, name: str, where: str = "") -> str:
@@ -136,13 +160,11 @@ def lineage_offset(session: Session, loop_id: int) -> int:
     return offset
 
 
-def _insert(session: Session):  # noqa: ANN202
+def _insert(session: Session) -> Callable[..., Any]:
     """The dialect's INSERT construct (both SQLite and PostgreSQL have ON CONFLICT)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def insert_ignore(session: Session, model: type, rows: list[dict[str, Any]], keys: list[str]) -> None:
@@ -233,7 +255,8 @@ def loop_states(session: Session) -> list[LoopState]:
         done = session.scalar(select(func.count()).select_from(Iteration).where(
             Iteration.loop_id == loop.id, Iteration.status == "done")) or 0
         policy = session.scalar(select(Checkpoint.path).where(Checkpoint.id == loop.current_checkpoint_id)) or "base model"
-        state = LoopState(loop.name, loop.status, loop.status_reason, names.get(loop.parent_loop_id),
+        parent = names.get(loop.parent_loop_id) if loop.parent_loop_id is not None else None
+        state = LoopState(loop.name, loop.status, loop.status_reason, parent,
                           loop.parent_iteration, done, policy)
         last = session.scalars(select(Iteration).where(Iteration.loop_id == loop.id)
                                .order_by(Iteration.number.desc()).limit(1)).one_or_none()
@@ -260,13 +283,13 @@ def loop_status(session: Session) -> tuple[list[str], list[tuple[Any, ...]]]:
 def voted_samples(session: Session, iteration_id: int, *columns: Any) -> list[Any]:
     """`columns` of each sample of the iteration joined with its vote judgment, in prompt then sample order
     (the order TTRL's first-N_train cut and ReST-EM's per-prompt cap depend on)."""
-    return session.execute(
+    return list(session.execute(
         select(*columns)
         .join(Prompt, Prompt.id == Sample.prompt_id)
         .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "vote"))
         .where(Sample.iteration_id == iteration_id)
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
-    ).all()
+    ).all())
 
 
 @dataclass
@@ -451,7 +474,7 @@ def completions(session: Session, iteration_id: int, limit: int = 64, max_chars:
         .where(Sample.iteration_id == iteration_id).order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
         .limit(limit)).all()
     ids = [row[0] for row in found]
-    scores = dict(session.execute(select(Judgment.sample_id, func.avg(Judgment.score)).where(
+    scores: dict[int, float] = dict(session.execute(select(Judgment.sample_id, func.avg(Judgment.score)).where(
         Judgment.sample_id.in_(ids), Judgment.kind == "llm_judge", Judgment.parse_ok).group_by(Judgment.sample_id)).all())
     votes = {sid: (answer, score) for sid, answer, score in session.execute(select(
         Judgment.sample_id, Judgment.answer, Judgment.score).where(Judgment.sample_id.in_(ids), Judgment.kind == "vote"))}
@@ -463,25 +486,25 @@ def completions(session: Session, iteration_id: int, limit: int = 64, max_chars:
 def ungraded_samples(session: Session, iteration_id: int) -> list[Any]:
     """(id, text, answer, family) of the iteration's samples whose prompt has a known answer and that were not
     graded yet."""
-    return session.execute(
+    return list(session.execute(
         select(Sample.id, Sample.text, Prompt.answer, Prompt.family).join(Prompt, Prompt.id == Sample.prompt_id)
         .where(Sample.iteration_id == iteration_id, Prompt.answer.is_not(None), Sample.correct.is_(None))
         .order_by(Sample.id)
-    ).all()
+    ).all())
 
 
 def set_correct(session: Session, verdicts: dict[int, bool]) -> None:
     """Store each sample's graded correctness (sample id -> correct)."""
     if verdicts:
-        table = Sample.__table__  # a Core executemany: the ORM's bulk update wants whole rows by primary key
+        table = cast(Table, Sample.__table__)  # a Core executemany: the ORM's bulk update wants whole rows by primary key
         session.execute(update(table).where(table.c.id == bindparam("sid")).values(correct=bindparam("ok")),
                         [{"sid": k, "ok": v} for k, v in verdicts.items()])
 
 
 def correctness(session: Session, iteration_id: int) -> dict[int, bool]:
     """Sample id -> correct, for the iteration's samples with a checked answer."""
-    return dict(session.execute(select(Sample.id, Sample.correct).where(
-        Sample.iteration_id == iteration_id, Sample.correct.is_not(None))).all())
+    return {sid: bool(ok) for sid, ok in session.execute(select(Sample.id, Sample.correct).where(
+        Sample.iteration_id == iteration_id, Sample.correct.is_not(None)))}
 
 
 def unjudged_query(iteration_id: int, kind: str) -> Select:
@@ -498,7 +521,7 @@ def unjudged_query(iteration_id: int, kind: str) -> Select:
 
 
 def unjudged_samples(session: Session, iteration_id: int, kind: str) -> list[Any]:
-    return session.execute(unjudged_query(iteration_id, kind)).all()
+    return list(session.execute(unjudged_query(iteration_id, kind)).all())
 
 
 def judged_means(session: Session, iteration_id: int) -> dict[int, list[tuple[int, float]]]:
@@ -511,5 +534,6 @@ def judged_means(session: Session, iteration_id: int) -> dict[int, list[tuple[in
     ).all()
     scores: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for prompt_id, sample_id, score in rows:
-        scores[prompt_id][sample_id].append(score)
+        if score is not None:  # parse_ok: always
+            scores[prompt_id][sample_id].append(float(score))
     return {p: [(sid, sum(v) / len(v)) for sid, v in by_sample.items()] for p, by_sample in scores.items()}

@@ -80,7 +80,7 @@ class VLLMEngine(ScoredByTransformers):
         if key != self._last_adapter:
             self.llm.reset_prefix_cache()  # cached prefixes were computed under another adapter
             self._last_adapter = key
-        if adapter is None:
+        if adapter is None or key is None:
             return None
         if key not in self._lora_ids:
             verify_checkpoint(adapter.path, adapter.sha256)  # a broken checkpoint is refused, never loaded

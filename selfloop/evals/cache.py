@@ -24,7 +24,7 @@ from loguru import logger
 
 FORMAT = 1
 MAX_BYTES = 256 << 20  # a suite's rows as stored; a file larger is refused before it is read
-ROW_FIELDS = {"item_index": int, "prompt": str, "answer": (str, type(None)), "response": str,
+ROW_FIELDS: dict[str, type | tuple[type, ...]] = {"item_index": int, "prompt": str, "answer": (str, type(None)), "response": str,
               "predicted": (str, type(None)), "correct": (bool, type(None)), "num_tokens": int}
 
 

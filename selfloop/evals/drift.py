@@ -110,7 +110,8 @@ def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, n
     now = {k: float(v) for k, v in now.items() if v is not None}
     for name, value in now.items():
         set_metric(session, iteration_id, name, value)
-    first_id = session.scalar(select(Iteration.id).where(Iteration.loop_id == loop_id).order_by(Iteration.number).limit(1))
+    first_id = session.scalar(select(Iteration.id).where(Iteration.loop_id == loop_id).order_by(Iteration.number)
+                              .limit(1)) or iteration_id  # the loop's first iteration (this one, at least)
     first = {k: _metric(session, first_id, k) for k in now} if first_id != iteration_id else {}
     d = config.eval.drift
     warnings = []

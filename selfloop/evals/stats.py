@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 Z95 = 1.959964
 
@@ -52,7 +52,7 @@ def holm(pvalues: dict[str, float]) -> dict[str, float]:
     return adjusted
 
 
-def bootstrap_ratio(numerator: dict[int, Sequence[float]], denominator: dict[int, Sequence[float]], *,
+def bootstrap_ratio(numerator: Mapping[int, Sequence[float]], denominator: Mapping[int, Sequence[float]], *,
                     draws: int = 2000, seed: int = 0) -> tuple[float | None, float | None, float | None, float]:
     """(ratio, low, high, share of draws whose denominator was not positive) of mean(numerator) / mean(denominator)
     over per-item values (e.g. an arm's and the oracle's gains over the control), resampled over seeds and over
@@ -62,7 +62,7 @@ def bootstrap_ratio(numerator: dict[int, Sequence[float]], denominator: dict[int
     if not seeds or any(len(numerator[s]) != len(denominator[s]) or not numerator[s] for s in seeds):
         return None, None, None, 1.0
 
-    def mean_of(values: dict[int, Sequence[float]], picks: list[tuple[int, list[int]]]) -> float:
+    def mean_of(values: Mapping[int, Sequence[float]], picks: list[tuple[int, list[int]]]) -> float:
         total = sum(sum(values[s][i] for i in items) for s, items in picks)
         return total / sum(len(items) for _, items in picks)
 

@@ -19,6 +19,7 @@ whitespace collapsed, surrounding quotes, a leading article and trailing punctua
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -138,7 +139,7 @@ def normalise(raw: str) -> str | None:
     return s or None
 
 
-def answer_span(text: str | None, chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> Span | None:
+def answer_span(text: str | None, chain: Sequence[str] = DEFAULT_CHAIN) -> Span | None:
     """Where the first extractor of `chain` that finds an answer found it (the dashboard marks it)."""
     if not text:
         return None
@@ -149,7 +150,7 @@ def answer_span(text: str | None, chain: tuple[str, ...] | list[str] = DEFAULT_C
     return None
 
 
-def extract_answer(text: str | None, chain: tuple[str, ...] | list[str] = DEFAULT_CHAIN) -> str | None:
+def extract_answer(text: str | None, chain: Sequence[str] = DEFAULT_CHAIN) -> str | None:
     """The normalised answer found by the first extractor of `chain` that finds one, else None."""
     span = answer_span(text, chain)
-    return normalise(text[span[0]:span[1]]) if span is not None else None
+    return normalise(text[span[0]:span[1]]) if span is not None and text is not None else None

@@ -19,6 +19,7 @@ one question, on one side of the split.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 from selfloop.families.phrasing import pick, stable_index
@@ -147,7 +148,7 @@ def universe(level: int, phrasing: str = "seen") -> tuple[Problem, ...]:
     return tuple(out)
 
 
-def problems(levels: list[int], split: str, phrasing: str = "seen") -> list[Problem]:
+def problems(levels: Sequence[int], split: str, phrasing: str = "seen") -> list[Problem]:
     if phrasing == "transfer":  # held out whole: no training prompt has these forms
         return [p for p in transfer_universe() if split == "eval" and split_of(p.canonical) == "eval"] if 1 in levels else []
     return [p for level in sorted(set(levels)) for p in universe(level, phrasing) if split_of(p.key) == split]

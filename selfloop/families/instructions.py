@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import combinations
+from typing import Any
 
 from selfloop.families.phrasing import pick, stable_index
 from selfloop.families.spec import FamilySpec, Grade, Problem
@@ -74,9 +75,9 @@ def _json(text: str) -> bool:
 @dataclass(frozen=True)
 class Kind:
     name: str
-    values: tuple  # the parameter values the generator uses (empty: no parameter)
+    values: tuple[Any, ...]  # the parameter values the generator uses (empty: no parameter)
     phrasings: tuple[str, ...]  # the last one is held out from training prompts
-    check: Callable[[str, object], bool]  # (response, value) -> followed
+    check: Callable[[str, Any], bool]  # (response, value) -> followed
 
 
 KINDS = {k.name: k for k in [
@@ -176,6 +177,7 @@ def universe(level: int, phrasing: str = "seen") -> tuple[Problem, ...]:
     if level not in (1, 2):
         raise ValueError(f"no instruction-following level {level} (1: one constraint, 2: two)")
     singles = [opt for kind in KINDS.values() for opt in _options(kind)]
+    sets: list[tuple[tuple[str, Any], ...]]
     if level == 1:
         sets = [(opt,) for opt in singles]
     else:
@@ -252,6 +254,7 @@ def novel_universe(level: int) -> tuple[Problem, ...]:
     each worded once (novel kinds have no training wording to hold out)."""
     novel = [opt for kind in NOVEL_KINDS.values() for opt in _options(kind)]
     known = [opt for kind in KINDS.values() for opt in _options(kind)]
+    sets: list[tuple[tuple[str, Any], ...]]
     if level == 1:
         sets = [(opt,) for opt in novel]
     else:
@@ -271,7 +274,7 @@ def novel_universe(level: int) -> tuple[Problem, ...]:
     return tuple(out)
 
 
-def problems(levels: list[int], split: str, phrasing: str = "seen") -> list[Problem]:
+def problems(levels: Sequence[int], split: str, phrasing: str = "seen") -> list[Problem]:
     if phrasing == "novel":  # held out whole: every problem is held out
         return [p for level in sorted(set(levels)) for p in novel_universe(level)] if split == "eval" else []
     return [p for level in sorted(set(levels)) for p in universe(level, phrasing) if split_of(p.canonical) == split]

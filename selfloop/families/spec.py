@@ -41,7 +41,7 @@ class Grade:
 
 
 # problems(levels, split, phrasing) -> the split's problems, in a fixed order
-Problems = Callable[[Sequence[int], Split, str], list[Problem]]
+Problems = Callable[[Sequence[int], str, str], list[Problem]]  # (levels, split: train or eval, phrasing)
 # grade(response, answer, extractors) -> Grade; `extractors` is the family's own FamilySpec.extractors, for
 # families whose answers are values read from free text
 Grader = Callable[[str | None, str, Sequence[str]], Grade]

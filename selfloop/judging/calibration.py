@@ -32,6 +32,11 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _score(values: list[float]) -> float:
+    """The mean of a sample's (non-empty) valid judge scores."""
+    return sum(values) / len(values)
+
+
 def ranking_accuracy(pairs: list[tuple[float, float]]) -> float | None:
     """Share of (correct's score, wrong's score) pairs ranked right, a tie counting half (Mann-Whitney)."""
     if not pairs:
@@ -97,12 +102,12 @@ def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
     for candidates in by_prompt.values():
         if len({truth[s] for s, _ in candidates}) < 2:
             continue  # all right or all wrong: the judge's choice cannot matter
-        best = max(sorted(candidates, key=lambda c: c[1]), key=lambda c: _mean(judge_scores[c[0]]))
+        best = max(sorted(candidates, key=lambda c: c[1]), key=lambda c: _score(judge_scores[c[0]]))
         picks.append(1.0 if truth[best[0]] else 0.0)
     metrics["judge.llm_pick_accuracy"] = _mean(picks)
     metrics["judge.llm_pick_n"] = float(len(picks)) if picks else None
     # Ranking by the mean score: within each prompt (reward accuracy on pairs) and across the iteration (AUC).
-    mean_score = {s: _mean(judge_scores[s]) for s in truth if judge_scores.get(s)}
+    mean_score = {s: _score(judge_scores[s]) for s in truth if judge_scores.get(s)}
     prompt_of = {sample_id: prompt_id for _, _, _, _, sample_id, prompt_id, _ in judgments}
     right = [s for s in mean_score if truth[s]]
     wrong = [s for s in mean_score if not truth[s]]

@@ -11,6 +11,8 @@ exist, in a fixed order, so a re-run selects the same ones.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -34,8 +36,11 @@ def eft_examples(session: Session, iteration_id: int, config) -> list[dict]:  # 
                Sample.correct.is_not(None))
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)
     ).all()
-    right, wrong = [], []
+    right: list[dict[str, Any]] = []
+    wrong: list[dict[str, Any]] = []
     for score, raw, sample_id, correct, prompt_id in rows:
+        if score is None:  # parse_ok: never
+            continue
         points = int(round(score))
         agrees = points > cfg.threshold if correct else points <= cfg.threshold
         if agrees:

@@ -66,9 +66,9 @@ def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, nu
         samples = sorted(by_sample)
         values = {i: [(j.score, j.parse_ok) for j in by_sample[i]] for i in samples}
         for i, k in zip(samples, permutation(len(samples), keys[group])):
-            source = values[samples[k]]
+            given = values[samples[k]]
             for n, judgment in enumerate(by_sample[i]):
-                score, ok = source[n] if n < len(source) else (None, False)
+                score, ok = given[n] if n < len(given) else (None, False)
                 _set(judgment, mode, score, ok, from_sample=samples[k])
     return len(fresh)
 

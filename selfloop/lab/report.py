@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,12 @@ def _ratio(cell: Cell | None, top: Cell | None) -> tuple[float | None, float | N
     return bootstrap_ratio(cell.diffs, top.diffs)
 
 
+def _mean(cell: Cell) -> float:
+    """A cell's pooled gain (0 where it has no paired items)."""
+    pooled = cell.pooled()
+    return pooled[0] if pooled is not None else 0.0
+
+
 def _fmt_ratio(r: tuple[float | None, float | None, float | None, float]) -> str:
     ratio, low, high, undefined = r
     if ratio is None:
@@ -210,8 +218,8 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], chose
         else:
             tests = {(a, s): _p(cells[(a, s)], cells[(spurious, s)]) for a in run for s in primary}
             adjusted = holm({f"{a}|{s}": p for (a, s), (_, p) in tests.items()})
-            beyond = {a: all(tests[(a, s)][0] is not None and tests[(a, s)][0][0] > 0
-                             and adjusted[f"{a}|{s}"] < 0.05 for s in primary) for a in run}
+            beyond = {a: all((d := tests[(a, s)][0]) is not None and d[0] > 0 and adjusted[f"{a}|{s}"] < 0.05
+                             for s in primary) for a in run}
             measured = all(enough(cells[(a, s)]) and enough(cells[(spurious, s)]) for a in run for s in primary)
             target = [demo] if demo in run else run
             met = (all(beyond[a] for a in target) if demo in run else any(beyond.values())) if measured else None
@@ -219,19 +227,20 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], chose
                 f"{a} - {spurious} on {s}: {_ci(tests[(a, s)][0])}, Holm-adjusted p {adjusted[f'{a}|{s}']:.3f}"
                 for a in run for s in primary) + f" ({len(tests)} comparisons)")
         # 2. The oracle gains beyond the noise on every seed.
-        ceiling = [cells.get((oracle, s)) for s in primary] if oracle else []
-        if not ceiling or any(c is None for c in ceiling):
+        found = [cells.get((oracle, s)) for s in primary] if oracle else []
+        ceiling = [c for c in found if c is not None]
+        if not ceiling or len(ceiling) < len(found):
             out["oracle"] = (None, "no oracle arm run")
         else:
             out["oracle"] = (all(c.beyond_noise == len(c.gains) for c in ceiling) if all(enough(c) for c in ceiling) else None,
                              "; ".join(f"{s}: beyond noise on {c.beyond_noise} of {len(c.gains)} seeds, pooled {_ci(c.pooled())}"
                                        for s, c in zip(primary, ceiling)))
         # 3. A label-free arm reaches half the oracle's gain: the bootstrap interval's lower bound at least 0.5.
-        if not ceiling or any(c is None for c in ceiling) or not run:
+        if not ceiling or len(ceiling) < len(found) or not run:
             out["half"] = (None, "needs the oracle and the label-free arms (lab file: label_free)")
         else:
-            ratios = {(a, s): _ratio(cells[(a, s)], cells[(oracle, s)]) for a in run for s in primary}
-            reached = [a for a in run if all(ratios[(a, s)][1] is not None and ratios[(a, s)][1] >= 0.5 for s in primary)]
+            ratios = {(a, s): _ratio(cells[(a, s)], top) for a in run for s, top in zip(primary, ceiling)}
+            reached = [a for a in run if all((low := ratios[(a, s)][1]) is not None and low >= 0.5 for s in primary)]
             measured = all(enough(cells[(a, s)]) for a in run for s in primary)
             out["half"] = (bool(reached) if measured else None, "; ".join(
                 f"{a} on {s}: {_fmt_ratio(ratios[(a, s)])} of the oracle" for a in run for s in primary)
@@ -243,7 +252,7 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], chose
         first = primary[0]
         ranked_arms = [a for a in run if enough(cells[(a, first)])]
         short = [a for a in run if a not in ranked_arms]
-        ranked = sorted(((round(cells[(a, first)].pooled()[0], 9), a == demo, a) for a in ranked_arms), reverse=True)
+        ranked = sorted(((round(_mean(cells[(a, first)]), 9), a == demo, a) for a in ranked_arms), reverse=True)
         pending = f"; not ranked yet (fewer than {SEEDS_FOR_A_CLAIM} seeds): {', '.join(short)}" if short else ""
         if not demo or (demo, first) not in cells:
             out["demo"] = (None, "needs the demo's arm (lab file: demo)")
@@ -253,12 +262,12 @@ def goals(cells: dict[tuple[str, str], Cell], lines: list[dict[str, Any]], chose
             # Best: no other arm beats it beyond the noise, paired, Holm-adjusted over the arms it is compared with
             # (the top of a ranking by point estimates is one pick among many).
             others = [a for _, _, a in ranked if a != demo]
-            tests = {a: _p(cells[(a, first)], cells[(demo, first)]) for a in others}
-            adjusted = holm({a: p for a, (_, p) in tests.items()}) if tests else {}
-            beats = [a for a in others if tests[a][0] is not None and tests[a][0][0] > 0 and adjusted[a] < 0.05]
+            versus = {a: _p(cells[(a, first)], cells[(demo, first)]) for a in others}
+            against = holm({a: p for a, (_, p) in versus.items()}) if versus else {}
+            beats = [a for a in others if (d := versus[a][0]) is not None and d[0] > 0 and against[a] < 0.05]
             order = " > ".join(f"{a} {_pts(g)}" for g, _, a in ranked)
             out["demo"] = (not beats, f"on {first}: {order}; " + ("; ".join(
-                f"{a} - {demo}: {_ci(tests[a][0])}, Holm-adjusted p {adjusted[a]:.3f}" for a in others)
+                f"{a} - {demo}: {_ci(versus[a][0])}, Holm-adjusted p {against[a]:.3f}" for a in others)
                 or "no other arm") + f" ({len(others)} comparison{'s' * (len(others) != 1)})"
                 + (f": beaten beyond the noise by {', '.join(beats)}" if beats else "") + pending)
         return out
@@ -364,18 +373,20 @@ def generated_block(name: str, style: str, result: dict[str, Any], lines: list[d
             f"{body}\n{provenance_note(lines)}\n")
 
 
+def _constant(text: str) -> Callable[[re.Match[str]], str]:
+    """A replacement for re.sub that puts `text` in as it is (no backslash or group escapes read in it)."""
+    return lambda _: text
+
+
 def update_docs(path: Path, name: str, result: dict[str, Any], lines: list[dict[str, Any]], command: str) -> int:
     """Rewrite every block of lab `name` in the file at `path` (between MARKER start and end, in either style);
     return how many were rewritten."""
-    import re
-
     text = path.read_text(encoding="utf-8")
     count = 0
     for style in STYLES:
         start, end = MARKER.format(name=name, style=style, end="start"), MARKER.format(name=name, style=style, end="end")
         pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(end), re.S)
-        block = f"{start}\n{generated_block(name, style, result, lines, command)}{end}"
-        text, n = pattern.subn(lambda _, block=block: block, text)
+        text, n = pattern.subn(_constant(f"{start}\n{generated_block(name, style, result, lines, command)}{end}"), text)
         count += n
     if count:
         path.write_text(text, encoding="utf-8")

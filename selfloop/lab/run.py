@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -269,7 +270,7 @@ class Lab:
         from selfloop.models.resolve import resolve_model, weights_sha256
 
         model = resolve_model(config.model.base, config.cache_dir(), config.model.revision)
-        reproduce = {"config_sha256": sha, "versions": provenance.versions(), "cpu": provenance.cpu_model(),
+        reproduce: dict[str, Any] = {"config_sha256": sha, "versions": provenance.versions(), "cpu": provenance.cpu_model(),
                      "model_sha256": weights_sha256(str(model.path))}
         if commit and commit.endswith("+dirty"):
             reproduce["diff_sha256"] = provenance.diff_sha256(Path(__file__).resolve().parent, ignore=self.results)

@@ -101,7 +101,7 @@ def _arms_named(role: str | list[str] | dict[str, str] | None) -> list[str | Non
     """The arms a role names: one arm (or None), a list of arms, or a mapping whose keys and values are both arms."""
     if isinstance(role, dict):
         return [*role, *role.values()]
-    return role if isinstance(role, list) else [role]
+    return list(role) if isinstance(role, list) else [role]
 
 
 def overrides(overlay: Overlay) -> list[str]:

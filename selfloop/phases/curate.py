@@ -9,6 +9,7 @@ left fails the phase with a one-line error that names it, before anything is tra
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from loguru import logger
 
@@ -27,7 +28,8 @@ def run(ctx: PhaseContext) -> None:
         if not pool:
             ctx.mark_done(session)
             return
-    rows, metrics = [], {"curate.prompts": len(pool)}
+    rows: list[dict[str, Any]] = []
+    metrics: dict[str, float] = {"curate.prompts": len(pool)}
     engine = ctx.runtime.engine() if any(specs()[f].uses_policy for f in cfg.filters) else None
     left = pool
     for position, name in enumerate(cfg.filters):

@@ -13,13 +13,16 @@ adds its own figures per suite and policy from the answered items (R-Tuning: the
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from loguru import logger
 from sqlalchemy import select, true
 
 from selfloop.algorithms import spec, trainer
 from selfloop.db.models import EvalItem, Eval, Iteration, Loop, Prompt, Sample
-from selfloop.db.queries import adapter_of, add_event, ancestor_ids, insert_ignore
-from selfloop.engines.base import Sampling
+from selfloop.db.queries import adapter_of, add_event, ancestor_ids, insert_ignore, row
+from selfloop.engines.base import Completion, Sampling
 from selfloop.engines.chat import prompt_chat
 from selfloop.errors import ConfigError
 from selfloop.evals import cache as eval_cache
@@ -65,7 +68,7 @@ def _reuse(ctx: PhaseContext, suite, checkpoint_id: int | None, items: list[Item
                    true() if anywhere else Iteration.loop_id.in_([ctx.loop_id, *ancestors]))
             .order_by(Iteration.loop_id != ctx.loop_id, Iteration.loop_id, Eval.iteration_id.desc())
         ).all()
-        configs = dict(session.execute(select(Loop.id, Loop.config).where(
+        configs: dict[int, dict[str, Any]] = dict(session.execute(select(Loop.id, Loop.config).where(
             Loop.id.in_({e.loop_id for e in evaluated} - {ctx.loop_id}))).all())
         found = next((e for e in evaluated
                       if e.loop_id == ctx.loop_id or _same_settings(configs[e.loop_id], ctx.config, suite)), None)
@@ -89,14 +92,14 @@ def _cache_key(ctx: PhaseContext, suite, adapter, items: list[Item]) -> str:  # 
                           adapter.sha256 if adapter is not None else None, suite, items)
 
 
-def _keep(ctx: PhaseContext, role: str, suite, digest: str) -> None:  # noqa: ANN001
+def _keep(ctx: PhaseContext, role: str, suite, cache: Path, digest: str) -> None:  # noqa: ANN001
     """The suite's rows for `role`, now complete in the store, kept in the eval cache."""
     with ctx.db.session() as session:
         rows = session.scalars(select(EvalItem).where(
             EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role, EvalItem.suite == suite.name
         ).order_by(EvalItem.item_index)).all()
         found = [{f: getattr(r, f) for f in eval_cache.ROW_FIELDS} for r in rows]
-    eval_cache.save(ctx.config.eval.cache_dir, digest, found)
+    eval_cache.save(cache, digest, found)
 
 
 def _same_settings(stored: dict, config, suite) -> bool:  # noqa: ANN001
@@ -138,10 +141,10 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
             chats = [prompt_chat(items[i].prompt, system, items[i].chat) for i in chunk]
             alive = lambda _done, tokens: progress.update(0, tokens)  # noqa: E731 - tok/s and the heartbeat
             outs = engine.generate(chats, greedy, adapter=adapter, progress=alive)
-            votes = [None] * len(chunk)
+            votes: list[list[Completion] | None] = [None] * len(chunk)
             if k:
                 seeds = [[ctx.seed("eval", suite.name, i, j) for j in range(k)] for i in chunk]
-                votes = engine.generate(chats, sampled, seeds=seeds, adapter=adapter, progress=alive)
+                votes = list(engine.generate(chats, sampled, seeds=seeds, adapter=adapter, progress=alive))
             rows = []
             for i, out, many in zip(chunk, outs, votes):
                 if suite.labelled:
@@ -268,7 +271,7 @@ def run(ctx: PhaseContext) -> None:
     suites = {s.name: load_suite(s) for s in ctx.config.eval.suites}
     check_disjoint(ctx, suites)
     with ctx.db.session() as session:
-        it = session.get(Iteration, ctx.iteration_id)
+        it = row(session, Iteration, ctx.iteration_id)
         policies = [("baseline", it.base_checkpoint_id)]
         if it.output_checkpoint_id is not None:
             policies.append(("candidate", it.output_checkpoint_id))
@@ -277,10 +280,11 @@ def run(ctx: PhaseContext) -> None:
         for suite in ctx.config.eval.suites:
             items = suites[suite.name]
             copied = _reuse(ctx, suite, ckpt, items) if role == "baseline" else None
-            digest = _cache_key(ctx, suite, adapters[role], items) if eval_cache.cacheable(ctx.config, suite) else None
+            cache = ctx.config.eval.cache_dir if eval_cache.cacheable(ctx.config, suite) else None
+            digest = _cache_key(ctx, suite, adapters[role], items) if cache is not None else ""
             answered = kept = False
-            if copied is None and digest is not None:
-                copied = eval_cache.load(ctx.config.eval.cache_dir, digest, items)
+            if copied is None and cache is not None:
+                copied = eval_cache.load(cache, digest, items)
                 kept = copied is not None
                 if kept:
                     logger.info("evaluate: {} on {} from the eval cache ({} items)", role, suite.name, len(items))
@@ -292,8 +296,8 @@ def run(ctx: PhaseContext) -> None:
                 _answer(ctx, role, suite, items, adapters[role])
                 answered = True
             # Answered here (replacing a kept file that failed its checks), or copied in the store but not kept yet.
-            if digest is not None and not kept and (answered or not eval_cache.has(ctx.config.eval.cache_dir, digest)):
-                _keep(ctx, role, suite, digest)
+            if cache is not None and not kept and (answered or not eval_cache.has(cache, digest)):
+                _keep(ctx, role, suite, cache, digest)
     extra = _held_out(ctx, policies, adapters) if spec(ctx.config.train.algorithm).held_out else []
     kl = _kl_from_start(ctx)
     with ctx.db.session() as session:
@@ -301,13 +305,13 @@ def run(ctx: PhaseContext) -> None:
                 for r in _summarise(session, ctx.iteration_id, role, s, ckpt)] + extra
         insert_ignore(session, Eval, rows, ["iteration_id", "role", "suite", "metric"])
         floor = ctx.config.warnings.min_accuracy
-        for row in rows:
+        for figure in rows:
             # An iteration's baseline is the last one's candidate, already warned about: only iteration 1's is new.
-            repeated = row["role"] == "baseline" and ctx.number > 1
-            if floor is not None and not repeated and row["metric"] == "greedy_accuracy" and row["value"] <= floor:
+            repeated = figure["role"] == "baseline" and ctx.number > 1
+            if floor is not None and not repeated and figure["metric"] == "greedy_accuracy" and figure["value"] <= floor:
                 add_event(session, ctx.loop_id, ctx.iteration_id, "eval.low_accuracy",
-                          f"{row['role']} scored {row['value']:.3f} on suite {row['suite']} (floor {floor:.3f}): "
+                          f"{figure['role']} scored {figure['value']:.3f} on suite {figure['suite']} (floor {floor:.3f}): "
                           "check the suite's answers and the answer extraction", level="warning",
-                          data={"role": row["role"], "suite": row["suite"], "value": row["value"]})
+                          data={"role": figure["role"], "suite": figure["suite"], "value": figure["value"]})
         monitor(session, ctx.config, ctx.loop_id, ctx.iteration_id, ctx.number, kl_from_start=kl)
         ctx.mark_done(session)

@@ -50,8 +50,8 @@ def _confidence(ctx: PhaseContext) -> None:
 
         engine = ctx.runtime.engine()
         system = ctx.config.generation.system_prompt
-        rescored = engine.score([prompt_chat(s.prompt, system, s.messages) for s in todo], [s.token_ids for s in todo],
-                                adapter=ctx.policy)
+        rescored = list(engine.score([prompt_chat(s.prompt, system, s.messages) for s in todo],
+                                     [s.token_ids for s in todo], adapter=ctx.policy))
     rows = []
     for s, again in zip(todo, rescored):
         details = {"sum_logprob": s.sum_logprob, "mean_logprob": s.mean_logprob, "num_tokens": s.num_tokens}
@@ -112,7 +112,7 @@ def _llm_judge(ctx: PhaseContext) -> None:
     sampling = Sampling(n=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, stop=stops)
     per_call = max(1, 2 * ctx.config.engine.batch_size // cfg.k)
     with ctx.db.session() as session:
-        samples = session.scalar(select(func.count()).select_from(Sample).where(Sample.iteration_id == ctx.iteration_id))
+        samples = session.scalar(select(func.count()).select_from(Sample).where(Sample.iteration_id == ctx.iteration_id)) or 0
     with Progress("judge", samples * cfg.k, on_update=ctx.set_progress, done=(samples - len(todo)) * cfg.k) as progress:
         for start in range(0, len(todo), per_call):
             ctx.check_stop()
@@ -246,16 +246,16 @@ def _cross_view(ctx: PhaseContext) -> None:
     with ctx.db.session() as session:
         prompts = session.execute(select(Prompt.id, Prompt.family, Prompt.task_key, Prompt.text)
                                   .where(Prompt.id.in_(list(by_prompt)))).all()
-    other = paraphrases([tuple(p) for p in prompts], ctx.config.generation.tasks.levels)
+    other = paraphrases([(p.id, p.family, p.task_key, p.text) for p in prompts], ctx.config.generation.tasks.levels)
     g = ctx.config.generation
     sampling = Sampling(n=cfg.samples, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
                         max_new_tokens=g.max_new_tokens, stop=tuple(g.stop))
     asked = [pid for pid in by_prompt if pid in other]
-    engine = ctx.runtime.engine() if asked else None
     views: dict[int, list[str | None]] = {}
     per_call = max(1, 2 * ctx.config.engine.batch_size // cfg.samples)
     for start in range(0, len(asked), per_call):
         ctx.check_stop()
+        engine = ctx.runtime.engine()  # started only when some prompt has another wording
         chunk = asked[start : start + per_call]
         first = {pid: by_prompt[pid][0] for pid in chunk}
         seeds = [[ctx.seed("cross_view", first[pid].source, first[pid].item_index, j) for j in range(cfg.samples)]

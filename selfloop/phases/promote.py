@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from selfloop.db.models import Eval, EvalItem, Iteration, Loop
-from selfloop.db.queries import add_event, monitor_history, policy_after, set_metric
+from selfloop.db.queries import add_event, monitor_history, policy_after, row, set_metric
 from selfloop.guard import decide
 from selfloop.evals.stats import paired_difference
 from selfloop.phases.context import PhaseContext
@@ -52,8 +52,8 @@ def consecutive_rejections(session, loop_id: int) -> int:  # noqa: ANN001
 def run(ctx: PhaseContext) -> None:
     cfg = ctx.config.eval
     with ctx.db.session() as session:
-        it = session.get(Iteration, ctx.iteration_id)
-        loop = session.get(Loop, ctx.loop_id)
+        it = row(session, Iteration, ctx.iteration_id)
+        loop = row(session, Loop, ctx.loop_id)
         if it.output_checkpoint_id is None:
             add_event(session, loop.id, it.id, "promote.nothing", f"iteration {it.number} trained no checkpoint; the policy stays")
             _guard(ctx, session, loop, it)

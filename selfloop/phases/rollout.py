@@ -28,7 +28,7 @@ def draw_task_prompts(ctx: PhaseContext) -> None:
     rows = [
         {"iteration_id": ctx.iteration_id, "source": "task", "item_index": i, "task_key": pool[k].key,
          "text": pool[k].prompt, "answer": pool[k].answer, "reference": pool[k].reference,
-         "messages": list(pool[k].chat) if pool[k].chat else None,
+         "messages": list(chat) if (chat := pool[k].chat) else None,
          "family": pool[k].family if pool[k].answer is not None else None}
         for i, k in enumerate(picks)
     ]

@@ -8,6 +8,7 @@ the round counter in one transaction. A re-run continues at the next round with 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from loguru import logger
 from sqlalchemy import func, select
@@ -80,7 +81,7 @@ def run(ctx: PhaseContext) -> None:
             chats, sampling, seeds=[[ctx.seed("synthesize", round_no, i)] for i in range(len(chats))], adapter=ctx.policy,
             progress=lambda _done, tokens: progress.update(0, tokens),
         )
-        rows = []
+        rows: list[dict[str, Any]] = []
         for (_, parents), completions in zip(requests, outs):
             if accepted + len(rows) >= cfg.num_prompts:
                 break

@@ -26,7 +26,7 @@ from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
 from selfloop.models.packaged import shareable_base
 from selfloop.phases.context import PhaseContext
 from selfloop.training.checkpoint import save_adapter
-from selfloop.algorithms.items import TrainItem, fit, lacks_reference
+from selfloop.algorithms.items import TrainItem, fit, known, lacks_reference
 from selfloop.training.loop import StepRecord, default_steps, load_trainable, reference_logps, train
 
 
@@ -41,12 +41,13 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
     for e in examples:
         if e.algorithm == EFT:  # the judge's prompt about the sample; its own agreeing verdict as the target
             template = load_template(ctx.config.judge.llm_judge.template)
-            chat = judge_chat(template, prompts[e.prompt_id], samples[e.sample_id].text)
+            chat = judge_chat(template, prompts[e.prompt_id], samples[known(e.sample_id, "judged sample")].text)
             items.append(fit(TrainItem(example_id=e.id, prompt_id=e.prompt_id, prompt=prompt_ids(tokenizer, chat),
-                                       completion=completion_ids(tokenizer, e.text, end_id), reward=e.reward,
+                                       completion=completion_ids(tokenizer, known(e.text, "verdict"), end_id), reward=e.reward,
                                        weight=e.weight, judge=True), ctx.config.train.max_length))
             continue
-        completion = samples[e.sample_id].token_ids if e.sample_id is not None else completion_ids(tokenizer, e.text, end_id)
+        completion = (samples[e.sample_id].token_ids if e.sample_id is not None
+                      else completion_ids(tokenizer, known(e.text, "text"), end_id))
         item = TrainItem(
             example_id=e.id, prompt_id=e.prompt_id,
             prompt=prompt_ids(tokenizer, prompt_chat(prompts[e.prompt_id], system, rows.conversations.get(e.prompt_id))),
@@ -60,7 +61,8 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
         prompt_length = len(item.prompt)
         items.append(fit(item, ctx.config.train.max_length))
         if (spec(ctx.config.train.algorithm).needs_reference and lacks_reference(item) and len(item.prompt) == prompt_length
-                and _reference_from_rollout(item, samples.get(e.sample_id), samples.get(e.rejected_sample_id),
+                and _reference_from_rollout(item, samples.get(e.sample_id) if e.sample_id is not None else None,
+                                            samples.get(e.rejected_sample_id) if e.rejected_sample_id is not None else None,
                                             init.checkpoint_id if init else None)):
             from_rollout.append(item)
     return items, from_rollout

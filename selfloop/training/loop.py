@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -35,7 +35,7 @@ from selfloop.models.loading import load_causal_lm
 from selfloop.models.logprobs import packed_completion_logprobs
 from selfloop.progress import Progress
 from selfloop.adapters import verify_checkpoint
-from selfloop.algorithms.items import LogpFn, TrainItem, lacks_reference, means
+from selfloop.algorithms.items import LogpFn, TrainItem, known, lacks_reference, means
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -99,14 +99,24 @@ def load_trainable(model_dir: Path, init: Adapter | None, lora: LoraSection, dev
     return model
 
 
-def policy_logps(model: torch.nn.Module) -> LogpFn:
-    """The policy's per-token log-probs of completions; `.with_hidden(prompts, completions)` also gives each
-    sequence's last-token hidden state (an algorithm that contrasts representations: CoIN)."""
-    def logps(prompts, completions):  # noqa: ANN001, ANN202
-        return packed_completion_logprobs(model, prompts, completions)
+class _Policy:
+    """The policy's per-token log-probs of completions (LogpFn); `with_hidden` also gives each sequence's
+    last-token hidden state (an algorithm that contrasts representations: CoIN)."""
 
-    logps.with_hidden = lambda prompts, completions: packed_completion_logprobs(model, prompts, completions, last_hidden=True)
-    return logps
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], /) -> list[torch.Tensor]:
+        return cast(list[torch.Tensor], packed_completion_logprobs(self.model, prompts, completions))
+
+    def with_hidden(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], /
+                    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return cast(tuple[list[torch.Tensor], torch.Tensor],
+                    packed_completion_logprobs(self.model, prompts, completions, last_hidden=True))
+
+
+def policy_logps(model: torch.nn.Module) -> LogpFn:
+    return _Policy(model)
 
 
 @torch.no_grad()
@@ -122,7 +132,7 @@ def reference_logps(model: torch.nn.Module, items: list[TrainItem], batch_size: 
             it.ref_logp, it.ref_token_logps = float(lp.sum()), lp.tolist()
         pairs = [it for it in chunk if it.rejected is not None]
         if pairs:
-            rows = packed_completion_logprobs(model, [it.prompt for it in pairs], [it.rejected for it in pairs])
+            rows = packed_completion_logprobs(model, [it.prompt for it in pairs], [known(it.rejected, "rejected") for it in pairs])
             for it, lp in zip(pairs, rows):
                 it.ref_rejected_logp = float(lp.sum())
 

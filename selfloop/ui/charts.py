@@ -157,7 +157,9 @@ def loss_chart(segments: list[Segment], compare: bool = False) -> dict[str, Any]
         for number, step, loss in seg.steps:
             if number != current:
                 if current is not None:  # a gap: iterations never join into one line
-                    xs.append(None), ys.append(None), text.append("")
+                    xs.append(None)
+                    ys.append(None)
+                    text.append("")
                 current = number
                 if not compare:
                     boundaries.append((starts[number], f"it {number}" if seg.own else f"{seg.loop} it {number}"))

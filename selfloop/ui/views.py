@@ -30,7 +30,7 @@ from selfloop.db.models import (
     TrainStep,
     Vote,
 )
-from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers, metrics_of, no_loop
+from selfloop.db.queries import LoopState, iteration_summary, loop_by_name, loop_writers, metrics_of, no_loop, row
 from selfloop.errors import SelfloopError
 from selfloop.families.answers import DEFAULT_CHAIN, answer_span, normalise
 from selfloop.render import select_columns
@@ -81,7 +81,7 @@ class TreeNode:
 def loop_tree(states: list[LoopState]) -> list[TreeNode]:
     """Roots in name order, each fork under its parent, ordered by fork iteration then name."""
     nodes = {s.name: TreeNode(s) for s in states}
-    roots = []
+    roots: list[TreeNode] = []
     for s in sorted(states, key=lambda s: (s.parent_iteration or 0, s.name)):
         (nodes[s.parent].children if s.parent in nodes else roots).append(nodes[s.name])
     return sorted(roots, key=lambda n: n.state.name)
@@ -140,15 +140,14 @@ class Segment:
 def lineage(session: Session, loop: Loop) -> list[tuple[Loop, int | None]]:
     """[(root, its child's fork point), ..., (loop, None)]."""
     chain: list[tuple[Loop, int | None]] = [(loop, None)]
-    while chain[0][0].parent_loop_id is not None:
-        child = chain[0][0]
-        chain.insert(0, (session.get(Loop, child.parent_loop_id), child.parent_iteration))
+    while (parent_id := chain[0][0].parent_loop_id) is not None:
+        chain.insert(0, (row(session, Loop, parent_id), chain[0][0].parent_iteration))
     return chain
 
 
 def root_offset(chain: list[tuple[Loop, int | None]]) -> tuple[int, int]:
     """From a loop's `lineage`: (root loop id, iterations of the ancestors before the loop's first iteration)."""
-    return chain[0][0].id, sum(until for _, until in chain[:-1])
+    return chain[0][0].id, sum(until or 0 for _, until in chain[:-1])
 
 
 def _segment(session: Session, loop: Loop, shift: int, until: int | None, own: bool) -> Segment:
@@ -178,7 +177,8 @@ def _segment(session: Session, loop: Loop, shift: int, until: int | None, own: b
     steps = select(Iteration.number, TrainStep.step, TrainStep.loss).join(Iteration, Iteration.id == TrainStep.iteration_id)
     if stride > 1:
         steps = steps.where(TrainStep.step % stride == 0)
-    seg.steps = [tuple(r) for r in session.execute(steps.where(keep).order_by(Iteration.number, TrainStep.step))]
+    seg.steps = [(number, step, loss) for number, step, loss in
+                 session.execute(steps.where(keep).order_by(Iteration.number, TrainStep.step))]
     return seg
 
 
@@ -578,10 +578,12 @@ def lab_comparison(session: Session, name: str) -> dict[str, Any]:
         outcome = loop_outcome(session, piece["loop"])
         if outcome is None or outcome["status"] != "finished":
             continue
-        suites = session.scalar(select(Loop.config).where(Loop.name == piece["loop"]))["eval"]["suites"]
+        stored = session.scalar(select(Loop.config).where(Loop.name == piece["loop"])) or {}
+        suites = stored["eval"]["suites"]
         lines.append(outcome_line(outcome, piece["arm"], piece["seed"], suites))
     # The latest piece's roles (a lab file edited since its first pieces ran says so there; older events lack some).
-    result = compare(lines, **{role: pieces[-1].get(role) for role in ROLES})
+    roles: dict[str, Any] = {role: pieces[-1].get(role) for role in ROLES}
+    result = compare(lines, **roles)
     result["pieces"] = [{"arm": p["arm"], "seed": p["seed"], "loop": p["loop"]} for p in pieces]
     result["finished"] = len(lines)
     return result
