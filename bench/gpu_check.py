@@ -67,10 +67,10 @@ def check_generate(model_dir: Path, device: str, dtype: str, result: dict) -> No
 
 def check_train(model_dir: Path, device: str, dtype: str, result: dict) -> None:
     from selfloop.algorithms import trainer
+    from selfloop.algorithms.items import TrainItem
     from selfloop.config import TrainConfig
     from selfloop.engines.chat import prompt_ids
     from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
-    from selfloop.algorithms.items import TrainItem
     from selfloop.training.loop import load_trainable, reference_logps, train
 
     cfg = TrainConfig.model_validate({"algorithm": "dpo", "batch_size": 8, "epochs": 3, "max_steps": 6, "learning_rate": 1e-4,

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import ceiling  # bench/ceiling.py, next to this file
+
 from selfloop import phases
 from selfloop.config import PHASES, load_config
 from selfloop.db import engine as db_engine

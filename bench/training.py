@@ -27,11 +27,11 @@ import time
 import torch
 
 from selfloop.algorithms import dpo
+from selfloop.algorithms.items import TrainItem, fit
 from selfloop.config import LoraConfig, TrainConfig, default_cache_dir
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.models.loading import load_causal_lm, load_tokenizer
 from selfloop.models.resolve import resolve_model
-from selfloop.algorithms.items import TrainItem, fit
 from selfloop.training.loop import load_trainable, reference_logps, train
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfloop.config import (
-    Config, LoopConfig, apply_overrides, keep_secrets, read_config_file, stored_config, validate_config,
+    Config,
+    LoopConfig,
+    apply_overrides,
+    keep_secrets,
+    read_config_file,
+    stored_config,
+    validate_config,
 )
 from selfloop.errors import SelfloopError
 

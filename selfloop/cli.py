@@ -11,10 +11,15 @@ import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from selfloop import __version__
 from selfloop.errors import ConfigError, SelfloopError
 from selfloop.render import FORMATS
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
+    from selfloop.db.engine import Database
 
 DESCRIPTION = """\
 selfloop makes a language model improve itself: each iteration synthesises prompts, samples
@@ -313,10 +318,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    from selfloop.config import Config, LoopConfig, load_config
     from selfloop.db.user_sql import run_readonly
     from selfloop.render import render
-
-    from selfloop.config import Config, LoopConfig, load_config
 
     config = load_config(args.config) if args.config else Config(loop=LoopConfig(name="default"))
     # --db, else --config's reader URL (database.reader_url or its database), else $SELFLOOP_DB, else the default store.
@@ -373,13 +377,13 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_db(config, url: str | None):  # noqa: ANN001, ANN202
+def _with_db(config: Config, url: str | None) -> Config:
     if url:
         config.database.url = _checked_db(url)
     return config
 
 
-def _setup_logging(args: argparse.Namespace, config) -> None:  # noqa: ANN001
+def _setup_logging(args: argparse.Namespace, config: Config) -> None:
     from selfloop.log import setup_logging
 
     lc = config.logging
@@ -426,7 +430,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run_foreground(config, args.iterations)
 
 
-def _config_of(path: Path, loop: str, overrides: list[str] | None = None):  # noqa: ANN202
+def _config_of(path: Path, loop: str, overrides: list[str] | None = None) -> Config:
     """The config FILE of LOOP: --config means the loop's config file on every command (a file that configures
     another loop is refused rather than half used)."""
     from selfloop.config import load_config
@@ -437,7 +441,7 @@ def _config_of(path: Path, loop: str, overrides: list[str] | None = None):  # no
     return config
 
 
-def _run_foreground(config, iterations: int | None) -> int:  # noqa: ANN001
+def _run_foreground(config: Config, iterations: int | None) -> int:
     from selfloop.runner import run_loop
     from selfloop.signals import StopFlag
 
@@ -446,7 +450,7 @@ def _run_foreground(config, iterations: int | None) -> int:  # noqa: ANN001
     return 0
 
 
-def _stored_config(db, name: str, url: str) -> dict:  # noqa: ANN001
+def _stored_config(db: Database, name: str, url: str) -> dict:
     """The config snapshot a loop was created with; resume and fork start from it."""
     from selfloop.db import queries
     from selfloop.db.engine import safe_url
@@ -604,7 +608,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop_config(args: argparse.Namespace, db, name: str, url: str):  # noqa: ANN001, ANN202
+def _loop_config(args: argparse.Namespace, db: Database, name: str, url: str) -> Config:
     """Where a loop's files are: --config's settings, else the loop's stored config (its state directory),
     with the database in use."""
     from selfloop.config import load_config, stored_config

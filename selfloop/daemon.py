@@ -12,7 +12,9 @@ from __future__ import annotations
 import faulthandler
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -27,6 +29,9 @@ from selfloop.runner import held
 from selfloop.signals import StopFlag
 from selfloop.systemd import Notifier, Watchdog, watchdog_interval
 
+if TYPE_CHECKING:
+    from selfloop.db.engine import Database
+
 
 class Daemon:
     def __init__(self, config: Config, stop: StopFlag | None = None) -> None:
@@ -36,7 +41,7 @@ class Daemon:
         self.notifier = Notifier()
 
     # -- the schedule ---------------------------------------------------------------------------
-    def _scheduler(self, db) -> BackgroundScheduler:  # noqa: ANN001
+    def _scheduler(self, db: Database) -> BackgroundScheduler:
         s = self.config.schedule
         scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
         if s.mode == "interval":
@@ -111,7 +116,7 @@ class Daemon:
         return 0
 
 
-def _logged(name: str, job):  # noqa: ANN001, ANN202
+def _logged(name: str, job: Callable[[], object]) -> Callable[[], None]:
     def run() -> None:
         try:
             job()

@@ -6,8 +6,8 @@ export writes rows in the forms TRL's trainers read as they are (conversational)
 - samples: every sample as `prompt` / `completion`, with its judge score, vote answer and reward, and its
   correctness as the judge phase graded it (null where the prompt has no known answer);
 - examples: the rewarded examples an algorithm trained on (TTRL, RLSC, ReST-EM, RAFT, R-Tuning, CUT) as `prompt` /
-  `completion` with `reward` and `weight`, and `context`: the other prompt of the same completion where it has one
-  (CUT's judged prompt, the instruction with the judgment), else null;
+  `completion` with `reward` and `weight`, and the algorithm's own fields (its spec's data model), a field that holds
+  a second prompt as a chat (CUT's and CoIN's `context`: the judged prompt, the paraphrase), else null;
 - ranked: a list-wise method's rankings as RRHF's trainer reads them: `query` (the prompt text), `responses`
   (best first) and `scores` (higher is better), with `prompt` in the chat form beside them;
 - evals: held-out items with the response, prediction and correctness.
@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Iterator
 from itertools import groupby
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,9 @@ from selfloop.db import history
 from selfloop.db.models import Loop
 from selfloop.db.queries import loop_by_name, no_loop, row
 from selfloop.errors import SelfloopError
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 WHAT = ("pairs", "samples", "examples", "ranked", "evals")
 
@@ -118,8 +121,24 @@ def _examples(session: Session, its: dict[int, int], base: dict[str, Any], syste
                     "chosen_score": scores.get(example.sample_id), "rejected_score": scores.get(example.rejected_sample_id)}
         else:
             row |= {"completion": _assistant(completion), "reward": example.reward, "weight": example.weight,
-                    "context": _chat_prompt(example.context, system) if example.context is not None else None}
+                    **_own_data(example.algorithm, example.data, system)}
         yield row
+
+
+def _own_data(algorithm: str, data: dict[str, Any] | None, system: str | None) -> dict[str, Any]:
+    """The algorithm's own fields of an example (its spec's data model), each a column of every row the algorithm
+    exports (null where an example has none); the fields that hold a second prompt as a chat, as `prompt` is. An
+    algorithm no longer installed exports its data as stored, under `data`."""
+    from selfloop.algorithms import specs
+
+    contract = specs().get(algorithm)
+    if contract is None:
+        return {"data": data} if data is not None else {}
+    if contract.data is None:
+        return {}
+    data = data or {}
+    return {name: (_chat_prompt(data[name], system) if name in contract.prompts and data.get(name) is not None
+                   else data.get(name)) for name in contract.data.model_fields}
 
 
 def nothing_to_export(session: Session, loop_name: str, what: str, iteration: int | None) -> str:
@@ -197,11 +216,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def merge(session: Session, loop_name: str, iteration: int | None, out: Path, config) -> tuple[Path, int]:  # noqa: ANN001
+def merge(session: Session, loop_name: str, iteration: int | None, out: Path, config: Config) -> tuple[Path, int]:
     """Fold a checkpoint's adapter (iteration N's, or the loop's current policy) into the base model at `out`."""
+    from selfloop.adapters import verify_checkpoint
     from selfloop.db.models import Checkpoint
     from selfloop.models.resolve import resolve_model
-    from selfloop.adapters import verify_checkpoint
 
     loop = _loop(session, loop_name)
     if iteration is None:

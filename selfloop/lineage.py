@@ -50,8 +50,8 @@ def fork(db: Database, parent_name: str, at: int, config: Config) -> Loop:
     Nothing else is copied; the lineage (parent loop, parent iteration) is recorded. Refused when
     that iteration has no checkpoint, the checkpoint is gone or damaged, or the base models differ.
     """
-    from selfloop.db.models import Checkpoint
     from selfloop.adapters import verify_checkpoint
+    from selfloop.db.models import Checkpoint
 
     snapshot, digest = fingerprint(config)
     with db.session() as session:

@@ -23,6 +23,7 @@ import socket
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 from sqlalchemy import Connection, select, text, update
@@ -32,6 +33,9 @@ from selfloop.db import file_locks
 from selfloop.db.engine import Database, check_single_link, sqlite_path
 from selfloop.db.models import WriterLease
 from selfloop.errors import LockedError, LockLost
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.dml import Insert
 
 
 def _int4(data: bytes) -> int:
@@ -54,7 +58,7 @@ LIMIT 1
 """
 
 
-def _insert_lease(loop: str):  # noqa: ANN202
+def _insert_lease(loop: str) -> Insert:
     """INSERT the loop's lease row unless it exists (token 0: not taken yet)."""
     from sqlalchemy.dialects import postgresql
 
@@ -154,17 +158,17 @@ class LoopLock:
         self._conn, self._key = conn, key
 
     @staticmethod
-    def _try(conn, key: int) -> bool:  # noqa: ANN001
+    def _try(conn: Connection, key: int) -> bool:
         return bool(conn.execute(text("SELECT pg_try_advisory_lock(:c, :o)"), {"c": ADVISORY_CLASS, "o": key}).scalar())
 
-    def _fresh_key(self, conn) -> int:  # noqa: ANN001
+    def _fresh_key(self, conn: Connection) -> int:
         for _ in range(8):  # a reader cannot know a key drawn now; 8 tries only guard against a collision
             key = _int4(secrets.token_bytes(8))
             if self._try(conn, key):
                 return key
         raise LockedError(f"loop {self.loop!r}: could not take a fresh advisory lock key")
 
-    def _holder(self, conn) -> str:  # noqa: ANN001
+    def _holder(self, conn: Connection) -> str:
         """Who holds the loop, read on the locking connection (a session of this Database would run its fence)."""
         lease = conn.execute(select(WriterLease.kind, WriterLease.pid, WriterLease.host, WriterLease.released_at)
                              .where(WriterLease.loop_name == self.loop)).one_or_none()

@@ -10,11 +10,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from selfloop.credentials import redact, redact_exception
 from selfloop.private import private_dir
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 _HUMAN = "<green>{time:YYYY-MM-DD HH:mm:ss}</green> <level>{level: <7}</level> {message}"
 
@@ -28,7 +32,7 @@ class _ToLoguru(logging.Handler):
         logger.opt(exception=record.exc_info, depth=6).log(level, "{}: {}", record.name, record.getMessage())
 
 
-def _redact_record(record) -> None:  # noqa: ANN001 - loguru's Record, a TypedDict only for type checkers
+def _redact_record(record: Record) -> None:
     """No secret reaches a sink: URL passwords and the secrets this process uses are masked in the message and
     in a logged exception's message (`selfloop.credentials`)."""
     record["message"] = redact(record["message"])

@@ -26,8 +26,16 @@ from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import Iteration, Loop, PhaseRun
 from selfloop.db.queries import (
-    adapter_of, add_event, delete_iteration_rows, has_results, last_iteration, lineage_offset, loop_by_name, phase_run,
-    phase_summary, row,
+    adapter_of,
+    add_event,
+    delete_iteration_rows,
+    has_results,
+    last_iteration,
+    lineage_offset,
+    loop_by_name,
+    phase_run,
+    phase_summary,
+    row,
 )
 from selfloop.db.training import clear_steps
 from selfloop.errors import Interrupted, SelfloopError

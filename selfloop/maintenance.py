@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 from sqlalchemy import select
@@ -23,6 +24,9 @@ from selfloop.config import Config
 from selfloop.db.engine import Database, sqlite_path
 from selfloop.db.models import Checkpoint, Iteration, Loop
 from selfloop.private import private_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 def backup(db: Database, config: Config) -> Path | None:
@@ -49,7 +53,7 @@ def backup(db: Database, config: Config) -> Path | None:
     return target
 
 
-def protected_checkpoints(session, keep_newest: int) -> set[int]:  # noqa: ANN001
+def protected_checkpoints(session: Session, keep_newest: int) -> set[int]:
     keep = set(session.scalars(select(Iteration.output_checkpoint_id).where(Iteration.promoted.is_(True))))
     for start, current in session.execute(select(Loop.start_checkpoint_id, Loop.current_checkpoint_id)):
         keep |= {start, current}
@@ -57,8 +61,7 @@ def protected_checkpoints(session, keep_newest: int) -> set[int]:  # noqa: ANN00
     keep |= set(session.scalars(select(Iteration.output_checkpoint_id).where(Iteration.status != "done")))
     others = session.scalars(select(Checkpoint.id).where(Checkpoint.status == "ok").order_by(Checkpoint.id.desc())).all()
     keep |= set([c for c in others if c not in keep][:keep_newest])
-    keep.discard(None)
-    return keep
+    return {c for c in keep if c is not None}
 
 
 def retention(db: Database, config: Config) -> list[Path]:

@@ -10,9 +10,11 @@ the systemd watchdog applies, and 200 otherwise.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -24,6 +26,8 @@ from selfloop.db.engine import Database
 from selfloop.db.reader_engine import reader_engine
 from selfloop.errors import ConfigError
 from selfloop.progress import HEARTBEAT, LIVE
+
+Request = socket.socket | tuple[bytes, socket.socket]  # what socketserver hands a server: a stream's socket here
 
 
 class LoopCollector:
@@ -83,20 +87,20 @@ class _BoundedServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # socketserver listens with a backlog of 5: a burst of connections then waits on SYN retries
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._reading: dict[object, float] = {}  # connections still reading their request -> when they came
+        self._reading: dict[Request, float] = {}  # connections still reading their request -> when they came
         self._reading_lock = threading.Lock()
         self._closed = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="metrics-deadlines", daemon=True)
         self._reaper.start()
 
-    def _drop(self, request) -> None:  # noqa: ANN001 - a socket
-        import socket
+    def _drop(self, request: Request) -> None:
 
         try:
-            request.shutdown(socket.SHUT_RDWR)  # its thread's read returns at once; the thread ends, the slot frees
+            if isinstance(request, socket.socket):  # a stream server's requests are sockets
+                request.shutdown(socket.SHUT_RDWR)  # its thread's read returns at once; the thread ends, the slot frees
         except OSError:
             pass
 
@@ -116,12 +120,12 @@ class _BoundedServer(ThreadingHTTPServer):
         self._closed.set()
         super().server_close()
 
-    def request_read(self, request) -> None:  # noqa: ANN001
+    def request_read(self, request: Request) -> None:
         """The handler has the whole request: it is no longer a slow client."""
         with self._reading_lock:
             self._reading.pop(request, None)
 
-    def process_request(self, request, client_address) -> None:  # noqa: ANN001
+    def process_request(self, request: Request, client_address: Any) -> None:
         import time
 
         if not self.slots.acquire(blocking=False):
@@ -143,14 +147,14 @@ class _BoundedServer(ThreadingHTTPServer):
             self.slots.release()
             raise
 
-    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+    def process_request_thread(self, request: Request, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self.request_read(request)
             self.slots.release()
 
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+    def handle_error(self, request: Request, client_address: Any) -> None:
         import sys
 
         if not isinstance(sys.exc_info()[1], OSError):  # a reset, a broken pipe, a timeout: the client went away
@@ -214,7 +218,7 @@ class MetricsServer:
             def do_POST(self) -> None:
                 self.send_error(405, "read-only endpoint")
 
-            do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815
+            do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815 - the http.server method names
 
             def log_message(self, *args: object) -> None:  # scrapes every few seconds: keep them out of the log
                 pass

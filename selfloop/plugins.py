@@ -4,9 +4,15 @@ task family's), checked and added after the built-in ones."""
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-T = TypeVar("T")
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Named)  # a spec: it has the name it registers under
 
 
 # Entry points that failed to load, by group and entry point name: the reason, said where a config names one.
@@ -28,10 +34,10 @@ def with_entry_points(group: str, kind: type[T], builtin: dict[str, T]) -> dict[
             continue
         if not isinstance(spec, kind):
             BROKEN.setdefault(group, {})[point.name] = f"{where} is not a {kind.__name__}"
-        elif spec.name in found:  # type: ignore[attr-defined]
-            BROKEN.setdefault(group, {})[point.name] = f"{where}: {spec.name!r} is already defined"  # type: ignore[attr-defined]
+        elif spec.name in found:
+            BROKEN.setdefault(group, {})[point.name] = f"{where}: {spec.name!r} is already defined"
         else:
-            found[spec.name] = spec  # type: ignore[attr-defined]
+            found[spec.name] = spec
     return found
 
 

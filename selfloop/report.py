@@ -16,8 +16,8 @@ from selfloop.output_dir import write_folder
 
 def write_report(session: Session, name: str, out: Path) -> Path:
     from selfloop.db.queries import loop_states
-    from selfloop.ui import views
     from selfloop.plots import plotly_js
+    from selfloop.ui import views
     from selfloop.ui.app import HERE, templates
     from selfloop.ui.charts import loop_charts
 

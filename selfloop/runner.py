@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -19,6 +20,9 @@ from selfloop.manifest import remove_stale_temporaries
 from selfloop.private import private_dir
 from selfloop.runtime import Runtime
 from selfloop.tracking import Tracking
+
+if TYPE_CHECKING:
+    from selfloop.metrics_http import MetricsServer
 
 
 def loop_checkpoints(config: Config) -> Path:
@@ -50,7 +54,7 @@ def take_loop(db: Database, config: Config, kind: str) -> LoopLock:
     return lock
 
 
-def serve_metrics(config: Config):  # noqa: ANN201
+def serve_metrics(config: Config) -> MetricsServer | None:
     """The /metrics and /health server when the config asks for it (None otherwise)."""
     if not config.metrics.enabled:
         return None
@@ -59,7 +63,7 @@ def serve_metrics(config: Config):  # noqa: ANN201
     return MetricsServer(config).start()
 
 
-def stop_metrics(server) -> None:  # noqa: ANN001
+def stop_metrics(server: MetricsServer | None) -> None:
     if server is not None:
         server.stop()
 

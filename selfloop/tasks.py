@@ -13,7 +13,7 @@ from typing import Any
 
 from selfloop.config import FieldMap, TaskSource
 from selfloop.errors import ConfigError
-from selfloop.families import family
+from selfloop.families import generated
 from selfloop.strict import StrictError, load_json, unicode_problem
 from selfloop.user_files import MAX_FILE_BYTES, read_user_file
 
@@ -255,8 +255,9 @@ def load_pool(source: TaskSource) -> list[Task]:
     if source.kind == "seed":
         return seed_tasks()
     if source.kind == "jsonl":
-        tasks = read_user_tasks(source.path, "generation.tasks.path", "jsonl", source.fields, source.answer_after)  # type: ignore[arg-type]
+        if source.path is None:
+            raise ConfigError("generation.tasks: kind 'jsonl' needs a path")
+        tasks = read_user_tasks(source.path, "generation.tasks.path", "jsonl", source.fields, source.answer_after)
         return [replace(t, family=source.family) for t in tasks]
-    spec = family(source.kind)
-    return [Task(p.key, p.prompt, p.answer, family=spec.name)
-            for p in spec.problems(source.levels, "train", source.phrasing)]  # type: ignore[misc]
+    return [Task(p.key, p.prompt, p.answer, family=source.kind)
+            for p in generated(source.kind, source.levels, "train", source.phrasing)]

@@ -27,17 +27,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from sqlalchemy.orm import Session
 
 from selfloop.config import Config
-from selfloop.db.engine import Database
 from selfloop.db import history
+from selfloop.db.engine import Database
 from selfloop.db.models import Loop, TrackerRun
 from selfloop.db.queries import COMPLETION_COLUMNS, add_event, completions, loop_by_name, row
 from selfloop.render import flat
+
+if TYPE_CHECKING:
+    from selfloop.db.models import TrainStep
 
 
 def bound_http_requests(timeout_s: int) -> None:
@@ -292,7 +295,7 @@ class _Pending:
     live: tuple[int, int]  # (attempt, steps sent) of the train phase running after steps_through; (0, 0): none
 
 
-def _step_values(row, number: int) -> dict[str, float]:  # noqa: ANN001
+def _step_values(row: TrainStep, number: int) -> dict[str, float]:
     return {**step_metrics(row.metrics), "loss": row.loss, "learning_rate": row.learning_rate,
             "grad_norm": row.grad_norm, "tokens_per_s": row.tokens_per_s, "iteration": float(number)}
 
@@ -334,7 +337,7 @@ def _pending(session: Session, loop: Loop, mark: TrackerRun) -> _Pending:
     return _Pending(steps, figures, events, steps_through, events[-1][0] if events else mark.last_event_id, live)
 
 
-def sync(db: Database, config: Config, backend_name: str, backend) -> tuple[int, bool]:  # noqa: ANN001
+def sync(db: Database, config: Config, backend_name: str, backend: Any) -> tuple[int, bool]:
     """Send the loop's rows the tracker has not received yet (opening its run if needed); return how many
     items were sent and whether the loop is finished (the caller closes the run then)."""
     with db.session() as session:

@@ -315,9 +315,8 @@ def store_samples(db, config, prompts: list[tuple[str, str | None, list[str]]], 
     Returns the iteration id. Samples get made-up token ids and log-probs (4 tokens each, -0.5/token)
     unless a test overwrites them; phases after rollout only read what is stored.
     """
-    from selfloop.judging.correctness import grade_iteration
-
     from selfloop.db.models import Iteration, Prompt, Sample
+    from selfloop.judging.correctness import grade_iteration
     from selfloop.loop import open_loop
 
     loop = open_loop(db, config)

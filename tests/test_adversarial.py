@@ -192,9 +192,8 @@ def test_the_metrics_server_bounds_connections_and_checks_the_host(tmp_path: Pat
     import httpx
 
     from selfloop import metrics_http
-    from tests.conftest import make_config
-
     from selfloop.log import setup_logging
+    from tests.conftest import make_config
 
     setup_logging("INFO")  # to this test's stderr (an earlier in-process CLI test left its own, closed, stream)
     monkeypatch.setattr(metrics_http, "CONNECTION_TIMEOUT_S", 1.0)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from sqlalchemy import create_engine, select, text
 
+from selfloop.curation import band, deita, ifd, mods
 from selfloop.curation.band_config import BandOptions as BandFilter
 from selfloop.curation.ifd_config import IFDOptions as IFDFilter
-from selfloop.curation import band, deita, ifd, mods
 from selfloop.curation.pool import Candidate, FilterContext, PooledSample
 from tests.conftest import make_config, selfloop_cli, store_samples, tiny_yaml
 

@@ -139,10 +139,10 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_two_iterations_the_second_sampled_from_the_first_checkpoint(servers, tiny_model, tmp_path: Path) -> None:
+    from selfloop.adapters import Adapter
     from selfloop.config import load_config
     from selfloop.db.engine import open_database
     from selfloop.db.models import Checkpoint, Iteration, Prompt, Sample
-    from selfloop.adapters import Adapter
     from selfloop.engines.chat import user_chat
     from selfloop.engines.hf import HFEngine
 

@@ -9,11 +9,11 @@ import re
 import pytest
 
 from selfloop.config import SuiteConfig, TaskSource
+from selfloop.evals.suites import load_suite
 from selfloop.families import arithmetic, family, instructions, units
 from selfloop.families.instructions import KINDS, followed, parse_answer
-from selfloop.evals.suites import load_suite
-from selfloop.judging.calibration import auc, ranking_accuracy
 from selfloop.families.value import grade_value as grade
+from selfloop.judging.calibration import auc, ranking_accuracy
 from selfloop.tasks import load_pool
 
 VERIFIERS = [
@@ -102,8 +102,8 @@ def test_grading_is_the_familys_rule_whatever_the_loop_votes_with(tmp_path, conf
 
     from selfloop.db.engine import open_database
     from selfloop.db.models import Sample
-    from selfloop.families.spec import FamilySpec
     from selfloop.families.answers import extract_answer
+    from selfloop.families.spec import FamilySpec
     from tests.conftest import store_samples
 
     mentioned = "To add 24 and 28, you simply add them together."

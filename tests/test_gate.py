@@ -12,9 +12,9 @@ from selfloop.db.engine import open_database
 from selfloop.db.models import Checkpoint, Eval, EvalItem, Event, Iteration, Loop, Metric, PhaseRun, Sample
 from selfloop.db.queries import set_metric
 from selfloop.errors import ConfigError
-from selfloop.families import arithmetic, units
 from selfloop.evals.drift import monitor
 from selfloop.evals.stats import paired_difference, wilson
+from selfloop.families import arithmetic, units
 from selfloop.loop import open_loop
 from selfloop.phases.context import PhaseContext
 from selfloop.phases.promote import run as promote
@@ -149,8 +149,8 @@ def test_drift_monitors_store_metrics_and_warn(sqlite_url: str, config_factory) 
 
 
 def test_overlapping_eval_suite_is_refused(tmp_path: Path, sqlite_url: str, config_factory) -> None:
-    from selfloop.phases.evaluate import check_disjoint
     from selfloop.evals.suites import Item
+    from selfloop.phases.evaluate import check_disjoint
 
     train = tmp_path / "train.jsonl"
     train.write_text('{"prompt": "What is 2 + 2?", "answer": "4"}\n{"prompt": "Name a colour."}\n')

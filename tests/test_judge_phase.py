@@ -274,3 +274,47 @@ def test_the_not_yet_judged_query_is_a_not_exists_on_the_index(db_url: str, conf
                 unjudged_query(it, "vote").compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})))))
             assert "SEARCH judgments USING COVERING INDEX" in plan and "(sample_id=? AND kind=?)" in plan, plan
     db.dispose()
+
+
+def test_the_vote_is_graded_by_the_family_as_its_samples_are(sqlite_url: str, config_factory, monkeypatch) -> None:
+    """One rule of correctness: a family whose grader accepts an answer within one of the known answer marks the
+    majority 8 right for 9, as it marks the samples saying 8 (votes.correct compared strings until 2026-12-07)."""
+    import selfloop.families as families
+    from selfloop.families.answers import extract_answer
+    from selfloop.families.spec import FamilySpec, Grade
+
+    def near(response, answer, extractors):
+        said = extract_answer(response, extractors)
+        return Grade(said, said is not None and abs(float(said) - float(answer)) <= 1)
+
+    lenient = FamilySpec(name="near", summary="within one", grade=near)
+    real = families.specs()
+    monkeypatch.setattr(families, "specs", lambda: {**real, "near": lenient})
+    config = config_factory(sqlite_url, judge={"signals": ["vote"]})
+    db = open_database(sqlite_url, init=True)
+    it = store_samples(db, config, [("What is 4 + 5?", "9", ["8", "The answer is 8", "2"])], family="near")
+    judge_run(_context(db, config, it))
+    with db.session() as s:
+        (vote,) = s.scalars(select(Vote)).all()
+        samples = [x.correct for x in s.scalars(select(Sample).order_by(Sample.sample_index))]
+    db.dispose()
+    assert vote.answer == "8" and vote.correct is True and samples == [True, True, False]
+
+
+def test_majority_at_k_and_parts_by_the_familys_grader() -> None:
+    """majority@k asks the family's grader about the majority answer; an instruction-following answer's per-constraint
+    verdicts come from the same grading as its `correct`."""
+    from selfloop.engines.base import Completion
+    from selfloop.families import family
+    from selfloop.phases.evaluate import _majority_correct
+
+    def said(*texts: str) -> list[Completion]:
+        return [Completion(t, [], [], "stop") for t in texts]
+
+    value = family("value")
+    assert _majority_correct(said("It is 1,000.", "1000", "999"), "1000", value)  # the grader reads 1,000 as 1000
+    assert not _majority_correct(said("7", "7", "8"), "8", value)
+    follow = '{"follow": [["lowercase", null], ["max_words", 3]]}'
+    graded = family("instructions").check("two small words", follow)
+    assert graded.correct and graded.parts == (True, True)
+    assert family("instructions").check("Too Many Words Here", follow).parts == (False, False)

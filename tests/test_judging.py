@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from selfloop.judging import extract_answer, majority_vote, parse_score, vote
 from selfloop.families.answers import DEFAULT_CHAIN
+from selfloop.judging import extract_answer, majority_vote, parse_score, vote
 
 SCORES = [
     ("Score: 4", 4.0),

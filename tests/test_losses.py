@@ -130,8 +130,8 @@ def test_rrhf_gradient_pushes_the_better_candidate_up() -> None:
 
 def test_rso_loss_is_dpos_normalised_hinge_with_gamma() -> None:
     from selfloop.algorithms import rso
-    from selfloop.algorithms.rso_config import RSOConfig
     from selfloop.algorithms.items import TrainItem
+    from selfloop.algorithms.rso_config import RSOConfig
 
     # D = (-1 - -2) - (-3 - -2) = 2; hinge-norm max(0, 1 - 0.05 * 2) = 0.9; sigmoid-norm -log sigma(0.1) = 0.64440
     item = TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2], rejected=[3], ref_logp=-2.0,
@@ -148,8 +148,8 @@ def test_rso_loss_is_dpos_normalised_hinge_with_gamma() -> None:
 
 def test_raft_loss_is_the_token_mean_nll() -> None:
     from selfloop.algorithms import raft
-    from selfloop.algorithms.raft_config import RAFTConfig
     from selfloop.algorithms.items import TrainItem
+    from selfloop.algorithms.raft_config import RAFTConfig
 
     items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3]),
              TrainItem(example_id=2, prompt_id=1, prompt=[1], completion=[4])]
@@ -162,9 +162,8 @@ def test_raft_loss_is_the_token_mean_nll() -> None:
 
 def test_rtuning_target_entropy_and_loss_by_hand() -> None:
     from selfloop.algorithms import rtuning
-    from selfloop.algorithms.rtuning_config import RTuningConfig
     from selfloop.algorithms.items import TrainItem
-
+    from selfloop.algorithms.rtuning_config import RTuningConfig
     from selfloop.judging.vote import answer_entropy
 
     cfg = RTuningConfig()
@@ -278,9 +277,9 @@ def test_cut_flags_the_tokens_a_judgment_makes_likelier_on_the_tiny_model(tiny_m
     whose probability after the judged prompt exceeds 1.1 times that after the plain prompt, computed here apart."""
     from selfloop.algorithms import cut
     from selfloop.algorithms.cut_config import CUTConfig
+    from selfloop.algorithms.items import TrainItem, fit
     from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
     from selfloop.models.loading import load_causal_lm, load_tokenizer
-    from selfloop.algorithms.items import TrainItem, fit
     from selfloop.training.loop import policy_logps
 
     tok = load_tokenizer(tiny_model.path)
@@ -290,10 +289,10 @@ def test_cut_flags_the_tokens_a_judgment_makes_likelier_on_the_tiny_model(tiny_m
     judged_prompt = cfg.template.format(instruction=x, judgment="It names a colour but then rambles about the sky.")
     item = fit(TrainItem(example_id=1, prompt_id=1, prompt=prompt_ids(tok, user_chat(x)),
                          completion=completion_ids(tok, y, tok.eos_token_id),
-                         context=prompt_ids(tok, user_chat(judged_prompt))), 512)
+                         prompts={"context": prompt_ids(tok, user_chat(judged_prompt))}), 512)
     policy = policy_logps(model)
     with torch.no_grad():
-        with_j = policy([item.context], [item.completion])[0]
+        with_j = policy([item.prompts["context"]], [item.completion])[0]
         without = policy([item.prompt], [item.completion])[0]
         value, metrics = cut.batch_loss([item], policy, cfg)
     flagged = (with_j.exp() / without.exp()) > 1.1
@@ -325,8 +324,8 @@ def test_coin_batch_loss_adds_both_cross_entropies_and_the_scaled_contrast() -> 
     from selfloop.algorithms.coin_config import CoINConfig
     from selfloop.algorithms.items import TrainItem
 
-    items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3], context=[9]),
-             TrainItem(example_id=2, prompt_id=2, prompt=[4], completion=[5], context=[8]),
+    items = [TrainItem(example_id=1, prompt_id=1, prompt=[1], completion=[2, 3], prompts={"context": [9]}),
+             TrainItem(example_id=2, prompt_id=2, prompt=[4], completion=[5], prompts={"context": [8]}),
              TrainItem(example_id=3, prompt_id=3, prompt=[6], completion=[7])]  # no paraphrase: CE only
     states = {1: [1.0, 0.0], 4: [1.0, 1.0], 6: [0.0, 1.0], 9: [1.0, 0.0], 8: [0.0, 1.0]}
 

@@ -57,6 +57,49 @@ def test_an_algorithm_from_outside_the_package_trains_one_iteration(tmp_path: Pa
     assert steps == -(-n // 4) and checkpoints == 1  # one epoch in batches of 4
 
 
+def _hint_loop(tmp_path: Path, url: str) -> None:
+    """A tiny loop with the toy_hint plug-in from outside the package, then what it stored, trained and exports."""
+    import json
+
+    env = install(tmp_path / "site", {"selfloop.algorithms": {"toy_hint": "toy_hint_config:SPEC"}})
+    config = tiny_yaml(tmp_path, url, loop__max_iterations=1, train__algorithm="toy_hint",
+                       train__toy_hint={"hint": "Count carefully."})
+    ran = selfloop_cli("run", "--config", str(config), env=env, fresh=True)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT e.data, p.text, v.share FROM examples e JOIN prompts p ON p.id = e.prompt_id "
+                                   "JOIN votes v ON v.prompt_id = p.id ORDER BY e.item_index")).all()
+        steps = [json.loads(m) if isinstance(m, str) else m for m, in conn.execute(text("SELECT metrics FROM train_steps"))]
+    engine.dispose()
+    data = [json.loads(d) if isinstance(d, str) else d for d, _, _ in stored]
+    assert stored and all(d == {"hinted": f"{p} Count carefully.", "difficulty": pytest.approx(1 - share)}
+                          for d, (_, p, share) in zip(data, stored))
+    # The loss read the data: over one epoch the steps' batches (their `hinted` counts) hold every example once, and
+    # their mean difficulties add up to the stored ones.
+    assert sum(m["hinted"] for m in steps) == len(data)
+    assert sum(m["difficulty"] * m["hinted"] for m in steps) == pytest.approx(sum(d["difficulty"] for d in data))
+    out = selfloop_cli("export", "tiny", "--what", "examples", "--db", url, env=env, fresh=True)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["difficulty"] for r in rows] == [d["difficulty"] for d in data]
+    assert all(r["hinted"][-1] == {"role": "user", "content": d["hinted"]} for r, d in zip(rows, data))
+
+
+@pytest.mark.integration
+def test_an_algorithm_with_data_of_its_own_needs_no_migration(tmp_path: Path) -> None:
+    """An algorithm that keeps fields no other has (a hinted prompt, a difficulty) declares them as its spec's data
+    model: stored in examples.data, validated, tokenised where they are prompts, handed to its loss, exported; nothing
+    in selfloop is edited for it."""
+    _hint_loop(tmp_path, f"sqlite:///{tmp_path / 'hint.db'}")
+
+
+@pytest.mark.postgres
+@pytest.mark.integration
+def test_an_algorithm_with_data_of_its_own_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    _hint_loop(tmp_path, postgres_url)
+
+
 @pytest.mark.integration
 def test_a_broken_plugin_breaks_only_what_names_it(tmp_path: Path) -> None:
     """A plug-in that fails to import broke every command ("entry point selfloop.algorithms:wsft ... failed to

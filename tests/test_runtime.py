@@ -45,9 +45,9 @@ class Recorded:
 
 def test_a_separate_judge_is_awake_whenever_it_judges(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from selfloop import runtime as runtime_module
-    from selfloop.runtime import build_engine
     from selfloop.loop import run_iteration
     from selfloop.runner import prepare, start_runtime, take_loop
+    from selfloop.runtime import build_engine
 
     log: list = []
     phase = ["-"]

@@ -8,9 +8,9 @@ from sqlalchemy import select
 from selfloop.algorithms import trainer
 from selfloop.db.engine import open_database
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
+from selfloop.phases.judge import run as judge_run
 from tests.conftest import store_samples
 from tests.test_judge_phase import _context
-from selfloop.phases.judge import run as judge_run
 
 
 def _judge_scores(db, scores: dict[tuple[int, int], list[float | None]]) -> None:
@@ -95,9 +95,8 @@ def test_old_configs_n_vote_is_the_judges_voters() -> None:
 
 
 def test_a_config_naming_only_the_algorithm_is_valid() -> None:
-    from selfloop.config import validate_config
-
     from selfloop.algorithms import specs
+    from selfloop.config import validate_config
 
     assert {"dpo", "spin", "ttrl", "rlsc", "rest", "orpo", "rrhf"} <= set(specs())
     for algorithm in specs():

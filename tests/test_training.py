@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from selfloop.adapters import Adapter, verify_checkpoint
 from selfloop.algorithms import dpo, rest, rlsc, ttrl
+from selfloop.algorithms.items import TrainItem, fit, sums, truncate
 from selfloop.config import LoraConfig, TrainConfig
-from selfloop.adapters import Adapter
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
 from selfloop.errors import CheckpointError
 from selfloop.models.loading import load_tokenizer
-from selfloop.adapters import verify_checkpoint
 from selfloop.training.checkpoint import save_adapter
-from selfloop.algorithms.items import TrainItem, fit, sums, truncate
 from selfloop.training.loop import load_trainable, policy_logps, reference_logps, train
 
 pytestmark = pytest.mark.integration
@@ -209,8 +208,8 @@ def test_the_rollout_s_own_log_probs_stand_in_for_the_reference_pass(tiny_model,
 def test_rollout_log_probs_are_used_only_for_samples_of_the_starting_policy() -> None:
     from types import SimpleNamespace
 
-    from selfloop.phases.train import _reference_from_rollout
     from selfloop.algorithms.items import lacks_reference
+    from selfloop.phases.train import _reference_from_rollout
 
     def sample(policy, logps):
         return SimpleNamespace(policy_checkpoint_id=policy, policy_token_logprobs=logps)

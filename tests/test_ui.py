@@ -5,10 +5,10 @@ report. The browser tests are in test_ui_browser.py."""
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import html
+import os
 import re
+import socket
 import sqlite3
 from pathlib import Path
 

@@ -18,20 +18,26 @@ batches are shuffled and a batch's other paraphrases are the negatives. The poli
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.coin_config import CoINConfig
+from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.rest import kept_samples
+from selfloop.algorithms.spec import chosen_options
 from selfloop.db.models import Prompt
 from selfloop.families.paraphrase import paraphrases
-from selfloop.algorithms.items import LogpFn, TrainItem, known
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
-    cfg: CoINConfig = config.train.coin
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
+    cfg = chosen_options(config, CoINConfig)
     out = kept_samples(session, iteration_id, cfg.reward, cfg.max_per_prompt)
     prompts = session.execute(sql_select(Prompt.id, Prompt.family, Prompt.task_key, Prompt.text)
                               .where(Prompt.id.in_({r["prompt_id"] for r in out}))).all()
@@ -56,14 +62,13 @@ def scaled(contrastive: torch.Tensor, generation: torch.Tensor, weight: float) -
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: CoINConfig) -> tuple[torch.Tensor, dict[str, float]]:
     completions = [it.completion for it in items]
-    paired = [i for i, it in enumerate(items) if it.context is not None]
+    paired = [i for i, it in enumerate(items) if "context" in it.prompts]  # the paraphrase (CoINData.context), tokenised
     logps, hidden = policy.with_hidden([it.prompt for it in items], completions)
     ce = -torch.cat(logps).mean()
     metrics = {"ce": ce.item(), "ce_paraphrase": 0.0, "info_nce": 0.0, "contrastive": 0.0, "paired": float(len(paired))}
     if not paired:
         return ce, metrics
-    para_logps, para_hidden = policy.with_hidden([known(items[i].context, "paraphrase") for i in paired],
-                                                 [completions[i] for i in paired])
+    para_logps, para_hidden = policy.with_hidden([items[i].prompts["context"] for i in paired], [completions[i] for i in paired])
     generation = ce - torch.cat(para_logps).mean()
     c = info_nce(hidden[paired], para_hidden, cfg.temperature)
     contrastive = scaled(c, generation, cfg.contrastive_weight)

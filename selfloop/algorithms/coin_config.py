@@ -26,6 +26,14 @@ class CoINConfig(BaseModel):
         "(the paper's 1000).")
 
 
+class CoINData(BaseModel):
+    """What a CoIN example keeps beyond the shared columns (examples.data)."""
+
+    model_config = ConfigDict(extra="forbid")
+    context: str | None = Field(None, description="The paraphrase: the same problem in another training wording, a "
+                                "second prompt for the same completion.")
+
+
 SPEC = AlgorithmSpec(
     name="coin",
     options=CoINConfig,
@@ -34,4 +42,6 @@ SPEC = AlgorithmSpec(
     "(another training wording of the same problem), plus a symmetric InfoNCE between the two sequences' states",
     shape="rewarded",
     signal="vote",
+    data=CoINData,
+    prompts=("context",),
 )

@@ -22,14 +22,19 @@ import hashlib
 import math
 import random
 import re
+from typing import TYPE_CHECKING
 
 import torch
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.cut_config import CUTConfig
-from selfloop.db.models import Iteration, Judgment, Prompt, Sample
 from selfloop.algorithms.items import LogpFn, TrainItem
+from selfloop.algorithms.spec import chosen_options
+from selfloop.db.models import Iteration, Judgment, Prompt, Sample
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 _VERDICT = re.compile(r"\s*score\s*:\s*(?:\d+(?:\.\d+)?\s*(?:/\s*5)?\s*\.?)?\s*$", re.IGNORECASE)
 
@@ -49,8 +54,8 @@ def keep_positives(positives: list, negatives: int, ratio: float, rng: random.Ra
     return [p for i, p in enumerate(positives) if i in kept]
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
-    cfg: CUTConfig = config.train.cut
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
+    cfg = chosen_options(config, CUTConfig)
     rows = session.execute(
         sql_select(Sample.prompt_id, Sample.id, Prompt.text, Judgment.score, Judgment.raw)
         .join(Prompt, Prompt.id == Sample.prompt_id)
@@ -98,9 +103,9 @@ def loss(judged: list[torch.Tensor], plain: list[torch.Tensor], negative: list[b
 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: CUTConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    negative = [it.context is not None for it in items]
-    judged = policy([it.context if it.context is not None else it.prompt for it in items], [it.completion for it in items])
-    negatives = [it for it in items if it.context is not None]
+    negative = ["context" in it.prompts for it in items]  # a negative's judged prompt (CUTData.context), tokenised
+    judged = policy([it.prompts.get("context", it.prompt) for it in items], [it.completion for it in items])
+    negatives = [it for it in items if "context" in it.prompts]
     plain = policy([it.prompt for it in negatives], [it.completion for it in negatives]) if negatives else []
     value, metrics = loss(judged, plain, negative, cfg.threshold, cfg.alpha)
     return value, {**metrics, "negatives": float(len(negatives))}

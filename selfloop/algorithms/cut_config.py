@@ -40,6 +40,14 @@ class CUTConfig(BaseModel):
         return v
 
 
+class CUTData(BaseModel):
+    """What a CUT example keeps beyond the shared columns (examples.data)."""
+
+    model_config = ConfigDict(extra="forbid")
+    context: str | None = Field(None, description="A negative's judged prompt: the instruction with the self-judge's "
+                                "justification of its low score, a second prompt for the same completion.")
+
+
 SPEC = AlgorithmSpec(
     name="cut",
     options=CUTConfig,
@@ -48,4 +56,6 @@ SPEC = AlgorithmSpec(
     "tokens the judgment makes likelier are trained away by unlikelihood, the rest and the positives by cross-entropy",
     shape="rewarded",
     signal="llm_judge",
+    data=CUTData,
+    prompts=("context",),
 )

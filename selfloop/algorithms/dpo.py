@@ -13,13 +13,19 @@ Loss (Rafailov et al. 2023), with log-probabilities summed over completion token
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from sqlalchemy.orm import Session
 
-from selfloop.db.queries import judged_means
-from selfloop.algorithms.items import LogpFn, TrainItem, known, stack, sums
 from selfloop.algorithms.dpo_config import DPOConfig
+from selfloop.algorithms.items import LogpFn, TrainItem, known, stack, sums
+from selfloop.algorithms.spec import chosen_options
+from selfloop.db.queries import judged_means
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 
@@ -56,10 +62,10 @@ def judged_pairs(session: Session, iteration_id: int, min_gap: float) -> list[tu
     return pairs
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     return [
         {"prompt_id": p, "sample_id": c, "rejected_sample_id": r, "reward": hi - lo}
-        for p, c, r, hi, lo in judged_pairs(session, iteration_id, config.train.dpo.min_score_gap)
+        for p, c, r, hi, lo in judged_pairs(session, iteration_id, chosen_options(config, DPOConfig).min_score_gap)
     ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -46,7 +46,10 @@ class TrainItem:
     candidates: list[list[int]] | None = None  # a ranked example's candidates, best first (the first is `completion`)
     candidate_scores: list[float | None] | None = None  # the scores they were ranked by
     judge: bool = False  # an EFT example: trained by its mean token NLL beside the algorithm's loss, no reference
-    context: list[int] | None = None  # a second prompt for `completion` (CUT: the prompt with the judgment)
+    data: Any = None  # the algorithm's own data on the example (its spec's data model), validated
+    # Second prompts for `completion`, by the data field that holds them (CUT: `context`, the prompt with the
+    # judgment; CoIN: the paraphrase), tokenised as the prompt is
+    prompts: dict[str, list[int]] = field(default_factory=dict)
 
 
 REFERENCE = ("ref_logp", "ref_rejected_logp", "ref_token_logps")
@@ -81,8 +84,8 @@ def truncate(prompt: list[int], completions: list[list[int]], max_length: int) -
 
 def fit(item: TrainItem, max_length: int) -> TrainItem:
     completions = [item.completion] + ([item.rejected] if item.rejected is not None else []) + (item.candidates or [])
-    if item.context is not None:  # the same completions follow both prompts: the longer one decides what fits
-        item.context, completions = truncate(item.context, completions, max_length)
+    for name, other in item.prompts.items():  # the same completions follow every prompt: the longest decides what fits
+        item.prompts[name], completions = truncate(other, completions, max_length)
     item.prompt, fitted = truncate(item.prompt, completions, max_length)
     item.completion = fitted[0]
     item.rejected = fitted[1] if item.rejected is not None else None

@@ -10,6 +10,7 @@ The first term is the SFT loss on the chosen response.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,10 @@ from sqlalchemy.orm import Session
 from selfloop.algorithms.dpo import judged_pairs
 from selfloop.algorithms.items import LogpFn, TrainItem, known, means
 from selfloop.algorithms.orpo_config import ORPOConfig
+from selfloop.algorithms.spec import chosen_options
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 
@@ -32,10 +37,10 @@ def loss(chosen_mean_logps: torch.Tensor, rejected_mean_logps: torch.Tensor, lam
     return -chosen_mean_logps - lam * F.logsigmoid(ratio)
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     return [
         {"prompt_id": p, "sample_id": c, "rejected_sample_id": r, "reward": hi - lo}
-        for p, c, r, hi, lo in judged_pairs(session, iteration_id, config.train.orpo.min_score_gap)
+        for p, c, r, hi, lo in judged_pairs(session, iteration_id, chosen_options(config, ORPOConfig).min_score_gap)
     ]
 
 

@@ -18,15 +18,20 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
+from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.raft_config import RAFTConfig
 from selfloop.algorithms.rest import item_nll
+from selfloop.algorithms.spec import chosen_options
 from selfloop.db.models import Judgment, Prompt, Sample
-from selfloop.algorithms.items import LogpFn, TrainItem
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 def rewards(session: Session, iteration_id: int, cfg: RAFTConfig) -> list[tuple[int, int, float]]:
@@ -68,8 +73,8 @@ def choose(rewarded: list[tuple[int, int, float]], mode: str, top_fraction: floa
     return [r for r in usable if r in kept]
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
-    cfg = config.train.raft
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
+    cfg = chosen_options(config, RAFTConfig)
     return [{"prompt_id": p, "sample_id": s, "reward": r} for p, s, r in choose(rewards(session, iteration_id, cfg),
                                                                                cfg.mode, cfg.top_fraction)]
 

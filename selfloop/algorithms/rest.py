@@ -13,14 +13,19 @@ Loss: negative log-likelihood of the kept samples, averaged over each sample's t
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Judgment, Sample
-from selfloop.db.queries import voted_samples
 from selfloop.algorithms.items import LogpFn, TrainItem, sums
 from selfloop.algorithms.rest_config import RestConfig
+from selfloop.algorithms.spec import chosen_options
+from selfloop.db.models import Judgment, Sample
+from selfloop.db.queries import voted_samples
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 
@@ -49,8 +54,9 @@ def kept_samples(session: Session, iteration_id: int, mode: str, max_per_prompt:
     return out
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
-    return kept_samples(session, iteration_id, config.train.rest.reward, config.train.rest.max_per_prompt)
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
+    cfg = chosen_options(config, RestConfig)
+    return kept_samples(session, iteration_id, cfg.reward, cfg.max_per_prompt)
 
 
 def item_nll(items: list[TrainItem], policy: LogpFn) -> torch.Tensor:

@@ -12,14 +12,18 @@ weight, as in the paper.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import torch
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Prompt, Sample
 from selfloop.algorithms.items import LogpFn, TrainItem, stack, sums
 from selfloop.algorithms.rlsc_config import RLSCConfig
+from selfloop.db.models import Prompt, Sample
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 
@@ -28,7 +32,7 @@ def loss(logps: torch.Tensor, old_logps: torch.Tensor, alpha: float = 0.1) -> to
     return -(torch.exp(old_logps.detach()) + alpha) * logps
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     rows = session.execute(
         sql_select(Sample.prompt_id, Sample.id, Sample.sum_logprob)
         .join(Prompt, Prompt.id == Sample.prompt_id)

@@ -16,13 +16,18 @@ computed per prompt over the candidate's own tokens. weight defaults to 1 (the p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import torch
 from sqlalchemy.orm import Session
 
-from selfloop.algorithms.rrhf_config import RRHFConfig
-from selfloop.db.queries import judged_means
 from selfloop.algorithms.items import LogpFn, TrainItem, known
+from selfloop.algorithms.rrhf_config import RRHFConfig
+from selfloop.algorithms.spec import chosen_options
+from selfloop.db.queries import judged_means
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 def rank_loss(scores: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
@@ -52,15 +57,16 @@ def ranked_candidates(session: Session, iteration_id: int, min_gap: float) -> di
     return out
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     return [{"prompt_id": prompt_id, "reward": ranked[0][1] - ranked[-1][1],
              "candidates": [{"sample_id": s, "score": score} for s, score in ranked]}
-            for prompt_id, ranked in ranked_candidates(session, iteration_id, config.train.rrhf.min_score_gap).items()]
+            for prompt_id, ranked in ranked_candidates(session, iteration_id,
+                                                       chosen_options(config, RRHFConfig).min_score_gap).items()]
 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: RRHFConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    prompts = [it.prompt for it in items for _ in it.candidates]  # type: ignore[union-attr]
-    completions = [c for it in items for c in it.candidates]  # type: ignore[union-attr]
+    prompts = [it.prompt for it in items for _ in known(it.candidates, "candidates")]
+    completions = [c for it in items for c in known(it.candidates, "candidates")]
     token_logps = policy(prompts, completions)  # one call for every candidate of the batch
     totals, rankings, sfts, right, pairs, start = [], [], [], 0, 0, 0
     for it in items:

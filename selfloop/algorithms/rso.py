@@ -19,6 +19,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from sqlalchemy import select as sql_select
@@ -26,10 +27,14 @@ from sqlalchemy.orm import Session
 
 from selfloop.algorithms.dpo import batch_loss as dpo_batch_loss
 from selfloop.algorithms.dpo_config import DPOConfig
+from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.rso_config import RSOConfig
+from selfloop.algorithms.spec import chosen_options
 from selfloop.db.models import Iteration, Prompt
 from selfloop.db.queries import judged_means
-from selfloop.algorithms.items import LogpFn, TrainItem
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 def rejection_sample(candidates: list[tuple[int, float]], num_accept: int, beta: float,
@@ -58,8 +63,8 @@ def first_round_pairs(accepted: list[tuple[int, float]]) -> list[tuple[int, int,
     return pairs
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
-    cfg = config.train.rso
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
+    cfg = chosen_options(config, RSOConfig)
     number = session.scalar(sql_select(Iteration.number).where(Iteration.id == iteration_id))
     places = {row.id: (row.source, row.item_index) for row in session.execute(
         sql_select(Prompt.id, Prompt.source, Prompt.item_index).where(Prompt.iteration_id == iteration_id))}

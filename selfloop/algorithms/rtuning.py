@@ -25,17 +25,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
+from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.rest import item_nll
 from selfloop.algorithms.rtuning_config import RTuningConfig
+from selfloop.algorithms.spec import chosen_options
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import voted_samples
 from selfloop.judging.vote import answer_entropy
-from selfloop.algorithms.items import LogpFn, TrainItem
+
+if TYPE_CHECKING:
+    from selfloop.adapters import Adapter
+    from selfloop.config import Config
+    from selfloop.engines.base import Engine
 
 
 def target(answer: str, sure: bool, cfg: RTuningConfig) -> str:
@@ -50,8 +57,8 @@ def lower_half(entropies: list[float]) -> list[bool]:
     return [i in sure for i in range(len(entropies))]
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
-    cfg: RTuningConfig = config.train.rtuning
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
+    cfg = chosen_options(config, RTuningConfig)
     answers: dict[int, list[str | None]] = {}
     for prompt_id, answer in voted_samples(session, iteration_id, Sample.prompt_id, Judgment.answer):
         answers.setdefault(prompt_id, []).append(answer)
@@ -97,7 +104,7 @@ def confidences(sure: Sequence[float], unsure: Sequence[float]) -> list[float]:
     return [1.0 / (1.0 + math.exp(u - s)) if u - s < 700 else 0.0 for s, u in zip(sure, unsure)]
 
 
-def held_out_metrics(engine, chats: list, responses: list[str], correct: list[bool], adapter,  # noqa: ANN001
+def held_out_metrics(engine: Engine, chats: list, responses: list[str], correct: list[bool], adapter: Adapter | None,
                      cfg: RTuningConfig) -> dict[str, float]:
     """`sure_ap` and `mean_sure` of one suite's items answered by one policy (see the module's docstring)."""
     if not chats:

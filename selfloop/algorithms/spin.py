@@ -12,16 +12,21 @@ one as rejected, and the iteration's starting checkpoint as reference:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import torch
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms import dpo
-from selfloop.db.queries import row
-from selfloop.db.models import Example, Iteration, Prompt, Sample
 from selfloop.algorithms.items import LogpFn, TrainItem
+from selfloop.algorithms.spec import chosen_options
 from selfloop.algorithms.spin_config import SPINConfig
+from selfloop.db.models import Example, Iteration, Prompt, Sample
+from selfloop.db.queries import row
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 
@@ -37,7 +42,7 @@ def loss(
     return dpo.loss(policy_real, policy_generated, ref_real, ref_generated, beta=beta, kind=kind)
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     rows = session.execute(
         sql_select(Prompt.id, Prompt.reference, Sample.id)
         .join(Sample, (Sample.prompt_id == Prompt.id) & (Sample.sample_index == 0))
@@ -45,7 +50,7 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
         .order_by(Prompt.source, Prompt.item_index)
     ).all()
     out = [{"prompt_id": p, "text": ref, "rejected_sample_id": s} for p, ref, s in rows]
-    if config.train.spin.mix_previous:
+    if chosen_options(config, SPINConfig).mix_previous:
         it = row(session, Iteration, iteration_id)
         previous = session.scalar(
             sql_select(Iteration.id).where(Iteration.loop_id == it.loop_id, Iteration.number == it.number - 1)
@@ -61,4 +66,4 @@ def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: 
 
 def batch_loss(items: list[TrainItem], policy: LogpFn, cfg: SPINConfig) -> tuple[torch.Tensor, dict[str, float]]:
     # Same computation as dpo.batch_loss with SPIN's options; kept here so this file reads alone.
-    return dpo.batch_loss(items, policy, cfg)  # type: ignore[arg-type]
+    return dpo.batch_loss(items, policy, cfg)  # type: ignore[arg-type]  # SPINConfig has every field DPO's loss reads

@@ -19,14 +19,19 @@ exp(ref - logp) - (ref - logp) - 1, with the starting policy as reference (it is
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 from sqlalchemy.orm import Session
 
+from selfloop.algorithms.items import LogpFn, TrainItem, known
+from selfloop.algorithms.spec import chosen_options
+from selfloop.algorithms.ttrl_config import TTRLConfig
 from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import voted_samples
-from selfloop.algorithms.items import LogpFn, TrainItem, known
-from selfloop.algorithms.ttrl_config import TTRLConfig
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 
@@ -64,11 +69,11 @@ def loss(
     return out
 
 
-def select(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     """Reward 1 for a sample that agrees with its prompt's majority label, 0 otherwise. The label and the
     agreement are the judge phase's (its vote judgments), so TTRL trains on the very label that
     `judge.reward_accuracy` and `judge.label_accuracy` measure."""
-    cfg = config.train.ttrl
+    cfg = chosen_options(config, TTRLConfig)
     rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.score)
     groups: dict[int, list] = defaultdict(list)
     for row in rows:

@@ -233,11 +233,11 @@ class _FileBacked(Section):
 
     def graded_by(self) -> str:
         """The family whose grader checks this source's answers: a generator's own, else `family`."""
-        return self.kind if self.kind in FAMILIES else self.family  # type: ignore[attr-defined]
+        return self.kind if self.kind in FAMILIES else self.family  # type: ignore[attr-defined]  # the subclasses' fields
 
     @model_validator(mode="after")
     def _path_for_jsonl(self) -> _FileBacked:
-        if self.kind == "jsonl" and self.path is None:  # type: ignore[attr-defined]
+        if self.kind == "jsonl" and self.path is None:  # type: ignore[attr-defined]  # the subclasses' fields
             raise ValueError("kind 'jsonl' needs a path")
         return self
 
@@ -522,7 +522,7 @@ class _TrainOptions(Section):
 
 
 # One options section per registered algorithm, train.<name>, described by the algorithm's summary.
-TrainConfig = create_model(  # type: ignore[call-overload]
+TrainConfig = create_model(  # type: ignore[call-overload]  # fields made from the registry when it is read
     "TrainConfig", __base__=_TrainOptions, __module__=__name__, __doc__=_TrainOptions.__doc__,
     **{name: (spec.options, Field(default_factory=spec.options, description=spec.summary)) for name, spec in ALGORITHMS.items()},
 )
@@ -604,7 +604,7 @@ class _CurateOptions(Section):
 
 
 # One options section per registered filter, curate.<name>, described by the filter's summary.
-CurateConfig = create_model(  # type: ignore[call-overload]
+CurateConfig = create_model(  # type: ignore[call-overload]  # fields made from the registry when it is read
     "CurateConfig", __base__=_CurateOptions, __module__=__name__, __doc__=_CurateOptions.__doc__,
     **{name: (spec.options, Field(default_factory=spec.options, description=spec.summary)) for name, spec in FILTERS.items()},
 )

@@ -5,15 +5,20 @@ first (a curriculum) and kept within 0..1. The order is left as it was (the band
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from selfloop.curation.pool import Candidate, FilterContext, Verdicts
 
+if TYPE_CHECKING:
+    from selfloop.curation.band_config import BandOptions
 
-def bounds(options, number: int) -> tuple[float, float]:  # noqa: ANN001
+
+def bounds(options: BandOptions, number: int) -> tuple[float, float]:
     moved = options.shift * (number - 1)
     return min(1.0, max(0.0, options.above + moved)), min(1.0, max(0.0, options.below + moved))
 
 
-def curate(pool: list[Candidate], options, ctx: FilterContext) -> Verdicts:  # noqa: ANN001
+def curate(pool: list[Candidate], options: BandOptions, ctx: FilterContext) -> Verdicts:
     low, high = bounds(options, ctx.number)
     out = Verdicts(kept=[])
     for c in pool:

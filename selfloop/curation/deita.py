@@ -18,11 +18,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 import torch
 
 from selfloop.curation.pool import Candidate, FilterContext, Verdicts
 from selfloop.judging.scores import value_tokens
+
+if TYPE_CHECKING:
+    from selfloop.curation.deita_config import DeitaOptions
 
 VALUES = (1, 2, 3, 4, 5, 6)
 
@@ -68,7 +72,7 @@ def _expected_scores(ctx: FilterContext, label: str, texts: list[str]) -> list[f
     return [expected_value(lps) for lps in rows]
 
 
-def curate(pool: list[Candidate], options, ctx: FilterContext) -> Verdicts:  # noqa: ANN001
+def curate(pool: list[Candidate], options: DeitaOptions, ctx: FilterContext) -> Verdicts:
     complexity = _expected_scores(ctx, "Complexity:", [template("complexity").format(instruction=c.text) for c in pool])
     answered = [(c, s) for c in pool for s in c.samples[: options.samples]]
     quality = _expected_scores(ctx, "Quality:", [template("quality").format(instruction=c.text, output=s.text)

@@ -17,8 +17,12 @@ data-juicer's IFD filter with its documented range keeps the rows Cherry drops; 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from selfloop.curation.pool import Candidate, FilterContext, Verdicts
+
+if TYPE_CHECKING:
+    from selfloop.curation.ifd_config import IFDOptions
 
 
 def ifd_ratio(conditioned: Sequence[float], alone: Sequence[float]) -> float | None:
@@ -31,7 +35,7 @@ def ifd_ratio(conditioned: Sequence[float], alone: Sequence[float]) -> float | N
     return ce_conditioned / ce_alone if ce_alone > 0 else None
 
 
-def curate(pool: list[Candidate], options, ctx: FilterContext) -> Verdicts:  # noqa: ANN001
+def curate(pool: list[Candidate], options: IFDOptions, ctx: FilterContext) -> Verdicts:
     scored = [(c, s) for c in pool for s in c.samples[: options.samples] if s.token_ids]
     tokens = [s.token_ids for _, s in scored]
     conditioned = ctx.engine.score([ctx.chat(c.text) for c, _ in scored], tokens, adapter=ctx.adapter)

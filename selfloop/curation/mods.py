@@ -15,10 +15,14 @@ Kept order: the centres in the order chosen, then the necessary prompts in promp
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import torch
 
 from selfloop.curation.pool import Candidate, FilterContext, Verdicts
+
+if TYPE_CHECKING:
+    from selfloop.curation.mods_config import ModsOptions
 
 
 def kcenter_greedy(points: torch.Tensor, k: int, first: int) -> tuple[list[int], list[float | None]]:
@@ -36,7 +40,7 @@ def kcenter_greedy(points: torch.Tensor, k: int, first: int) -> tuple[list[int],
     return centres, gaps
 
 
-def curate(pool: list[Candidate], options, ctx: FilterContext) -> Verdicts:  # noqa: ANN001
+def curate(pool: list[Candidate], options: ModsOptions, ctx: FilterContext) -> Verdicts:
     points = torch.tensor(ctx.embed(pool), dtype=torch.float64)
     first = random.Random(ctx.seed).randrange(len(pool))
     centres, gaps = kcenter_greedy(points, options.centers, first)

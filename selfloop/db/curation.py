@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String as String_
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Curation, Iteration, Judgment, Prompt, Sample, Vote
+
+if TYPE_CHECKING:
+    from selfloop.config.sections import MineHardConfig
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def prompt_curation(session: Session, prompt_id: int) -> list[tuple[str, float |
 
 
 
-def hard_prompts(session: Session, loop_id: int, number: int, options) -> list[tuple[str, str]]:  # noqa: ANN001
+def hard_prompts(session: Session, loop_id: int, number: int, options: MineHardConfig) -> list[tuple[str, str]]:
     """(key, text) of iteration `number`'s prompts the policy failed or disagreed on (self_instruct.mine_hard): the
     majority's share at most max_vote_share, the mean judge score at most max_judge_score, or at most
     max_correct_share of its checked samples right. Keys are 'hard:<iteration>.<source>.<item>'."""

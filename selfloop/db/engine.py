@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
@@ -21,6 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from selfloop.credentials import remember
 from selfloop.errors import SchemaError, SelfloopError
 from selfloop.private import private_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 SUPPORTED = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
 
@@ -150,7 +154,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, deferred: bool = Fals
             engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
             dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event below issues BEGIN
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -161,7 +165,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 30000, deferred: bool = Fals
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn) -> None:  # noqa: ANN001
+        def _sqlite_begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine

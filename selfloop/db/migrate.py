@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
-def alembic_config(engine: Engine | None = None, connection=None) -> AlembicConfig:  # noqa: ANN001
+
+def alembic_config(engine: Engine | None = None, connection: Connection | None = None) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(files("selfloop.migrations")))
     # Date-prefixed revision files, e.g. 2026_11_21_0001_initial_schema.py
@@ -47,7 +51,7 @@ def downgrade(engine: Engine, revision: str) -> None:
     _migrate(engine, command.downgrade, revision)
 
 
-def _migrate(engine: Engine, step, revision: str) -> None:  # noqa: ANN001
+def _migrate(engine: Engine, step: Callable[[AlembicConfig, str], None], revision: str) -> None:
     """Run an alembic step; a revision unknown to this selfloop (given, or the database's own) is a one-line SchemaError."""
     from alembic.util import CommandError
 
@@ -64,7 +68,7 @@ def _migrate(engine: Engine, step, revision: str) -> None:  # noqa: ANN001
 
 
 @contextmanager
-def _foreign_keys_checked_at_the_end(conn) -> Iterator[None]:  # noqa: ANN001
+def _foreign_keys_checked_at_the_end(conn: Connection) -> Iterator[None]:
     """SQLite changes a table's constraints by copying it, dropping the original and renaming the copy: its
     documented procedure switches foreign keys off meanwhile (they cannot be, inside a transaction) and checks them
     all before committing (`_check_foreign_keys`). PostgreSQL alters in place."""
@@ -78,14 +82,14 @@ def _foreign_keys_checked_at_the_end(conn) -> Iterator[None]:  # noqa: ANN001
             raw.execute("PRAGMA foreign_keys = ON")
 
 
-def _check_foreign_keys(conn) -> None:  # noqa: ANN001
+def _check_foreign_keys(conn: Connection) -> None:
     if conn.dialect.name == "sqlite":
         broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
         if broken:
             raise RuntimeError(f"the migration left rows whose foreign keys point nowhere: {broken[:5]}")
 
 
-def _serialise(conn) -> None:  # noqa: ANN001
+def _serialise(conn: Connection) -> None:
     """Two processes migrating (or creating) one database at once take turns: the second finds the
     first's schema when its turn comes. SQLite's writers already take turns (BEGIN IMMEDIATE)."""
     if conn.dialect.name == "postgresql":

@@ -259,8 +259,9 @@ class Example(Base):
         Float, doc="the completion's log-prob under the distribution it was sampled from (RLSC's p_old), summed")
     ref_rejected_logp: Mapped[float | None] = mapped_column(Float)
     ref_token_logps: Mapped[list[float] | None] = mapped_column(Json, doc="per-token reference log-probs")
-    context: Mapped[str | None] = mapped_column(Text, doc="a second prompt for the same completion, as the user "
-                                                "message (CUT: the instruction with the judgment of the response)")
+    data: Mapped[dict[str, Any] | None] = mapped_column(
+        Json, doc="what the algorithm keeps on the example beyond these columns, as its spec's `data` model says "
+        "(CUT and CoIN: `context`, a second prompt for the same completion)")
     created_at: Mapped[datetime] = _created()
 
 
@@ -348,6 +349,9 @@ class EvalItem(Base):
         Text, doc="the majority of the k sampled answers (majority_k > 0, families with value answers): with predicted, "
         "the label-free self_consistency")
     num_tokens: Mapped[int] = mapped_column(Integer)
+    parts: Mapped[list[bool] | None] = mapped_column(
+        Json, doc="the per-part verdicts of the suite's family (instruction following: one per constraint), graded with "
+        "`correct` (null: a family without parts, or a row stored before 2026-12-07)")
     created_at: Mapped[datetime] = _created()
 
 

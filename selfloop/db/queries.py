@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
-
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Select, Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Iteration, Judgment, Loop, PhaseRun, Prompt, Sample
+
+if TYPE_CHECKING:
+    from selfloop.adapters import Adapter
+    from selfloop.config import Config
 
 T = TypeVar("T")
 
@@ -204,11 +207,11 @@ def add_event(session: Session, loop_id: int | None, iteration_id: int | None, k
     logger.log("WARNING" if level == "warning" else "ERROR" if level == "error" else "INFO", "{}: {}", kind, message)
 
 
-def adapter_of(session: Session, checkpoint_id: int | None, config):  # noqa: ANN001, ANN201
+def adapter_of(session: Session, checkpoint_id: int | None, config: Config) -> Adapter | None:
     """The checkpoint as an engine Adapter (None: the base model), its directory located by `config`
     (`Config.checkpoint_dir`); refuses a deleted checkpoint."""
-    from selfloop.db.models import Checkpoint
     from selfloop.adapters import Adapter
+    from selfloop.db.models import Checkpoint
     from selfloop.errors import CheckpointError
 
     if checkpoint_id is None:
@@ -416,7 +419,17 @@ def delete_iteration_rows(session: Session, loop: Loop, *, with_iterations: bool
     from sqlalchemy import delete
 
     from selfloop.db.models import (
-        Curation, Eval, EvalItem, Event, Example, ExampleCandidate, Iteration, Metric, PhaseRun, TrainStep, Vote,
+        Curation,
+        Eval,
+        EvalItem,
+        Event,
+        Example,
+        ExampleCandidate,
+        Iteration,
+        Metric,
+        PhaseRun,
+        TrainStep,
+        Vote,
     )
 
     its = select(Iteration.id).where(Iteration.loop_id == loop.id)

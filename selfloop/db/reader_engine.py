@@ -5,14 +5,18 @@ with a statement timeout, whose role must be a reader role where the text it run
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 from selfloop.db.engine import normalise_url, safe_url, sqlite_path
 from selfloop.db.reader_role import check_reader_role
 from selfloop.db.sqlite_readonly import connect_sqlite_readonly
 from selfloop.errors import ReadOnlyViolation, SelfloopError
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
-def reader_engine(url: str, *, timeout_ms: int = 30000, require_reader_role: bool = True):  # noqa: ANN201
+
+def reader_engine(url: str, *, timeout_ms: int = 30000, require_reader_role: bool = True) -> Engine:
     """An SQLAlchemy engine whose every connection is one of the read-only connections above.
 
     SQLite: `connect_sqlite_readonly` (the authorizer refuses any write, whatever the statement).
@@ -34,15 +38,17 @@ def reader_engine(url: str, *, timeout_ms: int = 30000, require_reader_role: boo
                                poolclass=QueuePool, pool_size=4, max_overflow=8)
 
         @event.listens_for(engine, "before_cursor_execute")
-        def _deadline(conn, _cursor, _statement, _params, _context, _many) -> None:  # noqa: ANN001
-            conn.connection.dbapi_connection.deadline = time.monotonic() + timeout_ms / 1000
+        def _deadline(conn: Connection, _cursor: object, _statement: object, _params: object, _context: object,
+                      _many: object) -> None:
+            raw: Any = conn.connection.dbapi_connection  # the read-only connection of connect_sqlite_readonly
+            raw.deadline = time.monotonic() + timeout_ms / 1000
     else:
         options = f"-c default_transaction_read_only=on -c statement_timeout={int(timeout_ms)}"
         engine = create_engine(parsed, pool_pre_ping=True, connect_args={"options": options, "connect_timeout": 10})
 
         if require_reader_role:
             @event.listens_for(engine, "connect")
-            def _check(dbapi_conn, _record) -> None:  # noqa: ANN001
+            def _check(dbapi_conn: Any, _record: object) -> None:  # a psycopg connection
                 with dbapi_conn.cursor() as cur:
                     check_reader_role(cur, parsed.username or "")
                 dbapi_conn.rollback()

@@ -3,7 +3,12 @@ connection that runs a user's SQL passes it; `selfloop.db.create_reader` makes s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from selfloop.errors import ReadOnlyViolation
+
+if TYPE_CHECKING:
+    from psycopg import Cursor
 
 # Membership in these lets a role read or write server files, run programs or signal other sessions.
 _DANGEROUS_ROLES = ("pg_write_server_files", "pg_read_server_files", "pg_execute_server_program", "pg_signal_backend")
@@ -26,10 +31,10 @@ SELECT EXISTS (SELECT 1 FROM member_of WHERE powerful) AS powerful,
 """
 
 
-def check_reader_role(cur, role: str) -> None:  # noqa: ANN001
+def check_reader_role(cur: Cursor[Any], role: str) -> None:
     """Refuse a role that could write or reach beyond the database, whatever a statement says."""
     cur.execute(_ROLE_CHECK, {"dangerous": list(_DANGEROUS_ROLES)})
-    powerful, dangerous_member, writer = cur.fetchone()
+    powerful, dangerous_member, writer = cur.fetchone() or (True, None, None)  # no row: refused as powerful
     why = ("is (or is a member of) a superuser or a role that may create roles, replicate or bypass row security"
            if powerful else
            f"is a member of {dangerous_member}, which may read or write server files, run programs or signal "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from selfloop.db.engine import read_only_uri
@@ -84,12 +85,11 @@ class Authorizer:
         return sqlite3.SQLITE_DENY
 
 
-def _hard_heap_limit():  # noqa: ANN202 - a ctypes function, or None
+def _hard_heap_limit() -> Callable[[int], int] | None:  # a ctypes function
     """sqlite3_hard_heap_limit64 of the SQLite library Python's sqlite3 module uses (looked up through the
     module's own shared object, which links it or holds it), or None."""
-    import ctypes
-
     import _sqlite3
+    import ctypes
 
     try:
         function = ctypes.CDLL(_sqlite3.__file__).sqlite3_hard_heap_limit64

@@ -40,7 +40,7 @@ def training_rows(session: Session, iteration_id: int) -> TrainingRows:
                             .where(Prompt.id.in_({e.prompt_id for e in examples}))).all()
     prompts = {row.id: row.text for row in asked}
     conversations = {row.id: row.messages for row in asked if row.messages}
-    return TrainingRows(examples, dict(candidates), samples, prompts, conversations)  # type: ignore[arg-type]
+    return TrainingRows(examples, dict(candidates), samples, prompts, conversations)
 
 
 def keep_reference(session: Session, items: Iterable[Any]) -> None:

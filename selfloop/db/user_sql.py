@@ -182,7 +182,7 @@ def _bound_values(conn: Any) -> None:
     from psycopg.types.string import ByteaLoader, TextLoader
 
     def bounded(base: type) -> type:
-        class Bounded(base):  # type: ignore[misc, valid-type]  # psycopg's loader classes, chosen at run time
+        class Bounded(base):  # psycopg's loader classes, chosen at run time
             def load(self, data: Any) -> Any:
                 if len(data) > MAX_VALUE_BYTES:
                     raise psycopg.DataError(f"a value of {len(data)} bytes, above the limit of {MAX_VALUE_BYTES} "

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from selfloop.adapters import Adapter
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 Chat = list[dict[str, str]]
 
@@ -83,7 +86,7 @@ ProgressFn = Callable[[int, int], None]  # (sequences finished, tokens generated
 
 class Engine(Protocol):
     name: str
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
 
     def generate(
         self,

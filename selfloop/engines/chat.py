@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from selfloop.engines.base import Chat
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def prompt_ids(tokenizer, chat: Chat) -> list[int]:  # noqa: ANN001
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, chat: Chat) -> list[int]:
     """Token ids of a chat rendered by the model's chat template, ready for the assistant's turn."""
     text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def completion_ids(tokenizer, text: str, end_id: int | None) -> list[int]:  # noqa: ANN001
+def completion_ids(tokenizer: PreTrainedTokenizerBase, text: str, end_id: int | None) -> list[int]:
     """Token ids of a completion given as text (e.g. a ground-truth response), ending with the end-of-turn token."""
     ids = tokenizer.encode(text, add_special_tokens=False)
     return ids + [end_id] if end_id is not None else ids

@@ -14,21 +14,28 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from selfloop.adapters import Adapter
-
+from selfloop.adapters import Adapter, verify_checkpoint
 from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
-from selfloop.adapters import verify_checkpoint
 from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
 from selfloop.models.logprobs import (
-    completion_logprobs, completion_token_stats, distribution_stats, last_token_states, next_token_logprobs, prefill,
+    completion_logprobs,
+    completion_token_stats,
+    distribution_stats,
+    last_token_states,
+    next_token_logprobs,
+    prefill,
 )
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 MAX_LOADED_ADAPTERS = 3
 
@@ -68,7 +75,7 @@ def sample_next(
 
 
 @contextmanager
-def merged_weights(model, name: str):  # noqa: ANN001, ANN201
+def merged_weights(model: PeftModel, name: str) -> Iterator[None]:
     """Run `model` (a PeftModel) with adapter `name` folded into its base weights: W + scale * B @ A, what peft's
     merge computes, in new tensors that stand in for the base weights while the adapters are switched off. The
     base model's own tensors are put back untouched afterwards (merging and unmerging in place would leave
@@ -134,7 +141,7 @@ class HFEngine:
         return name
 
     @contextmanager
-    def _policy(self, adapter: Adapter | None, *, merged: bool = False):  # noqa: ANN202
+    def _policy(self, adapter: Adapter | None, *, merged: bool = False) -> Iterator[torch.nn.Module]:
         """The model as `adapter`'s policy (the base model for None). merged=True (decoding) folds the adapter
         into the weights for the duration: one matmul per layer instead of three."""
         from peft import PeftModel
@@ -178,7 +185,7 @@ class HFEngine:
                     results[i][j] = completion
                     tokens += completion.num_tokens
         self.last_stats = GenerationStats(len(items), tokens, time.monotonic() - started)
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # every slot is filled by now
 
     @torch.inference_mode()
     def _decode(
@@ -335,6 +342,6 @@ class HFEngine:
             self.base.to(self.device)
 
     def close(self) -> None:
-        self.model = self.base = None  # type: ignore[assignment]
+        self.model = self.base = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from selfloop.adapters import Adapter
-
 from selfloop.engines.base import Chat
+
+if TYPE_CHECKING:
+    from selfloop.engines.hf import HFEngine
 
 
 class TransformersScorer:
     def __init__(self, model_dir: Path, device: str) -> None:
         self.model_dir, self.device = model_dir, device
-        self._engine = None
+        self._engine: HFEngine | None = None
 
-    def _hf(self):  # noqa: ANN202
+    def _hf(self) -> HFEngine:
         if self._engine is None:
             from selfloop.engines.hf import HFEngine
 

@@ -15,12 +15,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
-from selfloop.adapters import Adapter
+from selfloop.adapters import Adapter, verify_checkpoint
 from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
-from selfloop.adapters import verify_checkpoint
+from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
+    from vllm.lora.request import LoRARequest
 
 
 class VLLMEngine(ScoredByTransformers):
@@ -73,7 +77,7 @@ class VLLMEngine(ScoredByTransformers):
         self._last_adapter: tuple[int, str] | None = None
         self.last_stats = GenerationStats()
 
-    def _lora(self, adapter: Adapter | None):  # noqa: ANN202
+    def _lora(self, adapter: Adapter | None) -> LoRARequest | None:
         from vllm.lora.request import LoRARequest
 
         key = (adapter.checkpoint_id, adapter.sha256) if adapter is not None else None
@@ -87,7 +91,7 @@ class VLLMEngine(ScoredByTransformers):
             self._lora_ids[key] = len(self._lora_ids) + 1  # fresh id: vLLM caches adapters by id
         return LoRARequest(f"ckpt{adapter.checkpoint_id}-{self._lora_ids[key]}", self._lora_ids[key], str(adapter.path))
 
-    def _params(self, sampling: Sampling, n: int, seed: int | None):  # noqa: ANN202
+    def _params(self, sampling: Sampling, n: int, seed: int | None) -> SamplingParams:
         from vllm import SamplingParams
 
         return SamplingParams(
@@ -113,10 +117,9 @@ class VLLMEngine(ScoredByTransformers):
         started = time.monotonic()
         prompts = [{"prompt_token_ids": prompt_ids(self.tokenizer, chat)} for chat in chats]
         lora = self._lora(adapter)
-        seeded = seeds is not None
-        if seeded:  # one request per completion, each with its own seed
+        if seeds is not None:  # one request per completion, each with its own seed
             requests = [(i, j) for i in range(len(chats)) for j in range(sampling.n)]
-            params = [self._params(sampling, 1, seeds[i][j]) for i, j in requests]  # type: ignore[index]
+            params = [self._params(sampling, 1, seeds[i][j]) for i, j in requests]
             outputs = self.llm.generate([prompts[i] for i, _ in requests], params, lora_request=lora, use_tqdm=False)
             grouped: list[list] = [[] for _ in chats]
             for (i, _), out in zip(requests, outputs):
@@ -131,7 +134,7 @@ class VLLMEngine(ScoredByTransformers):
             for j, out in enumerate(outs):
                 logps = [entry[tok].logprob for tok, entry in zip(out.token_ids, out.logprobs)]
                 finish = "length" if out.finish_reason == "length" else "stop"
-                row.append(Completion(out.text, list(out.token_ids), logps, finish, seeds[i][j] if seeded else None))  # type: ignore[index]
+                row.append(Completion(out.text, list(out.token_ids), logps, finish, seeds[i][j] if seeds is not None else None))
                 tokens += len(out.token_ids)
             results.append(row)
         if progress is not None:

@@ -34,15 +34,21 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
-from selfloop.adapters import Adapter
+from selfloop.adapters import Adapter, verify_checkpoint
 from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
+from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
 from selfloop.errors import SelfloopError
-from selfloop.adapters import verify_checkpoint
+
+if TYPE_CHECKING:
+    import httpx
+    from transformers import PreTrainedTokenizerBase
+
+    from selfloop.adapters import Adapter
 
 
 RETRY_BACKOFF_S = 0.5  # the first wait before a failed request is retried; it doubles with each try, at most 5 s
@@ -302,7 +308,8 @@ class VLLMServerEngine(ScoredByTransformers):
                 self._adapters.clear()
             return self._generate(chats, sampling, seeds, adapter, progress)
 
-    def _generate(self, chats, sampling, seeds, adapter, progress) -> list[list[Completion]]:  # noqa: ANN001
+    def _generate(self, chats: Sequence[Chat], sampling: Sampling, seeds: Sequence[Sequence[int]] | None, adapter: Adapter | None,
+                  progress: ProgressFn | None) -> list[list[Completion]]:
         started = time.monotonic()
         model = self._adapter_name(adapter)
         for server in self.servers:  # every call starts with every server in the rotation again
@@ -340,7 +347,7 @@ class VLLMServerEngine(ScoredByTransformers):
             pool.shutdown(wait=False, cancel_futures=True)
         self.last_stats = GenerationStats(len(requests) * (1 if seeds is not None else sampling.n), tokens,
                                           time.monotonic() - started)
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # every slot is filled by now
 
     def sleep(self) -> None:
         """The servers keep their memory (they are not on this process's devices); the local scorer moves off."""
@@ -357,7 +364,7 @@ class VLLMServerEngine(ScoredByTransformers):
         self._client.close()
 
 
-def vocab_size(model_dir: Path, tokenizer) -> int:  # noqa: ANN001
+def vocab_size(model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> int:
     """The number of token ids the model embeds (config.json's vocab_size; the tokenizer's length without one)."""
     import json
 
@@ -418,7 +425,7 @@ def _completion(choice: dict, seed: int | None) -> Completion:
     return Completion(choice.get("text") or "", list(choice["token_ids"]), logprobs, finish, seed)
 
 
-def _message(response) -> str:  # noqa: ANN001
+def _message(response: httpx.Response) -> str:
     try:
         body = response.json()
         error = body.get("error", body)

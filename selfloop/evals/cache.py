@@ -16,16 +16,22 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-FORMAT = 1
+if TYPE_CHECKING:
+    from selfloop.config import Config, SuiteConfig
+    from selfloop.evals.suites import Item
+
+FORMAT = 2  # 2: with each row's per-part verdicts
 MAX_BYTES = 256 << 20  # a suite's rows as stored; a file larger is refused before it is read
 ROW_FIELDS: dict[str, type | tuple[type, ...]] = {"item_index": int, "prompt": str, "answer": (str, type(None)), "response": str,
-              "predicted": (str, type(None)), "correct": (bool, type(None)), "num_tokens": int}
+              "predicted": (str, type(None)), "correct": (bool, type(None)), "num_tokens": int,
+              "parts": (list, type(None))}
 
 
 def _version(package: str) -> str:
@@ -35,12 +41,12 @@ def _version(package: str) -> str:
         return "absent"
 
 
-def cacheable(config, suite) -> bool:  # noqa: ANN001
+def cacheable(config: Config, suite: SuiteConfig) -> bool:
     """Whether `suite`'s answers under `config` may be kept and reused by content."""
     return config.eval.cache_dir is not None and config.engine.kind == "hf" and suite.majority_k == 0
 
 
-def key(config, model_sha256: str, adapter_sha256: str | None, suite, items) -> str:  # noqa: ANN001
+def key(config: Config, model_sha256: str, adapter_sha256: str | None, suite: SuiteConfig, items: Sequence[Item]) -> str:
     """The content a suite's greedy answers depend on, hashed."""
     problems = hashlib.sha256()
     for it in items:
@@ -62,7 +68,7 @@ def has(directory: Path, digest: str) -> bool:
     return _path(directory, digest).is_file()
 
 
-def load(directory: Path, digest: str, items) -> list[dict[str, Any]] | None:  # noqa: ANN001
+def load(directory: Path, digest: str, items: Sequence[Item]) -> list[dict[str, Any]] | None:
     """The kept rows for `digest`, checked against the problems asked; None when absent or not trustworthy."""
     path = _path(directory, digest)
     try:
@@ -88,14 +94,14 @@ def load(directory: Path, digest: str, items) -> list[dict[str, Any]] | None:  #
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         logger.warning("eval cache: ignoring {} ({}); answering again", path, exc)
         return None
-    return [{f: row[f] for f in ROW_FIELDS} | {"majority_correct": None, "majority_answer": None} for row in rows]
+    return [{f: row.get(f) for f in ROW_FIELDS} | {"majority_correct": None, "majority_answer": None} for row in rows]
 
 
 def save(directory: Path, digest: str, rows: list[dict[str, Any]]) -> None:
     """Keep a suite's rows under `digest`: written whole or not at all, readable by the owner only."""
     directory = directory.expanduser()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    body = json.dumps({"format": FORMAT, "key": digest, "rows": [{f: r[f] for f in ROW_FIELDS} for r in rows]})
+    body = json.dumps({"format": FORMAT, "key": digest, "rows": [{f: r.get(f) for f in ROW_FIELDS} for r in rows]})
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from selfloop.config import SuiteConfig
 from selfloop.errors import ConfigError
-from selfloop.families import family
+from selfloop.families import generated
 from selfloop.families.phrasing import stable_index
 from selfloop.tasks import read_user_tasks
 
@@ -36,13 +36,15 @@ def half(key: str) -> str:
 
 def load_suite(cfg: SuiteConfig) -> list[Item]:
     if cfg.kind != "jsonl":
-        pool = family(cfg.kind).problems(cfg.levels, "eval", cfg.phrasing)  # type: ignore[misc]
+        pool = generated(cfg.kind, cfg.levels, "eval", cfg.phrasing)
         if cfg.split != "eval":
             pool = [p for p in pool if half(p.canonical) == cfg.split]
         # The same draw for either phrasing: the pools list the same problems in the same order.
         chosen = pool if cfg.size >= len(pool) else random.Random(cfg.seed).sample(pool, cfg.size)
         return [Item(p.prompt, p.answer) for p in chosen]
-    path = Path(cfg.path).expanduser()  # type: ignore[arg-type]
+    if cfg.path is None:
+        raise ConfigError(f"eval.suites[{cfg.name}]: kind 'jsonl' needs a path")
+    path = Path(cfg.path).expanduser()
     tasks = read_user_tasks(path, f"eval.suites[{cfg.name}].path", "eval", cfg.fields, cfg.answer_after)
     missing = [t.key for t in tasks if t.answer is None]
     if missing and cfg.labelled:

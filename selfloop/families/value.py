@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from selfloop.families.spec import FamilySpec, Grade
 from selfloop.families.answers import DEFAULT_CHAIN, extract_answer, normalise
+from selfloop.families.spec import FamilySpec, Grade
 
 
 def grade_value(response: str | None, answer: str, extractors: Sequence[str] = DEFAULT_CHAIN) -> Grade:

@@ -11,13 +11,16 @@ exist, in a fixed order, so a re-run selects the same ones.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Judgment, Prompt, Sample
 from selfloop.judging.scores import justification
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 ALGORITHM = "eft"  # the examples' `algorithm`, which the train phase gives the judge's prompt
 
@@ -27,7 +30,7 @@ def verdict_text(raw: str | None, points: int) -> str:
     return f"{reason}\nScore: {points}" if reason else f"Score: {points}"
 
 
-def eft_examples(session: Session, iteration_id: int, config) -> list[dict]:  # noqa: ANN001
+def eft_examples(session: Session, iteration_id: int, config: Config) -> list[dict]:
     cfg = config.train.eft
     rows = session.execute(
         select(Judgment.score, Judgment.raw, Sample.id, Sample.correct, Prompt.id)

@@ -15,6 +15,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 _LINE = re.compile(r"^\s*(?:[*_]{1,2})?score(?:[*_]{1,2})?\s*:(?:[*_]{1,2})?(?P<value>.*)$", re.IGNORECASE)
 # "Score:" after a word boundary, with nothing but its value up to the end of the line.
@@ -61,7 +65,7 @@ def justification(text: str) -> str:
     return text[:cut].rstrip(" \t\n*_#>")
 
 
-def verdict_tokens(tokenizer) -> tuple[list[int], list[int]]:  # noqa: ANN001
+def verdict_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
     """(token ids of the verdict prefix, one token id per value of POINTS) such that the prefix's text
     followed by a value's text tokenises as the prefix ids plus exactly that token."""
     found = value_tokens(tokenizer, "Score:", POINTS)
@@ -71,7 +75,7 @@ def verdict_tokens(tokenizer) -> tuple[list[int], list[int]]:  # noqa: ANN001
     return found
 
 
-def value_tokens(tokenizer, label: str, values: Sequence[int]) -> tuple[list[int], list[int]] | None:  # noqa: ANN001
+def value_tokens(tokenizer: PreTrainedTokenizerBase, label: str, values: Sequence[int]) -> tuple[list[int], list[int]] | None:
     """(token ids of `label`, one token id per value) such that the label's text followed by a value's text
     tokenises as the label's ids plus exactly that token; None where this tokenizer has no such form.
     Tokenisers differ: GPT-2's has ' 4' as one token, SmolLM2's splits it into ' ' and '4', so both forms are tried."""

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -28,6 +28,9 @@ from selfloop.errors import SelfloopError
 from selfloop.lab import provenance
 from selfloop.lab.report import outcome_line
 from selfloop.lab.spec import overrides, read_lab
+
+if TYPE_CHECKING:
+    from selfloop.config import Config
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class Lab:
     def __init__(self, path: Path | str, *, archive: bool = False) -> None:
         self.path = Path(path)
         self.spec, self.home = read_lab(self.path)
-        self._configs: dict[Piece, object] = {}
+        self._configs: dict[Piece, Config] = {}
         self.archive = True if archive else None  # keep the store beside the results after each piece
 
     @property
@@ -64,7 +67,7 @@ class Lab:
     def results(self) -> Path:
         return self.home / (self.spec.results or Path("results") / f"{self.spec.name}.jsonl")
 
-    def config(self, piece: Piece):  # noqa: ANN201
+    def config(self, piece: Piece) -> Config:
         """The piece's config: the base file, the budget, the arm's overlay, its seed, name and store."""
         if piece not in self._configs:
             from selfloop.config import apply_overrides, read_config_file, validate_config
@@ -211,7 +214,7 @@ class Lab:
         self._append(line)
         return True
 
-    def _record(self, piece: Piece, config) -> None:  # noqa: ANN001
+    def _record(self, piece: Piece, config: Config) -> None:
         """The loop (created here if new) gets a 'lab.piece' event naming its lab, arm, seed and the arms' roles
         (control, oracle, spurious, label_free, demo): the dashboard's lab page groups loops by it."""
         from sqlalchemy import select

@@ -20,7 +20,9 @@ import torch
 NAME = "selfloop_sdpa"
 
 
-def grouped_decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs: Any):  # noqa: ANN001, ANN201
+def grouped_decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                             **kwargs: Any) -> tuple[torch.Tensor, None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)
@@ -35,7 +37,8 @@ def grouped_decode_attention(module, query, key, value, attention_mask, dropout:
     return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
 
 
-def packed_attention(query, key, value, bounds: torch.Tensor, groups: int, dropout: float, scaling, shared: int = 0):  # noqa: ANN001, ANN201
+def packed_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bounds: torch.Tensor, groups: int,
+                     dropout: float, scaling: float | None, shared: int = 0) -> torch.Tensor:
     """Causal attention of sequences packed in one row (training): each sequence [a, b) attends to itself only,
     through SDPA, so no work goes to the (masked) pairs of different sequences, as it would with one
     block-diagonal mask over the whole row. With `shared` > 0 the row starts with a prefix of that length

@@ -11,6 +11,8 @@ on the training model only.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora.layer import LoraVariant
@@ -20,11 +22,11 @@ class AddmmLora(LoraVariant):
     """Plain LoRA, y = base(x) + s * B A dropout(x), computed as addmm(base(x), s * A dropout(x), B^T)."""
 
     @staticmethod
-    def init(module: LoraLinear, adapter_name: str, **kwargs) -> None:  # noqa: ANN003
+    def init(module: LoraLinear, adapter_name: str, **kwargs: Any) -> None:
         pass
 
     @staticmethod
-    def forward(module: LoraLinear, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: ANN003
+    def forward(module: LoraLinear, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         down = module.lora_A[active_adapter](module.lora_dropout[active_adapter](x)) * module.scaling[active_adapter]
         up = module.lora_B[active_adapter].weight
         # A bf16 base with float32 adapters (peft's default on GPUs) adds in float32, as peft's own sum does.

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -26,7 +30,7 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_tokenizer(path: Path, *, padding_side: str = "left"):  # noqa: ANN201
+def load_tokenizer(path: Path, *, padding_side: str = "left") -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False, padding_side=padding_side)
@@ -35,7 +39,7 @@ def load_tokenizer(path: Path, *, padding_side: str = "left"):  # noqa: ANN201
     return tok
 
 
-def load_causal_lm(path: Path, device: torch.device, dtype: torch.dtype):  # noqa: ANN201
+def load_causal_lm(path: Path, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     from selfloop.models.attention import register
@@ -45,7 +49,7 @@ def load_causal_lm(path: Path, device: torch.device, dtype: torch.dtype):  # noq
     return model.to(device)
 
 
-def end_token_ids(tokenizer, model_config=None) -> set[int]:  # noqa: ANN001
+def end_token_ids(tokenizer: PreTrainedTokenizerBase, model_config: Any = None) -> set[int]:
     """Token ids that end a turn: the tokenizer's eos and the model's generation eos ids."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     eos = getattr(model_config, "eos_token_id", None) if model_config is not None else None

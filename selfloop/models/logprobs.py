@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -109,7 +110,8 @@ def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
-def prefill(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad_id: int, *, use_cache: bool):  # noqa: ANN201
+def prefill(model: torch.nn.Module, seqs: Sequence[Sequence[int]], pad_id: int, *, use_cache: bool
+            ) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """Forward over left-padded sequences keeping the last position's logits: (output, attention mask,
     position ids). A long common prefix is computed once and its cache repeated for every row; the
     rows' own tokens follow, left-padded after it (masked), with positions that continue the prefix."""

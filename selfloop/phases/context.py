@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from selfloop.adapters import Adapter
 from selfloop.config import Config
 from selfloop.db.engine import Database
 from selfloop.db.models import PhaseRun
-from selfloop.adapters import Adapter
 from selfloop.errors import Interrupted
 from selfloop.faults import failpoint
 from selfloop.runtime import Runtime

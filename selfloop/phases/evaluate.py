@@ -13,14 +13,15 @@ adds its own figures per suite and policy from the answered items (R-Tuning: the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from sqlalchemy import select, true
 
 from selfloop.algorithms import spec, trainer
-from selfloop.db.models import EvalItem, Eval, Iteration, Loop, Prompt, Sample
+from selfloop.db.models import Eval, EvalItem, Iteration, Loop, Prompt, Sample
 from selfloop.db.queries import adapter_of, add_event, ancestor_ids, insert_ignore, row
 from selfloop.engines.base import Completion, Sampling
 from selfloop.engines.chat import prompt_chat
@@ -29,13 +30,19 @@ from selfloop.evals import cache as eval_cache
 from selfloop.evals.drift import kl_per_token, monitor
 from selfloop.evals.stats import wilson
 from selfloop.evals.suites import Item, load_suite
-from selfloop.families.answers import extract_answer, normalise
 from selfloop.families import family
+from selfloop.families.answers import extract_answer, normalise
 from selfloop.families.spec import FamilySpec
 from selfloop.judging.vote import vote
 from selfloop.phases.context import PhaseContext
 from selfloop.progress import Progress
 from selfloop.tasks import load_pool
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from selfloop.adapters import Adapter
+    from selfloop.config import Config, SuiteConfig
 
 
 def check_disjoint(ctx: PhaseContext, suites: dict[str, list[Item]]) -> None:
@@ -52,7 +59,7 @@ def check_disjoint(ctx: PhaseContext, suites: dict[str, list[Item]]) -> None:
                               f"e.g. {overlap[0]!r}: held-out suites must be disjoint from them")
 
 
-def _reuse(ctx: PhaseContext, suite, checkpoint_id: int | None, items: list[Item]) -> list[dict] | None:  # noqa: ANN001
+def _reuse(ctx: PhaseContext, suite: SuiteConfig, checkpoint_id: int | None, items: list[Item]) -> list[dict] | None:
     """Rows of an earlier evaluation of the same policy on the same problems in this loop, else (a suite without
     sampled majorities, answered greedily) in a loop it was forked from, or with eval.reuse_from_store in any loop of
     the store, that evaluated it with the same settings: a fork's start is its parent's candidate, answered already."""
@@ -80,11 +87,11 @@ def _reuse(ctx: PhaseContext, suite, checkpoint_id: int | None, items: list[Item
     if [r.prompt for r in rows] != [it.prompt for it in items]:
         return None
     keep = ("item_index", "prompt", "answer", "response", "predicted", "correct", "majority_correct", "majority_answer",
-            "num_tokens")
+            "num_tokens", "parts")
     return [{k: getattr(r, k) for k in keep} for r in rows]
 
 
-def _cache_key(ctx: PhaseContext, suite, adapter, items: list[Item]) -> str:  # noqa: ANN001
+def _cache_key(ctx: PhaseContext, suite: SuiteConfig, adapter: Adapter | None, items: list[Item]) -> str:
     from selfloop.models.resolve import weights_sha256
 
     model = ctx.runtime.model
@@ -92,7 +99,7 @@ def _cache_key(ctx: PhaseContext, suite, adapter, items: list[Item]) -> str:  # 
                           adapter.sha256 if adapter is not None else None, suite, items)
 
 
-def _keep(ctx: PhaseContext, role: str, suite, cache: Path, digest: str) -> None:  # noqa: ANN001
+def _keep(ctx: PhaseContext, role: str, suite: SuiteConfig, cache: Path, digest: str) -> None:
     """The suite's rows for `role`, now complete in the store, kept in the eval cache."""
     with ctx.db.session() as session:
         rows = session.scalars(select(EvalItem).where(
@@ -102,7 +109,7 @@ def _keep(ctx: PhaseContext, role: str, suite, cache: Path, digest: str) -> None
     eval_cache.save(cache, digest, found)
 
 
-def _same_settings(stored: dict, config, suite) -> bool:  # noqa: ANN001
+def _same_settings(stored: dict[str, Any], config: Config, suite: SuiteConfig) -> bool:
     """Whether another loop's stored config answers `suite` as this one would: the same base model, dtype, engine,
     system prompt and suite definition (a base-model policy is only the same on the same base). The grading is the
     family's own rule whatever the loop votes with, so the vote's extractors do not matter."""
@@ -116,7 +123,7 @@ def _same_settings(stored: dict, config, suite) -> bool:  # noqa: ANN001
         return False
 
 
-def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> None:  # noqa: ANN001
+def _answer(ctx: PhaseContext, role: str, suite: SuiteConfig, items: list[Item], adapter: Adapter | None) -> None:
     """Generate and store the missing eval_items of one suite for one policy."""
     spec = family(suite.graded_by())
     system = ctx.config.generation.system_prompt
@@ -147,9 +154,11 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
                 votes = list(engine.generate(chats, sampled, seeds=seeds, adapter=adapter, progress=alive))
             rows = []
             for i, out, many in zip(chunk, outs, votes):
+                parts = None
                 if suite.labelled:
                     graded = spec.check(out[0].text, items[i].answer)
                     predicted, correct = graded.predicted, graded.correct
+                    parts = list(graded.parts) if graded.parts is not None else None
                 else:  # no label: the answer the family's extractors read, never right or wrong
                     predicted, correct = extract_answer(out[0].text, spec.extractors), False
                 majority = _majority_answer(many, spec) if many else None
@@ -158,7 +167,7 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
                     "prompt": items[i].prompt, "answer": items[i].answer, "response": out[0].text,
                     "predicted": predicted, "correct": correct,
                     "majority_correct": _majority_correct(many, items[i].answer, spec) if many and suite.labelled else None,
-                    "majority_answer": majority, "num_tokens": out[0].num_tokens,
+                    "majority_answer": majority, "num_tokens": out[0].num_tokens, "parts": parts,
                 })
             with ctx.db.session() as session:
                 insert_ignore(session, EvalItem, rows, ["iteration_id", "role", "suite", "item_index"])
@@ -166,7 +175,7 @@ def _answer(ctx: PhaseContext, role: str, suite, items: list[Item], adapter) -> 
             ctx.failpoint("after_chunk")
 
 
-def _majority_answer(completions, spec: FamilySpec) -> str | None:  # noqa: ANN001
+def _majority_answer(completions: Sequence[Completion], spec: FamilySpec) -> str | None:
     """The majority of the k samples' answers, read by the family's own extractors (None: a family whose answers
     are no values)."""
     if not spec.votable:
@@ -174,14 +183,14 @@ def _majority_answer(completions, spec: FamilySpec) -> str | None:  # noqa: ANN0
     return vote([extract_answer(c.text, spec.extractors) for c in completions]).answer
 
 
-def _majority_correct(completions, answer: str, spec: FamilySpec) -> bool:  # noqa: ANN001
+def _majority_correct(completions: Sequence[Completion], answer: str, spec: FamilySpec) -> bool:
     """majority@k: the most common answer (read by the family's own extractors) is right. A family whose answers are
     no values (a constraint list) has no answer to vote on: there it is the majority of the k samples' verdicts
     (more than half correct)."""
     if not spec.votable:
         return 2 * sum(spec.check(c.text, answer).correct for c in completions) > len(completions)
     majority = vote([extract_answer(c.text, spec.extractors) for c in completions]).answer
-    return majority is not None and majority == normalise(answer)
+    return majority is not None and spec.check(majority, answer).correct  # the family's grader, as every verdict
 
 
 def consistent(predicted: str | None, majority: str | None) -> bool:
@@ -189,10 +198,10 @@ def consistent(predicted: str | None, majority: str | None) -> bool:
     return predicted is not None and majority is not None and normalise(predicted) == majority
 
 
-def _summarise(session, iteration_id: int, role: str, suite, checkpoint_id: int | None) -> list[dict]:  # noqa: ANN001
+def _summarise(session: Session, iteration_id: int, role: str, suite: SuiteConfig, checkpoint_id: int | None) -> list[dict]:
     spec = family(suite.graded_by())
     rows = session.execute(select(EvalItem.correct, EvalItem.majority_correct, EvalItem.num_tokens, EvalItem.response,
-                                  EvalItem.answer, EvalItem.predicted, EvalItem.majority_answer).where(
+                                  EvalItem.answer, EvalItem.predicted, EvalItem.majority_answer, EvalItem.parts).where(
         EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)).all()
     n = len(rows)
     correct = sum(1 for r in rows if r.correct)
@@ -209,7 +218,8 @@ def _summarise(session, iteration_id: int, role: str, suite, checkpoint_id: int 
     out.insert(0, {**base, "metric": "greedy_accuracy", "value": correct / n, "ci_low": low, "ci_high": high})
     if rows and spec.part_metric:
         # The share of all parts passed (instruction following: IFEval's instruction-level strict accuracy).
-        parts = [ok for r in rows for ok in spec.check(r.response, r.answer).parts or ()]
+        # Stored when answered; a row from before parts were stored is graded here.
+        parts = [ok for r in rows for ok in (r.parts if r.parts is not None else spec.check(r.response, r.answer).parts) or ()]
         if parts:
             low, high = wilson(sum(parts), len(parts))
             out.append({**base, "n": len(parts), "metric": spec.part_metric, "value": sum(parts) / len(parts),

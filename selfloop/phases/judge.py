@@ -18,23 +18,29 @@ prompt's task family (`samples.correct`, which calibration, EFT, the dashboard a
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
 from selfloop.db.models import Judgment, Prompt, Sample, Vote
 from selfloop.db.queries import add_event, insert_ignore, set_metric, unjudged_samples
 from selfloop.engines.base import Completion, Sampling
+from selfloop.families import family
+from selfloop.families.answers import extract_answer
 from selfloop.judging import intrinsic
-from selfloop.families.answers import extract_answer, normalise
 from selfloop.judging.calibration import calibrate
 from selfloop.judging.correctness import grade_iteration
-from selfloop.families import family
 from selfloop.judging.judge import judge_chat, load_template
 from selfloop.judging.rewards import transform
 from selfloop.judging.scores import VERDICT_STOPS, expected_score, justification, parse_score, verdict_tokens
 from selfloop.judging.vote import vote
 from selfloop.phases.context import PhaseContext
 from selfloop.progress import Progress
+
+if TYPE_CHECKING:
+    from selfloop.adapters import Adapter
+    from selfloop.engines.base import Chat, Engine
 
 
 def _missing(ctx: PhaseContext, kind: str) -> list:
@@ -86,7 +92,9 @@ def _vote(ctx: PhaseContext) -> None:
         votes.append({
             "prompt_id": prompt_id, "answer": result.answer, "share": result.share, "n_valid": result.n_valid,
             "n_votes": result.n_votes, "tie": result.tie, "tied_answers": list(result.tied) or None,
-            "correct": result.answer == normalise(known) if label_checkable else None,
+            # The family's grader reads the majority's answer, as it reads every sample's (samples.correct).
+            "correct": (result.answer is not None and family(truths[prompt_id].family or "value").check(result.answer, known).correct)
+            if label_checkable and known is not None else None,
         })
         for s, answer in zip(samples, answers):
             judgments.append({
@@ -138,7 +146,8 @@ def _llm_judge(ctx: PhaseContext) -> None:
             ctx.failpoint("after_chunk")
 
 
-def _by_distribution(engine, adapter, chunk, chats, outs) -> list[dict]:  # noqa: ANN001
+def _by_distribution(engine: Engine, adapter: Adapter | None, chunk: Sequence[Any], chats: Sequence[Chat],
+                     outs: Sequence[Sequence[Completion]]) -> list[dict[str, Any]]:
     """Each justification continued with the verdict prefix; the score is the expected points."""
     head, values = verdict_tokens(engine.tokenizer)
     flat = [(s, chat, j, c) for s, chat, judged in zip(chunk, chats, outs) for j, c in enumerate(judged)]

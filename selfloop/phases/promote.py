@@ -9,16 +9,21 @@ compute; `selfloop resume LOOP --unpause` continues it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select
 
 from selfloop.db.models import Eval, EvalItem, Iteration, Loop
 from selfloop.db.queries import add_event, monitor_history, policy_after, row, set_metric
-from selfloop.guard import decide
 from selfloop.evals.stats import paired_difference
+from selfloop.guard import decide
 from selfloop.phases.context import PhaseContext
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
-def _paired(session, iteration_id: int, suite: str, metric: str) -> tuple[float, float, float] | None:  # noqa: ANN001
+
+def _paired(session: Session, iteration_id: int, suite: str, metric: str) -> tuple[float, float, float] | None:
     from selfloop.phases.evaluate import consistent
 
     def flags(role: str) -> dict[int, bool]:
@@ -27,8 +32,8 @@ def _paired(session, iteration_id: int, suite: str, metric: str) -> tuple[float,
                 EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all()
             return {i: consistent(p, m) for i, p, m in found}
         column = EvalItem.majority_correct if metric == "majority_accuracy" else EvalItem.correct
-        return dict(session.execute(select(EvalItem.item_index, column).where(
-            EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all())
+        return {i: bool(ok) for i, ok in session.execute(select(EvalItem.item_index, column).where(
+            EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite))}
 
     rows = {role: flags(role) for role in ("candidate", "baseline")}
     keys = sorted(rows["candidate"].keys() & rows["baseline"].keys())
@@ -37,7 +42,7 @@ def _paired(session, iteration_id: int, suite: str, metric: str) -> tuple[float,
     return paired_difference([bool(rows["candidate"][k]) for k in keys], [bool(rows["baseline"][k]) for k in keys])
 
 
-def consecutive_rejections(session, loop_id: int) -> int:  # noqa: ANN001
+def consecutive_rejections(session: Session, loop_id: int) -> int:
     decided = session.scalars(select(Iteration.promoted).where(
         Iteration.loop_id == loop_id, Iteration.promoted.is_not(None), Iteration.output_checkpoint_id.is_not(None)
     ).order_by(Iteration.number.desc())).all()
@@ -99,7 +104,7 @@ def run(ctx: PhaseContext) -> None:
         ctx.mark_done(session)
 
 
-def _guard(ctx: PhaseContext, session, loop: Loop, it: Iteration) -> None:  # noqa: ANN001
+def _guard(ctx: PhaseContext, session: Session, loop: Loop, it: Iteration) -> None:
     """The collapse guard (selfloop/guard.py), in the promotion's transaction: its decision and its action commit with
     the phase's done mark, or not at all."""
     cfg = ctx.config.guard

@@ -8,6 +8,7 @@ samples are committed together (on-conflict-do-nothing), the last with the phase
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -18,6 +19,9 @@ from selfloop.engines.chat import prompt_chat
 from selfloop.phases.context import PhaseContext
 from selfloop.progress import Progress
 from selfloop.tasks import load_pool
+
+if TYPE_CHECKING:
+    from selfloop.config.sections import EngineConfig
 
 
 def draw_task_prompts(ctx: PhaseContext) -> None:
@@ -42,7 +46,7 @@ def sampling_of(ctx: PhaseContext) -> Sampling:
                     max_new_tokens=g.max_new_tokens, stop=tuple(g.stop), token_stats=True)
 
 
-def chunk_prompts(engine, n: int) -> int:  # noqa: ANN001
+def chunk_prompts(engine: EngineConfig, n: int) -> int:
     """Prompts per generate call: enough sequences to fill the engine, few enough to commit often
     (a failed call loses only its own chunk)."""
     sequences = {"hf": 2 * engine.batch_size, "vllm-server": 4 * engine.max_in_flight * len(engine.servers)}.get(engine.kind, 2048)

@@ -7,16 +7,22 @@ One transaction: the examples (with a ranked example's candidates) and the done 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from selfloop.algorithms import spec, trainer
-from selfloop.algorithms.spec import AlgorithmSpec
+from selfloop.algorithms.spec import SHARED, AlgorithmSpec
 from selfloop.db.curation import dropped_prompts
 from selfloop.db.models import Example, ExampleCandidate
 from selfloop.db.queries import add_event, insert_ignore, set_metric
 from selfloop.judging.eft import ALGORITHM as EFT
 from selfloop.judging.eft import eft_examples
 from selfloop.phases.context import PhaseContext
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 def run(ctx: PhaseContext) -> None:
@@ -25,6 +31,7 @@ def run(ctx: PhaseContext) -> None:
         if not session.scalar(select(func.count()).select_from(Example).where(Example.iteration_id == ctx.iteration_id)):
             rows = [{**row, "algorithm": name} for row in trainer(name).select(session, ctx.iteration_id, ctx.config)]
             check_shape(spec(name), rows)
+            rows = [own_data(spec(name), row) for row in rows]
             if "curate" in ctx.config.loop.phases:  # the curate phase's dropped prompts are not trained on
                 dropped = dropped_prompts(session, ctx.iteration_id)
                 set_metric(session, ctx.iteration_id, "select.uncurated_examples", len(rows))
@@ -61,7 +68,26 @@ def check_shape(contract: AlgorithmSpec, rows: list[dict]) -> None:
                              "and candidates, two or more {sample_id, score} best first")
 
 
-def store_examples(session, iteration_id: int, rows: list[dict]) -> None:  # noqa: ANN001
+def own_data(contract: AlgorithmSpec, row: dict[str, Any]) -> dict[str, Any]:
+    """The row with the algorithm's own keys (all but the shared ones) gathered as `data`, validated by the data
+    model its spec declares; an algorithm that declares none returns shared keys only."""
+    own = {k: v for k, v in row.items() if k not in SHARED}
+    shared = {k: v for k, v in row.items() if k in SHARED}
+    if not own:
+        return shared
+    if contract.data is None:
+        raise ValueError(f"algorithm {contract.name!r}: its select() returned {sorted(own)}, which are no shared columns "
+                         "of an example; declare them as its spec's data model")
+    try:
+        data = contract.data.model_validate(own)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"algorithm {contract.name!r}: its example data {own!r} does not fit its data model "
+                         f"({'.'.join(str(p) for p in first['loc'])}: {first['msg']})") from None
+    return {**shared, "data": data.model_dump(mode="json")}
+
+
+def store_examples(session: Session, iteration_id: int, rows: list[dict]) -> None:
     """The examples in order and, for a ranking, its candidates (its top one as the example's sample)."""
     examples, candidates = [], {}
     for i, row in enumerate(rows):

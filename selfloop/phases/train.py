@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import gc
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from loguru import logger
 
 from selfloop.algorithms import spec, trainer
+from selfloop.algorithms.items import TrainItem, fit, known, lacks_reference
 from selfloop.db.queries import add_event, metrics_of, set_metric
 from selfloop.db.training import add_step, keep_reference, record_checkpoint, training_rows
 from selfloop.engines.chat import completion_ids, prompt_chat, prompt_ids, user_chat
@@ -26,11 +29,19 @@ from selfloop.models.loading import load_tokenizer, pick_device, pick_dtype
 from selfloop.models.packaged import shareable_base
 from selfloop.phases.context import PhaseContext
 from selfloop.training.checkpoint import save_adapter
-from selfloop.algorithms.items import TrainItem, fit, known, lacks_reference
 from selfloop.training.loop import StepRecord, default_steps, load_trainable, reference_logps, train
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[TrainItem]]:  # noqa: ANN001
+    from selfloop.adapters import Adapter
+    from selfloop.config import TrainConfig
+    from selfloop.db.models import Sample
+    from selfloop.training.checkpoint import SavedCheckpoint
+    from selfloop.training.loop import StepRecord
+
+
+def _items(ctx: PhaseContext, tokenizer: PreTrainedTokenizerBase, init: Adapter | None) -> tuple[list[TrainItem], list[TrainItem]]:
     """The iteration's examples as training items, and those whose reference the rollout supplied just now."""
     system = ctx.config.generation.system_prompt
     end_id = tokenizer.eos_token_id
@@ -38,6 +49,7 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
         rows = training_rows(session, ctx.iteration_id)
     examples, ranked, samples, prompts = rows.examples, rows.candidates, rows.samples, rows.prompts
     items, from_rollout = [], []
+    contract = spec(ctx.config.train.algorithm)
     for e in examples:
         if e.algorithm == EFT:  # the judge's prompt about the sample; its own agreeing verdict as the target
             template = load_template(ctx.config.judge.llm_judge.template)
@@ -56,8 +68,11 @@ def _items(ctx: PhaseContext, tokenizer, init) -> tuple[list[TrainItem], list[Tr
             ref_token_logps=e.ref_token_logps, sampling_logp=e.sampling_logp,
             candidates=[list(samples[c.sample_id].token_ids) for c in ranked[e.id]] if e.id in ranked else None,
             candidate_scores=[c.score for c in ranked[e.id]] if e.id in ranked else None,
-            context=prompt_ids(tokenizer, user_chat(e.context, system)) if e.context is not None else None,
         )
+        if contract.data is not None and e.data is not None:  # the algorithm's own data, and its second prompts
+            item.data = contract.data.model_validate(e.data)
+            item.prompts = {name: prompt_ids(tokenizer, user_chat(text, system)) for name in contract.prompts
+                            if (text := getattr(item.data, name)) is not None}
         prompt_length = len(item.prompt)
         items.append(fit(item, ctx.config.train.max_length))
         if (spec(ctx.config.train.algorithm).needs_reference and lacks_reference(item) and len(item.prompt) == prompt_length
@@ -73,11 +88,11 @@ def _keep_reference(ctx: PhaseContext, items: list[TrainItem]) -> None:
         keep_reference(session, items)
 
 
-def _reference_from_rollout(item: TrainItem, chosen, rejected, policy_id: int | None) -> bool:  # noqa: ANN001
+def _reference_from_rollout(item: TrainItem, chosen: Sample | None, rejected: Sample | None, policy_id: int | None) -> bool:
     """Set the reference log-probs as the engine recorded them while sampling, when the samples came from the
     training's starting policy (the reference) with their whole context: no forward pass is needed.
     Whether it could."""
-    def recorded(sample, length: int) -> list[float] | None:  # noqa: ANN001
+    def recorded(sample: Sample | None, length: int) -> list[float] | None:
         if sample is None or sample.policy_token_logprobs is None or sample.policy_checkpoint_id != policy_id:
             return None
         return list(sample.policy_token_logprobs[:length]) if len(sample.policy_token_logprobs) >= length else None
@@ -141,7 +156,7 @@ def run(ctx: PhaseContext) -> None:
     logger.info("trained {} steps on {} examples; checkpoint {}", len(records), len(items), saved.path)
 
 
-def _same_steps(ctx: PhaseContext, cfg, kept: int):  # noqa: ANN001, ANN202
+def _same_steps(ctx: PhaseContext, cfg: TrainConfig, kept: int) -> TrainConfig:
     """LIMA as a policy (curate.same_steps): the optimizer steps the uncurated examples would have taken, with the
     kept ones repeated over as many more epochs as that needs."""
     with ctx.db.session() as session:
@@ -153,7 +168,9 @@ def _same_steps(ctx: PhaseContext, cfg, kept: int):  # noqa: ANN001, ANN202
     return cfg.model_copy(update={"epochs": cfg.epochs * math.ceil(uncurated / kept), "max_steps": steps})
 
 
-def _train_here(ctx: PhaseContext, cfg, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
+def _train_here(ctx: PhaseContext, cfg: TrainConfig, items: list[TrainItem], init: Adapter | None, needs_reference: bool, path: Path,
+                extra: dict[str, Any], store_reference: Callable[[list[TrainItem]], None],
+                on_step: Callable[[StepRecord], None]) -> tuple[list[StepRecord], SavedCheckpoint]:
     """Train in this process, on engine.device."""
     device = pick_device(ctx.config.engine.device)
     torch.manual_seed(ctx.seed("train", "init"))
@@ -178,7 +195,9 @@ def _train_here(ctx: PhaseContext, cfg, items, init, needs_reference, path, extr
     return records, saved
 
 
-def _train_on_processes(ctx: PhaseContext, cfg, items, init, needs_reference, path, extra, store_reference, on_step):  # noqa: ANN001, ANN202
+def _train_on_processes(ctx: PhaseContext, cfg: TrainConfig, items: list[TrainItem], init: Adapter | None,
+                        needs_reference: bool, path: Path, extra: dict[str, Any], store_reference: Callable[[list[TrainItem]], None],
+                        on_step: Callable[[StepRecord], None]) -> tuple[list[StepRecord], SavedCheckpoint]:
     """Train on train.processes data-parallel worker processes (see selfloop.training.distributed)."""
     from selfloop.adapters import verify_checkpoint
     from selfloop.training.checkpoint import SavedCheckpoint

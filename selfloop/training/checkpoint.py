@@ -11,8 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from selfloop.manifest import atomic_directory, manifest_sha256
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
 
 @dataclass(frozen=True)
 class SavedCheckpoint:
@@ -21,7 +26,7 @@ class SavedCheckpoint:
     size_bytes: int
 
 
-def save_adapter(model, final: Path, adapter_name: str = "default", extra: dict | None = None,  # noqa: ANN001
+def save_adapter(model: PeftModel, final: Path, adapter_name: str = "default", extra: dict[str, Any] | None = None,
                  base_model: str | None = None) -> SavedCheckpoint:
     """Write the PEFT adapter `adapter_name` of `model` to `final` atomically. `base_model`: the name its
     adapter_config.json gives the base (the config's model.base: a hub id, a packaged model's name or a

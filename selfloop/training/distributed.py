@@ -27,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from selfloop.algorithms.items import TrainItem, set_reference
 from selfloop.errors import Interrupted, SelfloopError
 from selfloop.manifest import TMP_PREFIX
 from selfloop.private import private_dir
-from selfloop.algorithms.items import TrainItem, set_reference
 
 POLL_S = 0.2
 
@@ -73,7 +73,8 @@ def run_workers(
     run_dir = private_dir(workdir / f"{TMP_PREFIX}train-{uuid.uuid4().hex[:8]}")
     events_path, log_path = run_dir / "events.jsonl", run_dir / "workers.log"
     job_path = run_dir / "job.json"
-    job = {**job, "items": [asdict(it) for it in items], "events": str(events_path), "parent_pid": os.getpid()}
+    job = {**job, "items": [{**asdict(it), "data": it.data.model_dump(mode="json") if it.data is not None else None}
+                            for it in items], "events": str(events_path), "parent_pid": os.getpid()}
     job_path.write_text(json.dumps(job))
     events_path.touch()
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))}

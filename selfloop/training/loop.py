@@ -29,21 +29,23 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
-from selfloop.adapters import Adapter
+from selfloop.adapters import Adapter, verify_checkpoint
+from selfloop.algorithms.items import LogpFn, TrainItem, known, lacks_reference, means
 from selfloop.errors import Interrupted
 from selfloop.models.loading import load_causal_lm
 from selfloop.models.logprobs import packed_completion_logprobs
 from selfloop.progress import Progress
-from selfloop.adapters import verify_checkpoint
-from selfloop.algorithms.items import LogpFn, TrainItem, known, lacks_reference, means
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
     from peft import PeftModel
+    from pydantic import BaseModel
 
+    from selfloop.config import TrainConfig
     from selfloop.config.sections import LoraConfig as LoraSection
 
 
-def default_steps(n_examples: int, train) -> int:  # noqa: ANN001
+def default_steps(n_examples: int, train: TrainConfig) -> int:
     """Optimizer steps for `epochs` passes over the examples, capped by max_steps."""
     if n_examples == 0:
         return 0
@@ -51,7 +53,7 @@ def default_steps(n_examples: int, train) -> int:  # noqa: ANN001
     return min(steps, train.max_steps) if train.max_steps else steps
 
 
-def step_count(algo_cfg, n_examples: int, train) -> int:  # noqa: ANN001
+def step_count(algo_cfg: BaseModel, n_examples: int, train: TrainConfig) -> int:
     """Optimizer steps of a run: epochs over the examples, unless the algorithm whose options these are trains a
     fixed number of steps (its spec's `fixed_steps`; RLSC: a few)."""
     from selfloop.algorithms import specs
@@ -137,7 +139,7 @@ def reference_logps(model: torch.nn.Module, items: list[TrainItem], batch_size: 
                 it.ref_rejected_logp = float(lp.sum())
 
 
-def mixed_loss(algorithm: ModuleType, items: list[TrainItem], policy: LogpFn, algo_cfg) -> tuple[torch.Tensor, dict[str, float]]:  # noqa: ANN001
+def mixed_loss(algorithm: ModuleType, items: list[TrainItem], policy: LogpFn, algo_cfg: BaseModel) -> tuple[torch.Tensor, dict[str, float]]:
     """The algorithm's loss over its own items and, for judge (EFT) items, the weighted mean token NLL of
     the target; together a mean over all the batch's items, as the data-parallel weighting expects."""
     judge = [it for it in items if it.judge]
@@ -173,7 +175,8 @@ def _shard(batch: list[TrainItem], rank: int, world: int) -> tuple[list[TrainIte
     return (shard, len(shard) / len(batch)) if shard else (batch[:1], 0.0)
 
 
-def _sum_over_processes(accelerator, loss: float, tokens: int, totals: dict[str, float]):  # noqa: ANN001, ANN202
+def _sum_over_processes(accelerator: Accelerator, loss: float, tokens: int, totals: dict[str, float]
+                        ) -> tuple[float, int, dict[str, float]]:
     keys = sorted(totals)
     values = torch.tensor([loss, float(tokens), *(totals[k] for k in keys)], dtype=torch.float64, device=accelerator.device)
     values = accelerator.reduce(values, reduction="sum").tolist()
@@ -184,14 +187,14 @@ def train(
     model: torch.nn.Module,
     items: list[TrainItem],
     algorithm: ModuleType,
-    algo_cfg,  # noqa: ANN001
-    train_cfg,  # noqa: ANN001
+    algo_cfg: BaseModel,
+    train_cfg: TrainConfig,
     *,
     seed: int,
     on_step: Callable[[StepRecord], None] = lambda r: None,
     on_progress: Callable[[int, int], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
-    accelerator=None,  # noqa: ANN001
+    accelerator: Accelerator | None = None,
 ) -> list[StepRecord]:
     """Train `model` (DDP-wrapped when `accelerator` is given) on `items`; on_step gets each step's record
     (on every process; a data-parallel caller records only the main process's)."""

@@ -12,6 +12,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 
 def main(job_path: str) -> int:
@@ -19,13 +20,13 @@ def main(job_path: str) -> int:
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from selfloop.algorithms import trainer
-    from selfloop.config import TrainConfig
     from selfloop.adapters import Adapter
+    from selfloop.algorithms import spec, trainer
+    from selfloop.algorithms.items import TrainItem, reference_rows, set_reference
+    from selfloop.config import TrainConfig
     from selfloop.models.loading import pick_dtype
     from selfloop.processes import alive
     from selfloop.training.checkpoint import save_adapter
-    from selfloop.algorithms.items import TrainItem, reference_rows, set_reference
     from selfloop.training.loop import load_trainable, reference_logps, train
 
     job = json.loads(Path(job_path).read_text())
@@ -35,10 +36,13 @@ def main(job_path: str) -> int:
     module = trainer(cfg.algorithm)
     algo_cfg = cfg.options()
     items = [TrainItem(**it) for it in job["items"]]
+    own = spec(cfg.algorithm).data  # the algorithm's data travels as JSON, read back through its model
+    for it in items:
+        it.data = own.model_validate(it.data) if own is not None and it.data is not None else None
     init = Adapter(job["init"]["checkpoint_id"], Path(job["init"]["path"]), job["init"]["sha256"]) if job["init"] else None
-    events = open(job["events"], "a") if main_process else None  # noqa: SIM115
+    events = open(job["events"], "a") if main_process else None  # noqa: SIM115 - held open for the whole run, closed at its end
 
-    def emit(kind: str, **fields) -> None:  # noqa: ANN003
+    def emit(kind: str, **fields: Any) -> None:
         if events is not None:
             events.write(json.dumps({"kind": kind, **fields}) + "\n")
             events.flush()

@@ -11,9 +11,10 @@ All JavaScript is served from here: Plotly from the installed `plotly` package, 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from sqlalchemy.orm import sessionmaker
@@ -21,6 +22,11 @@ from sqlalchemy.orm import sessionmaker
 from selfloop.errors import SelfloopError
 from selfloop.hosts import LOOPBACK_NAMES, host_name, is_loopback
 from selfloop.plots import lab_figures, plotly_js
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+    from starlette.applications import Starlette
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HERE = Path(__file__).resolve().parent
 TOKEN_ENV = "SELFLOOP_UI_TOKEN"  # noqa: S105 - the variable's name, not its value
@@ -32,7 +38,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
-def templates():  # noqa: ANN201
+def templates() -> Environment:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     from selfloop.render import cell_text
@@ -44,7 +50,7 @@ def templates():  # noqa: ANN201
     return env
 
 
-def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int = 30000):  # noqa: ANN201
+def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int = 30000) -> Starlette:
     """The dashboard over the store at `url` (opened read-only now: a bad URL or writer role fails here)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -206,7 +212,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
             charts = loop_charts(views.compared_segments(s, names), views.judges_with_llm(s, names), compare=True)
         return JSONResponse(charts)
 
-    async def _sync(request: Request, handler) -> Response:  # noqa: ANN001
+    async def _sync(request: Request, handler: Callable[..., Response]) -> Response:
         """Run a blocking handler in the thread pool; a bad parameter is 400, a missing row 404."""
         from starlette.concurrency import run_in_threadpool
 
@@ -227,7 +233,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
             return JSONResponse({"error": message}, status_code=status)
         return page(request, "error.html", status=status, message=message)
 
-    def route(path: str, handler) -> Route:  # noqa: ANN001
+    def route(path: str, handler: Callable[..., Response]) -> Route:
         async def endpoint(request: Request) -> Response:
             return await _sync(request, handler)
 
@@ -260,10 +266,10 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
     class Guard:
         """Refuse writes, check the token and the Host header, add the security headers."""
 
-        def __init__(self, app) -> None:  # noqa: ANN001
+        def __init__(self, app: ASGIApp) -> None:
             self.app = app
 
-        async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 return await self.app(scope, receive, send)
             request = Request(scope)
@@ -271,7 +277,7 @@ def create_app(url: str, *, token: str | None = None, statement_timeout_ms: int 
             if refusal is not None:
                 return await refusal(scope, receive, send)
 
-            async def send_with_headers(message) -> None:  # noqa: ANN001
+            async def send_with_headers(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     headers = message.setdefault("headers", [])
                     headers += [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from selfloop.adapters import verify_checkpoint
 from selfloop.db.engine import make_engine, open_database
 from selfloop.db.models import Checkpoint, Iteration, PhaseRun, Sample, TrainStep, WriterLease
-from selfloop.adapters import verify_checkpoint
 from tests.conftest import FinishedStore, selfloop_cli, selfloop_process, tiny_yaml
 from tests.test_daemon import FakeSystemd
 

@@ -6,8 +6,8 @@ from itertools import groupby
 import torch
 from sqlalchemy import select as sql_select
 
-from selfloop.db.models import Sample
 from selfloop.algorithms.items import means
+from selfloop.db.models import Sample
 
 
 def select(session, iteration_id, config):

@@ -5,8 +5,8 @@ from collections import defaultdict
 
 from sqlalchemy import select as sql_select
 
-from selfloop.db.models import Judgment, Sample
 from selfloop.algorithms.items import means
+from selfloop.db.models import Judgment, Sample
 
 
 def select(session, iteration_id, config):
