@@ -4,7 +4,6 @@ as the reward of a tiny loop."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -83,13 +82,12 @@ def test_each_signal_is_the_reward_a_loop_trains_on(signal: str, tmp_path: Path)
     with engine.connect() as conn:
         samples = conn.execute(text("SELECT count(*), count(token_entropies) FROM samples")).one()
         signals = conn.execute(text(f"SELECT sample_id, score, parse_ok FROM judgments WHERE kind = '{signal}'")).all()
-        votes = conn.execute(text("SELECT sample_id, score, details FROM judgments WHERE kind = 'vote'")).all()
+        votes = conn.execute(text("SELECT sample_id, reward, reward_mode, score FROM judgments WHERE kind = 'vote'")).all()
     engine.dispose()
     assert samples[0] == samples[1] == len(signals) > 0  # recorded at rollout for every sample
     mine = {sid: (score if ok else None) for sid, score, ok in signals}
-    for sample_id, score, details in votes:
-        details = json.loads(details) if isinstance(details, str) else details
-        assert details["reward"] == signal and "judged_score" in details
+    for sample_id, score, mode, judged in votes:  # the signal's reward beside the vote's judged score
+        assert mode == signal and judged in (0.0, 1.0)
         if signal in ("semantic_entropy", "cross_view"):
             assert score == (None if mine[sample_id] is None else pytest.approx(mine[sample_id]))
         else:

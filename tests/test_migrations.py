@@ -228,3 +228,47 @@ def test_status_columns_are_enumerations_the_database_checks(db_url: str) -> Non
             with engine.begin() as conn:
                 conn.execute(text(f"UPDATE {table} SET {column} = 'finsihed'"))
     engine.dispose()
+
+
+def test_a_transformed_reward_moves_beside_the_judged_score(db_url: str) -> None:
+    """0021: a judgment a reward transform rewrote (the judged value in details) gets its judged score back in
+    score and parse_ok, the reward in the new columns; down restores the old shape; an untouched judgment stays."""
+    import json
+
+    engine = make_engine(db_url, create=True)
+    upgrade(engine, "0008")
+    with engine.begin() as conn:
+        for statement in ROWS_AT_0008:
+            conn.execute(text(statement))
+    upgrade(engine, "0020")
+    cast = "CAST(:d AS JSONB)" if engine.dialect.name == "postgresql" else ":d"
+    shuffled = {"reward": "shuffled", "judged_score": 3.0, "judged_parse_ok": True, "from_sample": 2}
+    with engine.begin() as conn:  # sample 1's vote took another sample's value 0; sample 2 judged, untouched
+        conn.execute(text(f"UPDATE judgments SET score = 0.0, details = {cast} WHERE sample_id = 1"),
+                     {"d": json.dumps(shuffled)})
+        conn.execute(text("INSERT INTO judgments (sample_id, kind, judge_index, score, parse_ok) "
+                          "VALUES (2, 'llm_judge', 0, 4.0, true)"))
+
+    def judgments() -> dict:
+        with engine.connect() as conn:
+            return {sid: (score, bool(ok), json.loads(d) if isinstance(d, str) else d) for sid, score, ok, d in conn.execute(
+                text("SELECT sample_id, score, parse_ok, details FROM judgments ORDER BY sample_id"))}
+
+    before = judgments()
+    upgrade(engine, "0021")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT sample_id, score, parse_ok, reward_mode, reward, reward_ok, details "
+                                 "FROM judgments ORDER BY sample_id")).all()
+    (_, score, ok, mode, reward, reward_ok, details), untouched = rows  # sample 1, then sample 2
+    assert (score, bool(ok), mode, reward, bool(reward_ok)) == (3.0, True, "shuffled", 0.0, True)
+    assert (json.loads(details) if isinstance(details, str) else details) == {"from_sample": 2}
+    assert tuple(untouched[1:6]) == (4.0, True, None, None, None)
+    with engine.connect() as conn:  # the view: the reward training read, the judge's own score
+        view = dict(conn.execute(text("SELECT sample_id, vote_reward FROM sample_signals WHERE sample_id = 1")).all())
+        judge = conn.execute(text("SELECT judge_score FROM sample_signals WHERE sample_id = 2")).scalar()
+    assert view == {1: 0.0} and judge == 4.0
+    downgrade(engine, "0020")
+    assert judgments() == before
+    upgrade(engine)
+    assert _drift(engine) == []
+    engine.dispose()

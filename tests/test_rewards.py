@@ -30,12 +30,23 @@ PROMPTS = [("What is 2 + 3?", "5", ["5", "6", "5", "7", "5"]), ("What is 4 + 4?"
 
 
 def _judged(db, it: int) -> dict[tuple[int, int, str, int], tuple]:
-    """(prompt item, sample index, kind, judge index) -> (score, parse_ok, details)."""
+    """(prompt item, sample index, kind, judge index) -> (the score training reads, its ok, details), the details
+    completed with the transform's columns: reward (the mode), judged_score and judged_parse_ok (the columns as
+    judged, which a transform never rewrites)."""
     with db.session() as s:
-        return {(p, i, k, j): (score, ok, details) for p, i, k, j, score, ok, details in s.execute(
-            select(Prompt.item_index, Sample.sample_index, Judgment.kind, Judgment.judge_index, Judgment.score,
-                   Judgment.parse_ok, Judgment.details).join(Sample, Sample.id == Judgment.sample_id)
-            .join(Prompt, Prompt.id == Sample.prompt_id).where(Sample.iteration_id == it))}
+        rows = s.execute(
+            select(Prompt.item_index, Sample.sample_index, Judgment.kind, Judgment.judge_index, Judgment.reward_mode,
+                   Judgment.reward, Judgment.reward_ok, Judgment.score, Judgment.parse_ok, Judgment.details)
+            .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
+            .where(Sample.iteration_id == it)).all()
+    out = {}
+    for p, i, k, j, mode, reward, reward_ok, score, ok, details in rows:
+        if mode is None:
+            out[(p, i, k, j)] = (score, ok, details)
+        else:
+            out[(p, i, k, j)] = (reward, reward_ok, {**(details or {}), "reward": mode, "judged_score": score,
+                                                     "judged_parse_ok": ok})
+    return out
 
 
 def _add_llm_scores(db, it: int) -> None:
@@ -113,7 +124,7 @@ def test_the_judge_phase_trains_on_the_transformed_reward(db, config_factory, mo
     with db.session() as s:
         metrics = dict(s.execute(select(Metric.name, Metric.value).where(Metric.iteration_id == it)).all())
         rewards = [r["reward"] for r in trainer("ttrl").select(s, it, config)]
-        scores = [score for score, in s.execute(select(Judgment.score).join(Sample, Sample.id == Judgment.sample_id)
+        scores = [score for score, in s.execute(select(Judgment.trained_score).join(Sample, Sample.id == Judgment.sample_id)
                   .join(Prompt, Prompt.id == Sample.prompt_id).order_by(Prompt.item_index, Sample.sample_index))]
     assert metrics[f"judge.{mode}_judgments"] == 9
     assert rewards and rewards == scores[: len(rewards)]  # selection read the transformed scores, and selected some
@@ -127,9 +138,8 @@ def test_the_judge_phase_trains_on_the_transformed_reward(db, config_factory, mo
 @pytest.mark.integration
 def test_a_reward_function_named_in_the_config_is_the_reward_trained_on(tmp_path: Path) -> None:
     """TRL's `reward_funcs` for users who do not want a whole task family: a Python function in the config. Each
-    vote judgment's score is the function's reward of its sample, the judged value kept in the details; a
+    vote judgment's score is the function's reward of its sample, the judged value kept in score; a
     function that cannot be imported, or returns a value outside [0, 1], is one line."""
-    import json
 
     from sqlalchemy import create_engine, text
 
@@ -149,15 +159,14 @@ def test_a_reward_function_named_in_the_config_is_the_reward_trained_on(tmp_path
     assert out.returncode == 0, out.stderr[-3000:]
     engine = create_engine(url)
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT s.text, j.score, j.details FROM judgments j JOIN samples s ON s.id = j.sample_id "
-                                 "WHERE j.kind = 'vote'")).all()
+        rows = conn.execute(text("SELECT s.text, j.reward, j.reward_mode, j.score FROM judgments j "
+                                 "JOIN samples s ON s.id = j.sample_id WHERE j.kind = 'vote'")).all()
         trained = conn.execute(text("SELECT count(*) FROM examples")).scalar()
     engine.dispose()
     assert rows and trained > 0
-    for sample, score, details in rows:
-        details = json.loads(details) if isinstance(details, str) else details
-        assert score == pytest.approx(sum(ch.isdigit() for ch in sample) / max(1, len(sample)))
-        assert details["reward"] == "function" and "judged_score" in details
+    for sample, reward, mode, judged in rows:  # the function's reward beside the vote's judged score
+        assert reward == pytest.approx(sum(ch.isdigit() for ch in sample) / max(1, len(sample)))
+        assert mode == "function" and judged in (0.0, 1.0)
     missing = tiny_yaml(tmp_path, url, name="missing.yaml", judge__reward="function", judge__reward_function="nope:f")
     refused = selfloop_cli("config", "validate", str(missing), env=env, fresh=True)
     assert refused.returncode == 2 and "judge.reward_function 'nope:f': cannot import 'nope'" in refused.stderr

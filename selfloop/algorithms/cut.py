@@ -57,10 +57,10 @@ def keep_positives(positives: list, negatives: int, ratio: float, rng: random.Ra
 def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     cfg = chosen_options(config, CUTConfig)
     rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Prompt.text, Judgment.score, Judgment.raw)
+        sql_select(Sample.prompt_id, Sample.id, Prompt.text, Judgment.trained_score, Judgment.raw)
         .join(Prompt, Prompt.id == Sample.prompt_id)
-        .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "llm_judge") & Judgment.parse_ok)
-        .where(Sample.iteration_id == iteration_id, Judgment.score.is_not(None))
+        .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "llm_judge") & Judgment.trained_ok)
+        .where(Sample.iteration_id == iteration_id, Judgment.trained_score.is_not(None))
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)).all()
     judged: dict[int, dict] = {}
     for prompt_id, sample_id, prompt, score, raw in rows:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 def rewards(session: Session, iteration_id: int, cfg: RAFTConfig) -> list[tuple[int, int, float]]:
     """(prompt id, sample id, reward) of every sample of the iteration, in prompt then sample order."""
     rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Sample.text, Sample.finish_reason, Judgment.score, Judgment.parse_ok)
+        sql_select(Sample.prompt_id, Sample.id, Sample.text, Sample.finish_reason, Judgment.trained_score, Judgment.trained_ok)
         .join(Prompt, Prompt.id == Sample.prompt_id)
         .outerjoin(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "llm_judge"))
         .where(Sample.iteration_id == iteration_id)

@@ -43,7 +43,7 @@ def reward(mode: str, agrees_majority: float, correct: bool | None) -> float:
 def kept_samples(session: Session, iteration_id: int, mode: str, max_per_prompt: int) -> list[dict]:
     """The E-step: samples with reward 1 under `mode`, the first `max_per_prompt` of each prompt in sample order
     (CoIN keeps its targets by the same rule)."""
-    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Judgment.score, Sample.correct)
+    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Judgment.trained_score, Sample.correct)
     kept: dict[int, int] = defaultdict(int)
     out = []
     for prompt_id, sample_id, agrees, correct in rows:  # correct: as the judge phase graded it (None: no answer)

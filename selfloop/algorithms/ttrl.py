@@ -74,15 +74,15 @@ def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     agreement are the judge phase's (its vote judgments), so TTRL trains on the very label that
     `judge.reward_accuracy` and `judge.label_accuracy` measure."""
     cfg = chosen_options(config, TTRLConfig)
-    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.score)
+    rows = voted_samples(session, iteration_id, Sample.prompt_id, Sample.id, Sample.sample_index, Judgment.trained_score)
     groups: dict[int, list] = defaultdict(list)
     for row in rows:
-        if row.score is not None:  # no reward (a transformed reward without a value): not trained on
+        if row.trained_score is not None:  # no reward (a transformed reward without a value): not trained on
             groups[row.prompt_id].append(row)
     out = []
     for prompt_id, samples in groups.items():
         trained = samples[: cfg.n_train]
-        rewards = torch.tensor([float(s.score) for s in trained])
+        rewards = torch.tensor([float(s.trained_score) for s in trained])
         if torch.all(rewards == rewards[0]) and cfg.kl_coef == 0:
             continue  # advantage 0 for every member: nothing to learn from this group
         adv = advantages(rewards, torch.zeros(len(trained), dtype=torch.long))

@@ -55,8 +55,8 @@ def curation_pool(session: Session, iteration_id: int) -> list[Candidate]:
     ):
         samples[prompt_id].append(PooledSample(sample_id, text, list(token_ids), correct))
     judged: dict[int, float] = dict(session.execute(
-        select(Sample.prompt_id, func.avg(Judgment.score)).join(Judgment, Judgment.sample_id == Sample.id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True))
+        select(Sample.prompt_id, func.avg(Judgment.trained_score)).join(Judgment, Judgment.sample_id == Sample.id)
+        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.trained_ok.is_(True))
         .group_by(Sample.prompt_id)).all())
     return [Candidate(p.id, p.text, samples[p.id], p.share, judged.get(p.id)) for p in prompts]
 

@@ -85,8 +85,8 @@ def tracker_mark(session: Session, loop_id: int, backend: str) -> TrackerRun | N
 def mean_judge_scores(session: Session, sample_ids: set[int]) -> dict[int, float]:
     if not sample_ids:
         return {}
-    rows = session.execute(select(Judgment.sample_id, func.avg(Judgment.score)).where(
-        Judgment.sample_id.in_(sample_ids), Judgment.kind == "llm_judge", Judgment.parse_ok).group_by(Judgment.sample_id))
+    rows = session.execute(select(Judgment.sample_id, func.avg(Judgment.trained_score)).where(
+        Judgment.sample_id.in_(sample_ids), Judgment.kind == "llm_judge", Judgment.trained_ok).group_by(Judgment.sample_id))
     return {sid: float(score) for sid, score in rows}
 
 
@@ -105,7 +105,8 @@ def samples_of(session: Session, iteration_ids: list[int]) -> list[Any]:
 def votes_of(session: Session, sample_ids: list[int]) -> dict[int, tuple[str | None, float | None]]:
     """Sample id -> (its vote answer, its vote reward)."""
     return {sid: (answer, score) for sid, answer, score in session.execute(
-        select(Judgment.sample_id, Judgment.answer, Judgment.score).where(Judgment.sample_id.in_(sample_ids), Judgment.kind == "vote"))}
+        select(Judgment.sample_id, Judgment.answer, Judgment.trained_score)
+        .where(Judgment.sample_id.in_(sample_ids), Judgment.kind == "vote"))}
 
 
 def examples_of(session: Session, iteration_ids: list[int]) -> list[Any]:

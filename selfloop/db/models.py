@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -25,9 +26,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -214,12 +217,36 @@ class Judgment(Base):
     sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"))
     kind: Mapped[str] = mapped_column(String(20))  # llm_judge | vote | confidence
     judge_index: Mapped[int] = mapped_column(Integer, default=0)
-    score: Mapped[float | None] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float, doc="as judged; never rewritten (a reward transform writes reward)")
     parse_ok: Mapped[bool] = mapped_column(Boolean)
     raw: Mapped[str | None] = mapped_column(Text)
     answer: Mapped[str | None] = mapped_column(Text, doc="vote: the extracted, normalised answer")
     details: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    reward_mode: Mapped[str | None] = mapped_column(String(20), doc="the judge.reward transform that set reward (verify, "
+                                                    "shuffled, function or a signal); null: training reads score")
+    reward: Mapped[float | None] = mapped_column(Float, doc="the transformed value training reads instead of score")
+    reward_ok: Mapped[bool | None] = mapped_column(Boolean, doc="whether reward holds a value (as parse_ok for score)")
     created_at: Mapped[datetime] = _created()
+
+    # What training reads: the transformed reward where judge.reward transformed the judgment, the judged score
+    # otherwise. One definition, in Python and in SQL, so no reader picks the wrong column.
+    @hybrid_property
+    def trained_score(self) -> float | None:
+        return self.score if self.reward_mode is None else self.reward
+
+    @trained_score.inplace.expression
+    @classmethod
+    def _trained_score_sql(cls) -> ColumnElement[float | None]:
+        return case((cls.reward_mode.is_(None), cls.score), else_=cls.reward)
+
+    @hybrid_property
+    def trained_ok(self) -> bool:
+        return self.parse_ok if self.reward_mode is None else bool(self.reward_ok)
+
+    @trained_ok.inplace.expression
+    @classmethod
+    def _trained_ok_sql(cls) -> ColumnElement[bool]:
+        return case((cls.reward_mode.is_(None), cls.parse_ok), else_=func.coalesce(cls.reward_ok, False))
 
 
 class Vote(Base):

@@ -487,10 +487,10 @@ def completions(session: Session, iteration_id: int, limit: int = 64, max_chars:
         .where(Sample.iteration_id == iteration_id).order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
         .limit(limit)).all()
     ids = [row[0] for row in found]
-    scores: dict[int, float] = dict(session.execute(select(Judgment.sample_id, func.avg(Judgment.score)).where(
-        Judgment.sample_id.in_(ids), Judgment.kind == "llm_judge", Judgment.parse_ok).group_by(Judgment.sample_id)).all())
+    scores: dict[int, float] = dict(session.execute(select(Judgment.sample_id, func.avg(Judgment.trained_score)).where(
+        Judgment.sample_id.in_(ids), Judgment.kind == "llm_judge", Judgment.trained_ok).group_by(Judgment.sample_id)).all())
     votes = {sid: (answer, score) for sid, answer, score in session.execute(select(
-        Judgment.sample_id, Judgment.answer, Judgment.score).where(Judgment.sample_id.in_(ids), Judgment.kind == "vote"))}
+        Judgment.sample_id, Judgment.answer, Judgment.trained_score).where(Judgment.sample_id.in_(ids), Judgment.kind == "vote"))}
     return [[prompt[:max_chars], text[:max_chars], None if sid not in scores else float(scores[sid]),
              votes.get(sid, (None, None))[0], votes.get(sid, (None, None))[1], answer, correct]
             for sid, prompt, text, answer, correct in found]
@@ -541,8 +541,8 @@ def judged_means(session: Session, iteration_id: int) -> dict[int, list[tuple[in
     """Prompt id -> [(sample id, mean LLM-judge score over its valid judgments)], prompts in id order and samples in
     sample order; a sample without a valid score is absent. What the judge-ranked algorithms select from."""
     rows = session.execute(
-        select(Sample.prompt_id, Sample.id, Judgment.score).join(Judgment, Judgment.sample_id == Sample.id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True))
+        select(Sample.prompt_id, Sample.id, Judgment.trained_score).join(Judgment, Judgment.sample_id == Sample.id)
+        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.trained_ok.is_(True))
         .order_by(Sample.prompt_id, Sample.sample_index, Judgment.judge_index)
     ).all()
     scores: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -67,7 +67,8 @@ def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
         .where(Prompt.iteration_id == iteration_id)
     ).all()
     judgments = session.execute(
-        select(Judgment.kind, Judgment.score, Judgment.parse_ok, Judgment.details, Sample.id, Sample.prompt_id, Sample.sample_index)
+        select(Judgment.kind, Judgment.trained_score, Judgment.trained_ok, Judgment.details, Sample.id, Sample.prompt_id,
+               Sample.sample_index)
         .join(Sample, Sample.id == Judgment.sample_id).where(Sample.iteration_id == iteration_id)
     ).all()
     truth = correctness(session, iteration_id)  # sample -> correct, where its prompt has a known answer

@@ -33,9 +33,9 @@ def verdict_text(raw: str | None, points: int) -> str:
 def eft_examples(session: Session, iteration_id: int, config: Config) -> list[dict]:
     cfg = config.train.eft
     rows = session.execute(
-        select(Judgment.score, Judgment.raw, Sample.id, Sample.correct, Prompt.id)
+        select(Judgment.trained_score, Judgment.raw, Sample.id, Sample.correct, Prompt.id)
         .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.parse_ok.is_(True),
+        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.trained_ok.is_(True),
                Sample.correct.is_not(None))
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)
     ).all()

@@ -9,9 +9,10 @@ the samples (a sample takes all of another's judgments, judge index by judge ind
 information its own values carried.
 'function': a user's Python function (`judge.reward_function`, TRL's reward-function form) scores each sample
 from 0 to 1; its judgments take that reward (x1 for a vote, x5 points for the judge).
-Either way the judged value stays in the judgment's details (`judged_score`, `judged_parse_ok`), and `reward`
-names the transform, so a judgment is transformed at most once (a re-run or a signal added later only transforms
-what is new). Every algorithm that reads these scores (DPO, RRHF, RSO, RAFT, CUT through the LLM judge; TTRL,
+Either way the judged value stays where it was judged (`judgments.score`, `parse_ok`): the transform is stored
+beside it (`reward`, `reward_ok`, and `reward_mode` naming the transform), so a judgment is transformed at most
+once (a re-run or a signal added later only transforms what is new), and `Judgment.trained_score` is what training
+reads. Every algorithm that reads these scores (DPO, RRHF, RSO, RAFT, CUT through the LLM judge; TTRL,
 ReST-EM, CoIN through the vote) trains on the transformed reward without knowing it.
 """
 
@@ -51,7 +52,7 @@ def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, nu
         .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
         .where(Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)).all()
-    fresh = [r for r in rows if "reward" not in (r[0].details or {})]
+    fresh = [r for r in rows if r[0].reward_mode is None]
     if mode == "verify":
         for judgment, _, _, correct, _, _ in fresh:
             score = None if correct is None else (TOP[judgment.kind] if correct else 0.0)
@@ -64,7 +65,7 @@ def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, nu
         keys[(prompt_id, judgment.kind)] = f"{loop_seed}:shuffled:{number}:{source}:{item_index}:{judgment.kind}"
     for group, by_sample in groups.items():
         samples = sorted(by_sample)
-        values = {i: [(j.score, j.parse_ok) for j in by_sample[i]] for i in samples}
+        values = {i: [(j.score, j.parse_ok) for j in by_sample[i]] for i in samples}  # as judged
         for i, k in zip(samples, permutation(len(samples), keys[group])):
             given = values[samples[k]]
             for n, judgment in enumerate(by_sample[i]):
@@ -93,7 +94,7 @@ def _by_signal(session: Session, iteration_id: int, signal: str) -> int:
         unit = per_prompt_unit(values) if signal in ("self_certainty", "entropy") else values
         reward |= {sample_id: r for (sample_id, _), r in zip(rows, unit)}
     fresh = [j for j in session.scalars(select(Judgment).join(Sample, Sample.id == Judgment.sample_id).where(
-        Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))) if "reward" not in (j.details or {})]
+        Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))) if j.reward_mode is None]
     for judgment in fresh:
         r = reward.get(judgment.sample_id)
         _set(judgment, signal, None if r is None else r * TOP[judgment.kind], r is not None)
@@ -110,7 +111,7 @@ def _by_function(session: Session, iteration_id: int, function: str) -> int:
         .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
         .where(Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)).all()
-    fresh = [r for r in rows if "reward" not in (r[0].details or {})]
+    fresh = [r for r in rows if r[0].reward_mode is None]
     samples = {sid: (prompt, text, answer) for _, sid, text, prompt, answer in fresh}
     if not samples:
         return 0
@@ -122,7 +123,7 @@ def _by_function(session: Session, iteration_id: int, function: str) -> int:
     return len(fresh)
 
 
-def _set(judgment: Judgment, mode: str, score: float | None, ok: bool, **extra: int) -> None:
-    judgment.details = {**(judgment.details or {}), "reward": mode, "judged_score": judgment.score,
-                        "judged_parse_ok": judgment.parse_ok, **extra}
-    judgment.score, judgment.parse_ok = score, ok
+def _set(judgment: Judgment, mode: str, reward: float | None, ok: bool, **extra: int) -> None:
+    judgment.reward_mode, judgment.reward, judgment.reward_ok = mode, reward, ok
+    if extra:
+        judgment.details = {**(judgment.details or {}), **extra}

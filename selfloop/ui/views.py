@@ -268,7 +268,7 @@ def iteration_prompts(session: Session, iteration: Iteration, source: str | None
         keep = and_(keep, Prompt.source == source)
     total = session.scalar(select(func.count()).select_from(Prompt).where(keep)) or 0
     n_samples = select(func.count()).where(Sample.prompt_id == Prompt.id).scalar_subquery()
-    judge = (select(func.avg(Judgment.score)).join(Sample, Sample.id == Judgment.sample_id)
+    judge = (select(func.avg(Judgment.score)).join(Sample, Sample.id == Judgment.sample_id)  # as judged, not the reward
              .where(Sample.prompt_id == Prompt.id, Judgment.kind == "llm_judge", Judgment.parse_ok).scalar_subquery())
     n_examples = select(func.count()).where(Example.prompt_id == Prompt.id).scalar_subquery()
     dropped_by = (select(Curation.filter).where(Curation.prompt_id == Prompt.id, Curation.kept.is_(False))
@@ -290,6 +290,9 @@ class JudgmentRow:
     raw: str | None
     answer: str | None
     details: dict[str, Any] | None
+    reward_mode: str | None = None  # the judge.reward transform whose value training read instead of score
+    reward: float | None = None
+    reward_ok: bool | None = None
 
 
 @dataclass
@@ -378,7 +381,7 @@ def prompt_detail(session: Session, prompt_id: int, page: int = 1) -> PromptDeta
     if by_id:
         for sample_id, *rest in session.execute(
                 select(Judgment.sample_id, Judgment.kind, Judgment.judge_index, Judgment.score, Judgment.parse_ok,
-                       Judgment.raw, Judgment.answer, Judgment.details)
+                       Judgment.raw, Judgment.answer, Judgment.details, Judgment.reward_mode, Judgment.reward, Judgment.reward_ok)
                 .where(Judgment.sample_id.in_(by_id)).order_by(Judgment.sample_id, Judgment.kind, Judgment.judge_index)):
             by_id[sample_id].judgments.append(JudgmentRow(*rest))
     chosen, rejected = Sample.__table__.alias("chosen"), Sample.__table__.alias("rejected")
@@ -537,7 +540,7 @@ class RewardCell:
 def reward_summary(session: Session, iteration: Iteration) -> list[RewardCell]:
     """What the loop rewarded this iteration: its vote rewards (TTRL's label agreement) against the samples'
     checked correctness, as counts with example prompts; empty when the iteration has no vote judgments."""
-    rows = session.execute(select(Judgment.score, Sample.correct, Sample.prompt_id).join(
+    rows = session.execute(select(Judgment.trained_score, Sample.correct, Sample.prompt_id).join(
         Sample, Sample.id == Judgment.sample_id).where(Sample.iteration_id == iteration.id, Judgment.kind == "vote")
         .order_by(Sample.prompt_id, Sample.sample_index)).all()
     cells: dict[tuple[bool, bool | None], RewardCell] = {}
