@@ -133,6 +133,16 @@ def test_the_judge_phase_trains_on_the_transformed_reward(db, config_factory, mo
         assert metrics["judge.reward_accuracy"] == 1.0 and metrics["judge.rewarded_right"] == 1.0
     else:  # the majority's agreement (5: 1 0 1 0 1; 9: 0 1 1 1), permuted within each prompt
         assert sorted(scores[:5]) == [0.0, 0.0, 1.0, 1.0, 1.0] and sorted(scores[5:]) == [0.0, 1.0, 1.0, 1.0]
+    # the judged value is untouched: the vote's own agreement, beside the reward; the dashboard shows both
+    from selfloop.ui.views import prompt_detail
+
+    with db.session() as s:
+        judged = [score for score, in s.execute(select(Judgment.score).join(Sample, Sample.id == Judgment.sample_id)
+                  .join(Prompt, Prompt.id == Sample.prompt_id).order_by(Prompt.item_index, Sample.sample_index))]
+        first = s.scalar(select(Prompt.id).where(Prompt.iteration_id == it).order_by(Prompt.item_index).limit(1))
+        shown = [j for sample in prompt_detail(s, first).samples.rows for j in sample.judgments]
+    assert judged == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+    assert [(j.score, j.reward_mode, j.reward) for j in shown] == [(v, mode, r) for v, r in zip(judged[:5], scores[:5])]
 
 
 @pytest.mark.integration

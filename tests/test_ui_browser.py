@@ -162,14 +162,16 @@ def test_the_sample_browser_shows_the_rows_the_database_holds(store, server, bro
     assert [int(a.get_attribute("data-sample-index")) for a in shown] == [s[1] for s in samples]
     for (sample_id, _, body), article in zip(samples, shown):
         assert article.find_element(By.CSS_SELECTOR, "pre.text").get_attribute("textContent") == body
-        judgments = _rows(url, "SELECT kind, score, raw, answer FROM judgments WHERE sample_id = ? "
-                               "ORDER BY kind, judge_index", sample_id)
+        judgments = _rows(url, "SELECT kind, score, raw, answer, reward_mode, reward, reward_ok FROM judgments "
+                               "WHERE sample_id = ? ORDER BY kind, judge_index", sample_id)
         rows = article.find_elements(By.CSS_SELECTOR, "table.judgments tbody tr")
         assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == [j[0] for j in judgments]
-        for (_kind, score, raw, extracted), row in zip(judgments, rows):
+        for (_kind, score, raw, extracted, mode, reward, reward_ok), row in zip(judgments, rows):
             cells = row.find_elements(By.TAG_NAME, "td")
-            assert cells[2].text == ("" if score is None else f"{score:.3g}")
-            assert cells[4].text == (extracted or "")
+            assert cells[2].text == ("" if score is None else f"{score:.3g}")  # as judged
+            assert cells[4].text == ("" if mode is None else  # the reward trained on, where a transform set one
+                                     f"{reward:.3g} ({mode})" if reward_ok else f"none ({mode})")
+            assert cells[5].text == (extracted or "")
             raws = row.find_elements(By.CSS_SELECTOR, "pre.raw")
             assert (raws[0].get_attribute("textContent") if raws else None) == (raw or None)
     vote = _rows(url, "SELECT answer FROM votes WHERE prompt_id = ?", prompt_id)
