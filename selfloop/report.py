@@ -18,8 +18,8 @@ def write_report(session: Session, name: str, out: Path) -> Path:
     from selfloop.db.queries import loop_states
     from selfloop.plots import plotly_js
     from selfloop.ui import views
-    from selfloop.ui.app import HERE, templates
     from selfloop.ui.charts import loop_charts
+    from selfloop.ui.templating import HERE, templates
 
     try:
         segments = views.loop_segments(session, name)

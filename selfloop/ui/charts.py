@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from selfloop.db.dashboard import Segment
 from selfloop.plots import Colours, figure, rgba
-from selfloop.ui.views import Segment
 
 DECISIONS = {True: ("promoted", "triangle-up", "#2ca02c"), False: ("rejected", "x", "#d62728"),
              None: ("no decision yet", "circle", "#888888")}
