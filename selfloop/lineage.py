@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from selfloop.config import Config
+from selfloop.db import iteration, upkeep
 from selfloop.db.engine import Database
-from selfloop.db.models import Iteration, Loop
+from selfloop.db.models import Loop
 from selfloop.db.queries import add_event, loop_by_name, loop_named, no_loop, row
 from selfloop.errors import SelfloopError
 from selfloop.loop import fingerprint
@@ -65,7 +65,7 @@ def fork(db: Database, parent_name: str, at: int, config: Config) -> Loop:
                 raise SelfloopError(f"loop {parent_name!r} starts from {parent.base_model!r} but the fork's model.base is "
                                     f"{config.model.base!r}")
             return _new_fork(session, parent, at, parent.start_checkpoint_id, config, snapshot, digest)
-        it = session.scalars(select(Iteration).where(Iteration.loop_id == parent.id, Iteration.number == at)).one_or_none()
+        it = iteration.numbered(session, parent.id, at)
         if it is None:
             raise SelfloopError(f"loop {parent_name!r} has no iteration {at}")
         if it.output_checkpoint_id is None:
@@ -140,10 +140,8 @@ def rename_loop(db: Database, old: str, new: str, config: Config) -> int:
     The directory moves first (one rename), then the rows change in one transaction; if that fails the
     directory moves back. A crash between the two leaves rows that name the old directory: rename the
     directory back by hand (`mv checkpoints/NEW checkpoints/OLD`)."""
-    from sqlalchemy import update
 
     from selfloop.config import LoopConfig, validate_config
-    from selfloop.db.models import Checkpoint
     from selfloop.lock import LoopLock
 
     try:
@@ -157,8 +155,7 @@ def rename_loop(db: Database, old: str, new: str, config: Config) -> int:
                 raise SelfloopError(no_loop(session, old))
             if loop_by_name(session, new) is not None:
                 raise SelfloopError(f"a loop named {new!r} already exists")
-            stored = dict(session.execute(select(Checkpoint.id, Checkpoint.path).join(
-                Iteration, Iteration.output_checkpoint_id == Checkpoint.id).where(Iteration.loop_id == loop.id)).all())
+            stored = upkeep.trained_checkpoints(session, loop.id)
         old_dir, new_dir = config.state_dir() / "checkpoints" / old, config.state_dir() / "checkpoints" / new
         moving = {cid: path for cid, path in stored.items() if config.checkpoint_dir(path).parent.resolve() == old_dir.resolve()}
         moved = False
@@ -176,8 +173,7 @@ def rename_loop(db: Database, old: str, new: str, config: Config) -> int:
                 loop.name = new
                 loop.config, loop.config_hash = fingerprint(validate_config(snapshot, source=f"loop {old} (stored config)"))
                 for cid, path in moving.items():
-                    session.execute(update(Checkpoint).where(Checkpoint.id == cid).values(
-                        path=config.stored_checkpoint(new_dir / Path(path).name)))
+                    upkeep.move_checkpoint(session, cid, config.stored_checkpoint(new_dir / Path(path).name))
                 add_event(session, loop.id, None, "loop.renamed", f"loop {old} renamed to {new}"
                           + (f"; {len(moving)} checkpoint(s) moved to {new_dir}" if moving else ""),
                           data={"from": old, "to": new})

@@ -19,51 +19,19 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import zlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from selfloop.db import file_locks
+from selfloop.db import file_locks, leases
 from selfloop.db.engine import Database, check_single_link, sqlite_path
-from selfloop.db.models import WriterLease
 from selfloop.errors import LockedError, LockLost
 
 if TYPE_CHECKING:
-    from sqlalchemy.sql.dml import Insert
-
-
-def _int4(data: bytes) -> int:
-    """crc32 as PostgreSQL's signed int4."""
-    value = zlib.crc32(data)
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-ADVISORY_CLASS = _int4(b"selfloop-loop")  # first key of every loop's advisory lock
-
-# The role of the session that holds an advisory lock (class c, key o) in this database, if any, and whether
-# that role may write the leases (a writer of selfloop's tables, not a reader).
-_HOLDER_ROLE = """
-SELECT a.usename, has_table_privilege(a.usesysid, 'writer_leases', 'UPDATE')
-FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid = CAST(:c AS int4)::oid AND l.objid = CAST(:o AS int4)::oid
-LIMIT 1
-"""
-
-
-def _insert_lease(loop: str) -> Insert:
-    """INSERT the loop's lease row unless it exists (token 0: not taken yet)."""
-    from sqlalchemy.dialects import postgresql
-
-    values = {"loop_name": loop, "token": 0, "host": "", "pid": 0, "kind": "none", "released_at": datetime.now(UTC)}
-    return postgresql.insert(WriterLease).values(**values).on_conflict_do_nothing(index_elements=["loop_name"])
+    pass
 
 
 def lock_offset(loop: str) -> int:
@@ -124,13 +92,9 @@ class LoopLock:
         """Who holds the loop, as its lease row says (read without the fence: this process holds nothing yet)."""
         try:
             with self.db.engine.connect() as conn:
-                lease = conn.execute(select(WriterLease.kind, WriterLease.pid, WriterLease.host, WriterLease.released_at)
-                                     .where(WriterLease.loop_name == self.loop)).one_or_none()
+                return leases.holder(conn, self.loop)
         except Exception:  # noqa: BLE001 - the refusal stands; only its wording is lost
             return "another process"
-        if lease is None or lease.released_at is not None:
-            return "another process"
-        return f"{lease.kind} pid {lease.pid} on {lease.host}"
 
     def _lock_advisory(self) -> None:
         """pg_try_advisory_lock on the loop's key, chosen while the loop's lease row is locked, so that writers
@@ -140,55 +104,32 @@ class LoopLock:
         conn = self.db.engine.connect()
         try:
             with conn.begin():
-                conn.execute(_insert_lease(self.loop))
-                stored = conn.execute(select(WriterLease.lock_key).where(WriterLease.loop_name == self.loop)
-                                      .with_for_update()).scalar()
-                key = stored if stored is not None else _int4(self.loop.encode())
-                if not self._try(conn, key):
-                    holder, writes = conn.execute(text(_HOLDER_ROLE), {"c": ADVISORY_CLASS, "o": key}).one_or_none() or (None, True)
+                stored = leases.lock_key_for_update(conn, self.loop)
+                key = stored if stored is not None else leases.int4(self.loop.encode())
+                if not leases.try_advisory(conn, key):
+                    holder, writes = leases.advisory_holder(conn, key)
                     if writes:  # another writer (or a holder that cannot be seen): the loop is taken
-                        raise LockedError(f"loop {self.loop!r} is in use by {self._holder(conn)}; one process writes a loop at a time")
+                        raise LockedError(f"loop {self.loop!r} is in use by {leases.holder(conn, self.loop)}; "
+                                          "one process writes a loop at a time")
                     key = self._fresh_key(conn)
                     logger.warning("loop {}: its lock key was held by role {!r}, which is not a writer; took a fresh key",
                                    self.loop, holder)
-                    conn.execute(update(WriterLease).where(WriterLease.loop_name == self.loop).values(lock_key=key))
+                    leases.set_lock_key(conn, self.loop, key)
         except BaseException:
             conn.close()
             raise
         self._conn, self._key = conn, key
 
-    @staticmethod
-    def _try(conn: Connection, key: int) -> bool:
-        return bool(conn.execute(text("SELECT pg_try_advisory_lock(:c, :o)"), {"c": ADVISORY_CLASS, "o": key}).scalar())
-
     def _fresh_key(self, conn: Connection) -> int:
         for _ in range(8):  # a reader cannot know a key drawn now; 8 tries only guard against a collision
-            key = _int4(secrets.token_bytes(8))
-            if self._try(conn, key):
+            key = leases.int4(secrets.token_bytes(8))
+            if leases.try_advisory(conn, key):
                 return key
         raise LockedError(f"loop {self.loop!r}: could not take a fresh advisory lock key")
 
-    def _holder(self, conn: Connection) -> str:
-        """Who holds the loop, read on the locking connection (a session of this Database would run its fence)."""
-        lease = conn.execute(select(WriterLease.kind, WriterLease.pid, WriterLease.host, WriterLease.released_at)
-                             .where(WriterLease.loop_name == self.loop)).one_or_none()
-        if lease is None or lease.released_at is not None:
-            return "another process"
-        return f"{lease.kind} pid {lease.pid} on {lease.host}"
-
     def _take_lease(self) -> int:
-        now = datetime.now(UTC)
         with self.db.session() as session:
-            lease = session.get(WriterLease, self.loop, with_for_update=True)
-            if lease is None:
-                lease = WriterLease(loop_name=self.loop, token=0)
-                session.add(lease)
-            lease.token += 1
-            lease.host, lease.pid, lease.kind = socket.gethostname(), os.getpid(), self.kind
-            lease.acquired_at = now
-            lease.released_at = None
-            session.flush()
-            return lease.token
+            return leases.take(session, self.loop, self.kind)
 
     def release(self) -> None:
         """Give the lease and the lock back (a lease already taken over is left to its new holder)."""
@@ -197,9 +138,7 @@ class LoopLock:
         if self.token is not None:
             try:
                 with self.db.session() as session:
-                    session.execute(update(WriterLease)
-                                    .where(WriterLease.loop_name == self.loop, WriterLease.token == self.token)
-                                    .values(released_at=datetime.now(UTC)))
+                    leases.release(session, self.loop, self.token)
             except Exception:  # noqa: BLE001, S110 - the lock below must go even when the database is unreachable
                 pass
             self.token = None
@@ -212,7 +151,7 @@ class LoopLock:
             self._fd = None
         if self._conn is not None:
             try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:c, :o)"), {"c": ADVISORY_CLASS, "o": self._key})
+                leases.advisory_unlock(self._conn, self._key)
                 self._conn.close()
             except Exception:  # noqa: BLE001 - a killed lock connection has already dropped the lock
                 self._conn.invalidate()
@@ -221,10 +160,7 @@ class LoopLock:
     # -- the fence ---------------------------------------------------------------------------------
     def check(self, session: Session) -> None:
         """Raise LockLost unless this process still holds the loop's lease (run inside every write transaction)."""
-        row = session.execute(
-            select(WriterLease.token, WriterLease.kind, WriterLease.pid, WriterLease.host)
-            .where(WriterLease.loop_name == self.loop).with_for_update(read=True)
-        ).one_or_none()
+        row = leases.current(session, self.loop)
         if row is None or row.token != self.token:
             holder = f"{row.kind} pid {row.pid} on {row.host}" if row is not None else "nobody"
             raise LockLost(f"lost the writer lock of loop {self.loop!r} to {holder}; stopped before writing "

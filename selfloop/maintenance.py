@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loguru import logger
-from sqlalchemy import select
 
 from selfloop.config import Config
+from selfloop.db import upkeep
 from selfloop.db.engine import Database, sqlite_path
-from selfloop.db.models import Checkpoint, Iteration, Loop
 from selfloop.private import private_dir
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    pass
 
 
 def backup(db: Database, config: Config) -> Path | None:
@@ -53,27 +52,11 @@ def backup(db: Database, config: Config) -> Path | None:
     return target
 
 
-def protected_checkpoints(session: Session, keep_newest: int) -> set[int]:
-    keep = set(session.scalars(select(Iteration.output_checkpoint_id).where(Iteration.promoted.is_(True))))
-    for start, current in session.execute(select(Loop.start_checkpoint_id, Loop.current_checkpoint_id)):
-        keep |= {start, current}
-    keep |= set(session.scalars(select(Iteration.base_checkpoint_id).where(Iteration.status != "done")))
-    keep |= set(session.scalars(select(Iteration.output_checkpoint_id).where(Iteration.status != "done")))
-    others = session.scalars(select(Checkpoint.id).where(Checkpoint.status == "ok").order_by(Checkpoint.id.desc())).all()
-    keep |= set([c for c in others if c not in keep][:keep_newest])
-    return {c for c in keep if c is not None}
-
-
 def retention(db: Database, config: Config) -> list[Path]:
     with db.session() as session:
-        keep = protected_checkpoints(session, config.schedule.keep_checkpoints)
-        doomed = session.scalars(select(Checkpoint).where(Checkpoint.status == "ok", Checkpoint.id.not_in(keep))).all()
-        for ckpt in doomed:
-            ckpt.status, ckpt.deleted_at = "deleted", datetime.now(UTC)
         # Directories of rows already marked deleted (a crash after the commit below) go too.
-        paths = [config.checkpoint_dir(c.path) for c in doomed] + [
-            config.checkpoint_dir(p) for p in session.scalars(select(Checkpoint.path).where(Checkpoint.status == "deleted"))
-        ]
+        paths = [config.checkpoint_dir(p) for p in upkeep.mark_deleted(
+            session, upkeep.protected_checkpoints(session, config.schedule.keep_checkpoints))]
     removed = []
     for path in dict.fromkeys(paths):
         if path.exists():
@@ -85,15 +68,5 @@ def retention(db: Database, config: Config) -> list[Path]:
 
 
 def wal_checkpoint(db: Database) -> None:
-    if db.dialect != "sqlite":
-        return
-    raw = db.engine.raw_connection()  # outside any transaction: a checkpoint cannot run inside one
-    try:
-        busy, _, _ = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            logger.info("wal_checkpoint: readers busy; the log will be folded on a later pass")
-    finally:
-        raw.close()
-
-
-
+    if upkeep.fold_wal(db):
+        logger.info("wal_checkpoint: readers busy; the log will be folded on a later pass")

@@ -162,7 +162,8 @@ def test_a_reader_that_can_become_a_powerful_role_is_refused(reader_url: str, po
 @pytest.mark.postgres
 def test_a_reader_holding_the_loops_lock_key_cannot_keep_a_writer_out(postgres_url: str, reader_url: str) -> None:
     """The trial: `SELECT pg_advisory_lock(<the loop's keys>), pg_sleep(25)` through `selfloop sql` made `run` exit 4."""
-    from selfloop.lock import ADVISORY_CLASS, _int4
+    from selfloop.db.leases import ADVISORY_CLASS
+    from selfloop.db.leases import int4 as _int4
 
     db = open_database(postgres_url)
     reader = _psycopg(reader_url)

@@ -13,9 +13,10 @@ from sqlalchemy import create_engine, select, text, update
 
 from selfloop.db.engine import open_database
 from selfloop.db.file_locks import LOOP_BASE as LOCK_BASE
+from selfloop.db.leases import ADVISORY_CLASS
 from selfloop.db.models import Event, PhaseRun, WriterLease
 from selfloop.errors import LockedError, LockLost
-from selfloop.lock import ADVISORY_CLASS, LoopLock, lock_offset
+from selfloop.lock import LoopLock, lock_offset
 from tests.conftest import selfloop_cli, selfloop_process, table_counts, tiny_yaml
 
 

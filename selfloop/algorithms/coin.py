@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.coin_config import CoINConfig
 from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.rest import kept_samples
 from selfloop.algorithms.spec import chosen_options
-from selfloop.db.models import Prompt
+from selfloop.db import judging
 from selfloop.families.paraphrase import paraphrases
 
 if TYPE_CHECKING:
@@ -39,8 +38,7 @@ if TYPE_CHECKING:
 def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     cfg = chosen_options(config, CoINConfig)
     out = kept_samples(session, iteration_id, cfg.reward, cfg.max_per_prompt)
-    prompts = session.execute(sql_select(Prompt.id, Prompt.family, Prompt.task_key, Prompt.text)
-                              .where(Prompt.id.in_({r["prompt_id"] for r in out}))).all()
+    prompts = list(judging.prompts(session, list(dict.fromkeys(r["prompt_id"] for r in out))).values())
     other = paraphrases([(p.id, p.family, p.task_key, p.text) for p in prompts], config.generation.tasks.levels)
     return [{**r, "context": other[r["prompt_id"]]} if r["prompt_id"] in other else r for r in out]
 

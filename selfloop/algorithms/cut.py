@@ -25,13 +25,12 @@ import re
 from typing import TYPE_CHECKING
 
 import torch
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.cut_config import CUTConfig
 from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.spec import chosen_options
-from selfloop.db.models import Iteration, Judgment, Prompt, Sample
+from selfloop.db import selection
 
 if TYPE_CHECKING:
     from selfloop.config import Config
@@ -56,12 +55,7 @@ def keep_positives(positives: list, negatives: int, ratio: float, rng: random.Ra
 
 def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     cfg = chosen_options(config, CUTConfig)
-    rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Prompt.text, Judgment.trained_score, Judgment.raw)
-        .join(Prompt, Prompt.id == Sample.prompt_id)
-        .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "llm_judge") & Judgment.trained_ok)
-        .where(Sample.iteration_id == iteration_id, Judgment.trained_score.is_not(None))
-        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)).all()
+    rows = selection.judged_verdicts(session, iteration_id)
     judged: dict[int, dict] = {}
     for prompt_id, sample_id, prompt, score, raw in rows:
         s = judged.setdefault(sample_id, {"prompt_id": prompt_id, "prompt": prompt, "scores": [], "lowest": None})
@@ -76,7 +70,7 @@ def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
             positives.append(row)
         elif (reason := justification(s["lowest"][1])) is not None:
             negatives.append({**row, "context": cfg.template.format(instruction=s["prompt"], judgment=reason)})
-    number = session.scalar(sql_select(Iteration.number).where(Iteration.id == iteration_id))
+    number = selection.iteration_number(session, iteration_id)
     key = f"{config.loop.seed}:cut:{number}".encode()
     rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
     return negatives + keep_positives(positives, len(negatives), cfg.positive_ratio, rng)

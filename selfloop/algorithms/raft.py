@@ -21,14 +21,13 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import torch
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.raft_config import RAFTConfig
 from selfloop.algorithms.rest import item_nll
 from selfloop.algorithms.spec import chosen_options
-from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.db import selection
 
 if TYPE_CHECKING:
     from selfloop.config import Config
@@ -36,13 +35,7 @@ if TYPE_CHECKING:
 
 def rewards(session: Session, iteration_id: int, cfg: RAFTConfig) -> list[tuple[int, int, float]]:
     """(prompt id, sample id, reward) of every sample of the iteration, in prompt then sample order."""
-    rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Sample.text, Sample.finish_reason, Judgment.trained_score, Judgment.trained_ok)
-        .join(Prompt, Prompt.id == Sample.prompt_id)
-        .outerjoin(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "llm_judge"))
-        .where(Sample.iteration_id == iteration_id)
-        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)
-    ).all()
+    rows = selection.judged_samples(session, iteration_id)
     patterns = [re.compile(p) for p in cfg.discard_patterns]
     scores: dict[int, list[float]] = defaultdict(list)
     order: dict[int, tuple[int, str, str]] = {}

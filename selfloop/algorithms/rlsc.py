@@ -15,12 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.items import LogpFn, TrainItem, stack, sums
 from selfloop.algorithms.rlsc_config import RLSCConfig
-from selfloop.db.models import Prompt, Sample
+from selfloop.db import selection
 
 if TYPE_CHECKING:
     from selfloop.config import Config
@@ -33,12 +32,7 @@ def loss(logps: torch.Tensor, old_logps: torch.Tensor, alpha: float = 0.1) -> to
 
 
 def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
-    rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Sample.sum_logprob)
-        .join(Prompt, Prompt.id == Sample.prompt_id)
-        .where(Sample.iteration_id == iteration_id)
-        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index)
-    ).all()
+    rows = selection.sampled_logps(session, iteration_id)
     return [{"prompt_id": p, "sample_id": s, "sampling_logp": old} for p, s, old in rows]
 
 

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.dpo import batch_loss as dpo_batch_loss
@@ -30,7 +29,7 @@ from selfloop.algorithms.dpo_config import DPOConfig
 from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.rso_config import RSOConfig
 from selfloop.algorithms.spec import chosen_options
-from selfloop.db.models import Iteration, Prompt
+from selfloop.db import selection
 from selfloop.db.queries import judged_means
 
 if TYPE_CHECKING:
@@ -65,9 +64,8 @@ def first_round_pairs(accepted: list[tuple[int, float]]) -> list[tuple[int, int,
 
 def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     cfg = chosen_options(config, RSOConfig)
-    number = session.scalar(sql_select(Iteration.number).where(Iteration.id == iteration_id))
-    places = {row.id: (row.source, row.item_index) for row in session.execute(
-        sql_select(Prompt.id, Prompt.source, Prompt.item_index).where(Prompt.iteration_id == iteration_id))}
+    number = selection.iteration_number(session, iteration_id)
+    places = selection.prompt_places(session, iteration_id)
     out = []
     for prompt_id, candidates in sorted(judged_means(session, iteration_id).items(), key=lambda kv: places[kv[0]]):
         source, item_index = places[prompt_id]

@@ -28,14 +28,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.rest import item_nll
 from selfloop.algorithms.rtuning_config import RTuningConfig
 from selfloop.algorithms.spec import chosen_options
-from selfloop.db.models import Judgment, Prompt, Sample, Vote
+from selfloop.db import selection
+from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import voted_samples
 from selfloop.judging.vote import answer_entropy
 
@@ -62,8 +62,8 @@ def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     answers: dict[int, list[str | None]] = {}
     for prompt_id, answer in voted_samples(session, iteration_id, Sample.prompt_id, Judgment.answer):
         answers.setdefault(prompt_id, []).append(answer)
-    known = dict(session.execute(sql_select(Prompt.id, Prompt.answer).where(Prompt.id.in_(answers))).all())
-    votes = {v.prompt_id: v for v in session.scalars(sql_select(Vote).where(Vote.prompt_id.in_(answers)))}
+    known = selection.known_answers(session, list(answers))
+    votes = selection.votes(session, list(answers))
     if cfg.label == "checked":
         rows = [(p, known[p], bool(votes[p].correct)) for p in answers
                 if known.get(p) is not None and p in votes]

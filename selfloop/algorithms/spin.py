@@ -15,15 +15,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from selfloop.algorithms import dpo
 from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.spec import chosen_options
 from selfloop.algorithms.spin_config import SPINConfig
-from selfloop.db.models import Example, Iteration, Prompt, Sample
-from selfloop.db.queries import row
+from selfloop.db import selection
 
 if TYPE_CHECKING:
     from selfloop.config import Config
@@ -43,22 +41,14 @@ def loss(
 
 
 def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
-    rows = session.execute(
-        sql_select(Prompt.id, Prompt.reference, Sample.id)
-        .join(Sample, (Sample.prompt_id == Prompt.id) & (Sample.sample_index == 0))
-        .where(Prompt.iteration_id == iteration_id, Prompt.reference.is_not(None))
-        .order_by(Prompt.source, Prompt.item_index)
-    ).all()
+    rows = selection.reference_pairs(session, iteration_id)
     out = [{"prompt_id": p, "text": ref, "rejected_sample_id": s} for p, ref, s in rows]
     if chosen_options(config, SPINConfig).mix_previous:
-        it = row(session, Iteration, iteration_id)
-        previous = session.scalar(
-            sql_select(Iteration.id).where(Iteration.loop_id == it.loop_id, Iteration.number == it.number - 1)
-        )
+        previous = selection.previous_iteration(session, iteration_id)
         if previous is not None:
             out += [
                 {"prompt_id": e.prompt_id, "text": e.text, "rejected_sample_id": e.rejected_sample_id}
-                for e in session.scalars(sql_select(Example).where(Example.iteration_id == previous).order_by(Example.item_index))
+                for e in selection.examples(session, previous)
                 if e.text is not None
             ]
     return out

@@ -4,12 +4,13 @@ signal's quality (one results line per arm x seed is made from these)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Eval, EvalItem, Iteration, Loop, Metric, PhaseRun
+from selfloop.db.models import Eval, EvalItem, Event, Iteration, Loop, Metric, PhaseRun
 
 
 def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
@@ -58,3 +59,32 @@ def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
             "promoted": len(promoted), "status": loop.status,
             "suites": {s: {"start": start[s], "final": final.get(s, start[s]), "curve": curve[s]} for s in start},
             "phase_seconds": {k: round(float(v or 0.0), 1) for k, v in seconds.items()}, "signal": signal}
+
+
+def piece_states(session: Session, lab: str) -> dict[str, tuple[str, int]]:
+    """Loop name -> (status, iterations done) of every loop of the lab (named LAB.ARM.SEED)."""
+    return {name: (status, done) for name, status, done in session.execute(
+        select(Loop.name, Loop.status, func.count(Iteration.id))
+        .outerjoin(Iteration, (Iteration.loop_id == Loop.id) & (Iteration.status == "done"))
+        .where(Loop.name.like(f"{lab}.%")).group_by(Loop.name, Loop.status))}
+
+
+def has_piece_event(session: Session, loop_id: int) -> bool:
+    """Whether the loop already says which lab piece it is (its 'lab.piece' event)."""
+    return session.scalar(select(Event.id).where(Event.loop_id == loop_id, Event.kind == "lab.piece").limit(1)) is not None
+
+
+def gated_iterations(session: Session, loop_prefix: str) -> Sequence[Row]:
+    """(iteration id, number, promoted, loop name) of every decided iteration that trained a candidate, in the loops
+    whose names start with `loop_prefix`, by loop and number."""
+    return session.execute(
+        select(Iteration.id, Iteration.number, Iteration.promoted, Loop.name).join(Loop, Loop.id == Iteration.loop_id)
+        .where(Iteration.output_checkpoint_id.is_not(None), Iteration.promoted.is_not(None),
+               Loop.name.startswith(loop_prefix, autoescape=True))
+        .order_by(Loop.name, Iteration.number)).all()
+
+
+def item_verdicts(session: Session, iteration_id: int) -> Sequence[Row]:
+    """(role, suite, item_index, correct) of every held-out item answered in the iteration."""
+    return session.execute(select(EvalItem.role, EvalItem.suite, EvalItem.item_index, EvalItem.correct)
+                           .where(EvalItem.iteration_id == iteration_id)).all()

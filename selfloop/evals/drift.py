@@ -26,23 +26,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from selfloop.config import Config
-from selfloop.db.models import Eval, Iteration, Judgment, Metric, Sample
+from selfloop.db import monitors
+from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import add_event, set_metric, voted_samples
 from selfloop.judging.vote import answer_entropy
 
-
-def _metric(session: Session, iteration_id: int, name: str) -> float | None:
-    return session.scalar(select(Metric.value).where(Metric.iteration_id == iteration_id, Metric.name == name))
+_metric = monitors.metric_value
 
 
 def _main(session: Session, iteration_id: int, main: str, role: str) -> float | None:
     suite, _, metric = main.partition("/")
-    return session.scalar(select(Eval.value).where(
-        Eval.iteration_id == iteration_id, Eval.role == role, Eval.suite == suite, Eval.metric == metric))
+    return monitors.eval_value(session, iteration_id, role, suite, metric)
 
 
 def distinct_2(texts: Iterable[str]) -> float | None:
@@ -68,8 +65,7 @@ def answer_entropy_mean(session: Session, iteration_id: int) -> float | None:
 
 def self_certainty_mean(session: Session, iteration_id: int) -> float | None:
     """Mean over the iteration's samples of their mean token self-certainty (Intuitor's score), where recorded."""
-    scores = [sum(v) / len(v) for v in session.scalars(select(Sample.token_self_certainties).where(
-        Sample.iteration_id == iteration_id, Sample.token_self_certainties.is_not(None))) if v]
+    scores = [sum(v) / len(v) for v in monitors.self_certainties(session, iteration_id)]
     return sum(scores) / len(scores) if scores else None
 
 
@@ -77,7 +73,7 @@ def duplicate_share(session: Session, iteration_id: int) -> float | None:
     """Share of the iteration's samples whose text (stripped) repeats an earlier sample of the same prompt."""
     seen: set[tuple[int, str]] = set()
     total = repeats = 0
-    for prompt_id, text in session.execute(select(Sample.prompt_id, Sample.text).where(Sample.iteration_id == iteration_id)):
+    for prompt_id, text in monitors.sample_texts(session, iteration_id):
         key = (prompt_id, text.strip())
         repeats += key in seen
         seen.add(key)
@@ -94,24 +90,22 @@ def kl_per_token(current: list[list[float]], start: list[list[float]]) -> float 
 
 def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, number: int,
             kl_from_start: float | None = None) -> dict[str, float]:
-    length, logprob = session.execute(select(func.avg(Sample.num_tokens), func.avg(Sample.mean_logprob))
-                                      .where(Sample.iteration_id == iteration_id)).one()
-    now = {
+    length, logprob = monitors.length_and_logprob(session, iteration_id)
+    found: dict[str, float | None] = {
         "drift.answer_entropy": answer_entropy_mean(session, iteration_id),
         "drift.duplicate_share": duplicate_share(session, iteration_id),
         "drift.kl_from_start": kl_from_start,
-        "drift.distinct_2": distinct_2(session.scalars(select(Sample.text).where(Sample.iteration_id == iteration_id))),
+        "drift.distinct_2": distinct_2(text for _, text in monitors.sample_texts(session, iteration_id)),
         "drift.mean_response_tokens": length,
         "drift.mean_token_logprob": logprob,
         "drift.judge_score": _metric(session, iteration_id, "judge.mean_score"),
         "drift.vote_share": _metric(session, iteration_id, "judge.vote_share"),
         "drift.self_certainty": self_certainty_mean(session, iteration_id),
     }
-    now = {k: float(v) for k, v in now.items() if v is not None}
+    now = {k: float(v) for k, v in found.items() if v is not None}
     for name, value in now.items():
         set_metric(session, iteration_id, name, value)
-    first_id = session.scalar(select(Iteration.id).where(Iteration.loop_id == loop_id).order_by(Iteration.number)
-                              .limit(1)) or iteration_id  # the loop's first iteration (this one, at least)
+    first_id = monitors.first_iteration(session, loop_id) or iteration_id  # the loop's first iteration (this one, at least)
     first = {k: _metric(session, first_id, k) for k in now} if first_id != iteration_id else {}
     d = config.eval.drift
     warnings = []
@@ -119,8 +113,9 @@ def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, n
     if start_length and now["drift.mean_response_tokens"] > d.max_length_growth * start_length:
         warnings.append(("drift.length", f"mean response length {now['drift.mean_response_tokens']:.1f} tokens is over "
                          f"{d.max_length_growth}x the first iteration's {first['drift.mean_response_tokens']:.1f}"))
-    if first.get("drift.judge_score") is not None and "drift.judge_score" in now:
-        rise = now["drift.judge_score"] - first["drift.judge_score"]
+    start_judge = first.get("drift.judge_score")
+    if start_judge is not None and "drift.judge_score" in now:
+        rise = now["drift.judge_score"] - start_judge
         metric = config.eval.main_metric
         held_now = _main(session, iteration_id, metric, "candidate") or _main(session, iteration_id, metric, "baseline")
         held_first = _main(session, first_id, config.eval.main_metric, "baseline")

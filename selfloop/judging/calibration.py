@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Judgment, Prompt, Sample, Vote
+from selfloop.db import judging
 from selfloop.db.queries import correctness, set_metric
 
 
@@ -62,15 +61,8 @@ def auc(right: list[float], wrong: list[float]) -> float | None:
 
 
 def calibrate(session: Session, iteration_id: int) -> dict[str, float]:
-    votes = session.execute(
-        select(Vote.share, Vote.n_valid, Vote.n_votes, Vote.correct).join(Prompt, Prompt.id == Vote.prompt_id)
-        .where(Prompt.iteration_id == iteration_id)
-    ).all()
-    judgments = session.execute(
-        select(Judgment.kind, Judgment.trained_score, Judgment.trained_ok, Judgment.details, Sample.id, Sample.prompt_id,
-               Sample.sample_index)
-        .join(Sample, Sample.id == Judgment.sample_id).where(Sample.iteration_id == iteration_id)
-    ).all()
+    votes = judging.vote_rows(session, iteration_id)
+    judgments = judging.judgment_rows(session, iteration_id)
     truth = correctness(session, iteration_id)  # sample -> correct, where its prompt has a known answer
     judge_scores: dict[int, list[float]] = defaultdict(list)
     rewards: dict[int, float] = {}

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.db import judging
 from selfloop.judging.scores import justification
 
 if TYPE_CHECKING:
@@ -32,13 +31,7 @@ def verdict_text(raw: str | None, points: int) -> str:
 
 def eft_examples(session: Session, iteration_id: int, config: Config) -> list[dict]:
     cfg = config.train.eft
-    rows = session.execute(
-        select(Judgment.trained_score, Judgment.raw, Sample.id, Sample.correct, Prompt.id)
-        .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind == "llm_judge", Judgment.trained_ok.is_(True),
-               Sample.correct.is_not(None))
-        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)
-    ).all()
+    rows = judging.graded_verdicts(session, iteration_id)
     right: list[dict[str, Any]] = []
     wrong: list[dict[str, Any]] = []
     for score, raw, sample_id, correct, prompt_id in rows:

@@ -22,13 +22,13 @@ import hashlib
 import random
 from collections import defaultdict
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from selfloop.db.models import Judgment, Prompt, Sample
+from selfloop.db import judging
+from selfloop.db.models import Judgment
 from selfloop.judging.intrinsic import INTRINSIC
 
-KINDS = ("llm_judge", "vote")
+KINDS = judging.TRANSFORMED
 TOP = {"llm_judge": 5.0, "vote": 1.0}  # the verdict "right" in each signal's units
 
 
@@ -47,22 +47,18 @@ def transform(session: Session, iteration_id: int, mode: str, loop_seed: int, nu
         return _by_function(session, iteration_id, function or "")
     if mode in INTRINSIC:
         return _by_signal(session, iteration_id, mode)
-    rows = session.execute(
-        select(Judgment, Sample.prompt_id, Sample.sample_index, Sample.correct, Prompt.source, Prompt.item_index)
-        .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))
-        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)).all()
-    fresh = [r for r in rows if r[0].reward_mode is None]
+    fresh = judging.to_transform(session, iteration_id)
     if mode == "verify":
-        for judgment, _, _, correct, _, _ in fresh:
-            score = None if correct is None else (TOP[judgment.kind] if correct else 0.0)
-            _set(judgment, mode, score, score is not None)
+        for r in fresh:
+            score = None if r.correct is None else (TOP[r.Judgment.kind] if r.correct else 0.0)
+            _set(r.Judgment, mode, score, score is not None)
         return len(fresh)
     groups: dict[tuple, dict[int, list[Judgment]]] = defaultdict(lambda: defaultdict(list))
     keys = {}
-    for judgment, prompt_id, sample_index, _, source, item_index in fresh:
-        groups[(prompt_id, judgment.kind)][sample_index].append(judgment)
-        keys[(prompt_id, judgment.kind)] = f"{loop_seed}:shuffled:{number}:{source}:{item_index}:{judgment.kind}"
+    for r in fresh:
+        kind = r.Judgment.kind
+        groups[(r.prompt_id, kind)][r.sample_index].append(r.Judgment)
+        keys[(r.prompt_id, kind)] = f"{loop_seed}:shuffled:{number}:{r.source}:{r.item_index}:{kind}"
     for group, by_sample in groups.items():
         samples = sorted(by_sample)
         values = {i: [(j.score, j.parse_ok) for j in by_sample[i]] for i in samples}  # as judged
@@ -81,10 +77,7 @@ def _by_signal(session: Session, iteration_id: int, signal: str) -> int:
     trains on it."""
     from selfloop.judging.intrinsic import per_prompt_unit
 
-    scored = session.execute(
-        select(Sample.id, Sample.prompt_id, Judgment.score, Judgment.parse_ok)
-        .join(Judgment, Judgment.sample_id == Sample.id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind == signal).order_by(Sample.prompt_id, Sample.sample_index)).all()
+    scored = judging.signal_scores(session, iteration_id, signal)
     by_prompt: dict[int, list[tuple[int, float | None]]] = defaultdict(list)
     for sample_id, prompt_id, score, ok in scored:
         by_prompt[prompt_id].append((sample_id, score if ok else None))
@@ -93,8 +86,7 @@ def _by_signal(session: Session, iteration_id: int, signal: str) -> int:
         values = [v for _, v in rows]
         unit = per_prompt_unit(values) if signal in ("self_certainty", "entropy") else values
         reward |= {sample_id: r for (sample_id, _), r in zip(rows, unit)}
-    fresh = [j for j in session.scalars(select(Judgment).join(Sample, Sample.id == Judgment.sample_id).where(
-        Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))) if j.reward_mode is None]
+    fresh = [r.Judgment for r in judging.to_transform(session, iteration_id)]
     for judgment in fresh:
         r = reward.get(judgment.sample_id)
         _set(judgment, signal, None if r is None else r * TOP[judgment.kind], r is not None)
@@ -106,20 +98,15 @@ def _by_function(session: Session, iteration_id: int, function: str) -> int:
     its signal's units (x1 for a vote, x5 points for the judge)."""
     from selfloop.judging.reward_function import rewards
 
-    rows = session.execute(
-        select(Judgment, Sample.id, Sample.text, Prompt.text, Prompt.answer)
-        .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
-        .where(Sample.iteration_id == iteration_id, Judgment.kind.in_(KINDS))
-        .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)).all()
-    fresh = [r for r in rows if r[0].reward_mode is None]
-    samples = {sid: (prompt, text, answer) for _, sid, text, prompt, answer in fresh}
+    fresh = judging.to_transform(session, iteration_id)
+    samples = {r.Judgment.sample_id: (r.prompt_text, r.sample_text, r.answer) for r in fresh}
     if not samples:
         return 0
     ids = list(samples)
     values = dict(zip(ids, rewards(function, [samples[i][0] for i in ids], [samples[i][1] for i in ids],
                                    [samples[i][2] for i in ids]), strict=True))
-    for judgment, sid, *_ in fresh:
-        _set(judgment, "function", values[sid] * TOP[judgment.kind], True)
+    for r in fresh:
+        _set(r.Judgment, "function", values[r.Judgment.sample_id] * TOP[r.Judgment.kind], True)
     return len(fresh)
 
 

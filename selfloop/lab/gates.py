@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from selfloop.evals.stats import paired_difference
@@ -42,19 +41,13 @@ class Decision:
 
 def decisions(session: Session, loop_prefix: str = "") -> list[Decision]:
     """Every decided iteration that trained a candidate, with its paired differences on every suite."""
-    from selfloop.db.models import EvalItem, Iteration, Loop
+    from selfloop.db.lab import gated_iterations, item_verdicts
 
-    found = session.execute(
-        select(Iteration.id, Iteration.number, Iteration.promoted, Loop.name).join(Loop, Loop.id == Iteration.loop_id)
-        .where(Iteration.output_checkpoint_id.is_not(None), Iteration.promoted.is_not(None),
-               Loop.name.startswith(loop_prefix, autoescape=True))
-        .order_by(Loop.name, Iteration.number)).all()
+    found = gated_iterations(session, loop_prefix)
     out = []
     for iteration_id, number, promoted, name in found:
         answers: dict[tuple[str, str], dict[int, bool]] = {}
-        for role, suite, index, correct in session.execute(
-                select(EvalItem.role, EvalItem.suite, EvalItem.item_index, EvalItem.correct)
-                .where(EvalItem.iteration_id == iteration_id)):
+        for role, suite, index, correct in item_verdicts(session, iteration_id):
             answers.setdefault((suite, role), {})[index] = bool(correct)
         diffs = {}
         for suite in sorted({s for s, _ in answers}):

@@ -119,20 +119,16 @@ class Lab:
 
     def status(self) -> list[tuple[Piece, str]]:
         """Each piece: 'not started', or its loop's status and iterations done."""
-        from sqlalchemy import func, select
 
         from selfloop.db.engine import open_database
-        from selfloop.db.models import Iteration, Loop
+        from selfloop.db.lab import piece_states
 
         if not self._has_store():
             return [(p, "not started") for p in self.pieces()]
         db = open_database(self.url, deferred=True)
         try:
             with db.session() as session:
-                found = {name: (status, done) for name, status, done in session.execute(
-                    select(Loop.name, Loop.status, func.count(Iteration.id))
-                    .outerjoin(Iteration, (Iteration.loop_id == Loop.id) & (Iteration.status == "done"))
-                    .where(Loop.name.like(f"{self.spec.name}.%")).group_by(Loop.name, Loop.status))}
+                found = piece_states(session, self.spec.name)
         finally:
             db.dispose()
         out = []
@@ -217,10 +213,9 @@ class Lab:
     def _record(self, piece: Piece, config: Config) -> None:
         """The loop (created here if new) gets a 'lab.piece' event naming its lab, arm, seed and the arms' roles
         (control, oracle, spurious, label_free, demo): the dashboard's lab page groups loops by it."""
-        from sqlalchemy import select
 
         from selfloop.db.engine import open_database
-        from selfloop.db.models import Event
+        from selfloop.db.lab import has_piece_event
         from selfloop.db.queries import add_event
         from selfloop.loop import open_loop
 
@@ -228,7 +223,7 @@ class Lab:
         try:
             loop = open_loop(db, config)
             with db.session() as session:
-                if session.scalar(select(Event.id).where(Event.loop_id == loop.id, Event.kind == "lab.piece")) is None:
+                if not has_piece_event(session, loop.id):
                     add_event(session, loop.id, None, "lab.piece", f"lab {self.spec.name}: arm {piece.arm}, seed {piece.seed}",
                               data={"lab": self.spec.name, "arm": piece.arm, "seed": piece.seed, **self.spec.roles()})
         finally:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from selfloop.adapters import Adapter
 from selfloop.config import Config
+from selfloop.db import iteration
 from selfloop.db.engine import Database
-from selfloop.db.models import PhaseRun
 from selfloop.errors import Interrupted
 from selfloop.faults import failpoint
 from selfloop.runtime import Runtime
@@ -59,12 +57,10 @@ class PhaseContext:
         failpoint(f"{self.phase}.{name}")
 
     def mark_done(self, session: Session) -> None:
-        session.execute(
-            update(PhaseRun).where(PhaseRun.id == self.phase_run_id).values(status="done", finished_at=datetime.now(UTC))
-        )
+        iteration.mark_phase_done(session, self.phase_run_id)
 
     def set_progress(self, done: int, total: int, note: str | None = None) -> None:
         """Record how far the phase is (`selfloop status`, /metrics); `note` says what is counted."""
         values = {"progress_done": done, "progress_total": total} | ({"progress_note": note} if note else {})
         with self.db.session() as session:
-            session.execute(update(PhaseRun).where(PhaseRun.id == self.phase_run_id).values(**values))
+            iteration.set_phase_progress(session, self.phase_run_id, **values)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
-from sqlalchemy import select, true
 
 from selfloop.algorithms import spec, trainer
-from selfloop.db.models import Eval, EvalItem, Iteration, Loop, Prompt, Sample
+from selfloop.db import evaluation
+from selfloop.db.models import Eval, EvalItem, Iteration
 from selfloop.db.queries import adapter_of, add_event, ancestor_ids, insert_ignore, row
 from selfloop.engines.base import Completion, Sampling
 from selfloop.engines.chat import prompt_chat
@@ -48,9 +48,7 @@ if TYPE_CHECKING:
 def check_disjoint(ctx: PhaseContext, suites: dict[str, list[Item]]) -> None:
     """Refuse to evaluate on a problem the loop could have trained on."""
     with ctx.db.session() as session:
-        trained = set(session.scalars(
-            select(Prompt.text).join(Iteration, Iteration.id == Prompt.iteration_id).where(Iteration.loop_id == ctx.loop_id)
-        ))
+        trained = evaluation.trained_prompts(session, ctx.loop_id)
     trained |= {t.prompt for t in load_pool(ctx.config.generation.tasks)}
     for name, items in suites.items():
         overlap = [it.prompt for it in items if it.prompt in trained]
@@ -63,27 +61,18 @@ def _reuse(ctx: PhaseContext, suite: SuiteConfig, checkpoint_id: int | None, ite
     """Rows of an earlier evaluation of the same policy on the same problems in this loop, else (a suite without
     sampled majorities, answered greedily) in a loop it was forked from, or with eval.reuse_from_store in any loop of
     the store, that evaluated it with the same settings: a fork's start is its parent's candidate, answered already."""
-    same_policy = Eval.checkpoint_id.is_(None) if checkpoint_id is None else Eval.checkpoint_id == checkpoint_id
     greedy_only = suite.majority_k == 0
     anywhere = ctx.config.eval.reuse_from_store and greedy_only
     with ctx.db.session() as session:
         ancestors = ancestor_ids(session, ctx.loop_id) if greedy_only else []
-        evaluated = session.execute(
-            select(Eval.iteration_id, Eval.role, Iteration.loop_id)
-            .join(Iteration, Iteration.id == Eval.iteration_id)
-            .where(Iteration.id != ctx.iteration_id, Eval.suite == suite.name, same_policy,
-                   true() if anywhere else Iteration.loop_id.in_([ctx.loop_id, *ancestors]))
-            .order_by(Iteration.loop_id != ctx.loop_id, Iteration.loop_id, Eval.iteration_id.desc())
-        ).all()
-        configs: dict[int, dict[str, Any]] = dict(session.execute(select(Loop.id, Loop.config).where(
-            Loop.id.in_({e.loop_id for e in evaluated} - {ctx.loop_id}))).all())
+        evaluated = evaluation.earlier_evaluations(session, ctx.iteration_id, ctx.loop_id, suite.name, checkpoint_id,
+                                                   None if anywhere else [ctx.loop_id, *ancestors])
+        configs = evaluation.loop_configs(session, {e.loop_id for e in evaluated} - {ctx.loop_id})
         found = next((e for e in evaluated
                       if e.loop_id == ctx.loop_id or _same_settings(configs[e.loop_id], ctx.config, suite)), None)
         if found is None:
             return None
-        rows = session.scalars(select(EvalItem).where(
-            EvalItem.iteration_id == found.iteration_id, EvalItem.role == found.role, EvalItem.suite == suite.name
-        ).order_by(EvalItem.item_index)).all()
+        rows = evaluation.suite_items(session, found.iteration_id, found.role, suite.name)
     if [r.prompt for r in rows] != [it.prompt for it in items]:
         return None
     keep = ("item_index", "prompt", "answer", "response", "predicted", "correct", "majority_correct", "majority_answer",
@@ -102,9 +91,7 @@ def _cache_key(ctx: PhaseContext, suite: SuiteConfig, adapter: Adapter | None, i
 def _keep(ctx: PhaseContext, role: str, suite: SuiteConfig, cache: Path, digest: str) -> None:
     """The suite's rows for `role`, now complete in the store, kept in the eval cache."""
     with ctx.db.session() as session:
-        rows = session.scalars(select(EvalItem).where(
-            EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role, EvalItem.suite == suite.name
-        ).order_by(EvalItem.item_index)).all()
+        rows = evaluation.suite_items(session, ctx.iteration_id, role, suite.name)
         found = [{f: getattr(r, f) for f in eval_cache.ROW_FIELDS} for r in rows]
     eval_cache.save(cache, digest, found)
 
@@ -128,8 +115,7 @@ def _answer(ctx: PhaseContext, role: str, suite: SuiteConfig, items: list[Item],
     spec = family(suite.graded_by())
     system = ctx.config.generation.system_prompt
     with ctx.db.session() as session:
-        done = set(session.scalars(select(EvalItem.item_index).where(
-            EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)))
+        done = evaluation.answered(session, ctx.iteration_id, role, suite.name)
     todo = [i for i in range(len(items)) if i not in done]
     if not todo:
         return
@@ -200,9 +186,7 @@ def consistent(predicted: str | None, majority: str | None) -> bool:
 
 def _summarise(session: Session, iteration_id: int, role: str, suite: SuiteConfig, checkpoint_id: int | None) -> list[dict]:
     spec = family(suite.graded_by())
-    rows = session.execute(select(EvalItem.correct, EvalItem.majority_correct, EvalItem.num_tokens, EvalItem.response,
-                                  EvalItem.answer, EvalItem.predicted, EvalItem.majority_answer, EvalItem.parts).where(
-        EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite.name)).all()
+    rows = evaluation.graded(session, iteration_id, role, suite.name)
     n = len(rows)
     correct = sum(1 for r in rows if r.correct)
     base = {"iteration_id": iteration_id, "role": role, "checkpoint_id": checkpoint_id, "suite": suite.name, "n": n}
@@ -243,9 +227,7 @@ def _held_out(ctx: PhaseContext, policies: list[tuple[str, int | None]], adapter
         ctx.set_progress(done, len(jobs), f"{name} held-out figures")
         logger.info("evaluate: {}'s held-out figures, {} on {} ({}/{})", name, role, suite.name, done + 1, len(jobs))
         with ctx.db.session() as session:
-            items = session.execute(select(EvalItem.item_index, EvalItem.prompt, EvalItem.response, EvalItem.correct)
-                                    .where(EvalItem.iteration_id == ctx.iteration_id, EvalItem.role == role,
-                                           EvalItem.suite == suite.name).order_by(EvalItem.item_index)).all()
+            items = evaluation.answers(session, ctx.iteration_id, role, suite.name)
         asked = load_suite(suite)  # a suite of conversations: the turns each item was asked with
         chats = [prompt_chat(i.prompt, system, asked[i.item_index].chat if i.item_index < len(asked) else None)
                  for i in items]
@@ -265,10 +247,7 @@ def _kl_from_start(ctx: PhaseContext) -> float | None:
     if ctx.policy is None:
         return 0.0  # the iteration starts from the base model itself
     with ctx.db.session() as session:
-        rows = session.execute(select(Prompt.text, Prompt.messages, Sample.token_ids)
-                               .join(Prompt, Prompt.id == Sample.prompt_id)
-                               .where(Sample.iteration_id == ctx.iteration_id)
-                               .order_by(Prompt.source, Prompt.item_index, Sample.sample_index).limit(n)).all()
+        rows = evaluation.first_rollouts(session, ctx.iteration_id, n)
     if not rows:
         return None
     chats = [prompt_chat(text, ctx.config.generation.system_prompt, messages) for text, messages, _ in rows]

@@ -21,9 +21,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
-
-from selfloop.db.models import Judgment, Prompt, Sample, Vote
+from selfloop.db import judging
+from selfloop.db.models import Judgment, Vote
 from selfloop.db.queries import add_event, insert_ignore, set_metric, unjudged_samples
 from selfloop.engines.base import Completion, Sampling
 from selfloop.families import family
@@ -78,8 +77,7 @@ def _vote(ctx: PhaseContext) -> None:
     if not by_prompt:
         return
     with ctx.db.session() as session:
-        truths = {row.id: row for row in session.execute(
-            select(Prompt.id, Prompt.answer, Prompt.family).where(Prompt.id.in_(list(by_prompt))))}
+        truths = judging.prompts(session, list(by_prompt))
     judgments, votes = [], []
     voters = ctx.config.judge.vote.voters
     for prompt_id, samples in by_prompt.items():
@@ -120,7 +118,7 @@ def _llm_judge(ctx: PhaseContext) -> None:
     sampling = Sampling(n=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, stop=stops)
     per_call = max(1, 2 * ctx.config.engine.batch_size // cfg.k)
     with ctx.db.session() as session:
-        samples = session.scalar(select(func.count()).select_from(Sample).where(Sample.iteration_id == ctx.iteration_id)) or 0
+        samples = judging.sample_count(session, ctx.iteration_id)
     with Progress("judge", samples * cfg.k, on_update=ctx.set_progress, done=(samples - len(todo)) * cfg.k) as progress:
         for start in range(0, len(todo), per_call):
             ctx.check_stop()
@@ -172,8 +170,7 @@ def _token_stats(ctx: PhaseContext, todo: list) -> dict[int, tuple[list[float], 
 
     ids = [s.id for s in todo]
     with ctx.db.session() as session:
-        stored = {row.id: row for row in session.execute(
-            select(Sample.id, Sample.token_entropies, Sample.token_self_certainties).where(Sample.id.in_(ids)))}
+        stored = judging.token_stats(session, ids)
     out = {i: (stored[i].token_entropies, stored[i].token_self_certainties) for i in ids
            if stored[i].token_entropies is not None and stored[i].token_self_certainties is not None}
     missing = [s for s in todo if s.id not in out]
@@ -187,9 +184,7 @@ def _token_stats(ctx: PhaseContext, todo: list) -> dict[int, tuple[list[float], 
                                        [s.token_ids for s in chunk], adapter=ctx.policy)
             rounded = {s.id: ([round(x, 5) for x in e], [round(x, 5) for x in c]) for s, (e, c) in zip(chunk, stats)}
             with ctx.db.session() as session:
-                for sample_id, (e, c) in rounded.items():
-                    session.execute(update(Sample).where(Sample.id == sample_id).values(
-                        token_entropies=e, token_self_certainties=c))
+                judging.store_token_stats(session, rounded)
             out |= rounded
     return out
 
@@ -253,8 +248,7 @@ def _cross_view(ctx: PhaseContext) -> None:
     for s in todo:
         by_prompt[s.prompt_id].append(s)
     with ctx.db.session() as session:
-        prompts = session.execute(select(Prompt.id, Prompt.family, Prompt.task_key, Prompt.text)
-                                  .where(Prompt.id.in_(list(by_prompt)))).all()
+        prompts = list(judging.prompts(session, list(by_prompt)).values())
     other = paraphrases([(p.id, p.family, p.task_key, p.text) for p in prompts], ctx.config.generation.tasks.levels)
     g = ctx.config.generation
     sampling = Sampling(n=cfg.samples, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
-from selfloop.db.models import Eval, EvalItem, Iteration, Loop
+from selfloop.db import evaluation
+from selfloop.db.models import Iteration, Loop
 from selfloop.db.queries import add_event, monitor_history, policy_after, row, set_metric
 from selfloop.evals.stats import paired_difference
 from selfloop.guard import decide
@@ -28,12 +27,8 @@ def _paired(session: Session, iteration_id: int, suite: str, metric: str) -> tup
 
     def flags(role: str) -> dict[int, bool]:
         if metric == "self_consistency":  # label-free: greedy answer == majority of k samples
-            found = session.execute(select(EvalItem.item_index, EvalItem.predicted, EvalItem.majority_answer).where(
-                EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite)).all()
-            return {i: consistent(p, m) for i, p, m in found}
-        column = EvalItem.majority_correct if metric == "majority_accuracy" else EvalItem.correct
-        return {i: bool(ok) for i, ok in session.execute(select(EvalItem.item_index, column).where(
-            EvalItem.iteration_id == iteration_id, EvalItem.role == role, EvalItem.suite == suite))}
+            return {i: consistent(p, m) for i, p, m in evaluation.predictions(session, iteration_id, role, suite)}
+        return evaluation.verdicts(session, iteration_id, role, suite, majority=metric == "majority_accuracy")
 
     rows = {role: flags(role) for role in ("candidate", "baseline")}
     keys = sorted(rows["candidate"].keys() & rows["baseline"].keys())
@@ -43,11 +38,8 @@ def _paired(session: Session, iteration_id: int, suite: str, metric: str) -> tup
 
 
 def consecutive_rejections(session: Session, loop_id: int) -> int:
-    decided = session.scalars(select(Iteration.promoted).where(
-        Iteration.loop_id == loop_id, Iteration.promoted.is_not(None), Iteration.output_checkpoint_id.is_not(None)
-    ).order_by(Iteration.number.desc())).all()
     count = 0
-    for promoted in decided:
+    for promoted in evaluation.decisions(session, loop_id):
         if promoted:
             break
         count += 1
@@ -71,8 +63,7 @@ def run(ctx: PhaseContext) -> None:
             ctx.mark_done(session)
             return
         suite, _, metric = cfg.main_metric.partition("/")
-        values = dict(session.execute(select(Eval.role, Eval.value).where(
-            Eval.iteration_id == it.id, Eval.suite == suite, Eval.metric == metric)).all())
+        values = evaluation.figure(session, it.id, suite, metric)
         candidate, baseline = values["candidate"], values["baseline"]
         diff = _paired(session, it.id, suite, metric)
         promote = candidate >= baseline - cfg.tolerance

@@ -10,8 +10,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
+from selfloop.db import iteration
 from selfloop.db.models import Prompt, Sample
 from selfloop.db.queries import insert_ignore
 from selfloop.engines.base import Sampling
@@ -57,12 +56,8 @@ def run(ctx: PhaseContext) -> None:
     draw_task_prompts(ctx)
     sampling = sampling_of(ctx)
     with ctx.db.session() as session:
-        prompts = session.execute(
-            select(Prompt.id, Prompt.source, Prompt.item_index, Prompt.text, Prompt.messages)
-            .where(Prompt.iteration_id == ctx.iteration_id)
-            .order_by(Prompt.source, Prompt.item_index)
-        ).all()
-        done = set(session.scalars(select(Sample.prompt_id).where(Sample.iteration_id == ctx.iteration_id)))
+        prompts = iteration.prompts(session, ctx.iteration_id)
+        done = iteration.sampled(session, ctx.iteration_id)
         todo = [p for p in prompts if p.id not in done]  # a prompt's n samples are committed together
         if not todo:
             ctx.mark_done(session)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
 
 from selfloop.algorithms import spec, trainer
 from selfloop.algorithms.spec import SHARED, AlgorithmSpec
+from selfloop.db import iteration
 from selfloop.db.curation import dropped_prompts
 from selfloop.db.models import Example, ExampleCandidate
 from selfloop.db.queries import add_event, insert_ignore, set_metric
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def run(ctx: PhaseContext) -> None:
     name = ctx.config.train.algorithm
     with ctx.db.session() as session:
-        if not session.scalar(select(func.count()).select_from(Example).where(Example.iteration_id == ctx.iteration_id)):
+        if not iteration.example_count(session, ctx.iteration_id):
             rows = [{**row, "algorithm": name} for row in trainer(name).select(session, ctx.iteration_id, ctx.config)]
             check_shape(spec(name), rows)
             rows = [own_data(spec(name), row) for row in rows]
@@ -98,8 +98,7 @@ def store_examples(session: Session, iteration_id: int, rows: list[dict]) -> Non
         examples.append({**row, "iteration_id": iteration_id, "item_index": i})
     insert_ignore(session, Example, examples, ["iteration_id", "item_index"])
     if candidates:
-        ids = dict(session.execute(select(Example.item_index, Example.id).where(
-            Example.iteration_id == iteration_id, Example.item_index.in_(list(candidates)))).all())
+        ids = iteration.example_ids(session, iteration_id, list(candidates))
         insert_ignore(session, ExampleCandidate, [
             {"example_id": ids[i], "rank": rank, "sample_id": c["sample_id"], "score": c.get("score")}
             for i, ranked in candidates.items() for rank, c in enumerate(ranked)], ["example_id", "rank"])

@@ -11,10 +11,10 @@ import random
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import func, select
 
+from selfloop.db import iteration
 from selfloop.db.curation import hard_prompts
-from selfloop.db.models import Iteration, Prompt
+from selfloop.db.models import Prompt
 from selfloop.db.queries import insert_ignore, metrics_of, set_metric
 from selfloop.engines.base import Sampling
 from selfloop.engines.chat import user_chat
@@ -42,16 +42,9 @@ def run(ctx: PhaseContext) -> None:
         state = metrics_of(session, ctx.iteration_id, M)
         generated = [
             Example(prompt_key(number, index), text)
-            for number, index, text in session.execute(
-                select(Iteration.number, Prompt.item_index, Prompt.text)
-                .join(Iteration, Iteration.id == Prompt.iteration_id)
-                .where(Iteration.loop_id == ctx.loop_id, Prompt.source == "self_instruct")
-                .order_by(Iteration.number, Prompt.item_index)
-            )
+            for number, index, text in iteration.self_instructed(session, ctx.loop_id)
         ]
-        accepted = session.scalar(
-            select(func.count()).where(Prompt.iteration_id == ctx.iteration_id, Prompt.source == "self_instruct")
-        ) or 0
+        accepted = iteration.prompt_count(session, ctx.iteration_id, "self_instruct")
         if cfg.num_prompts == 0 or accepted >= cfg.num_prompts:
             ctx.mark_done(session)
             return
