@@ -125,13 +125,13 @@ def test_upgrade_to_an_unknown_revision_is_one_line(tmp_path: Path, run_cli) -> 
 def test_unexpected_errors_lose_their_sql_and_name_a_full_disk() -> None:
     from sqlalchemy.exc import OperationalError
 
-    from selfloop.cli import _one_line
+    from selfloop.cli import one_line
 
     exc = OperationalError("INSERT INTO samples (text) VALUES (?)", ("secret sample text",), Exception("database or disk is full"))
-    assert _one_line(exc) == "the database's disk is full: free some space, then resume"
+    assert one_line(exc) == "the database's disk is full: free some space, then resume"
     exc = OperationalError("SELECT x FROM t WHERE a = ?", ("secret",), Exception("no such column: x"))
-    assert _one_line(exc) == "database error: no such column: x"
-    assert "free some space" in _one_line(OSError(errno.ENOSPC, "No space left on device", "/state/checkpoints/x"))
+    assert one_line(exc) == "database error: no such column: x"
+    assert "free some space" in one_line(OSError(errno.ENOSPC, "No space left on device", "/state/checkpoints/x"))
 
 
 @pytest.mark.integration

@@ -29,7 +29,8 @@ def test_wheel_ships_migrations_and_prompts_and_upgrades_a_database(tmp_path: Pa
                      "selfloop/ui/templates/base.html", "selfloop/ui/templates/prompt.html",
                      "selfloop/ui/static/selfloop.js", "selfloop/ui/static/style.css",
                      "selfloop/prompts/judge_additive.txt", "selfloop/prompts/self_instruct.txt",
-                     "selfloop/prompts/seed_tasks.jsonl", "selfloop/cli.py", "selfloop/api.py", "selfloop/py.typed",
+                     "selfloop/prompts/seed_tasks.jsonl", "selfloop/cli/main.py", "selfloop/ui/routes/api.py",
+                     "selfloop/api.py", "selfloop/py.typed",
                      "selfloop/migrations/versions/2026_12_02_0008_writer_lease_lock_key.py"):
         assert required in names, required
     # every module of the package ships (a new sub-package missing from pyproject's list would not)

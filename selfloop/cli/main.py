@@ -50,7 +50,7 @@ def _description() -> str:
 SHARED_OUTPUTS = ("report", "export", "merge")
 
 
-def _one_line(exc: Exception) -> str:
+def one_line(exc: Exception) -> str:
     """An unexpected error as one line, without the SQL text or parameters SQLAlchemy appends."""
 
     from sqlalchemy.exc import DBAPIError, StatementError
@@ -139,6 +139,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - an unexpected failure: still one line unless --debug
         if args.debug:
             raise redact_exception(exc)  # noqa: B904 - the same exception, its message masked, with its own chain
-        print(redact(f"selfloop: {_one_line(exc)} (run with --debug for the traceback)"), file=sys.stderr)
+        print(redact(f"selfloop: {one_line(exc)} (run with --debug for the traceback)"), file=sys.stderr)
         code = 1
     sys.exit(code)
