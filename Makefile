@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-v1
 
-.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast lint reference bench-env bench gpu-check
+.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast lint reference bench-env bench bench-lab gpu-check
 
 env: $(STAMP)
 
@@ -97,6 +97,10 @@ bench: $(STAMP) bench-env
 	$(BIN)/python bench/iteration.py
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/ui.py
+
+# A lab piece of each family, this tree against the code before issue 47 (about an hour; alone on the machine).
+bench-lab: $(STAMP)
+	$(BIN)/python bench/lab_piece.py
 
 # The unit tier only (about 30 s on 2 cores, TEST_JOBS workers; a test that starts a process or runs a loop iteration is marked integration).
 test-fast: $(STAMP)

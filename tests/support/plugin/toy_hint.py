@@ -11,11 +11,11 @@ from selfloop.db.models import Judgment, Prompt, Sample, Vote
 def select(session, iteration_id, config):
     options = config.train.options()
     rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Judgment.score, Prompt.text, Vote.share)
+        sql_select(Sample.prompt_id, Sample.id, Judgment.trained_score, Prompt.text, Vote.share)
         .join(Judgment, Judgment.sample_id == Sample.id).join(Prompt, Prompt.id == Sample.prompt_id)
         .join(Vote, Vote.prompt_id == Prompt.id)
         .where(Sample.iteration_id == iteration_id, Judgment.kind == "vote")
-        .order_by(Sample.prompt_id, Judgment.score.desc(), Sample.sample_index)
+        .order_by(Sample.prompt_id, Judgment.trained_score.desc(), Sample.sample_index)
     ).all()
     out, seen = [], set()
     for prompt_id, sample_id, score, text, share in rows:

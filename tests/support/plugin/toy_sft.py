@@ -11,10 +11,10 @@ from selfloop.db.models import Judgment, Sample
 
 def select(session, iteration_id, config):
     rows = session.execute(
-        sql_select(Sample.prompt_id, Sample.id, Judgment.score)
+        sql_select(Sample.prompt_id, Sample.id, Judgment.trained_score)
         .join(Judgment, Judgment.sample_id == Sample.id)
         .where(Sample.iteration_id == iteration_id, Judgment.kind == "vote")
-        .order_by(Sample.prompt_id, Judgment.score.desc(), Sample.sample_index)
+        .order_by(Sample.prompt_id, Judgment.trained_score.desc(), Sample.sample_index)
     ).all()
     kept = defaultdict(list)
     for prompt_id, sample_id, score in rows:
