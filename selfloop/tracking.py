@@ -152,6 +152,16 @@ class MLflowBackend:
         self.monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=self.uri)
         self.monitor.start()
 
+    def _last_system_sample(self) -> None:
+        """One sample taken as the loop's process ends: the monitor publishes only after its first interval and a
+        round trip to the store, which a short run (or a busy machine) can outlast, leaving the run with none."""
+        try:
+            self.monitor.collect_metrics()
+            self.monitor.publish_metrics(self.monitor.aggregate_metrics())
+            self.monitor.mlflow_logger.flush()
+        except Exception as exc:  # noqa: BLE001 - system metrics never fail the tracker
+            logger.warning("tracking.mlflow.system_metrics: the last sample was not sent ({})", exc)
+
     def log_steps(self, steps: list[tuple[int, dict[str, float]]]) -> None:
         from mlflow.entities import Metric as MlflowMetric
 
@@ -184,7 +194,8 @@ class MLflowBackend:
 
     def close(self, finished: bool) -> None:
         if self.monitor is not None:
-            self.monitor.finish()
+            self.monitor.finish()  # joins its thread and sends what it sampled
+            self._last_system_sample()
             self.monitor = None
         if self.run_id is not None and finished:
             self.client.set_terminated(self.run_id)
