@@ -34,7 +34,7 @@ from selfloop.algorithms.items import LogpFn, TrainItem
 from selfloop.algorithms.rest import item_nll
 from selfloop.algorithms.rtuning_config import RTuningConfig
 from selfloop.algorithms.spec import chosen_options
-from selfloop.db import selection
+from selfloop.db import judging, selection
 from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import voted_samples
 from selfloop.judging.vote import answer_entropy
@@ -62,7 +62,7 @@ def select(session: Session, iteration_id: int, config: Config) -> list[dict]:
     answers: dict[int, list[str | None]] = {}
     for prompt_id, answer in voted_samples(session, iteration_id, Sample.prompt_id, Judgment.answer):
         answers.setdefault(prompt_id, []).append(answer)
-    known = selection.known_answers(session, list(answers))
+    known = {i: p.answer for i, p in judging.prompts(session, list(answers)).items()}
     votes = selection.votes(session, list(answers))
     if cfg.label == "checked":
         rows = [(p, known[p], bool(votes[p].correct)) for p in answers

@@ -360,7 +360,7 @@ def answer_extractors(session: Session, name: str, family_name: str | None) -> t
         return ()
     # Read as stored, not validated: a plug-in's loop whose algorithm is not installed here still has its chain;
     # a snapshot without one ran with the default (the config's default is DEFAULT_CHAIN).
-    snapshot = session.scalar(select(Loop.config).where(Loop.name == name)) or {}
+    snapshot = loop_snapshot(session, name)
     return tuple(snapshot.get("judge", {}).get("vote", {}).get("extractors") or DEFAULT_CHAIN)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
+from selfloop.db.iteration import numbered
 from selfloop.db.models import Example, Iteration, Judgment, Prompt, Sample, Vote
 
 DRAWN = (Prompt.source, Prompt.item_index)  # the order a loop draws its prompts in
@@ -21,9 +22,8 @@ def iteration_number(session: Session, iteration_id: int) -> int | None:
 def previous_iteration(session: Session, iteration_id: int) -> int | None:
     """The id of the loop's iteration before this one."""
     it = session.get(Iteration, iteration_id)
-    if it is None:
-        return None
-    return session.scalar(select(Iteration.id).where(Iteration.loop_id == it.loop_id, Iteration.number == it.number - 1))
+    previous = numbered(session, it.loop_id, it.number - 1) if it is not None else None
+    return previous.id if previous is not None else None
 
 
 def prompt_places(session: Session, iteration_id: int) -> dict[int, tuple[str, int]]:
@@ -70,10 +70,6 @@ def judged_verdicts(session: Session, iteration_id: int) -> Sequence[Row]:
         .join(Judgment, (Judgment.sample_id == Sample.id) & (Judgment.kind == "llm_judge") & Judgment.trained_ok)
         .where(Sample.iteration_id == iteration_id, Judgment.trained_score.is_not(None))
         .order_by(*DRAWN, Sample.sample_index, Judgment.judge_index)).all()
-
-
-def known_answers(session: Session, prompt_ids: list[int]) -> dict[int, str | None]:
-    return {i: a for i, a in session.execute(select(Prompt.id, Prompt.answer).where(Prompt.id.in_(prompt_ids)))}
 
 
 def votes(session: Session, prompt_ids: list[int]) -> dict[int, Vote]:

@@ -34,8 +34,6 @@ from selfloop.db.models import Judgment, Sample
 from selfloop.db.queries import add_event, set_metric, voted_samples
 from selfloop.judging.vote import answer_entropy
 
-_metric = monitors.metric_value
-
 
 def _main(session: Session, iteration_id: int, main: str, role: str) -> float | None:
     suite, _, metric = main.partition("/")
@@ -98,15 +96,15 @@ def monitor(session: Session, config: Config, loop_id: int, iteration_id: int, n
         "drift.distinct_2": distinct_2(text for _, text in monitors.sample_texts(session, iteration_id)),
         "drift.mean_response_tokens": length,
         "drift.mean_token_logprob": logprob,
-        "drift.judge_score": _metric(session, iteration_id, "judge.mean_score"),
-        "drift.vote_share": _metric(session, iteration_id, "judge.vote_share"),
+        "drift.judge_score": monitors.metric_value(session, iteration_id, "judge.mean_score"),
+        "drift.vote_share": monitors.metric_value(session, iteration_id, "judge.vote_share"),
         "drift.self_certainty": self_certainty_mean(session, iteration_id),
     }
     now = {k: float(v) for k, v in found.items() if v is not None}
     for name, value in now.items():
         set_metric(session, iteration_id, name, value)
     first_id = monitors.first_iteration(session, loop_id) or iteration_id  # the loop's first iteration (this one, at least)
-    first = {k: _metric(session, first_id, k) for k in now} if first_id != iteration_id else {}
+    first = {k: monitors.metric_value(session, first_id, k) for k in now} if first_id != iteration_id else {}
     d = config.eval.drift
     warnings = []
     start_length = first.get("drift.mean_response_tokens")
