@@ -37,12 +37,13 @@ def store_token_stats(session: Session, stats: dict[int, tuple[list[float], list
             token_entropies=entropies, token_self_certainties=certainties))
 
 
-def to_transform(session: Session, iteration_id: int) -> list[Row]:
-    """The iteration's LLM-judge and vote judgments no transform has touched, each with its sample's prompt, index,
-    correctness and text and the prompt's source, index, text and answer, in the order the loop drew them."""
+def to_transform(session: Session, iteration_id: int, texts: bool = False) -> list[Row]:
+    """The iteration's LLM-judge and vote judgments no transform has touched, each with its sample's prompt, index and
+    correctness and the prompt's source and index (with `texts`, also the sample's and prompt's text and the prompt's
+    answer: what a reward function reads), in the order the loop drew them."""
+    read = (Sample.text.label("sample_text"), Prompt.text.label("prompt_text"), Prompt.answer) if texts else ()
     rows = session.execute(
-        select(Judgment, Sample.prompt_id, Sample.sample_index, Sample.correct, Sample.text.label("sample_text"),
-               Prompt.source, Prompt.item_index, Prompt.text.label("prompt_text"), Prompt.answer)
+        select(Judgment, Sample.prompt_id, Sample.sample_index, Sample.correct, Prompt.source, Prompt.item_index, *read)
         .join(Sample, Sample.id == Judgment.sample_id).join(Prompt, Prompt.id == Sample.prompt_id)
         .where(Sample.iteration_id == iteration_id, Judgment.kind.in_(TRANSFORMED), Judgment.reward_mode.is_(None))
         .order_by(Prompt.source, Prompt.item_index, Sample.sample_index, Judgment.judge_index)).all()

@@ -98,7 +98,7 @@ def _by_function(session: Session, iteration_id: int, function: str) -> int:
     its signal's units (x1 for a vote, x5 points for the judge)."""
     from selfloop.judging.reward_function import rewards
 
-    fresh = judging.to_transform(session, iteration_id)
+    fresh = judging.to_transform(session, iteration_id, texts=True)
     samples = {r.Judgment.sample_id: (r.prompt_text, r.sample_text, r.answer) for r in fresh}
     if not samples:
         return 0
