@@ -248,6 +248,18 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     assert [(l["arm"], l["seed"], l["iterations"]) for l in lines] == [("control", 0, 1), ("oracle", 0, 1), ("rlsc", 0, 1)]
     assert {l["suites"]["test"]["start"] for l in lines} == {lines[0]["suites"]["test"]["start"]}
     assert all(l["suites"]["test-unseen"]["split"] == "test" and l["suites"]["val"]["split"] == "validation" for l in lines)
+    # each iteration's label-free monitors as the collapse guard reads them from the store: a guard replays from a line
+    from selfloop.db.engine import open_database as _open
+    from selfloop.db.queries import loop_by_name, monitor_history
+
+    store = _open(f"sqlite:///{clean_dir / '.lab' / 't.db'}")
+    with store.session() as session:
+        for line in lines:
+            loop = loop_by_name(session, f"t.{line['arm']}.s0")
+            assert line["monitors"] == [{"iteration": n, **m} for n, m in monitor_history(session, loop.id, 1)]
+    store.dispose()
+    rlsc = next(l for l in lines if l["arm"] == "rlsc")
+    assert [m["iteration"] for m in rlsc["monitors"]] == [1] and "drift.answer_entropy" in rlsc["monitors"][0]
     # What reproduces a line: its resolved config (a hash, and the snapshot beside the results), the versions, the CPU
     # and the model's weights.
     import hashlib

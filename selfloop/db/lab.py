@@ -11,6 +11,7 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from selfloop.db.models import Eval, EvalItem, Event, Iteration, Loop, Metric, PhaseRun
+from selfloop.db.queries import monitor_history
 
 
 def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
@@ -55,8 +56,9 @@ def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
                                .where(Iteration.loop_id == loop.id, Metric.name == metric))
         if value is not None:
             signal[metric.removeprefix("judge.")] = float(value)
+    monitors = [{"iteration": number, **values} for number, values in monitor_history(session, loop.id, iterations[-1].number)]
     return {"created_at": loop.created_at.isoformat() if loop.created_at else None, "iterations": len(iterations),
-            "promoted": len(promoted), "status": loop.status,
+            "promoted": len(promoted), "status": loop.status, "monitors": monitors,
             "suites": {s: {"start": start[s], "final": final.get(s, start[s]), "curve": curve[s]} for s in start},
             "phase_seconds": {k: round(float(v or 0.0), 1) for k, v in seconds.items()}, "signal": signal}
 

@@ -47,6 +47,7 @@ class ResultLine(BaseModel):
     promoted: int = 0
     signal: dict[str, float] = {}
     commit: str | None = None
+    monitors: list[dict[str, float]] = []  # per iteration: its number and label-free monitors (lines since 2026-12-07)
 
 
 def read_lines(path: Path, lab: str) -> list[dict[str, Any]]:
