@@ -31,7 +31,7 @@ def blocks(path: Path, name: str) -> dict[str, str]:
 @pytest.mark.parametrize("lab_file", LABS, ids=[p.name for p in LABS])
 def test_every_generated_block_is_what_the_lines_give(lab_file: Path) -> None:
     lab = Lab(lab_file)
-    result = compare(lab.lines(), **lab.spec.roles())
+    result = compare(lab.lines(), **lab.spec.roles(), guards=lab.guards())
     relative = lab_file.relative_to(REPO)
     assert blocks(REPO / "docs" / "results.md", lab.spec.name).get("full"), f"docs/results.md has no block of {lab.spec.name}"
     for path in DOCS:
@@ -60,3 +60,18 @@ def test_update_rewrites_a_block_and_refuses_a_file_without_one(tmp_path: Path, 
     (tmp_path / "other.md").write_text("no markers\n")
     code, _, err = run_cli("lab", "report", str(tmp_path / "methods.yaml"), "--update", str(tmp_path / "other.md"))
     assert code == 1 and "no block of lab methods-arithmetic" in err
+
+
+def test_a_lab_with_no_lines_yet_writes_blocks_that_say_so(tmp_path: Path, run_cli) -> None:
+    import shutil
+
+    shutil.copy(REPO / "labs" / "methods.yaml", tmp_path / "methods.yaml")  # its results file is not there
+    doc = tmp_path / "doc.md"
+    doc.write_text("".join(f"<!-- lab-report:methods-arithmetic:{style}:start -->\nold\n"
+                           f"<!-- lab-report:methods-arithmetic:{style}:end -->\n" for style in STYLES))
+    code, out, err = run_cli("lab", "report", str(tmp_path / "methods.yaml"), "--update", str(doc))
+    assert code == 0, err
+    assert "no finished control arm yet" in out
+    text = doc.read_text()
+    assert "old" not in text and text.count("0 results lines from 0 commit(s)") == 2
+    assert "No finished control arm yet, nothing to compare." in text

@@ -74,7 +74,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         return 0
     from selfloop.lab.report import compare, markdown, write_report
 
-    result = compare(lab.lines(), **lab.spec.roles())
+    result = compare(lab.lines(), **lab.spec.roles(), guards=lab.guards())
     if args.out:
         index = write_report(lab.spec.name, result, args.out)
         print(f"wrote {index}", file=sys.stderr)

@@ -7,7 +7,8 @@ interval over seeds (each item's gain averaged over the seeds, then a paired int
 the unit, so an item's correlation across seeds does not narrow it), and the fraction of the oracle arm's mean gain
 (or of the arm's own ceiling, the lab file's `ceilings`).
 The reported suites are the test splits (no decision ever read them) when the lab has any; validation suites are
-in the JSON too. `goals` marks the efficacy lab's goals met or not, from the same numbers.
+in the JSON too. `goals` marks the efficacy lab's goals met or not, from the same numbers; `guard` replays the
+collapse guard over the long arms' monitors (lab/guard_replay.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from selfloop.evals.stats import Z95, bootstrap_ratio, holm, paired_difference, two_sided_p
+from selfloop.lab import guard_replay
 
 SEEDS_FOR_A_CLAIM = 3  # a goal is met only on at least this many seeds
 
@@ -80,10 +82,11 @@ def _flags(bits: str) -> list[bool]:
 
 def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, spurious: str | None = None,
             label_free: tuple[str, ...] | list[str] | None = (), demo: str | None = None,
-            ceilings: dict[str, str] | None = None) -> dict[str, Any]:
+            ceilings: dict[str, str] | None = None, guards: dict[str, Any] | None = None) -> dict[str, Any]:
     """The comparison as a JSON-ready mapping (see the module docstring); the goals need the arms' roles: the
     spurious-reward control, the label-free arms and the demo's arm. `ceilings`: arm -> the arm its fraction of the
-    oracle is taken against instead of `oracle` (the goals always read `oracle`)."""
+    oracle is taken against instead of `oracle` (the goals always read `oracle`). `guards`: arm -> the guard config
+    its long run is replayed under (lab/guard_replay.py; default: the guard's defaults)."""
     if not lines:
         return {"arms": [], "suites": [], "cells": [], "missing_control": False, "cost": cost([])}
     controls = {l["seed"]: l for l in lines if l["arm"] == control}
@@ -134,6 +137,7 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
         "missing_control": not controls,
         "goals": goals(cells, lines, chosen, reported, oracle, spurious, list(label_free or ()), demo),
         "cost": cost(lines),
+        "guard": guard_replay.section(lines, reported, guards),
     }
 
 
@@ -321,6 +325,9 @@ def markdown(name: str, result: dict[str, Any]) -> str:
               "split's figures beside them were not used to mark or rank:"]
     lines += [f"- {g['goal']}: **{marks[g['met']]}** ({g['why']})" + (f"; on test: {g['test']}" if g.get("test") else "")
               for g in result.get("goals", [])]
+    guard = guard_replay.markdown(result["guard"]) if result.get("guard") else ""
+    if guard:
+        lines += ["", guard.rstrip("\n")]
     spent = result.get("cost")
     if spent and spent["pieces"]:
         top = spent["longest"]
@@ -333,6 +340,8 @@ def markdown(name: str, result: dict[str, Any]) -> str:
 def readme_table(result: dict[str, Any]) -> str:
     """The short table a README holds: per arm (the control left out), its pooled gain with the 95 % interval and its
     seeds beyond the noise, on the validation suites (what decisions read) and then on the test suites."""
+    if result.get("missing_control") or not result["cells"]:
+        return "No finished control arm yet, nothing to compare.\n"
     suites = list(result.get("chosen_on") or []) + list(result["reported"])
     split = result.get("splits", {})
     head = "| arm | " + " | ".join(f"{s} ({'validation' if split.get(s) == 'validation' else split.get(s, '')})"
@@ -386,6 +395,8 @@ def update_docs(path: Path, name: str, result: dict[str, Any], lines: list[dict[
     for style in STYLES:
         start, end = MARKER.format(name=name, style=style, end="start"), MARKER.format(name=name, style=style, end="end")
         pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(end), re.S)
+        if not pattern.search(text):
+            continue
         text, n = pattern.subn(_constant(f"{start}\n{generated_block(name, style, result, lines, command)}{end}"), text)
         count += n
     if count:

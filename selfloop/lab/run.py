@@ -100,6 +100,15 @@ class Lab:
             chosen += [p for p in every if p.arm == arm and (not seed or p.seed == int(seed)) and p not in chosen]
         return sorted(chosen, key=every.index)
 
+    def guards(self) -> dict[str, Any]:
+        """Each arm's guard config (the seeds share it), which `lab report` replays the arm's long runs under; none
+        (the guard's defaults) where the lab's base config is not at hand: a report reads results lines alone."""
+        if not (self.home / self.spec.config).is_file():
+            logger.warning("lab {}: no base config at {}; the guard is replayed under its default rules",
+                           self.spec.name, self.home / self.spec.config)
+            return {}
+        return {arm: self.config(Piece(arm, self.spec.seeds[0])).guard for arm in self.spec.arms}
+
     def check(self) -> None:
         """Every arm's config validates, and every arm is measured on the same held-out suites: one seed's config per
         arm (the seeds differ only in loop.seed and the loop's name)."""
