@@ -199,6 +199,25 @@ def test_gate_replay_retakes_each_decision_under_every_rule_by_hand() -> None:
     assert got["95% interval above 0"]["test"]["rejected_gained_beyond_noise"] == 1
 
 
+def test_the_label_free_gate_is_retaken_on_self_consistency_and_set_against_the_labelled_one_by_hand() -> None:
+    from selfloop.lab import gates
+
+    d = gates.Decision
+    found = [  # the labelled decision as the loop ran; val's self-consistency difference decides the label-free one
+        d("t.a.s0", 1, True, {}, {"val": (0.04, 0.0, 0.08)}),      # both promote
+        d("t.a.s0", 2, True, {}, {"val": (-0.05, -0.1, 0.0)}),     # below -0.02: labelled only
+        d("t.a.s0", 3, False, {}, {"val": (-0.02, -0.06, 0.02)}),  # at -0.02, within the tolerance: label-free only
+        d("t.b.s0", 1, False, {}, {"val": (-0.01, -0.04, 0.02)}),  # tolerance 0 for arm b: both reject
+        d("t.b.s0", 2, True, {}, {}),                              # no self-consistency: left out
+    ]
+    got = gates.label_free_agreement(found, "val", lambda loop: 0.0 if ".b." in loop else 0.02)
+    assert got == {"suite": "val", "decisions": 4, "both promote": 1, "labelled only": 1, "label-free only": 1,
+                   "both reject": 1, "agreement": 0.5}
+    assert gates.label_free_agreement(found, "test", lambda loop: 0.02) is None
+    assert "agrees on 50% | both promote 1, labelled only 1, label-free only 1, both reject 1" in gates.render_agreement(got)
+    assert "majority_k" in gates.render_agreement(None)
+
+
 def test_lab_gates_before_any_run_says_to_run_the_lab_first(tmp_path: Path) -> None:
     from selfloop.lab.run import Lab
 
@@ -208,7 +227,7 @@ def test_lab_gates_before_any_run_says_to_run_the_lab_first(tmp_path: Path) -> N
 
 
 # -- a tiny lab ---------------------------------------------------------------------------------------------------
-SUITES = [{"name": "val", "kind": "arithmetic", "size": 6, "max_new_tokens": 8, "split": "validation"},
+SUITES = [{"name": "val", "kind": "arithmetic", "size": 6, "max_new_tokens": 8, "split": "validation", "majority_k": 2},
           {"name": "test", "kind": "arithmetic", "size": 6, "max_new_tokens": 8, "split": "test"},
           {"name": "test-unseen", "kind": "arithmetic", "size": 6, "max_new_tokens": 8, "split": "test", "phrasing": "unseen"}]
 
@@ -241,8 +260,9 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     out = selfloop_cli("lab", "run", "--allow-dirty", str(clean))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "3 arm x seed piece(s) finished" in out.stdout
-    # the common start is answered once per suite (by the control, run first); the other arms copy its rows
-    for suite in ("val", "test", "test-unseen"):
+    # the common start is answered once per greedy suite (by the control, run first); the other arms copy its rows.
+    # val also samples k answers (majority_k, for the label-free gate), which each loop draws under its own seed.
+    for suite in ("test", "test-unseen"):
         assert out.stderr.count(f"evaluate baseline on {suite}:") == 1, out.stderr[-3000:]
     lines = _lines(clean_dir / "results" / "t.jsonl")
     assert [(l["arm"], l["seed"], l["iterations"]) for l in lines] == [("control", 0, 1), ("oracle", 0, 1), ("rlsc", 0, 1)]
@@ -323,6 +343,13 @@ def test_a_tiny_lab_runs_shares_its_start_and_resumes_after_kill_9(tmp_path: Pat
     assert gates.returncode == 0, gates.stderr[-2000:]
     rules = json.loads(gates.stdout)["rules"]
     assert rules["tolerance 0.02"]["promoted"] == sum(d.promoted for d in found) and rules["tolerance 0"]["decisions"] == len(found)
+    # the label-free gate re-taken on val's self-consistency (majority_k 2) against the labelled gate's decisions
+    free = json.loads(gates.stdout)["label_free"]
+    assert free["suite"] == "val" and free["decisions"] == len(found)
+    assert free["both promote"] + free["labelled only"] == sum(d.promoted for d in found)
+    assert free["agreement"] == (free["both promote"] + free["both reject"]) / len(found)
+    assert all(set(d.consistency) == {"val"} for d in found)  # only the sampled suite has self-consistency
+    assert "The label-free gate (self-consistency on val" in selfloop_cli("lab", "gates", str(clean)).stdout
     status = selfloop_cli("lab", "status", str(clean))
     assert status.stdout.count("finished, 1 iteration(s) done") == 3
     again = selfloop_cli("lab", "run", "--allow-dirty", str(clean))  # nothing left to run, no line added

@@ -63,14 +63,16 @@ def cmd_lab(args: argparse.Namespace) -> int:
             print(f"{piece}\t{state}")
         return 0
     if args.lab_command == "gates":
-        from selfloop.lab.gates import render, replay
+        from selfloop.lab.gates import label_free_agreement, render, render_agreement, replay
 
         gate, report, found = lab.gate_decisions()
         if not found:
             raise SelfloopError(f"lab {lab.spec.name}: no promotion decision stored yet (no arm has trained and been gated)")
         result = replay(found, gate, report)
-        print(json.dumps({"gate": gate, "reported": report, "rules": result}, indent=1) if args.json
-              else render(found, gate, report, result), end="\n" if args.json else "")
+        agreement = label_free_agreement(found, gate, lab.tolerance_of)
+        print(json.dumps({"gate": gate, "reported": report, "rules": result, "label_free": agreement}, indent=1)
+              if args.json else render(found, gate, report, result) + render_agreement(agreement),
+              end="\n" if args.json else "")
         return 0
     from selfloop.lab.report import compare, markdown, write_report
 

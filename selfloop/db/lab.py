@@ -86,6 +86,13 @@ def gated_iterations(session: Session, loop_prefix: str) -> Sequence[Row]:
         .order_by(Loop.name, Iteration.number)).all()
 
 
+def item_predictions(session: Session, iteration_id: int) -> Sequence[Row]:
+    """(role, suite, item_index, greedy answer, majority answer) of every held-out item answered in the iteration
+    (the majority only on suites with majority_k >= 2): what the label-free gate reads."""
+    return session.execute(select(EvalItem.role, EvalItem.suite, EvalItem.item_index, EvalItem.predicted,
+                                  EvalItem.majority_answer).where(EvalItem.iteration_id == iteration_id)).all()
+
+
 def item_verdicts(session: Session, iteration_id: int) -> Sequence[Row]:
     """(role, suite, item_index, correct) of every held-out item answered in the iteration."""
     return session.execute(select(EvalItem.role, EvalItem.suite, EvalItem.item_index, EvalItem.correct)

@@ -8,12 +8,17 @@ test, and what would a stricter rule have cost in gains it rejected?
 Only single decisions are exact. A loop that rejects continues from its old policy, so what it would have
 trained next is not in the store: the final policy under another rule needs a real run (an arm with that
 `eval.tolerance`).
+
+The label-free gate (`eval.main_metric: SUITE/self_consistency`, for users without a labelled suite) is re-taken the
+same way where a suite was answered with majority_k >= 2: the candidate is promoted when its self-consistency (the
+greedy answer is its k samples' majority) is not below the current policy's by more than the loop's own tolerance.
+Its decisions are set against the labelled gate's as the loops ran: a confusion table and the share that agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
@@ -37,11 +42,13 @@ class Decision:
     iteration: int
     promoted: bool
     diffs: dict[str, Interval]  # suite -> paired difference of the candidate over the baseline
+    consistency: dict[str, Interval] = field(default_factory=dict)  # suite -> the same, of self-consistency flags
 
 
 def decisions(session: Session, loop_prefix: str = "") -> list[Decision]:
     """Every decided iteration that trained a candidate, with its paired differences on every suite."""
-    from selfloop.db.lab import gated_iterations, item_verdicts
+    from selfloop.db.lab import gated_iterations, item_predictions, item_verdicts
+    from selfloop.phases.evaluate import consistent
 
     found = gated_iterations(session, loop_prefix)
     out = []
@@ -49,14 +56,50 @@ def decisions(session: Session, loop_prefix: str = "") -> list[Decision]:
         answers: dict[tuple[str, str], dict[int, bool]] = {}
         for role, suite, index, correct in item_verdicts(session, iteration_id):
             answers.setdefault((suite, role), {})[index] = bool(correct)
-        diffs = {}
-        for suite in sorted({s for s, _ in answers}):
-            candidate, baseline = answers.get((suite, "candidate"), {}), answers.get((suite, "baseline"), {})
-            keys = sorted(candidate.keys() & baseline.keys())
-            if keys:
-                diffs[suite] = paired_difference([candidate[k] for k in keys], [baseline[k] for k in keys])
-        out.append(Decision(name, number, bool(promoted), diffs))
+        agreeing: dict[tuple[str, str], dict[int, bool]] = {}
+        sampled: set[str] = set()
+        for role, suite, index, predicted, majority in item_predictions(session, iteration_id):
+            agreeing.setdefault((suite, role), {})[index] = consistent(predicted, majority)
+            if majority is not None:
+                sampled.add(suite)
+        diffs = _paired(answers)
+        consistency = {s: d for s, d in _paired(agreeing).items() if s in sampled}
+        out.append(Decision(name, number, bool(promoted), diffs, consistency))
     return out
+
+
+def _paired(flags: dict[tuple[str, str], dict[int, bool]]) -> dict[str, Interval]:
+    """Per suite: the candidate's flags minus the baseline's, paired over the items both answered."""
+    out = {}
+    for suite in sorted({s for s, _ in flags}):
+        candidate, baseline = flags.get((suite, "candidate"), {}), flags.get((suite, "baseline"), {})
+        keys = sorted(candidate.keys() & baseline.keys())
+        if keys:
+            out[suite] = paired_difference([candidate[k] for k in keys], [baseline[k] for k in keys])
+    return out
+
+
+def label_free_agreement(found: Iterable[Decision], suite: str, tolerance_of: Callable[[str], float]) -> dict | None:
+    """The label-free gate re-taken on `suite`'s self-consistency for every decision that has it (the candidate
+    promoted when its paired difference is at least -tolerance, the loop's own), against the labelled gate's
+    decision as the loop ran: counts per cell and the share that agree. None: no decision has it."""
+    rows = [(d.promoted, d.consistency[suite][0] >= -tolerance_of(d.loop) - EPS) for d in found if suite in d.consistency]
+    if not rows:
+        return None
+    cells = {"both promote": sum(a and b for a, b in rows), "labelled only": sum(a and not b for a, b in rows),
+             "label-free only": sum(b and not a for a, b in rows), "both reject": sum(not a and not b for a, b in rows)}
+    agree = cells["both promote"] + cells["both reject"]
+    return {"suite": suite, "decisions": len(rows), **cells, "agreement": agree / len(rows)}
+
+
+def render_agreement(result: dict | None) -> str:
+    if result is None:
+        return ("No suite was answered with majority_k >= 2: the label-free gate (self-consistency) cannot be re-taken "
+                "(give the gate's suite majority_k).\n")
+    return (f"The label-free gate (self-consistency on {result['suite']}, each loop's tolerance) against the labelled "
+            f"gate, over {result['decisions']} decisions: agrees on {result['agreement']:.0%} | both promote "
+            f"{result['both promote']}, labelled only {result['labelled only']}, label-free only "
+            f"{result['label-free only']}, both reject {result['both reject']}\n")
 
 
 def complete(found: Iterable[Decision], gate: str, report: list[str]) -> list[Decision]:

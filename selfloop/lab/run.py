@@ -109,6 +109,13 @@ class Lab:
             return {}
         return {arm: self.config(Piece(arm, self.spec.seeds[0])).guard for arm in self.spec.arms}
 
+    def tolerance_of(self, loop: str) -> float:
+        """The promotion gate's tolerance of one of the lab's loops (LAB.ARM.sSEED), as its arm's config sets it."""
+        arm = loop.removeprefix(f"{self.spec.name}.").rpartition(".s")[0]
+        if arm not in self.spec.arms:
+            raise SelfloopError(f"lab {self.spec.name}: loop {loop!r} is not one of its arms' loops")
+        return self.config(Piece(arm, self.spec.seeds[0])).eval.tolerance
+
     def check(self) -> None:
         """Every arm's config validates, and every arm is measured on the same held-out suites: one seed's config per
         arm (the seeds differ only in loop.seed and the loop's name)."""
