@@ -113,6 +113,13 @@ def test_the_cost_is_each_pieces_wall_time_summed_with_the_longest_and_the_phase
     assert "Cost: 3 pieces, 390 s of machine time (0.1 h; the longest, ttrl/1, 250 s); train 47 %, evaluate 32 %, " \
            "rollout 21 %" in markdown("t", compare(lines, "control", None))
     assert compare([], "control", None)["cost"] == {"pieces": 0, "machine_seconds": 0.0, "longest": None, "phases": {}}
+    # what each arm's signal costs per iteration: rollout 70 s over the control's 2 iterations, 35 + 0; ttrl neither
+    signals = [{**lines[0], "iterations": 2}, {**lines[1], "iterations": 3, "phase_seconds": {"rollout": 90.0, "judge": 3.0}},
+               {**lines[2], "iterations": 3, "phase_seconds": {"rollout": 60.0, "judge": 6.0, "train": 10.0}}]
+    assert compare(signals, "control", None)["signal_cost"] == {"control": {"rollout": 35.0, "judge": 0.0},
+                                                                "ttrl": {"rollout": 25.0, "judge": 1.5}}
+    assert "rollout + judge (what each arm's signal costs), mean over its pieces: control 35 + 0, ttrl 25 + 2" \
+        in markdown("t", compare(signals, "control", None))
 
 
 def _two(arm: str, seed: int, val: str, test: str) -> dict:

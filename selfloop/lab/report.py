@@ -137,6 +137,7 @@ def compare(lines: list[dict[str, Any]], control: str, oracle: str | None, *, sp
         "missing_control": not controls,
         "goals": goals(cells, lines, chosen, reported, oracle, spurious, list(label_free or ()), demo),
         "cost": cost(lines),
+        "signal_cost": signal_cost(lines),
         "guard": guard_replay.section(lines, reported, guards),
     }
 
@@ -158,6 +159,20 @@ def cost(lines: list[dict[str, Any]]) -> dict[str, Any]:
             "longest": {"arm": arm, "seed": seed, "seconds": round(longest, 1)},
             "phases": {p: {"seconds": round(s, 1), "share": s / total if total else 0.0}
                        for p, s in sorted(phases.items(), key=lambda kv: -kv[1])}}
+
+
+def signal_cost(lines: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per arm that rolls out or judges: the mean over its pieces of the rollout's and the judge's seconds per
+    iteration (phase seconds / iterations), what its reward signal costs beside another's (self-certainty and entropy
+    are recorded while sampling, the vote and the LLM judge are computed in the judge phase)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for line in lines:
+        phases, n = line.get("phase_seconds") or {}, int(line.get("iterations") or 0)
+        if n and ("rollout" in phases or "judge" in phases):
+            mine = out.setdefault(line["arm"], {"rollout": [], "judge": []})
+            for phase in mine:
+                mine[phase].append(float(phases.get(phase, 0.0)) / n)
+    return {arm: {p: round(statistics.fmean(v), 1) for p, v in phases.items()} for arm, phases in out.items()}
 
 
 def _ci(interval: tuple[float, float, float] | None) -> str:
@@ -334,6 +349,9 @@ def markdown(name: str, result: dict[str, Any]) -> str:
         lines += ["", f"Cost: {spent['pieces']} pieces, {spent['machine_seconds']:.0f} s of machine time "
                   f"({spent['machine_seconds'] / 3600:.1f} h; the longest, {top['arm']}/{top['seed']}, {top['seconds']:.0f} s); "
                   + ", ".join(f"{p} {100 * v['share']:.0f} %" for p, v in spent["phases"].items() if v["share"] >= 0.005)]
+    if result.get("signal_cost"):
+        lines += ["", "Seconds per iteration of rollout + judge (what each arm's signal costs), mean over its pieces: "
+                  + ", ".join(f"{arm} {v['rollout']:.0f} + {v['judge']:.0f}" for arm, v in result["signal_cost"].items())]
     return "\n".join(lines) + "\n"
 
 
