@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-v1
 
-.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast lint reference bench-env bench bench-lab gpu-check
+.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast lint reference bench-env bench bench-lab labs gpu-check
 
 env: $(STAMP)
 
@@ -101,6 +101,14 @@ bench: $(STAMP) bench-env
 # A lab piece of each family, this tree against the code before issue 47 (about an hour; alone on the machine).
 bench-lab: $(STAMP)
 	$(BIN)/python bench/lab_piece.py
+
+# The two efficacy labs on the canonical splits, every unfinished piece (many hours on 2 cores; alone on the machine,
+# from a clean tree; a killed run resumes), then their generated blocks in docs/results.md.
+labs: $(STAMP)
+	$(BIN)/selfloop lab run labs/arithmetic.yaml --archive
+	$(BIN)/selfloop lab run labs/instructions.yaml --archive
+	$(BIN)/selfloop lab report labs/arithmetic.yaml --update docs/results.md > /dev/null
+	$(BIN)/selfloop lab report labs/instructions.yaml --update docs/results.md > /dev/null
 
 # The unit tier only (about 30 s on 2 cores, TEST_JOBS workers; a test that starts a process or runs a loop iteration is marked integration).
 test-fast: $(STAMP)

@@ -69,3 +69,15 @@ def test_the_report_marks_the_guard_goals_from_every_long_arm_and_skips_short_on
     assert "test **NOT met** (largest regret 10.0 points)" in text
     # lines without monitors (written before 2026-12-07) add nothing to the report
     assert "guard" not in markdown("t", compare([control, {**short, "monitors": []}], "control", None)).lower()
+
+
+def test_the_offline_page_holds_the_guard_table_with_names_escaped() -> None:
+    from selfloop.lab.report import html_page
+
+    control = {"lab": "t", "arm": "control", "seed": 0, "iterations": 1, "promoted": 0, "phase_seconds": {}, "signal": {},
+               "suites": {"test": {"start": _flags(5), "final": _flags(5), "curve": [], "split": "test"}}}
+    long = _line("<b>long</b>", 0, [0.5, 0.6, 0.7, 0.55, 0.5, 0.4], [0.6, 0.7, 0.8, 0.6, 0.4, 0.3], final=3)
+    page = html_page("t", compare([control, long], "control", None))
+    assert 'id="lab-guard"' in page and "&lt;b&gt;long&lt;/b&gt;" in page and "<b>long" not in page
+    assert "50.0 / 80.0 / 80.0 (3) / 30.0</td><td class=n>0.0, 50.0 (collapsed)" in page
+    assert 'id="lab-guard"' not in html_page("t", compare([control], "control", None))

@@ -462,6 +462,7 @@ def html_page(name: str, result: dict[str, Any]) -> str:
     cost = (f"<p class=muted>Cost: {spent['pieces']} finished pieces, {spent['machine_seconds']:.0f} s of machine time; the "
             f"longest {_escape(spent['longest']['arm'])}/{spent['longest']['seed']}, {spent['longest']['seconds']:.0f} s.</p>"
             if spent.get("pieces") else "")
+    guard = _guard_table(result.get("guard") or {})
     divs = "".join(f'<div class="chart" id="{_escape(c["id"])}"></div>' for c in charts)
     draw = "".join(f"Plotly.newPlot({script_json(c['id'])}, {script_json(c['figure']['data'])}, "
                    f"{script_json(c['figure']['layout'])}, {{displaylogo: false, responsive: true}});\n" for c in charts)
@@ -478,9 +479,33 @@ interval is beyond the noise.</p>
 which decisions may read; the test split's figures beside them were not used to mark or rank.</p>
 <table id="lab-goals"><thead><tr><th>goal</th><th>result (validation)</th><th>why</th><th>on test</th></tr></thead>
 <tbody>{goals}</tbody></table>
-{cost}
+{guard}{cost}
 <script>
 {draw}</script></body></html>"""
+
+
+def _guard_table(block: dict[str, Any]) -> str:
+    """The guard replayed over the long arms (lab/guard_replay.py) as an HTML table; empty without such arms."""
+    if not block.get("rows"):
+        return ""
+    suites = block["suites"]
+    head = "".join(f"<th>{_escape(s)}: start / kept / best (at) / gate</th><th>regret kept, gate</th>" for s in suites)
+    body = ""
+    for r in block["rows"]:
+        cells = ""
+        for s in suites:
+            v = r["suites"].get(s)
+            cells += ("<td></td><td></td>" if v is None else
+                      f"<td class=n>{100 * v['start']:.1f} / {100 * v['guard']:.1f} / {100 * v['best']:.1f} ({v['best_at']}) / "
+                      f"{100 * v['gate']:.1f}</td><td class=n>{100 * v['guard_regret']:.1f}, {100 * v['gate_regret']:.1f}"
+                      + (" (collapsed)" if v["collapsed"] else "") + "</td>")
+        kept = "start" if r["kept"] is None else f"iteration {r['kept']}"
+        body += (f"<tr><td>{_escape(r['arm'])}</td><td class=n>{r['seed']}</td><td class=n>{r['fired_at'] or ''}</td>"
+                 f"<td>{_escape(r['rule'] or '')}</td><td>{kept}</td>{cells}</tr>")
+    return ("<h2>The collapse guard, replayed</h2><p class=muted>Each long arm's monitors replayed through the guard; "
+            "the policy it keeps against the best on test (measured against, never chosen by) and the labelled gate's, "
+            "in percent; regrets in points.</p><table id=\"lab-guard\"><thead><tr><th>arm</th><th>seed</th>"
+            f"<th>fired after</th><th>rule</th><th>kept</th>{head}</tr></thead><tbody>{body}</tbody></table>\n")
 
 
 def _ci_cell(pooled: dict[str, Any] | None) -> str:
