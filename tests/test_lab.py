@@ -593,3 +593,28 @@ def test_a_piece_can_archive_the_store_beside_its_results(tmp_path: Path) -> Non
     with sqlite3.connect(tmp_path / "copy.db") as conn:
         assert conn.execute("SELECT name FROM loops").fetchall() == [("t.control.s0",)]
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.integration  # the dirty check runs git
+def test_a_piece_that_fails_stops_only_itself_and_the_run_ends_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                          run_cli) -> None:
+    # One arm's config error at run time (as a curate filter that keeps no prompt raises) must not end a lab of many
+    # hours: the other pieces run, and the run exits 1 naming the failed piece and why. run_piece stands in for the
+    # loops here: this checks the runner's order of work, not a loop.
+    from selfloop.lab.run import Lab
+
+    tiny_yaml(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}", name="base.yaml")
+    lab = _lab(tmp_path, seeds=[0, 1], arms={"control": {}, "band": {}, "ttrl": {}})
+    ran: list[str] = []
+
+    def run_piece(self: Lab, piece, stop) -> bool:
+        ran.append(str(piece))
+        if piece.arm == "band":
+            raise SelfloopError("curate: filter 'band' dropped all 32 prompts left in iteration 1")
+        return True
+
+    monkeypatch.setattr(Lab, "run_piece", run_piece)
+    code, out, err = run_cli("lab", "run", "--allow-dirty", str(lab))
+    assert ran == ["control/0", "band/0", "ttrl/0", "control/1", "band/1", "ttrl/1"]
+    assert code == 1 and "4 arm x seed piece(s) finished" in out
+    assert "2 piece(s) failed (the others ran): band/0: curate: filter 'band' dropped all 32 prompts" in err

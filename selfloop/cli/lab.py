@@ -57,6 +57,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
         done = lab.run(args.only, args.jobs, StopFlag().install(), checked=args.checked, allow_dirty=args.allow_dirty)
         print(f"lab {lab.spec.name}: {len(done)} arm x seed piece(s) finished; results in {lab.results}")
+        if lab.failed:
+            raise SelfloopError(f"lab {lab.spec.name}: {len(lab.failed)} piece(s) failed (the others ran): "
+                                + "; ".join(f"{piece}: {why}" for piece, why in lab.failed))
         return 0
     if args.lab_command == "status":
         for piece, state in lab.status():

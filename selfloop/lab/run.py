@@ -51,6 +51,7 @@ class Lab:
         self.spec, self.home = read_lab(self.path)
         self._configs: dict[Piece, Config] = {}
         self.archive = True if archive else None  # keep the store beside the results after each piece
+        self.failed: list[tuple[Piece, str]] = []  # the pieces of the last run that failed, and why
 
     @property
     def url(self) -> str:
@@ -169,7 +170,13 @@ class Lab:
             for piece in todo:
                 if stop():
                     break
-                if self.run_piece(piece, stop):
+                try:
+                    finished = self.run_piece(piece, stop)
+                except SelfloopError as exc:  # one arm's failure (a filter that keeps nothing...) stops only that arm
+                    logger.error("lab {}: {} failed: {}; the other pieces go on", self.spec.name, piece, exc)
+                    self.failed.append((piece, str(exc)))
+                    continue
+                if finished:
                     done.append(piece)
             return done
         return self._run_in_processes(todo, jobs)
@@ -253,7 +260,9 @@ class Lab:
                    *(["--archive"] if self.archive else [])]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
-                logger.error("lab {}: {} failed: {}", self.spec.name, piece, out.stderr.strip().splitlines()[-1:] or "")
+                why = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+                logger.error("lab {}: {} failed: {}", self.spec.name, piece, why)
+                self.failed.append((piece, why))
                 return None
             return piece
 
