@@ -71,6 +71,16 @@ def replay(lines: list[dict[str, Any]], cfg_of: Any, suites: list[str], *, min_i
             if int(l.get("iterations") or 0) >= min_iterations and l.get("monitors")]
 
 
+def policies(v: dict[str, Any]) -> str:
+    """A suite's start / kept / best (at iteration) / gate accuracies of one replayed line, in percent."""
+    return f"{100 * v['start']:.1f} / {100 * v['guard']:.1f} / {100 * v['best']:.1f} ({v['best_at']}) / {100 * v['gate']:.1f}"
+
+
+def regrets(v: dict[str, Any]) -> str:
+    """The kept policy's and the gate's regret against the best on the suite, in points."""
+    return f"{100 * v['guard_regret']:.1f}, {100 * v['gate_regret']:.1f}"
+
+
 def markdown(block: dict[str, Any]) -> str:
     """The replay as a table (per arm x seed: where the guard fired, each suite's start, kept, best-on-test and gate
     policies and the two regrets, in points) and its goals; empty when no line has a long history of monitors."""
@@ -86,9 +96,7 @@ def markdown(block: dict[str, Any]) -> str:
                  "start" if r["kept"] is None else f"iteration {r['kept']}"]
         for s in suites:
             v = r["suites"].get(s)
-            cells.append("" if v is None else
-                         f"{100 * v['start']:.1f} / {100 * v['guard']:.1f} / {100 * v['best']:.1f} ({v['best_at']}) / "
-                         f"{100 * v['gate']:.1f}; {100 * v['guard_regret']:.1f}, {100 * v['gate_regret']:.1f}"
+            cells.append("" if v is None else f"{policies(v)}; {regrets(v)}"
                          + ((" (collapsed, " + ("stopped in time)" if v["stopped_in_time"] else "not stopped)"))
                             if v["collapsed"] else ""))
         out.append("| " + " | ".join(cells) + " |")
@@ -111,9 +119,8 @@ def section(lines: list[dict[str, Any]], suites: list[str], guards: dict[str, An
     default = GuardConfig()
     rows = replay(lines, lambda arm: (guards or {}).get(arm, default), suites)
     regret = {s: max((r["suites"][s]["guard_regret"] for r in rows if s in r["suites"]), default=None) for s in suites}
-    collapsing = [(r["arm"], r["seed"], s) for r in rows for s, v in r["suites"].items() if v["collapsed"]]
+    collapsing = [(r, s) for r in rows for s, v in r["suites"].items() if v["collapsed"]]
     return {"rows": rows, "suites": suites, "max_regret": regret,
             "within_2_points": {s: None if v is None else v <= 0.02 + 1e-9 for s, v in regret.items()},
-            "collapsing": [{"arm": a, "seed": n, "suite": s} for a, n, s in collapsing],
-            "stopped_in_time": None if not collapsing else all(
-                next(r for r in rows if (r["arm"], r["seed"]) == (a, n))["suites"][s]["stopped_in_time"] for a, n, s in collapsing)}
+            "collapsing": [{"arm": r["arm"], "seed": r["seed"], "suite": s} for r, s in collapsing],
+            "stopped_in_time": all(r["suites"][s]["stopped_in_time"] for r, s in collapsing) if collapsing else None}

@@ -496,8 +496,7 @@ def _guard_table(block: dict[str, Any]) -> str:
         for s in suites:
             v = r["suites"].get(s)
             cells += ("<td></td><td></td>" if v is None else
-                      f"<td class=n>{100 * v['start']:.1f} / {100 * v['guard']:.1f} / {100 * v['best']:.1f} ({v['best_at']}) / "
-                      f"{100 * v['gate']:.1f}</td><td class=n>{100 * v['guard_regret']:.1f}, {100 * v['gate_regret']:.1f}"
+                      f"<td class=n>{guard_replay.policies(v)}</td><td class=n>{guard_replay.regrets(v)}"
                       + (" (collapsed)" if v["collapsed"] else "") + "</td>")
         kept = "start" if r["kept"] is None else f"iteration {r['kept']}"
         body += (f"<tr><td>{_escape(r['arm'])}</td><td class=n>{r['seed']}</td><td class=n>{r['fired_at'] or ''}</td>"
