@@ -102,12 +102,14 @@ bench: $(STAMP) bench-env
 bench-lab: $(STAMP)
 	$(BIN)/python bench/lab_piece.py
 
-# The two efficacy labs on the canonical splits, every unfinished piece (many hours on 2 cores; alone on the machine,
+# The efficacy labs on the canonical splits (arithmetic, its long horizon, instruction following), every unfinished piece (many hours on 2 cores; alone on the machine,
 # from a clean tree; a killed run resumes), then their generated blocks in docs/results.md.
 labs: $(STAMP)
 	$(BIN)/selfloop lab run labs/arithmetic.yaml --archive
+	$(BIN)/selfloop lab run labs/arithmetic-long.yaml --archive
 	$(BIN)/selfloop lab run labs/instructions.yaml --archive
 	$(BIN)/selfloop lab report labs/arithmetic.yaml --update docs/results.md > /dev/null
+	$(BIN)/selfloop lab report labs/arithmetic-long.yaml --update docs/results.md > /dev/null
 	$(BIN)/selfloop lab report labs/instructions.yaml --update docs/results.md > /dev/null
 
 # The unit tier only (about 30 s on 2 cores, TEST_JOBS workers; a test that starts a process or runs a loop iteration is marked integration).
