@@ -84,6 +84,10 @@ class Lab:
             self._configs[piece] = validate_config(data, source=f"lab {self.spec.name}, arm {piece.arm}")
         return self._configs[piece]
 
+    def arm_config(self, arm: str) -> Config:
+        """An arm's config as its first seed runs it: the seeds differ only in loop.seed and the loop's name."""
+        return self.config(Piece(arm, self.spec.seeds[0]))
+
     def pieces(self, only: list[str] | None = None) -> list[Piece]:
         """Every arm x seed (the control's first, so the others copy its start evaluation), or those `only` names
         as ARM or ARM/SEED."""
@@ -108,26 +112,24 @@ class Lab:
             logger.warning("lab {}: no base config at {}; the guard is replayed under its default rules",
                            self.spec.name, self.home / self.spec.config)
             return {}
-        return {arm: self.config(Piece(arm, self.spec.seeds[0])).guard for arm in self.spec.arms}
+        return {arm: self.arm_config(arm).guard for arm in self.spec.arms}
 
     def tolerance_of(self, loop: str) -> float:
         """The promotion gate's tolerance of one of the lab's loops (LAB.ARM.sSEED), as its arm's config sets it."""
         arm = loop.removeprefix(f"{self.spec.name}.").rpartition(".s")[0]
         if arm not in self.spec.arms:
             raise SelfloopError(f"lab {self.spec.name}: loop {loop!r} is not one of its arms' loops")
-        return self.config(Piece(arm, self.spec.seeds[0])).eval.tolerance
+        return self.arm_config(arm).eval.tolerance
 
     def check(self) -> None:
-        """Every arm's config validates, and every arm is measured on the same held-out suites: one seed's config per
-        arm (the seeds differ only in loop.seed and the loop's name)."""
+        """Every arm's config validates, and every arm is measured on the same held-out suites."""
         suites = None
-        first = self.spec.seeds[0]
-        for piece in (p for p in self.pieces() if p.seed == first):
-            mine = [s.model_dump(mode="json") for s in self.config(piece).eval.suites]
+        for arm in dict.fromkeys(p.arm for p in self.pieces()):  # the control's first: the others differ from it
+            mine = [s.model_dump(mode="json") for s in self.arm_config(arm).eval.suites]
             if suites is None:
                 suites = mine
             elif mine != suites:
-                raise SelfloopError(f"lab {self.spec.name}: arm {piece.arm!r} changes eval.suites; every arm is "
+                raise SelfloopError(f"lab {self.spec.name}: arm {arm!r} changes eval.suites; every arm is "
                                     "measured on the same problems (set suites in the base config or the budget)")
 
     def _has_store(self) -> bool:
