@@ -380,6 +380,49 @@ def test_coin_states_are_the_last_tokens_of_the_packed_rows(tiny_model) -> None:
             assert torch.allclose(full, lp, atol=1e-5)
 
 
+def test_emft_loss_is_each_samples_mean_token_entropy_by_hand() -> None:
+    """Two samples: token entropies (0.5, 1.5) and (2.0): H_tok = 1.0 and 2.0, the batch's loss their mean 1.5. An
+    empty completion adds 0. The entropy of a two-way distribution (0.5, 0.5) is log 2, of (1, 0) 0."""
+    import math
+
+    from selfloop.algorithms import emft
+    from selfloop.algorithms.emft_config import EMFTConfig
+    from selfloop.algorithms.items import TrainItem
+
+    per_sample = emft.loss([torch.tensor([0.5, 1.5]), torch.tensor([2.0]), torch.tensor([])])
+    assert per_sample.tolist() == pytest.approx([1.0, 2.0, 0.0])
+
+    class Policy:
+        def entropies(self, prompts, completions, temperature=1.0):
+            assert temperature == 0.5  # the options' temperature reaches the policy
+            table = {(7,): [math.log(2)], (8, 9): [0.0, 2.0]}
+            return [torch.tensor(table[tuple(c)]) for c in completions]
+
+    items = [TrainItem(0, 0, [1], [7]), TrainItem(1, 0, [1], [8, 9])]
+    value, metrics = emft.batch_loss(items, Policy(), EMFTConfig(temperature=0.5))
+    assert value.item() == pytest.approx((math.log(2) + 1.0) / 2)
+    assert metrics["mean_entropy"] == pytest.approx((math.log(2) + 1.0) / 2)
+
+
+def test_packed_entropies_equal_a_plain_forwards(tiny_model) -> None:
+    """`policy.entropies` on the tiny model: the packed forward's per-position entropies equal -sum p log p of a
+    plain forward's softmax at each completion position, and a temperature divides the logits first."""
+    from selfloop.models.loading import load_causal_lm
+    from selfloop.training.loop import policy_logps
+
+    model = load_causal_lm(tiny_model.path, torch.device("cpu"), torch.float32).eval()
+    prompts = [[1] * 20 + [5, 6, 7], [1] * 20 + [8, 9]]  # a shared prefix of 20 tokens is packed once
+    completions = [[10, 11, 12], [13]]
+    with torch.no_grad():
+        for temperature in (1.0, 0.5):
+            rows = policy_logps(model).entropies(prompts, completions, temperature)
+            for p, c, h in zip(prompts, completions, rows):
+                probs = torch.softmax(model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1:-1].float() / temperature, -1)
+                expected = -(probs * probs.log()).sum(-1)
+                assert h.shape == (len(c),) and torch.allclose(h, expected, atol=1e-4)
+        assert [len(r) for r in policy_logps(model).entropies(prompts, [[], []])] == [0, 0]
+
+
 def test_dpo_logs_trls_figures_by_hand() -> None:
     """TRL's DPOTrainer logs rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen and
     logps/rejected per step; a TRL user looks for them. Two pairs, beta 0.5, a policy whose summed log-probs are

@@ -139,6 +139,19 @@ def test_rlsc_takes_every_sample_with_its_rollout_logprob(db, config_factory) ->
     assert len(rows) == 3 and all(r["sampling_logp"] == -2.0 and "ref_logp" not in r for r in rows)
 
 
+def test_emft_takes_the_first_samples_of_each_prompt_unjudged(db, config_factory) -> None:
+    config = config_factory(db.url, train={"algorithm": "emft"})
+    it = store_samples(db, config, [("p0", None, ["a", "b", "c"]), ("p1", None, ["d"])])
+    idx = _index(db)
+    with db.session() as s:  # no judge phase ran: EM-FT reads the samples alone
+        assert [idx[r["sample_id"]] for r in trainer("emft").select(s, it, config)] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    config.train.emft.max_per_prompt = 2
+    with db.session() as s:
+        rows = trainer("emft").select(s, it, config)
+    assert [idx[r["sample_id"]] for r in rows] == [(0, 0), (0, 1), (1, 0)]
+    assert all(set(r) == {"prompt_id", "sample_id"} for r in rows)
+
+
 def test_rrhf_ranks_each_prompts_scored_samples(db, config_factory) -> None:
     config = config_factory(db.url, train={"algorithm": "rrhf"})
     it = store_samples(db, config, [("p0", None, ["a", "b", "c", "d"]), ("p1", None, ["a", "b"]),

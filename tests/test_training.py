@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from selfloop.adapters import Adapter, verify_checkpoint
-from selfloop.algorithms import dpo, rest, rlsc, ttrl
+from selfloop.algorithms import dpo, emft, rest, rlsc, ttrl
 from selfloop.algorithms.items import TrainItem, fit, sums, truncate
 from selfloop.config import LoraConfig, TrainConfig
 from selfloop.engines.chat import completion_ids, prompt_ids, user_chat
@@ -78,6 +78,23 @@ def test_one_rlsc_step_raises_the_samples_logprob(tiny_model, tok) -> None:
         it.sampling_logp = float(lp)  # p_old: the sampling policy's log-prob
     train(model, items, rlsc, rlsc.RLSCConfig(alpha=0.1, steps=1), _cfg(), seed=0)
     assert _logps(model, tok, items).mean() > before.mean() + 1e-3
+
+
+def test_one_emft_step_lowers_the_entropy_of_the_policys_own_samples(tiny_model, tok) -> None:
+    items = [_item(tok, i, f"What is {i} + 4?", f"{i} + 4 = {i + 4}.") for i in range(4)]
+    model = _model(tiny_model)
+
+    def entropy() -> float:
+        with torch.no_grad():
+            model.eval()
+            rows = policy_logps(model).entropies([i.prompt for i in items], [i.completion for i in items])
+            return emft.loss(rows).mean().item()
+
+    before = entropy()
+    records = train(model, items, emft, emft.EMFTConfig(), _cfg(), seed=0)
+    assert records[0].loss == pytest.approx(before, rel=1e-4)  # the first step's loss is the entropy it starts from
+    assert records[0].metrics["mean_entropy"] == pytest.approx(before, rel=1e-4)
+    assert entropy() < before - 1e-3
 
 
 def test_ttrl_raises_the_majority_answer(tiny_model, tok) -> None:

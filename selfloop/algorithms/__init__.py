@@ -16,7 +16,7 @@ from selfloop.plugins import with_entry_points
 
 ENTRY_POINT_GROUP = "selfloop.algorithms"
 # Built-in algorithms, in the order the docs list them: selfloop.algorithms.<name>_config.SPEC
-BUILTIN = ("dpo", "spin", "ttrl", "rlsc", "rest", "orpo", "rrhf", "raft", "rso", "rtuning", "cut", "coin")
+BUILTIN = ("dpo", "spin", "ttrl", "rlsc", "rest", "orpo", "rrhf", "raft", "rso", "rtuning", "cut", "coin", "emft")
 # train.algorithm when a config names none: Self-Rewarding's DPO on the judge's best and worst samples.
 DEFAULT = "dpo"
 

@@ -14,12 +14,16 @@ T = TypeVar("T")
 class LogpFn(Protocol):
     """The policy in training: policy(prompts, completions) -> per-token log-probs, one tensor per row (gradients
     flow); `with_hidden` also gives each row's last-token hidden state (an algorithm that contrasts representations:
-    CoIN). A loss test may pass a plain function where its algorithm asks for no states."""
+    CoIN); `entropies` gives the next-token distribution's entropy at each completion position instead (EM-FT). A
+    loss test may pass a plain function where its algorithm asks for neither."""
 
     def __call__(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], /) -> list[torch.Tensor]: ...
 
     def with_hidden(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], /
                     ) -> tuple[list[torch.Tensor], torch.Tensor]: ...
+
+    def entropies(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], /,
+                  temperature: float = 1.0) -> list[torch.Tensor]: ...
 
 
 def known(value: T | None, what: str) -> T:

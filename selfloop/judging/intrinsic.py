@@ -11,8 +11,7 @@ self_certainty (Intuitor: Zhao et al. 2025, "Learning to Reason without External
 entropy (entropy minimization: Agarwal et al. 2025, "The Unreasonable Effectiveness of Entropy Minimization in LLM
     Reasoning", arXiv 2505.15134: EM-RL's reward). The negative mean token entropy:
         R(y | x) = -(1/|y|) sum_t H(p_t),  H(p) = -sum_j p_j log p_j
-    (EM-FT, the entropy itself as a loss on the samples' tokens, is not built: EM-RL's reward trains through any
-    reward-reading algorithm here.)
+    (EM-FT, the entropy itself as a loss on the samples' tokens, is the algorithm `emft`: no reward, no judge.)
 semantic_entropy (EMPO: Zhang et al. 2025, "Right Question is Already Half the Answer: Fully Unsupervised LLM
     Reasoning Incentivization", arXiv 2504.05812; official code QingyangZhang/EMPO, trl/src/open_r1/rewards.py).
     A prompt's samples are clustered by meaning; for a family with value answers, by the answer the vote's extractor

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -63,10 +63,43 @@ def packed_completion_logprobs(
     an (n, hidden) tensor (CoIN's sentence representation).
     """
     device = next(model.parameters()).device
-    if any(len(p) == 0 for p in prompts):
-        raise ValueError("packed_completion_logprobs: every prompt needs at least one token")
+    _require_prompts(prompts)
     if not any(completions) and not last_hidden:
         return [torch.zeros(0, device=device) for _ in completions]
+    logits, targets, hidden = _packed_forward(model, prompts, completions, last_hidden=last_hidden)
+    logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    rows = list(logps.split([len(c) for c in completions]))
+    if not last_hidden:
+        return rows
+    return rows, cast(torch.Tensor, hidden)  # asked for: never None
+
+
+def packed_completion_entropies(model: torch.nn.Module, prompts: Sequence[Sequence[int]],
+                                completions: Sequence[Sequence[int]], temperature: float = 1.0) -> list[torch.Tensor]:
+    """The entropy H(p_t) = -sum_j p_t(j) log p_t(j) (nats) of the policy's next-token distribution at every
+    completion token's position, teacher-forced and packed as `packed_completion_logprobs` packs (gradients flow):
+    one tensor per row. `temperature` divides the logits first (one-shot EM's tau; 1 is the distribution itself)."""
+    device = next(model.parameters()).device
+    _require_prompts(prompts)
+    if not any(completions):
+        return [torch.zeros(0, device=device) for _ in completions]
+    logits, _, _ = _packed_forward(model, prompts, completions)
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return list(entropy.split([len(c) for c in completions]))
+
+
+def _require_prompts(prompts: Sequence[Sequence[int]]) -> None:
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("packed_completion_logprobs: every prompt needs at least one token")
+
+
+def _packed_forward(model: torch.nn.Module, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
+                    last_hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One packed forward (see `packed_completion_logprobs`): the float32 logits at each position that predicts a
+    completion token, in order (tokens, vocabulary), those tokens, and with `last_hidden` each sequence's
+    last-token hidden state."""
+    device = next(model.parameters()).device
     shared = shared_prefix_length(prompts)  # 0, or short of every prompt's end: each predicts its own first token
     ids: list[int] = list(prompts[0][:shared])
     positions: list[int] = list(range(shared))
@@ -84,13 +117,10 @@ def packed_completion_logprobs(
         cu_seq_lens_q=torch.tensor(bounds, dtype=torch.int32, device=device), shared_prefix=shared,
         logits_to_keep=torch.tensor(keep, device=device), use_cache=False, output_hidden_states=last_hidden,
     )
-    logits = out.logits[0].float()
-    logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    rows = list(logps.split([len(c) for c in completions]))
     if not last_hidden:
-        return rows
+        return out.logits[0].float(), targets, None
     ends = torch.tensor([b - 1 for b in bounds[2 if shared else 1:]], device=device)  # each sequence's last token
-    return rows, out.hidden_states[-1][0, ends].float()
+    return out.logits[0].float(), targets, out.hidden_states[-1][0, ends].float()
 
 
 # A prefix shared by every sequence of a batch is computed once when it is at least this long: a judge's

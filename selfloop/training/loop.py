@@ -33,7 +33,7 @@ from selfloop.adapters import Adapter, verify_checkpoint
 from selfloop.algorithms.items import LogpFn, TrainItem, known, lacks_reference, means
 from selfloop.errors import Interrupted
 from selfloop.models.loading import load_causal_lm
-from selfloop.models.logprobs import packed_completion_logprobs
+from selfloop.models.logprobs import packed_completion_entropies, packed_completion_logprobs
 from selfloop.progress import Progress
 
 if TYPE_CHECKING:
@@ -103,7 +103,8 @@ def load_trainable(model_dir: Path, init: Adapter | None, lora: LoraSection, dev
 
 class _Policy:
     """The policy's per-token log-probs of completions (LogpFn); `with_hidden` also gives each sequence's
-    last-token hidden state (an algorithm that contrasts representations: CoIN)."""
+    last-token hidden state (an algorithm that contrasts representations: CoIN), `entropies` each completion
+    position's next-token entropy (EM-FT)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -115,6 +116,10 @@ class _Policy:
                     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         return cast(tuple[list[torch.Tensor], torch.Tensor],
                     packed_completion_logprobs(self.model, prompts, completions, last_hidden=True))
+
+    def entropies(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], /,
+                  temperature: float = 1.0) -> list[torch.Tensor]:
+        return packed_completion_entropies(self.model, prompts, completions, temperature)
 
 
 def policy_logps(model: torch.nn.Module) -> LogpFn:
