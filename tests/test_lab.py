@@ -418,7 +418,7 @@ def test_the_checked_in_labs_validate_every_arm(path: Path) -> None:
 
 
 @pytest.mark.integration  # runs git
-def test_a_results_line_names_its_commit_dirty_only_for_changes_besides_the_results_file(tmp_path: Path) -> None:
+def test_a_results_line_names_its_commit_dirty_only_for_changes_besides_what_the_lab_writes(tmp_path: Path) -> None:
     """The lab appends to its results file, which is checked in: that alone must not mark the next piece's
     commit '+dirty' (it did, for every piece after a checkout's first); a change anywhere else must."""
     from selfloop.lab.run import _commit
@@ -428,6 +428,9 @@ def test_a_results_line_names_its_commit_dirty_only_for_changes_besides_the_resu
     results.parent.mkdir(parents=True)
     (repo / "pkg" / "code.py").write_text("x = 1\n")
     results.write_text('{"arm": "control"}\n')
+    archived = results.parent / "stores" / "lab.db.gz"
+    archived.parent.mkdir()
+    archived.write_bytes(b"a store")
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True,
@@ -439,11 +442,15 @@ def test_a_results_line_names_its_commit_dirty_only_for_changes_besides_the_resu
     sha = git("rev-parse", "HEAD")
     with results.open("a") as f:
         f.write('{"arm": "x"}\n')
-    assert _commit(ignore=results, here=repo / "pkg") == sha
+    assert _commit(ignore=[results], here=repo / "pkg") == sha
     assert _commit(here=repo / "pkg") == sha + "+dirty"  # the same file, not the lab's own: a change
-    assert _commit(ignore=tmp_path / "elsewhere.jsonl", here=repo / "pkg") == sha + "+dirty"
+    assert _commit(ignore=[tmp_path / "elsewhere.jsonl"], here=repo / "pkg") == sha + "+dirty"
+    # The archived store is checked in beside the lines and replaced after every piece: the lab's own data too
+    archived.write_bytes(b"another store")
+    assert _commit(ignore=[results], here=repo / "pkg") == sha + "+dirty"
+    assert _commit(ignore=[results, archived], here=repo / "pkg") == sha
     (repo / "pkg" / "code.py").write_text("x = 2\n")
-    assert _commit(ignore=results, here=repo / "pkg") == sha + "+dirty"
+    assert _commit(ignore=[results, archived], here=repo / "pkg") == sha + "+dirty"
 
 
 def test_a_relative_sqlite_database_is_the_lab_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import platform
 import subprocess
+from collections.abc import Sequence
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -65,11 +66,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def diff_sha256(here: Path, ignore: Path | None = None) -> str | None:
-    """The sha256 of the work tree's uncommitted diff (tracked files), the results file left out; None outside git."""
-    spec = [":/"]
-    if ignore is not None:
-        spec.append(f":(exclude){Path(ignore).resolve()}")
+def diff_sha256(here: Path, ignore: Sequence[Path] = ()) -> str | None:
+    """The sha256 of the work tree's uncommitted diff (tracked files), what the lab writes itself left out; None
+    outside git."""
+    spec = [":/", *(f":(exclude){Path(p).resolve()}" for p in ignore)]
     try:
         out = subprocess.run(["git", "diff", "HEAD", "--", *spec], cwd=here, capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError):

@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,7 +164,7 @@ class Lab:
         --jobs, whose parent checked it once)."""
         todo = self.pieces(only)  # a bad --only is refused before any config is read
         if not checked:
-            provenance.refuse_dirty(_commit(ignore=self.results), allow_dirty, self.spec.name)
+            provenance.refuse_dirty(_commit(ignore=self.written), allow_dirty, self.spec.name)
             self.check()
             self._check_start()
         if jobs <= 1:
@@ -289,7 +289,7 @@ class Lab:
         if outcome is None or outcome["status"] != "finished":
             return None
         line = outcome_line(outcome, piece.arm, piece.seed, [s.model_dump(mode="json") for s in config.eval.suites])
-        commit = _commit(ignore=self.results)
+        commit = _commit(ignore=self.written)
         sha, text = provenance.config_snapshot(config)
         provenance.keep_snapshot(self.results, sha, text)
         from selfloop.models.resolve import resolve_model, weights_sha256
@@ -298,13 +298,24 @@ class Lab:
         reproduce: dict[str, Any] = {"config_sha256": sha, "versions": provenance.versions(), "cpu": provenance.cpu_model(),
                      "model_sha256": weights_sha256(str(model.path))}
         if commit and commit.endswith("+dirty"):
-            reproduce["diff_sha256"] = provenance.diff_sha256(Path(__file__).resolve().parent, ignore=self.results)
+            reproduce["diff_sha256"] = provenance.diff_sha256(Path(__file__).resolve().parent, ignore=self.written)
         if self.archive is not None:
             reproduce["store"] = self._archive()
         return {"lab": self.spec.name, "loop": piece.loop(self.spec.name), "overlay": self.spec.arms[piece.arm],
                 "main_metric": config.eval.main_metric, "commit": commit,
                 "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(),
                 "run_seconds": round(seconds, 1), **reproduce, **line}
+
+    @property
+    def archived(self) -> Path:
+        """Where --archive keeps the lab's store: `stores/<lab>.db.gz` beside the results."""
+        return self.results.parent / "stores" / f"{self.spec.name}.db.gz"
+
+    @property
+    def written(self) -> list[Path]:
+        """What the lab itself writes into a checked-in tree (its results lines and archived store): data, not a
+        change to what a piece computes, so neither marks the next piece's commit '+dirty'."""
+        return [self.results, self.archived]
 
     def _archive(self) -> str:
         """The lab's store as it is now, compressed beside the results (`stores/<lab>.db.gz`, replaced each time): the
@@ -319,7 +330,7 @@ class Lab:
         if source is None:
             raise SelfloopError(f"lab {self.spec.name}: --archive copies an SQLite store; back a PostgreSQL one up "
                                 "with pg_dump")
-        target = self.results.parent / "stores" / f"{self.spec.name}.db.gz"
+        target = self.archived
         target.parent.mkdir(parents=True, exist_ok=True)
         copy = target.with_name(f".{self.spec.name}.db.tmp")
         with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as live, sqlite3.connect(copy) as snapshot:
@@ -371,9 +382,9 @@ class Lab:
         return read_lines(self.results, self.spec.name)
 
 
-def _commit(ignore: Path | None = None, here: Path | None = None) -> str | None:
+def _commit(ignore: Sequence[Path] = (), here: Path | None = None) -> str | None:
     """The commit of the selfloop source this runs from, with '+dirty' if it has uncommitted changes. `ignore`: the
-    lab's results file, which the lab itself appends to: its lines are data, not a change to what a piece computes
+    files the lab itself writes (its results file, its archived store): data, not a change to what a piece computes
     (before, every piece after a checkout's first wrote '+dirty')."""
     here = here or Path(__file__).resolve().parent
 
@@ -386,9 +397,9 @@ def _commit(ignore: Path | None = None, here: Path | None = None) -> str | None:
     try:
         sha, top = git("rev-parse", "HEAD"), Path(git("rev-parse", "--show-toplevel"))
         spec = [":/"]  # the whole work tree, wherever `here` is in it
-        ignored = Path(ignore).resolve() if ignore is not None else None
-        if ignored is not None and ignored.is_relative_to(top.resolve()):  # git refuses a path outside the tree
-            spec.append(f":(exclude){ignored}")
+        for ignored in (Path(p).resolve() for p in ignore):
+            if ignored.is_relative_to(top.resolve()):  # git refuses a path outside the tree
+                spec.append(f":(exclude){ignored}")
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", *spec)
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
