@@ -417,6 +417,25 @@ def test_the_checked_in_labs_validate_every_arm(path: Path) -> None:
     assert next(s for s in config.eval.suites if s.name == config.eval.main_metric.split("/")[0]).split == "validation"
 
 
+@pytest.mark.parametrize(("lab_file", "demo_file"), [("arithmetic.yaml", "demo-cpu.yaml"),
+                                                     ("instructions.yaml", "demo-selfreward.yaml")])
+def test_a_demo_runs_the_arm_its_lab_chose(lab_file: str, demo_file: str) -> None:
+    """The lab file's `demo` names the arm the goals hold to be the best label-free one: the demo's config must train
+    as that arm does (the lab's budget replaces the evaluation suites, and a piece has its own name, seed and store)."""
+    from selfloop.config import load_config
+    from selfloop.lab.run import Lab
+
+    repo = Path(__file__).parent.parent
+    lab = Lab(repo / "labs" / lab_file)
+    assert lab.spec.demo in lab.spec.arms and lab.spec.demo in (lab.spec.label_free or [])
+    arm = lab.arm_config(lab.spec.demo).model_dump(mode="json")
+    demo = load_config(repo / "configs" / demo_file).model_dump(mode="json")
+    for section in ("model", "engine", "generation", "judge", "curate", "train"):
+        assert demo[section] == arm[section], f"{demo_file}'s {section} is not the {lab.spec.demo} arm's of {lab_file}"
+    for key in ("phases", "max_iterations"):
+        assert demo["loop"][key] == arm["loop"][key], f"{demo_file}'s loop.{key} is not the {lab.spec.demo} arm's"
+
+
 @pytest.mark.integration  # runs git
 def test_a_results_line_names_its_commit_dirty_only_for_changes_besides_what_the_lab_writes(tmp_path: Path) -> None:
     """The lab appends to its results file, which is checked in: that alone must not mark the next piece's

@@ -3,7 +3,7 @@ against a control and an oracle arm. Torch-free: `selfloop lab` checks a lab fil
 
 ```yaml
 name: methods-arithmetic            # its loops are <name>.<arm>.s<seed>
-config: ../configs/demo-cpu.yaml    # the base config every arm overlays (relative to this file)
+config: ../configs/ttrl-cpu.yaml    # the base config every arm overlays (relative to this file)
 start: null                         # the config's model.base; or {loop: NAME, at: N} in the same store
 database: null                      # default: sqlite:///<this file's directory>/.lab/<name>.db
 results: results/methods.jsonl     # one line per finished arm x seed (relative to this file)
