@@ -18,7 +18,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = lab_sub.add_parser("run", help="run (or resume) every unfinished arm x seed to its end; each finished one "
                                        "appends a line (commit, date, machine, held-out rows) to the lab's results file")
     p.add_argument("file", type=Path, metavar="LAB", help="the lab file (YAML; see docs/lab.md)")
-    p.add_argument("--only", action="append", metavar="ARM[/SEED]", help="run only these pieces (repeatable)")
+    p.add_argument("--only", action="append", metavar="ARM[/SEED]", help="run only these pieces, in the order given (repeatable)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="run N pieces at once, each in its own process (PostgreSQL stores, or SQLite on one machine)")
     p.add_argument("--checked", action="store_true", help=argparse.SUPPRESS)  # a --jobs worker: its parent checked the file

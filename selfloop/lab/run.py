@@ -90,7 +90,8 @@ class Lab:
 
     def pieces(self, only: list[str] | None = None) -> list[Piece]:
         """Every arm x seed (the control's first, so the others copy its start evaluation), or those `only` names
-        as ARM or ARM/SEED."""
+        as ARM (its seeds in the lab's order) or ARM/SEED, in the order given: a queue of pieces runs as it is
+        written (the start's evaluation is shared whichever piece computes it first)."""
         arms = [self.spec.control] + [a for a in self.spec.arms if a != self.spec.control]
         every = [Piece(arm, seed) for seed in self.spec.seeds for arm in arms]
         if not only:
@@ -103,7 +104,7 @@ class Lab:
             if seed and (not seed.isdigit() or int(seed) not in self.spec.seeds):
                 raise SelfloopError(f"--only {item!r}: seed {seed!r} is not one of the lab's seeds {self.spec.seeds}")
             chosen += [p for p in every if p.arm == arm and (not seed or p.seed == int(seed)) and p not in chosen]
-        return sorted(chosen, key=every.index)
+        return chosen
 
     def guards(self) -> dict[str, Any]:
         """Each arm's guard config (the seeds share it), which `lab report` replays the arm's long runs under; none
