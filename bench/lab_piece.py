@@ -4,13 +4,16 @@
                                                                      # instruction following raft/0 (about an hour)
     .venv/bin/python bench/lab_piece.py --pieces arithmetic:stated/0 --reps 2
     .venv/bin/python bench/lab_piece.py --old 1a2b3c4 --old-tree /tmp/old-selfloop
+    .venv/bin/python bench/lab_piece.py --old 06655ce --pieces labs/arithmetic.yaml:stated/0   # one lever, one lab file
 
-Each piece is a `selfloop lab run LAB --only ARM/SEED` of a checked-in lab file, run by each side's own code (the
-old one checked out beside this tree with `git worktree`) on a fresh store of its own, the sides alternating (old,
+Each piece is a `selfloop lab run LAB --only ARM/SEED` of a checked-in lab file (LAB: a short name below, or the
+file's path in the tree), run by each side's own code and its own copy of that file (the old one checked out beside
+this tree with `git worktree`) on a fresh store of its own, the sides alternating (old,
 new, old, new...) so that a slower machine minute falls on both. The lab files are copied with their results and
 stores redirected to a temporary directory: nothing checked in is touched. The new side's evaluation cache
 (eval.cache_dir) is warmed first by the lab's control piece, as in a lab where the control runs first, and those
-seconds are reported apart (`warm_seconds`); --cold leaves it empty.
+seconds are reported apart (`warm_seconds`); each run starts from its own copy of it, and --warm-both gives the old
+side one too (to time the levers that came after the cache against code that has it); --cold leaves it empty.
 
 Prints per piece and side the wall seconds and the lab's per-phase seconds, the ratio new/old (the mean of the
 reps), and whether the two results lines' item flags (every held-out item right or wrong, at the start and at the
@@ -95,9 +98,13 @@ def main() -> None:
     parser.add_argument("--old", default=BEFORE, help=f"the code to compare with (default {BEFORE})")
     parser.add_argument("--old-tree", type=Path, help="where the old code is or goes (default: a temporary worktree)")
     parser.add_argument("--pieces", default=",".join(DEFAULT),
-                        help=f"LAB:ARM/SEED,... with LAB one of {', '.join(PIECES)} (default {','.join(DEFAULT)})")
+                        help=f"LAB:ARM/SEED,... with LAB one of {', '.join(PIECES)} or a lab file's path in the tree, "
+                        f"which both sides must have (default {','.join(DEFAULT)})")
     parser.add_argument("--reps", type=int, default=1, help="runs per side and piece, alternating")
     parser.add_argument("--cold", action="store_true", help="start the new side's eval cache empty")
+    parser.add_argument("--warm-both", action="store_true",
+                        help="give the old side the warmed eval cache too (old code that has eval.cache_dir): times the "
+                        "levers after the cache")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
 
@@ -108,23 +115,30 @@ def main() -> None:
     results = []
     warmed: dict[str, float] = {}
     for spec in args.pieces.split(","):
-        kind, _, only = spec.partition(":")
-        lab = PIECES[kind]
-        budget = {"eval.cache_dir": str(cache)}
+        kind, _, only = spec.rpartition(":")
+        lab = PIECES.get(kind, kind)
+        for side, tree in sides.items():
+            if not (tree / lab).is_file():
+                raise SystemExit(f"--pieces {spec}: no lab file {lab} in the {side} tree ({tree})")
         if not args.cold and kind not in warmed:
             work = scratch / f"warm-{kind}"
             work.mkdir()
             started = time.monotonic()
-            run_piece(HERE, lab_copy(HERE, lab, work, budget), f"{yaml.safe_load((HERE / lab).read_text())['control']}/0", work)
+            run_piece(HERE, lab_copy(HERE, lab, work, {"eval.cache_dir": str(cache)}),
+                      f"{yaml.safe_load((HERE / lab).read_text())['control']}/0", work)
             warmed[kind] = round(time.monotonic() - started, 1)
         runs: dict[str, list[dict]] = {"old": [], "new": []}
         for rep in range(args.reps):
             for side, tree in sides.items():
                 work = scratch / f"{kind}-{only.replace('/', '-')}-{side}-{rep}"
                 work.mkdir()
-                if args.cold:
-                    shutil.rmtree(cache, ignore_errors=True)
-                done = run_piece(tree, lab_copy(tree, lab, work, budget if side == "new" else None), only, work)
+                # Each run gets its own copy of the warmed cache (the start's answers only): a run that found an
+                # earlier run's candidates there (the same weights, so the same keys) would answer nothing.
+                own = work / "eval-cache"
+                if cache.is_dir() and not args.cold:
+                    shutil.copytree(cache, own)
+                cached = side == "new" or args.warm_both
+                done = run_piece(tree, lab_copy(tree, lab, work, {"eval.cache_dir": str(own)} if cached else None), only, work)
                 runs[side].append(done)
                 print(f"{spec} {side} rep {rep}: {done['seconds']:.0f} s  "
                       + "  ".join(f"{k} {v:.0f}" for k, v in sorted(done["phase_seconds"].items())), flush=True)
@@ -141,7 +155,8 @@ def main() -> None:
         print(f"{spec}: new/old {results[-1]['ratio']:.2f}, item flags equal: {equal}", flush=True)
     report = {"bench": "lab_piece", "old": git("rev-parse", args.old), "new": git("rev-parse", "HEAD"),
               "new_dirty": bool(git("status", "--porcelain", "--untracked-files=no")), "reps": args.reps,
-              "cache": "cold" if args.cold else "warm", "warm_seconds": warmed, "pieces": results,
+              "cache": "cold" if args.cold else ("warm, both sides" if args.warm_both else "warm, new side"),
+              "warm_seconds": warmed, "pieces": results,
               "goal": "ratio <= 0.50 on stated/0 and raft/0"}
     text = json.dumps(report)
     print(text)

@@ -4,7 +4,7 @@ self-instruct, mined hard prompts, held-out suites."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -178,9 +178,21 @@ class SuiteConfig(_FileBacked):
     majority_k: Annotated[int, upto(1024, 0)] = Field(0, description="Also sample k answers per problem for majority@k (0: off), and "
                                       "the label-free self_consistency (the greedy answer agrees with the k samples' majority).")
     max_new_tokens: Annotated[int, upto(32_768)] = Field(64, description="Longest answer in tokens.")
+    when: Literal["every", "ends"] = Field(
+        "every", description="'every': answered by both policies of every iteration; 'ends': only where a loop's result "
+        "is read, by its start (iteration 1's baseline) and by both policies of its last iteration (loop.max_iterations), "
+        "so the final policy is measured whichever way the last gate goes, and the middle iterations skip the suite. "
+        "For suites no gate reads (test suites; a validation suite a lab reads of its final policies only): it saves "
+        "their evaluation of every middle candidate with the same answers (the same weights, asked in the same "
+        "batches), but their per-iteration curve, `selfloop lab gates` and the guard replay then see the ends only. "
+        "Not for the gate's suite.")
     labelled: bool = Field(True, description="jsonl: false for held-out prompts without answers (a user with no labels): "
                            "only the label-free metrics are computed (self_consistency, with majority_k >= 2), and the "
                            "gate may decide on them (eval.main_metric: <suite>/self_consistency).")
+
+    def answer_settings(self) -> dict[str, Any]:
+        """What the suite's answers depend on: its definition without `when` (which iterations answer it)."""
+        return self.model_dump(mode="json", exclude={"when"})
 
     @model_validator(mode="after")
     def _fits_kind(self) -> SuiteConfig:

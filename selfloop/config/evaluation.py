@@ -71,6 +71,9 @@ class EvalConfig(Section):
         if any(s.name == suite and s.split == "test" for s in self.suites):
             raise ValueError(f"main_metric {self.main_metric!r}: suite {suite!r} is a test split, which no decision "
                              "may use; let the gate decide on a validation (or eval) suite")
+        if any(s.name == suite and s.when == "ends" for s in self.suites):
+            raise ValueError(f"main_metric {self.main_metric!r}: the gate decides every iteration, so suite {suite!r} "
+                             "is answered every iteration (when: every)")
         metric = self.main_metric.partition("/")[2]
         if metric not in ("greedy_accuracy", "majority_accuracy", "self_consistency"):
             raise ValueError(f"main_metric {self.main_metric!r}: the metric must be greedy_accuracy, majority_accuracy or "

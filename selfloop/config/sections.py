@@ -96,6 +96,13 @@ class Config(Section):
         if "evaluate" in self.loop.phases and not self.eval.suites:
             raise ValueError("eval.suites is empty, but the evaluate phase needs at least one held-out suite "
                              "(or remove 'evaluate' from loop.phases)")
+        ends = [s.name for s in self.eval.suites if s.when == "ends"]
+        if ends and self.loop.max_iterations is None:
+            raise ValueError(f"eval.suites[{ends[0]}].when 'ends' is answered in the loop's last iteration, and "
+                             "loop.max_iterations is null (no last one): set it, or answer the suite every iteration")
+        if ends and self.guard.enabled and self.guard.action == "stop":
+            raise ValueError(f"eval.suites[{ends[0]}].when 'ends': guard.action 'stop' can end the loop before its last "
+                             "iteration, which would leave the final policy unmeasured on it; answer it every iteration")
         n, voters = self.generation.samples_per_prompt, self.judge.vote.voters
         if voters is not None and voters > n:
             raise ValueError(f"judge.vote.voters ({voters}) is above generation.samples_per_prompt ({n})")

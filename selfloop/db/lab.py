@@ -12,13 +12,16 @@ from sqlalchemy.orm import Session
 
 from selfloop.db.models import Eval, EvalItem, Event, Iteration, Loop, Metric, PhaseRun
 from selfloop.db.queries import monitor_history
+from selfloop.errors import SelfloopError
 
 
 def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
     """Per suite: 'start' (iteration 1's baseline) and 'final' (the last promoted candidate, else the start) as
     correct flags in item order, and 'curve' (each iteration's policy after its gate: the candidate if promoted,
-    else the baseline, greedy accuracy); the loop's iterations, promotions, seconds per phase, and the mean of its
-    judge.label_accuracy and judge.rewarded_right. None: no such loop or no finished iteration."""
+    else the baseline, greedy accuracy; None where a suite answered at the loop's ends only was not asked); the
+    loop's iterations, promotions, seconds per phase, and the mean of its judge.label_accuracy and
+    judge.rewarded_right. A running loop leaves out a suite its final policy has not answered yet; a finished one
+    without them is refused. None: no such loop or no finished iteration."""
     loop = session.scalars(select(Loop).where(Loop.name == name)).one_or_none()
     if loop is None:
         return None
@@ -36,7 +39,18 @@ def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
         return out
 
     start = rows(iterations[0].id, "baseline")
-    final = rows(promoted[-1].id, "candidate") if promoted else start
+    final = rows(promoted[-1].id, "candidate") if promoted else dict(start)
+    if promoted:
+        # A suite answered at the loop's ends only (eval.suites[].when 'ends') has the final policy's answers where it
+        # was the baseline of a later iteration: the last one, when the last gate rejected.
+        kept = promoted[-1].output_checkpoint_id
+        for it in iterations:
+            if it.number > promoted[-1].number and it.base_checkpoint_id == kept:
+                final = {**rows(it.id, "baseline"), **final}
+    missing = sorted(set(start) - set(final))
+    if missing and loop.status == "finished":
+        raise SelfloopError(f"loop {name!r}: its final policy has no answers to suite(s) {', '.join(missing)} (answered "
+                            "at the loop's ends only, and the loop stopped before its last iteration)")
     curve: dict[str, list[float | None]] = defaultdict(list)
     for it in iterations:
         role = "candidate" if it.promoted else "baseline"
@@ -59,7 +73,7 @@ def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
     monitors = [{"iteration": number, **values} for number, values in monitor_history(session, loop.id, iterations[-1].number)]
     return {"created_at": loop.created_at.isoformat() if loop.created_at else None, "iterations": len(iterations),
             "promoted": len(promoted), "status": loop.status, "monitors": monitors,
-            "suites": {s: {"start": start[s], "final": final.get(s, start[s]), "curve": curve[s]} for s in start},
+            "suites": {s: {"start": start[s], "final": final[s], "curve": curve[s]} for s in start if s in final},
             "phase_seconds": {k: round(float(v or 0.0), 1) for k, v in seconds.items()}, "signal": signal}
 
 

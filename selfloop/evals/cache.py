@@ -53,7 +53,7 @@ def key(config: Config, model_sha256: str, adapter_sha256: str | None, suite: Su
         problems.update(json.dumps([it.prompt, it.answer, it.chat], sort_keys=True).encode())
     content = {
         "format": FORMAT, "model": model_sha256, "adapter": adapter_sha256, "problems": problems.hexdigest(),
-        "suite": suite.model_dump(mode="json"), "system_prompt": config.generation.system_prompt,
+        "suite": suite.answer_settings(), "system_prompt": config.generation.system_prompt,
         "engine": {"kind": config.engine.kind, "dtype": config.model.dtype, "device": config.engine.device},
         "versions": {p: _version(p) for p in ("torch", "transformers", "peft")},
     }

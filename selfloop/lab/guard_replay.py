@@ -52,7 +52,10 @@ def replay_line(line: dict[str, Any], cfg: Any, suites: list[str]) -> dict[str, 
         start, gate = _accuracy(rows["start"]), _accuracy(rows["final"])
         if start is None or gate is None:
             continue
-        curve = [start, *[c if c is not None else start for c in rows.get("curve", [])]]  # [k]: after iteration k
+        measured = rows.get("curve", [])
+        if any(c is None for c in measured):
+            continue  # not answered every iteration (a suite answered at the loop's ends only): nothing to replay on
+        curve = [start, *measured]  # [k]: after iteration k
         guard = start if kept is None else curve[min(kept, len(curve) - 1)]
         best = max(curve)
         best_at = curve.index(best)

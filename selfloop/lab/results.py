@@ -21,7 +21,7 @@ class SuiteRows(BaseModel):
     model_config = ConfigDict(extra="allow")
     start: str = Field(pattern=r"^[01]*$")
     final: str = Field(pattern=r"^[01]*$")
-    curve: list[float] = []
+    curve: list[float | None] = []  # None: not answered that iteration (a suite answered at the loop's ends only)
     split: str = "eval"
     phrasing: str = "seen"
 

@@ -9,6 +9,7 @@ re-run continues where it stopped; the `evals` rows are computed from them with 
 starting policy's rows are copied from an earlier iteration of the loop that evaluated the same
 checkpoint on the same problems, instead of being generated again. An algorithm whose spec declares `held_out`
 adds its own figures per suite and policy from the answered items (R-Tuning: the average precision of P(sure)).
+A suite with `when: ends` is answered at the loop's ends only (`answered_by`).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _same_settings(stored: dict[str, Any], config: Config, suite: SuiteConfig) -
         return (stored["model"]["base"] == config.model.base and stored["model"].get("dtype") == config.model.dtype
                 and stored["engine"].get("kind") == config.engine.kind
                 and stored["generation"].get("system_prompt") == config.generation.system_prompt
-                and theirs == suite.model_dump(mode="json"))
+                and {k: v for k, v in theirs.items() if k != "when"} == suite.answer_settings())
     except (KeyError, TypeError, StopIteration):
         return False
 
@@ -215,13 +216,21 @@ def _summarise(session: Session, iteration_id: int, role: str, suite: SuiteConfi
     return out
 
 
+def answered_by(config: Config, number: int, role: str) -> list[SuiteConfig]:
+    """The suites `role` answers in iteration `number`: every suite at the loop's ends (iteration 1's baseline is its
+    start; both policies of its last iteration, one of which is its final policy), the `when: every` ones between."""
+    last = config.loop.max_iterations is not None and number >= config.loop.max_iterations
+    ends = last or (number == 1 and role == "baseline")
+    return [s for s in config.eval.suites if ends or s.when == "every"]
+
+
 def _held_out(ctx: PhaseContext, policies: list[tuple[str, int | None]], adapters: dict) -> list[dict]:
     """The algorithm's own held-out figures (R-Tuning's average precision of P(sure)) per suite and policy, from the
     answered items: computed again on a re-run, stored with the done mark."""
     name = ctx.config.train.algorithm
     figures, options = trainer(name).held_out_metrics, ctx.config.train.options()
     system, out = ctx.config.generation.system_prompt, []
-    jobs = [(role, ckpt, suite) for role, ckpt in policies for suite in ctx.config.eval.suites]
+    jobs = [(role, ckpt, suite) for role, ckpt in policies for suite in answered_by(ctx.config, ctx.number, role)]
     for done, (role, ckpt, suite) in enumerate(jobs):
         ctx.check_stop()
         ctx.set_progress(done, len(jobs), f"{name} held-out figures")
@@ -266,7 +275,7 @@ def run(ctx: PhaseContext) -> None:
             policies.append(("candidate", it.output_checkpoint_id))
         adapters = {role: adapter_of(session, ckpt, ctx.config) for role, ckpt in policies}
     for role, ckpt in policies:
-        for suite in ctx.config.eval.suites:
+        for suite in answered_by(ctx.config, ctx.number, role):
             items = suites[suite.name]
             copied = _reuse(ctx, suite, ckpt, items) if role == "baseline" else None
             cache = ctx.config.eval.cache_dir if eval_cache.cacheable(ctx.config, suite) else None
@@ -290,7 +299,7 @@ def run(ctx: PhaseContext) -> None:
     extra = _held_out(ctx, policies, adapters) if spec(ctx.config.train.algorithm).held_out else []
     kl = _kl_from_start(ctx)
     with ctx.db.session() as session:
-        rows = [r for role, ckpt in policies for s in ctx.config.eval.suites
+        rows = [r for role, ckpt in policies for s in answered_by(ctx.config, ctx.number, role)
                 for r in _summarise(session, ctx.iteration_id, role, s, ckpt)] + extra
         insert_ignore(session, Eval, rows, ["iteration_id", "role", "suite", "metric"])
         floor = ctx.config.warnings.min_accuracy
