@@ -1,6 +1,6 @@
-"""Suites answered at a loop's ends only (eval.suites[].when 'ends'): the start and both policies of the last
-iteration answer them, the middle iterations skip them, and what a lab reads of the loop is what it reads when
-every iteration answers them."""
+"""Suites answered at a loop's ends only (eval.suites[].when 'ends'): the start and the final policy (in the last
+iteration, the one the gate keeps) answer them, every other policy skips them, and what a lab reads of the loop is
+what it reads when every iteration answers them."""
 
 from __future__ import annotations
 
@@ -35,7 +35,11 @@ def test_which_policies_answer_an_ends_suite(tmp_path: Path) -> None:
     names = {(n, role): [s.name for s in answered_by(config, n, role)] for n in (1, 2, 3) for role in ("baseline", "candidate")}
     assert names == {(1, "baseline"): ["val", "test"], (1, "candidate"): ["val"],
                      (2, "baseline"): ["val"], (2, "candidate"): ["val"],
-                     (3, "baseline"): ["val", "test"], (3, "candidate"): ["val", "test"]}
+                     (3, "baseline"): ["val"], (3, "candidate"): ["val"]}
+    # The last iteration, once its gate's decision is known: the policy kept answers everything, the other does not.
+    assert [s.name for s in answered_by(config, 3, "candidate", "candidate")] == ["val", "test"]
+    assert [s.name for s in answered_by(config, 3, "baseline", "candidate")] == ["val"]
+    assert [s.name for s in answered_by(config, 3, "baseline", "baseline")] == ["val", "test"]
 
 
 def test_an_ends_suite_is_refused_where_no_end_would_answer_it(tmp_path: Path) -> None:
@@ -107,11 +111,12 @@ def test_a_loop_with_an_ends_suite_reads_the_same_as_one_answering_it_every_iter
         assert out.returncode == 0, out.stderr[-3000:]
         runs[when] = (_items(url), _outcome(url, "tiny"))
     (every, every_outcome), (ends, ends_outcome) = runs["every"], runs["ends"]
-    assert {k for k in ends if k[2] == "test"} == {(1, "baseline", "test"), (3, "baseline", "test"), (3, "candidate", "test")}
+    # The tiny loop's tolerance (1.0) promotes every candidate: the final policy is iteration 3's candidate.
+    assert {k for k in ends if k[2] == "test"} == {(1, "baseline", "test"), (3, "candidate", "test")}
     assert {k: v for k, v in every.items() if k[2] == "val"} == {k: v for k, v in ends.items() if k[2] == "val"}
     for key, rows in ends.items():
         assert rows == every[key]  # the same answers, word for word
-    assert ends_outcome["promoted"] == every_outcome["promoted"] == 3  # the tiny loop's tolerance promotes everything
+    assert ends_outcome["promoted"] == every_outcome["promoted"] == 3
     for suite in ("val", "test"):
         for side in ("start", "final"):
             assert ends_outcome["suites"][suite][side] == every_outcome["suites"][suite][side]
@@ -164,3 +169,61 @@ def test_the_final_policy_is_read_where_the_last_gate_rejected(tmp_path: Path, s
     assert outcome is not None
     assert outcome["suites"]["test"]["start"] == start and outcome["suites"]["test"]["final"] == [True, True, False]
     assert outcome["suites"]["val"]["final"] == one
+
+
+def test_where_the_last_gate_will_reject_the_baseline_answers_the_ends_suite(tmp_path: Path, sqlite_url: str) -> None:
+    """The last iteration's candidate is worse on the gate's suite by more than the tolerance: the evaluate phase
+    decides as the gate will, so the baseline (the policy the loop ends with) answers the test suite, here copied from
+    the start's answers, and the candidate answers nothing but the gate's suite. Every answer the phase needs is stored
+    or copied, so no model runs: a policy asked to generate would fail on its made-up checkpoint."""
+    from selfloop.db.models import Eval, PhaseRun
+    from selfloop.evals.suites import load_suite
+    from selfloop.phases.context import PhaseContext
+    from selfloop.phases.evaluate import run as evaluate
+    from selfloop.phases.promote import run as promote
+    from selfloop.runtime import Runtime
+
+    data = _with(tmp_path, tolerance=0.0)
+    data["loop"]["max_iterations"] = 2
+    data["database"] = {"url": sqlite_url}
+    config = validate_config(data)
+    val, test = (load_suite(s) for s in config.eval.suites)
+    db = open_database(sqlite_url, init=True)
+    loop_id = open_loop(db, config).id
+    right = [i % 2 == 0 for i in range(len(val))]
+
+    def answers(it_id: int, role: str, suite: str, items: list, correct: list[bool]) -> list[EvalItem]:
+        return [EvalItem(iteration_id=it_id, role=role, suite=suite, item_index=i, prompt=item.prompt, answer=item.answer,
+                         response="r", predicted=None, correct=c, num_tokens=2) for i, (item, c) in enumerate(zip(items, correct))]
+
+    with db.session() as s:
+        made = [Checkpoint(path=f"/nonexistent/{n}", sha256="0" * 64, base_model="tiny", size_bytes=1) for n in (1, 2)]
+        s.add_all(made)
+        s.flush()
+        first = Iteration(loop_id=loop_id, number=1, status="done", output_checkpoint_id=made[0].id, promoted=False)
+        last = Iteration(loop_id=loop_id, number=2, status="running", output_checkpoint_id=made[1].id)
+        s.add_all([first, last])
+        s.flush()
+        s.add_all(answers(first.id, "baseline", "val", val, right) + answers(first.id, "baseline", "test", test, [True] * len(test))
+                  + answers(first.id, "candidate", "val", val, right))
+        s.add_all([Eval(iteration_id=first.id, role="baseline", checkpoint_id=None, suite=suite, n=1, metric="greedy_accuracy",
+                        value=0.5) for suite in ("val", "test")])  # the start's evaluation is done: copied, not answered
+        s.add_all(answers(last.id, "candidate", "val", val, [False] * len(val)))  # worse by half the items
+        s.add_all([PhaseRun(iteration_id=last.id, phase=p, status="running") for p in ("evaluate", "promote")])
+        s.flush()
+        runs = {p: r for p, r in s.query(PhaseRun.phase, PhaseRun.id).filter(PhaseRun.iteration_id == last.id)}
+        last_id = last.id
+    for phase, body in (("evaluate", evaluate), ("promote", promote)):
+        body(PhaseContext(db, config, Runtime(config), loop_id, last_id, 2, phase, runs[phase], None))
+    with db.session() as s:
+        answered = {(role, suite) for role, suite in s.query(EvalItem.role, EvalItem.suite).filter(EvalItem.iteration_id == last_id)}
+        figures = {(role, suite) for role, suite in s.query(Eval.role, Eval.suite).filter(Eval.iteration_id == last_id)}
+        promoted = s.get(Iteration, last_id).promoted
+        s.get(Iteration, last_id).status = "done"
+        s.get(Loop, loop_id).status = "finished"
+    assert promoted is False  # the gate decided as the evaluate phase expected
+    assert answered == figures == {("baseline", "val"), ("candidate", "val"), ("baseline", "test")}
+    with db.session() as s:
+        outcome = loop_outcome(s, "t")
+    db.dispose()
+    assert outcome is not None and outcome["suites"]["test"]["final"] == [True] * len(test)

@@ -179,13 +179,13 @@ class SuiteConfig(_FileBacked):
                                       "the label-free self_consistency (the greedy answer agrees with the k samples' majority).")
     max_new_tokens: Annotated[int, upto(32_768)] = Field(64, description="Longest answer in tokens.")
     when: Literal["every", "ends"] = Field(
-        "every", description="'every': answered by both policies of every iteration; 'ends': only where a loop's result "
-        "is read, by its start (iteration 1's baseline) and by both policies of its last iteration (loop.max_iterations), "
-        "so the final policy is measured whichever way the last gate goes, and the middle iterations skip the suite. "
-        "For suites no gate reads (test suites; a validation suite a lab reads of its final policies only): it saves "
-        "their evaluation of every middle candidate with the same answers (the same weights, asked in the same "
-        "batches), but their per-iteration curve, `selfloop lab gates` and the guard replay then see the ends only. "
-        "Not for the gate's suite.")
+        "every", description="'every': answered by both policies of every iteration; 'ends': only by the policies a "
+        "loop's result reads, its start (iteration 1's baseline) and its final policy (in the last iteration, "
+        "loop.max_iterations, the one the gate keeps, decided on the gate's suite before this one is answered). For "
+        "suites no gate reads (test suites; a validation suite a lab reads of its final policies only): the same "
+        "answers (the same weights, asked in the same batches) for one policy instead of every candidate, but the "
+        "suite's per-iteration curve and the guard replay see the ends only, and `selfloop lab gates` cannot re-take "
+        "a decision on it. Not for the gate's suite.")
     labelled: bool = Field(True, description="jsonl: false for held-out prompts without answers (a user with no labels): "
                            "only the label-free metrics are computed (self_consistency, with majority_k >= 2), and the "
                            "gate may decide on them (eval.main_metric: <suite>/self_consistency).")

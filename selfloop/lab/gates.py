@@ -137,5 +137,9 @@ def render(found: list[Decision], gate: str, report: list[str], result: dict[str
                           f"{c['promoted_points']:+.1f} points in all, {c['rejected_gained_beyond_noise']} rejected "
                           "that gained beyond noise" for s, c in ((s, row[s]) for s in report))
         lines.append(f"  {name:>20}: promotes {row['promoted']:3d} | {cells}")
+    if len(used) < len(found):
+        lines.append(f"{len(found) - len(used)} decision(s) left out: both policies did not answer every reported suite "
+                     "(a suite with `when: ends` is answered by one policy of a loop's last iteration: answer it every "
+                     "iteration to re-take them).")
     lines.append("Single decisions only: a rejection changes what a loop trains next (docs/lab.md).")
     return "\n".join(lines) + "\n"

@@ -9,7 +9,8 @@ re-run continues where it stopped; the `evals` rows are computed from them with 
 starting policy's rows are copied from an earlier iteration of the loop that evaluated the same
 checkpoint on the same problems, instead of being generated again. An algorithm whose spec declares `held_out`
 adds its own figures per suite and policy from the answered items (R-Tuning: the average precision of P(sure)).
-A suite with `when: ends` is answered at the loop's ends only (`answered_by`).
+A suite with `when: ends` is answered at the loop's ends only (`answered_by`): by its start, and in its last iteration
+by the policy the gate will keep, decided here as the promote phase decides it.
 """
 
 from __future__ import annotations
@@ -216,21 +217,47 @@ def _summarise(session: Session, iteration_id: int, role: str, suite: SuiteConfi
     return out
 
 
-def answered_by(config: Config, number: int, role: str) -> list[SuiteConfig]:
+def is_last(config: Config, number: int) -> bool:
+    """Whether iteration `number` is the loop's last (loop.max_iterations)."""
+    return config.loop.max_iterations is not None and number >= config.loop.max_iterations
+
+
+def answered_by(config: Config, number: int, role: str, final: str | None = None) -> list[SuiteConfig]:
     """The suites `role` answers in iteration `number`: every suite at the loop's ends (iteration 1's baseline is its
-    start; both policies of its last iteration, one of which is its final policy), the `when: every` ones between."""
-    last = config.loop.max_iterations is not None and number >= config.loop.max_iterations
-    ends = last or (number == 1 and role == "baseline")
+    start; `final`, the role the last iteration's gate keeps, is its final policy), the `when: every` ones between."""
+    ends = (number == 1 and role == "baseline") or (final is not None and role == final)
     return [s for s in config.eval.suites if ends or s.when == "every"]
 
 
-def _held_out(ctx: PhaseContext, policies: list[tuple[str, int | None]], adapters: dict) -> list[dict]:
+def _final_role(ctx: PhaseContext, policies: list[tuple[str, int | None]]) -> str | None:
+    """In the loop's last iteration, the policy it ends with: the gate's decision (promote.promotes on
+    eval.main_metric, whose suite is answered every iteration), taken here from the answered items as the promote
+    phase takes it from their summaries (the same values: the same rows, summed alike); None in any other iteration."""
+    from selfloop.phases.promote import promotes
+
+    if not is_last(ctx.config, ctx.number):
+        return None
+    if len(policies) == 1 or "promote" not in ctx.config.loop.phases:
+        return "baseline"  # nothing trained, or nothing is ever promoted: the loop ends with the policy it started from
+    name, _, metric = ctx.config.eval.main_metric.partition("/")
+    suite = next(s for s in ctx.config.eval.suites if s.name == name)
+    with ctx.db.session() as session:
+        values = {role: next((r["value"] for r in _summarise(session, ctx.iteration_id, role, suite, ckpt)
+                              if r["metric"] == metric), None) for role, ckpt in policies}
+    if values["candidate"] is None or values["baseline"] is None:
+        raise RuntimeError(f"evaluate: {ctx.config.eval.main_metric} is missing for a policy; which one the gate keeps "
+                           "cannot be told")
+    return "candidate" if promotes(values["candidate"], values["baseline"], ctx.config.eval.tolerance) else "baseline"
+
+
+def _held_out(ctx: PhaseContext, policies: list[tuple[str, int | None]], adapters: dict,
+              answers: dict[str, list[SuiteConfig]]) -> list[dict]:
     """The algorithm's own held-out figures (R-Tuning's average precision of P(sure)) per suite and policy, from the
     answered items: computed again on a re-run, stored with the done mark."""
     name = ctx.config.train.algorithm
     figures, options = trainer(name).held_out_metrics, ctx.config.train.options()
     system, out = ctx.config.generation.system_prompt, []
-    jobs = [(role, ckpt, suite) for role, ckpt in policies for suite in answered_by(ctx.config, ctx.number, role)]
+    jobs = [(role, ckpt, suite) for role, ckpt in policies for suite in answers[role]]
     for done, (role, ckpt, suite) in enumerate(jobs):
         ctx.check_stop()
         ctx.set_progress(done, len(jobs), f"{name} held-out figures")
@@ -265,6 +292,33 @@ def _kl_from_start(ctx: PhaseContext) -> float | None:
     return kl_per_token(engine.score(chats, completions, adapter=ctx.policy), engine.score(chats, completions, adapter=None))
 
 
+def _answer_suites(ctx: PhaseContext, role: str, ckpt: int | None, chosen: list[SuiteConfig], suites: dict[str, list[Item]],
+                   adapter: Adapter | None) -> None:
+    """`role`'s answers to each chosen suite: copied from an earlier evaluation of the same policy, taken from the eval
+    cache, or generated (and then kept in the cache)."""
+    for suite in chosen:
+        items = suites[suite.name]
+        copied = _reuse(ctx, suite, ckpt, items) if role == "baseline" else None
+        cache = ctx.config.eval.cache_dir if eval_cache.cacheable(ctx.config, suite) else None
+        digest = _cache_key(ctx, suite, adapter, items) if cache is not None else ""
+        answered = kept = False
+        if copied is None and cache is not None:
+            copied = eval_cache.load(cache, digest, items)
+            kept = copied is not None
+            if kept:
+                logger.info("evaluate: {} on {} from the eval cache ({} items)", role, suite.name, len(items))
+        if copied is not None:
+            with ctx.db.session() as session:
+                insert_ignore(session, EvalItem, [{**r, "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name}
+                                                  for r in copied], ["iteration_id", "role", "suite", "item_index"])
+        else:
+            _answer(ctx, role, suite, items, adapter)
+            answered = True
+        # Answered here (replacing a kept file that failed its checks), or copied in the store but not kept yet.
+        if cache is not None and not kept and (answered or not eval_cache.has(cache, digest)):
+            _keep(ctx, role, suite, cache, digest)
+
+
 def run(ctx: PhaseContext) -> None:
     suites = {s.name: load_suite(s) for s in ctx.config.eval.suites}
     check_disjoint(ctx, suites)
@@ -275,31 +329,19 @@ def run(ctx: PhaseContext) -> None:
             policies.append(("candidate", it.output_checkpoint_id))
         adapters = {role: adapter_of(session, ckpt, ctx.config) for role, ckpt in policies}
     for role, ckpt in policies:
-        for suite in answered_by(ctx.config, ctx.number, role):
-            items = suites[suite.name]
-            copied = _reuse(ctx, suite, ckpt, items) if role == "baseline" else None
-            cache = ctx.config.eval.cache_dir if eval_cache.cacheable(ctx.config, suite) else None
-            digest = _cache_key(ctx, suite, adapters[role], items) if cache is not None else ""
-            answered = kept = False
-            if copied is None and cache is not None:
-                copied = eval_cache.load(cache, digest, items)
-                kept = copied is not None
-                if kept:
-                    logger.info("evaluate: {} on {} from the eval cache ({} items)", role, suite.name, len(items))
-            if copied is not None:
-                with ctx.db.session() as session:
-                    insert_ignore(session, EvalItem, [{**r, "iteration_id": ctx.iteration_id, "role": role, "suite": suite.name}
-                                                      for r in copied], ["iteration_id", "role", "suite", "item_index"])
-            else:
-                _answer(ctx, role, suite, items, adapters[role])
-                answered = True
-            # Answered here (replacing a kept file that failed its checks), or copied in the store but not kept yet.
-            if cache is not None and not kept and (answered or not eval_cache.has(cache, digest)):
-                _keep(ctx, role, suite, cache, digest)
-    extra = _held_out(ctx, policies, adapters) if spec(ctx.config.train.algorithm).held_out else []
+        _answer_suites(ctx, role, ckpt, answered_by(ctx.config, ctx.number, role), suites, adapters[role])
+    # The last iteration: the suites answered at the ends (when: ends) for the policy the gate will keep, decided on
+    # the gate's suite just answered; the other policy skips them.
+    final = _final_role(ctx, policies)
+    if final is not None:
+        before = answered_by(ctx.config, ctx.number, final)
+        ends = [s for s in answered_by(ctx.config, ctx.number, final, final) if s not in before]
+        _answer_suites(ctx, final, dict(policies)[final], ends, suites, adapters[final])
+    answers = {role: answered_by(ctx.config, ctx.number, role, final) for role, _ in policies}
+    extra = _held_out(ctx, policies, adapters, answers) if spec(ctx.config.train.algorithm).held_out else []
     kl = _kl_from_start(ctx)
     with ctx.db.session() as session:
-        rows = [r for role, ckpt in policies for s in answered_by(ctx.config, ctx.number, role)
+        rows = [r for role, ckpt in policies for s in answers[role]
                 for r in _summarise(session, ctx.iteration_id, role, s, ckpt)] + extra
         insert_ignore(session, Eval, rows, ["iteration_id", "role", "suite", "metric"])
         floor = ctx.config.warnings.min_accuracy

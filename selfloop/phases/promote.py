@@ -37,6 +37,11 @@ def _paired(session: Session, iteration_id: int, suite: str, metric: str) -> tup
     return paired_difference([bool(rows["candidate"][k]) for k in keys], [bool(rows["baseline"][k]) for k in keys])
 
 
+def promotes(candidate: float, baseline: float, tolerance: float) -> bool:
+    """The gate's rule: the candidate is kept unless it is worse than the current policy by more than `tolerance`."""
+    return candidate >= baseline - tolerance
+
+
 def consecutive_rejections(session: Session, loop_id: int) -> int:
     count = 0
     for promoted in evaluation.decisions(session, loop_id):
@@ -66,7 +71,7 @@ def run(ctx: PhaseContext) -> None:
         values = evaluation.figure(session, it.id, suite, metric)
         candidate, baseline = values["candidate"], values["baseline"]
         diff = _paired(session, it.id, suite, metric)
-        promote = candidate >= baseline - cfg.tolerance
+        promote = promotes(candidate, baseline, cfg.tolerance)
         data = {"candidate": candidate, "baseline": baseline, "tolerance": cfg.tolerance, "metric": cfg.main_metric}
         set_metric(session, it.id, "promote.candidate", candidate)
         set_metric(session, it.id, "promote.baseline", baseline)
