@@ -121,7 +121,7 @@ def main() -> None:
             if not (tree / lab).is_file():
                 raise SystemExit(f"--pieces {spec}: no lab file {lab} in the {side} tree ({tree})")
         if not args.cold and kind not in warmed:
-            work = scratch / f"warm-{kind}"
+            work = scratch / f"warm-{Path(lab).stem}"
             work.mkdir()
             started = time.monotonic()
             run_piece(HERE, lab_copy(HERE, lab, work, {"eval.cache_dir": str(cache)}),
@@ -130,7 +130,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {"old": [], "new": []}
         for rep in range(args.reps):
             for side, tree in sides.items():
-                work = scratch / f"{kind}-{only.replace('/', '-')}-{side}-{rep}"
+                work = scratch / f"{Path(lab).stem}-{only.replace('/', '-')}-{side}-{rep}"
                 work.mkdir()
                 # Each run gets its own copy of the warmed cache (the start's answers only): a run that found an
                 # earlier run's candidates there (the same weights, so the same keys) would answer nothing.
