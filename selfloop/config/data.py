@@ -192,7 +192,12 @@ class SuiteConfig(_FileBacked):
 
     def answer_settings(self) -> dict[str, Any]:
         """What the suite's answers depend on: its definition without `when` (which iterations answer it)."""
-        return self.model_dump(mode="json", exclude={"when"})
+        return SuiteConfig.answer_part(self.model_dump(mode="json"))
+
+    @staticmethod
+    def answer_part(dumped: dict[str, Any]) -> dict[str, Any]:
+        """`answer_settings` of a suite as dumped (a loop's stored config): its keys but `when`."""
+        return {k: v for k, v in dumped.items() if k != "when"}
 
     @model_validator(mode="after")
     def _fits_kind(self) -> SuiteConfig:

@@ -40,13 +40,11 @@ def loop_outcome(session: Session, name: str) -> dict[str, Any] | None:
 
     start = rows(iterations[0].id, "baseline")
     final = rows(promoted[-1].id, "candidate") if promoted else dict(start)
-    if promoted:
+    last = iterations[-1]
+    if promoted and last.number > promoted[-1].number and last.base_checkpoint_id == promoted[-1].output_checkpoint_id:
         # A suite answered at the loop's ends only (eval.suites[].when 'ends') has the final policy's answers where it
-        # was the baseline of a later iteration: the last one, when the last gate rejected.
-        kept = promoted[-1].output_checkpoint_id
-        for it in iterations:
-            if it.number > promoted[-1].number and it.base_checkpoint_id == kept:
-                final = {**rows(it.id, "baseline"), **final}
+        # was the last iteration's baseline: when the last gate rejected.
+        final = {**rows(last.id, "baseline"), **final}
     missing = sorted(set(start) - set(final))
     if missing and loop.status == "finished":
         raise SelfloopError(f"loop {name!r}: its final policy has no answers to suite(s) {', '.join(missing)} (answered "

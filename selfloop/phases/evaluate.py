@@ -107,7 +107,7 @@ def _same_settings(stored: dict[str, Any], config: Config, suite: SuiteConfig) -
         return (stored["model"]["base"] == config.model.base and stored["model"].get("dtype") == config.model.dtype
                 and stored["engine"].get("kind") == config.engine.kind
                 and stored["generation"].get("system_prompt") == config.generation.system_prompt
-                and {k: v for k, v in theirs.items() if k != "when"} == suite.answer_settings())
+                and suite.answer_part(theirs) == suite.answer_settings())
     except (KeyError, TypeError, StopIteration):
         return False
 
