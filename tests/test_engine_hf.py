@@ -179,6 +179,66 @@ def test_a_long_common_prefix_is_computed_once_with_the_same_results(engine: HFE
     assert max(abs(x - y) for ra, rb in zip(dist_shared, dist_plain) for x, y in zip(ra, rb)) < 1e-4
 
 
+@pytest.mark.parametrize("rubric", ["", "Score the response below with the additive rubric. " * 12])
+def test_a_long_batch_prefills_in_chunks_of_rows_with_the_same_results(engine: HFEngine, monkeypatch, rubric) -> None:
+    """Past PREFILL_TOKENS own tokens the prefill runs in near-equal chunks of rows, each padded to the whole
+    batch's width, and joins their caches: the same logits, cache, mask and positions as one forward, and so the
+    same greedy tokens, sampled tokens (n > 1: rows copied from the joined cache) and next-token distributions,
+    with or without a shared prefix."""
+    from selfloop.engines.chat import prompt_ids
+    from selfloop.models import logprobs
+
+    monkeypatch.setattr(engine, "batch_size", 16)  # one batch: the chunks are the prefill's, not the engine's
+    tails = ["What is 2 + 2?", "Name a colour.", "Hi", "Tell me about the sea and the sky in one line.", "Why?"]
+    chats = [[{"role": "user", "content": rubric + tail}] for tail in tails]
+    greedy, sampled = Sampling(temperature=0.0, max_new_tokens=6), Sampling(n=2, temperature=1.0, max_new_tokens=6)
+    seeds = [[i, i + 100] for i in range(len(chats))]
+    prefixes = [[], [5], [], [6, 7], []]
+    seqs = [prompt_ids(engine.tokenizer, chat) for chat in chats]
+    shared = logprobs.shared_prefix_length(seqs)
+    assert (shared > 0) == bool(rubric)
+    width = max(len(s) for s in seqs) - shared
+    with torch.inference_mode():
+        one, one_mask, one_positions = logprobs.prefill(engine.base, seqs, engine.pad_id, use_cache=True)
+    whole = (engine.generate(chats, greedy), engine.generate(chats, sampled, seeds=seeds),
+             engine.next_token_logprobs(chats, prefixes, [10, 11, 12]))
+
+    monkeypatch.setattr(logprobs, "PREFILL_TOKENS", 2 * width)  # 5 rows -> chunks of ceil(5 / 3) = 2, 2, 1
+    calls = []
+    forward = engine.base.forward
+    monkeypatch.setattr(engine.base, "forward", lambda *a, **kw: calls.append(kw["input_ids"].shape) or forward(*a, **kw))
+    with torch.inference_mode():
+        out, mask, positions = logprobs.prefill(engine.base, seqs, engine.pad_id, use_cache=True)
+    assert [tuple(c) for c in calls] == [(1, shared)] * bool(shared) + [(2, width), (2, width), (1, width)]
+    assert torch.equal(mask, one_mask) and torch.equal(positions, one_positions)
+    assert torch.allclose(out.logits, one.logits, atol=1e-5)
+    for ours, theirs in zip(out.past_key_values.layers, one.past_key_values.layers, strict=True):
+        assert ours.keys.shape == theirs.keys.shape and torch.allclose(ours.keys, theirs.keys, atol=1e-5)
+        assert torch.allclose(ours.values, theirs.values, atol=1e-5)
+
+    chunked = (engine.generate(chats, greedy), engine.generate(chats, sampled, seeds=seeds),
+               engine.next_token_logprobs(chats, prefixes, [10, 11, 12]))
+    for a_rows, b_rows in zip(whole[:2], chunked[:2]):
+        for a, b in zip(a_rows, b_rows):
+            for x, y in zip(a, b):
+                assert x.token_ids == y.token_ids
+                assert max(abs(p - q) for p, q in zip(x.token_logprobs, y.token_logprobs)) < 1e-4
+    assert max(abs(x - y) for ra, rb in zip(whole[2], chunked[2]) for x, y in zip(ra, rb)) < 1e-4
+
+
+def test_a_batch_under_the_prefill_budget_is_one_forward(engine: HFEngine, monkeypatch) -> None:
+    """The labs' evaluation batches (128 rows of short prompts) stay one forward: their sums are unchanged."""
+    from selfloop.models import logprobs
+
+    monkeypatch.setattr(engine, "batch_size", 128)
+    calls = []
+    forward = engine.base.forward
+    monkeypatch.setattr(engine.base, "forward", lambda *a, **kw: calls.append(kw["input_ids"].shape) or forward(*a, **kw))
+    chats = [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(128)]
+    engine.next_token_logprobs(chats, [[]] * 128, [10])
+    assert len(calls) == 1 and calls[0][0] == 128 and 128 * calls[0][1] <= logprobs.PREFILL_TOKENS
+
+
 def test_shared_prefix_length() -> None:
     from selfloop.models.logprobs import MIN_SHARED_PREFIX, shared_prefix_length
 
