@@ -239,6 +239,58 @@ def test_a_batch_under_the_prefill_budget_is_one_forward(engine: HFEngine, monke
     assert len(calls) == 1 and calls[0][0] == 128 and 128 * calls[0][1] <= logprobs.PREFILL_TOKENS
 
 
+@pytest.mark.parametrize("adapter_seed", [None, 3])
+def test_generate_and_score_reads_each_follow_up_from_the_decoding_cache(engine: HFEngine, monkeypatch, tmp_path,
+                                                                        tiny_model, adapter_seed) -> None:
+    """Each completion's follow-up log-probs, read from its own decoding cache as it finishes, are what a fresh
+    `next_token_logprobs` over the chat and the follow-up tokens gives; the completions are `generate`'s own. Rows
+    end at different steps (the end token, a stop string, the length cap), follow-ups keep a part of the generated
+    tokens, none of them, or all but the last, and no second prefill of the chats runs."""
+    from selfloop.engines.base import FollowUp
+
+    adapter = make_adapter(tiny_model.path, tmp_path / "a", seed=adapter_seed, checkpoint_id=90) if adapter_seed else None
+    monkeypatch.setattr(engine, "batch_size", 16)
+    chats = [[{"role": "user", "content": text}] for text in ("Hi", "Tell me a story about the sea " * 3, "Why?")]
+    def tokens(completion) -> list[int]:  # per completion: some generated tokens kept, then tokens of its own
+        kind = completion.seed % 3
+        if kind == 0:
+            return completion.token_ids[:3] + [7, 8]
+        if kind == 1:
+            return [9] + completion.token_ids[:2]
+        return completion.token_ids[:5] or [11]
+
+    follow = FollowUp(tokens, (10, 11, 12, 200))
+    sampling = Sampling(n=3, temperature=1.0, max_new_tokens=9, stop=("e",))
+    seeds = [[i * 10 + j for j in range(3)] for i in range(3)]
+    plain = engine.generate(chats, sampling, seeds=seeds, adapter=adapter)
+    calls = []
+    forward = engine.base.forward
+    monkeypatch.setattr(engine.base, "forward", lambda *a, **kw: calls.append(kw["input_ids"].shape) or forward(*a, **kw))
+    read = engine.generate_and_score(chats, sampling, follow, seeds=seeds, adapter=adapter)
+    monkeypatch.undo()
+    from selfloop.engines.chat import prompt_ids
+
+    longest = max(len(prompt_ids(engine.tokenizer, chat)) for chat in chats)
+    assert [shape[1] for shape in calls if shape[1] > 5] == [longest]  # the chats' one prefill; follow-ups are short
+    assert {c.finish_reason for row in read for c in row} == {"stop", "length"}
+    for chat, ours, theirs in zip(chats, read, plain, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.token_ids == b.token_ids and a.token_logprobs == b.token_logprobs and a.text == b.text
+            expected = engine.next_token_logprobs([chat], [tokens(a)], follow.candidates, adapter=adapter)[0]
+            assert a.follow_logprobs is not None and b.follow_logprobs is None
+            assert max(abs(x - y) for x, y in zip(a.follow_logprobs, expected)) < 1e-4
+
+
+def test_generate_and_score_with_nothing_to_decode_reads_after_the_chat(engine: HFEngine) -> None:
+    from selfloop.engines.base import FollowUp
+
+    chats = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Why?"}]]
+    out = engine.generate_and_score(chats, Sampling(max_new_tokens=0), FollowUp(lambda c: [5, 6], (10, 11)))
+    expected = engine.next_token_logprobs(chats, [[5, 6], [5, 6]], [10, 11])
+    for row, want in zip(out, expected):
+        assert row[0].token_ids == [] and max(abs(x - y) for x, y in zip(row[0].follow_logprobs, want)) < 1e-5
+
+
 def test_shared_prefix_length() -> None:
     from selfloop.models.logprobs import MIN_SHARED_PREFIX, shared_prefix_length
 
@@ -277,3 +329,20 @@ def test_grouped_decode_attention_matches_transformers_sdpa(engine: HFEngine) ->
     for a, b in zip([c for row in ours for c in row], [c for row in theirs for c in row]):
         assert a.token_ids == b.token_ids
         assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs)) < 1e-4
+
+
+def test_generate_then_score_the_vllm_engines_way_reads_what_the_cache_reads(engine: HFEngine) -> None:
+    """The vLLM engines' generate_and_score (generate, then one next_token_logprobs call over every completion),
+    run on this engine: the same completions and follow-up log-probs as reading them from the decoding cache."""
+    from selfloop.engines.base import FollowUp, generate_then_score
+
+    chats = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me a story about the sea " * 3}]]
+    follow = FollowUp(lambda c: c.token_ids[:2] + [7], (10, 11, 12))
+    sampling = Sampling(n=2, temperature=1.0, max_new_tokens=6)
+    seeds = [[1, 2], [3, 4]]
+    cached = engine.generate_and_score(chats, sampling, follow, seeds=seeds)
+    composed = generate_then_score(engine, chats, sampling, follow, seeds=seeds)
+    for a_row, b_row in zip(cached, composed, strict=True):
+        for a, b in zip(a_row, b_row, strict=True):
+            assert a.token_ids == b.token_ids
+            assert max(abs(x - y) for x, y in zip(a.follow_logprobs, b.follow_logprobs)) < 1e-4

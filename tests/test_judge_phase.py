@@ -144,20 +144,27 @@ def test_distribution_scoring_gives_every_judgment_its_expected_points(sqlite_ur
         assert 0.0 < j.details["mass"] <= 1.0 and j.details["mass"] == pytest.approx(sum(probs))
         masses.append(j.details["mass"])
     assert metrics["judge.valid_mass"] == pytest.approx(sum(masses) / len(masses))
-    # The first judgment's distribution, recomputed by scoring each value's token after the prefix.
+    # Every judgment's distribution, recomputed from scratch: the justification's text tokenised with the verdict
+    # prefix after the judge prompt, one prefill (the judge read it from its decoding cache), and the first one's
+    # again token by token.
     from selfloop.db.models import Prompt
 
-    j, sample_text, prompt_id = rows[0]
-    with db.session() as s:
-        prompt = s.get(Prompt, prompt_id).text
     engine = runtime.engine()
     head, values = verdict_tokens(engine.tokenizer)
-    chat = judge_chat(load_template("judge_additive.txt"), prompt, sample_text)
-    text = justification(j.raw)
-    prefix = engine.tokenizer.encode(text + "\n" if text else "", add_special_tokens=False) + head
+    template = load_template("judge_additive.txt")
+    with db.session() as s:
+        prompts = {pid: s.get(Prompt, pid).text for _, _, pid in rows}
+    chats, prefixes = [], []
+    for j, sample_text, prompt_id in rows:
+        text = justification(j.raw)
+        chats.append(judge_chat(template, prompts[prompt_id], sample_text))
+        prefixes.append(engine.tokenizer.encode(text + "\n" if text else "", add_special_tokens=False) + head)
+    fresh = engine.next_token_logprobs(chats, prefixes, values)
+    for (j, _, _), lps in zip(rows, fresh, strict=True):
+        assert [math.exp(lp) for lp in lps] == pytest.approx(j.details["probs"], rel=1e-3, abs=1e-6)
     for v, tok in enumerate(values):
-        lp = engine.score([chat], [prefix + [tok]])[0][-1]
-        assert math.exp(lp) == pytest.approx(j.details["probs"][v], rel=1e-3, abs=1e-6)
+        lp = engine.score([chats[0]], [prefixes[0] + [tok]])[0][-1]
+        assert math.exp(lp) == pytest.approx(rows[0][0].details["probs"][v], rel=1e-3, abs=1e-6)
     db.dispose()
 
 

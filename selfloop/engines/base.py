@@ -52,6 +52,9 @@ class Completion:
     # logits at no extra cost: its entropy and its self-certainty (judging/intrinsic.py; None: not recorded).
     token_entropies: list[float] | None = None
     token_self_certainties: list[float] | None = None
+    # With a FollowUp (generate_and_score): the next-token log-probs (temperature 1) at its candidates after the chat
+    # and the follow-up's tokens for this completion.
+    follow_logprobs: list[float] | None = None
 
     def __post_init__(self) -> None:
         # A model can emit NUL bytes; no text column (PostgreSQL's least of all) should store them.
@@ -69,6 +72,16 @@ class Completion:
     @property
     def mean_logprob(self) -> float:
         return self.sum_logprob / max(1, len(self.token_logprobs))
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What to read after each completion (a judge's verdict): `tokens(completion)` are the token ids that stand
+    after the chat in the completion's place (its justification, cut and tidied, then the verdict line's prefix), and
+    the model's next-token log-probs there are read at `candidates` (one token per score value)."""
+
+    tokens: Callable[[Completion], list[int]]
+    candidates: tuple[int, ...]
 
 
 @dataclass
@@ -98,6 +111,20 @@ class Engine(Protocol):
         progress: ProgressFn | None = None,
     ) -> list[list[Completion]]:
         """n completions per chat. seeds[i][j] seeds completion j of chat i where the engine can."""
+        ...
+
+    def generate_and_score(
+        self,
+        chats: Sequence[Chat],
+        sampling: Sampling,
+        follow: FollowUp,
+        *,
+        seeds: Sequence[Sequence[int]] | None = None,
+        adapter: Adapter | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[list[Completion]]:
+        """`generate`, and each completion's `follow_logprobs` under the same policy (what `next_token_logprobs` gives
+        for the chat and `follow.tokens(completion)`; an engine may take them from the decoding's own KV cache)."""
         ...
 
     def score(
@@ -133,3 +160,18 @@ class Engine(Protocol):
     def wake(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def generate_then_score(engine: Engine, chats: Sequence[Chat], sampling: Sampling, follow: FollowUp, *,
+                        seeds: Sequence[Sequence[int]] | None = None, adapter: Adapter | None = None,
+                        progress: ProgressFn | None = None) -> list[list[Completion]]:
+    """`Engine.generate_and_score` for an engine without a cache to continue from (a vLLM engine: its prefix cache
+    finds the chats again): generate, then one `next_token_logprobs` call over every completion."""
+    results = engine.generate(chats, sampling, seeds=seeds, adapter=adapter, progress=progress)
+    flat = [(chat, c) for chat, row in zip(chats, results, strict=True) for c in row]
+    if flat:
+        read = engine.next_token_logprobs([chat for chat, _ in flat], [follow.tokens(c) for _, c in flat],
+                                          follow.candidates, adapter=adapter)
+        for (_, c), logprobs in zip(flat, read, strict=True):
+            c.follow_logprobs = logprobs
+    return results

@@ -12,17 +12,18 @@ folded into the weights while its policy decodes.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from selfloop.adapters import Adapter, verify_checkpoint
-from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn, Sampling
+from selfloop.engines.base import Chat, Completion, FollowUp, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
 from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
 from selfloop.models.logprobs import (
@@ -170,6 +171,24 @@ class HFEngine:
         adapter: Adapter | None = None,
         progress: ProgressFn | None = None,
     ) -> list[list[Completion]]:
+        return self._generate(chats, sampling, seeds, adapter, progress, None)
+
+    def generate_and_score(
+        self,
+        chats: Sequence[Chat],
+        sampling: Sampling,
+        follow: FollowUp,
+        *,
+        seeds: Sequence[Sequence[int]] | None = None,
+        adapter: Adapter | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[list[Completion]]:
+        """`generate`, each completion's follow-up read from its own decoding cache as it finishes: no second prefill
+        of the chat (a judge's rubric, question and response) as `next_token_logprobs` would need."""
+        return self._generate(chats, sampling, seeds, adapter, progress, follow)
+
+    def _generate(self, chats: Sequence[Chat], sampling: Sampling, seeds: Sequence[Sequence[int]] | None,
+                  adapter: Adapter | None, progress: ProgressFn | None, follow: FollowUp | None) -> list[list[Completion]]:
         started = time.monotonic()
         prompts = [prompt_ids(self.tokenizer, chat) for chat in chats]
         # One work item per completion; items of one prompt stay together so they share a prefill.
@@ -180,7 +199,7 @@ class HFEngine:
             for start in range(0, len(items), self.batch_size):
                 batch = items[start : start + self.batch_size]
                 batch_seeds = [seeds[i][j] if seeds is not None else None for i, j in batch]
-                done = self._decode(model, [prompts[i] for i, _ in batch], batch_seeds, sampling, progress)
+                done = self._decode(model, [prompts[i] for i, _ in batch], batch_seeds, sampling, progress, follow)
                 for (i, j), completion in zip(batch, done):
                     results[i][j] = completion
                     tokens += completion.num_tokens
@@ -195,6 +214,7 @@ class HFEngine:
         seeds: list[int | None],
         sampling: Sampling,
         progress: ProgressFn | None,
+        follow: FollowUp | None = None,
     ) -> list[Completion]:
         n = len(prompts)
         unique: dict[tuple[int, ...], int] = {}
@@ -220,6 +240,7 @@ class HFEngine:
         certainties: list[list[float]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
         stop_at: list[int | None] = [None] * n
+        followed: list[list[float] | None] = [None] * n
         active = list(range(n))
         for step in range(sampling.max_new_tokens):
             new_tokens, new_logps, new_policy = sample_next(logits, sampling, [gens[i] for i in active])
@@ -243,6 +264,15 @@ class HFEngine:
                     finish[seq] = "length"
                 else:
                     keep.append(row)
+            if follow is not None and len(keep) < len(active):  # read the finished rows' follow-ups before they leave
+                staying = set(keep)
+                ended = [row for row in range(len(active)) if row not in staying]
+                completions = [self._completion(toks[active[r]], lps[active[r]], policy_lps[active[r]],
+                                                finish[active[r]] or "length", stop_at[active[r]], seeds[active[r]])
+                               for r in ended]
+                self._follow_up(model, cache, mask, last_pos, step, ended, completions, follow, whole=not keep)
+                for r, completion in zip(ended, completions):
+                    followed[active[r]] = completion.follow_logprobs
             if progress is not None:
                 progress(len(active) - len(keep), len(active))
             if not keep:
@@ -264,7 +294,57 @@ class HFEngine:
         if sampling.token_stats:
             for completion, entropy, certainty in zip(done, entropies, certainties, strict=True):
                 completion.token_entropies, completion.token_self_certainties = entropy, certainty
+        if follow is not None:
+            unread = [i for i in range(n) if followed[i] is None]  # nothing decoded (max_new_tokens 0): no cache to read
+            if unread:
+                seqs = [list(prompts[i]) + follow.tokens(done[i]) for i in unread]
+                for i, logprobs in zip(unread, next_token_logprobs(model, seqs, follow.candidates, self.pad_id).tolist()):
+                    followed[i] = logprobs
+            for completion, read in zip(done, followed, strict=True):
+                completion.follow_logprobs = read
         return done
+
+    def _follow_up(self, model: torch.nn.Module, cache: Any, mask: torch.Tensor, last_pos: torch.Tensor, fed: int,
+                   rows: list[int], completions: list[Completion], follow: FollowUp, *, whole: bool) -> None:
+        """Set each finished row's `follow_logprobs` from the decoding's KV cache, which holds its prompt and its first
+        `fed` generated tokens. The generated tokens that begin its follow-up tokens are kept, the rest masked out,
+        and the follow-up's remaining tokens (at least its last) are fed after them, at the positions they continue;
+        one forward for every row that finished at this step. `whole`: every row of the batch finished, and the cache,
+        not needed again, is used in place; else the rows are copied out of it."""
+        index = torch.tensor(rows, device=self.device)
+        if whole:
+            own = cache
+        else:
+            own = copy.copy(cache)
+            own.layers = [copy.copy(layer) for layer in cache.layers]
+            for layer in own.layers:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+        kept_mask = mask[index].clone()
+        prompt_width = mask.shape[1] - fed
+        blocks, firsts = [], []
+        for r, completion in enumerate(completions):
+            want, have = follow.tokens(completion), completion.token_ids[:fed]
+            if not want:
+                raise ValueError("FollowUp.tokens: a follow-up needs at least one token")
+            kept = 0
+            while kept < min(len(have), len(want) - 1) and have[kept] == want[kept]:
+                kept += 1
+            kept_mask[r, prompt_width + kept:] = 0
+            blocks.append(want[kept:])
+            firsts.append(int(last_pos[rows[r]]) - fed + 1 + kept)  # generated token i sits at the prompt's last + 1 + i
+        width = max(len(b) for b in blocks)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        block_mask = torch.zeros((len(rows), width), dtype=mask.dtype)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (block, first) in enumerate(zip(blocks, firsts)):
+            ids[r, width - len(block):] = torch.tensor(block, dtype=torch.long)
+            block_mask[r, width - len(block):] = 1
+            positions[r, width - len(block):] = torch.arange(first, first + len(block))
+        out = model(input_ids=ids.to(self.device), attention_mask=torch.cat([kept_mask, block_mask.to(self.device)], dim=1),
+                    position_ids=positions.to(self.device), past_key_values=own, use_cache=True, logits_to_keep=1)
+        logps = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)[:, torch.tensor(follow.candidates, device=self.device)]
+        for completion, row in zip(completions, logps.tolist(), strict=True):
+            completion.follow_logprobs = row
 
     def _stop_cut(self, tokens: list[int], stops: tuple[str, ...]) -> int | None:
         """Character offset where a stop string begins in the decoded text, if one has appeared."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfloop.adapters import Adapter, verify_checkpoint
-from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn, Sampling
+from selfloop.engines.base import Chat, Completion, FollowUp, GenerationStats, ProgressFn, Sampling, generate_then_score
 from selfloop.engines.chat import prompt_ids
 from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
 
@@ -104,6 +104,18 @@ class VLLMEngine(ScoredByTransformers):
             logprobs=0,
             seed=seed,
         )
+
+    def generate_and_score(
+        self,
+        chats: Sequence[Chat],
+        sampling: Sampling,
+        follow: FollowUp,
+        *,
+        seeds: Sequence[Sequence[int]] | None = None,
+        adapter: Adapter | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[list[Completion]]:
+        return generate_then_score(self, chats, sampling, follow, seeds=seeds, adapter=adapter, progress=progress)
 
     def generate(
         self,

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from selfloop.adapters import Adapter, verify_checkpoint
-from selfloop.engines.base import Chat, Completion, GenerationStats, ProgressFn, Sampling
+from selfloop.engines.base import Chat, Completion, FollowUp, GenerationStats, ProgressFn, Sampling, generate_then_score
 from selfloop.engines.chat import prompt_ids
 from selfloop.engines.scorer import ScoredByTransformers, TransformersScorer
 from selfloop.errors import SelfloopError
@@ -290,6 +290,18 @@ class VLLMServerEngine(ScoredByTransformers):
                 logger.warning("vLLM server request failed (try {} of {}): {}", attempt + 1, self.retries + 1, last)
                 time.sleep(min(5.0, RETRY_BACKOFF_S * 2**attempt))
         raise ServerError(f"vLLM server request failed after {self.retries + 1} tries: {last}")
+
+    def generate_and_score(
+        self,
+        chats: Sequence[Chat],
+        sampling: Sampling,
+        follow: FollowUp,
+        *,
+        seeds: Sequence[Sequence[int]] | None = None,
+        adapter: Adapter | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[list[Completion]]:
+        return generate_then_score(self, chats, sampling, follow, seeds=seeds, adapter=adapter, progress=progress)
 
     def generate(
         self,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from selfloop.db import judging
 from selfloop.db.models import Judgment, Vote
 from selfloop.db.queries import add_event, insert_ignore, set_metric, unjudged_samples
-from selfloop.engines.base import Completion, Sampling
+from selfloop.engines.base import Completion, FollowUp, Sampling
 from selfloop.families import family
 from selfloop.families.answers import extract_answer
 from selfloop.judging import intrinsic
@@ -113,8 +113,8 @@ def _llm_judge(ctx: PhaseContext) -> None:
     template = load_template(cfg.template)
     engine, is_policy = ctx.runtime.judge_engine()
     adapter = ctx.policy if is_policy else None
-    by_distribution = cfg.scoring == "distribution"
-    stops = VERDICT_STOPS if by_distribution else ()
+    verdict = _verdict(engine) if cfg.scoring == "distribution" else None
+    stops = VERDICT_STOPS if verdict is not None else ()
     sampling = Sampling(n=cfg.k, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, stop=stops)
     per_call = max(1, 2 * ctx.config.engine.batch_size // cfg.k)
     with ctx.db.session() as session:
@@ -125,13 +125,16 @@ def _llm_judge(ctx: PhaseContext) -> None:
             chunk = todo[start : start + per_call]
             seeds = [[ctx.seed("judge", s.source, s.item_index, s.sample_index, j) for j in range(cfg.k)] for s in chunk]
             chats = [judge_chat(template, s.prompt, s.text) for s in chunk]
-            if cfg.max_new_tokens:
+            if cfg.max_new_tokens and verdict is not None:  # the verdict read where each justification ends
+                outs = engine.generate_and_score(chats, sampling, verdict, seeds=seeds, adapter=adapter,
+                                                 progress=progress.update)
+            elif cfg.max_new_tokens:
                 outs = engine.generate(chats, sampling, seeds=seeds, adapter=adapter, progress=progress.update)
             else:  # the verdict straight after the rubric prompt: no justification to write
                 outs = [[Completion("", [], [], "length")] for _ in chunk]
                 progress.update(len(chunk))
-            if by_distribution:
-                rows = _by_distribution(engine, adapter, chunk, chats, outs)
+            if verdict is not None:
+                rows = _by_distribution(engine, adapter, chunk, chats, outs, verdict)
             else:
                 rows = []
                 for s, judged in zip(chunk, outs):
@@ -144,19 +147,33 @@ def _llm_judge(ctx: PhaseContext) -> None:
             ctx.failpoint("after_chunk")
 
 
-def _by_distribution(engine: Engine, adapter: Adapter | None, chunk: Sequence[Any], chats: Sequence[Chat],
-                     outs: Sequence[Sequence[Completion]]) -> list[dict[str, Any]]:
-    """Each justification continued with the verdict prefix; the score is the expected points."""
+def _verdict(engine: Engine) -> FollowUp:
+    """What the distribution score reads after each justification: the justification, tokenised apart from the verdict
+    line's prefix so that the prefix's tokens are exactly those `verdict_tokens` checked the values against, then the
+    next-token log-probs at the score values."""
     head, values = verdict_tokens(engine.tokenizer)
+
+    def tokens(completion: Completion) -> list[int]:
+        text = justification(completion.text)
+        return engine.tokenizer.encode(text + "\n" if text else "", add_special_tokens=False) + head
+
+    return FollowUp(tokens, tuple(values))
+
+
+def _by_distribution(engine: Engine, adapter: Adapter | None, chunk: Sequence[Any], chats: Sequence[Chat],
+                     outs: Sequence[Sequence[Completion]], verdict: FollowUp) -> list[dict[str, Any]]:
+    """Each justification continued with the verdict prefix; the score is the expected points. The engine read the
+    verdicts as it decoded (generate_and_score); an empty justification (max_new_tokens 0) is read here."""
     flat = [(s, chat, j, c) for s, chat, judged in zip(chunk, chats, outs) for j, c in enumerate(judged)]
-    texts = [justification(c.text) for *_, c in flat]
-    # The justification and the verdict prefix are tokenised apart, so the prefix's tokens are exactly
-    # those `verdict_tokens` checked the values against.
-    prefixes = [engine.tokenizer.encode(t + "\n" if t else "", add_special_tokens=False) + head for t in texts]
-    logprobs = engine.next_token_logprobs([chat for _, chat, _, _ in flat], prefixes, values, adapter=adapter)
+    unread = [(chat, c) for _, chat, _, c in flat if c.follow_logprobs is None]
+    if unread:
+        read = engine.next_token_logprobs([chat for chat, _ in unread], [verdict.tokens(c) for _, c in unread],
+                                          verdict.candidates, adapter=adapter)
+        for (_, c), lps in zip(unread, read, strict=True):
+            c.follow_logprobs = lps
     rows = []
-    for (s, _, j, c), lps in zip(flat, logprobs):
-        score, mass, probs = expected_score(lps)
+    for s, _, j, c in flat:
+        score, mass, probs = expected_score(c.follow_logprobs or [])  # every one read by now
         rows.append({"sample_id": s.id, "kind": "llm_judge", "judge_index": j, "score": score,
                      "parse_ok": score is not None, "raw": c.text,
                      "details": {"scoring": "distribution", "probs": probs, "mass": mass}})
