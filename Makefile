@@ -95,6 +95,7 @@ bench: $(STAMP) bench-env
 	$(BIN)/python bench/generation.py
 	.venv-bench/bin/python bench/training.py
 	$(BIN)/python bench/iteration.py
+	$(BIN)/python bench/judge.py
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/ui.py
 
