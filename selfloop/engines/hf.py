@@ -240,7 +240,7 @@ class HFEngine:
         certainties: list[list[float]] = [[] for _ in range(n)]
         finish: list[str | None] = [None] * n
         stop_at: list[int | None] = [None] * n
-        followed: list[list[float] | None] = [None] * n
+        built: list[Completion | None] = [None] * n  # with a follow-up: each row's completion, made as it finished
         active = list(range(n))
         for step in range(sampling.max_new_tokens):
             new_tokens, new_logps, new_policy = sample_next(logits, sampling, [gens[i] for i in active])
@@ -272,7 +272,7 @@ class HFEngine:
                                for r in ended]
                 self._follow_up(model, cache, mask, last_pos, step, ended, completions, follow, whole=not keep)
                 for r, completion in zip(ended, completions):
-                    followed[active[r]] = completion.follow_logprobs
+                    built[active[r]] = completion
             if progress is not None:
                 progress(len(active) - len(keep), len(active))
             if not keep:
@@ -289,19 +289,17 @@ class HFEngine:
                 past_key_values=cache, use_cache=True,
             )
             logits = out.logits[:, -1, :]
-        done = [self._completion(toks[i], lps[i], policy_lps[i], finish[i] or "length", stop_at[i], seeds[i])
+        done = [built[i] or self._completion(toks[i], lps[i], policy_lps[i], finish[i] or "length", stop_at[i], seeds[i])
                 for i in range(n)]
         if sampling.token_stats:
             for completion, entropy, certainty in zip(done, entropies, certainties, strict=True):
                 completion.token_entropies, completion.token_self_certainties = entropy, certainty
         if follow is not None:
-            unread = [i for i in range(n) if followed[i] is None]  # nothing decoded (max_new_tokens 0): no cache to read
+            unread = [c for c in done if c.follow_logprobs is None]  # nothing decoded (max_new_tokens 0): no cache to read
             if unread:
-                seqs = [list(prompts[i]) + follow.tokens(done[i]) for i in unread]
-                for i, logprobs in zip(unread, next_token_logprobs(model, seqs, follow.candidates, self.pad_id).tolist()):
-                    followed[i] = logprobs
-            for completion, read in zip(done, followed, strict=True):
-                completion.follow_logprobs = read
+                seqs = [list(prompts[i]) + follow.tokens(c) for i, c in enumerate(done) if c.follow_logprobs is None]
+                for c, logprobs in zip(unread, next_token_logprobs(model, seqs, follow.candidates, self.pad_id).tolist()):
+                    c.follow_logprobs = logprobs
         return done
 
     def _follow_up(self, model: torch.nn.Module, cache: Any, mask: torch.Tensor, last_pos: torch.Tensor, fed: int,
