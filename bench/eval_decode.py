@@ -1,0 +1,86 @@
+"""Benchmark: where a held-out evaluation's greedy decoding spends its time (the instruction lab's largest phase).
+
+    .venv/bin/python bench/eval_decode.py                  # 128 validation items, 64 tokens (about 2 minutes)
+    .venv/bin/python bench/eval_decode.py --model tiny --items 8 --max-new-tokens 8      # a smoke test
+
+One batch of the instruction lab's `val` suite (level 1, validation split, SmolLM2's own chat template), decoded
+greedily by the hf engine as the evaluate phase does, once to warm up and time, once under torch's profiler. Prints
+one JSON line: the decode's seconds and generated tokens, each operator's share of the profiled CPU time (the top
+ones, then the rest), and the matrix products' rate (FLOP/s, from the profiler's count) beside the best rate of one
+large float32 matmul measured in the same run: how far the decode is from the arithmetic this CPU can do, and what
+the rest could at most give back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from selfloop.config import SuiteConfig
+from selfloop.config.base import default_cache_dir
+from selfloop.engines.base import Sampling
+from selfloop.engines.chat import prompt_chat
+from selfloop.engines.hf import HFEngine
+from selfloop.evals.suites import load_suite
+from selfloop.models.resolve import resolve_model
+
+
+def matmul_rate(rows: int = 2048, inner: int = 576, cols: int = 1536, reps: int = 20) -> float:
+    """The best FLOP/s of one float32 (rows x inner) @ (inner x cols) product (bench/ceiling.py's shape)."""
+    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+    best = float("inf")
+    for _ in range(reps):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * rows * inner * cols / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="a packaged model, or tiny for a smoke test")
+    parser.add_argument("--items", type=int, default=128, help="items decoded together (the lab's engine batch: 128)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--top", type=int, default=8, help="operators listed by name; the rest are summed")
+    args = parser.parse_args()
+    engine = HFEngine(resolve_model(args.model, default_cache_dir()).path, batch_size=args.items)
+    suite = SuiteConfig(name="val", kind="instructions", levels=[1], size=200, split="validation",
+                        max_new_tokens=args.max_new_tokens)
+    chats = [prompt_chat(item.prompt) for item in load_suite(suite)[: args.items]]
+    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
+    started = time.monotonic()
+    outs = engine.generate(chats, greedy)
+    seconds = time.monotonic() - started
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        again = engine.generate(chats, greedy)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    share = {e.key: round(e.self_cpu_time_total / total, 4) for e in ops[: args.top]}
+    share["rest"] = round(1 - sum(share.values()), 4)
+    mm = [e for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm")]
+    mm_seconds = sum(e.self_cpu_time_total for e in mm) / 1e6
+    mm_flops = sum(e.flops for e in mm)
+    ceiling = matmul_rate()
+    report = {
+        "bench": "eval_decode", "items": len(chats), "seconds": round(seconds, 1),
+        "generated_tokens": sum(o[0].num_tokens for o in outs),
+        "at_length": sum(o[0].finish_reason == "length" for o in outs),
+        "same_answers_profiled": [o[0].text for o in outs] == [o[0].text for o in again],
+        "profiled_seconds": round(total / 1e6, 1), "share": share,
+        "matmul": {"seconds": round(mm_seconds, 1), "gflop_per_s": round(mm_flops / mm_seconds / 1e9, 1) if mm_seconds else None,
+                   "ceiling_gflop_per_s": round(ceiling / 1e9, 1),
+                   "fraction_of_ceiling": round(mm_flops / mm_seconds / ceiling, 3) if mm_seconds else None},
+        "settings": {"model": args.model, "suite": "instructions level 1, validation, val", "max_new_tokens": args.max_new_tokens,
+                     "batch_size": args.items, "dtype": str(next(engine.base.parameters()).dtype),
+                     "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.machine()},
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
