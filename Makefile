@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-v1
 
-.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast lint reference bench-env bench bench-lab labs gpu-check
+.PHONY: env env-gpu demo demo-control demo-selfreward demo-selfreward-control demo-seeds test test-fast lint reference bench-env bench bench-lab bench-demo labs gpu-check
 
 env: $(STAMP)
 
@@ -96,12 +96,18 @@ bench: $(STAMP) bench-env
 	.venv-bench/bin/python bench/training.py
 	$(BIN)/python bench/iteration.py
 	$(BIN)/python bench/judge.py
+	$(BIN)/python bench/eval_decode.py
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/ui.py
 
 # A lab piece of each family, this tree against the code before issue 47 (about an hour; alone on the machine).
 bench-lab: $(STAMP)
 	$(BIN)/python bench/lab_piece.py
+
+# make demo end to end, this tree against the code before issue 47 on the old demo's config, then today's demo
+# (about 25 minutes; alone on the machine).
+bench-demo: $(STAMP)
+	$(BIN)/python bench/demo.py
 
 # The efficacy labs on the canonical splits (arithmetic, its long horizon, instruction following), every unfinished piece (many hours on 2 cores; alone on the machine,
 # from a clean tree; a killed run resumes), then their generated blocks in docs/results.md.
