@@ -111,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from selfloop.allocator import keep_freed_memory
     from selfloop.credentials import redact, redact_exception
     from selfloop.log import setup_logging
 
@@ -121,7 +120,6 @@ def main(argv: list[str] | None = None) -> None:
         os.umask(0o077)
 
     setup_logging("DEBUG" if args.debug else "INFO", json_lines=args.log_json)
-    keep_freed_memory()  # before any model is loaded (SELFLOOP_MALLOC=system: glibc's defaults)
     try:
         _not_under_a_launcher(args.command)
         code = COMMANDS[args.command](args)
