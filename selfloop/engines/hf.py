@@ -295,11 +295,11 @@ class HFEngine:
             for completion, entropy, certainty in zip(done, entropies, certainties, strict=True):
                 completion.token_entropies, completion.token_self_certainties = entropy, certainty
         if follow is not None:
-            unread = [c for c in done if c.follow_logprobs is None]  # nothing decoded (max_new_tokens 0): no cache to read
+            unread = [i for i, c in enumerate(done) if c.follow_logprobs is None]  # nothing decoded (max_new_tokens 0)
             if unread:
-                seqs = [list(prompts[i]) + follow.tokens(c) for i, c in enumerate(done) if c.follow_logprobs is None]
-                for c, logprobs in zip(unread, next_token_logprobs(model, seqs, follow.candidates, self.pad_id).tolist()):
-                    c.follow_logprobs = logprobs
+                seqs = [list(prompts[i]) + follow.tokens(done[i]) for i in unread]
+                for i, logprobs in zip(unread, next_token_logprobs(model, seqs, follow.candidates, self.pad_id).tolist()):
+                    done[i].follow_logprobs = logprobs
         return done
 
     def _follow_up(self, model: torch.nn.Module, cache: Any, mask: torch.Tensor, last_pos: torch.Tensor, fed: int,
