@@ -7,8 +7,8 @@ One batch of the instruction lab's `val` suite (level 1, validation split, SmolL
 greedily by the hf engine as the evaluate phase does, once to warm up and time, once under torch's profiler. Prints
 one JSON line: the decode's seconds and generated tokens, each operator's share of the profiled CPU time (the top
 ones, then the rest), and the matrix products' rate (FLOP/s, from the profiler's count) beside the best rate of one
-large float32 matmul measured in the same run: how far the decode is from the arithmetic this CPU can do, and what
-the rest could at most give back.
+large float32 matmul of the model's shapes measured in the same run (bench/ceiling.py): how far the decode is from
+the arithmetic this CPU can do, and what the rest could at most give back.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import platform
 import time
 
+import ceiling  # bench/ceiling.py, next to this file
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -30,17 +31,6 @@ from selfloop.evals.suites import load_suite
 from selfloop.models.resolve import resolve_model
 
 
-def matmul_rate(rows: int = 2048, inner: int = 576, cols: int = 1536, reps: int = 20) -> float:
-    """The best FLOP/s of one float32 (rows x inner) @ (inner x cols) product (bench/ceiling.py's shape)."""
-    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
-    best = float("inf")
-    for _ in range(reps):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2 * rows * inner * cols / best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="a packaged model, or tiny for a smoke test")
@@ -48,7 +38,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--top", type=int, default=8, help="operators listed by name; the rest are summed")
     args = parser.parse_args()
-    engine = HFEngine(resolve_model(args.model, default_cache_dir()).path, batch_size=args.items)
+    model_dir = resolve_model(args.model, default_cache_dir()).path
+    engine = HFEngine(model_dir, batch_size=args.items)
     suite = SuiteConfig(name="val", kind="instructions", levels=[1], size=200, split="validation",
                         max_new_tokens=args.max_new_tokens)
     chats = [prompt_chat(item.prompt) for item in load_suite(suite)[: args.items]]
@@ -65,7 +56,7 @@ def main() -> None:
     mm = [e for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm")]
     mm_seconds = sum(e.self_cpu_time_total for e in mm) / 1e6
     mm_flops = sum(e.flops for e in mm)
-    ceiling = matmul_rate()
+    peak = ceiling.matmul_peak_flops(model_dir)
     report = {
         "bench": "eval_decode", "items": len(chats), "seconds": round(seconds, 1),
         "generated_tokens": sum(o[0].num_tokens for o in outs),
@@ -73,8 +64,8 @@ def main() -> None:
         "same_answers_profiled": [o[0].text for o in outs] == [o[0].text for o in again],
         "profiled_seconds": round(total / 1e6, 1), "share": share,
         "matmul": {"seconds": round(mm_seconds, 1), "gflop_per_s": round(mm_flops / mm_seconds / 1e9, 1) if mm_seconds else None,
-                   "ceiling_gflop_per_s": round(ceiling / 1e9, 1),
-                   "fraction_of_ceiling": round(mm_flops / mm_seconds / ceiling, 3) if mm_seconds else None},
+                   "ceiling_gflop_per_s": round(peak / 1e9, 1),
+                   "fraction_of_ceiling": round(mm_flops / mm_seconds / peak, 3) if mm_seconds else None},
         "settings": {"model": args.model, "suite": "instructions level 1, validation, val", "max_new_tokens": args.max_new_tokens,
                      "batch_size": args.items, "dtype": str(next(engine.base.parameters()).dtype),
                      "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.machine()},
