@@ -25,6 +25,7 @@ import torch
 from selfloop.adapters import Adapter, verify_checkpoint
 from selfloop.engines.base import Chat, Completion, FollowUp, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
+from selfloop.models.kv_cache import growing
 from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
 from selfloop.models.logprobs import (
     completion_logprobs,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 MAX_LOADED_ADAPTERS = 3
+FOLLOW_UP_ROOM = 16  # cache positions kept for a follow-up's tokens (a judge's "Score: "); a longer one reallocates once
 
 
 def sample_next(
@@ -220,7 +222,8 @@ class HFEngine:
         unique: dict[tuple[int, ...], int] = {}
         row_of = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
         out, mask, positions = prefill(model, [list(p) for p in unique], self.pad_id, use_cache=True)
-        cache = out.past_key_values
+        # Room for every token this decode feeds, and a follow-up's few after them: no step copies the cache to grow it.
+        cache = growing(out.past_key_values, spare=sampling.max_new_tokens + FOLLOW_UP_ROOM)
         select = torch.tensor(row_of, device=self.device)
         cache.batch_select_indices(select)  # each completion gets its own copy of its prompt's cache
         logits = out.logits[select, -1, :]
@@ -316,7 +319,7 @@ class HFEngine:
             own = copy.copy(cache)
             own.layers = [copy.copy(layer) for layer in cache.layers]
             for layer in own.layers:
-                layer.keys, layer.values = layer.keys[index], layer.values[index]
+                layer.batch_select_indices(index)  # new tensors: the shared cache's rows are left as they are
         kept_mask = mask[index].clone()
         prompt_width = mask.shape[1] - fed
         blocks, firsts = [], []
