@@ -4,13 +4,11 @@
     .venv/bin/python bench/eval_decode.py --model tiny --items 8 --max-new-tokens 8      # a smoke test
 
 One batch of the instruction lab's `val` suite (level 1, validation split, SmolLM2's own chat template), decoded
-greedily by the hf engine as the evaluate phase does: timed twice, alternating with the same decode on transformers'
-own `DynamicCache` (which copies the whole cache to append each step; the engine's cache grows into spare room),
-then once under torch's profiler. Prints one JSON line: the decode's seconds (the faster of two runs, each side) and
-generated tokens, whether both caches gave the same tokens and log-probs exactly, each operator's share of the
-profiled CPU time (the top ones, then the rest), and the matrix products' rate (FLOP/s, from the profiler's count)
-beside the best rate of one large float32 matmul of the model's shapes measured in the same run (bench/ceiling.py):
-how far the decode is from the arithmetic this CPU can do, and what the rest could at most give back.
+greedily by the hf engine as the evaluate phase does, once to warm up and time, once under torch's profiler. Prints
+one JSON line: the decode's seconds and generated tokens, each operator's share of the profiled CPU time (the top
+ones, then the rest), and the matrix products' rate (FLOP/s, from the profiler's count) beside the best rate of one
+large float32 matmul of the model's shapes measured in the same run (bench/ceiling.py): how far the decode is from
+the arithmetic this CPU can do, and what the rest could at most give back.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ import argparse
 import json
 import platform
 import time
-from contextlib import nullcontext
-from unittest import mock
 
 import ceiling  # bench/ceiling.py, next to this file
 import torch
@@ -28,7 +24,6 @@ from torch.profiler import ProfilerActivity, profile
 
 from selfloop.config import SuiteConfig
 from selfloop.config.base import default_cache_dir
-from selfloop.engines import hf
 from selfloop.engines.base import Sampling
 from selfloop.engines.chat import prompt_chat
 from selfloop.engines.hf import HFEngine
@@ -49,16 +44,9 @@ def main() -> None:
                         max_new_tokens=args.max_new_tokens)
     chats = [prompt_chat(item.prompt) for item in load_suite(suite)[: args.items]]
     greedy = Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
-    timed: dict[str, list[float]] = {"growing": [], "dynamic": []}
-    answers = {}
-    for _ in range(2):
-        for side in timed:
-            with mock.patch.object(hf, "growing", lambda cache, spare: cache) if side == "dynamic" else nullcontext():
-                started = time.monotonic()
-                answers[side] = engine.generate(chats, greedy)
-                timed[side].append(time.monotonic() - started)
-    outs = answers["growing"]
-    seconds, dynamic_seconds = min(timed["growing"]), min(timed["dynamic"])
+    started = time.monotonic()
+    outs = engine.generate(chats, greedy)
+    seconds = time.monotonic() - started
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         again = engine.generate(chats, greedy)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -71,10 +59,6 @@ def main() -> None:
     peak = ceiling.matmul_peak_flops(model_dir)
     report = {
         "bench": "eval_decode", "items": len(chats), "seconds": round(seconds, 1),
-        "dynamic_cache_seconds": round(dynamic_seconds, 1), "ratio_to_dynamic_cache": round(seconds / dynamic_seconds, 3),
-        "same_as_dynamic_cache": [(c.token_ids, c.token_logprobs) for o in outs for c in o]
-        == [(c.token_ids, c.token_logprobs) for o in answers["dynamic"] for c in o],
-        "runs": {side: [round(t, 1) for t in times] for side, times in timed.items()},
         "generated_tokens": sum(o[0].num_tokens for o in outs),
         "at_length": sum(o[0].finish_reason == "length" for o in outs),
         "same_answers_profiled": [o[0].text for o in outs] == [o[0].text for o in again],

@@ -22,7 +22,5 @@ def test_the_decode_benchmark_splits_the_time_by_operator(tiny_model) -> None:
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=True)
     line = json.loads(out.stdout.strip().splitlines()[-1])
     assert line["items"] == 4 and 0 < line["generated_tokens"] <= 24 and line["same_answers_profiled"] is True
-    assert line["same_as_dynamic_cache"] is True and line["dynamic_cache_seconds"] > 0
-    assert [len(times) for times in line["runs"].values()] == [2, 2]
     assert abs(sum(line["share"].values()) - 1) < 1e-3 and "aten::mm" in line["share"]
     assert line["matmul"]["gflop_per_s"] > 0 and line["matmul"]["ceiling_gflop_per_s"] > 0

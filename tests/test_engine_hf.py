@@ -346,30 +346,3 @@ def test_generate_then_score_the_vllm_engines_way_reads_what_the_cache_reads(eng
         for a, b in zip(a_row, b_row, strict=True):
             assert a.token_ids == b.token_ids
             assert max(abs(x - y) for x, y in zip(a.follow_logprobs, b.follow_logprobs)) < 1e-4
-
-
-def test_the_growing_cache_decodes_what_transformers_dynamic_cache_decodes_bit_for_bit(engine: HFEngine, monkeypatch) -> None:
-    """Decoding writes each step into the cache's spare room instead of concatenating: the same tokens, log-probs and
-    follow-up log-probs, exactly, as with transformers' DynamicCache; rows end at different steps, and one
-    follow-up is longer than all the room kept (10 tokens' and the follow-up's)."""
-    from selfloop.engines import hf
-    from selfloop.engines.base import FollowUp
-    from selfloop.models.kv_cache import GrowingLayer
-
-    chats = [[{"role": "user", "content": text}] for text in ("Hi", "Tell me a story about the sea " * 3, "Why?")]
-    follow = FollowUp(lambda c: c.token_ids[:2] + [7] * (hf.FOLLOW_UP_ROOM + 12 if c.seed == 4 else 1), (10, 11, 12))
-    sampling = Sampling(n=2, temperature=1.0, max_new_tokens=10, stop=("e",))
-    seeds = [[1, 2], [3, 4], [5, 6]]
-    kinds = []
-    growing = hf.growing
-    monkeypatch.setattr(hf, "growing", lambda cache, spare: kinds.append(
-        {type(layer) for layer in growing(cache, spare).layers}) or cache)
-    ours = engine.generate_and_score(chats, sampling, follow, seeds=seeds)
-    assert kinds and all(k == {GrowingLayer} for k in kinds)
-    monkeypatch.setattr(hf, "growing", lambda cache, spare: cache)
-    theirs = engine.generate_and_score(chats, sampling, follow, seeds=seeds)
-    flat = [(a, b) for row_a, row_b in zip(ours, theirs, strict=True) for a, b in zip(row_a, row_b, strict=True)]
-    assert {a.finish_reason for a, _ in flat} == {"stop", "length"}
-    for a, b in flat:
-        assert a.token_ids == b.token_ids and a.token_logprobs == b.token_logprobs
-        assert a.follow_logprobs == b.follow_logprobs

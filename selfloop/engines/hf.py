@@ -25,7 +25,6 @@ import torch
 from selfloop.adapters import Adapter, verify_checkpoint
 from selfloop.engines.base import Chat, Completion, FollowUp, GenerationStats, ProgressFn, Sampling
 from selfloop.engines.chat import prompt_ids
-from selfloop.models.kv_cache import growing
 from selfloop.models.loading import end_token_ids, load_causal_lm, load_tokenizer, pick_device, pick_dtype
 from selfloop.models.logprobs import (
     completion_logprobs,
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 MAX_LOADED_ADAPTERS = 3
-FOLLOW_UP_ROOM = 16  # cache positions kept for a follow-up's tokens (a judge's "Score: "); a longer one reallocates once
 
 
 def sample_next(
@@ -222,8 +220,7 @@ class HFEngine:
         unique: dict[tuple[int, ...], int] = {}
         row_of = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
         out, mask, positions = prefill(model, [list(p) for p in unique], self.pad_id, use_cache=True)
-        # Room for every token this decode feeds, and a follow-up's few after them: no step copies the cache to grow it.
-        cache = growing(out.past_key_values, spare=sampling.max_new_tokens + FOLLOW_UP_ROOM)
+        cache = out.past_key_values
         select = torch.tensor(row_of, device=self.device)
         cache.batch_select_indices(select)  # each completion gets its own copy of its prompt's cache
         logits = out.logits[select, -1, :]
@@ -319,7 +316,7 @@ class HFEngine:
             own = copy.copy(cache)
             own.layers = [copy.copy(layer) for layer in cache.layers]
             for layer in own.layers:
-                layer.batch_select_indices(index)  # new tensors: the shared cache's rows are left as they are
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
         kept_mask = mask[index].clone()
         prompt_width = mask.shape[1] - fed
         blocks, firsts = [], []
