@@ -97,6 +97,7 @@ bench: $(STAMP) bench-env
 	$(BIN)/python bench/iteration.py
 	$(BIN)/python bench/judge.py
 	$(BIN)/python bench/eval_decode.py
+	$(BIN)/python bench/compile_decode.py
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/ui.py
 
