@@ -16,32 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
+import eval_batch  # bench/eval_batch.py: the batch and its settings
 import torch
-
-from selfloop.config import SuiteConfig
-from selfloop.config.base import default_cache_dir
-from selfloop.engines.base import Sampling
-from selfloop.engines.chat import prompt_chat
-from selfloop.engines.hf import HFEngine
-from selfloop.evals.suites import load_suite
-from selfloop.models.resolve import resolve_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="a packaged model, or tiny for a smoke test")
-    parser.add_argument("--items", type=int, default=128, help="items decoded together (the lab's engine batch: 128)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    eval_batch.add_arguments(parser)
     args = parser.parse_args()
-    model_dir = resolve_model(args.model, default_cache_dir()).path
-    engine = HFEngine(model_dir, batch_size=args.items)
-    suite = SuiteConfig(name="val", kind="instructions", levels=[1], size=200, split="validation",
-                        max_new_tokens=args.max_new_tokens)
-    chats = [prompt_chat(item.prompt) for item in load_suite(suite)[: args.items]]
-    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
+    batch = eval_batch.eval_batch(args)
+    engine, chats, greedy = batch.engine, batch.chats, batch.greedy
 
     def decode() -> tuple[float, list[str]]:
         started = time.monotonic()
@@ -60,10 +46,7 @@ def main() -> None:
         "ratio": round(compiled_seconds / eager_seconds, 3),
         "compilation_seconds": round(first_seconds - compiled_seconds, 3),  # paid once per process: per lab piece
         "same_text_as_eager": sum(a == b for a, b in zip(eager_texts, compiled_texts, strict=True)),
-        "settings": {"model": args.model, "suite": "instructions level 1, validation, val", "max_new_tokens": args.max_new_tokens,
-                     "batch_size": args.items, "dtype": str(next(engine.base.parameters()).dtype),
-                     "compile": {"backend": "inductor", "dynamic": True, "mode": "default"},
-                     "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.machine()},
+        "settings": {**batch.settings(args), "compile": {"backend": "inductor", "dynamic": True, "mode": "default"}},
     }
     print(json.dumps(report))
 

@@ -15,35 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import ceiling  # bench/ceiling.py, next to this file
-import torch
+import eval_batch  # bench/eval_batch.py: the batch and its settings
 from torch.profiler import ProfilerActivity, profile
-
-from selfloop.config import SuiteConfig
-from selfloop.config.base import default_cache_dir
-from selfloop.engines.base import Sampling
-from selfloop.engines.chat import prompt_chat
-from selfloop.engines.hf import HFEngine
-from selfloop.evals.suites import load_suite
-from selfloop.models.resolve import resolve_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="a packaged model, or tiny for a smoke test")
-    parser.add_argument("--items", type=int, default=128, help="items decoded together (the lab's engine batch: 128)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    eval_batch.add_arguments(parser)
     parser.add_argument("--top", type=int, default=8, help="operators listed by name; the rest are summed")
     args = parser.parse_args()
-    model_dir = resolve_model(args.model, default_cache_dir()).path
-    engine = HFEngine(model_dir, batch_size=args.items)
-    suite = SuiteConfig(name="val", kind="instructions", levels=[1], size=200, split="validation",
-                        max_new_tokens=args.max_new_tokens)
-    chats = [prompt_chat(item.prompt) for item in load_suite(suite)[: args.items]]
-    greedy = Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
+    batch = eval_batch.eval_batch(args)
+    engine, chats, greedy, model_dir = batch.engine, batch.chats, batch.greedy, batch.model_dir
     started = time.monotonic()
     outs = engine.generate(chats, greedy)
     seconds = time.monotonic() - started
@@ -66,9 +51,7 @@ def main() -> None:
         "matmul": {"seconds": round(mm_seconds, 1), "gflop_per_s": round(mm_flops / mm_seconds / 1e9, 1) if mm_seconds else None,
                    "ceiling_gflop_per_s": round(peak / 1e9, 1),
                    "fraction_of_ceiling": round(mm_flops / mm_seconds / peak, 3) if mm_seconds else None},
-        "settings": {"model": args.model, "suite": "instructions level 1, validation, val", "max_new_tokens": args.max_new_tokens,
-                     "batch_size": args.items, "dtype": str(next(engine.base.parameters()).dtype),
-                     "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.machine()},
+        "settings": batch.settings(args),
     }
     print(json.dumps(report))
 
