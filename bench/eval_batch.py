@@ -33,17 +33,16 @@ class EvalBatch:
     engine: HFEngine
     chats: list[Chat]
     greedy: Sampling
-
-    def settings(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {"model": args.model, "suite": "instructions level 1, validation, val", "max_new_tokens": args.max_new_tokens,
-                "batch_size": args.items, "dtype": str(next(self.engine.base.parameters()).dtype),
-                "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.machine()}
+    settings: dict[str, Any]  # what the JSON reports of the decode's set-up
 
 
 def eval_batch(args: argparse.Namespace) -> EvalBatch:
     model_dir = resolve_model(args.model, default_cache_dir()).path
     suite = SuiteConfig(name="val", kind="instructions", levels=[1], size=200, split="validation",
                         max_new_tokens=args.max_new_tokens)
-    return EvalBatch(model_dir, HFEngine(model_dir, batch_size=args.items),
-                     [prompt_chat(item.prompt) for item in load_suite(suite)[: args.items]],
-                     Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens))
+    engine = HFEngine(model_dir, batch_size=args.items)
+    settings = {"model": args.model, "suite": "instructions level 1, validation, val", "max_new_tokens": args.max_new_tokens,
+                "batch_size": args.items, "dtype": str(next(engine.base.parameters()).dtype),
+                "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.machine()}
+    return EvalBatch(model_dir, engine, [prompt_chat(item.prompt) for item in load_suite(suite)[: args.items]],
+                     Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens), settings)

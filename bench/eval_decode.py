@@ -51,7 +51,7 @@ def main() -> None:
         "matmul": {"seconds": round(mm_seconds, 1), "gflop_per_s": round(mm_flops / mm_seconds / 1e9, 1) if mm_seconds else None,
                    "ceiling_gflop_per_s": round(peak / 1e9, 1),
                    "fraction_of_ceiling": round(mm_flops / mm_seconds / peak, 3) if mm_seconds else None},
-        "settings": batch.settings(args),
+        "settings": batch.settings,
     }
     print(json.dumps(report))
 
