@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import CACHE
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.bench import run_bench
 
 
 @pytest.mark.integration
 def test_the_decode_benchmark_splits_the_time_by_operator(tiny_model) -> None:
-    env = {**os.environ, "SELFLOOP_CACHE_DIR": str(CACHE), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "bench/eval_decode.py", "--model", "tiny", "--items", "4", "--max-new-tokens", "6"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=True)
-    line = json.loads(out.stdout.strip().splitlines()[-1])
+    line = run_bench("eval_decode.py", "--model", "tiny", "--items", "4", "--max-new-tokens", "6")
     assert line["items"] == 4 and 0 < line["generated_tokens"] <= 24 and line["same_answers_profiled"] is True
     assert abs(sum(line["share"].values()) - 1) < 1e-3 and "aten::mm" in line["share"]
     assert line["matmul"]["gflop_per_s"] > 0 and line["matmul"]["ceiling_gflop_per_s"] > 0
